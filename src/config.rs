@@ -1,0 +1,222 @@
+//! Configuration: built-in defaults, then `config.toml`, then `QRGATE_*`
+//! environment variables (highest precedence).
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// host:port to listen on. Port 0 picks a free port (printed at start).
+    pub bind: String,
+    pub data_dir: PathBuf,
+    /// Operator token (`Authorization: Bearer ...` on admin routes).
+    pub admin_token: String,
+    /// Base of the links put in QR codes; defaults to `http://{bind}`.
+    pub public_base_url: Option<String>,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    pub limits: Limits,
+    pub actors: Actors,
+    pub websocket: WebSocket,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted JSON body.
+    pub max_body_bytes: usize,
+    /// Joins (grants and requests) per minute into one group, unless its owner overrides it.
+    pub group_joins_per_minute: u32,
+    /// Ceiling for an owner's override of the above.
+    pub group_joins_per_minute_max: u32,
+    /// Joins per minute by one user across all groups.
+    pub user_joins_per_minute: u32,
+    /// Users created per minute by one client address.
+    pub users_per_minute_per_ip: u32,
+    /// How long a join request waits for a decision before it expires.
+    pub join_request_ttl_seconds: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Actors {
+    /// A group actor idle this long is passivated (dropped from memory).
+    pub idle_timeout_seconds: u64,
+    /// Bounded mailbox of each actor.
+    pub mailbox: usize,
+    /// Threads (actix arbiters) that host the entity actors; 0 = one per core.
+    pub arbiters: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocket {
+    /// Events queued for one connection before it is closed as a slow consumer.
+    pub queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            admin_token: "dev-admin-token-change-me".into(),
+            public_base_url: None,
+            workers: 0,
+            limits: Limits::default(),
+            actors: Actors::default(),
+            websocket: WebSocket::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024,
+            group_joins_per_minute: 600,
+            group_joins_per_minute_max: 60_000,
+            user_joins_per_minute: 30,
+            users_per_minute_per_ip: 600,
+            join_request_ttl_seconds: 3 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for Actors {
+    fn default() -> Self {
+        Actors {
+            idle_timeout_seconds: 300,
+            mailbox: 1024,
+            arbiters: 0,
+        }
+    }
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        WebSocket { queue: 256 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load `path` if given (it must exist), else `./config.toml` if present,
+    /// else defaults; then apply environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (file, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("config.toml"), false),
+        };
+        let mut cfg = match std::fs::read_to_string(&file) {
+            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: file.clone(),
+                source,
+            })?,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path: file, source }),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("QRGATE_BIND") {
+            self.bind = v;
+        }
+        if let Some(v) = get("QRGATE_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("QRGATE_ADMIN_TOKEN") {
+            self.admin_token = v;
+        }
+        if let Some(v) = get("QRGATE_PUBLIC_BASE_URL") {
+            self.public_base_url = Some(v);
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.admin_token.len() < 16 {
+            return bad("admin_token must be at least 16 characters");
+        }
+        let l = &self.limits;
+        if l.group_joins_per_minute == 0 || l.user_joins_per_minute == 0 {
+            return bad("join rate limits must be at least 1 per minute");
+        }
+        if l.users_per_minute_per_ip == 0 {
+            return bad("limits.users_per_minute_per_ip must be at least 1");
+        }
+        if l.group_joins_per_minute_max < l.group_joins_per_minute {
+            return bad("limits.group_joins_per_minute_max must be >= group_joins_per_minute");
+        }
+        if l.max_body_bytes < 1024 {
+            return bad("limits.max_body_bytes must be at least 1024");
+        }
+        if l.join_request_ttl_seconds < 1 {
+            return bad("limits.join_request_ttl_seconds must be positive");
+        }
+        if self.actors.mailbox < 16 || self.websocket.queue < 1 {
+            return bad("actors.mailbox must be >= 16 and websocket.queue >= 1");
+        }
+        if let Some(u) = &self.public_base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return bad("public_base_url must start with http:// or https://");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn arbiters(&self) -> usize {
+        match self.actors.arbiters {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c: Config =
+            toml::from_str("bind = \"0.0.0.0:1\"\n[limits]\nuser_joins_per_minute = 5").unwrap();
+        assert_eq!(c.limits.user_joins_per_minute, 5);
+        assert_eq!(
+            c.limits.group_joins_per_minute, 600,
+            "defaults fill the rest"
+        );
+        c.apply_env(|k| (k == "QRGATE_BIND").then(|| "127.0.0.1:9".to_string()));
+        assert_eq!(c.bind, "127.0.0.1:9");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("bnid = \"x\"").is_err());
+        let c = Config {
+            admin_token: "short".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! Events appended to the outbox with the state change that caused them, and
+//! fanned out after it is durable (WebSocket, counters).
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{GroupId, InviteId, RequestId, UserId};
+
+/// What happened. Serialised with a `type` field, as pushed to WebSocket clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    MemberJoined {
+        group_id: GroupId,
+        user_id: UserId,
+        via_invite: Option<InviteId>,
+    },
+    JoinRequested {
+        group_id: GroupId,
+        request_id: RequestId,
+        user_id: UserId,
+        via_invite: InviteId,
+    },
+    JoinApproved {
+        group_id: GroupId,
+        request_id: RequestId,
+        user_id: UserId,
+        /// None when an operator decided.
+        decided_by: Option<UserId>,
+    },
+    JoinRejected {
+        group_id: GroupId,
+        request_id: RequestId,
+        user_id: UserId,
+        /// None when an operator decided.
+        decided_by: Option<UserId>,
+    },
+    JoinRequestExpired {
+        group_id: GroupId,
+        request_id: RequestId,
+        user_id: UserId,
+    },
+    InviteRevoked {
+        group_id: GroupId,
+        invite_id: InviteId,
+    },
+    MemberBlocked {
+        group_id: GroupId,
+        user_id: UserId,
+    },
+    GroupBanned {
+        group_id: GroupId,
+        reason: String,
+    },
+    GroupUnbanned {
+        group_id: GroupId,
+    },
+}
+
+/// An event and who receives it: the subscribers of its group topic and the
+/// listed users directly (on their own connection, subscribed or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Outbox sequence number, assigned by storage when the event is written.
+    pub seq: u64,
+    pub at: i64,
+    pub group: Option<GroupId>,
+    pub users: Vec<UserId>,
+    pub kind: EventKind,
+}
+
+impl Event {
+    pub fn for_group(group: GroupId, users: Vec<UserId>, at: i64, kind: EventKind) -> Self {
+        Event {
+            seq: 0,
+            at,
+            group: Some(group),
+            users,
+            kind,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Groups, members, invitations and join requests: the plain data the
+//! GroupActor owns, and the newtypes that validate client input on the way in.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{GroupId, InviteId, RequestId, UserId};
+
+pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
+pub const DEFAULT_TTL_SECONDS: i64 = MAX_TTL_SECONDS;
+pub const MAX_USES_LIMIT: u32 = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupStatus {
+    Active,
+    Banned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn moderates(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub id: GroupId,
+    pub name: String,
+    pub description: String,
+    pub owner_id: UserId,
+    pub member_limit: u32,
+    pub approval_required: bool,
+    pub status: GroupStatus,
+    /// Bumped by a ban: tokens carrying an older epoch are burned for good.
+    pub epoch: u32,
+    pub ban_reason: Option<String>,
+    pub created_at: i64,
+    /// Owner's override of the configured per-group join rate.
+    pub join_rate_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: UserId,
+    pub role: Role,
+    pub joined_at: i64,
+    /// The invitation the member came through, and who created it (lineage).
+    pub via_invite: Option<InviteId>,
+    pub invited_by: Option<UserId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invite {
+    pub id: InviteId,
+    pub group_id: GroupId,
+    pub creator_id: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+    pub epoch: u32,
+    /// Keyed blake3 digest of the issued token (see `token::Parsed::tag`).
+    pub tag: [u8; 32],
+    /// The token itself, so its QR code can be rendered again.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub id: RequestId,
+    pub user_id: UserId,
+    pub invite_id: InviteId,
+    pub invited_by: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+// ---------- validated input ----------
+
+fn clean_text(field: &str, s: &str, min: usize, max: usize) -> Result<String, String> {
+    let t = s.trim();
+    let n = t.chars().count();
+    if n < min || n > max {
+        return Err(format!(
+            "`{field}` must be {min} to {max} characters (got {n})"
+        ));
+    }
+    if t.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(format!("`{field}` must not contain control characters"));
+    }
+    Ok(t.to_string())
+}
+
+pub fn parse_group_name(s: &str) -> Result<String, String> {
+    clean_text("name", s, 1, 64)
+}
+
+pub fn parse_description(s: &str) -> Result<String, String> {
+    clean_text("description", s, 0, 280)
+}
+
+pub fn parse_user_name(s: &str) -> Result<String, String> {
+    clean_text("name", s, 1, 64)
+}
+
+pub fn parse_member_limit(n: Option<u32>) -> Result<u32, String> {
+    match n.unwrap_or(100) {
+        l @ (100 | 200 | 500) => Ok(l),
+        other => Err(format!(
+            "`member_limit` must be 100, 200 or 500 (the group tiers); got {other}"
+        )),
+    }
+}
+
+pub fn parse_ttl(ttl: Option<i64>) -> Result<i64, String> {
+    match ttl.unwrap_or(DEFAULT_TTL_SECONDS) {
+        t if (1..=MAX_TTL_SECONDS).contains(&t) => Ok(t),
+        t => Err(format!(
+            "`ttl_seconds` must be between 1 and {MAX_TTL_SECONDS} (7 days, the maximum validity of an invitation); got {t}"
+        )),
+    }
+}
+
+pub fn parse_max_uses(n: Option<u32>) -> Result<Option<u32>, String> {
+    match n {
+        None => Ok(None),
+        Some(u) if (1..=MAX_USES_LIMIT).contains(&u) => Ok(Some(u)),
+        Some(u) => Err(format!(
+            "`max_uses` must be between 1 and {MAX_USES_LIMIT}; got {u}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_ttl() {
+        assert_eq!(parse_member_limit(None), Ok(100));
+        assert_eq!(parse_member_limit(Some(500)), Ok(500));
+        assert!(parse_member_limit(Some(101)).is_err());
+        assert_eq!(parse_ttl(None), Ok(604_800));
+        assert_eq!(parse_ttl(Some(604_800)), Ok(604_800));
+        assert!(parse_ttl(Some(604_801)).unwrap_err().contains("7 days"));
+        assert!(parse_ttl(Some(0)).is_err());
+        assert!(parse_ttl(Some(-5)).is_err());
+        assert_eq!(parse_max_uses(Some(1)), Ok(Some(1)));
+        assert!(parse_max_uses(Some(0)).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_group_name("  Hikers  ").unwrap(), "Hikers");
+        assert!(parse_group_name("   ").is_err());
+        assert!(parse_group_name(&"x".repeat(65)).is_err());
+        assert!(parse_group_name(&"登".repeat(64)).is_ok());
+        assert!(parse_group_name("a\u{0}b").is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! Domain rules as plain types and functions: no actors, no I/O.
+pub mod events;
+pub mod group;
+pub mod ids;
+pub mod join;
+pub mod token;

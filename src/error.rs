@@ -1,0 +1,194 @@
+//! The one error type of the HTTP API and the table of its stable codes.
+//!
+//! Every error a client can see is an [`ApiError`]: it knows its HTTP status and
+//! its machine-readable `code`, and renders as RFC 7807 `application/problem+json`.
+//! The table in [`ApiError::code`]/[`ApiError::status`] is the contract: codes
+//! never change meaning once published.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::join::Refusal;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    // ---- request shape ----
+    #[error("the request body is not valid JSON for this route: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    InvalidId(String),
+
+    // ---- who is calling ----
+    #[error("a valid `Authorization: Bearer <token>` header is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+
+    // ---- what is addressed ----
+    #[error("no route matches this path")]
+    RouteNotFound,
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
+    #[error("group not found")]
+    GroupNotFound,
+    #[error("invitation not found")]
+    InviteNotFound,
+    #[error("join request not found")]
+    RequestNotFound,
+    #[error("user not found")]
+    UserNotFound,
+
+    // ---- the join workflow ----
+    #[error("{}", .0.detail())]
+    Join(Refusal),
+    #[error("too many requests; retry after {retry_after_secs} s ({scope})")]
+    RateLimited {
+        scope: &'static str,
+        retry_after_secs: u64,
+    },
+
+    // ---- other domain conflicts ----
+    #[error("the join request was already decided or has expired")]
+    RequestNotPending,
+    #[error("{0}")]
+    Conflict(&'static str),
+
+    // ---- the server ----
+    #[error("the change could not be made durable; nothing was acknowledged")]
+    StorageUnavailable,
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The stable, machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::InvalidId(_) => "invalid_id",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::GroupNotFound => "group_not_found",
+            ApiError::InviteNotFound => "invite_not_found",
+            ApiError::RequestNotFound => "request_not_found",
+            ApiError::UserNotFound => "user_not_found",
+            ApiError::Join(r) => r.code(),
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RequestNotPending => "request_not_pending",
+            ApiError::Conflict(code) => code,
+            ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) | ApiError::Validation(_) | ApiError::InvalidId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RouteNotFound
+            | ApiError::GroupNotFound
+            | ApiError::InviteNotFound
+            | ApiError::RequestNotFound
+            | ApiError::UserNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Join(r) => {
+                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestNotPending | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::StorageUnavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        self.status().canonical_reason().unwrap_or("Error")
+    }
+
+    pub fn forbidden(why: impl Into<String>) -> Self {
+        ApiError::Forbidden(why.into())
+    }
+
+    pub fn validation(why: impl Into<String>) -> Self {
+        ApiError::Validation(why.into())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError::Join(r)
+    }
+}
+
+/// RFC 7807 body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type (`about:blank#<code>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status();
+        let body = Problem {
+            kind: format!("https://qrgate.dev/problems/{}", self.code()),
+            title: self.title().to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code().to_string(),
+        };
+        let mut resp = HttpResponse::build(status);
+        resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+        }
+        if let ApiError::Unauthorized = self {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        match serde_json::to_vec(&body) {
+            Ok(bytes) => resp.body(bytes),
+            Err(_) => resp.finish(),
+        }
+    }
+}
+
+/// Storage failures are never shown in detail to clients; they are logged where they happen.
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        ApiError::StorageUnavailable
+    }
+}

@@ -1,0 +1,112 @@
+//! Who is calling: bearer session tokens of users, and the operator's admin token.
+//! Tokens are only ever compared by their blake3 hash; they are never logged.
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::future::{ready, Future};
+use std::pin::Pin;
+
+use super::AppState;
+use crate::domain::ids::{random_bytes, UserId};
+use crate::error::ApiError;
+use crate::groups::Caller;
+
+pub const SESSION_PREFIX: &str = "qrs_";
+
+/// A new session token and the hash that is stored.
+pub fn new_session() -> (String, [u8; 32]) {
+    let token = format!(
+        "{SESSION_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    );
+    let hash = session_hash(&token);
+    (token, hash)
+}
+
+pub fn session_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let v = req.headers().get(actix_web::http::header::AUTHORIZATION)?;
+    let s = v.to_str().ok()?;
+    let (scheme, token) = s.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Resolve a bearer token (header) to a caller.
+pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(ApiError::Unauthorized);
+    }
+    if blake3::hash(token.as_bytes()) == state.admin_hash {
+        return Ok(Caller::Admin);
+    }
+    if !token.starts_with(SESSION_PREFIX) {
+        return Err(ApiError::Unauthorized);
+    }
+    match state.storage.user_by_session(&session_hash(token))? {
+        Some(u) => Ok(Caller::User(u)),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or(ApiError::Internal)?;
+    let token = bearer(req).ok_or(ApiError::Unauthorized)?;
+    resolve(state, token)
+}
+
+/// Any authenticated caller: a user or the operator.
+pub struct Authed(pub Caller);
+
+/// A user session (the operator token is refused: it is nobody's account).
+pub struct User(pub UserId);
+
+/// The operator token.
+pub struct Admin;
+
+type Fut<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+impl FromRequest for Authed {
+    type Error = ApiError;
+    type Future = Fut<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(ready(caller_of(req).map(Authed)))
+    }
+}
+
+impl FromRequest for User {
+    type Error = ApiError;
+    type Future = Fut<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(ready(match caller_of(req) {
+            Ok(Caller::User(u)) => Ok(User(u)),
+            Ok(Caller::Admin) => Err(ApiError::forbidden(
+                "this route acts as a user; use a user session token, not the admin token",
+            )),
+            Err(e) => Err(e),
+        }))
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Fut<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(ready(match caller_of(req) {
+            Ok(Caller::Admin) => Ok(Admin),
+            Ok(Caller::User(_)) => Err(ApiError::forbidden("this route needs the admin token")),
+            Err(e) => Err(e),
+        }))
+    }
+}

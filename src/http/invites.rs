@@ -1,0 +1,412 @@
+//! Invitations: create, read, revoke, QR images, and the join behind a scan.
+
+use actix_web::http::header;
+use actix_web::{delete, get, post, web, HttpResponse};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{Authed, User};
+use super::{id, now, rfc3339, AppState};
+use crate::domain::group::{parse_max_uses, parse_ttl, GroupStatus, Invite};
+use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
+use crate::domain::join::Refusal;
+use crate::domain::token;
+use crate::error::{ApiError, Problem};
+use crate::groups::actor::{Caller, CreateInvite, GetInvite, Join, JoinOutcome, RevokeInvite};
+use crate::metrics;
+use crate::qr;
+use crate::storage::Counters;
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvite {
+    /// Validity in seconds, 1 to 604800 (7 days, also the default).
+    ttl_seconds: Option<i64>,
+    /// How many joins the invitation admits; unlimited when absent.
+    max_uses: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InviteView {
+    id: InviteId,
+    group_id: GroupId,
+    creator_id: UserId,
+    /// `base64url(message || ed25519 signature)`; see the README for the layout.
+    token: String,
+    /// `{public_base_url}/j/{token}`, the content of the QR code.
+    url: String,
+    created_at: String,
+    expires_at: String,
+    max_uses: Option<u32>,
+    uses: u32,
+    revoked: bool,
+    /// `live`, `expired`, `revoked`, `exhausted` or `burned` (by a group ban).
+    state: &'static str,
+    /// Outcomes through this invitation (kept by the outbox consumer).
+    counters: Option<Counters>,
+}
+
+fn state_of(i: &Invite, group_epoch: u32, banned: bool, now: i64) -> &'static str {
+    if i.revoked {
+        "revoked"
+    } else if now >= i.expires_at {
+        "expired"
+    } else if banned || i.epoch != group_epoch {
+        "burned"
+    } else if i.max_uses.is_some_and(|m| i.uses >= m) {
+        "exhausted"
+    } else {
+        "live"
+    }
+}
+
+fn view(
+    state: &AppState,
+    i: Invite,
+    group_epoch: u32,
+    banned: bool,
+    counters: Option<Counters>,
+) -> InviteView {
+    InviteView {
+        state: state_of(&i, group_epoch, banned, now()),
+        url: format!("{}/j/{}", state.base_url, i.token),
+        id: i.id,
+        group_id: i.group_id,
+        creator_id: i.creator_id,
+        token: i.token,
+        created_at: rfc3339(i.created_at),
+        expires_at: rfc3339(i.expires_at),
+        max_uses: i.max_uses,
+        uses: i.uses,
+        revoked: i.revoked,
+        counters,
+    }
+}
+
+/// Create an invitation (members of the group).
+#[utoipa::path(
+    params(("id" = String, Path, description = "group id")),
+    request_body = NewInvite,
+    responses((status = 201, body = InviteView), (status = 400, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])), tag = "invitations"
+)]
+#[post("/v1/groups/{id}/invites")]
+pub async fn create_invite(
+    state: web::Data<AppState>,
+    user: User,
+    path: web::Path<String>,
+    body: Option<web::Json<NewInvite>>,
+) -> Result<HttpResponse, ApiError> {
+    let g = id(GroupId::parse, &path)?;
+    let b = body.map(|b| b.into_inner()).unwrap_or_default();
+    let ttl_seconds = parse_ttl(b.ttl_seconds).map_err(ApiError::Validation)?;
+    let max_uses = parse_max_uses(b.max_uses).map_err(ApiError::Validation)?;
+    let inv = state
+        .groups
+        .call(
+            g,
+            CreateInvite {
+                creator: user.0,
+                ttl_seconds,
+                max_uses,
+            },
+        )
+        .await?;
+    let epoch = inv.epoch;
+    Ok(HttpResponse::Created().json(view(&state, inv, epoch, false, None)))
+}
+
+async fn load_invite(
+    state: &AppState,
+    caller: Caller,
+    iid: &str,
+) -> Result<(Invite, crate::domain::group::Group), ApiError> {
+    let iid = id(InviteId::parse, iid)?;
+    let g = state.groups.group_by_invite(iid)?;
+    state
+        .groups
+        .call(
+            g,
+            GetInvite {
+                caller,
+                invite_id: iid,
+            },
+        )
+        .await
+}
+
+/// Read an invitation with its use counters (members of its group, operators).
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id")),
+    responses((status = 200, body = InviteView), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "invitations"
+)]
+#[get("/v1/invites/{id}")]
+pub async fn get_invite(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (inv, group) = load_invite(&state, who.0, &path).await?;
+    let counters = state.storage.invite_counters(inv.id)?;
+    let banned = group.status == GroupStatus::Banned;
+    Ok(HttpResponse::Ok().json(view(&state, inv, group.epoch, banned, Some(counters))))
+}
+
+/// Revoke an invitation (its creator, the group's owner or admins, operators).
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id")),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "invitations"
+)]
+#[delete("/v1/invites/{id}")]
+pub async fn revoke_invite(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let iid = id(InviteId::parse, &path)?;
+    let g = state.groups.group_by_invite(iid)?;
+    state
+        .groups
+        .call(
+            g,
+            RevokeInvite {
+                caller: who.0,
+                invite_id: iid,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SizeQuery {
+    /// Image width and height in pixels, 128 to 2048 (default 512).
+    size: Option<u32>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Png = 0,
+    Svg = 1,
+    Card = 2,
+}
+
+async fn image(
+    state: web::Data<AppState>,
+    who: Authed,
+    iid: &str,
+    kind: Kind,
+    size: Option<u32>,
+) -> Result<HttpResponse, ApiError> {
+    let size = size.unwrap_or(qr::DEFAULT_SIZE);
+    if !(qr::MIN_SIZE..=qr::MAX_SIZE).contains(&size) {
+        return Err(ApiError::validation(format!(
+            "`size` must be between {} and {} pixels",
+            qr::MIN_SIZE,
+            qr::MAX_SIZE
+        )));
+    }
+    let (inv, group) = load_invite(&state, who.0, iid).await?;
+    match state_of(
+        &inv,
+        group.epoch,
+        group.status == GroupStatus::Banned,
+        now(),
+    ) {
+        "revoked" | "burned" => return Err(Refusal::Revoked.into()),
+        "expired" => return Err(Refusal::Expired.into()),
+        _ => {}
+    }
+    let content_type = match kind {
+        Kind::Svg => "image/svg+xml",
+        Kind::Png | Kind::Card => "image/png",
+    };
+    let size = if matches!(kind, Kind::Card) { 0 } else { size };
+    let key = (inv.id, kind as u8, size);
+    let bytes = match state.qr_cache.get(&key) {
+        Some(b) => {
+            metrics::QR_RENDERS.with_label_values(&["hit"]).inc();
+            b
+        }
+        None => {
+            metrics::QR_RENDERS.with_label_values(&["miss"]).inc();
+            let url = format!("{}/j/{}", state.base_url, inv.token);
+            let footer = format!(
+                "Scan to join - valid until {}",
+                &rfc3339(inv.expires_at)[..10]
+            );
+            let b: Bytes = web::block(move || -> Result<Bytes, qr::QrError> {
+                Ok(match kind {
+                    Kind::Png => qr::render_png(&url, size)?.into(),
+                    Kind::Svg => qr::render_svg(&url, size)?.into(),
+                    Kind::Card => qr::render_card(
+                        &url,
+                        &qr::Card {
+                            title: &group.name,
+                            subtitle: &group.description,
+                            footer: &footer,
+                            background: card_colour(group.id),
+                        },
+                    )?
+                    .into(),
+                })
+            })
+            .await
+            .map_err(|_| ApiError::Internal)?
+            .map_err(|e| {
+                tracing::error!(error = %e, "QR rendering failed");
+                ApiError::Internal
+            })?;
+            state.qr_cache.insert(key, b.clone());
+            b
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
+        .body(bytes))
+}
+
+/// A soft background colour derived from the group id, so cards of one group look alike.
+fn card_colour(g: GroupId) -> [u8; 3] {
+    let h = blake3::hash(g.as_bytes());
+    let b = h.as_bytes();
+    [160 + b[0] % 96, 160 + b[1] % 96, 160 + b[2] % 96]
+}
+
+/// QR code (PNG, error correction M) of the invitation's URL.
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id"), SizeQuery),
+    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 410, body = Problem)),
+    security(("bearer" = [])), tag = "invitations"
+)]
+#[get("/v1/invites/{id}/qr.png")]
+pub async fn qr_png(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<SizeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    image(state, who, &path, Kind::Png, q.size).await
+}
+
+/// QR code (SVG, error correction M) of the invitation's URL.
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id"), SizeQuery),
+    responses((status = 200, content_type = "image/svg+xml", description = "SVG"), (status = 410, body = Problem)),
+    security(("bearer" = [])), tag = "invitations"
+)]
+#[get("/v1/invites/{id}/qr.svg")]
+pub async fn qr_svg(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<SizeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    image(state, who, &path, Kind::Svg, q.size).await
+}
+
+/// A branded invitation card (PNG): group avatar placeholder, name, description, QR code.
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id")),
+    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 410, body = Problem)),
+    security(("bearer" = [])), tag = "invitations"
+)]
+#[get("/v1/invites/{id}/card.png")]
+pub async fn card_png(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    image(state, who, &path, Kind::Card, None).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// The invitation token (from the QR code's URL).
+    token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JoinResult {
+    /// `joined` (200) or `pending` (202, waiting for approval).
+    status: &'static str,
+    group_id: GroupId,
+    request_id: Option<RequestId>,
+}
+
+/// Join a group through an invitation token: a membership (200) or a join request (202).
+#[utoipa::path(
+    request_body = JoinBody,
+    responses(
+        (status = 200, body = JoinResult, description = "joined"),
+        (status = 202, body = JoinResult, description = "waiting for approval"),
+        (status = 400, body = Problem, description = "invalid_token"),
+        (status = 403, body = Problem, description = "group_banned, blocked"),
+        (status = 409, body = Problem, description = "group_full, already_member, request_pending"),
+        (status = 410, body = Problem, description = "invite_expired, invite_revoked, invite_exhausted"),
+        (status = 429, body = Problem, description = "rate_limited (with Retry-After)"),
+    ),
+    security(("bearer" = [])), tag = "invitations"
+)]
+#[post("/v1/join")]
+pub async fn join(
+    state: web::Data<AppState>,
+    user: User,
+    body: web::Json<JoinBody>,
+) -> Result<HttpResponse, ApiError> {
+    let result = join_inner(&state, user.0, &body.token).await;
+    let outcome = match &result {
+        Ok((JoinOutcome::Joined, _)) => "joined",
+        Ok((JoinOutcome::Pending(_), _)) => "pending",
+        Err(e) => e.code(),
+    };
+    metrics::JOIN_OUTCOMES.with_label_values(&[outcome]).inc();
+    let (outcome, group_id) = result?;
+    Ok(match outcome {
+        JoinOutcome::Joined => HttpResponse::Ok().json(JoinResult {
+            status: "joined",
+            group_id,
+            request_id: None,
+        }),
+        JoinOutcome::Pending(rid) => HttpResponse::Accepted().json(JoinResult {
+            status: "pending",
+            group_id,
+            request_id: Some(rid),
+        }),
+    })
+}
+
+async fn join_inner(
+    state: &AppState,
+    user: UserId,
+    text: &str,
+) -> Result<(JoinOutcome, GroupId), ApiError> {
+    let invalid = || ApiError::from(Refusal::InvalidToken);
+    let parsed = token::parse(text).map_err(|_| invalid())?;
+    if state.keys.verifying_key(parsed.claims.kid).is_none() {
+        return Err(invalid());
+    }
+    let g = state
+        .groups
+        .group_by_ref(&parsed.claims.group_ref)?
+        .ok_or_else(invalid)?;
+    let tag = parsed.tag(state.keys.tag_key());
+    let outcome = state
+        .groups
+        .call(
+            g,
+            Join {
+                user,
+                claims: parsed.claims,
+                tag,
+            },
+        )
+        .await?;
+    Ok((outcome, g))
+}

@@ -1,0 +1,114 @@
+//! The HTTP gateway: thin handlers that parse, authorise, call an actor and map
+//! the result. Route modules mirror the API sections of DESIGN.md.
+
+pub mod auth;
+pub mod groups;
+pub mod invites;
+pub mod ops;
+pub mod users;
+pub mod ws;
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use governor::DefaultKeyedRateLimiter;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::domain::ids::{BadId, InviteId};
+use crate::error::ApiError;
+use crate::groups::Directory;
+use crate::keys::KeyRing;
+use crate::push::Hub;
+use crate::storage::Storage;
+
+/// Process-wide state shared by every worker.
+pub struct AppState {
+    pub config: Config,
+    pub storage: Storage,
+    pub keys: Arc<KeyRing>,
+    pub groups: Directory,
+    pub hub: Hub,
+    pub admin_hash: blake3::Hash,
+    pub base_url: String,
+    /// Rendered QR images of live invitations: (invite, kind, size) -> bytes.
+    pub qr_cache: quick_cache::sync::Cache<(InviteId, u8, u32), Bytes>,
+    pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = state.config.limits.max_body_bytes;
+        cfg.app_data(state)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .error_handler(move |e, _| json_error(e, limit).into()),
+            )
+            .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+            .app_data(web::PathConfig::default().error_handler(|e, _| {
+                ApiError::InvalidId(format!("bad path parameter: {e}")).into()
+            }))
+            .service(ops::healthz)
+            .service(ops::metrics)
+            .service(ops::openapi)
+            .service(users::create_user)
+            .service(users::keys)
+            .service(groups::create_group)
+            .service(groups::get_group)
+            .service(groups::update_group)
+            .service(groups::members)
+            .service(groups::set_admin)
+            .service(groups::unset_admin)
+            .service(groups::requests)
+            .service(groups::approve)
+            .service(groups::reject)
+            .service(groups::block)
+            .service(groups::ban)
+            .service(groups::unban)
+            .service(invites::create_invite)
+            .service(invites::get_invite)
+            .service(invites::revoke_invite)
+            .service(invites::qr_png)
+            .service(invites::qr_svg)
+            .service(invites::card_png)
+            .service(invites::join)
+            .service(ws::ws)
+            .default_service(web::to(not_found));
+    }
+}
+
+async fn not_found(_: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
+
+fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
+    match e {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge(limit)
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => ApiError::InvalidJson(e.to_string()),
+        other => ApiError::InvalidJson(other.to_string()),
+    }
+}
+
+fn query_error(e: QueryPayloadError) -> ApiError {
+    ApiError::validation(format!("bad query string: {e}"))
+}
+
+/// Parse a path id, mapping a malformed one to `invalid_id`.
+pub fn id<T>(parse: fn(&str) -> Result<T, BadId>, s: &str) -> Result<T, ApiError> {
+    parse(s).map_err(|e| ApiError::InvalidId(e.to_string()))
+}
+
+pub fn rfc3339(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

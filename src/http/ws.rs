@@ -1,0 +1,154 @@
+//! `GET /v1/ws?token=<session token>`: a user's own events, plus the events of
+//! groups the user subscribes to (members only) with `{"subscribe":"group:<id>"}`.
+//! A connection whose queue fills up is closed with code 4008 (slow consumer).
+
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message};
+use serde::Deserialize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use utoipa::IntoParams;
+
+use super::{auth, AppState};
+use crate::domain::ids::{GroupId, UserId};
+use crate::error::ApiError;
+use crate::groups::actor::IsMember;
+use crate::groups::Caller;
+use crate::push::CLOSE_SLOW_CONSUMER;
+
+#[derive(Deserialize, IntoParams)]
+pub struct WsQuery {
+    /// The user's session token (browsers cannot set headers on WebSocket requests).
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMsg {
+    subscribe: String,
+}
+
+const PING_EVERY: Duration = Duration::from_secs(30);
+const MAX_FRAME: usize = 4 * 1024;
+
+/// WebSocket of events. Messages are JSON objects with a `type`.
+#[utoipa::path(
+    params(WsQuery),
+    responses((status = 101, description = "switching protocols"), (status = 401, body = crate::error::Problem)),
+    tag = "events"
+)]
+#[get("/v1/ws")]
+pub async fn ws(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+    q: web::Query<WsQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let user = match auth::resolve(&state, &q.token)? {
+        Caller::User(u) => u,
+        Caller::Admin => {
+            return Err(ApiError::forbidden(
+                "WebSocket events belong to users; use a session token",
+            )
+            .into())
+        }
+    };
+    let (resp, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream.max_frame_size(MAX_FRAME);
+    actix_web::rt::spawn(run(state, user, session, stream));
+    Ok(resp)
+}
+
+async fn run(
+    state: web::Data<AppState>,
+    user: UserId,
+    mut session: actix_ws::Session,
+    mut stream: actix_ws::MessageStream,
+) {
+    let Some(mut sub) = state.hub.connect(user) else {
+        let _ = session.close(None).await;
+        return;
+    };
+    let hello = serde_json::json!({"type": "hello", "user_id": user}).to_string();
+    let mut close: Option<CloseReason> = None;
+    if session.text(hello).await.is_ok() {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                ev = sub.rx.recv() => match ev {
+                    Some(text) => {
+                        if session.text(text.to_string()).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        if sub.slow.load(Ordering::SeqCst) {
+                            close = Some(CloseReason {
+                                code: CloseCode::Other(CLOSE_SLOW_CONSUMER),
+                                description: Some("slow consumer: too many undelivered events".into()),
+                            });
+                        }
+                        break;
+                    }
+                },
+                msg = stream.recv() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let reply = handle_client(&state, user, sub.id, &t).await;
+                        if session.text(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Ping(b))) => {
+                        if session.pong(&b).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        close = Some(CloseReason {
+                            code: CloseCode::Protocol,
+                            description: Some("protocol error".into()),
+                        });
+                        break;
+                    }
+                },
+                _ = ping.tick() => {
+                    if session.ping(b"").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    state.hub.disconnect(sub.id);
+    let _ = session.close(close).await;
+}
+
+async fn handle_client(state: &AppState, user: UserId, conn: u64, text: &str) -> String {
+    let err = |code: &str, detail: &str| {
+        serde_json::json!({"type": "error", "code": code, "detail": detail}).to_string()
+    };
+    let Ok(msg) = serde_json::from_str::<ClientMsg>(text) else {
+        return err("invalid_json", "expected {\"subscribe\":\"group:<id>\"}");
+    };
+    let Some(g) = msg
+        .subscribe
+        .strip_prefix("group:")
+        .and_then(|s| GroupId::parse(s).ok())
+    else {
+        return err("invalid_id", "subscribe to \"group:<group id>\"");
+    };
+    match state.groups.call(g, IsMember { user }).await {
+        Ok(true) => {
+            state.hub.subscribe(conn, g);
+            serde_json::json!({"type": "subscribed", "group_id": g}).to_string()
+        }
+        Ok(false) => err(
+            "forbidden",
+            "only members may subscribe to a group's events",
+        ),
+        Err(e) => err(e.code(), &e.to_string()),
+    }
+}

@@ -1,0 +1,244 @@
+//! Signing keys and server secrets, kept as files in the data dir so that
+//! `qrgate keygen` works while sled is locked by a running server.
+//!
+//! - `keys/<created-unix>-<kid>.ed25519`: hex Ed25519 seed, mode 0600. The
+//!   newest key signs; older keys stay published in `/v1/keys` until every
+//!   invitation they could have signed has expired (7 days after retirement).
+//! - `secret.key`: 32 random bytes (hex) from which the keyed-blake3 keys for
+//!   token tags and group/creator references are derived.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::Serialize;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::domain::group::MAX_TTL_SECONDS;
+use crate::domain::ids::{random_bytes, GroupId, UserId};
+use crate::domain::token::{self, kid_of, Ref};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("key file {0} is not 64 hex characters")]
+    Bad(PathBuf),
+}
+
+struct KeyEntry {
+    kid: u32,
+    key: VerifyingKey,
+    retired_at: Option<i64>,
+}
+
+pub struct KeyRing {
+    signing: SigningKey,
+    kid: u32,
+    keys: Vec<KeyEntry>,
+    tag_key: [u8; 32],
+    group_ref_key: [u8; 32],
+    creator_ref_key: [u8; 32],
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Jwk {
+    pub kid: String,
+    pub kty: &'static str,
+    pub crv: &'static str,
+    /// base64url public key
+    pub x: String,
+    #[serde(rename = "use")]
+    pub use_: &'static str,
+    pub alg: &'static str,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn write_secret(path: &Path, bytes: &[u8; 32]) -> Result<(), KeyError> {
+    let io = |e| KeyError::Io(path.to_path_buf(), e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(hex(bytes).as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(())
+}
+
+fn read_secret(path: &Path) -> Result<[u8; 32], KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io(path.to_path_buf(), e))?;
+    unhex32(&text).ok_or_else(|| KeyError::Bad(path.to_path_buf()))
+}
+
+/// Create a new signing key in `data_dir`; it becomes the active key at the
+/// next start. Returns its kid.
+pub fn generate(data_dir: &Path) -> Result<String, KeyError> {
+    let dir = data_dir.join("keys");
+    std::fs::create_dir_all(&dir).map_err(|e| KeyError::Io(dir.clone(), e))?;
+    let seed: [u8; 32] = random_bytes();
+    let kid = kid_of(&SigningKey::from_bytes(&seed).verifying_key());
+    let now = chrono::Utc::now().timestamp();
+    write_secret(&dir.join(format!("{now:012}-{kid:08x}.ed25519")), &seed)?;
+    Ok(format!("{kid:08x}"))
+}
+
+impl KeyRing {
+    /// Load keys and secrets from `data_dir`, creating them on first start.
+    pub fn load_or_create(data_dir: &Path) -> Result<KeyRing, KeyError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| KeyError::Io(data_dir.to_path_buf(), e))?;
+        let secret_path = data_dir.join("secret.key");
+        if !secret_path.exists() {
+            write_secret(&secret_path, &random_bytes())?;
+        }
+        let secret = read_secret(&secret_path)?;
+        let dir = data_dir.join("keys");
+        let list = |dir: &Path| -> Result<Vec<PathBuf>, KeyError> {
+            let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "ed25519"))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                Err(e) => return Err(KeyError::Io(dir.to_path_buf(), e)),
+            };
+            v.sort(); // names start with the zero-padded creation time
+            Ok(v)
+        };
+        let mut files = list(&dir)?;
+        if files.is_empty() {
+            generate(data_dir)?;
+            files = list(&dir)?;
+        }
+        let created = |p: &Path| -> i64 {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('-').next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut keys = Vec::new();
+        let mut signing = None;
+        for (i, p) in files.iter().enumerate() {
+            let sk = SigningKey::from_bytes(&read_secret(p)?);
+            let vk = sk.verifying_key();
+            let retired_at = files.get(i + 1).map(|next| created(next));
+            keys.push(KeyEntry {
+                kid: kid_of(&vk),
+                key: vk,
+                retired_at,
+            });
+            signing = Some(sk);
+        }
+        let signing = signing.ok_or_else(|| KeyError::Bad(dir.clone()))?;
+        Ok(KeyRing {
+            kid: kid_of(&signing.verifying_key()),
+            signing,
+            keys,
+            tag_key: blake3::derive_key("qrgate 2026 invitation token tag", &secret),
+            group_ref_key: blake3::derive_key("qrgate 2026 group reference", &secret),
+            creator_ref_key: blake3::derive_key("qrgate 2026 creator reference", &secret),
+        })
+    }
+
+    pub fn active_kid(&self) -> u32 {
+        self.kid
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    pub fn tag_key(&self) -> &[u8; 32] {
+        &self.tag_key
+    }
+
+    /// Verification key for `kid`, if it is one of ours.
+    pub fn verifying_key(&self, kid: u32) -> Option<VerifyingKey> {
+        self.keys.iter().find(|k| k.kid == kid).map(|k| k.key)
+    }
+
+    pub fn group_ref(&self, g: GroupId) -> Ref {
+        truncate(blake3::keyed_hash(&self.group_ref_key, g.as_bytes()))
+    }
+
+    pub fn creator_ref(&self, u: UserId) -> Ref {
+        truncate(blake3::keyed_hash(&self.creator_ref_key, u.as_bytes()))
+    }
+
+    /// Keys to publish at `now`: the active one and those retired less than
+    /// the maximum invitation lifetime ago.
+    pub fn jwks(&self, now: i64) -> Vec<Jwk> {
+        self.keys
+            .iter()
+            .rev()
+            .filter(|k| k.retired_at.is_none_or(|r| now < r + MAX_TTL_SECONDS))
+            .map(|k| Jwk {
+                kid: format!("{:08x}", k.kid),
+                kty: "OKP",
+                crv: "Ed25519",
+                x: URL_SAFE_NO_PAD.encode(k.key.as_bytes()),
+                use_: "sig",
+                alg: "EdDSA",
+            })
+            .collect()
+    }
+
+    /// Sign claims with the active key (the claims' kid is set here).
+    pub fn sign(&self, mut claims: token::Claims) -> String {
+        claims.kid = self.kid;
+        claims.sign(&self.signing)
+    }
+}
+
+fn truncate(h: blake3::Hash) -> Ref {
+    let mut r = [0u8; 8];
+    r.copy_from_slice(&h.as_bytes()[..8]);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_reloaded_and_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = KeyRing::load_or_create(dir.path()).unwrap();
+        let b = KeyRing::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.active_kid(), b.active_kid());
+        assert_eq!(a.group_ref(GroupId([1; 16])), b.group_ref(GroupId([1; 16])));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let new_kid = generate(dir.path()).unwrap();
+        let c = KeyRing::load_or_create(dir.path()).unwrap();
+        assert_eq!(format!("{:08x}", c.active_kid()), new_kid);
+        assert!(
+            c.verifying_key(a.active_kid()).is_some(),
+            "old key still verifies"
+        );
+        let now = chrono::Utc::now().timestamp();
+        assert_eq!(c.jwks(now).len(), 2);
+        assert_eq!(
+            c.jwks(now + MAX_TTL_SECONDS + 10).len(),
+            1,
+            "retired key unpublished after max ttl"
+        );
+    }
+}

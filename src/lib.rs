@@ -1,0 +1,19 @@
+//! qrgate: QR invitations, the join workflow, wallets, red packets and scan codes.
+//!
+//! Layout: `domain` holds the pure rules; `groups` the actors that own state;
+//! `storage` the only module that knows sled; `push` the outbox consumer and
+//! WebSocket hub; `http` the thin gateway; `startup` wires them together.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod groups;
+pub mod http;
+pub mod keys;
+pub mod load;
+pub mod metrics;
+pub mod openapi;
+pub mod push;
+pub mod qr;
+pub mod startup;
+pub mod storage;

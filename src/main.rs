@@ -1,0 +1,84 @@
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use qrgate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "qrgate",
+    version,
+    about = "QR invitations and the join workflow behind a scan"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve {
+        /// Config file (default: ./config.toml if present, else built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Create a new signing key in the data dir; it signs new invitations from
+    /// the next start, and older keys keep verifying until their invitations expire.
+    Keygen {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Drive load against a server (see the README's capacity section).
+    Load(qrgate::load::LoadArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(None),
+        Some(Command::Serve { config }) => serve(config),
+        Some(Command::Keygen { config }) => keygen(config),
+        Some(Command::Load(args)) => qrgate::load::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qrgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(path: Option<PathBuf>) -> Result<(), String> {
+    let cfg = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+    let kid = qrgate::keys::generate(&cfg.data_dir).map_err(|e| e.to_string())?;
+    println!(
+        "new signing key {kid} in {}; it becomes active at the next start",
+        cfg.data_dir.display()
+    );
+    Ok(())
+}
+
+fn serve(path: Option<PathBuf>) -> Result<(), String> {
+    let cfg = Config::load(path.as_deref()).map_err(|e| e.to_string())?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = qrgate::startup::build(cfg).map_err(|e| e.to_string())?;
+        // Tests and scripts read this line to find the port when binding to :0.
+        println!("qrgate listening on http://{}", app.addr);
+        let _ = std::io::stdout().flush();
+        tracing::info!(addr = %app.addr, "serving");
+        let result = app.server.await.map_err(|e| e.to_string());
+        app.storage.close().map_err(|e| e.to_string())?;
+        tracing::info!("stopped cleanly");
+        result
+    })
+}

@@ -1,0 +1,175 @@
+//! Prometheus metrics, registered once in a process-wide registry.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    // Registration only fails on a duplicate name, which is a programming error
+    // caught by the first test that renders /metrics.
+    if let Err(e) = REGISTRY.register(Box::new(c.clone())) {
+        tracing::error!(error = %e, "metric registration failed");
+    }
+    c
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_http_requests_total",
+            "HTTP requests by route and status",
+        ),
+        &["method", "route", "status"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    reg(HistogramVec::new(
+        HistogramOpts::new("qrgate_http_request_seconds", "HTTP request latency")
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        &["method", "route"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static JOIN_OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_join_outcomes_total",
+            "Join attempts by outcome code",
+        ),
+        &["outcome"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "qrgate_storage_flush_seconds",
+            "Duration of one group-commit flush",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static FLUSH_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "qrgate_storage_flush_waiters",
+            "Requests acknowledged by one flush",
+        )
+        .buckets(vec![
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+        ]),
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static STORAGE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "qrgate_storage_write_seconds",
+            "Applying one write set in memory",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static ACTORS_RESIDENT: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(
+        IntGauge::new("qrgate_group_actors_resident", "Group actors in memory")
+            .unwrap_or_else(|_| unreachable_metric()),
+    )
+});
+
+pub static ACTOR_ACTIVATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_group_actor_activations_total",
+        "Group actors rebuilt from storage",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static ACTOR_PASSIVATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_group_actor_passivations_total",
+        "Idle group actors dropped",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static OUTBOX_LAG: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_outbox_lag_events",
+        "Durable events not yet consumed",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static WS_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(
+        IntGauge::new("qrgate_ws_connections", "Open WebSocket connections")
+            .unwrap_or_else(|_| unreachable_metric()),
+    )
+});
+
+pub static WS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_ws_slow_consumers_closed_total",
+        "WebSocket connections closed for falling behind",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static QR_RENDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_qr_images_total",
+            "QR images served, by cache result",
+        ),
+        &["result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+/// Metric constructors only fail on invalid names, which are constants here.
+fn unreachable_metric<T>() -> T {
+    panic!("invalid metric definition")
+}
+
+/// Touch every metric so it shows up in /metrics before its first use.
+pub fn init() {
+    LazyLock::force(&HTTP_REQUESTS);
+    LazyLock::force(&HTTP_SECONDS);
+    LazyLock::force(&JOIN_OUTCOMES);
+    LazyLock::force(&FLUSH_SECONDS);
+    LazyLock::force(&FLUSH_BATCH);
+    LazyLock::force(&STORAGE_WRITE_SECONDS);
+    LazyLock::force(&ACTORS_RESIDENT);
+    LazyLock::force(&ACTOR_ACTIVATIONS);
+    LazyLock::force(&ACTOR_PASSIVATIONS);
+    LazyLock::force(&OUTBOX_LAG);
+    LazyLock::force(&WS_CONNECTIONS);
+    LazyLock::force(&WS_DROPPED);
+    LazyLock::force(&QR_RENDERS);
+}
+
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&REGISTRY.gather(), &mut buf) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}

@@ -1,0 +1,137 @@
+//! Build the application from a config and serve it.
+
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use governor::{Quota, RateLimiter};
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::groups::{Directory, Shared};
+use crate::http::{self, AppState};
+use crate::keys::KeyRing;
+use crate::metrics;
+use crate::push::{self, Hub};
+use crate::storage::Storage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("cannot open storage in {0}: {1}")]
+    Storage(String, crate::storage::StorageError),
+}
+
+/// A server bound to its port, not yet awaited.
+pub struct Application {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub storage: Storage,
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+/// Open storage and keys, start the actor directory and the outbox consumer,
+/// and bind the HTTP server. Must run inside an actix system.
+pub fn build(config: Config) -> Result<Application, StartError> {
+    metrics::init();
+    let keys = Arc::new(KeyRing::load_or_create(&config.data_dir)?);
+    let storage = Storage::open(&config.data_dir)
+        .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
+    let listener =
+        TcpListener::bind(&config.bind).map_err(|e| StartError::Bind(config.bind.clone(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(config.bind.clone(), e))?;
+    let base_url = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let user_limiter = Arc::new(RateLimiter::keyed(per_minute(
+        config.limits.user_joins_per_minute,
+    )));
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        storage: storage.clone(),
+        keys: Arc::clone(&keys),
+        user_limiter: Arc::clone(&user_limiter),
+    });
+    // Shared actors start here, outside the HttpServer factory, so that every
+    // worker talks to the same ones.
+    let directory = Directory::new(shared, config.arbiters());
+    let hub = Hub::new(config.websocket.queue);
+    actix_web::rt::spawn(push::run_outbox(storage.clone(), hub.clone()));
+
+    let state = web::Data::new(AppState {
+        admin_hash: blake3::hash(config.admin_token.as_bytes()),
+        qr_cache: quick_cache::sync::Cache::new(4096),
+        ip_limiter: RateLimiter::keyed(per_minute(config.limits.users_per_minute_per_ip)),
+        storage: storage.clone(),
+        keys,
+        groups: directory,
+        hub,
+        base_url,
+        config: config.clone(),
+    });
+
+    // Keyed limiters keep a key until told to forget idle ones.
+    let sweep = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            user_limiter.retain_recent();
+            sweep.ip_limiter.retain_recent();
+            user_limiter.shrink_to_fit();
+            sweep.ip_limiter.shrink_to_fit();
+        }
+    });
+
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap_fn(|req, srv| {
+                let started = Instant::now();
+                let method = req.method().to_string();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    // The matched pattern, never the raw path or query (which may carry tokens).
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    let status = res.status().as_u16();
+                    let secs = started.elapsed().as_secs_f64();
+                    metrics::HTTP_REQUESTS
+                        .with_label_values(&[&method, &route, &status.to_string()])
+                        .inc();
+                    metrics::HTTP_SECONDS
+                        .with_label_values(&[&method, &route])
+                        .observe(secs);
+                    tracing::debug!(%method, %route, status, ms = secs * 1000.0, "request");
+                    Ok(res)
+                }
+            })
+            .configure(http::configure(state.clone()))
+    })
+    .shutdown_timeout(10)
+    .listen(listener)
+    .map_err(|e| StartError::Bind(config.bind.clone(), e))?;
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    Ok(Application {
+        server: server.run(),
+        addr,
+        storage,
+    })
+}
