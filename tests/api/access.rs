@@ -1,0 +1,201 @@
+//! Who may do what: every moderation action is denied to those who may not.
+
+use super::helpers::*;
+use serde_json::json;
+
+#[actix_web::test]
+async fn outsiders_and_plain_members_are_denied_every_admin_action() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app
+        .group(
+            &owner,
+            json!({"name": "Guarded", "approval_required": true}),
+        )
+        .await;
+    let (iid, tok, _) = app.invite(&owner, &g, json!({})).await;
+    let (joiner_id, joiner) = app.user("joiner").await;
+    let (_, v) = app.join(&joiner, &tok).await;
+    let rid = s_(&v["request_id"]);
+    let (member_id, member) = app.user("member").await;
+    let (_, v) = app.join(&member, &tok).await;
+    let mrid = s_(&v["request_id"]);
+    assert_eq!(
+        app.post(
+            &format!("/v1/groups/{g}/requests/{mrid}/approve"),
+            Some(&owner),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, outsider) = app.user("outsider").await;
+    let forged = "qrs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    // (method, path, body) of every action reserved to moderators / members / operators
+    let gp = format!("/v1/groups/{g}");
+    let moderator_actions: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        ("GET", format!("{gp}/requests"), None),
+        (
+            "POST",
+            format!("{gp}/requests/{rid}/approve"),
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            format!("{gp}/requests/{rid}/reject"),
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            format!("{gp}/blocks"),
+            Some(json!({"user_id": joiner_id})),
+        ),
+        ("PUT", format!("{gp}/admins/{member_id}"), None),
+        ("DELETE", format!("{gp}/admins/{member_id}"), None),
+        (
+            "PATCH",
+            gp.clone(),
+            Some(json!({"approval_required": false})),
+        ),
+        ("DELETE", format!("/v1/invites/{iid}"), None),
+    ];
+    let member_actions: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        ("GET", format!("{gp}/members"), None),
+        ("POST", format!("{gp}/invites"), Some(json!({}))),
+        ("GET", format!("/v1/invites/{iid}"), None),
+        ("GET", format!("/v1/invites/{iid}/qr.png"), None),
+        ("GET", format!("/v1/invites/{iid}/qr.svg"), None),
+        ("GET", format!("/v1/invites/{iid}/card.png"), None),
+    ];
+    let admin_actions: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        (
+            "POST",
+            format!("/v1/admin/groups/{g}/ban"),
+            Some(json!({"reason": "x"})),
+        ),
+        ("POST", format!("/v1/admin/groups/{g}/unban"), None),
+    ];
+
+    for (m, p, b) in moderator_actions
+        .iter()
+        .chain(&member_actions)
+        .chain(&admin_actions)
+    {
+        let (s, v) = app.call(m, p, None, b.clone()).await;
+        assert_eq!((s, code(&v)), (401, "unauthorized"), "anonymous {m} {p}");
+        let (s, v) = app.call(m, p, Some(forged), b.clone()).await;
+        assert_eq!(
+            (s, code(&v)),
+            (401, "unauthorized"),
+            "forged session {m} {p}"
+        );
+        let (s, v) = app.call(m, p, Some(&outsider), b.clone()).await;
+        assert_eq!((s, code(&v)), (403, "forbidden"), "outsider {m} {p}: {v}");
+    }
+    for (m, p, b) in moderator_actions.iter().chain(&admin_actions) {
+        let (s, v) = app.call(m, p, Some(&member), b.clone()).await;
+        assert_eq!(
+            (s, code(&v)),
+            (403, "forbidden"),
+            "plain member {m} {p}: {v}"
+        );
+    }
+    // Members may read; the pending joiner is not a member yet.
+    for (m, p, b) in &member_actions {
+        let (s, _) = app.call(m, p, Some(&member), b.clone()).await;
+        assert!(s == 200 || s == 201, "member {m} {p} -> {s}");
+        let (s, _) = app.call(m, p, Some(&joiner), b.clone()).await;
+        assert_eq!(s, 403, "pending joiner {m} {p}");
+    }
+    // A member may revoke their own invitation but not the owner's.
+    let (s, v) = app
+        .post(&format!("{gp}/invites"), Some(&member), json!({}))
+        .await;
+    assert_eq!(s, 201);
+    let own = s_(&v["id"]);
+    assert_eq!(
+        app.call("DELETE", &format!("/v1/invites/{iid}"), Some(&member), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        app.call("DELETE", &format!("/v1/invites/{own}"), Some(&member), None)
+            .await
+            .0,
+        204
+    );
+    // The operator may moderate any group, but is nobody's user account.
+    assert_eq!(app.get(&format!("{gp}/requests"), Some(ADMIN)).await.0, 200);
+    let (s, v) = app
+        .post("/v1/join", Some(ADMIN), json!({"token": tok}))
+        .await;
+    assert_eq!((s, code(&v)), (403, "forbidden"));
+    let (s, v) = app
+        .post("/v1/groups", Some(ADMIN), json!({"name": "x"}))
+        .await;
+    assert_eq!((s, code(&v)), (403, "forbidden"));
+    // Nothing above changed the group.
+    let (_, v) = app.get(&gp, Some(&owner)).await;
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["approval_required"], true);
+    assert_eq!(v["member_count"], 2);
+    assert_eq!(v["pending_requests"], 1);
+}
+
+#[actix_web::test]
+async fn secrets_never_reach_the_logs() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Quiet"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    let (_, u) = app.user("u").await;
+    assert_eq!(app.join(&u, &tok).await.0, 200);
+    let _ = app.get(&format!("/v1/ws?token={u}"), None).await;
+    let _ = app
+        .get(
+            "/v1/groups/g_AAAAAAAAAAAAAAAAAAAAAA",
+            Some("qrs_wrong-token-value"),
+        )
+        .await;
+    let log = app.log();
+    assert!(
+        log.contains("request"),
+        "debug request logging is on: {log}"
+    );
+    for secret in [
+        owner.as_str(),
+        u.as_str(),
+        tok.as_str(),
+        ADMIN,
+        "qrs_wrong-token-value",
+    ] {
+        assert!(!log.contains(secret), "a secret leaked into the log");
+    }
+    // Only hashes are stored: the raw session token is not in the data files.
+    let mut found = false;
+    for entry in walk(&app.data_dir()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        if bytes.windows(owner.len()).any(|w| w == owner.as_bytes()) {
+            found = true;
+        }
+    }
+    assert!(!found, "session token stored in clear");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,156 @@
+//! Bad input: always a 4xx problem+json with a code, never a 5xx.
+
+use super::helpers::*;
+use serde_json::json;
+
+#[actix_web::test]
+async fn malformed_requests_get_typed_errors() {
+    let app = TestApp::spawn().await;
+    let (_, u) = app.user("u").await;
+    let raw = |path: &str, ct: &str, body: Vec<u8>| {
+        app.client
+            .post(format!("{}{}", app.base, path))
+            .insert_header(("Authorization", format!("Bearer {u}")))
+            .insert_header(("Content-Type", ct.to_string()))
+            .send_body(body)
+    };
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "/v1/groups",
+            "application/json",
+            b"{\"name\":".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v1/groups",
+            "application/json",
+            b"[1,2]".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v1/groups",
+            "application/json",
+            br#"{"name":"x","bogus":1}"#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v1/groups",
+            "application/json",
+            br#"{"name":""}"#.to_vec(),
+            400,
+            "validation_failed",
+        ),
+        (
+            "/v1/groups",
+            "application/json",
+            br#"{"name":"x","member_limit":300}"#.to_vec(),
+            400,
+            "validation_failed",
+        ),
+        (
+            "/v1/groups",
+            "application/json",
+            br#"{"name":"x","member_limit":-1}"#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v1/groups",
+            "text/plain",
+            br#"{"name":"x"}"#.to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "/v1/groups",
+            "application/json",
+            format!("{{\"name\":\"{}\"}}", "x".repeat(40_000)).into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "/v1/join",
+            "application/json",
+            br#"{"token":123}"#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v1/users",
+            "application/json",
+            br#"{"name":"a\u0000b"}"#.to_vec(),
+            400,
+            "validation_failed",
+        ),
+    ];
+    for (path, ct, body, status, want) in cases {
+        let mut r = raw(path, ct, body).await.unwrap();
+        let s = r.status().as_u16();
+        let ctype = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let v: serde_json::Value = serde_json::from_slice(&r.body().await.unwrap()).unwrap();
+        assert_eq!((s, code(&v)), (status, want), "{path} {v}");
+        assert_eq!(ctype.as_deref(), Some("application/problem+json"));
+    }
+    // bad ids
+    for p in [
+        "/v1/groups/nope",
+        "/v1/groups/u_AAAAAAAAAAAAAAAAAAAAAA",
+        "/v1/invites/i_short",
+        "/v1/groups/g_%00",
+    ] {
+        let (s, v) = app.get(p, Some(&u)).await;
+        assert_eq!((s, code(&v)), (400, "invalid_id"), "{p}");
+    }
+    let (s, v) = app
+        .get("/v1/groups/g_AAAAAAAAAAAAAAAAAAAAAA", Some(&u))
+        .await;
+    assert_eq!((s, code(&v)), (404, "group_not_found"));
+    let (s, v) = app
+        .get("/v1/invites/i_AAAAAAAAAAAAAAAAAAAAAA", Some(&u))
+        .await;
+    assert_eq!((s, code(&v)), (404, "invite_not_found"));
+    let (s, v) = app.get("/v1/nothing-here", None).await;
+    assert_eq!((s, code(&v)), (404, "not_found"));
+    let (s, v) = app
+        .post(
+            "/v1/groups/g_AAAAAAAAAAAAAAAAAAAAAA/requests/r_AAAAAAAAAAAAAAAAAAAAAA/approve",
+            Some(&u),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (404, "group_not_found"));
+    let g = app.group(&u, json!({"name": "g"})).await;
+    let (s, v) = app
+        .post(
+            &format!("/v1/groups/{g}/requests/r_AAAAAAAAAAAAAAAAAAAAAA/approve"),
+            Some(&u),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (409, "request_not_pending"));
+    let (s, v) = app
+        .get(&format!("/v1/groups/{g}/members"), Some("Basic abc"))
+        .await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"));
+    // QR size bounds
+    let (iid, _, _) = app.invite(&u, &g, json!({})).await;
+    for q in ["size=10", "size=999999", "size=abc", "bogus=1"] {
+        let (s, v) = app
+            .get(&format!("/v1/invites/{iid}/qr.png?{q}"), Some(&u))
+            .await;
+        assert_eq!((s, code(&v)), (400, "validation_failed"), "{q}");
+    }
+    assert_eq!(
+        app.metric(
+            "qrgate_http_requests_total{method=\"POST\",route=\"/v1/groups\",status=\"500\"}"
+        )
+        .await,
+        0.0
+    );
+}

@@ -1,0 +1,243 @@
+//! Spawn the real server binary and talk to it.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    extra_config: String,
+    pub client: awc::Client,
+}
+
+fn start(dir: &Path, extra_config: &str) -> (Child, String) {
+    let cfg = dir.join("config.toml");
+    let data = dir.join("data");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n",
+            data.display()
+        ),
+    )
+    .expect("write config");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qrgate"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "debug")
+        .env_remove("QRGATE_BIND")
+        .env_remove("QRGATE_DATA_DIR")
+        .env_remove("QRGATE_ADMIN_TOKEN")
+        .env_remove("QRGATE_PUBLIC_BASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn qrgate");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read listening line");
+    let base = line
+        .trim()
+        .strip_prefix("qrgate listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    (child, base)
+}
+
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connector(awc::Connector::new().limit(512))
+        .finish()
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with("").await
+    }
+
+    /// `extra_config` is TOML appended to the config (e.g. a `[limits]` table).
+    pub async fn spawn_with(extra_config: &str) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (child, base) = start(dir.path(), extra_config);
+        let app = TestApp {
+            base,
+            dir,
+            child: Some(child),
+            extra_config: extra_config.to_string(),
+            client: client(),
+        };
+        app.wait_healthy().await;
+        app
+    }
+
+    pub async fn wait_healthy(&self) {
+        for _ in 0..100 {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+            {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become healthy");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        c.wait().expect("wait")
+    }
+
+    /// Start again on the same data dir (new port).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let (child, base) = start(self.dir.path(), &self.extra_config);
+        self.child = Some(child);
+        self.base = base;
+        self.client = client();
+        self.wait_healthy().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            "POST" => self.client.post(url),
+            "PUT" => self.client.put(url),
+            "PATCH" => self.client.patch(url),
+            "DELETE" => self.client.delete(url),
+            m => panic!("method {m}"),
+        };
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_json(&b).await,
+            None => req.send().await,
+        }
+        .expect("request");
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(16 * 1024 * 1024).await.expect("body");
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.call("GET", path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.call("POST", path, token, Some(body)).await
+    }
+
+    /// A new user: (user_id, token).
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let (s, v) = self
+            .post("/v1/users", Some(ADMIN), json!({ "name": name }))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        (s_(&v["user_id"]), s_(&v["token"]))
+    }
+
+    pub async fn group(&self, token: &str, body: Value) -> String {
+        let (s, v) = self.post("/v1/groups", Some(token), body).await;
+        assert_eq!(s, 201, "{v}");
+        s_(&v["id"])
+    }
+
+    /// (invite id, token, url)
+    pub async fn invite(&self, token: &str, group: &str, body: Value) -> (String, String, String) {
+        let (s, v) = self
+            .post(&format!("/v1/groups/{group}/invites"), Some(token), body)
+            .await;
+        assert_eq!(s, 201, "{v}");
+        (s_(&v["id"]), s_(&v["token"]), s_(&v["url"]))
+    }
+
+    pub async fn join(&self, token: &str, invite_token: &str) -> (u16, Value) {
+        self.post("/v1/join", Some(token), json!({ "token": invite_token }))
+            .await
+    }
+
+    pub async fn metric(&self, name_and_labels: &str) -> f64 {
+        let mut r = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics");
+        let text =
+            String::from_utf8_lossy(&r.body().limit(8 << 20).await.expect("body")).to_string();
+        text.lines()
+            .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn s_(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+pub fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}

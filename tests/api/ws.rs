@@ -1,0 +1,175 @@
+//! WebSocket events: a joiner hears the decision; members hear their group.
+
+use super::helpers::*;
+use awc::ws;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+type Conn = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+
+async fn connect(app: &TestApp, token: &str) -> Conn {
+    let (_, conn) = awc::Client::new()
+        .ws(format!("{}/v1/ws?token={token}", app.base))
+        .connect()
+        .await
+        .expect("ws connect");
+    conn
+}
+
+/// Next JSON text frame (answering pings), within 5 s.
+async fn next(conn: &mut Conn) -> Value {
+    let fut = async {
+        loop {
+            match conn.next().await {
+                Some(Ok(ws::Frame::Text(b))) => {
+                    return serde_json::from_slice::<Value>(&b).unwrap()
+                }
+                Some(Ok(ws::Frame::Ping(p))) => {
+                    let _ = conn.send(ws::Message::Pong(p)).await;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    };
+    actix_web::rt::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("event within 5 s")
+}
+
+async fn next_of(conn: &mut Conn, ty: &str) -> Value {
+    for _ in 0..20 {
+        let v = next(conn).await;
+        if v["type"] == ty {
+            return v;
+        }
+    }
+    panic!("no {ty} event");
+}
+
+#[actix_web::test]
+async fn joiner_hears_the_decision_and_members_hear_the_group() {
+    let app = TestApp::spawn().await;
+    let (owner_id, owner) = app.user("owner").await;
+    let g = app
+        .group(&owner, json!({"name": "Live", "approval_required": true}))
+        .await;
+    let (iid, tok, _) = app.invite(&owner, &g, json!({})).await;
+    let (ann_id, ann) = app.user("ann").await;
+
+    let mut owner_ws = connect(&app, &owner).await;
+    assert_eq!(next(&mut owner_ws).await["type"], "hello");
+    owner_ws
+        .send(ws::Message::Text(
+            format!("{{\"subscribe\":\"group:{g}\"}}").into(),
+        ))
+        .await
+        .unwrap();
+    let v = next(&mut owner_ws).await;
+    assert_eq!(
+        (v["type"].as_str(), v["group_id"].as_str()),
+        (Some("subscribed"), Some(g.as_str()))
+    );
+
+    let mut ann_ws = connect(&app, &ann).await;
+    assert_eq!(next(&mut ann_ws).await["user_id"], ann_id.as_str());
+    // Not a member: may not subscribe to the group.
+    ann_ws
+        .send(ws::Message::Text(
+            format!("{{\"subscribe\":\"group:{g}\"}}").into(),
+        ))
+        .await
+        .unwrap();
+    let v = next(&mut ann_ws).await;
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("forbidden"))
+    );
+    ann_ws
+        .send(ws::Message::Text("nonsense".into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ann_ws).await["code"], "invalid_json");
+
+    let (s, v) = app.join(&ann, &tok).await;
+    assert_eq!(s, 202);
+    let rid = s_(&v["request_id"]);
+    let ev = next_of(&mut owner_ws, "join_requested").await;
+    assert_eq!(ev["request_id"], rid.as_str());
+    assert_eq!(ev["via_invite"], iid.as_str());
+    assert!(ev["seq"].as_u64().is_some() && ev["at"].as_str().is_some());
+
+    assert_eq!(
+        app.post(
+            &format!("/v1/groups/{g}/requests/{rid}/approve"),
+            Some(&owner),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let ev = next_of(&mut ann_ws, "join_approved").await;
+    assert_eq!(ev["group_id"], g.as_str());
+    assert_eq!(ev["decided_by"], owner_id.as_str());
+    let ev = next_of(&mut owner_ws, "member_joined").await;
+    assert_eq!(ev["user_id"], ann_id.as_str());
+
+    // A rejected joiner hears it too.
+    let (_, bob) = app.user("bob").await;
+    let mut bob_ws = connect(&app, &bob).await;
+    let _ = next(&mut bob_ws).await;
+    let (_, v) = app.join(&bob, &tok).await;
+    let brid = s_(&v["request_id"]);
+    assert_eq!(
+        app.post(
+            &format!("/v1/groups/{g}/requests/{brid}/reject"),
+            Some(&owner),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        next_of(&mut bob_ws, "join_rejected").await["request_id"],
+        brid.as_str()
+    );
+
+    // Revocation and ban reach subscribed members.
+    assert_eq!(
+        app.call("DELETE", &format!("/v1/invites/{iid}"), Some(&owner), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        next_of(&mut owner_ws, "invite_revoked").await["invite_id"],
+        iid.as_str()
+    );
+    assert_eq!(
+        app.post(
+            &format!("/v1/admin/groups/{g}/ban"),
+            Some(ADMIN),
+            json!({"reason": "test"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        next_of(&mut owner_ws, "group_banned").await["reason"],
+        "test"
+    );
+
+    // Bad session tokens are refused before the upgrade.
+    let err = awc::Client::new()
+        .ws(format!("{}/v1/ws?token=qrs_nope", app.base))
+        .connect()
+        .await;
+    match err {
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => assert_eq!(s.as_u16(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+}
