@@ -88,10 +88,9 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
     // The guard (if any) kills the child and removes its data dir when dropped, also on error.
     let (base, admin, _server) = match &args.url {
         Some(url) => {
-            let admin = args.admin_token.clone().ok_or(
-                "the admin token is needed for setup: --admin-token or QRGATE_ADMIN_TOKEN",
-            )?;
-            (loopback_base(url)?, admin, None)
+            let base = loopback_base(url)?;
+            let why = "the admin token is needed for setup: --admin-token or QRGATE_ADMIN_TOKEN";
+            (base, args.admin_token.clone().ok_or(why)?, None)
         }
         None => {
             let (server, base, admin) = SpawnedServer::start()?;
@@ -147,13 +146,8 @@ impl SpawnedServer {
             let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
             let mut cmd = Command::new(exe);
             cmd.arg("serve").arg("--config").arg(config);
-            for var in [
-                "QRGATE_BIND",
-                "QRGATE_DATA_DIR",
-                "QRGATE_ADMIN_TOKEN",
-                "QRGATE_PUBLIC_BASE_URL",
-            ] {
-                cmd.env_remove(var);
+            for var in ["BIND", "DATA_DIR", "ADMIN_TOKEN", "PUBLIC_BASE_URL"] {
+                cmd.env_remove(format!("QRGATE_{var}")); // the config file must win
             }
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "warn");
@@ -246,15 +240,14 @@ impl Drop for SpawnedServer {
     }
 }
 
-/// The comparison point: an empty `POST /` handler on its own System and thread.
-fn start_baseline() -> Result<
-    (
-        String,
-        actix_web::dev::ServerHandle,
-        std::thread::JoinHandle<()>,
-    ),
+type Baseline = (
     String,
-> {
+    actix_web::dev::ServerHandle,
+    std::thread::JoinHandle<()>,
+);
+
+/// The comparison point: an empty `POST /` handler on its own System and thread.
+fn start_baseline() -> Result<Baseline, String> {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
@@ -352,15 +345,11 @@ async fn new_user(
     admin: &str,
     name: String,
 ) -> Result<String, String> {
-    let v = api(
-        c,
-        Method::POST,
-        &format!("{base}/v1/users"),
-        admin,
-        Some(json!({ "name": name })),
+    let body = Some(json!({ "name": name }));
+    field(
+        &api(c, Method::POST, &format!("{base}/v1/users"), admin, body).await?,
+        "token",
     )
-    .await?;
-    field(&v, "token")
 }
 
 /// A 500-member group owned by `owner` and one invitation: (group id, invitation token).
@@ -370,16 +359,11 @@ async fn new_group(
     owner: &str,
     name: String,
 ) -> Result<(String, String), String> {
-    let body = json!({ "name": name, "member_limit": 500 });
-    let g = api(
-        c,
-        Method::POST,
-        &format!("{base}/v1/groups"),
-        owner,
-        Some(body),
-    )
-    .await?;
-    let id = field(&g, "id")?;
+    let (url, body) = (
+        format!("{base}/v1/groups"),
+        json!({ "name": name, "member_limit": 500 }),
+    );
+    let id = field(&api(c, Method::POST, &url, owner, Some(body)).await?, "id")?;
     let url = format!("{base}/v1/groups/{id}/invites");
     let inv = api(c, Method::POST, &url, owner, Some(json!({}))).await?;
     Ok((id, field(&inv, "token")?))
@@ -623,42 +607,20 @@ async fn scenario(args: &LoadArgs, base: &str, admin: &str) -> Result<(), String
 
     let count = |code: &str| row.outcomes.get(code).copied().unwrap_or(0);
     let mut checks = Vec::new();
+    let mut check = |name, got: u64, want: u64| checks.push((name, got == want, got, want));
     match viral_group {
-        None => {
-            let other = row.requests - count("joined");
-            checks.push((
-                "every answer is 200 joined",
-                other == 0,
-                format!("{other} other answers"),
-            ));
-        }
+        None => check("200 joined (every answer)", count("joined"), row.requests),
         Some((gid, owner)) => {
-            let g = api(
-                c,
-                Method::GET,
-                &format!("{base}/v1/groups/{gid}"),
-                &owner,
-                None,
-            )
-            .await?;
-            let members = g["member_count"].as_u64().unwrap_or(0);
+            let url = format!("{base}/v1/groups/{gid}");
+            let g = api(c, Method::GET, &url, &owner, None).await?;
             let joins = row.requests.min(499);
-            checks.push((
+            check(
                 "member_count",
-                members == joins + 1,
-                format!("{members}, want {}", joins + 1),
-            ));
-            checks.push((
-                "200 joined",
-                count("joined") == joins,
-                format!("{}, want {joins}", count("joined")),
-            ));
-            let full = row.requests - joins;
-            checks.push((
-                "409 group_full",
-                count("group_full") == full,
-                format!("{}, want {full}", count("group_full")),
-            ));
+                g["member_count"].as_u64().unwrap_or(0),
+                joins + 1,
+            );
+            check("200 joined", count("joined"), joins);
+            check("409 group_full", count("group_full"), row.requests - joins);
         }
     }
     report(args, &row, baseline.as_ref(), &checks)?;
@@ -674,7 +636,7 @@ fn report(
     args: &LoadArgs,
     row: &Row,
     baseline: Option<&Row>,
-    checks: &[(&str, bool, String)],
+    checks: &[(&str, bool, u64, u64)],
 ) -> Result<(), String> {
     let ratio = baseline.map(|b| 100.0 * row.throughput_rps / b.throughput_rps.max(1e-9));
     if args.json {
@@ -684,41 +646,25 @@ fn report(
         v["ratio_pct"] = json!(ratio);
         v["checks"] = checks
             .iter()
-            .map(|(n, ok, d)| json!({"name": n, "ok": ok, "detail": d}))
+            .map(|(n, ok, got, want)| json!({"name": n, "ok": ok, "got": got, "want": want}))
             .collect();
         println!("{v}");
         return Ok(());
     }
-    println!(
-        "{:<10} {:>5} {:>9} {:>7} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "scenario",
-        "conns",
-        "requests",
-        "secs",
-        "req/s",
-        "ok/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms"
-    );
+    const QS: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
+    let head: String = QS
+        .iter()
+        .map(|q| format!(" {:>9}", format!("{q} ms")))
+        .collect();
+    println!("scenario   conns  requests    secs      req/s       ok/s{head}");
     for r in std::iter::once(row).chain(baseline) {
-        let l = |q: &str| r.latency_ms.get(q).copied().unwrap_or(0.0);
-        println!(
-            "{:<10} {:>5} {:>9} {:>7.2} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-            r.name,
-            r.connections,
-            r.requests,
-            r.duration_s,
-            r.throughput_rps,
-            r.successes_per_s,
-            l("p50"),
-            l("p90"),
-            l("p99"),
-            l("p99.9"),
-            l("max")
-        );
+        let lat: String = QS
+            .iter()
+            .map(|q| format!(" {:>9.2}", r.latency_ms[q]))
+            .collect();
+        let (n, c, k, d) = (&r.name, r.connections, r.requests, r.duration_s);
+        let (t, s) = (r.throughput_rps, r.successes_per_s);
+        println!("{n:<10} {c:>5} {k:>9} {d:>7.2} {t:>10.0} {s:>10.0}{lat}");
     }
     if let Some(p) = ratio {
         println!("ratio {} / baseline: {p:.1} %", row.name);
@@ -730,11 +676,9 @@ fn report(
             println!("first transport error ({}): {e}", r.name);
         }
     }
-    for (name, ok, detail) in checks {
-        println!(
-            "check {name}: {} ({detail})",
-            if *ok { "ok" } else { "FAILED" }
-        );
+    for (name, ok, got, want) in checks {
+        let verdict = if *ok { "ok" } else { "FAILED" };
+        println!("check {name}: {verdict} (got {got}, want {want})");
     }
     Ok(())
 }
