@@ -10,19 +10,21 @@
 //!   random admin token and rate limits raised out of the way; `--url` targets a running
 //!   server (loopback only) with the admin token from `--admin-token`/`QRGATE_ADMIN_TOKEN`.
 //! * Setup (users, groups, invitations) goes through the public API and is not measured.
-//! * `joins`: request `k` joins group `k % groups` as user `(k % groups + k / groups) % users`,
-//!   so every (user, group) pair is distinct and no group ever fills (the run stops at
-//!   `groups * 499` requests): every answer should be `200 joined`.
-//! * `viral`: `--scanners` users scan one invitation of a 500-member group; exactly 499
-//!   must be admitted and the rest refused with `409 group_full` (checked, exit 1 if not).
+//! * `joins`: request `k` joins group `k % groups` as user `(k % groups + k / groups) % users`:
+//!   every (user, group) pair is distinct, each group gets one join per round and the run
+//!   stops before any group fills (`groups * 499` requests), so every answer should be
+//!   `200 joined`. Bounded by `--duration` (default 10 s) and `--requests`.
+//! * `viral`: `--scanners` users scan one invitation of a 500-member group once each;
+//!   exactly 499 must be admitted and the rest refused with `409 group_full`.
 //! * `--baseline` first drives an in-process empty actix-web handler with the same client,
 //!   requests and connections, and reports the scenario as a percentage of it.
 //!
-//! The client is one actix System on this thread: `--connections` concurrent loops share
-//! one keep-alive `awc::Client`; latencies go to per-loop HDR histograms, merged at the end.
+//! Failed checks make the command exit 1 after printing the report. The client is one
+//! actix System on this thread: `--connections` concurrent loops share one keep-alive
+//! `awc::Client`; latencies go to per-loop HDR histograms, merged at the end.
 
-use actix_web::http::header::HeaderValue;
-use actix_web::http::Method;
+use actix_web::dev::ServerHandle;
+use actix_web::http::{header::HeaderValue, Method};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use hdrhistogram::Histogram;
@@ -34,7 +36,8 @@ use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,136 +100,123 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
             (base, admin, Some(server))
         }
     };
-    actix_web::rt::System::new().block_on(scenario(&args, &base, &admin))
+    actix_web::rt::System::new().block_on(async {
+        let plan = setup(&args, &base, &admin).await?;
+        let (baseline, row) = measure(&args, &base, &plan).await?;
+        let checks = check(&plan, &row, &base).await?;
+        report(&args, &row, baseline.as_ref(), &checks)?;
+        match checks.iter().filter(|c| !c.ok).count() {
+            0 => Ok(()),
+            n => Err(format!("{n} check(s) failed")),
+        }
+    })
 }
 
 // ---------------------------------------------------------------- target
 
 /// Accept only `http://` URLs whose host is 127.0.0.0/8, `localhost` or `[::1]`.
 fn loopback_base(url: &str) -> Result<String, String> {
-    let refuse = || {
-        Err(format!(
-            "refusing {url}: only http:// loopback addresses are accepted"
-        ))
-    };
-    let Some(rest) = url.strip_prefix("http://") else {
-        return refuse();
-    };
-    let authority = rest.split('/').next().unwrap_or("");
-    if authority.contains('@') {
-        return refuse();
-    }
+    let authority = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next());
+    let authority = authority.unwrap_or("");
     let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.split(':').next().unwrap_or(""),
+        Some(v6) => v6.split(']').next(),
+        None => authority.split(':').next(),
     };
-    let ok = host.eq_ignore_ascii_case("localhost")
-        || host == "::1"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.octets()[0] == 127);
-    if !ok {
-        return refuse();
+    let host = host.unwrap_or("");
+    let v4 = host
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if !authority.contains('@') && (v4 || host == "::1" || host.eq_ignore_ascii_case("localhost")) {
+        return Ok(format!("http://{authority}"));
     }
-    Ok(format!("http://{authority}"))
+    Err(format!(
+        "refusing {url}: only http:// loopback addresses are accepted"
+    ))
 }
 
-/// A `qrgate serve` child with its temporary directory; both go away on drop.
+/// A directory removed (with its contents) on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `qrgate serve` child; on drop it is stopped (SIGTERM, then SIGKILL) and its dir removed.
 struct SpawnedServer {
     child: Child,
-    dir: PathBuf,
+    _dir: TempDir,
 }
 
 impl SpawnedServer {
+    /// Start the server; returns it with its base URL and admin token.
     fn start() -> Result<(SpawnedServer, String, String), String> {
         let dir = std::env::temp_dir().join(format!("qrgate-load-{:016x}", rand::random::<u64>()));
+        let dir = TempDir(dir);
+        let (data, config) = (dir.0.join("data"), dir.0.join("config.toml"));
         let admin = format!("load-admin-{:032x}", rand::random::<u128>());
-        let created = Self::write_config(&dir, &admin);
-        let child = created.and_then(|config| {
-            let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-            let mut cmd = Command::new(exe);
-            cmd.arg("serve").arg("--config").arg(config);
-            for var in ["BIND", "DATA_DIR", "ADMIN_TOKEN", "PUBLIC_BASE_URL"] {
-                cmd.env_remove(format!("QRGATE_{var}")); // the config file must win
-            }
-            if std::env::var_os("RUST_LOG").is_none() {
-                cmd.env("RUST_LOG", "warn");
-            }
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            cmd.spawn()
-                .map_err(|e| format!("cannot start the server: {e}"))
-        });
-        let mut server = match child {
-            Ok(child) => SpawnedServer { child, dir },
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
-        let stdout = server.child.stdout.take().ok_or("no stdout pipe")?;
-        let (tx, rx) = mpsc::channel();
-        // Forward stdout lines, then keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(base) = line.strip_prefix("qrgate listening on ") {
-                        eprintln!(
-                            "load: spawned server at {base} (data in {})",
-                            server.dir.display()
-                        );
-                        return Ok((server, base.trim().to_string(), admin));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err("the server did not start within 60 s".into())
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = server
-                        .child
-                        .wait()
-                        .map(|s| s.to_string())
-                        .unwrap_or_default();
-                    return Err(format!("the server exited before listening ({status})"));
-                }
-            }
-        }
-    }
-
-    fn write_config(dir: &std::path::Path, admin: &str) -> Result<PathBuf, String> {
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-        let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_default(); // a valid TOML string
         let text = format!(
             "bind = \"127.0.0.1:0\"\ndata_dir = {}\nadmin_token = {}\n\n[limits]\n\
              group_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n\
              user_joins_per_minute = 1000000\nusers_per_minute_per_ip = 1000000\n",
-            quoted(&data.to_string_lossy()),
-            quoted(admin)
+            q(&data.to_string_lossy()),
+            q(&admin)
         );
-        let path = dir.join("config.toml");
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(path)
+        std::fs::create_dir_all(&data)
+            .and_then(|()| std::fs::write(&config, text))
+            .map_err(|e| format!("{}: {e}", dir.0.display()))?;
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve").arg("--config").arg(&config);
+        for var in ["BIND", "DATA_DIR", "ADMIN_TOKEN", "PUBLIC_BASE_URL"] {
+            cmd.env_remove(format!("QRGATE_{var}")); // the config file must win
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the server: {e}"))?;
+        let stdout = child.stdout.take();
+        let mut server = SpawnedServer { child, _dir: dir };
+        let stdout = stdout.ok_or("no stdout pipe to the server")?;
+        let (tx, rx) = mpsc::channel();
+        // Report the listening line, and keep draining so the child never blocks on the pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(base) = line.strip_prefix("qrgate listening on ") {
+                    let _ = tx.send(base.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => {
+                eprintln!("load: spawned server at {base}");
+                Ok((server, base, admin))
+            }
+            Err(RecvTimeoutError::Timeout) => Err("the server did not start within 60 s".into()),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = server.child.wait().map(|s| s.to_string());
+                Err(format!(
+                    "the server exited before listening ({})",
+                    status.unwrap_or_default()
+                ))
+            }
+        }
     }
 }
 
 impl Drop for SpawnedServer {
     fn drop(&mut self) {
         let pid = self.child.id().to_string();
-        let termed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .is_ok_and(|s| s.success());
+        let term = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
-        while termed && Instant::now() < deadline {
+        while term.as_ref().is_ok_and(|s| s.success()) && Instant::now() < deadline {
             match self.child.try_wait() {
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                 _ => break,
@@ -236,18 +226,11 @@ impl Drop for SpawnedServer {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-type Baseline = (
-    String,
-    actix_web::dev::ServerHandle,
-    std::thread::JoinHandle<()>,
-);
-
 /// The comparison point: an empty `POST /` handler on its own System and thread.
-fn start_baseline() -> Result<Baseline, String> {
+fn start_baseline() -> Result<(String, ServerHandle, JoinHandle<()>), String> {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
@@ -257,18 +240,14 @@ fn start_baseline() -> Result<Baseline, String> {
             let bound = HttpServer::new(move || App::new().route("/", web::post().to(empty)))
                 .workers(cores)
                 .disable_signals()
-                .bind(("127.0.0.1", 0));
+                .bind(("127.0.0.1", 0))
+                .map_err(|e| format!("baseline server: {e}"));
             match bound {
-                Err(e) => {
-                    let _ = tx.send(Err(format!("baseline bind: {e}")));
-                }
+                Err(e) => drop(tx.send(Err(e))),
                 Ok(srv) => {
-                    let addr = srv.addrs().first().copied();
+                    let addr = srv.addrs().first().copied().ok_or("no address".to_string());
                     let server = srv.run();
-                    let _ = tx.send(
-                        addr.map(|a| (a, server.handle()))
-                            .ok_or("no address".into()),
-                    );
+                    let _ = tx.send(addr.map(|a| (a, server.handle())));
                     let _ = server.await;
                 }
             }
@@ -276,7 +255,7 @@ fn start_baseline() -> Result<Baseline, String> {
     });
     let (addr, handle) = rx
         .recv()
-        .map_err(|_| "the baseline server thread died".to_string())??;
+        .map_err(|_| "the baseline thread died".to_string())??;
     Ok((format!("http://{addr}"), handle, thread))
 }
 
@@ -290,53 +269,56 @@ fn client(connections: usize) -> awc::Client {
         .finish()
 }
 
-/// One setup call; retries transport errors, 429 and 503 a few times.
+/// Send one request and read the whole answer: (status, body), or a transport error.
+async fn send(req: awc::ClientRequest, body: Bytes) -> Result<(u16, Bytes), String> {
+    let mut resp = req.send_body(body).await.map_err(|e| e.to_string())?;
+    let bytes = resp
+        .body()
+        .limit(1 << 20)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((resp.status().as_u16(), bytes))
+}
+
+/// One setup call as `bearer`; retries transport errors, 429 and 503 a few times.
 async fn api(
     c: &awc::Client,
-    method: Method,
+    m: Method,
     url: &str,
     bearer: &str,
-    body: Option<Value>,
+    body: Value,
 ) -> Result<Value, String> {
+    let body = Bytes::from(if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    });
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let r = c
-            .request(method.clone(), url)
+        let req = c
+            .request(m.clone(), url)
             .insert_header(("Authorization", format!("Bearer {bearer}")));
-        let sent = match &body {
-            Some(b) => r.send_json(b).await,
-            None => r.send().await,
-        };
-        let (status, bytes) = match sent {
-            Ok(mut r) => (
-                r.status().as_u16(),
-                r.body().limit(1 << 20).await.map_err(|e| e.to_string()),
+        let (retry, err) = match send(req.content_type("application/json"), body.clone()).await {
+            Ok((s, b)) if (200..300).contains(&s) => {
+                return serde_json::from_slice(&b).map_err(|e| format!("{m} {url}: {e}"))
+            }
+            Ok((s, b)) => (
+                s == 429 || s == 503,
+                format!("{s} {}", String::from_utf8_lossy(&b)),
             ),
-            Err(e) => (0, Err(e.to_string())),
+            Err(e) => (true, e),
         };
-        let retry = status == 0 || status == 429 || status == 503 || bytes.is_err();
-        if retry && attempt < 6 {
-            actix_web::rt::time::sleep(Duration::from_millis(200 * attempt)).await;
-            continue;
+        if !retry || attempt >= 5 {
+            return Err(format!("{m} {url}: {err}"));
         }
-        let bytes = bytes.map_err(|e| format!("{method} {url}: {e}"))?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !(200..300).contains(&status) {
-            return Err(format!(
-                "{method} {url}: {status} {}",
-                String::from_utf8_lossy(&bytes)
-            ));
-        }
-        return Ok(value);
+        actix_web::rt::time::sleep(Duration::from_millis(200 * attempt)).await;
     }
 }
 
 fn field(v: &Value, name: &str) -> Result<String, String> {
-    v[name]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("no `{name}` in {v}"))
+    let s = v[name].as_str().map(str::to_string);
+    s.ok_or_else(|| format!("no `{name}` in {v}"))
 }
 
 async fn new_user(
@@ -345,9 +327,9 @@ async fn new_user(
     admin: &str,
     name: String,
 ) -> Result<String, String> {
-    let body = Some(json!({ "name": name }));
+    let url = format!("{base}/v1/users");
     field(
-        &api(c, Method::POST, &format!("{base}/v1/users"), admin, body).await?,
+        &api(c, Method::POST, &url, admin, json!({ "name": name })).await?,
         "token",
     )
 }
@@ -359,17 +341,17 @@ async fn new_group(
     owner: &str,
     name: String,
 ) -> Result<(String, String), String> {
-    let (url, body) = (
-        format!("{base}/v1/groups"),
-        json!({ "name": name, "member_limit": 500 }),
-    );
-    let id = field(&api(c, Method::POST, &url, owner, Some(body)).await?, "id")?;
+    let body = json!({ "name": name, "member_limit": 500 });
+    let id = field(
+        &api(c, Method::POST, &format!("{base}/v1/groups"), owner, body).await?,
+        "id",
+    )?;
     let url = format!("{base}/v1/groups/{id}/invites");
-    let inv = api(c, Method::POST, &url, owner, Some(json!({}))).await?;
-    Ok((id, field(&inv, "token")?))
+    let invite = api(c, Method::POST, &url, owner, json!({})).await?;
+    Ok((id, field(&invite, "token")?))
 }
 
-/// Run `f(0..n)` with `conc` in flight, in order of index; progress on stderr.
+/// `f(0..n)` with `conc` in flight, results in index order; progress on stderr.
 async fn run_all<T, F, Fut>(label: &str, n: usize, conc: usize, f: F) -> Result<Vec<T>, String>
 where
     F: Fn(usize) -> Fut,
@@ -385,9 +367,7 @@ where
             next.set(i + 1);
             match f(i).await {
                 Ok(v) => out.borrow_mut()[i] = Some(v),
-                Err(e) => {
-                    failed.borrow_mut().get_or_insert(e);
-                }
+                Err(e) => *failed.borrow_mut() = Some(e),
             }
             done.set(done.get() + 1);
             if last.get().elapsed() >= Duration::from_secs(3) {
@@ -408,12 +388,74 @@ where
     Ok(out.into_inner().into_iter().flatten().collect())
 }
 
-fn bearer(token: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())
+/// What setup produced: request `k` is user `auths[(k % g + k / g) % u]` posting `bodies[k % g]`.
+struct Plan {
+    name: &'static str,
+    auths: Vec<HeaderValue>,
+    bodies: Vec<Bytes>,
+    limit: u64,
+    duration: Duration,
+    /// viral: (group id, owner token), for the final check.
+    viral: Option<(String, String)>,
 }
 
-fn join_body(token: &str) -> Bytes {
-    Bytes::from(json!({ "token": token }).to_string())
+async fn setup(args: &LoadArgs, base: &str, admin: &str) -> Result<Plan, String> {
+    let (conc, c) = (args.connections, &client(args.connections));
+    let users = |label: &'static str, n: usize| {
+        run_all(label, n, conc, move |i| {
+            new_user(c, base, admin, format!("load-{label}-{i}"))
+        })
+    };
+    let bearers = |tokens: Vec<String>| {
+        let hv = tokens
+            .iter()
+            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")));
+        hv.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    };
+    let body = |token: &str| Bytes::from(json!({ "token": token }).to_string());
+    let secs = |default| Duration::from_secs(args.duration.unwrap_or(default));
+    let plan = match args.scenario {
+        Scenario::Joins => {
+            let owners = &users("owner", (args.groups / 50).clamp(1, 300)).await?;
+            let groups = run_all("group", args.groups, conc, |i| {
+                new_group(
+                    c,
+                    base,
+                    &owners[i % owners.len()],
+                    format!("load group {i}"),
+                )
+            });
+            let bodies = groups.await?.iter().map(|(_, t)| body(t)).collect();
+            let auths = bearers(users("user", args.users).await?)?;
+            let limit = (args.groups * args.users.min(499)) as u64;
+            Plan {
+                name: "joins",
+                auths,
+                bodies,
+                limit,
+                duration: secs(10),
+                viral: None,
+            }
+        }
+        Scenario::Viral => {
+            let owner = users("owner", 1).await?.pop().ok_or("no owner")?;
+            let (gid, token) = new_group(c, base, &owner, "load viral".into()).await?;
+            let auths = bearers(users("scanner", args.scanners).await?)?;
+            let (limit, viral) = (args.scanners as u64, Some((gid, owner)));
+            Plan {
+                name: "viral",
+                auths,
+                bodies: vec![body(&token)],
+                limit,
+                duration: secs(120),
+                viral,
+            }
+        }
+    };
+    Ok(Plan {
+        limit: args.requests.map_or(plan.limit, |r| r.min(plan.limit)),
+        ..plan
+    })
 }
 
 // ---------------------------------------------------------------- drive
@@ -427,10 +469,20 @@ struct Row {
     duration_s: f64,
     throughput_rps: f64,
     successes_per_s: f64,
-    latency_ms: BTreeMap<&'static str, f64>,
+    latency_ms: Latency,
     outcomes: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_transport_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    #[serde(rename = "p99.9")]
+    p99_9: f64,
+    max: f64,
 }
 
 /// `joined`/`pending` (or the status) for 2xx, the problem's `code` or `http_<status>` otherwise.
@@ -444,42 +496,54 @@ fn outcome(status: u16, body: &[u8]) -> String {
     }
 }
 
-/// Send `req(k)` for k = 0.. until `limit` or `dur`, `conns` in flight, to `url`.
-async fn drive(
-    name: &str,
-    url: &str,
-    conns: usize,
-    limit: u64,
-    dur: Duration,
-    req: &dyn Fn(u64) -> (HeaderValue, Bytes),
-) -> Result<Row, String> {
-    let c = client(conns);
-    let next = Cell::new(0u64);
-    let start = Instant::now();
-    let deadline = start + dur;
+fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
+}
+
+/// The baseline (if asked) then the scenario, both with the plan's requests.
+async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row>, Row), String> {
+    let (conc, name, limit, secs) = (
+        args.connections,
+        plan.name,
+        plan.limit,
+        plan.duration.as_secs(),
+    );
+    let baseline = if args.baseline {
+        let (url, handle, thread) = start_baseline()?;
+        eprintln!("load: baseline (empty handler), {conc} connections, {limit} requests / {secs} s at most");
+        let row = drive("baseline", &format!("{url}/"), conc, plan).await;
+        handle.stop(false).await;
+        let _ = thread.join();
+        Some(row?)
+    } else {
+        None
+    };
+    eprintln!("load: {name}, {conc} connections, {limit} requests / {secs} s at most");
+    Ok((
+        baseline,
+        drive(name, &format!("{base}/v1/join"), conc, plan).await?,
+    ))
+}
+
+/// Send the plan's requests to `url` until its limit or duration, `conns` in flight.
+async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, String> {
+    let (c, next, start) = (client(conns), Cell::new(0u64), Instant::now());
+    let deadline = start + plan.duration;
+    let (groups, users) = (plan.bodies.len() as u64, plan.auths.len() as u64);
     let worker = || async {
-        let mut hist =
-            Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
-        let (mut outcomes, mut ok, mut first_err) = (BTreeMap::<String, u64>::new(), 0u64, None);
-        while next.get() < limit && Instant::now() < deadline {
-            let (auth, body) = req(next.get());
-            next.set(next.get() + 1);
+        let (mut hist, mut outcomes, mut ok, mut first_err) =
+            (histogram()?, BTreeMap::new(), 0, None);
+        while next.get() < plan.limit && Instant::now() < deadline {
+            let k = next.get();
+            next.set(k + 1);
+            let (g, u) = (k % groups, (k % groups + k / groups) % users);
+            let (auth, body) = (
+                plan.auths[u as usize].clone(),
+                plan.bodies[g as usize].clone(),
+            );
             let t0 = Instant::now();
-            let sent = c
-                .post(url)
-                .insert_header(("Authorization", auth))
-                .content_type("application/json");
-            let res = match sent.send_body(body).await {
-                Ok(mut r) => {
-                    let status = r.status().as_u16();
-                    r.body()
-                        .limit(1 << 20)
-                        .await
-                        .map(|b| (status, b))
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.to_string()),
-            };
+            let req = c.post(url).insert_header(("Authorization", auth));
+            let res = send(req.content_type("application/json"), body).await;
             hist.saturating_record(
                 u64::try_from(t0.elapsed().as_micros())
                     .unwrap_or(u64::MAX)
@@ -492,36 +556,27 @@ async fn drive(
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
-                    actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+                    actix_web::rt::time::sleep(Duration::from_millis(10)).await; // no busy loop
                     "transport_error".to_string()
                 }
             };
-            *outcomes.entry(key).or_default() += 1;
+            *outcomes.entry(key).or_insert(0u64) += 1;
         }
         Ok::<_, String>((hist, outcomes, ok, first_err))
     };
     let parts = join_all((0..conns).map(|_| worker())).await;
     let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
-    let (mut outcomes, mut ok, mut first_transport_error) = (BTreeMap::new(), 0, None);
+    let (mut hist, mut outcomes, mut ok, mut first_transport_error) =
+        (histogram()?, BTreeMap::new(), 0, None);
     for part in parts {
         let (h, o, k, e) = part?;
         hist.add(&h).map_err(|e| format!("histogram: {e:?}"))?;
-        for (code, n) in o {
-            *outcomes.entry(code).or_default() += n;
-        }
+        o.into_iter()
+            .for_each(|(code, n)| *outcomes.entry(code).or_insert(0) += n);
         ok += k;
         first_transport_error = first_transport_error.or(e);
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let latency_ms = BTreeMap::from([
-        ("p50", ms(0.5)),
-        ("p90", ms(0.9)),
-        ("p99", ms(0.99)),
-        ("p99.9", ms(0.999)),
-        ("max", hist.max() as f64 / 1000.0),
-    ]);
     let requests = hist.len();
     Ok(Row {
         name: name.to_string(),
@@ -530,113 +585,70 @@ async fn drive(
         duration_s: secs,
         throughput_rps: requests as f64 / secs,
         successes_per_s: ok as f64 / secs,
-        latency_ms,
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p99_9: ms(0.999),
+            max: ms(1.0),
+        },
         outcomes,
         first_transport_error,
     })
 }
 
-/// Setup, optional baseline, the measured run, checks and the report.
-async fn scenario(args: &LoadArgs, base: &str, admin: &str) -> Result<(), String> {
-    let (conc, c) = (args.connections, client(args.connections));
-    let (c, admin) = (&c, admin);
-    let mk_users = |label: &'static str, n: usize| {
-        run_all(label, n, conc, move |i| {
-            new_user(c, base, admin, format!("load-{label}-{i}"))
-        })
-    };
-    let (name, limit, default_secs, viral_group);
-    let (auths, bodies): (Vec<HeaderValue>, Vec<Bytes>);
-    match args.scenario {
-        Scenario::Joins => {
-            let owners = mk_users("owner", (args.groups / 50).clamp(1, 300)).await?;
-            let owners = &owners;
-            let groups = run_all("group", args.groups, conc, |i| {
-                new_group(
-                    c,
-                    base,
-                    &owners[i % owners.len()],
-                    format!("load group {i}"),
-                )
-            })
-            .await?;
-            let users = mk_users("user", args.users).await?;
-            auths = users.iter().map(|t| bearer(t)).collect::<Result<_, _>>()?;
-            bodies = groups.iter().map(|(_, t)| join_body(t)).collect();
-            let capacity = (args.groups * args.users.min(499)) as u64;
-            (name, limit, default_secs, viral_group) = ("joins", capacity, 10, None);
-        }
-        Scenario::Viral => {
-            let owner = mk_users("owner", 1).await?.pop().ok_or("no owner")?;
-            let (gid, token) = new_group(c, base, &owner, "load viral".into()).await?;
-            auths = mk_users("scanner", args.scanners)
-                .await?
-                .iter()
-                .map(|t| bearer(t))
-                .collect::<Result<_, _>>()?;
-            bodies = vec![join_body(&token)];
-            (name, limit, default_secs, viral_group) =
-                ("viral", args.scanners as u64, 120, Some((gid, owner)));
-        }
-    }
-    let (groups, users) = (bodies.len() as u64, auths.len() as u64);
-    // joins: group k % groups, one join per group per round, a new user each round.
-    let req = |k: u64| {
-        let g = k % groups;
-        let u = (g + k / groups) % users;
-        (auths[u as usize].clone(), bodies[g as usize].clone())
-    };
-    let limit = args.requests.map_or(limit, |r| r.min(limit));
-    let dur = Duration::from_secs(args.duration.unwrap_or(default_secs));
+// ---------------------------------------------------------------- report
 
-    let baseline = if args.baseline {
-        let (url, handle, thread) = start_baseline()?;
-        eprintln!("load: baseline (empty handler) with {conc} connections...");
-        let row = drive("baseline", &format!("{url}/"), conc, limit, dur, &req).await;
-        handle.stop(false).await;
-        let _ = thread.join();
-        Some(row?)
-    } else {
-        None
-    };
-    eprintln!(
-        "load: {name} with {conc} connections, at most {limit} requests / {} s...",
-        dur.as_secs()
-    );
-    let row = drive(name, &format!("{base}/v1/join"), conc, limit, dur, &req).await?;
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    ok: bool,
+    got: u64,
+    want: u64,
+}
 
+/// joins: every answer 200; viral: 499 admitted, the group exactly full, the rest `group_full`.
+async fn check(plan: &Plan, row: &Row, base: &str) -> Result<Vec<Check>, String> {
     let count = |code: &str| row.outcomes.get(code).copied().unwrap_or(0);
     let mut checks = Vec::new();
-    let mut check = |name, got: u64, want: u64| checks.push((name, got == want, got, want));
-    match viral_group {
-        None => check("200 joined (every answer)", count("joined"), row.requests),
+    let mut add = |name, got, want| {
+        checks.push(Check {
+            name,
+            ok: got == want,
+            got,
+            want,
+        })
+    };
+    match &plan.viral {
+        None => add("200 joined (every answer)", count("joined"), row.requests),
         Some((gid, owner)) => {
-            let url = format!("{base}/v1/groups/{gid}");
-            let g = api(c, Method::GET, &url, &owner, None).await?;
+            let c = client(1);
+            let g = api(
+                &c,
+                Method::GET,
+                &format!("{base}/v1/groups/{gid}"),
+                owner,
+                Value::Null,
+            )
+            .await?;
             let joins = row.requests.min(499);
-            check(
+            add(
                 "member_count",
                 g["member_count"].as_u64().unwrap_or(0),
                 joins + 1,
             );
-            check("200 joined", count("joined"), joins);
-            check("409 group_full", count("group_full"), row.requests - joins);
+            add("200 joined", count("joined"), joins);
+            add("409 group_full", count("group_full"), row.requests - joins);
         }
     }
-    report(args, &row, baseline.as_ref(), &checks)?;
-    match checks.iter().filter(|c| !c.1).count() {
-        0 => Ok(()),
-        n => Err(format!("{n} check(s) failed")),
-    }
+    Ok(checks)
 }
-
-// ---------------------------------------------------------------- report
 
 fn report(
     args: &LoadArgs,
     row: &Row,
     baseline: Option<&Row>,
-    checks: &[(&str, bool, u64, u64)],
+    checks: &[Check],
 ) -> Result<(), String> {
     let ratio = baseline.map(|b| 100.0 * row.throughput_rps / b.throughput_rps.max(1e-9));
     if args.json {
@@ -644,41 +656,34 @@ fn report(
         v["scenario"] = json!(row.name);
         v["baseline"] = json!(baseline);
         v["ratio_pct"] = json!(ratio);
-        v["checks"] = checks
-            .iter()
-            .map(|(n, ok, got, want)| json!({"name": n, "ok": ok, "got": got, "want": want}))
-            .collect();
+        v["checks"] = json!(checks);
         println!("{v}");
         return Ok(());
     }
-    const QS: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
-    let head: String = QS
-        .iter()
-        .map(|q| format!(" {:>9}", format!("{q} ms")))
-        .collect();
-    println!("scenario   conns  requests    secs      req/s       ok/s{head}");
-    for r in std::iter::once(row).chain(baseline) {
-        let lat: String = QS
-            .iter()
-            .map(|q| format!(" {:>9.2}", r.latency_ms[q]))
-            .collect();
+    let rows = || std::iter::once(row).chain(baseline);
+    println!("scenario   conns  requests    secs      req/s       ok/s    p50 ms    p90 ms    p99 ms  p99.9 ms    max ms");
+    for r in rows() {
         let (n, c, k, d) = (&r.name, r.connections, r.requests, r.duration_s);
-        let (t, s) = (r.throughput_rps, r.successes_per_s);
-        println!("{n:<10} {c:>5} {k:>9} {d:>7.2} {t:>10.0} {s:>10.0}{lat}");
+        let (t, s, l) = (r.throughput_rps, r.successes_per_s, &r.latency_ms);
+        let (p50, p90, p99, p999, max) = (l.p50, l.p90, l.p99, l.p99_9, l.max);
+        println!("{n:<10} {c:>5} {k:>9} {d:>7.2} {t:>10.0} {s:>10.0} {p50:>9.2} {p90:>9.2} {p99:>9.2} {p999:>9.2} {max:>9.2}");
     }
     if let Some(p) = ratio {
         println!("ratio {} / baseline: {p:.1} %", row.name);
     }
-    for r in std::iter::once(row).chain(baseline) {
+    for r in rows() {
         let list: Vec<String> = r.outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("outcomes {}: {}", r.name, list.join(", "));
         if let Some(e) = &r.first_transport_error {
             println!("first transport error ({}): {e}", r.name);
         }
     }
-    for (name, ok, got, want) in checks {
-        let verdict = if *ok { "ok" } else { "FAILED" };
-        println!("check {name}: {verdict} (got {got}, want {want})");
+    for c in checks {
+        let verdict = if c.ok { "ok" } else { "FAILED" };
+        println!(
+            "check {}: {verdict} (got {}, want {})",
+            c.name, c.got, c.want
+        );
     }
     Ok(())
 }

@@ -251,3 +251,52 @@ pub async fn run_outbox(storage: Storage, hub: Hub) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::GroupId;
+
+    fn ev(g: GroupId, users: Vec<UserId>) -> Event {
+        Event::for_group(g, users, 0, EventKind::GroupUnbanned { group_id: g })
+    }
+
+    #[test]
+    fn routes_by_user_and_group_and_drops_slow_consumers() {
+        let hub = Hub::new(2);
+        let (g, other) = (GroupId([1; 16]), GroupId([2; 16]));
+        let (alice, bob) = (UserId([1; 16]), UserId([2; 16]));
+        let mut a = hub.connect(alice).unwrap();
+        let mut b = hub.connect(bob).unwrap();
+        hub.subscribe(b.id, g);
+        hub.publish(&ev(g, vec![]));
+        assert!(a.rx.try_recv().is_err(), "alice is not subscribed to g");
+        assert!(b
+            .rx
+            .try_recv()
+            .unwrap()
+            .contains("\"type\":\"group_unbanned\""));
+        hub.publish(&ev(other, vec![alice]));
+        assert!(
+            a.rx.try_recv().is_ok(),
+            "direct events reach the user unsubscribed"
+        );
+        assert!(b.rx.try_recv().is_err());
+        // bob stops reading: the third undelivered event overflows his queue of 2
+        for _ in 0..3 {
+            hub.publish(&ev(g, vec![]));
+        }
+        assert!(b.slow.load(Ordering::SeqCst), "slow consumer flagged");
+        assert!(b.rx.try_recv().is_ok() && b.rx.try_recv().is_ok());
+        assert!(
+            b.rx.try_recv().is_err(),
+            "and disconnected: nothing more is queued"
+        );
+        hub.publish(&ev(g, vec![bob]));
+        assert!(b.rx.try_recv().is_err());
+        assert!(!a.slow.load(Ordering::SeqCst));
+        hub.disconnect(a.id);
+        hub.publish(&ev(other, vec![alice]));
+        assert!(a.rx.try_recv().is_err());
+    }
+}

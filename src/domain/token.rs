@@ -144,7 +144,7 @@ impl Parsed {
 
     /// The keyed digest the server records when it issues a token. A presented
     /// token whose digest equals the recorded one is byte-for-byte the token the
-    /// server signed, so the hot join path checks this (blake3, ~100x cheaper)
+    /// server signed, so the hot join path checks this (blake3, >100x cheaper)
     /// instead of the Ed25519 signature.
     pub fn tag(&self, key: &[u8; 32]) -> [u8; 32] {
         tag_of(&self.raw, key)

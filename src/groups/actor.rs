@@ -79,6 +79,9 @@ pub struct GroupActor {
     pending_by_user: HashMap<UserId, RequestId>,
     blocks: HashSet<UserId>,
     limiter: DefaultDirectRateLimiter,
+    /// Earliest expiry among pending requests (i64::MAX when none), so the
+    /// per-message expiry check is O(1) until something is due.
+    next_expiry: i64,
     last_active: Instant,
     retired: bool,
 }
@@ -95,6 +98,12 @@ impl GroupActor {
             .join_rate_per_minute
             .unwrap_or(shared.config.limits.group_joins_per_minute);
         let pending_by_user = snap.requests.iter().map(|r| (r.user_id, r.id)).collect();
+        let next_expiry = snap
+            .requests
+            .iter()
+            .map(|r| r.expires_at)
+            .min()
+            .unwrap_or(i64::MAX);
         GroupActor {
             gen,
             dir,
@@ -104,6 +113,7 @@ impl GroupActor {
             invites: snap.invites.into_iter().map(|i| (i.id, i)).collect(),
             requests: snap.requests.into_iter().map(|r| (r.id, r)).collect(),
             pending_by_user,
+            next_expiry,
             blocks: snap.blocks.into_iter().collect(),
             shared,
             last_active: Instant::now(),
@@ -154,6 +164,9 @@ impl GroupActor {
 
     /// Drop join requests whose time ran out, releasing their seats.
     fn expire_requests(&mut self, now: i64) {
+        if now < self.next_expiry {
+            return;
+        }
         let expired: Vec<JoinRequest> = self
             .requests
             .values()
@@ -181,6 +194,12 @@ impl GroupActor {
                     self.requests.remove(&r.id);
                     self.pending_by_user.remove(&r.user_id);
                 }
+                self.next_expiry = self
+                    .requests
+                    .values()
+                    .map(|r| r.expires_at)
+                    .min()
+                    .unwrap_or(i64::MAX);
                 // Nobody waits on this: the next flush makes it durable.
                 let storage = self.shared.storage.clone();
                 actix::spawn(async move {
@@ -356,6 +375,7 @@ impl Handler<Join> for GroupActor {
                     },
                 ));
                 let reply = self.commit(w, JoinOutcome::Pending(req.id));
+                self.next_expiry = self.next_expiry.min(req.expires_at);
                 self.pending_by_user.insert(m.user, req.id);
                 self.requests.insert(req.id, req);
                 self.invites.insert(invite.id, invite);
