@@ -101,11 +101,15 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
         }
     };
     actix_web::rt::System::new().block_on(async {
-        let plan = setup(&args, &base, &admin).await?;
+        let api = Api {
+            c: client(args.connections),
+            base: base.clone(),
+        };
+        let plan = setup(&args, &api, &admin).await?;
         let (baseline, row) = measure(&args, &base, &plan).await?;
-        let checks = check(&plan, &row, &base).await?;
+        let checks = check(&plan, &row, &api).await?;
         report(&args, &row, baseline.as_ref(), &checks)?;
-        match checks.iter().filter(|c| !c.ok).count() {
+        match checks.iter().filter(|(_, got, want)| got != want).count() {
             0 => Ok(()),
             n => Err(format!("{n} check(s) failed")),
         }
@@ -253,9 +257,10 @@ fn start_baseline() -> Result<(String, ServerHandle, JoinHandle<()>), String> {
             }
         })
     });
-    let (addr, handle) = rx
+    let started = rx
         .recv()
-        .map_err(|_| "the baseline thread died".to_string())??;
+        .map_err(|_| "the baseline thread died".to_string());
+    let (addr, handle) = started??;
     Ok((format!("http://{addr}"), handle, thread))
 }
 
@@ -272,83 +277,76 @@ fn client(connections: usize) -> awc::Client {
 /// Send one request and read the whole answer: (status, body), or a transport error.
 async fn send(req: awc::ClientRequest, body: Bytes) -> Result<(u16, Bytes), String> {
     let mut resp = req.send_body(body).await.map_err(|e| e.to_string())?;
-    let bytes = resp
-        .body()
-        .limit(1 << 20)
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = resp.body().limit(1 << 20).await;
+    let bytes = bytes.map_err(|e| e.to_string())?;
     Ok((resp.status().as_u16(), bytes))
 }
 
-/// One setup call as `bearer`; retries transport errors, 429 and 503 a few times.
-async fn api(
-    c: &awc::Client,
-    m: Method,
-    url: &str,
-    bearer: &str,
-    body: Value,
-) -> Result<Value, String> {
-    let body = Bytes::from(if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    });
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let req = c
-            .request(m.clone(), url)
-            .insert_header(("Authorization", format!("Bearer {bearer}")));
-        let (retry, err) = match send(req.content_type("application/json"), body.clone()).await {
-            Ok((s, b)) if (200..300).contains(&s) => {
-                return serde_json::from_slice(&b).map_err(|e| format!("{m} {url}: {e}"))
+/// The server's public API, for setup and checks.
+struct Api {
+    c: awc::Client,
+    base: String,
+}
+
+impl Api {
+    /// One call as `bearer`, JSON in and out; retries transport errors, 429 and 503.
+    async fn call(
+        &self,
+        m: Method,
+        path: &str,
+        bearer: &str,
+        body: Value,
+    ) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        let body = Bytes::from(match body {
+            Value::Null => String::new(),
+            b => b.to_string(),
+        });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let req = self.c.request(m.clone(), &url);
+            let req = req.insert_header(("Authorization", format!("Bearer {bearer}")));
+            let (retry, err) = match send(req.content_type("application/json"), body.clone()).await
+            {
+                Ok((s, b)) if (200..300).contains(&s) => {
+                    return serde_json::from_slice(&b).map_err(|e| format!("{m} {path}: {e}"))
+                }
+                Ok((s, b)) => (
+                    s == 429 || s == 503,
+                    format!("{s} {}", String::from_utf8_lossy(&b)),
+                ),
+                Err(e) => (true, e),
+            };
+            if !retry || attempt >= 5 {
+                return Err(format!("{m} {path}: {err}"));
             }
-            Ok((s, b)) => (
-                s == 429 || s == 503,
-                format!("{s} {}", String::from_utf8_lossy(&b)),
-            ),
-            Err(e) => (true, e),
-        };
-        if !retry || attempt >= 5 {
-            return Err(format!("{m} {url}: {err}"));
+            actix_web::rt::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
-        actix_web::rt::time::sleep(Duration::from_millis(200 * attempt)).await;
+    }
+
+    /// A new user (created with the admin token): its session token.
+    async fn user(&self, admin: &str, name: String) -> Result<String, String> {
+        let v = self.call(Method::POST, "/v1/users", admin, json!({ "name": name }));
+        field(&v.await?, "token")
+    }
+
+    /// A 500-member group owned by `owner` and one invitation: (group id, invitation token).
+    async fn group(&self, owner: &str, name: String) -> Result<(String, String), String> {
+        let body = json!({ "name": name, "member_limit": 500 });
+        let id = field(
+            &self.call(Method::POST, "/v1/groups", owner, body).await?,
+            "id",
+        )?;
+        let path = format!("/v1/groups/{id}/invites");
+        let invite = self.call(Method::POST, &path, owner, json!({})).await?;
+        Ok((id, field(&invite, "token")?))
     }
 }
 
 fn field(v: &Value, name: &str) -> Result<String, String> {
     let s = v[name].as_str().map(str::to_string);
     s.ok_or_else(|| format!("no `{name}` in {v}"))
-}
-
-async fn new_user(
-    c: &awc::Client,
-    base: &str,
-    admin: &str,
-    name: String,
-) -> Result<String, String> {
-    let url = format!("{base}/v1/users");
-    field(
-        &api(c, Method::POST, &url, admin, json!({ "name": name })).await?,
-        "token",
-    )
-}
-
-/// A 500-member group owned by `owner` and one invitation: (group id, invitation token).
-async fn new_group(
-    c: &awc::Client,
-    base: &str,
-    owner: &str,
-    name: String,
-) -> Result<(String, String), String> {
-    let body = json!({ "name": name, "member_limit": 500 });
-    let id = field(
-        &api(c, Method::POST, &format!("{base}/v1/groups"), owner, body).await?,
-        "id",
-    )?;
-    let url = format!("{base}/v1/groups/{id}/invites");
-    let invite = api(c, Method::POST, &url, owner, json!({})).await?;
-    Ok((id, field(&invite, "token")?))
 }
 
 /// `f(0..n)` with `conc` in flight, results in index order; progress on stderr.
@@ -381,10 +379,8 @@ where
     if let Some(e) = failed.into_inner() {
         return Err(format!("setup of {label} failed: {e}"));
     }
-    eprintln!(
-        "setup: {label} {n}/{n} in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("setup: {label} {n}/{n} in {secs:.1} s");
     Ok(out.into_inner().into_iter().flatten().collect())
 }
 
@@ -399,62 +395,53 @@ struct Plan {
     viral: Option<(String, String)>,
 }
 
-async fn setup(args: &LoadArgs, base: &str, admin: &str) -> Result<Plan, String> {
-    let (conc, c) = (args.connections, &client(args.connections));
+async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> {
+    let conc = args.connections;
     let users = |label: &'static str, n: usize| {
         run_all(label, n, conc, move |i| {
-            new_user(c, base, admin, format!("load-{label}-{i}"))
+            api.user(admin, format!("load-{label}-{i}"))
         })
     };
     let bearers = |tokens: Vec<String>| {
-        let hv = tokens
-            .iter()
-            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")));
-        hv.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+        let hv = tokens.iter().map(|t| format!("Bearer {t}").try_into());
+        hv.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{e}"))
     };
     let body = |token: &str| Bytes::from(json!({ "token": token }).to_string());
-    let secs = |default| Duration::from_secs(args.duration.unwrap_or(default));
-    let plan = match args.scenario {
+    let (name, auths, bodies, limit, secs, viral) = match args.scenario {
         Scenario::Joins => {
             let owners = &users("owner", (args.groups / 50).clamp(1, 300)).await?;
+            let owner = |i: usize| &owners[i % owners.len()];
             let groups = run_all("group", args.groups, conc, |i| {
-                new_group(
-                    c,
-                    base,
-                    &owners[i % owners.len()],
-                    format!("load group {i}"),
-                )
+                api.group(owner(i), format!("load group {i}"))
             });
             let bodies = groups.await?.iter().map(|(_, t)| body(t)).collect();
             let auths = bearers(users("user", args.users).await?)?;
             let limit = (args.groups * args.users.min(499)) as u64;
-            Plan {
-                name: "joins",
-                auths,
-                bodies,
-                limit,
-                duration: secs(10),
-                viral: None,
-            }
+            ("joins", auths, bodies, limit, 10, None)
         }
         Scenario::Viral => {
             let owner = users("owner", 1).await?.pop().ok_or("no owner")?;
-            let (gid, token) = new_group(c, base, &owner, "load viral".into()).await?;
+            let (gid, token) = api.group(&owner, "load viral".into()).await?;
             let auths = bearers(users("scanner", args.scanners).await?)?;
-            let (limit, viral) = (args.scanners as u64, Some((gid, owner)));
-            Plan {
-                name: "viral",
+            let viral = Some((gid, owner));
+            (
+                "viral",
                 auths,
-                bodies: vec![body(&token)],
-                limit,
-                duration: secs(120),
+                vec![body(&token)],
+                args.scanners as u64,
+                120,
                 viral,
-            }
+            )
         }
     };
     Ok(Plan {
-        limit: args.requests.map_or(plan.limit, |r| r.min(plan.limit)),
-        ..plan
+        name,
+        auths,
+        bodies,
+        limit: args.requests.map_or(limit, |r| r.min(limit)),
+        duration: Duration::from_secs(args.duration.unwrap_or(secs)),
+        viral,
     })
 }
 
@@ -502,15 +489,11 @@ fn histogram() -> Result<Histogram<u64>, String> {
 
 /// The baseline (if asked) then the scenario, both with the plan's requests.
 async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row>, Row), String> {
-    let (conc, name, limit, secs) = (
-        args.connections,
-        plan.name,
-        plan.limit,
-        plan.duration.as_secs(),
-    );
+    let (conc, name, limit) = (args.connections, plan.name, plan.limit);
+    let secs = plan.duration.as_secs();
     let baseline = if args.baseline {
         let (url, handle, thread) = start_baseline()?;
-        eprintln!("load: baseline (empty handler), {conc} connections, {limit} requests / {secs} s at most");
+        eprintln!("load: baseline, {conc} connections, at most {limit} requests / {secs} s");
         let row = drive("baseline", &format!("{url}/"), conc, plan).await;
         handle.stop(false).await;
         let _ = thread.join();
@@ -518,11 +501,9 @@ async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row
     } else {
         None
     };
-    eprintln!("load: {name}, {conc} connections, {limit} requests / {secs} s at most");
-    Ok((
-        baseline,
-        drive(name, &format!("{base}/v1/join"), conc, plan).await?,
-    ))
+    eprintln!("load: {name}, {conc} connections, at most {limit} requests / {secs} s");
+    let row = drive(name, &format!("{base}/v1/join"), conc, plan).await?;
+    Ok((baseline, row))
 }
 
 /// Send the plan's requests to `url` until its limit or duration, `conns` in flight.
@@ -537,18 +518,15 @@ async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, 
             let k = next.get();
             next.set(k + 1);
             let (g, u) = (k % groups, (k % groups + k / groups) % users);
-            let (auth, body) = (
-                plan.auths[u as usize].clone(),
-                plan.bodies[g as usize].clone(),
-            );
+            let auth = ("Authorization", plan.auths[u as usize].clone());
+            let req = c
+                .post(url)
+                .insert_header(auth)
+                .content_type("application/json");
             let t0 = Instant::now();
-            let req = c.post(url).insert_header(("Authorization", auth));
-            let res = send(req.content_type("application/json"), body).await;
-            hist.saturating_record(
-                u64::try_from(t0.elapsed().as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            );
+            let res = send(req, plan.bodies[g as usize].clone()).await;
+            let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+            hist.saturating_record(micros.max(1));
             let key = match res {
                 Ok((status, b)) => {
                     ok += u64::from(status == 200);
@@ -571,8 +549,9 @@ async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, 
     for part in parts {
         let (h, o, k, e) = part?;
         hist.add(&h).map_err(|e| format!("histogram: {e:?}"))?;
-        o.into_iter()
-            .for_each(|(code, n)| *outcomes.entry(code).or_insert(0) += n);
+        for (code, n) in o {
+            *outcomes.entry(code).or_insert(0) += n;
+        }
         ok += k;
         first_transport_error = first_transport_error.or(e);
     }
@@ -599,49 +578,31 @@ async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, 
 
 // ---------------------------------------------------------------- report
 
-#[derive(Serialize)]
-struct Check {
-    name: &'static str,
-    ok: bool,
-    got: u64,
-    want: u64,
-}
+/// A check: (what, got, want).
+type Check = (&'static str, u64, u64);
 
 /// joins: every answer 200; viral: 499 admitted, the group exactly full, the rest `group_full`.
-async fn check(plan: &Plan, row: &Row, base: &str) -> Result<Vec<Check>, String> {
+async fn check(plan: &Plan, row: &Row, api: &Api) -> Result<Vec<Check>, String> {
     let count = |code: &str| row.outcomes.get(code).copied().unwrap_or(0);
-    let mut checks = Vec::new();
-    let mut add = |name, got, want| {
-        checks.push(Check {
-            name,
-            ok: got == want,
-            got,
-            want,
-        })
+    let Some((gid, owner)) = &plan.viral else {
+        return Ok(vec![(
+            "200 joined (every answer)",
+            count("joined"),
+            row.requests,
+        )]);
     };
-    match &plan.viral {
-        None => add("200 joined (every answer)", count("joined"), row.requests),
-        Some((gid, owner)) => {
-            let c = client(1);
-            let g = api(
-                &c,
-                Method::GET,
-                &format!("{base}/v1/groups/{gid}"),
-                owner,
-                Value::Null,
-            )
-            .await?;
-            let joins = row.requests.min(499);
-            add(
-                "member_count",
-                g["member_count"].as_u64().unwrap_or(0),
-                joins + 1,
-            );
-            add("200 joined", count("joined"), joins);
-            add("409 group_full", count("group_full"), row.requests - joins);
-        }
-    }
-    Ok(checks)
+    let path = format!("/v1/groups/{gid}");
+    let group = api.call(Method::GET, &path, owner, Value::Null).await?;
+    let joins = row.requests.min(499);
+    Ok(vec![
+        (
+            "member_count",
+            group["member_count"].as_u64().unwrap_or(0),
+            joins + 1,
+        ),
+        ("200 joined", count("joined"), joins),
+        ("409 group_full", count("group_full"), row.requests - joins),
+    ])
 }
 
 fn report(
@@ -656,7 +617,8 @@ fn report(
         v["scenario"] = json!(row.name);
         v["baseline"] = json!(baseline);
         v["ratio_pct"] = json!(ratio);
-        v["checks"] = json!(checks);
+        let c = |&(name, got, want): &Check| json!({"name": name, "ok": got == want, "got": got, "want": want});
+        v["checks"] = checks.iter().map(c).collect();
         println!("{v}");
         return Ok(());
     }
@@ -678,12 +640,9 @@ fn report(
             println!("first transport error ({}): {e}", r.name);
         }
     }
-    for c in checks {
-        let verdict = if c.ok { "ok" } else { "FAILED" };
-        println!(
-            "check {}: {verdict} (got {}, want {})",
-            c.name, c.got, c.want
-        );
+    for (name, got, want) in checks {
+        let verdict = if got == want { "ok" } else { "FAILED" };
+        println!("check {name}: {verdict} (got {got}, want {want})");
     }
     Ok(())
 }
