@@ -36,6 +36,8 @@ pub struct Limits {
     pub users_per_minute_per_ip: u32,
     /// How long a join request waits for a decision before it expires.
     pub join_request_ttl_seconds: i64,
+    /// Live (unexpired, unrevoked) invitations one group may have at once.
+    pub max_live_invites_per_group: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +82,7 @@ impl Default for Limits {
             user_joins_per_minute: 30,
             users_per_minute_per_ip: 600,
             join_request_ttl_seconds: 3 * 24 * 3600,
+            max_live_invites_per_group: 1000,
         }
     }
 }
@@ -169,6 +172,9 @@ impl Config {
         }
         if l.max_body_bytes < 1024 {
             return bad("limits.max_body_bytes must be at least 1024");
+        }
+        if l.max_live_invites_per_group == 0 {
+            return bad("limits.max_live_invites_per_group must be at least 1");
         }
         if l.join_request_ttl_seconds < 1 {
             return bad("limits.join_request_ttl_seconds must be positive");

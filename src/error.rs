@@ -40,7 +40,7 @@ pub enum ApiError {
     GroupNotFound,
     #[error("invitation not found")]
     InviteNotFound,
-    #[error("join request not found")]
+    #[error("no pending join request with this id (it may have been decided or have expired)")]
     RequestNotFound,
     #[error("user not found")]
     UserNotFound,
@@ -55,8 +55,6 @@ pub enum ApiError {
     },
 
     // ---- other domain conflicts ----
-    #[error("the join request was already decided or has expired")]
-    RequestNotPending,
     #[error("{0}")]
     Conflict(&'static str),
 
@@ -88,7 +86,6 @@ impl ApiError {
             ApiError::UserNotFound => "user_not_found",
             ApiError::Join(r) => r.code(),
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::RequestNotPending => "request_not_pending",
             ApiError::Conflict(code) => code,
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
@@ -115,7 +112,7 @@ impl ApiError {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::RequestNotPending | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -25,6 +25,8 @@ pub enum KeyError {
     Io(PathBuf, std::io::Error),
     #[error("key file {0} is not 64 hex characters")]
     Bad(PathBuf),
+    #[error("{0} is missing but the data dir holds a database: restore it from backup (a new secret would invalidate every invitation)")]
+    MissingSecret(PathBuf),
 }
 
 struct KeyEntry {
@@ -70,16 +72,28 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Write a secret atomically and durably: a temp file, fsync, rename (which
+/// refuses to replace an existing file), fsync of the directory.
 fn write_secret(path: &Path, bytes: &[u8; 32]) -> Result<(), KeyError> {
     let io = |e| KeyError::Io(path.to_path_buf(), e);
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
+        .open(&tmp)
         .map_err(io)?;
     f.write_all(hex(bytes).as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::hard_link(&tmp, path).map_err(io)?;
+    std::fs::remove_file(&tmp).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
     Ok(())
 }
 
@@ -106,6 +120,11 @@ impl KeyRing {
         std::fs::create_dir_all(data_dir).map_err(|e| KeyError::Io(data_dir.to_path_buf(), e))?;
         let secret_path = data_dir.join("secret.key");
         if !secret_path.exists() {
+            // A new secret would silently invalidate every stored invitation
+            // and group reference: only ever create one for a new data dir.
+            if data_dir.join("db").exists() {
+                return Err(KeyError::MissingSecret(secret_path));
+            }
             write_secret(&secret_path, &random_bytes())?;
         }
         let secret = read_secret(&secret_path)?;

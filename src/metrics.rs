@@ -66,11 +66,11 @@ pub static FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static FLUSH_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new(
-            "qrgate_storage_flush_waiters",
-            "Requests acknowledged by one flush",
+            "qrgate_storage_commit_write_sets",
+            "Write sets applied and made durable by one group commit",
         )
         .buckets(vec![
-            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
         ]),
     )
     .unwrap_or_else(|_| unreachable_metric()))
@@ -79,8 +79,8 @@ pub static FLUSH_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
 pub static STORAGE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new(
-            "qrgate_storage_write_seconds",
-            "Applying one write set in memory",
+            "qrgate_storage_apply_seconds",
+            "Applying one group commit's merged batch in memory",
         )
         .buckets(LATENCY_BUCKETS.to_vec()),
     )
@@ -106,6 +106,14 @@ pub static ACTOR_PASSIVATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "qrgate_group_actor_passivations_total",
         "Idle group actors dropped",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static STORAGE_POISONED: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_storage_failed",
+        "1 after a storage write or flush failed (writes are refused until restart)",
     )
     .unwrap_or_else(|_| unreachable_metric()))
 });
@@ -161,6 +169,7 @@ pub fn init() {
     LazyLock::force(&ACTOR_ACTIVATIONS);
     LazyLock::force(&ACTOR_PASSIVATIONS);
     LazyLock::force(&OUTBOX_LAG);
+    LazyLock::force(&STORAGE_POISONED);
     LazyLock::force(&WS_CONNECTIONS);
     LazyLock::force(&WS_DROPPED);
     LazyLock::force(&QR_RENDERS);

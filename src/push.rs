@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::metrics;
-use crate::storage::{Counters, Storage};
+use crate::storage::{Counters, Storage, StorageError};
 
 /// Close code sent to a WebSocket client that fell too far behind.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -100,6 +100,10 @@ impl Hub {
         let Ok(mut h) = self.inner.lock() else {
             return;
         };
+        // A blocked member stops hearing the group (they still get this event directly).
+        if let EventKind::MemberBlocked { group_id, user_id } = &e.kind {
+            unsubscribe_user(&mut h, *group_id, *user_id);
+        }
         let mut to: HashSet<u64> = HashSet::new();
         if let Some(g) = e.group {
             if let Some(s) = h.by_group.get(&g) {
@@ -125,6 +129,25 @@ impl Hub {
             }
             metrics::WS_DROPPED.inc();
             remove(&mut h, id);
+        }
+    }
+}
+
+fn unsubscribe_user(h: &mut HubInner, g: GroupId, u: UserId) {
+    let conns: Vec<u64> = h
+        .by_user
+        .get(&u)
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    for id in conns {
+        if let Some(c) = h.conns.get_mut(&id) {
+            c.groups.remove(&g);
+        }
+        if let Some(s) = h.by_group.get_mut(&g) {
+            s.remove(&id);
+            if s.is_empty() {
+                h.by_group.remove(&g);
+            }
         }
     }
 }
@@ -162,51 +185,87 @@ pub fn render(e: &Event) -> Result<String, serde_json::Error> {
     serde_json::to_string(&v)
 }
 
-/// Which counters an event moves.
+/// Which counters an event moves (read from storage once per id and round).
 fn count(
     e: &Event,
     groups: &mut HashMap<GroupId, Counters>,
     invites: &mut HashMap<InviteId, Counters>,
     storage: &Storage,
-) {
-    let mut g = |id: GroupId, f: fn(&mut Counters)| {
-        if let std::collections::hash_map::Entry::Vacant(v) = groups.entry(id) {
-            v.insert(storage.group_counters(id).unwrap_or_default());
+) -> Result<(), StorageError> {
+    fn bump<K: std::hash::Hash + Eq + Copy>(
+        map: &mut HashMap<K, Counters>,
+        id: K,
+        load: impl FnOnce(K) -> Result<Counters, StorageError>,
+        f: fn(&mut Counters),
+    ) -> Result<(), StorageError> {
+        if !map.contains_key(&id) {
+            map.insert(id, load(id)?);
         }
-        if let Some(c) = groups.get_mut(&id) {
+        if let Some(c) = map.get_mut(&id) {
             f(c);
         }
-    };
-    let mut inv = |id: InviteId, f: fn(&mut Counters)| {
-        if let std::collections::hash_map::Entry::Vacant(v) = invites.entry(id) {
-            v.insert(storage.invite_counters(id).unwrap_or_default());
-        }
-        if let Some(c) = invites.get_mut(&id) {
-            f(c);
-        }
-    };
+        Ok(())
+    }
+    let g = |id| storage.group_counters(id);
     match &e.kind {
         EventKind::MemberJoined {
             group_id,
             via_invite: Some(i),
             ..
         } => {
-            g(*group_id, |c| c.joins += 1);
-            inv(*i, |c| c.joins += 1);
+            bump(groups, *group_id, g, |c| c.joins += 1)?;
+            bump(
+                invites,
+                *i,
+                |id| storage.invite_counters(id),
+                |c| c.joins += 1,
+            )?;
         }
         EventKind::JoinRequested {
             group_id,
             via_invite,
             ..
         } => {
-            g(*group_id, |c| c.requests += 1);
-            inv(*via_invite, |c| c.requests += 1);
+            bump(groups, *group_id, g, |c| c.requests += 1)?;
+            bump(
+                invites,
+                *via_invite,
+                |id| storage.invite_counters(id),
+                |c| c.requests += 1,
+            )?;
         }
-        EventKind::JoinApproved { group_id, .. } => g(*group_id, |c| c.approvals += 1),
-        EventKind::JoinRejected { group_id, .. } => g(*group_id, |c| c.rejections += 1),
-        EventKind::JoinRequestExpired { group_id, .. } => g(*group_id, |c| c.expirations += 1),
+        EventKind::JoinApproved { group_id, .. } => {
+            bump(groups, *group_id, g, |c| c.approvals += 1)?
+        }
+        EventKind::JoinRejected { group_id, .. } => {
+            bump(groups, *group_id, g, |c| c.rejections += 1)?
+        }
+        EventKind::JoinRequestExpired { group_id, .. } => {
+            bump(groups, *group_id, g, |c| c.expirations += 1)?
+        }
         _ => {}
     }
+    Ok(())
+}
+
+/// One consumer round: publish and count events `cursor < seq <= upto`, then
+/// record counters and cursor atomically.
+async fn consume(storage: &Storage, hub: &Hub, cursor: u64, upto: u64) -> Result<(), StorageError> {
+    let events = storage.outbox_range(cursor, upto)?;
+    let mut groups = HashMap::new();
+    let mut invites = HashMap::new();
+    for e in &events {
+        count(e, &mut groups, &mut invites, storage)?;
+    }
+    let g: Vec<_> = groups.into_iter().collect();
+    let i: Vec<_> = invites.into_iter().collect();
+    storage.consume_outbox(cursor, upto, &g, &i).await?;
+    // Published after the counters are stored, so a retried round does not
+    // push the same events twice.
+    for e in &events {
+        hub.publish(e);
+    }
+    Ok(())
 }
 
 /// Run the outbox consumer until the storage's durable watch closes.
@@ -221,31 +280,17 @@ pub async fn run_outbox(storage: Storage, hub: Hub) {
     };
     loop {
         let upto = *durable.borrow_and_update();
-        metrics::OUTBOX_LAG.set(upto.saturating_sub(cursor) as i64);
         if upto > cursor {
-            match storage.outbox_range(cursor, upto) {
-                Ok(events) => {
-                    let mut groups = HashMap::new();
-                    let mut invites = HashMap::new();
-                    for e in &events {
-                        hub.publish(e);
-                        count(e, &mut groups, &mut invites, &storage);
-                    }
-                    let g: Vec<_> = groups.into_iter().collect();
-                    let i: Vec<_> = invites.into_iter().collect();
-                    match storage.consume_outbox(cursor, upto, &g, &i) {
-                        Ok(()) => cursor = upto,
-                        Err(e) => tracing::error!(error = %e, "outbox consume failed; will retry"),
-                    }
+            match consume(&storage, &hub, cursor, upto).await {
+                Ok(()) => cursor = upto,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox round failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
                 }
-                Err(e) => tracing::error!(error = %e, "outbox read failed; will retry"),
-            }
-            metrics::OUTBOX_LAG.set(upto.saturating_sub(cursor) as i64);
-            if cursor < upto {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                continue;
             }
         }
+        metrics::OUTBOX_LAG.set(durable.borrow().saturating_sub(cursor) as i64);
         if durable.changed().await.is_err() {
             return;
         }

@@ -64,6 +64,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         storage: storage.clone(),
         keys: Arc::clone(&keys),
         user_limiter: Arc::clone(&user_limiter),
+        clock: governor::clock::DefaultClock::default(),
     });
     // Shared actors start here, outside the HttpServer factory, so that every
     // worker talks to the same ones.
@@ -100,7 +101,8 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         App::new()
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
-                let method = req.method().to_string();
+                // A fixed set of labels: clients can send any method string.
+                let method = method_label(req.method());
                 let fut = srv.call(req);
                 async move {
                     let res = fut.await?;
@@ -112,10 +114,10 @@ pub fn build(config: Config) -> Result<Application, StartError> {
                     let status = res.status().as_u16();
                     let secs = started.elapsed().as_secs_f64();
                     metrics::HTTP_REQUESTS
-                        .with_label_values(&[&method, &route, &status.to_string()])
+                        .with_label_values(&[method, &route, &status.to_string()])
                         .inc();
                     metrics::HTTP_SECONDS
-                        .with_label_values(&[&method, &route])
+                        .with_label_values(&[method, &route])
                         .observe(secs);
                     tracing::debug!(%method, %route, status, ms = secs * 1000.0, "request");
                     Ok(res)
@@ -134,4 +136,19 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         addr,
         storage,
     })
+}
+
+/// A fixed set of metric labels: clients can send any method string.
+fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

@@ -14,19 +14,20 @@
 //! | `i/`   | group id, invite id  | [`Invite`]                              |
 //! | `ii/`  | invite id            | group id                                |
 //! | `r/`   | group id, request id | [`JoinRequest`] (pending only)          |
+//! | `rx/`  | expiry, group, request | (empty): pending requests by expiry   |
 //! | `b/`   | group id, user id    | blocked-at (i64)                        |
 //! | `cg/`  | group id             | [`Counters`] kept by the outbox consumer|
 //! | `ci/`  | invite id            | [`Counters`]                            |
 //! | `o/`   | seq (u64 BE)         | [`Event`]                               |
 //! | `x/outbox_cursor` |           | last consumed seq (u64 BE)              |
 //!
-//! Durability: [`Storage::write`] applies in memory; [`Storage::sync`] returns
-//! once everything written before the call is on disk. Concurrent `sync` calls
-//! share one `flush` (group commit) run by a dedicated thread.
+//! Durability: [`Storage::submit`] queues a write set for the committer thread,
+//! which applies every queued set as one atomic batch and flushes once (group
+//! commit); the returned future resolves when the set is on disk.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{oneshot, watch};
@@ -105,74 +106,79 @@ fn id16(k: &[u8], v: &[u8]) -> Result<[u8; 16]> {
 }
 
 /// The records and events of one state change, applied atomically.
+/// Values are encoded on the caller's thread; the committer only copies bytes.
+/// An encoding failure is kept and reported by [`Storage::submit`], so the
+/// builder methods cannot half-fail.
 #[derive(Default)]
 pub struct WriteSet {
-    batch: sled::Batch,
-    events: Vec<Event>,
-    empty: bool,
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Encoded events; their outbox seq is assigned at commit (it is the key).
+    events: Vec<Vec<u8>>,
+    error: Option<StorageError>,
 }
 
 impl WriteSet {
     pub fn new() -> Self {
-        WriteSet {
-            empty: true,
-            ..Default::default()
-        }
+        WriteSet::default()
     }
 
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.empty = false;
-        self.batch.insert(k, v);
+        self.ops.push((k, Some(v)));
+    }
+
+    fn put_json<T: Serialize>(&mut self, k: Vec<u8>, v: &T) {
+        match enc(v) {
+            Ok(bytes) => self.put(k, bytes),
+            Err(e) => self.error = Some(e),
+        }
     }
 
     fn del(&mut self, k: Vec<u8>) {
-        self.empty = false;
-        self.batch.remove(k);
+        self.ops.push((k, None));
     }
 
-    pub fn user(&mut self, u: &User, session_hash: &[u8; 32]) -> Result<()> {
-        self.put(key(b"u/", &[u.id.as_bytes()]), enc(u)?);
+    pub fn user(&mut self, u: &User, session_hash: &[u8; 32]) {
+        self.put_json(key(b"u/", &[u.id.as_bytes()]), u);
         self.put(key(b"s/", &[session_hash]), u.id.as_bytes().to_vec());
-        Ok(())
     }
 
-    pub fn group(&mut self, g: &Group) -> Result<()> {
-        self.put(key(b"g/", &[g.id.as_bytes()]), enc(g)?);
-        Ok(())
+    pub fn group(&mut self, g: &Group) {
+        self.put_json(key(b"g/", &[g.id.as_bytes()]), g);
     }
 
     pub fn group_ref(&mut self, r: &[u8; 8], g: GroupId) {
         self.put(key(b"gr/", &[r]), g.as_bytes().to_vec());
     }
 
-    pub fn member(&mut self, g: GroupId, m: &Member) -> Result<()> {
-        self.put(key(b"m/", &[g.as_bytes(), m.user_id.as_bytes()]), enc(m)?);
-        Ok(())
+    pub fn member(&mut self, g: GroupId, m: &Member) {
+        self.put_json(key(b"m/", &[g.as_bytes(), m.user_id.as_bytes()]), m);
     }
 
     pub fn remove_member(&mut self, g: GroupId, u: UserId) {
         self.del(key(b"m/", &[g.as_bytes(), u.as_bytes()]));
     }
 
-    pub fn invite(&mut self, i: &Invite) -> Result<()> {
-        self.put(
-            key(b"i/", &[i.group_id.as_bytes(), i.id.as_bytes()]),
-            enc(i)?,
-        );
+    pub fn invite(&mut self, i: &Invite) {
+        self.put_json(key(b"i/", &[i.group_id.as_bytes(), i.id.as_bytes()]), i);
         self.put(
             key(b"ii/", &[i.id.as_bytes()]),
             i.group_id.as_bytes().to_vec(),
         );
-        Ok(())
     }
 
-    pub fn request(&mut self, g: GroupId, r: &JoinRequest) -> Result<()> {
-        self.put(key(b"r/", &[g.as_bytes(), r.id.as_bytes()]), enc(r)?);
-        Ok(())
+    pub fn remove_invite(&mut self, i: &Invite) {
+        self.del(key(b"i/", &[i.group_id.as_bytes(), i.id.as_bytes()]));
+        self.del(key(b"ii/", &[i.id.as_bytes()]));
     }
 
-    pub fn remove_request(&mut self, g: GroupId, r: RequestId) {
-        self.del(key(b"r/", &[g.as_bytes(), r.as_bytes()]));
+    pub fn request(&mut self, g: GroupId, r: &JoinRequest) {
+        self.put_json(key(b"r/", &[g.as_bytes(), r.id.as_bytes()]), r);
+        self.put(due_key(r.expires_at, g, r.id), Vec::new());
+    }
+
+    pub fn remove_request(&mut self, g: GroupId, r: &JoinRequest) {
+        self.del(key(b"r/", &[g.as_bytes(), r.id.as_bytes()]));
+        self.del(due_key(r.expires_at, g, r.id));
     }
 
     pub fn block(&mut self, g: GroupId, u: UserId, at: i64) {
@@ -182,28 +188,36 @@ impl WriteSet {
         );
     }
 
-    pub fn event(&mut self, e: Event) {
-        self.empty = false;
-        self.events.push(e);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.empty
+    pub fn event(&mut self, e: &Event) {
+        match enc(e) {
+            Ok(bytes) => self.events.push(bytes),
+            Err(err) => self.error = Some(err),
+        }
     }
 }
 
-type Waiter = oneshot::Sender<Result<()>>;
+/// Index of pending join requests by expiry, so expiries are found without
+/// activating every group: `rx/` expires_at (i64 BE, non-negative) group request.
+fn due_key(expires_at: i64, g: GroupId, r: RequestId) -> Vec<u8> {
+    key(
+        b"rx/",
+        &[&expires_at.max(0).to_be_bytes(), g.as_bytes(), r.as_bytes()],
+    )
+}
+
+/// One write set waiting for the committer, and whom to tell.
+struct Job {
+    w: WriteSet,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
 
 struct Inner {
     db: sled::Db,
     tree: sled::Tree,
-    /// Next outbox seq; held while a write set is applied so that seq order is
-    /// application order (the outbox consumer relies on it).
-    next_seq: Mutex<u64>,
-    /// Highest seq applied so far.
-    applied_seq: AtomicU64,
-    flush_tx: Mutex<Option<mpsc::Sender<Waiter>>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
     durable_tx: watch::Sender<u64>,
+    /// Set after an I/O error: sled keeps failing then, so refuse writes fast.
+    poisoned: AtomicBool,
 }
 
 /// Handle to the store; cheap to clone.
@@ -229,72 +243,72 @@ impl Storage {
             None => cursor(&tree)?,
         };
         let (durable_tx, _) = watch::channel(last);
-        let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             db,
             tree,
-            next_seq: Mutex::new(last + 1),
-            applied_seq: AtomicU64::new(last),
-            flush_tx: Mutex::new(Some(flush_tx)),
+            jobs: Mutex::new(Some(jobs_tx)),
             durable_tx,
+            poisoned: AtomicBool::new(false),
         });
-        let flusher = Arc::clone(&inner);
+        let committer = Arc::clone(&inner);
         std::thread::Builder::new()
-            .name("qrgate-flusher".into())
-            .spawn(move || flush_loop(&flusher, flush_rx))
-            .map_err(|e| StorageError::Io(format!("cannot start flusher: {e}")))?;
+            .name("qrgate-committer".into())
+            .spawn(move || commit_loop(&committer, jobs_rx, last + 1))
+            .map_err(|e| StorageError::Io(format!("cannot start committer: {e}")))?;
         Ok(Storage { inner })
     }
 
-    /// Apply a write set atomically (in memory; call [`sync`](Self::sync) before acknowledging).
-    pub fn write(&self, mut w: WriteSet) -> Result<()> {
-        if w.is_empty() {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut next = self
-            .inner
-            .next_seq
-            .lock()
-            .map_err(|_| StorageError::Io("outbox lock poisoned".into()))?;
-        let mut seq = *next;
-        for mut e in w.events.drain(..) {
-            e.seq = seq;
-            w.batch.insert(key(b"o/", &[&seq.to_be_bytes()]), enc(&e)?);
-            seq += 1;
-        }
-        self.inner.tree.apply_batch(w.batch)?;
-        *next = seq;
-        self.inner.applied_seq.store(seq - 1, Ordering::SeqCst);
-        drop(next);
-        metrics::STORAGE_WRITE_SECONDS.observe(now.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// Wait until everything written before this call is on disk.
-    pub async fn sync(&self) -> Result<()> {
+    /// Queue a write set for the committer and return a future that resolves
+    /// once it is applied and on disk. Write sets are applied in the order they
+    /// are submitted; one submitted later is never durable before this one.
+    /// An empty write set is a barrier: it resolves when everything submitted
+    /// before it is durable.
+    pub fn submit(
+        &self,
+        mut w: WriteSet,
+    ) -> impl std::future::Future<Output = Result<()>> + 'static {
         let (tx, rx) = oneshot::channel();
-        {
-            let guard = self
-                .inner
-                .flush_tx
-                .lock()
-                .map_err(|_| StorageError::Closed)?;
-            let sender = guard.as_ref().ok_or(StorageError::Closed)?;
-            sender.send(tx).map_err(|_| StorageError::Closed)?;
+        let queued = if let Some(e) = w.error.take() {
+            Err(e)
+        } else if self.inner.poisoned.load(Ordering::Relaxed) {
+            Err(StorageError::Io(
+                "storage failed earlier; restart the server".into(),
+            ))
+        } else {
+            match self.inner.jobs.lock() {
+                Ok(g) => match g.as_ref() {
+                    Some(s) => s
+                        .send(Job { w, done: Some(tx) })
+                        .map_err(|_| StorageError::Closed),
+                    None => Err(StorageError::Closed),
+                },
+                Err(_) => Err(StorageError::Closed),
+            }
+        };
+        async move {
+            queued?;
+            rx.await.map_err(|_| StorageError::Closed)?
         }
-        rx.await.map_err(|_| StorageError::Closed)?
     }
 
-    /// Write and wait for durability.
+    /// Submit and wait.
     pub async fn commit(&self, w: WriteSet) -> Result<()> {
-        self.write(w)?;
-        self.sync().await
+        self.submit(w).await
     }
 
-    /// Flush and stop the flusher (graceful shutdown).
+    /// Resolve once everything submitted before this call is durable.
+    pub async fn barrier(&self) -> Result<()> {
+        self.submit(WriteSet::new()).await
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// Stop the committer after the queued work and flush (graceful shutdown).
     pub fn close(&self) -> Result<()> {
-        if let Ok(mut g) = self.inner.flush_tx.lock() {
+        if let Ok(mut g) = self.inner.jobs.lock() {
             g.take();
         }
         self.inner.db.flush()?;
@@ -395,33 +409,51 @@ impl Storage {
             .range(key(b"o/", &[&lo])..=key(b"o/", &[&hi]))
             .map(|kv| {
                 let (k, v) = kv?;
-                dec(&k, &v)
+                let mut e: Event = dec(&k, &v)?;
+                e.seq = seq_of(&k)?;
+                Ok(e)
             })
             .collect()
     }
 
     /// Record that events up to `upto` were consumed: remove them, store the
-    /// counters they produced and the new cursor, in one atomic batch.
-    pub fn consume_outbox(
+    /// counters they produced and the new cursor, in one atomic write set.
+    pub async fn consume_outbox(
         &self,
         from: u64,
         upto: u64,
         groups: &[(GroupId, Counters)],
         invites: &[(InviteId, Counters)],
     ) -> Result<()> {
-        let mut b = sled::Batch::default();
+        let mut w = WriteSet::new();
         for seq in from + 1..=upto {
-            b.remove(key(b"o/", &[&seq.to_be_bytes()]));
+            w.del(key(b"o/", &[&seq.to_be_bytes()]));
         }
         for (g, c) in groups {
-            b.insert(key(b"cg/", &[g.as_bytes()]), enc(c)?);
+            w.put_json(key(b"cg/", &[g.as_bytes()]), c);
         }
         for (i, c) in invites {
-            b.insert(key(b"ci/", &[i.as_bytes()]), enc(c)?);
+            w.put_json(key(b"ci/", &[i.as_bytes()]), c);
         }
-        b.insert(CURSOR, upto.to_be_bytes().to_vec());
-        self.inner.tree.apply_batch(b)?;
-        Ok(())
+        w.put(CURSOR.to_vec(), upto.to_be_bytes().to_vec());
+        self.submit(w).await
+    }
+
+    /// Groups with join requests that expire at or before `now`.
+    pub fn groups_with_due_requests(&self, now: i64, limit: usize) -> Result<Vec<GroupId>> {
+        let hi = key(b"rx/", &[&now.max(0).to_be_bytes(), &[0xff; 32]]);
+        let mut out: Vec<GroupId> = Vec::new();
+        for kv in self.inner.tree.range(b"rx/".to_vec()..=hi) {
+            let (k, _) = kv?;
+            let g = GroupId(id16(&k, k.get(11..27).unwrap_or_default())?);
+            if out.last() != Some(&g) && !out.contains(&g) {
+                out.push(g);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -446,31 +478,81 @@ fn cursor(tree: &sled::Tree) -> Result<u64> {
     }
 }
 
-/// Group commit: take every waiter queued so far, flush once, answer them all.
-fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Waiter>) {
+/// Most write sets merged into one batch and one flush.
+const MAX_JOBS_PER_COMMIT: usize = 4096;
+
+/// Group commit: take every write set queued so far, apply them as one atomic
+/// sled batch (assigning outbox seqs in order), flush once, answer them all.
+/// While one flush runs, the next round's write sets queue up, so the batch
+/// grows with the load and durability costs one fsync per round, not per request.
+fn commit_loop(inner: &Inner, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
     while let Ok(first) = rx.recv() {
-        let mut waiters = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            waiters.push(w);
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_JOBS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
         }
-        // Everything applied up to here is covered by the flush below.
-        let watermark = inner.applied_seq.load(Ordering::SeqCst);
         let started = Instant::now();
-        let res = inner.db.flush().map(|_| ()).map_err(StorageError::from);
-        metrics::FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
-        metrics::FLUSH_BATCH.observe(waiters.len() as f64);
-        if let Err(e) = &res {
-            tracing::error!(error = %e, "flush failed; answering waiters with an error");
+        let mut batch = sled::Batch::default();
+        let mut seq = next_seq;
+        let mut writes = false;
+        for j in &mut jobs {
+            for (k, v) in j.w.ops.drain(..) {
+                writes = true;
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            for e in j.w.events.drain(..) {
+                writes = true;
+                batch.insert(key(b"o/", &[&seq.to_be_bytes()]), e);
+                seq += 1;
+            }
         }
-        for w in waiters {
-            let _ = w.send(res.clone());
+        let res = if inner.poisoned.load(Ordering::Relaxed) {
+            Err(StorageError::Io(
+                "storage failed earlier; restart the server".into(),
+            ))
+        } else {
+            let applied = if writes {
+                inner.tree.apply_batch(batch).map_err(StorageError::from)
+            } else {
+                Ok(())
+            };
+            if applied.is_ok() {
+                // The seqs are taken even if the flush fails: the records exist in memory.
+                next_seq = seq;
+            }
+            metrics::STORAGE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
+            let flushed = started.elapsed();
+            let r = applied.and_then(|()| inner.db.flush().map(|_| ()).map_err(StorageError::from));
+            metrics::FLUSH_SECONDS.observe((started.elapsed() - flushed).as_secs_f64());
+            r
+        };
+        metrics::FLUSH_BATCH.observe(jobs.len() as f64);
+        match &res {
+            Ok(()) => {
+                let durable = next_seq - 1;
+                inner.durable_tx.send_if_modified(|v| {
+                    let changed = *v != durable;
+                    *v = durable;
+                    changed
+                });
+            }
+            Err(e) => {
+                if !inner.poisoned.swap(true, Ordering::SeqCst) {
+                    tracing::error!(error = %e, "storage write or flush failed; refusing further writes");
+                    metrics::STORAGE_POISONED.set(1);
+                }
+            }
         }
-        if res.is_ok() {
-            inner.durable_tx.send_if_modified(|v| {
-                let changed = *v != watermark;
-                *v = watermark;
-                changed
-            });
+        for j in jobs {
+            if let Some(done) = j.done {
+                let _ = done.send(res.clone());
+            }
         }
     }
 }

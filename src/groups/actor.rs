@@ -2,16 +2,19 @@
 //! blocks, invitations, approval queue, rate limiter).
 //!
 //! Every mutating handler follows one pattern: decide on the current state,
-//! build the [`WriteSet`] of the new records, apply it to storage, then apply
-//! the same change to memory, and answer only after [`Storage::sync`] (group
-//! commit). The durability wait runs outside the actor (`ResponseFuture`), so
-//! the actor keeps serving its mailbox while flushes are in flight.
+//! build the [`WriteSet`] of the change, submit it to storage (which fixes its
+//! order), apply the same change to memory, and answer with a future that
+//! resolves once the write set is durable (group commit). The actor keeps
+//! serving its mailbox while flushes are in flight. If a write set fails, the
+//! actor is poisoned: it retires at its next message and the group is rebuilt
+//! from storage, so memory never stays ahead of what was stored.
 
 use actix::prelude::*;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,11 +22,14 @@ use super::directory::{DirInner, Shared};
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Invite, JoinRequest, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
-use crate::domain::join::{self, Admission, Facts};
+use crate::domain::join::{self, Admission, Facts, Refusal};
 use crate::domain::token::Claims;
 use crate::error::ApiError;
 use crate::metrics;
 use crate::storage::{Counters, GroupSnapshot, WriteSet};
+
+/// Invitations expired this long ago are dropped (a join with one then answers `invalid_token`).
+const EXPIRED_INVITE_RETENTION: i64 = 30 * 24 * 3600;
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +38,17 @@ pub enum Caller {
     Admin,
 }
 
+impl Caller {
+    fn user(self) -> Option<UserId> {
+        match self {
+            Caller::User(u) => Some(u),
+            Caller::Admin => None,
+        }
+    }
+}
+
 /// Failure of a message: an API error, or "this actor was passivated, ask the
-/// directory again".
+/// directory again" (nothing was applied).
 #[derive(Debug)]
 pub enum Fail {
     Api(ApiError),
@@ -46,6 +61,12 @@ impl From<ApiError> for Fail {
     }
 }
 
+impl From<Refusal> for Fail {
+    fn from(r: Refusal) -> Self {
+        Fail::Api(r.into())
+    }
+}
+
 impl From<crate::storage::StorageError> for Fail {
     fn from(e: crate::storage::StorageError) -> Self {
         Fail::Api(e.into())
@@ -53,9 +74,14 @@ impl From<crate::storage::StorageError> for Fail {
 }
 
 pub type Reply<T> = ResponseFuture<Result<T, Fail>>;
+type Step<T> = Result<Reply<T>, Fail>;
 
 fn ready<T: 'static>(r: Result<T, Fail>) -> Reply<T> {
     Box::pin(std::future::ready(r))
+}
+
+fn done<T: 'static>(v: T) -> Step<T> {
+    Ok(ready(Ok(v)))
 }
 
 fn now() -> i64 {
@@ -83,6 +109,10 @@ pub struct GroupActor {
     /// per-message expiry check is O(1) until something is due.
     next_expiry: i64,
     last_active: Instant,
+    /// Write sets submitted and not yet answered; the actor stays resident until 0.
+    in_flight: Arc<AtomicUsize>,
+    /// Set when a write set failed: memory may be ahead of storage.
+    poisoned: Arc<AtomicBool>,
     retired: bool,
 }
 
@@ -97,7 +127,6 @@ impl GroupActor {
             .group
             .join_rate_per_minute
             .unwrap_or(shared.config.limits.group_joins_per_minute);
-        let pending_by_user = snap.requests.iter().map(|r| (r.user_id, r.id)).collect();
         let next_expiry = snap
             .requests
             .iter()
@@ -108,15 +137,17 @@ impl GroupActor {
             gen,
             dir,
             limiter: limiter(rate),
+            pending_by_user: snap.requests.iter().map(|r| (r.user_id, r.id)).collect(),
             group: snap.group,
             members: snap.members.into_iter().map(|m| (m.user_id, m)).collect(),
             invites: snap.invites.into_iter().map(|i| (i.id, i)).collect(),
             requests: snap.requests.into_iter().map(|r| (r.id, r)).collect(),
-            pending_by_user,
-            next_expiry,
             blocks: snap.blocks.into_iter().collect(),
+            next_expiry,
             shared,
             last_active: Instant::now(),
+            in_flight: Arc::default(),
+            poisoned: Arc::default(),
             retired: false,
         }
     }
@@ -146,24 +177,63 @@ impl GroupActor {
         }
     }
 
-    /// Apply `w` to storage now and answer with `value` once it is durable.
-    fn commit<T: 'static>(&self, w: WriteSet, value: T) -> Reply<T> {
-        let storage = self.shared.storage.clone();
-        if let Err(e) = storage.write(w) {
-            return ready(Err(e.into()));
+    fn require_owner(&self, c: Caller, what: &str) -> Result<(), ApiError> {
+        match self.role(c) {
+            Some(Role::Owner) => Ok(()),
+            _ => Err(ApiError::forbidden(format!(
+                "only the group's owner may {what}"
+            ))),
         }
+    }
+
+    /// Submit `w` now (its place in the commit order is fixed here) and answer
+    /// with `value` once it is durable.
+    fn commit<T: 'static>(&self, w: WriteSet, value: T) -> Reply<T> {
+        let durable = self.shared.storage.submit(w);
+        let in_flight = Arc::clone(&self.in_flight);
+        let poisoned = Arc::clone(&self.poisoned);
+        in_flight.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            storage.sync().await?;
+            let r = durable.await;
+            if r.is_err() {
+                poisoned.store(true, Ordering::SeqCst);
+            }
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            r?;
             Ok(value)
         })
+    }
+
+    /// Answer `value` once everything this actor submitted before is durable
+    /// (for requests that change nothing because an earlier one already did).
+    fn after_pending_writes<T: 'static>(&self, value: T) -> Step<T> {
+        Ok(self.commit(WriteSet::new(), value))
     }
 
     fn event(&self, users: Vec<UserId>, kind: EventKind) -> Event {
         Event::for_group(self.id(), users, now(), kind)
     }
 
+    fn moderators(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.members
+            .values()
+            .filter(|m| m.role.moderates())
+            .map(|m| m.user_id)
+    }
+
+    fn forget_request(&mut self, r: &JoinRequest) {
+        self.requests.remove(&r.id);
+        self.pending_by_user.remove(&r.user_id);
+        self.next_expiry = self
+            .requests
+            .values()
+            .map(|r| r.expires_at)
+            .min()
+            .unwrap_or(i64::MAX);
+    }
+
     /// Drop join requests whose time ran out, releasing their seats.
-    fn expire_requests(&mut self, now: i64) {
+    fn expire(&mut self, now: i64) {
         if now < self.next_expiry {
             return;
         }
@@ -173,13 +243,10 @@ impl GroupActor {
             .filter(|r| r.expires_at <= now)
             .cloned()
             .collect();
-        if expired.is_empty() {
-            return;
-        }
         let mut w = WriteSet::new();
         for r in &expired {
-            w.remove_request(self.id(), r.id);
-            w.event(self.event(
+            w.remove_request(self.id(), r);
+            w.event(&self.event(
                 vec![r.user_id],
                 EventKind::JoinRequestExpired {
                     group_id: self.id(),
@@ -188,48 +255,68 @@ impl GroupActor {
                 },
             ));
         }
-        match self.shared.storage.write(w) {
-            Ok(()) => {
-                for r in expired {
-                    self.requests.remove(&r.id);
-                    self.pending_by_user.remove(&r.user_id);
-                }
-                self.next_expiry = self
-                    .requests
-                    .values()
-                    .map(|r| r.expires_at)
-                    .min()
-                    .unwrap_or(i64::MAX);
-                // Nobody waits on this: the next flush makes it durable.
-                let storage = self.shared.storage.clone();
-                actix::spawn(async move {
-                    let _ = storage.sync().await;
-                });
-            }
-            Err(e) => {
-                tracing::error!(group = %self.id(), error = %e, "expiring join requests failed")
-            }
+        self.background(w);
+        for r in &expired {
+            self.forget_request(r);
         }
+    }
+
+    /// Forget invitations that expired long ago (bounded memory per group).
+    fn prune_invites(&mut self, now: i64) {
+        let stale: Vec<Invite> = self
+            .invites
+            .values()
+            .filter(|i| i.expires_at + EXPIRED_INVITE_RETENTION <= now)
+            .cloned()
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let mut w = WriteSet::new();
+        for i in &stale {
+            w.remove_invite(i);
+            self.invites.remove(&i.id);
+        }
+        self.background(w);
+    }
+
+    /// Submit a write nobody waits on; the actor stays resident until it is durable.
+    fn background(&self, w: WriteSet) {
+        let reply = self.commit(w, ());
+        actix::spawn(async move {
+            let _ = reply.await;
+        });
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.expire_requests(now());
+        let now = now();
+        self.expire(now);
+        self.prune_invites(now);
         let idle = Duration::from_secs(self.shared.config.actors.idle_timeout_seconds);
-        if self.last_active.elapsed() >= idle {
-            self.dir.forget(self.id(), self.gen);
-            self.retired = true;
+        if self.last_active.elapsed() >= idle && self.in_flight.load(Ordering::SeqCst) == 0 {
+            self.retire(ctx);
             metrics::ACTOR_PASSIVATIONS.inc();
-            ctx.stop();
         }
     }
 
-    /// Common preamble of every handler: refuse if retired, note activity.
-    fn touch(&mut self) -> Result<(), Fail> {
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        self.dir.forget(self.id(), self.gen);
+        self.retired = true;
+        ctx.stop();
+    }
+
+    /// Common preamble of every handler: refuse if retired (or poisoned, which
+    /// retires the actor so the group is rebuilt from storage), note activity.
+    fn touch(&mut self, ctx: &mut Context<Self>) -> Result<(), Fail> {
+        if !self.retired && self.poisoned.load(Ordering::SeqCst) {
+            tracing::warn!(group = %self.id(), "a write failed; rebuilding the group from storage");
+            self.retire(ctx);
+        }
         if self.retired {
             return Err(Fail::Retired);
         }
         self.last_active = Instant::now();
-        self.expire_requests(now());
+        self.expire(now());
         Ok(())
     }
 }
@@ -240,7 +327,6 @@ impl Actor for GroupActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         metrics::ACTORS_RESIDENT.inc();
         metrics::ACTOR_ACTIVATIONS.inc();
-        ctx.set_mailbox_capacity(self.shared.config.actors.mailbox);
         let idle = self.shared.config.actors.idle_timeout_seconds.max(1);
         let every = Duration::from_secs(idle.div_ceil(2).clamp(1, 30));
         ctx.run_interval(every, |act, ctx| act.tick(ctx));
@@ -248,7 +334,7 @@ impl Actor for GroupActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         metrics::ACTORS_RESIDENT.dec();
-        // A stop not caused by passivation (e.g. system shutdown) must also
+        // A stop not caused by retirement (e.g. system shutdown) must also
         // leave the directory, so nobody keeps sending to a dead mailbox.
         if !self.retired {
             self.dir.forget(self.id(), self.gen);
@@ -257,10 +343,22 @@ impl Actor for GroupActor {
 }
 
 macro_rules! message {
-    ($name:ident -> $ret:ty { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($name:ident -> $ret:ty { $($field:ident : $ty:ty),* $(,)? } => $method:ident) => {
         #[derive(Debug, Clone)]
         pub struct $name { $(pub $field: $ty),* }
         impl Message for $name { type Result = Result<$ret, Fail>; }
+        impl Handler<$name> for GroupActor {
+            type Result = Reply<$ret>;
+            fn handle(&mut self, m: $name, ctx: &mut Context<Self>) -> Self::Result {
+                if let Err(f) = self.touch(ctx) {
+                    return ready(Err(f));
+                }
+                match self.$method(m) {
+                    Ok(reply) => reply,
+                    Err(f) => ready(Err(f)),
+                }
+            }
+        }
     };
 }
 
@@ -272,18 +370,13 @@ pub enum JoinOutcome {
     Pending(RequestId),
 }
 
-message!(Join -> JoinOutcome { user: UserId, claims: Claims, tag: [u8; 32] });
+message!(Join -> JoinOutcome { user: UserId, claims: Claims, tag: [u8; 32] } => join);
 
-impl Handler<Join> for GroupActor {
-    type Result = Reply<JoinOutcome>;
-
-    fn handle(&mut self, m: Join, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
+impl GroupActor {
+    fn join(&mut self, m: Join) -> Step<JoinOutcome> {
         let now = now();
         let invite = self.invites.get(&m.claims.invite_id);
-        let facts = Facts {
+        let admission = join::decide(&Facts {
             now,
             invite,
             // blake3::Hash comparison is constant-time.
@@ -296,37 +389,30 @@ impl Handler<Join> for GroupActor {
             is_member: self.members.contains_key(&m.user),
             has_pending_request: self.pending_by_user.contains_key(&m.user),
             is_blocked: self.blocks.contains(&m.user),
-        };
-        let admission = match join::decide(&facts) {
-            Ok(a) => a,
-            Err(r) => return ready(Err(ApiError::from(r).into())),
-        };
+        })?;
+        let mut invite = invite.cloned().ok_or(ApiError::Internal)?;
         // Rate limits come last among the checks: a refused join costs nothing.
-        let clock = DefaultClock::default();
-        if let Err(nu) = self.limiter.check() {
-            return ready(Err(ApiError::RateLimited {
-                scope: "joins into this group",
-                retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
-            }
-            .into()));
-        }
+        // The user's own limit first, so one user cannot use up a group's quota.
+        let clock = &self.shared.clock;
         if let Err(nu) = self.shared.user_limiter.check_key(&m.user) {
-            return ready(Err(ApiError::RateLimited {
+            return Err(ApiError::RateLimited {
                 scope: "joins by this user",
                 retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
             }
-            .into()));
+            .into());
         }
-        let Some(mut invite) = invite.cloned() else {
-            return ready(Err(ApiError::Internal.into()));
-        };
+        if let Err(nu) = self.limiter.check() {
+            return Err(ApiError::RateLimited {
+                scope: "joins into this group",
+                retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
+            }
+            .into());
+        }
         invite.uses += 1;
         let gid = self.id();
         let mut w = WriteSet::new();
-        if let Err(e) = w.invite(&invite) {
-            return ready(Err(e.into()));
-        }
-        match admission {
+        w.invite(&invite);
+        let reply = match admission {
             Admission::Grant => {
                 let member = Member {
                     user_id: m.user,
@@ -335,10 +421,8 @@ impl Handler<Join> for GroupActor {
                     via_invite: Some(invite.id),
                     invited_by: Some(invite.creator_id),
                 };
-                if let Err(e) = w.member(gid, &member) {
-                    return ready(Err(e.into()));
-                }
-                w.event(self.event(
+                w.member(gid, &member);
+                w.event(&self.event(
                     vec![m.user],
                     EventKind::MemberJoined {
                         group_id: gid,
@@ -348,7 +432,6 @@ impl Handler<Join> for GroupActor {
                 ));
                 let reply = self.commit(w, JoinOutcome::Joined);
                 self.members.insert(m.user, member);
-                self.invites.insert(invite.id, invite);
                 reply
             }
             Admission::Request => {
@@ -360,12 +443,10 @@ impl Handler<Join> for GroupActor {
                     created_at: now,
                     expires_at: now + self.shared.config.limits.join_request_ttl_seconds,
                 };
-                if let Err(e) = w.request(gid, &req) {
-                    return ready(Err(e.into()));
-                }
-                let mut notify: Vec<UserId> = vec![m.user];
+                w.request(gid, &req);
+                let mut notify = vec![m.user];
                 notify.extend(self.moderators());
-                w.event(self.event(
+                w.event(&self.event(
                     notify,
                     EventKind::JoinRequested {
                         group_id: gid,
@@ -378,19 +459,11 @@ impl Handler<Join> for GroupActor {
                 self.next_expiry = self.next_expiry.min(req.expires_at);
                 self.pending_by_user.insert(m.user, req.id);
                 self.requests.insert(req.id, req);
-                self.invites.insert(invite.id, invite);
                 reply
             }
-        }
-    }
-}
-
-impl GroupActor {
-    fn moderators(&self) -> impl Iterator<Item = UserId> + '_ {
-        self.members
-            .values()
-            .filter(|m| m.role.moderates())
-            .map(|m| m.user_id)
+        };
+        self.invites.insert(invite.id, invite);
+        Ok(reply)
     }
 }
 
@@ -406,87 +479,89 @@ pub struct GroupInfo {
     pub counters: Option<Counters>,
 }
 
-message!(GetGroup -> GroupInfo { caller: Caller });
+message!(GetGroup -> GroupInfo { caller: Caller } => get_group);
+message!(ListMembers -> Vec<Member> { caller: Caller } => list_members);
+message!(IsMember -> bool { user: UserId } => is_member);
+message!(GetInvite -> (Invite, Group) { caller: Caller, invite_id: InviteId } => get_invite);
+message!(ListRequests -> Vec<JoinRequest> { caller: Caller } => list_requests);
+// Sent by the directory's sweeper when a join request of this group is due to expire.
+message!(Sweep -> () {} => sweep);
 
-impl Handler<GetGroup> for GroupActor {
-    type Result = Reply<GroupInfo>;
-
-    fn handle(&mut self, m: GetGroup, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        let my_role = match m.caller {
-            Caller::Admin => None,
-            Caller::User(u) => self.members.get(&u).map(|x| x.role),
-        };
+impl GroupActor {
+    fn get_group(&mut self, m: GetGroup) -> Step<GroupInfo> {
         let counters = if self.role(m.caller).is_some_and(Role::moderates) {
-            match self.shared.storage.group_counters(self.id()) {
-                Ok(c) => Some(c),
-                Err(e) => return ready(Err(e.into())),
-            }
+            Some(self.shared.storage.group_counters(self.id())?)
         } else {
             None
         };
-        ready(Ok(GroupInfo {
+        done(GroupInfo {
             group: self.group.clone(),
             member_count: self.members.len() as u32,
             pending_count: self.requests.len() as u32,
-            my_role,
+            my_role: m
+                .caller
+                .user()
+                .and_then(|u| self.members.get(&u))
+                .map(|x| x.role),
             counters,
-        }))
+        })
     }
-}
 
-message!(ListMembers -> Vec<Member> { caller: Caller });
-
-impl Handler<ListMembers> for GroupActor {
-    type Result = Reply<Vec<Member>>;
-
-    fn handle(&mut self, m: ListMembers, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        if let Err(e) = self.require_member(m.caller) {
-            return ready(Err(e.into()));
-        }
+    fn list_members(&mut self, m: ListMembers) -> Step<Vec<Member>> {
+        self.require_member(m.caller)?;
         let mut v: Vec<Member> = self.members.values().cloned().collect();
         v.sort_by_key(|m| (m.joined_at, m.user_id));
-        ready(Ok(v))
+        done(v)
     }
-}
 
-message!(IsMember -> bool { user: UserId });
+    fn is_member(&mut self, m: IsMember) -> Step<bool> {
+        done(self.members.contains_key(&m.user))
+    }
 
-impl Handler<IsMember> for GroupActor {
-    type Result = Reply<bool>;
+    fn get_invite(&mut self, m: GetInvite) -> Step<(Invite, Group)> {
+        self.require_member(m.caller)?;
+        let i = self
+            .invites
+            .get(&m.invite_id)
+            .ok_or(ApiError::InviteNotFound)?;
+        done((i.clone(), self.group.clone()))
+    }
 
-    fn handle(&mut self, m: IsMember, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        ready(Ok(self.members.contains_key(&m.user)))
+    fn list_requests(&mut self, m: ListRequests) -> Step<Vec<JoinRequest>> {
+        self.require_moderator(m.caller)?;
+        let mut v: Vec<JoinRequest> = self.requests.values().cloned().collect();
+        v.sort_by_key(|r| (r.created_at, r.id));
+        done(v)
+    }
+
+    /// `touch` already expired what was due.
+    fn sweep(&mut self, _: Sweep) -> Step<()> {
+        done(())
     }
 }
 
 // ---------------- invitations ----------------
 
-message!(CreateInvite -> Invite { creator: UserId, ttl_seconds: i64, max_uses: Option<u32> });
+message!(CreateInvite -> Invite { creator: UserId, ttl_seconds: i64, max_uses: Option<u32> } => create_invite);
+message!(RevokeInvite -> () { caller: Caller, invite_id: InviteId } => revoke_invite);
 
-impl Handler<CreateInvite> for GroupActor {
-    type Result = Reply<Invite>;
-
-    fn handle(&mut self, m: CreateInvite, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        if let Err(e) = self.require_member(Caller::User(m.creator)) {
-            return ready(Err(e.into()));
-        }
+impl GroupActor {
+    fn create_invite(&mut self, m: CreateInvite) -> Step<Invite> {
+        self.require_member(Caller::User(m.creator))?;
         if self.group.status == GroupStatus::Banned {
-            return ready(Err(ApiError::from(join::Refusal::GroupBanned).into()));
+            return Err(Refusal::GroupBanned.into());
+        }
+        let now = now();
+        let cap = self.shared.config.limits.max_live_invites_per_group;
+        let live = self
+            .invites
+            .values()
+            .filter(|i| !i.revoked && i.expires_at > now)
+            .count();
+        if live >= cap {
+            return Err(ApiError::Conflict("too_many_invites").into());
         }
         let keys = &self.shared.keys;
-        let now = now();
         let claims = Claims {
             kid: keys.active_kid(),
             invite_id: InviteId::random(),
@@ -496,10 +571,9 @@ impl Handler<CreateInvite> for GroupActor {
             expires_at: now + m.ttl_seconds,
         };
         let token = keys.sign(claims);
-        let tag = match crate::domain::token::parse(&token) {
-            Ok(p) => p.tag(keys.tag_key()),
-            Err(_) => return ready(Err(ApiError::Internal.into())),
-        };
+        let tag = crate::domain::token::parse(&token)
+            .map_err(|_| ApiError::Internal)?
+            .tag(keys.tag_key());
         let invite = Invite {
             id: claims.invite_id,
             group_id: self.id(),
@@ -514,70 +588,35 @@ impl Handler<CreateInvite> for GroupActor {
             token,
         };
         let mut w = WriteSet::new();
-        if let Err(e) = w.invite(&invite) {
-            return ready(Err(e.into()));
-        }
+        w.invite(&invite);
         let reply = self.commit(w, invite.clone());
         self.invites.insert(invite.id, invite);
-        reply
+        Ok(reply)
     }
-}
 
-// Read one invitation (members of the group, operators).
-message!(GetInvite -> (Invite, Group) { caller: Caller, invite_id: InviteId });
-
-impl Handler<GetInvite> for GroupActor {
-    type Result = Reply<(Invite, Group)>;
-
-    fn handle(&mut self, m: GetInvite, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        if let Err(e) = self.require_member(m.caller) {
-            return ready(Err(e.into()));
-        }
-        match self.invites.get(&m.invite_id) {
-            Some(i) => ready(Ok((i.clone(), self.group.clone()))),
-            None => ready(Err(ApiError::InviteNotFound.into())),
-        }
-    }
-}
-
-message!(RevokeInvite -> () { caller: Caller, invite_id: InviteId });
-
-impl Handler<RevokeInvite> for GroupActor {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, m: RevokeInvite, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        let Some(inv) = self.invites.get(&m.invite_id) else {
-            return ready(Err(ApiError::InviteNotFound.into()));
-        };
-        let allowed = match m.caller {
-            Caller::Admin => true,
-            Caller::User(u) => {
-                inv.creator_id == u && self.members.contains_key(&u)
-                    || self.role(m.caller).is_some_and(Role::moderates)
-            }
-        };
-        if !allowed {
-            return ready(Err(ApiError::forbidden(
+    fn revoke_invite(&mut self, m: RevokeInvite) -> Step<()> {
+        let inv = self
+            .invites
+            .get(&m.invite_id)
+            .ok_or(ApiError::InviteNotFound)?;
+        let is_creator = m
+            .caller
+            .user()
+            .is_some_and(|u| inv.creator_id == u && self.members.contains_key(&u));
+        if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
+            return Err(ApiError::forbidden(
                 "only the invitation's creator, the group's owner or admins, or an operator may revoke it",
             )
-            .into()));
+            .into());
         }
         if inv.revoked {
-            return ready(Ok(()));
+            return self.after_pending_writes(());
         }
         let mut inv = inv.clone();
         inv.revoked = true;
         let mut w = WriteSet::new();
-        if let Err(e) = w.invite(&inv) {
-            return ready(Err(e.into()));
-        }
-        w.event(self.event(
+        w.invite(&inv);
+        w.event(&self.event(
             vec![],
             EventKind::InviteRevoked {
                 group_id: self.id(),
@@ -586,51 +625,38 @@ impl Handler<RevokeInvite> for GroupActor {
         ));
         let reply = self.commit(w, ());
         self.invites.insert(inv.id, inv);
-        reply
+        Ok(reply)
     }
 }
 
-// ---------------- approvals ----------------
+// ---------------- approvals and moderation ----------------
 
-message!(ListRequests -> Vec<JoinRequest> { caller: Caller });
+message!(Decide -> UserId { caller: Caller, request_id: RequestId, approve: bool } => decide);
+message!(Block -> () { caller: Caller, user: UserId } => block);
+message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool } => set_admin);
+message!(UpdateSettings -> Group {
+    caller: Caller,
+    description: Option<String>,
+    approval_required: Option<bool>,
+    join_rate_per_minute: Option<u32>,
+} => update_settings);
+// Operator moderation: ban (burns every invitation by bumping the epoch) or unban.
+message!(SetBanned -> Group { banned: bool, reason: String } => set_banned);
 
-impl Handler<ListRequests> for GroupActor {
-    type Result = Reply<Vec<JoinRequest>>;
-
-    fn handle(&mut self, m: ListRequests, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        if let Err(e) = self.require_moderator(m.caller) {
-            return ready(Err(e.into()));
-        }
-        let mut v: Vec<JoinRequest> = self.requests.values().cloned().collect();
-        v.sort_by_key(|r| (r.created_at, r.id));
-        ready(Ok(v))
-    }
-}
-
-message!(Decide -> UserId { caller: Caller, request_id: RequestId, approve: bool });
-
-impl Handler<Decide> for GroupActor {
-    type Result = Reply<UserId>;
-
-    fn handle(&mut self, m: Decide, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        if let Err(e) = self.require_moderator(m.caller) {
-            return ready(Err(e.into()));
-        }
-        let Some(req) = self.requests.get(&m.request_id).cloned() else {
-            return ready(Err(ApiError::RequestNotPending.into()));
-        };
+impl GroupActor {
+    fn decide(&mut self, m: Decide) -> Step<UserId> {
+        self.require_moderator(m.caller)?;
+        let req = self
+            .requests
+            .get(&m.request_id)
+            .cloned()
+            .ok_or(ApiError::RequestNotFound)?;
         if m.approve && self.group.status == GroupStatus::Banned {
-            return ready(Err(ApiError::from(join::Refusal::GroupBanned).into()));
+            return Err(Refusal::GroupBanned.into());
         }
         let gid = self.id();
         let mut w = WriteSet::new();
-        w.remove_request(gid, req.id);
+        w.remove_request(gid, &req);
         let member = Member {
             user_id: req.user_id,
             role: Role::Member,
@@ -638,102 +664,78 @@ impl Handler<Decide> for GroupActor {
             via_invite: Some(req.invite_id),
             invited_by: Some(req.invited_by),
         };
-        let kind = if m.approve {
-            if let Err(e) = w.member(gid, &member) {
-                return ready(Err(e.into()));
-            }
-            EventKind::JoinApproved {
-                group_id: gid,
-                request_id: req.id,
-                user_id: req.user_id,
-                decided_by: match m.caller {
-                    Caller::User(u) => Some(u),
-                    Caller::Admin => None,
-                },
-            }
-        } else {
-            EventKind::JoinRejected {
-                group_id: gid,
-                request_id: req.id,
-                user_id: req.user_id,
-                decided_by: match m.caller {
-                    Caller::User(u) => Some(u),
-                    Caller::Admin => None,
-                },
-            }
-        };
-        w.event(self.event(vec![req.user_id], kind));
+        let (r, u, by) = (req.id, req.user_id, m.caller.user());
         if m.approve {
-            w.event(self.event(
+            w.member(gid, &member);
+            w.event(&self.event(
+                vec![u],
+                EventKind::JoinApproved {
+                    group_id: gid,
+                    request_id: r,
+                    user_id: u,
+                    decided_by: by,
+                },
+            ));
+            w.event(&self.event(
                 vec![],
                 EventKind::MemberJoined {
                     group_id: gid,
-                    user_id: req.user_id,
+                    user_id: u,
                     via_invite: Some(req.invite_id),
                 },
             ));
+        } else {
+            w.event(&self.event(
+                vec![u],
+                EventKind::JoinRejected {
+                    group_id: gid,
+                    request_id: r,
+                    user_id: u,
+                    decided_by: by,
+                },
+            ));
         }
-        let reply = self.commit(w, req.user_id);
-        self.requests.remove(&req.id);
-        self.pending_by_user.remove(&req.user_id);
+        let reply = self.commit(w, u);
+        self.forget_request(&req);
         if m.approve {
             // The seat was reserved by the request: approval cannot overfill.
-            self.members.insert(req.user_id, member);
+            self.members.insert(u, member);
         }
-        reply
+        Ok(reply)
     }
-}
 
-// ---------------- moderation ----------------
-
-message!(Block -> () { caller: Caller, user: UserId });
-
-impl Handler<Block> for GroupActor {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, m: Block, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        let my_role = match self.require_moderator(m.caller) {
-            Ok(r) => r,
-            Err(e) => return ready(Err(e.into())),
-        };
+    fn block(&mut self, m: Block) -> Step<()> {
+        let my_role = self.require_moderator(m.caller)?;
         if m.user == self.group.owner_id {
-            return ready(Err(ApiError::Conflict("cannot_block_owner").into()));
+            return Err(ApiError::Conflict("cannot_block_owner").into());
         }
-        if let Caller::User(u) = m.caller {
-            if u == m.user {
-                return ready(Err(ApiError::validation("you cannot block yourself").into()));
-            }
+        if m.caller.user() == Some(m.user) {
+            return Err(ApiError::validation("you cannot block yourself").into());
         }
-        if my_role == Role::Admin
-            && self
-                .members
-                .get(&m.user)
-                .is_some_and(|x| x.role == Role::Admin)
-        {
-            return ready(Err(ApiError::forbidden(
-                "only the owner may block a group admin",
-            )
-            .into()));
+        let target_is_admin = self
+            .members
+            .get(&m.user)
+            .is_some_and(|x| x.role == Role::Admin);
+        if my_role == Role::Admin && target_is_admin && m.caller != Caller::Admin {
+            return Err(ApiError::forbidden("only the owner may block a group admin").into());
         }
         if self.blocks.contains(&m.user) {
-            return ready(Ok(()));
+            return self.after_pending_writes(());
         }
         let gid = self.id();
         let mut w = WriteSet::new();
         w.block(gid, m.user, now());
         // Blocking removes the member and drops a pending request.
-        let was_member = self.members.contains_key(&m.user);
-        if was_member {
-            w.remove_member(gid, m.user);
+        w.remove_member(gid, m.user);
+        let pending = self
+            .pending_by_user
+            .get(&m.user)
+            .and_then(|rid| self.requests.get(rid))
+            .cloned();
+        if let Some(req) = &pending {
+            w.remove_request(gid, req);
         }
-        let pending = self.pending_by_user.get(&m.user).copied();
-        if let Some(rid) = pending {
-            w.remove_request(gid, rid);
-        }
-        w.event(self.event(
+        w.event(&self.event(
             vec![m.user],
             EventKind::MemberBlocked {
                 group_id: gid,
@@ -743,79 +745,39 @@ impl Handler<Block> for GroupActor {
         let reply = self.commit(w, ());
         self.blocks.insert(m.user);
         self.members.remove(&m.user);
-        if let Some(rid) = pending {
-            self.requests.remove(&rid);
-            self.pending_by_user.remove(&m.user);
+        if let Some(req) = pending {
+            self.forget_request(&req);
         }
-        reply
+        Ok(reply)
     }
-}
 
-message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool });
-
-impl Handler<SetAdmin> for GroupActor {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, m: SetAdmin, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        if self.role(m.caller) != Some(Role::Owner) {
-            return ready(Err(ApiError::forbidden(
-                "only the group's owner may appoint or remove admins",
-            )
-            .into()));
-        }
-        let Some(member) = self.members.get(&m.user) else {
-            return ready(Err(ApiError::validation(
-                "that user is not a member of this group",
-            )
-            .into()));
-        };
+    fn set_admin(&mut self, m: SetAdmin) -> Step<()> {
+        self.require_owner(m.caller, "appoint or remove admins")?;
+        let member = self
+            .members
+            .get(&m.user)
+            .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
         if member.role == Role::Owner {
-            return ready(Err(
-                ApiError::validation("the owner's role cannot change").into()
-            ));
+            return Err(ApiError::validation("the owner's role cannot change").into());
         }
         let mut member = member.clone();
         member.role = if m.admin { Role::Admin } else { Role::Member };
         let mut w = WriteSet::new();
-        if let Err(e) = w.member(self.id(), &member) {
-            return ready(Err(e.into()));
-        }
+        w.member(self.id(), &member);
         let reply = self.commit(w, ());
         self.members.insert(m.user, member);
-        reply
+        Ok(reply)
     }
-}
 
-message!(UpdateSettings -> Group {
-    caller: Caller,
-    description: Option<String>,
-    approval_required: Option<bool>,
-    join_rate_per_minute: Option<u32>,
-});
-
-impl Handler<UpdateSettings> for GroupActor {
-    type Result = Reply<Group>;
-
-    fn handle(&mut self, m: UpdateSettings, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        if self.role(m.caller) != Some(Role::Owner) {
-            return ready(Err(ApiError::forbidden(
-                "only the group's owner may change its settings",
-            )
-            .into()));
-        }
+    fn update_settings(&mut self, m: UpdateSettings) -> Step<Group> {
+        self.require_owner(m.caller, "change its settings")?;
         let max = self.shared.config.limits.group_joins_per_minute_max;
         if let Some(r) = m.join_rate_per_minute {
             if r == 0 || r > max {
-                return ready(Err(ApiError::validation(format!(
+                return Err(ApiError::validation(format!(
                     "`join_rate_per_minute` must be between 1 and {max}"
                 ))
-                .into()));
+                .into());
             }
         }
         let mut g = self.group.clone();
@@ -829,31 +791,18 @@ impl Handler<UpdateSettings> for GroupActor {
             g.join_rate_per_minute = m.join_rate_per_minute;
         }
         let mut w = WriteSet::new();
-        if let Err(e) = w.group(&g) {
-            return ready(Err(e.into()));
-        }
+        w.group(&g);
         let reply = self.commit(w, g.clone());
         if let Some(r) = m.join_rate_per_minute {
             self.limiter = limiter(r);
         }
         self.group = g;
-        reply
+        Ok(reply)
     }
-}
 
-// Operator moderation: ban (burns every invitation by bumping the epoch) or unban.
-message!(SetBanned -> Group { banned: bool, reason: String });
-
-impl Handler<SetBanned> for GroupActor {
-    type Result = Reply<Group>;
-
-    fn handle(&mut self, m: SetBanned, _: &mut Context<Self>) -> Self::Result {
-        if let Err(f) = self.touch() {
-            return ready(Err(f));
-        }
-        let banned_now = self.group.status == GroupStatus::Banned;
-        if banned_now == m.banned {
-            return ready(Ok(self.group.clone()));
+    fn set_banned(&mut self, m: SetBanned) -> Step<Group> {
+        if (self.group.status == GroupStatus::Banned) == m.banned {
+            return self.after_pending_writes(self.group.clone());
         }
         let mut g = self.group.clone();
         let kind = if m.banned {
@@ -870,17 +819,16 @@ impl Handler<SetBanned> for GroupActor {
             EventKind::GroupUnbanned { group_id: g.id }
         };
         let mut w = WriteSet::new();
-        if let Err(e) = w.group(&g) {
-            return ready(Err(e.into()));
-        }
-        let mut notify: Vec<UserId> = Vec::new();
-        if m.banned {
-            // Pending joiners learn that their request will not be decided.
-            notify.extend(self.pending_by_user.keys().copied());
-        }
-        w.event(self.event(notify, kind));
+        w.group(&g);
+        // Pending joiners learn that their request will not be decided.
+        let notify = if m.banned {
+            self.pending_by_user.keys().copied().collect()
+        } else {
+            vec![]
+        };
+        w.event(&self.event(notify, kind));
         let reply = self.commit(w, g.clone());
         self.group = g;
-        reply
+        Ok(reply)
     }
 }

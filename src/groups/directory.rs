@@ -8,13 +8,14 @@
 //! a fixed pool of arbiters (threads) by group id.
 
 use actix::prelude::*;
+use governor::clock::DefaultClock;
 use governor::DefaultKeyedRateLimiter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::actor::{Fail, GroupActor};
+use super::actor::{Fail, GroupActor, Sweep};
 use crate::config::Config;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Member, Role};
@@ -24,7 +25,10 @@ use crate::keys::KeyRing;
 use crate::storage::{Storage, WriteSet};
 
 const SHARDS: usize = 64;
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may wait for room in a group's mailbox before `overloaded`.
+const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Cached id mappings (group ref -> group, invitation -> group); they never change.
+const MAPPING_CACHE: usize = 200_000;
 
 /// What every group actor needs from the process.
 pub struct Shared {
@@ -32,9 +36,17 @@ pub struct Shared {
     pub storage: Storage,
     pub keys: Arc<KeyRing>,
     pub user_limiter: Arc<DefaultKeyedRateLimiter<UserId>>,
+    pub clock: DefaultClock,
 }
 
-type Slot = (u64, Addr<GroupActor>);
+/// A resident actor: its generation, address, and the permits that bound its
+/// mailbox (actix's own bound does not hold for freshly cloned addresses).
+#[derive(Clone)]
+struct Slot {
+    gen: u64,
+    addr: Addr<GroupActor>,
+    room: Arc<tokio::sync::Semaphore>,
+}
 
 pub struct DirInner {
     shards: Vec<Mutex<HashMap<GroupId, Slot>>>,
@@ -50,7 +62,7 @@ impl DirInner {
     /// Remove the entry for `id` if it is still generation `gen`.
     pub(super) fn forget(&self, id: GroupId, gen: u64) {
         if let Ok(mut map) = self.shard(id).lock() {
-            if map.get(&id).is_some_and(|(g, _)| *g == gen) {
+            if map.get(&id).is_some_and(|s| s.gen == gen) {
                 map.remove(&id);
             }
         }
@@ -61,22 +73,51 @@ impl DirInner {
 pub struct Directory {
     inner: Arc<DirInner>,
     shared: Arc<Shared>,
+    by_ref: Arc<quick_cache::sync::Cache<[u8; 8], GroupId>>,
+    by_invite: Arc<quick_cache::sync::Cache<InviteId, GroupId>>,
 }
 
 impl Directory {
     /// Start `arbiters` threads for the actors. Call outside the HttpServer
     /// factory so all workers share one directory.
+    /// Start `arbiters` threads for the actors and the expiry sweeper. Call
+    /// inside the actix system but outside the HttpServer factory, so all
+    /// workers share one directory.
     pub fn new(shared: Arc<Shared>, arbiters: usize) -> Directory {
         let arbiters = (0..arbiters.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
-        Directory {
+        let dir = Directory {
             inner: Arc::new(DirInner {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
                 arbiters,
                 next_gen: AtomicU64::new(1),
             }),
             shared,
+            by_ref: Arc::new(quick_cache::sync::Cache::new(MAPPING_CACHE)),
+            by_invite: Arc::new(quick_cache::sync::Cache::new(MAPPING_CACHE)),
+        };
+        actix::spawn(dir.clone().sweep_expiries());
+        dir
+    }
+
+    /// Join requests expire even in groups nobody touches: once a second, wake
+    /// the groups whose requests are due (activating them if passivated).
+    async fn sweep_expiries(self) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let now = chrono::Utc::now().timestamp();
+            match self.shared.storage.groups_with_due_requests(now, 1000) {
+                Ok(groups) => {
+                    for g in groups {
+                        if let Err(e) = self.call(g, Sweep {}).await {
+                            tracing::warn!(group = %g, error = %e, "expiry sweep failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "expiry sweep: storage read failed"),
+            }
         }
     }
 
@@ -84,16 +125,16 @@ impl Directory {
         &self.shared
     }
 
-    /// Address of the group's actor, activating it if needed.
-    fn addr(&self, id: GroupId) -> Result<Addr<GroupActor>, ApiError> {
+    /// The group's actor, activating it if needed.
+    fn slot(&self, id: GroupId) -> Result<Slot, ApiError> {
         let mut map = self
             .inner
             .shard(id)
             .lock()
             .map_err(|_| ApiError::Internal)?;
-        if let Some((_, a)) = map.get(&id) {
-            if a.connected() {
-                return Ok(a.clone());
+        if let Some(s) = map.get(&id) {
+            if s.addr.connected() {
+                return Ok(s.clone());
             }
         }
         let snap = self
@@ -104,12 +145,20 @@ impl Directory {
         let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);
         let actor = GroupActor::new(snap, gen, Arc::clone(&self.inner), Arc::clone(&self.shared));
         let arb = &self.inner.arbiters[id.0[1] as usize % self.inner.arbiters.len()];
-        let addr = GroupActor::start_in_arbiter(arb, move |_| actor);
-        map.insert(id, (gen, addr.clone()));
-        Ok(addr)
+        let slot = Slot {
+            gen,
+            addr: GroupActor::start_in_arbiter(arb, move |_| actor),
+            room: Arc::new(tokio::sync::Semaphore::new(
+                self.shared.config.actors.mailbox,
+            )),
+        };
+        map.insert(id, slot.clone());
+        Ok(slot)
     }
 
-    /// Send `msg` to the group's actor; retried if the actor was passivating.
+    /// Send `msg` to the group's actor and await its answer. Waits for room in
+    /// the actor's bounded mailbox (503 `overloaded` after 10 s); retried on a
+    /// fresh activation if the actor was retiring (it then applied nothing).
     pub async fn call<M, R>(&self, id: GroupId, msg: M) -> Result<R, ApiError>
     where
         M: Message<Result = Result<R, Fail>> + Clone + Send + 'static,
@@ -117,8 +166,12 @@ impl Directory {
         R: Send + 'static,
     {
         for _ in 0..4 {
-            let addr = self.addr(id)?;
-            match addr.send(msg.clone()).timeout(SEND_TIMEOUT).await {
+            let slot = self.slot(id)?;
+            let _permit = tokio::time::timeout(ROOM_TIMEOUT, slot.room.acquire())
+                .await
+                .map_err(|_| ApiError::Overloaded)?
+                .map_err(|_| ApiError::Internal)?;
+            match slot.addr.send(msg.clone()).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(Fail::Api(e))) => return Err(e),
                 Ok(Err(Fail::Retired)) | Err(MailboxError::Closed) => continue,
@@ -139,14 +192,27 @@ impl Directory {
     // ---- lookups that find the group first ----
 
     pub fn group_by_ref(&self, r: &[u8; 8]) -> Result<Option<GroupId>, ApiError> {
-        Ok(self.shared.storage.group_by_ref(r)?)
+        if let Some(g) = self.by_ref.get(r) {
+            return Ok(Some(g));
+        }
+        let g = self.shared.storage.group_by_ref(r)?;
+        if let Some(g) = g {
+            self.by_ref.insert(*r, g);
+        }
+        Ok(g)
     }
 
     pub fn group_by_invite(&self, i: InviteId) -> Result<GroupId, ApiError> {
-        self.shared
+        if let Some(g) = self.by_invite.get(&i) {
+            return Ok(g);
+        }
+        let g = self
+            .shared
             .storage
             .group_by_invite(i)?
-            .ok_or(ApiError::InviteNotFound)
+            .ok_or(ApiError::InviteNotFound)?;
+        self.by_invite.insert(i, g);
+        Ok(g)
     }
 
     /// Create a group with `owner` as its owner and first member. Not an actor
@@ -184,7 +250,7 @@ impl Directory {
             join_rate_per_minute: None,
         };
         let mut w = WriteSet::new();
-        w.group(&group)?;
+        w.group(&group);
         w.group_ref(&gref, id);
         w.member(
             id,
@@ -195,8 +261,8 @@ impl Directory {
                 via_invite: None,
                 invited_by: None,
             },
-        )?;
-        w.event(Event::for_group(
+        );
+        w.event(&Event::for_group(
             id,
             vec![],
             now,

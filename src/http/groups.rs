@@ -402,6 +402,9 @@ pub async fn block(
     body: web::Json<BlockBody>,
 ) -> Result<HttpResponse, ApiError> {
     let g = gid(&path)?;
+    if state.storage.user(body.user_id)?.is_none() {
+        return Err(ApiError::UserNotFound);
+    }
     state
         .groups
         .call(

@@ -96,10 +96,13 @@ pub async fn create_invite(
     state: web::Data<AppState>,
     user: User,
     path: web::Path<String>,
-    body: Option<web::Json<NewInvite>>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let g = id(GroupId::parse, &path)?;
-    let b = body.map(|b| b.into_inner()).unwrap_or_default();
+    // The body is optional (all fields have defaults), but a body that is
+    // present must be valid: a typo must not silently mint a 7-day invitation.
+    let b: NewInvite = optional_json(&req, &body)?;
     let ttl_seconds = parse_ttl(b.ttl_seconds).map_err(ApiError::Validation)?;
     let max_uses = parse_max_uses(b.max_uses).map_err(ApiError::Validation)?;
     let inv = state
@@ -115,6 +118,29 @@ pub async fn create_invite(
         .await?;
     let epoch = inv.epoch;
     Ok(HttpResponse::Created().json(view(&state, inv, epoch, false, None)))
+}
+
+/// Parse an optional JSON body: empty means defaults; otherwise it must be JSON.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    req: &actix_web::HttpRequest,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 async fn load_invite(
@@ -210,6 +236,9 @@ async fn image(
             qr::MAX_SIZE
         )));
     }
+    // Sizes are rounded down to a multiple of 64 so that a handful of renders
+    // per invitation serve every request (the image never exceeds `size`).
+    let size = (size / 64 * 64).max(qr::MIN_SIZE);
     let (inv, group) = load_invite(&state, who.0, iid).await?;
     match state_of(
         &inv,

@@ -64,7 +64,7 @@ pub async fn create_user(
     };
     let (token, hash) = auth::new_session();
     let mut w = WriteSet::new();
-    w.user(&user, &hash)?;
+    w.user(&user, &hash);
     state.storage.commit(w).await?;
     Ok(HttpResponse::Created().json(CreatedUser {
         user_id: user.id,

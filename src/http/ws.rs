@@ -19,7 +19,7 @@ use crate::push::CLOSE_SLOW_CONSUMER;
 #[derive(Deserialize, IntoParams)]
 pub struct WsQuery {
     /// The user's session token (browsers cannot set headers on WebSocket requests).
-    token: String,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,7 +44,8 @@ pub async fn ws(
     body: web::Payload,
     q: web::Query<WsQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let user = match auth::resolve(&state, &q.token)? {
+    let token = q.token.as_deref().ok_or(ApiError::Unauthorized)?;
+    let user = match auth::resolve(&state, token)? {
         Caller::User(u) => u,
         Caller::Admin => {
             return Err(ApiError::forbidden(

@@ -133,7 +133,7 @@ async fn malformed_requests_get_typed_errors() {
             json!({}),
         )
         .await;
-    assert_eq!((s, code(&v)), (409, "request_not_pending"));
+    assert_eq!((s, code(&v)), (404, "request_not_found"));
     let (s, v) = app
         .get(&format!("/v1/groups/{g}/members"), Some("Basic abc"))
         .await;

@@ -239,7 +239,11 @@ async fn approval_queue_reserves_seats_and_decisions_are_moderated() {
             json!({}),
         )
         .await;
-    assert_eq!((s, code(&v)), (409, "request_not_pending"));
+    assert_eq!(
+        (s, code(&v)),
+        (404, "request_not_found"),
+        "a decided request is no longer pending"
+    );
     let (s, _) = app
         .get(&format!("/v1/groups/{g}/members"), Some(&ann))
         .await;
