@@ -498,3 +498,76 @@ async fn rate_limits_answer_429_with_retry_after() {
     let (s, v) = app.join(&y, &tok).await;
     assert_eq!((s, code(&v)), (429, "rate_limited"));
 }
+
+#[actix_web::test]
+async fn a_rate_limited_user_cannot_use_up_a_groups_quota() {
+    let app = TestApp::spawn_with("[limits]\nuser_joins_per_minute = 1\ngroup_joins_per_minute = 3\n").await;
+    let (_, owner) = app.user("owner").await;
+    let (_, greedy) = app.user("greedy").await;
+    let warmup = app.group(&owner, json!({"name": "warmup"})).await;
+    let (_, wt, _) = app.invite(&owner, &warmup, json!({})).await;
+    assert_eq!(app.join(&greedy, &wt).await.0, 200);
+    let g = app.group(&owner, json!({"name": "target"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    for _ in 0..6 {
+        let (s, v) = app.join(&greedy, &tok).await;
+        assert_eq!((s, code(&v)), (429, "rate_limited"));
+    }
+    for i in 0..3 {
+        let (_, u) = app.user(&format!("fair{i}")).await;
+        let (s, v) = app.join(&u, &tok).await;
+        assert_eq!(s, 200, "the group's quota is intact: {v}");
+    }
+}
+
+#[actix_web::test]
+async fn refusals_write_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "full", "member_limit": 100})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    let (_, u) = app.user("u").await;
+    assert_eq!(app.join(&u, &tok).await.0, 200);
+    // let the outbox consumer settle, then count commits across refusals
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let before = app.metric("qrgate_storage_commit_write_sets_count").await;
+    for _ in 0..20 {
+        assert_eq!(code(&app.join(&u, &tok).await.1), "already_member");
+        assert_eq!(code(&app.join(&u, "garbage").await.1), "invalid_token");
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.metric("qrgate_storage_commit_write_sets_count").await, before);
+    assert!(before > 0.0, "the metric counts commits");
+}
+
+#[actix_web::test]
+async fn concurrent_joins_across_passivations_are_all_kept() {
+    let app = TestApp::spawn_with("[actors]\nidle_timeout_seconds = 1\n[limits]\nuser_joins_per_minute = 1000\n").await;
+    let (_, owner) = app.user("owner").await;
+    let mut groups = Vec::new();
+    for i in 0..10 {
+        let g = app.group(&owner, json!({"name": format!("g{i}"), "member_limit": 200})).await;
+        let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+        groups.push((g, tok));
+    }
+    let mut expected = vec![1usize; groups.len()];
+    for wave in 0..3 {
+        let mut users = Vec::new();
+        for i in 0..40 {
+            users.push(app.user(&format!("w{wave}u{i}")).await.1);
+        }
+        let joins = users.iter().enumerate().map(|(i, u)| app.join(u, &groups[i % groups.len()].1));
+        let results = futures_util::future::join_all(joins).await;
+        for (i, (s, v)) in results.iter().enumerate() {
+            assert_eq!(*s, 200, "{v}");
+            expected[i % groups.len()] += 1;
+        }
+        // idle long enough for every group actor to passivate between waves
+        actix_web::rt::time::sleep(Duration::from_millis(2200)).await;
+    }
+    assert!(app.metric("qrgate_group_actor_passivations_total").await >= 20.0);
+    for (i, (g, _)) in groups.iter().enumerate() {
+        let (_, v) = app.get(&format!("/v1/groups/{g}"), Some(&owner)).await;
+        assert_eq!(v["member_count"].as_u64(), Some(expected[i] as u64), "group {i}");
+    }
+}
