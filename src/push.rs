@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::domain::events::{Event, EventKind};
@@ -185,91 +186,135 @@ pub fn render(e: &Event) -> Result<String, serde_json::Error> {
     serde_json::to_string(&v)
 }
 
-/// Which counters an event moves (read from storage once per id and round).
-fn count(
-    e: &Event,
-    groups: &mut HashMap<GroupId, Counters>,
-    invites: &mut HashMap<InviteId, Counters>,
-    storage: &Storage,
-) -> Result<(), StorageError> {
-    fn bump<K: std::hash::Hash + Eq + Copy>(
-        map: &mut HashMap<K, Counters>,
-        id: K,
-        load: impl FnOnce(K) -> Result<Counters, StorageError>,
-        f: fn(&mut Counters),
-    ) -> Result<(), StorageError> {
-        if !map.contains_key(&id) {
-            map.insert(id, load(id)?);
+/// Per-group and per-invitation counters kept by the outbox consumer.
+/// Increments are held in memory and persisted with the consumer's cursor
+/// (so each event counts exactly once, also across a crash) every
+/// [`PERSIST_EVERY`] or as soon as events stop arriving; readers see the
+/// unpersisted values too.
+#[derive(Clone, Default)]
+pub struct CounterStore {
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    groups: HashMap<GroupId, Counters>,
+    invites: HashMap<InviteId, Counters>,
+}
+
+const PERSIST_EVERY: Duration = Duration::from_millis(250);
+const QUIET: Duration = Duration::from_millis(50);
+
+impl CounterStore {
+    pub fn group(&self, storage: &Storage, id: GroupId) -> Result<Counters, StorageError> {
+        if let Some(c) = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|p| p.groups.get(&id).cloned())
+        {
+            return Ok(c);
         }
-        if let Some(c) = map.get_mut(&id) {
-            f(c);
+        storage.group_counters(id)
+    }
+
+    pub fn invite(&self, storage: &Storage, id: InviteId) -> Result<Counters, StorageError> {
+        if let Some(c) = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|p| p.invites.get(&id).cloned())
+        {
+            return Ok(c);
+        }
+        storage.invite_counters(id)
+    }
+
+    /// Count `events`: load the counters they touch first, so a failed read
+    /// changes nothing.
+    fn apply(&self, storage: &Storage, events: &[Event]) -> Result<(), StorageError> {
+        let mut p = self
+            .pending
+            .lock()
+            .map_err(|_| StorageError::Io("counter lock poisoned".into()))?;
+        for e in events {
+            let (g, i) = touched(&e.kind);
+            if let Some(g) = g {
+                if !p.groups.contains_key(&g) {
+                    let c = storage.group_counters(g)?;
+                    p.groups.insert(g, c);
+                }
+            }
+            if let Some(i) = i {
+                if !p.invites.contains_key(&i) {
+                    let c = storage.invite_counters(i)?;
+                    p.invites.insert(i, c);
+                }
+            }
+        }
+        for e in events {
+            let (g, i) = touched(&e.kind);
+            if let Some(c) = g.and_then(|g| p.groups.get_mut(&g)) {
+                bump(&e.kind, c);
+            }
+            if let Some(c) = i.and_then(|i| p.invites.get_mut(&i)) {
+                bump(&e.kind, c);
+            }
         }
         Ok(())
     }
-    let g = |id| storage.group_counters(id);
-    match &e.kind {
+
+    fn snapshot(&self) -> (Vec<(GroupId, Counters)>, Vec<(InviteId, Counters)>) {
+        match self.pending.lock() {
+            Ok(p) => (
+                p.groups.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                p.invites.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            ),
+            Err(_) => (vec![], vec![]),
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.groups.clear();
+            p.invites.clear();
+        }
+    }
+}
+
+/// The group and invitation whose counters an event moves.
+fn touched(k: &EventKind) -> (Option<GroupId>, Option<InviteId>) {
+    match k {
         EventKind::MemberJoined {
             group_id,
             via_invite: Some(i),
             ..
-        } => {
-            bump(groups, *group_id, g, |c| c.joins += 1)?;
-            bump(
-                invites,
-                *i,
-                |id| storage.invite_counters(id),
-                |c| c.joins += 1,
-            )?;
-        }
+        } => (Some(*group_id), Some(*i)),
         EventKind::JoinRequested {
             group_id,
             via_invite,
             ..
-        } => {
-            bump(groups, *group_id, g, |c| c.requests += 1)?;
-            bump(
-                invites,
-                *via_invite,
-                |id| storage.invite_counters(id),
-                |c| c.requests += 1,
-            )?;
-        }
-        EventKind::JoinApproved { group_id, .. } => {
-            bump(groups, *group_id, g, |c| c.approvals += 1)?
-        }
-        EventKind::JoinRejected { group_id, .. } => {
-            bump(groups, *group_id, g, |c| c.rejections += 1)?
-        }
-        EventKind::JoinRequestExpired { group_id, .. } => {
-            bump(groups, *group_id, g, |c| c.expirations += 1)?
-        }
-        _ => {}
+        } => (Some(*group_id), Some(*via_invite)),
+        EventKind::JoinApproved { group_id, .. }
+        | EventKind::JoinRejected { group_id, .. }
+        | EventKind::JoinRequestExpired { group_id, .. } => (Some(*group_id), None),
+        _ => (None, None),
     }
-    Ok(())
 }
 
-/// One consumer round: publish and count events `cursor < seq <= upto`, then
-/// record counters and cursor atomically.
-async fn consume(storage: &Storage, hub: &Hub, cursor: u64, upto: u64) -> Result<(), StorageError> {
-    let events = storage.outbox_range(cursor, upto)?;
-    let mut groups = HashMap::new();
-    let mut invites = HashMap::new();
-    for e in &events {
-        count(e, &mut groups, &mut invites, storage)?;
+fn bump(k: &EventKind, c: &mut Counters) {
+    match k {
+        EventKind::MemberJoined { .. } => c.joins += 1,
+        EventKind::JoinRequested { .. } => c.requests += 1,
+        EventKind::JoinApproved { .. } => c.approvals += 1,
+        EventKind::JoinRejected { .. } => c.rejections += 1,
+        EventKind::JoinRequestExpired { .. } => c.expirations += 1,
+        _ => {}
     }
-    let g: Vec<_> = groups.into_iter().collect();
-    let i: Vec<_> = invites.into_iter().collect();
-    storage.consume_outbox(cursor, upto, &g, &i).await?;
-    // Published after the counters are stored, so a retried round does not
-    // push the same events twice.
-    for e in &events {
-        hub.publish(e);
-    }
-    Ok(())
 }
 
 /// Run the outbox consumer until the storage's durable watch closes.
-pub async fn run_outbox(storage: Storage, hub: Hub) {
+pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
     let mut durable = storage.durable_seq();
     let mut cursor = match storage.outbox_cursor() {
         Ok(c) => c,
@@ -278,19 +323,63 @@ pub async fn run_outbox(storage: Storage, hub: Hub) {
             return;
         }
     };
+    // Events up to `seen` are counted (in memory) and pushed; up to `cursor` persisted.
+    let mut seen = cursor;
+    let mut records: Vec<u64> = Vec::new();
+    let mut last_persist = Instant::now();
     loop {
         let upto = *durable.borrow_and_update();
-        if upto > cursor {
-            match consume(&storage, &hub, cursor, upto).await {
-                Ok(()) => cursor = upto,
+        if upto > seen {
+            let round = storage.outbox_range(seen, upto).and_then(|recs| {
+                for (_, events) in &recs {
+                    counters.apply(&storage, events)?;
+                }
+                Ok(recs)
+            });
+            match round {
+                Ok(recs) => {
+                    for (first, events) in recs {
+                        for e in &events {
+                            hub.publish(e);
+                        }
+                        records.push(first);
+                        seen = first + events.len() as u64 - 1;
+                    }
+                    seen = seen.max(upto);
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "outbox round failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    tracing::error!(error = %e, "outbox read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             }
         }
-        metrics::OUTBOX_LAG.set(durable.borrow().saturating_sub(cursor) as i64);
+        metrics::OUTBOX_LAG.set(upto.saturating_sub(cursor) as i64);
+        let quiet = if seen > cursor && last_persist.elapsed() < PERSIST_EVERY {
+            match tokio::time::timeout(QUIET, durable.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return,
+                Err(_) => true,
+            }
+        } else {
+            false
+        };
+        if seen > cursor && (quiet || last_persist.elapsed() >= PERSIST_EVERY) {
+            let (g, i) = counters.snapshot();
+            match storage.consume_outbox(&records, seen, &g, &i).await {
+                Ok(()) => {
+                    counters.clear();
+                    records.clear();
+                    cursor = seen;
+                    last_persist = Instant::now();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "persisting outbox counters failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            continue;
+        }
         if durable.changed().await.is_err() {
             return;
         }

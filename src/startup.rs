@@ -65,12 +65,17 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         keys: Arc::clone(&keys),
         user_limiter: Arc::clone(&user_limiter),
         clock: governor::clock::DefaultClock::default(),
+        counters: push::CounterStore::default(),
     });
     // Shared actors start here, outside the HttpServer factory, so that every
     // worker talks to the same ones.
     let directory = Directory::new(shared, config.arbiters());
     let hub = Hub::new(config.websocket.queue);
-    actix_web::rt::spawn(push::run_outbox(storage.clone(), hub.clone()));
+    actix_web::rt::spawn(push::run_outbox(
+        storage.clone(),
+        hub.clone(),
+        directory.shared().counters.clone(),
+    ));
 
     let state = web::Data::new(AppState {
         admin_hash: blake3::hash(config.admin_token.as_bytes()),

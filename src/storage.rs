@@ -18,7 +18,7 @@
 //! | `b/`   | group id, user id    | blocked-at (i64)                        |
 //! | `cg/`  | group id             | [`Counters`] kept by the outbox consumer|
 //! | `ci/`  | invite id            | [`Counters`]                            |
-//! | `o/`   | seq (u64 BE)         | [`Event`]                               |
+//! | `o/`   | first seq (u64 BE)   | JSON array of the [`Event`]s of one group commit |
 //! | `x/outbox_cursor` |           | last consumed seq (u64 BE)              |
 //!
 //! Durability: [`Storage::submit`] queues a write set for the committer thread,
@@ -160,6 +160,10 @@ impl WriteSet {
 
     pub fn invite(&mut self, i: &Invite) {
         self.put_json(key(b"i/", &[i.group_id.as_bytes(), i.id.as_bytes()]), i);
+    }
+
+    /// The invitation -> group index; written once, when the invitation is created.
+    pub fn invite_index(&mut self, i: &Invite) {
         self.put(
             key(b"ii/", &[i.id.as_bytes()]),
             i.group_id.as_bytes().to_vec(),
@@ -237,8 +241,9 @@ impl Storage {
         let tree = db.open_tree("state")?;
         let last = match tree.scan_prefix(b"o/").next_back() {
             Some(kv) => {
-                let (k, _) = kv?;
-                seq_of(&k)?
+                let (k, v) = kv?;
+                let events: Vec<serde_json::Value> = dec(&k, &v)?;
+                seq_of(&k)? + (events.len() as u64).saturating_sub(1)
             }
             None => cursor(&tree)?,
         };
@@ -401,7 +406,9 @@ impl Storage {
     }
 
     /// Events with `cursor < seq <= upto`, in order.
-    pub fn outbox_range(&self, cursor: u64, upto: u64) -> Result<Vec<Event>> {
+    /// Outbox records holding the events `cursor < seq <= upto`, in order, as
+    /// (record key, events with their seqs). Records are consumed whole.
+    pub fn outbox_range(&self, cursor: u64, upto: u64) -> Result<Vec<(u64, Vec<Event>)>> {
         let lo = (cursor + 1).to_be_bytes();
         let hi = upto.to_be_bytes();
         self.inner
@@ -409,24 +416,28 @@ impl Storage {
             .range(key(b"o/", &[&lo])..=key(b"o/", &[&hi]))
             .map(|kv| {
                 let (k, v) = kv?;
-                let mut e: Event = dec(&k, &v)?;
-                e.seq = seq_of(&k)?;
-                Ok(e)
+                let first = seq_of(&k)?;
+                let mut events: Vec<Event> = dec(&k, &v)?;
+                for (n, e) in events.iter_mut().enumerate() {
+                    e.seq = first + n as u64;
+                }
+                Ok((first, events))
             })
             .collect()
     }
 
-    /// Record that events up to `upto` were consumed: remove them, store the
-    /// counters they produced and the new cursor, in one atomic write set.
+    /// Record that the outbox records `records` (all events up to `upto`) were
+    /// consumed: remove them, store the counters they produced and the new
+    /// cursor, in one atomic write set.
     pub async fn consume_outbox(
         &self,
-        from: u64,
+        records: &[u64],
         upto: u64,
         groups: &[(GroupId, Counters)],
         invites: &[(InviteId, Counters)],
     ) -> Result<()> {
         let mut w = WriteSet::new();
-        for seq in from + 1..=upto {
+        for seq in records {
             w.del(key(b"o/", &[&seq.to_be_bytes()]));
         }
         for (g, c) in groups {
@@ -498,6 +509,9 @@ fn commit_loop(inner: &Inner, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
         let mut batch = sled::Batch::default();
         let mut seq = next_seq;
         let mut writes = false;
+        // All events of the round go into one outbox record: one sled write
+        // (and later one delete) per round instead of per event.
+        let mut events: Vec<u8> = vec![b'['];
         for j in &mut jobs {
             for (k, v) in j.w.ops.drain(..) {
                 writes = true;
@@ -507,10 +521,17 @@ fn commit_loop(inner: &Inner, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
                 }
             }
             for e in j.w.events.drain(..) {
-                writes = true;
-                batch.insert(key(b"o/", &[&seq.to_be_bytes()]), e);
+                if seq > next_seq {
+                    events.push(b',');
+                }
+                events.extend_from_slice(&e);
                 seq += 1;
             }
+        }
+        if seq > next_seq {
+            writes = true;
+            events.push(b']');
+            batch.insert(key(b"o/", &[&next_seq.to_be_bytes()]), events);
         }
         let res = if inner.poisoned.load(Ordering::Relaxed) {
             Err(StorageError::Io(

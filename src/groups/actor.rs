@@ -490,7 +490,11 @@ message!(Sweep -> () {} => sweep);
 impl GroupActor {
     fn get_group(&mut self, m: GetGroup) -> Step<GroupInfo> {
         let counters = if self.role(m.caller).is_some_and(Role::moderates) {
-            Some(self.shared.storage.group_counters(self.id())?)
+            Some(
+                self.shared
+                    .counters
+                    .group(&self.shared.storage, self.id())?,
+            )
         } else {
             None
         };
@@ -589,6 +593,7 @@ impl GroupActor {
         };
         let mut w = WriteSet::new();
         w.invite(&invite);
+        w.invite_index(&invite);
         let reply = self.commit(w, invite.clone());
         self.invites.insert(invite.id, invite);
         Ok(reply)

@@ -37,6 +37,7 @@ pub struct Shared {
     pub keys: Arc<KeyRing>,
     pub user_limiter: Arc<DefaultKeyedRateLimiter<UserId>>,
     pub clock: DefaultClock,
+    pub counters: crate::push::CounterStore,
 }
 
 /// A resident actor: its generation, address, and the permits that bound its

@@ -175,7 +175,11 @@ pub async fn get_invite(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (inv, group) = load_invite(&state, who.0, &path).await?;
-    let counters = state.storage.invite_counters(inv.id)?;
+    let counters = state
+        .groups
+        .shared()
+        .counters
+        .invite(&state.storage, inv.id)?;
     let banned = group.status == GroupStatus::Banned;
     Ok(HttpResponse::Ok().json(view(&state, inv, group.epoch, banned, Some(counters))))
 }

@@ -50,6 +50,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .app_data(web::PathConfig::default().error_handler(|e, _| {
                 ApiError::InvalidId(format!("bad path parameter: {e}")).into()
             }))
+            // The hot route first: actix tries services in order.
+            .service(invites::join)
             .service(ops::healthz)
             .service(ops::metrics)
             .service(ops::openapi)
@@ -73,7 +75,6 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(invites::qr_png)
             .service(invites::qr_svg)
             .service(invites::card_png)
-            .service(invites::join)
             .service(ws::ws)
             .default_service(web::to(not_found));
     }

@@ -501,7 +501,9 @@ async fn rate_limits_answer_429_with_retry_after() {
 
 #[actix_web::test]
 async fn a_rate_limited_user_cannot_use_up_a_groups_quota() {
-    let app = TestApp::spawn_with("[limits]\nuser_joins_per_minute = 1\ngroup_joins_per_minute = 3\n").await;
+    let app =
+        TestApp::spawn_with("[limits]\nuser_joins_per_minute = 1\ngroup_joins_per_minute = 3\n")
+            .await;
     let (_, owner) = app.user("owner").await;
     let (_, greedy) = app.user("greedy").await;
     let warmup = app.group(&owner, json!({"name": "warmup"})).await;
@@ -524,7 +526,9 @@ async fn a_rate_limited_user_cannot_use_up_a_groups_quota() {
 async fn refusals_write_nothing() {
     let app = TestApp::spawn().await;
     let (_, owner) = app.user("owner").await;
-    let g = app.group(&owner, json!({"name": "full", "member_limit": 100})).await;
+    let g = app
+        .group(&owner, json!({"name": "full", "member_limit": 100}))
+        .await;
     let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
     let (_, u) = app.user("u").await;
     assert_eq!(app.join(&u, &tok).await.0, 200);
@@ -536,17 +540,28 @@ async fn refusals_write_nothing() {
         assert_eq!(code(&app.join(&u, "garbage").await.1), "invalid_token");
     }
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.metric("qrgate_storage_commit_write_sets_count").await, before);
+    assert_eq!(
+        app.metric("qrgate_storage_commit_write_sets_count").await,
+        before
+    );
     assert!(before > 0.0, "the metric counts commits");
 }
 
 #[actix_web::test]
 async fn concurrent_joins_across_passivations_are_all_kept() {
-    let app = TestApp::spawn_with("[actors]\nidle_timeout_seconds = 1\n[limits]\nuser_joins_per_minute = 1000\n").await;
+    let app = TestApp::spawn_with(
+        "[actors]\nidle_timeout_seconds = 1\n[limits]\nuser_joins_per_minute = 1000\n",
+    )
+    .await;
     let (_, owner) = app.user("owner").await;
     let mut groups = Vec::new();
     for i in 0..10 {
-        let g = app.group(&owner, json!({"name": format!("g{i}"), "member_limit": 200})).await;
+        let g = app
+            .group(
+                &owner,
+                json!({"name": format!("g{i}"), "member_limit": 200}),
+            )
+            .await;
         let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
         groups.push((g, tok));
     }
@@ -556,7 +571,10 @@ async fn concurrent_joins_across_passivations_are_all_kept() {
         for i in 0..40 {
             users.push(app.user(&format!("w{wave}u{i}")).await.1);
         }
-        let joins = users.iter().enumerate().map(|(i, u)| app.join(u, &groups[i % groups.len()].1));
+        let joins = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| app.join(u, &groups[i % groups.len()].1));
         let results = futures_util::future::join_all(joins).await;
         for (i, (s, v)) in results.iter().enumerate() {
             assert_eq!(*s, 200, "{v}");
@@ -568,6 +586,10 @@ async fn concurrent_joins_across_passivations_are_all_kept() {
     assert!(app.metric("qrgate_group_actor_passivations_total").await >= 20.0);
     for (i, (g, _)) in groups.iter().enumerate() {
         let (_, v) = app.get(&format!("/v1/groups/{g}"), Some(&owner)).await;
-        assert_eq!(v["member_count"].as_u64(), Some(expected[i] as u64), "group {i}");
+        assert_eq!(
+            v["member_count"].as_u64(),
+            Some(expected[i] as u64),
+            "group {i}"
+        );
     }
 }

@@ -184,15 +184,30 @@ async fn a_blocked_member_stops_hearing_the_group() {
     assert_eq!(app.join(&mal, &tok).await.0, 200);
     let mut ws = connect(&app, &mal).await;
     let _ = next(&mut ws).await;
-    ws.send(ws::Message::Text(format!("{{\"subscribe\":\"group:{g}\"}}").into())).await.unwrap();
+    ws.send(ws::Message::Text(
+        format!("{{\"subscribe\":\"group:{g}\"}}").into(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next(&mut ws).await["type"], "subscribed");
-    let (s, _) = app.post(&format!("/v1/groups/{g}/blocks"), Some(&owner), json!({"user_id": mal_id})).await;
+    let (s, _) = app
+        .post(
+            &format!("/v1/groups/{g}/blocks"),
+            Some(&owner),
+            json!({"user_id": mal_id}),
+        )
+        .await;
     assert_eq!(s, 204);
-    assert_eq!(next_of(&mut ws, "member_blocked").await["user_id"], mal_id.as_str());
+    assert_eq!(
+        next_of(&mut ws, "member_blocked").await["user_id"],
+        mal_id.as_str()
+    );
     // Later group events do not reach the blocked user.
     let (_, other) = app.user("other").await;
     assert_eq!(app.join(&other, &tok).await.0, 200);
-    let (s, _) = app.post(&format!("/v1/groups/{g}/invites"), Some(&owner), json!({})).await;
+    let (s, _) = app
+        .post(&format!("/v1/groups/{g}/invites"), Some(&owner), json!({}))
+        .await;
     assert_eq!(s, 201);
     let quiet = actix_web::rt::time::timeout(Duration::from_millis(800), next(&mut ws)).await;
     assert!(quiet.is_err(), "no group event after the block: {quiet:?}");
@@ -200,9 +215,14 @@ async fn a_blocked_member_stops_hearing_the_group() {
 
 #[actix_web::test]
 async fn a_request_expires_in_a_passivated_group_and_the_joiner_hears_it() {
-    let app = TestApp::spawn_with("[limits]\njoin_request_ttl_seconds = 2\n[actors]\nidle_timeout_seconds = 1\n").await;
+    let app = TestApp::spawn_with(
+        "[limits]\njoin_request_ttl_seconds = 2\n[actors]\nidle_timeout_seconds = 1\n",
+    )
+    .await;
     let (_, owner) = app.user("owner").await;
-    let g = app.group(&owner, json!({"name": "Slow", "approval_required": true})).await;
+    let g = app
+        .group(&owner, json!({"name": "Slow", "approval_required": true}))
+        .await;
     let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
     let (_, ann) = app.user("ann").await;
     let mut ws = connect(&app, &ann).await;
