@@ -94,10 +94,6 @@ impl Hub {
 
     /// Queue `e` for every recipient; a full queue drops that connection.
     pub fn publish(&self, e: &Event) {
-        let Ok(text) = render(e) else {
-            return;
-        };
-        let text: Arc<str> = text.into();
         let Ok(mut h) = self.inner.lock() else {
             return;
         };
@@ -116,6 +112,13 @@ impl Hub {
                 to.extend(s);
             }
         }
+        if to.is_empty() {
+            return; // nobody listens: do not even render it
+        }
+        let Ok(text) = render(e) else {
+            return;
+        };
+        let text: Arc<str> = text.into();
         let mut slow = Vec::new();
         for id in to {
             if let Some(c) = h.conns.get(&id) {
@@ -200,10 +203,23 @@ pub struct CounterStore {
 struct Pending {
     groups: HashMap<GroupId, Counters>,
     invites: HashMap<InviteId, Counters>,
+    /// Changed since the last persist.
+    dirty_groups: HashSet<GroupId>,
+    dirty_invites: HashSet<InviteId>,
 }
 
-const PERSIST_EVERY: Duration = Duration::from_millis(250);
+/// Under load counters are persisted this often: the longer, the more
+/// increments of one group merge into one write. A crash replays the
+/// unpersisted events from the outbox, so nothing is lost or double counted.
+/// Counters changed since the last persist: (groups, invitations).
+type Dirty = (Vec<(GroupId, Counters)>, Vec<(InviteId, Counters)>);
+
+const PERSIST_EVERY: Duration = Duration::from_secs(2);
+/// Counters kept in memory after persisting (a cache of clean values).
+const CACHED_COUNTERS: usize = 200_000;
 const QUIET: Duration = Duration::from_millis(50);
+/// Shortest time between two consumer rounds (adds at most this to push latency).
+const ROUND_EVERY: Duration = Duration::from_millis(5);
 
 impl CounterStore {
     pub fn group(&self, storage: &Storage, id: GroupId) -> Result<Counters, StorageError> {
@@ -240,44 +256,59 @@ impl CounterStore {
         for e in events {
             let (g, i) = touched(&e.kind);
             if let Some(g) = g {
-                if !p.groups.contains_key(&g) {
-                    let c = storage.group_counters(g)?;
-                    p.groups.insert(g, c);
+                if let std::collections::hash_map::Entry::Vacant(v) = p.groups.entry(g) {
+                    v.insert(storage.group_counters(g)?);
                 }
             }
             if let Some(i) = i {
-                if !p.invites.contains_key(&i) {
-                    let c = storage.invite_counters(i)?;
-                    p.invites.insert(i, c);
+                if let std::collections::hash_map::Entry::Vacant(v) = p.invites.entry(i) {
+                    v.insert(storage.invite_counters(i)?);
                 }
             }
         }
         for e in events {
             let (g, i) = touched(&e.kind);
-            if let Some(c) = g.and_then(|g| p.groups.get_mut(&g)) {
-                bump(&e.kind, c);
+            if let Some(g) = g {
+                if let Some(c) = p.groups.get_mut(&g) {
+                    bump(&e.kind, c);
+                    p.dirty_groups.insert(g);
+                }
             }
-            if let Some(c) = i.and_then(|i| p.invites.get_mut(&i)) {
-                bump(&e.kind, c);
+            if let Some(i) = i {
+                if let Some(c) = p.invites.get_mut(&i) {
+                    bump(&e.kind, c);
+                    p.dirty_invites.insert(i);
+                }
             }
         }
         Ok(())
     }
 
-    fn snapshot(&self) -> (Vec<(GroupId, Counters)>, Vec<(InviteId, Counters)>) {
+    fn snapshot(&self) -> Dirty {
         match self.pending.lock() {
             Ok(p) => (
-                p.groups.iter().map(|(k, v)| (*k, v.clone())).collect(),
-                p.invites.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                p.dirty_groups
+                    .iter()
+                    .filter_map(|k| p.groups.get(k).map(|v| (*k, v.clone())))
+                    .collect(),
+                p.dirty_invites
+                    .iter()
+                    .filter_map(|k| p.invites.get(k).map(|v| (*k, v.clone())))
+                    .collect(),
             ),
             Err(_) => (vec![], vec![]),
         }
     }
 
-    fn clear(&self) {
+    /// After a persist every value is clean; keep them as a cache unless it grew too big.
+    fn persisted(&self) {
         if let Ok(mut p) = self.pending.lock() {
-            p.groups.clear();
-            p.invites.clear();
+            p.dirty_groups.clear();
+            p.dirty_invites.clear();
+            if p.groups.len() + p.invites.len() > CACHED_COUNTERS {
+                p.groups.clear();
+                p.invites.clear();
+            }
         }
     }
 }
@@ -304,8 +335,18 @@ fn touched(k: &EventKind) -> (Option<GroupId>, Option<InviteId>) {
 
 fn bump(k: &EventKind, c: &mut Counters) {
     match k {
-        EventKind::MemberJoined { .. } => c.joins += 1,
-        EventKind::JoinRequested { .. } => c.requests += 1,
+        EventKind::MemberJoined {
+            approved_request, ..
+        } => {
+            c.joins += 1;
+            if approved_request.is_none() {
+                c.uses += 1;
+            }
+        }
+        EventKind::JoinRequested { .. } => {
+            c.requests += 1;
+            c.uses += 1;
+        }
         EventKind::JoinApproved { .. } => c.approvals += 1,
         EventKind::JoinRejected { .. } => c.rejections += 1,
         EventKind::JoinRequestExpired { .. } => c.expirations += 1,
@@ -327,7 +368,17 @@ pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
     let mut seen = cursor;
     let mut records: Vec<u64> = Vec::new();
     let mut last_persist = Instant::now();
+    let mut last_round = Instant::now();
     loop {
+        if *durable.borrow() > seen {
+            // Under load, gather a few milliseconds of commits per round
+            // rather than waking for every one of them.
+            let wait = ROUND_EVERY.saturating_sub(last_round.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            last_round = Instant::now();
+        }
         let upto = *durable.borrow_and_update();
         if upto > seen {
             let round = storage.outbox_range(seen, upto).and_then(|recs| {
@@ -368,7 +419,7 @@ pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
             let (g, i) = counters.snapshot();
             match storage.consume_outbox(&records, seen, &g, &i).await {
                 Ok(()) => {
-                    counters.clear();
+                    counters.persisted();
                     records.clear();
                     cursor = seen;
                     last_persist = Instant::now();

@@ -80,6 +80,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     let state = web::Data::new(AppState {
         admin_hash: blake3::hash(config.admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
+        sessions: quick_cache::sync::Cache::new(200_000),
         ip_limiter: RateLimiter::keyed(per_minute(config.limits.users_per_minute_per_ip)),
         storage: storage.clone(),
         keys,
@@ -112,10 +113,14 @@ pub fn build(config: Config) -> Result<Application, StartError> {
                 async move {
                     let res = fut.await?;
                     // The matched pattern, never the raw path or query (which may carry tokens).
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".into());
+                    let path = res.request().path();
+                    let route = match http::STATIC_ROUTES.iter().find(|r| **r == path) {
+                        Some(r) => (*r).to_string(),
+                        None => res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into()),
+                    };
                     let status = res.status().as_u16();
                     let secs = started.elapsed().as_secs_f64();
                     metrics::HTTP_REQUESTS

@@ -74,6 +74,9 @@ pub struct GroupSnapshot {
 /// Counters derived from the outbox (per group and per invitation).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counters {
+    /// Invitations only: admissions through it (direct joins and join requests).
+    #[serde(default)]
+    pub uses: u64,
     pub joins: u64,
     pub requests: u64,
     pub approvals: u64,
@@ -259,7 +262,7 @@ impl Storage {
         let committer = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("qrgate-committer".into())
-            .spawn(move || commit_loop(&committer, jobs_rx, last + 1))
+            .spawn(move || commit_loop(committer, jobs_rx, last + 1))
             .map_err(|e| StorageError::Io(format!("cannot start committer: {e}")))?;
         Ok(Storage { inner })
     }
@@ -489,14 +492,34 @@ fn cursor(tree: &sled::Tree) -> Result<u64> {
     }
 }
 
-/// Most write sets merged into one batch and one flush.
+/// Most write sets merged into one batch.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
 
-/// Group commit: take every write set queued so far, apply them as one atomic
-/// sled batch (assigning outbox seqs in order), flush once, answer them all.
-/// While one flush runs, the next round's write sets queue up, so the batch
-/// grows with the load and durability costs one fsync per round, not per request.
-fn commit_loop(inner: &Inner, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
+/// A round the applier has applied in memory, waiting for the flusher.
+struct Applied {
+    jobs: Vec<Job>,
+    /// Highest outbox seq in this round or before it.
+    last_seq: u64,
+    result: Result<()>,
+}
+
+/// Group commit, stage 1 (applier): take every write set queued so far,
+/// apply them as one atomic sled batch (assigning outbox seqs in order), and
+/// hand the round to the flusher. Applying the next round overlaps with the
+/// previous round's fsync, so CPU and disk work in parallel.
+fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
+    let inner = &inner;
+    let (flush_tx, flush_rx) = mpsc::channel::<Applied>();
+    let flusher = std::thread::Builder::new()
+        .name("qrgate-flusher".into())
+        .spawn({
+            let inner = Arc::clone(inner);
+            move || flush_loop(&inner, flush_rx)
+        });
+    if let Err(e) = flusher {
+        tracing::error!(error = %e, "cannot start the flusher thread; refusing writes");
+        inner.poisoned.store(true, Ordering::SeqCst);
+    }
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS_PER_COMMIT {
@@ -533,47 +556,77 @@ fn commit_loop(inner: &Inner, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
             events.push(b']');
             batch.insert(key(b"o/", &[&next_seq.to_be_bytes()]), events);
         }
-        let res = if inner.poisoned.load(Ordering::Relaxed) {
+        let result = if inner.poisoned.load(Ordering::Relaxed) {
             Err(StorageError::Io(
                 "storage failed earlier; restart the server".into(),
             ))
+        } else if writes {
+            inner.tree.apply_batch(batch).map_err(StorageError::from)
         } else {
-            let applied = if writes {
-                inner.tree.apply_batch(batch).map_err(StorageError::from)
-            } else {
-                Ok(())
-            };
-            if applied.is_ok() {
-                // The seqs are taken even if the flush fails: the records exist in memory.
-                next_seq = seq;
-            }
-            metrics::STORAGE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
-            let flushed = started.elapsed();
-            let r = applied.and_then(|()| inner.db.flush().map(|_| ()).map_err(StorageError::from));
-            metrics::FLUSH_SECONDS.observe((started.elapsed() - flushed).as_secs_f64());
-            r
+            Ok(())
         };
-        metrics::FLUSH_BATCH.observe(jobs.len() as f64);
-        match &res {
-            Ok(()) => {
-                let durable = next_seq - 1;
-                inner.durable_tx.send_if_modified(|v| {
-                    let changed = *v != durable;
-                    *v = durable;
-                    changed
-                });
-            }
-            Err(e) => {
-                if !inner.poisoned.swap(true, Ordering::SeqCst) {
-                    tracing::error!(error = %e, "storage write or flush failed; refusing further writes");
-                    metrics::STORAGE_POISONED.set(1);
+        if result.is_ok() {
+            next_seq = seq;
+        }
+        metrics::STORAGE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
+        let round = Applied {
+            jobs,
+            last_seq: next_seq - 1,
+            result,
+        };
+        if let Err(mpsc::SendError(round)) = flush_tx.send(round) {
+            fail_round(inner, round, StorageError::Closed);
+        }
+    }
+}
+
+fn fail_round(inner: &Inner, round: Applied, e: StorageError) {
+    if !inner.poisoned.swap(true, Ordering::SeqCst) {
+        tracing::error!(error = %e, "storage write or flush failed; refusing further writes");
+        metrics::STORAGE_POISONED.set(1);
+    }
+    for j in round.jobs {
+        if let Some(done) = j.done {
+            let _ = done.send(Err(e.clone()));
+        }
+    }
+}
+
+/// Group commit, stage 2 (flusher): one fsync for every round applied so
+/// far, then answer all their write sets and advance the durable watermark.
+fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Applied>) {
+    while let Ok(first) = rx.recv() {
+        let mut rounds = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            rounds.push(r);
+        }
+        let started = Instant::now();
+        let flushed = inner.db.flush().map(|_| ()).map_err(StorageError::from);
+        metrics::FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+        let mut durable = None;
+        for round in rounds {
+            metrics::FLUSH_BATCH.observe(round.jobs.len() as f64);
+            match (&round.result, &flushed) {
+                (Ok(()), Ok(())) => {
+                    durable = Some(round.last_seq);
+                    for j in round.jobs {
+                        if let Some(done) = j.done {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    let e = e.clone();
+                    fail_round(inner, round, e);
                 }
             }
         }
-        for j in jobs {
-            if let Some(done) = j.done {
-                let _ = done.send(res.clone());
-            }
+        if let Some(d) = durable {
+            inner.durable_tx.send_if_modified(|v| {
+                let changed = *v < d;
+                *v = (*v).max(d);
+                changed
+            });
         }
     }
 }

@@ -13,6 +13,9 @@ pub enum EventKind {
         group_id: GroupId,
         user_id: UserId,
         via_invite: Option<InviteId>,
+        /// Set when the membership came from an approved join request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approved_request: Option<RequestId>,
     },
     JoinRequested {
         group_id: GroupId,

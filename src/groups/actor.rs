@@ -13,7 +13,9 @@ use actix::prelude::*;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,25 +75,26 @@ impl From<crate::storage::StorageError> for Fail {
     }
 }
 
-pub type Reply<T> = ResponseFuture<Result<T, Fail>>;
-type Step<T> = Result<Reply<T>, Fail>;
+/// The answer to a message: decided inside the actor, then awaited by the
+/// caller on its own thread (a write's durability), so the reply does not
+/// travel back through the actor's thread.
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, Fail>> + Send>>;
+pub type Step<T> = Result<Pending<T>, Fail>;
 
-fn ready<T: 'static>(r: Result<T, Fail>) -> Reply<T> {
-    Box::pin(std::future::ready(r))
-}
-
-fn done<T: 'static>(v: T) -> Step<T> {
-    Ok(ready(Ok(v)))
+fn done<T: Send + 'static>(v: T) -> Step<T> {
+    Ok(Box::pin(std::future::ready(Ok(v))))
 }
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn limiter(per_minute: u32) -> DefaultDirectRateLimiter {
-    RateLimiter::direct(Quota::per_minute(
-        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-    ))
+fn limiter(per_minute: u32, clock: &governor::clock::DefaultClock) -> DefaultDirectRateLimiter {
+    // One shared clock: creating one per limiter costs a CPUID probe.
+    RateLimiter::direct_with_clock(
+        Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN)),
+        clock.clone(),
+    )
 }
 
 pub struct GroupActor {
@@ -136,7 +139,7 @@ impl GroupActor {
         GroupActor {
             gen,
             dir,
-            limiter: limiter(rate),
+            limiter: limiter(rate, &shared.clock),
             pending_by_user: snap.requests.iter().map(|r| (r.user_id, r.id)).collect(),
             group: snap.group,
             members: snap.members.into_iter().map(|m| (m.user_id, m)).collect(),
@@ -188,7 +191,7 @@ impl GroupActor {
 
     /// Submit `w` now (its place in the commit order is fixed here) and answer
     /// with `value` once it is durable.
-    fn commit<T: 'static>(&self, w: WriteSet, value: T) -> Reply<T> {
+    fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
         let durable = self.shared.storage.submit(w);
         let in_flight = Arc::clone(&self.in_flight);
         let poisoned = Arc::clone(&self.poisoned);
@@ -206,7 +209,7 @@ impl GroupActor {
 
     /// Answer `value` once everything this actor submitted before is durable
     /// (for requests that change nothing because an earlier one already did).
-    fn after_pending_writes<T: 'static>(&self, value: T) -> Step<T> {
+    fn after_pending_writes<T: Send + 'static>(&self, value: T) -> Step<T> {
         Ok(self.commit(WriteSet::new(), value))
     }
 
@@ -346,17 +349,12 @@ macro_rules! message {
     ($name:ident -> $ret:ty { $($field:ident : $ty:ty),* $(,)? } => $method:ident) => {
         #[derive(Debug, Clone)]
         pub struct $name { $(pub $field: $ty),* }
-        impl Message for $name { type Result = Result<$ret, Fail>; }
+        impl Message for $name { type Result = Step<$ret>; }
         impl Handler<$name> for GroupActor {
-            type Result = Reply<$ret>;
+            type Result = Step<$ret>;
             fn handle(&mut self, m: $name, ctx: &mut Context<Self>) -> Self::Result {
-                if let Err(f) = self.touch(ctx) {
-                    return ready(Err(f));
-                }
-                match self.$method(m) {
-                    Ok(reply) => reply,
-                    Err(f) => ready(Err(f)),
-                }
+                self.touch(ctx)?;
+                self.$method(m)
             }
         }
     };
@@ -411,7 +409,12 @@ impl GroupActor {
         invite.uses += 1;
         let gid = self.id();
         let mut w = WriteSet::new();
-        w.invite(&invite);
+        // Only a limited invitation needs its exact use count stored with the
+        // join (it decides `invite_exhausted`); an unlimited one's count is
+        // kept by the outbox consumer, which saves a write on every join.
+        if invite.max_uses.is_some() {
+            w.invite(&invite);
+        }
         let reply = match admission {
             Admission::Grant => {
                 let member = Member {
@@ -428,6 +431,7 @@ impl GroupActor {
                         group_id: gid,
                         user_id: m.user,
                         via_invite: Some(invite.id),
+                        approved_request: None,
                     },
                 ));
                 let reply = self.commit(w, JoinOutcome::Joined);
@@ -687,6 +691,7 @@ impl GroupActor {
                     group_id: gid,
                     user_id: u,
                     via_invite: Some(req.invite_id),
+                    approved_request: Some(r),
                 },
             ));
         } else {
@@ -799,7 +804,7 @@ impl GroupActor {
         w.group(&g);
         let reply = self.commit(w, g.clone());
         if let Some(r) = m.join_rate_per_minute {
-            self.limiter = limiter(r);
+            self.limiter = limiter(r, &self.shared.clock);
         }
         self.group = g;
         Ok(reply)

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::actor::{Fail, GroupActor, Sweep};
+use super::actor::{Fail, GroupActor, Step, Sweep};
 use crate::config::Config;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Member, Role};
@@ -162,18 +162,27 @@ impl Directory {
     /// fresh activation if the actor was retiring (it then applied nothing).
     pub async fn call<M, R>(&self, id: GroupId, msg: M) -> Result<R, ApiError>
     where
-        M: Message<Result = Result<R, Fail>> + Clone + Send + 'static,
+        M: Message<Result = Step<R>> + Clone + Send + 'static,
         GroupActor: Handler<M>,
         R: Send + 'static,
     {
         for _ in 0..4 {
             let slot = self.slot(id)?;
-            let _permit = tokio::time::timeout(ROOM_TIMEOUT, slot.room.acquire())
-                .await
-                .map_err(|_| ApiError::Overloaded)?
-                .map_err(|_| ApiError::Internal)?;
-            match slot.addr.send(msg.clone()).await {
-                Ok(Ok(v)) => return Ok(v),
+            let answer = {
+                let _room = tokio::time::timeout(ROOM_TIMEOUT, slot.room.acquire())
+                    .await
+                    .map_err(|_| ApiError::Overloaded)?
+                    .map_err(|_| ApiError::Internal)?;
+                slot.addr.send(msg.clone()).await
+            };
+            match answer {
+                // The actor decided; wait for durability here, not on its thread.
+                Ok(Ok(pending)) => {
+                    return pending.await.map_err(|f| match f {
+                        Fail::Api(e) => e,
+                        Fail::Retired => ApiError::Internal,
+                    })
+                }
                 Ok(Err(Fail::Api(e))) => return Err(e),
                 Ok(Err(Fail::Retired)) | Err(MailboxError::Closed) => continue,
                 Err(MailboxError::Timeout) => return Err(ApiError::Overloaded),
@@ -271,6 +280,7 @@ impl Directory {
                 group_id: id,
                 user_id: owner,
                 via_invite: None,
+                approved_request: None,
             },
         ));
         self.shared.storage.commit(w).await?;

@@ -49,8 +49,16 @@ pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     if !token.starts_with(SESSION_PREFIX) {
         return Err(ApiError::Unauthorized);
     }
-    match state.storage.user_by_session(&session_hash(token))? {
-        Some(u) => Ok(Caller::User(u)),
+    let hash = session_hash(token);
+    // Sessions never change once issued, so a hit needs no storage read.
+    if let Some(u) = state.sessions.get(&hash) {
+        return Ok(Caller::User(u));
+    }
+    match state.storage.user_by_session(&hash)? {
+        Some(u) => {
+            state.sessions.insert(hash, u);
+            Ok(Caller::User(u))
+        }
         None => Err(ApiError::Unauthorized),
     }
 }

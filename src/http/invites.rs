@@ -181,6 +181,11 @@ pub async fn get_invite(
         .counters
         .invite(&state.storage, inv.id)?;
     let banned = group.status == GroupStatus::Banned;
+    let mut inv = inv;
+    if inv.max_uses.is_none() {
+        // Unlimited invitations do not store their count with each join.
+        inv.uses = u32::try_from(counters.uses).unwrap_or(u32::MAX);
+    }
     Ok(HttpResponse::Ok().json(view(&state, inv, group.epoch, banned, Some(counters))))
 }
 

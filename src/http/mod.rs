@@ -35,7 +35,22 @@ pub struct AppState {
     /// Rendered QR images of live invitations: (invite, kind, size) -> bytes.
     pub qr_cache: quick_cache::sync::Cache<(InviteId, u8, u32), Bytes>,
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// blake3(session token) -> user, for sessions seen recently.
+    pub sessions: quick_cache::sync::Cache<[u8; 32], crate::domain::ids::UserId>,
 }
+
+/// Routes without path parameters: their metric label is the path itself, which
+/// spares the hot path a second routing pass (`match_pattern`).
+pub const STATIC_ROUTES: &[&str] = &[
+    "/v1/join",
+    "/v1/users",
+    "/v1/groups",
+    "/v1/keys",
+    "/v1/ws",
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+];
 
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
