@@ -27,7 +27,7 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{oneshot, watch};
@@ -216,6 +216,48 @@ fn due_key(expires_at: i64, g: GroupId, r: RequestId) -> Vec<u8> {
 struct Job {
     w: WriteSet,
     done: Option<oneshot::Sender<Result<()>>>,
+    tracker: Option<Arc<Tracker>>,
+}
+
+/// Lets a writer (a group actor) know, without awaiting anything, whether it
+/// has write sets not yet durable and whether one of them failed. The
+/// committer updates it, so it stays right even if nobody awaits the future
+/// returned by [`Storage::submit_tracked`] (e.g. the client went away).
+#[derive(Default)]
+pub struct Tracker {
+    in_flight: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl Tracker {
+    /// Write sets submitted and not yet durable (or failed).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// A write set failed: the writer's memory may be ahead of storage.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn finish(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Job {
+    fn answer(self, r: Result<()>) {
+        let ok = r.is_ok();
+        if let Some(done) = self.done {
+            let _ = done.send(r);
+        }
+        if let Some(t) = self.tracker {
+            t.finish(ok);
+        }
+    }
 }
 
 struct Inner {
@@ -272,11 +314,21 @@ impl Storage {
     /// are submitted; one submitted later is never durable before this one.
     /// An empty write set is a barrier: it resolves when everything submitted
     /// before it is durable.
-    pub fn submit(
+    pub fn submit(&self, w: WriteSet) -> impl std::future::Future<Output = Result<()>> + 'static {
+        self.submit_tracked(w, None)
+    }
+
+    /// [`submit`](Self::submit), also counting the write set in `tracker`
+    /// until it is durable or failed.
+    pub fn submit_tracked(
         &self,
         mut w: WriteSet,
+        tracker: Option<Arc<Tracker>>,
     ) -> impl std::future::Future<Output = Result<()>> + 'static {
         let (tx, rx) = oneshot::channel();
+        if let Some(t) = &tracker {
+            t.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
         let queued = if let Some(e) = w.error.take() {
             Err(e)
         } else if self.inner.poisoned.load(Ordering::Relaxed) {
@@ -287,13 +339,22 @@ impl Storage {
             match self.inner.jobs.lock() {
                 Ok(g) => match g.as_ref() {
                     Some(s) => s
-                        .send(Job { w, done: Some(tx) })
+                        .send(Job {
+                            w,
+                            done: Some(tx),
+                            tracker: tracker.clone(),
+                        })
                         .map_err(|_| StorageError::Closed),
                     None => Err(StorageError::Closed),
                 },
                 Err(_) => Err(StorageError::Closed),
             }
         };
+        if queued.is_err() {
+            if let Some(t) = &tracker {
+                t.finish(false);
+            }
+        }
         async move {
             queued?;
             rx.await.map_err(|_| StorageError::Closed)?
@@ -586,9 +647,7 @@ fn fail_round(inner: &Inner, round: Applied, e: StorageError) {
         metrics::STORAGE_POISONED.set(1);
     }
     for j in round.jobs {
-        if let Some(done) = j.done {
-            let _ = done.send(Err(e.clone()));
-        }
+        j.answer(Err(e.clone()));
     }
 }
 
@@ -610,9 +669,7 @@ fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Applied>) {
                 (Ok(()), Ok(())) => {
                     durable = Some(round.last_seq);
                     for j in round.jobs {
-                        if let Some(done) = j.done {
-                            let _ = done.send(Ok(()));
-                        }
+                        j.answer(Ok(()));
                     }
                 }
                 (Err(e), _) | (_, Err(e)) => {

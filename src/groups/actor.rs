@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use crate::domain::join::{self, Admission, Facts, Refusal};
 use crate::domain::token::Claims;
 use crate::error::ApiError;
 use crate::metrics;
-use crate::storage::{Counters, GroupSnapshot, WriteSet};
+use crate::storage::{Counters, GroupSnapshot, Tracker, WriteSet};
 
 /// Invitations expired this long ago are dropped (a join with one then answers `invalid_token`).
 const EXPIRED_INVITE_RETENTION: i64 = 30 * 24 * 3600;
@@ -112,10 +111,9 @@ pub struct GroupActor {
     /// per-message expiry check is O(1) until something is due.
     next_expiry: i64,
     last_active: Instant,
-    /// Write sets submitted and not yet answered; the actor stays resident until 0.
-    in_flight: Arc<AtomicUsize>,
-    /// Set when a write set failed: memory may be ahead of storage.
-    poisoned: Arc<AtomicBool>,
+    /// Write sets not yet durable (the actor stays resident until 0), and
+    /// whether one failed (memory may then be ahead of storage).
+    writes: Arc<Tracker>,
     retired: bool,
 }
 
@@ -149,8 +147,7 @@ impl GroupActor {
             next_expiry,
             shared,
             last_active: Instant::now(),
-            in_flight: Arc::default(),
-            poisoned: Arc::default(),
+            writes: Arc::default(),
             retired: false,
         }
     }
@@ -192,17 +189,12 @@ impl GroupActor {
     /// Submit `w` now (its place in the commit order is fixed here) and answer
     /// with `value` once it is durable.
     fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
-        let durable = self.shared.storage.submit(w);
-        let in_flight = Arc::clone(&self.in_flight);
-        let poisoned = Arc::clone(&self.poisoned);
-        in_flight.fetch_add(1, Ordering::SeqCst);
+        let durable = self
+            .shared
+            .storage
+            .submit_tracked(w, Some(Arc::clone(&self.writes)));
         Box::pin(async move {
-            let r = durable.await;
-            if r.is_err() {
-                poisoned.store(true, Ordering::SeqCst);
-            }
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            r?;
+            durable.await?;
             Ok(value)
         })
     }
@@ -283,12 +275,11 @@ impl GroupActor {
         self.background(w);
     }
 
-    /// Submit a write nobody waits on; the actor stays resident until it is durable.
+    /// Submit a write nobody waits on. It is queued at once (dropping the
+    /// future does not cancel it) and the tracker keeps the actor resident
+    /// until it is durable.
     fn background(&self, w: WriteSet) {
-        let reply = self.commit(w, ());
-        actix::spawn(async move {
-            let _ = reply.await;
-        });
+        drop(self.commit(w, ()));
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -296,7 +287,7 @@ impl GroupActor {
         self.expire(now);
         self.prune_invites(now);
         let idle = Duration::from_secs(self.shared.config.actors.idle_timeout_seconds);
-        if self.last_active.elapsed() >= idle && self.in_flight.load(Ordering::SeqCst) == 0 {
+        if self.last_active.elapsed() >= idle && self.writes.in_flight() == 0 {
             self.retire(ctx);
             metrics::ACTOR_PASSIVATIONS.inc();
         }
@@ -311,7 +302,7 @@ impl GroupActor {
     /// Common preamble of every handler: refuse if retired (or poisoned, which
     /// retires the actor so the group is rebuilt from storage), note activity.
     fn touch(&mut self, ctx: &mut Context<Self>) -> Result<(), Fail> {
-        if !self.retired && self.poisoned.load(Ordering::SeqCst) {
+        if !self.retired && self.writes.failed() {
             tracing::warn!(group = %self.id(), "a write failed; rebuilding the group from storage");
             self.retire(ctx);
         }
