@@ -381,10 +381,11 @@ pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
         }
         let upto = *durable.borrow_and_update();
         if upto > seen {
+            // One all-or-nothing count for the whole round, so a failed read
+            // (retried later) never leaves part of the round counted.
             let round = storage.outbox_range(seen, upto).and_then(|recs| {
-                for (_, events) in &recs {
-                    counters.apply(&storage, events)?;
-                }
+                let all: Vec<Event> = recs.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+                counters.apply(&storage, &all)?;
                 Ok(recs)
             });
             match round {

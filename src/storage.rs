@@ -249,13 +249,23 @@ impl Tracker {
 }
 
 impl Job {
-    fn answer(self, r: Result<()>) {
-        let ok = r.is_ok();
-        if let Some(done) = self.done {
+    /// Tell the tracker first, so a client that reacts to the answer finds
+    /// its actor already knowing the outcome.
+    fn answer(mut self, r: Result<()>) {
+        if let Some(t) = self.tracker.take() {
+            t.finish(r.is_ok());
+        }
+        if let Some(done) = self.done.take() {
             let _ = done.send(r);
         }
-        if let Some(t) = self.tracker {
-            t.finish(ok);
+    }
+}
+
+/// A job dropped unanswered (a committer thread died) counts as failed.
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(t) = self.tracker.take() {
+            t.finish(false);
         }
     }
 }
@@ -267,6 +277,10 @@ struct Inner {
     durable_tx: watch::Sender<u64>,
     /// Set after an I/O error: sled keeps failing then, so refuse writes fast.
     poisoned: AtomicBool,
+    /// sled's log file. sled's `flush` makes it stable with
+    /// `sync_file_range`, which neither flushes the drive's cache nor commits
+    /// the grown file size; an `fdatasync` of the file after each flush does.
+    log: std::fs::File,
 }
 
 /// Handle to the store; cheap to clone.
@@ -284,6 +298,9 @@ impl Storage {
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
         let tree = db.open_tree("state")?;
+        let log_path = dir.join("db").join("db");
+        let log = std::fs::File::open(&log_path)
+            .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", log_path.display())))?;
         let last = match tree.scan_prefix(b"o/").next_back() {
             Some(kv) => {
                 let (k, v) = kv?;
@@ -300,6 +317,7 @@ impl Storage {
             jobs: Mutex::new(Some(jobs_tx)),
             durable_tx,
             poisoned: AtomicBool::new(false),
+            log,
         });
         let committer = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -532,6 +550,11 @@ impl Storage {
     }
 }
 
+fn sync_log(log: &std::fs::File) -> Result<()> {
+    log.sync_data()
+        .map_err(|e| StorageError::Io(format!("fdatasync of the log failed: {e}")))
+}
+
 fn seq_of(k: &[u8]) -> Result<u64> {
     let tail: [u8; 8] = k
         .get(2..10)
@@ -556,6 +579,42 @@ fn cursor(tree: &sled::Tree) -> Result<u64> {
 /// Most write sets merged into one batch.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
 
+/// Keeps a record near 4 KiB: a sled leaf holds up to 16 items and must stay
+/// below sled's blob threshold (a quarter of a 512 KiB segment).
+const EVENTS_PER_RECORD: usize = 16;
+
+/// A JSON array of encoded events, stored under the seq of its first event.
+struct OutboxRecord {
+    first: u64,
+    len: usize,
+    bytes: Vec<u8>,
+}
+
+impl OutboxRecord {
+    fn new(first: u64) -> Self {
+        OutboxRecord {
+            first,
+            len: 0,
+            bytes: vec![b'['],
+        }
+    }
+
+    fn push(&mut self, event: &[u8]) {
+        if self.len > 0 {
+            self.bytes.push(b',');
+        }
+        self.bytes.extend_from_slice(event);
+        self.len += 1;
+    }
+
+    fn finish_into(mut self, batch: &mut sled::Batch) {
+        if self.len > 0 {
+            self.bytes.push(b']');
+            batch.insert(key(b"o/", &[&self.first.to_be_bytes()]), self.bytes);
+        }
+    }
+}
+
 /// A round the applier has applied in memory, waiting for the flusher.
 struct Applied {
     jobs: Vec<Job>,
@@ -566,8 +625,9 @@ struct Applied {
 
 /// Group commit, stage 1 (applier): take every write set queued so far,
 /// apply them as one atomic sled batch (assigning outbox seqs in order), and
-/// hand the round to the flusher. Applying the next round overlaps with the
-/// previous round's fsync, so CPU and disk work in parallel.
+/// hand the round to the flusher. The next round is applied while the
+/// flusher waits on the disk (sled's own flush excludes applies, but the
+/// fdatasync that follows it does not).
 fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
     let inner = &inner;
     let (flush_tx, flush_rx) = mpsc::channel::<Applied>();
@@ -593,9 +653,11 @@ fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
         let mut batch = sled::Batch::default();
         let mut seq = next_seq;
         let mut writes = false;
-        // All events of the round go into one outbox record: one sled write
-        // (and later one delete) per round instead of per event.
-        let mut events: Vec<u8> = vec![b'['];
+        // The round's events go into outbox records of up to
+        // EVENTS_PER_RECORD events: one sled write (and later one delete) per
+        // record instead of per event, and records stay far below sled's
+        // blob threshold (large values go to separate files sled never fsyncs).
+        let mut record = OutboxRecord::new(next_seq);
         for j in &mut jobs {
             for (k, v) in j.w.ops.drain(..) {
                 writes = true;
@@ -605,18 +667,16 @@ fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
                 }
             }
             for e in j.w.events.drain(..) {
-                if seq > next_seq {
-                    events.push(b',');
-                }
-                events.extend_from_slice(&e);
+                writes = true;
+                record.push(&e);
                 seq += 1;
+                if record.len == EVENTS_PER_RECORD {
+                    record.finish_into(&mut batch);
+                    record = OutboxRecord::new(seq);
+                }
             }
         }
-        if seq > next_seq {
-            writes = true;
-            events.push(b']');
-            batch.insert(key(b"o/", &[&next_seq.to_be_bytes()]), events);
-        }
+        record.finish_into(&mut batch);
         let result = if inner.poisoned.load(Ordering::Relaxed) {
             Err(StorageError::Io(
                 "storage failed earlier; restart the server".into(),
@@ -626,8 +686,11 @@ fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
         } else {
             Ok(())
         };
-        if result.is_ok() {
-            next_seq = seq;
+        match &result {
+            Ok(()) => next_seq = seq,
+            // Nothing after a failed round may be applied or acknowledged:
+            // later write sets may depend on it (their actor's memory does).
+            Err(e) => poison(inner, e),
         }
         metrics::STORAGE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
         let round = Applied {
@@ -641,11 +704,15 @@ fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
     }
 }
 
-fn fail_round(inner: &Inner, round: Applied, e: StorageError) {
+fn poison(inner: &Inner, e: &StorageError) {
     if !inner.poisoned.swap(true, Ordering::SeqCst) {
         tracing::error!(error = %e, "storage write or flush failed; refusing further writes");
         metrics::STORAGE_POISONED.set(1);
     }
+}
+
+fn fail_round(inner: &Inner, round: Applied, e: StorageError) {
+    poison(inner, &e);
     for j in round.jobs {
         j.answer(Err(e.clone()));
     }
@@ -654,13 +721,25 @@ fn fail_round(inner: &Inner, round: Applied, e: StorageError) {
 /// Group commit, stage 2 (flusher): one fsync for every round applied so
 /// far, then answer all their write sets and advance the durable watermark.
 fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Applied>) {
+    let mut failed: Option<StorageError> = None;
     while let Ok(first) = rx.recv() {
         let mut rounds = vec![first];
         while let Ok(r) = rx.try_recv() {
             rounds.push(r);
         }
         let started = Instant::now();
-        let flushed = inner.db.flush().map(|_| ()).map_err(StorageError::from);
+        let flushed = match &failed {
+            // Once anything failed, nothing later is acknowledged.
+            Some(e) => Err(e.clone()),
+            None => inner
+                .db
+                .flush()
+                .map_err(StorageError::from)
+                .and_then(|_| sync_log(&inner.log)),
+        };
+        if let Err(e) = &flushed {
+            failed.get_or_insert_with(|| e.clone());
+        }
         metrics::FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
         let mut durable = None;
         for round in rounds {
@@ -674,6 +753,7 @@ fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Applied>) {
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     let e = e.clone();
+                    failed.get_or_insert_with(|| e.clone());
                     fail_round(inner, round, e);
                 }
             }

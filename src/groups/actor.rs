@@ -303,6 +303,10 @@ impl GroupActor {
     /// retires the actor so the group is rebuilt from storage), note activity.
     fn touch(&mut self, ctx: &mut Context<Self>) -> Result<(), Fail> {
         if !self.retired && self.writes.failed() {
+            if self.writes.in_flight() > 0 {
+                // Earlier writes may still land; rebuild only after they settle.
+                return Err(ApiError::StorageUnavailable.into());
+            }
             tracing::warn!(group = %self.id(), "a write failed; rebuilding the group from storage");
             self.retire(ctx);
         }

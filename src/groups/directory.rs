@@ -50,23 +50,38 @@ struct Slot {
 }
 
 pub struct DirInner {
-    shards: Vec<Mutex<HashMap<GroupId, Slot>>>,
+    shards: Vec<Mutex<Shard>>,
     arbiters: Vec<ArbiterHandle>,
     next_gen: AtomicU64,
 }
 
 impl DirInner {
-    fn shard(&self, id: GroupId) -> &Mutex<HashMap<GroupId, Slot>> {
+    fn shard(&self, id: GroupId) -> &Mutex<Shard> {
         &self.shards[id.0[0] as usize % SHARDS]
     }
 
     /// Remove the entry for `id` if it is still generation `gen`.
     pub(super) fn forget(&self, id: GroupId, gen: u64) {
-        if let Ok(mut map) = self.shard(id).lock() {
-            if map.get(&id).is_some_and(|s| s.gen == gen) {
-                map.remove(&id);
+        if let Ok(mut shard) = self.shard(id).lock() {
+            if shard.slots.get(&id).is_some_and(|s| s.gen == gen) {
+                shard.slots.remove(&id);
+                shard.retirements += 1;
             }
         }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    slots: HashMap<GroupId, Slot>,
+    /// Counts retirements, so an activation can tell whether one happened
+    /// while it was reading storage.
+    retirements: u64,
+}
+
+impl Shard {
+    fn live(&self, id: GroupId) -> Option<Slot> {
+        self.slots.get(&id).filter(|s| s.addr.connected()).cloned()
     }
 }
 
@@ -90,7 +105,7 @@ impl Directory {
             .collect();
         let dir = Directory {
             inner: Arc::new(DirInner {
-                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
                 arbiters,
                 next_gen: AtomicU64::new(1),
             }),
@@ -128,21 +143,32 @@ impl Directory {
 
     /// The group's actor, activating it if needed.
     fn slot(&self, id: GroupId) -> Result<Slot, ApiError> {
-        let mut map = self
-            .inner
-            .shard(id)
-            .lock()
-            .map_err(|_| ApiError::Internal)?;
-        if let Some(s) = map.get(&id) {
-            if s.addr.connected() {
-                return Ok(s.clone());
+        let shard = self.inner.shard(id);
+        let lock = || shard.lock().map_err(|_| ApiError::Internal);
+        // The storage read happens outside the shard lock, so other groups of
+        // the shard are not held up by it. If an actor of this group retired
+        // meanwhile (it may have written after our read), read again.
+        let (snap, mut map) = loop {
+            let retirements = {
+                let map = lock()?;
+                if let Some(s) = map.live(id) {
+                    return Ok(s);
+                }
+                map.retirements
+            };
+            let snap = self
+                .shared
+                .storage
+                .load_group(id)?
+                .ok_or(ApiError::GroupNotFound)?;
+            let map = lock()?;
+            if let Some(s) = map.live(id) {
+                return Ok(s); // activated by someone else meanwhile
             }
-        }
-        let snap = self
-            .shared
-            .storage
-            .load_group(id)?
-            .ok_or(ApiError::GroupNotFound)?;
+            if map.retirements == retirements {
+                break (snap, map);
+            }
+        };
         let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);
         let actor = GroupActor::new(snap, gen, Arc::clone(&self.inner), Arc::clone(&self.shared));
         let arb = &self.inner.arbiters[id.0[1] as usize % self.inner.arbiters.len()];
@@ -153,7 +179,7 @@ impl Directory {
                 self.shared.config.actors.mailbox,
             )),
         };
-        map.insert(id, slot.clone());
+        map.slots.insert(id, slot.clone());
         Ok(slot)
     }
 
@@ -189,14 +215,6 @@ impl Directory {
             }
         }
         Err(ApiError::Overloaded)
-    }
-
-    pub fn resident(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
     }
 
     // ---- lookups that find the group first ----
