@@ -95,7 +95,11 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
     }
 }
 
-async fn not_found(_: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// No route took the request: 405 if the path is a route (another method), else 404.
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if req.match_pattern().is_some() {
+        return Err(ApiError::MethodNotAllowed);
+    }
     Err(ApiError::RouteNotFound)
 }
 

@@ -29,6 +29,7 @@ struct ClientMsg {
 }
 
 const PING_EVERY: Duration = Duration::from_secs(30);
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FRAME: usize = 4 * 1024;
 
 /// WebSocket of events. Messages are JSON objects with a `type`.
@@ -79,8 +80,16 @@ async fn run(
             tokio::select! {
                 ev = sub.rx.recv() => match ev {
                     Some(text) => {
-                        if session.text(text.to_string()).await.is_err() {
-                            break;
+                        // A client that stops reading blocks the send once the
+                        // socket and actix-ws's small buffer are full: give up
+                        // on it rather than hold the connection forever.
+                        match tokio::time::timeout(SEND_TIMEOUT, session.text(text.to_string())).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                crate::metrics::WS_DROPPED.inc();
+                                break;
+                            }
                         }
                     }
                     None => {

@@ -117,6 +117,17 @@ async fn malformed_requests_get_typed_errors() {
     assert_eq!((s, code(&v)), (404, "invite_not_found"));
     let (s, v) = app.get("/v1/nothing-here", None).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
+    let (s, v) = app.get("/v1/join", Some(&u)).await;
+    assert_eq!((s, code(&v)), (405, "method_not_allowed"));
+    let (s, v) = app
+        .call(
+            "PUT",
+            "/v1/groups/g_AAAAAAAAAAAAAAAAAAAAAA/members",
+            Some(&u),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (405, "method_not_allowed"));
     let (s, v) = app
         .post(
             "/v1/groups/g_AAAAAAAAAAAAAAAAAAAAAA/requests/r_AAAAAAAAAAAAAAAAAAAAAA/approve",
