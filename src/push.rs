@@ -223,27 +223,21 @@ const ROUND_EVERY: Duration = Duration::from_millis(5);
 
 impl CounterStore {
     pub fn group(&self, storage: &Storage, id: GroupId) -> Result<Counters, StorageError> {
-        if let Some(c) = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|p| p.groups.get(&id).cloned())
-        {
-            return Ok(c);
+        match self.cached(|p| p.groups.get(&id).cloned()) {
+            Some(c) => Ok(c),
+            None => storage.group_counters(id),
         }
-        storage.group_counters(id)
     }
 
     pub fn invite(&self, storage: &Storage, id: InviteId) -> Result<Counters, StorageError> {
-        if let Some(c) = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|p| p.invites.get(&id).cloned())
-        {
-            return Ok(c);
+        match self.cached(|p| p.invites.get(&id).cloned()) {
+            Some(c) => Ok(c),
+            None => storage.invite_counters(id),
         }
-        storage.invite_counters(id)
+    }
+
+    fn cached(&self, f: impl FnOnce(&Pending) -> Option<Counters>) -> Option<Counters> {
+        self.pending.lock().ok().and_then(|p| f(&p))
     }
 
     /// Count `events`: load the counters they touch first, so a failed read

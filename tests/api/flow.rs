@@ -104,35 +104,17 @@ async fn invitation_flow_and_every_refusal() {
     // block: a blocked user cannot join, and blocking a member removes them
     let (_, tok4, _) = app.invite(&owner, &g, json!({})).await;
     let (eve_id, eve) = app.user("eve").await;
-    let (s, _) = app
-        .post(
-            &format!("/v1/groups/{g}/blocks"),
-            Some(&owner),
-            json!({"user_id": eve_id}),
-        )
-        .await;
+    let (s, _) = app.block(&owner, &g, &eve_id).await;
     assert_eq!(s, 204);
     let (s, v) = app.join(&eve, &tok4).await;
     assert_eq!((s, code(&v)), (403, "blocked"));
-    let (s, _) = app
-        .post(
-            &format!("/v1/groups/{g}/blocks"),
-            Some(&owner),
-            json!({"user_id": bob_id}),
-        )
-        .await;
+    let (s, _) = app.block(&owner, &g, &bob_id).await;
     assert_eq!(s, 204);
     let (s, _) = app
         .get(&format!("/v1/groups/{g}/members"), Some(&bob))
         .await;
     assert_eq!(s, 403, "a blocked member is no longer a member");
-    let (s, v) = app
-        .post(
-            &format!("/v1/groups/{g}/blocks"),
-            Some(&owner),
-            json!({"user_id": owner_id}),
-        )
-        .await;
+    let (s, v) = app.block(&owner, &g, &owner_id).await;
     assert_eq!((s, code(&v)), (409, "cannot_block_owner"));
 
     // ban burns every invitation; unban does not bring them back

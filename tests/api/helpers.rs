@@ -204,6 +204,15 @@ impl TestApp {
         (s_(&v["id"]), s_(&v["token"]), s_(&v["url"]))
     }
 
+    pub async fn block(&self, token: &str, group: &str, user: &str) -> (u16, Value) {
+        self.post(
+            &format!("/v1/groups/{group}/blocks"),
+            Some(token),
+            json!({ "user_id": user }),
+        )
+        .await
+    }
+
     pub async fn join(&self, token: &str, invite_token: &str) -> (u16, Value) {
         self.post("/v1/join", Some(token), json!({ "token": invite_token }))
             .await

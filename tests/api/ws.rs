@@ -191,13 +191,7 @@ async fn a_blocked_member_stops_hearing_the_group() {
     .unwrap();
     // (mal's own member_joined may still be on its way before the answer)
     assert_eq!(next_of(&mut ws, "subscribed").await["group_id"], g.as_str());
-    let (s, _) = app
-        .post(
-            &format!("/v1/groups/{g}/blocks"),
-            Some(&owner),
-            json!({"user_id": mal_id}),
-        )
-        .await;
+    let (s, _) = app.block(&owner, &g, &mal_id).await;
     assert_eq!(s, 204);
     assert_eq!(
         next_of(&mut ws, "member_blocked").await["user_id"],
