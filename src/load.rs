@@ -16,6 +16,8 @@
 //!   `200 joined`. Bounded by `--duration` (default 10 s) and `--requests`.
 //! * `viral`: `--scanners` users scan one invitation of a 500-member group once each;
 //!   exactly 499 must be admitted and the rest refused with `409 group_full`.
+//!   `--bursts B` repeats this on B groups one after the other (B x scanners
+//!   requests), so the figure does not rest on a single sub-second burst.
 //! * `--baseline` first drives an in-process empty actix-web handler with the same client,
 //!   requests and connections, and reports the scenario as a percentage of it.
 //!
@@ -76,6 +78,10 @@ pub struct LoadArgs {
     pub users: usize,
     #[arg(long, default_value_t = 20_000)]
     pub scanners: usize,
+    /// viral: run this many bursts, one after the other, each on its own
+    /// 500-seat group, so the figure rests on more than one sub-second burst.
+    #[arg(long, default_value_t = 1)]
+    pub bursts: usize,
     /// Also measure an empty actix-web handler and report the ratio.
     #[arg(long)]
     pub baseline: bool,
@@ -85,8 +91,15 @@ pub struct LoadArgs {
 }
 
 pub fn run(args: LoadArgs) -> Result<(), String> {
-    if args.connections == 0 || args.groups == 0 || args.users == 0 || args.scanners == 0 {
-        return Err("--connections, --groups, --users and --scanners must be at least 1".into());
+    if args.connections == 0
+        || args.groups == 0
+        || args.users == 0
+        || args.scanners == 0
+        || args.bursts == 0
+    {
+        return Err(
+            "--connections, --groups, --users, --scanners and --bursts must be at least 1".into(),
+        );
     }
     // The guard (if any) kills the child and removes its data dir when dropped, also on error.
     let (base, admin, _server) = match &args.url {
@@ -391,8 +404,9 @@ struct Plan {
     bodies: Vec<Bytes>,
     limit: u64,
     duration: Duration,
-    /// viral: (group id, owner token), for the final check.
-    viral: Option<(String, String)>,
+    /// viral: the groups (ids) and their owner's token, for the final check.
+    /// Request `k` then goes to group `k / users` (bursts one after the other).
+    viral: Option<(Vec<String>, String)>,
 }
 
 async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> {
@@ -422,17 +436,16 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
         }
         Scenario::Viral => {
             let owner = users("owner", 1).await?.pop().ok_or("no owner")?;
-            let (gid, token) = api.group(&owner, "load viral".into()).await?;
+            let mut gids = Vec::new();
+            let mut bodies = Vec::new();
+            for i in 0..args.bursts {
+                let (gid, token) = api.group(&owner, format!("load viral {i}")).await?;
+                gids.push(gid);
+                bodies.push(body(&token));
+            }
             let auths = bearers(users("scanner", args.scanners).await?)?;
-            let viral = Some((gid, owner));
-            (
-                "viral",
-                auths,
-                vec![body(&token)],
-                args.scanners as u64,
-                120,
-                viral,
-            )
+            let limit = (args.scanners * args.bursts) as u64;
+            ("viral", auths, bodies, limit, 120, Some((gids, owner)))
         }
     };
     Ok(Plan {
@@ -517,7 +530,12 @@ async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, 
         while next.get() < plan.limit && Instant::now() < deadline {
             let k = next.get();
             next.set(k + 1);
-            let (g, u) = (k % groups, (k % groups + k / groups) % users);
+            let (g, u) = if plan.viral.is_some() {
+                // bursts one after the other: every scanner scans group 0, then group 1, ...
+                ((k / users).min(groups - 1), k % users)
+            } else {
+                (k % groups, (k % groups + k / groups) % users)
+            };
             let auth = ("Authorization", plan.auths[u as usize].clone());
             let req = c
                 .post(url)
@@ -584,21 +602,33 @@ type Check = (&'static str, u64, u64);
 /// joins: every answer 200; viral: 499 admitted, the group exactly full, the rest `group_full`.
 async fn check(plan: &Plan, row: &Row, api: &Api) -> Result<Vec<Check>, String> {
     let count = |code: &str| row.outcomes.get(code).copied().unwrap_or(0);
-    let Some((gid, owner)) = &plan.viral else {
+    let Some((gids, owner)) = &plan.viral else {
         return Ok(vec![(
             "200 joined (every answer)",
             count("joined"),
             row.requests,
         )]);
     };
-    let path = format!("/v1/groups/{gid}");
-    let group = api.call(Method::GET, &path, owner, Value::Null).await?;
-    let joins = row.requests.min(499);
+    // Requests are issued in order, so group i got the requests
+    // [i * scanners, (i + 1) * scanners) that were sent at all.
+    let scanners = plan.auths.len() as u64;
+    let (mut joins, mut exact) = (0u64, 0u64);
+    for (i, gid) in gids.iter().enumerate() {
+        let got = row
+            .requests
+            .saturating_sub(i as u64 * scanners)
+            .min(scanners);
+        let want = got.min(499);
+        joins += want;
+        let path = format!("/v1/groups/{gid}");
+        let group = api.call(Method::GET, &path, owner, Value::Null).await?;
+        exact += u64::from(group["member_count"].as_u64() == Some(want + 1));
+    }
     Ok(vec![
         (
-            "member_count",
-            group["member_count"].as_u64().unwrap_or(0),
-            joins + 1,
+            "groups with exactly owner + admitted members",
+            exact,
+            gids.len() as u64,
         ),
         ("200 joined", count("joined"), joins),
         ("409 group_full", count("group_full"), row.requests - joins),
