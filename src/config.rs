@@ -186,6 +186,10 @@ impl Config {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return bad("public_base_url must start with http:// or https://");
             }
+            // Invitation URLs must stay short enough to encode as a QR code.
+            if u.len() > 256 {
+                return bad("public_base_url must be at most 256 characters");
+            }
         }
         Ok(())
     }

@@ -56,15 +56,19 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         .trim_end_matches('/')
         .to_string();
 
-    let user_limiter = Arc::new(RateLimiter::keyed(per_minute(
-        config.limits.user_joins_per_minute,
-    )));
+    // One clock for every limiter, so a refusal's Retry-After is computed on
+    // the same time base the limiter used.
+    let clock = governor::clock::DefaultClock::default();
+    let user_limiter = Arc::new(RateLimiter::dashmap_with_clock(
+        per_minute(config.limits.user_joins_per_minute),
+        clock.clone(),
+    ));
     let shared = Arc::new(Shared {
         config: config.clone(),
         storage: storage.clone(),
         keys: Arc::clone(&keys),
         user_limiter: Arc::clone(&user_limiter),
-        clock: governor::clock::DefaultClock::default(),
+        clock: clock.clone(),
         counters: push::CounterStore::default(),
     });
     // Shared actors start here, outside the HttpServer factory, so that every
@@ -81,7 +85,10 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         admin_hash: blake3::hash(config.admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
         sessions: quick_cache::sync::Cache::new(200_000),
-        ip_limiter: RateLimiter::keyed(per_minute(config.limits.users_per_minute_per_ip)),
+        ip_limiter: RateLimiter::dashmap_with_clock(
+            per_minute(config.limits.users_per_minute_per_ip),
+            clock,
+        ),
         storage: storage.clone(),
         keys,
         groups: directory,

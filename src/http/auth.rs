@@ -63,6 +63,11 @@ pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     }
 }
 
+/// Whether the request carries the operator token (without requiring any auth).
+pub fn is_admin(state: &AppState, req: &HttpRequest) -> bool {
+    bearer(req).is_some_and(|t| blake3::hash(t.as_bytes()) == state.admin_hash)
+}
+
 fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()

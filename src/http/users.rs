@@ -1,7 +1,7 @@
 //! Users and signing keys.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -43,17 +43,13 @@ pub async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let name = parse_user_name(&body.name).map_err(ApiError::Validation)?;
     // Service backends creating users with the admin token are not limited per address.
-    let is_admin = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| blake3::hash(t.trim().as_bytes()) == state.admin_hash);
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()).filter(|_| !is_admin) {
+    let limited = !auth::is_admin(&state, &req);
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()).filter(|_| limited) {
         if let Err(nu) = state.ip_limiter.check_key(&ip) {
+            let clock = &state.groups.shared().clock;
             return Err(ApiError::RateLimited {
                 scope: "users created from this address",
-                retry_after_secs: nu.wait_time_from(DefaultClock::default().now()).as_secs() + 1,
+                retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
             });
         }
     }
