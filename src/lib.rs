@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod push;
 pub mod qr;
+pub mod registry;
 pub mod startup;
 pub mod storage;

@@ -73,7 +73,8 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     });
     // Shared actors start here, outside the HttpServer factory, so that every
     // worker talks to the same ones.
-    let directory = Directory::new(shared, config.arbiters());
+    let arbiters = crate::registry::Arbiters::start(config.arbiters());
+    let directory = Directory::new(shared, arbiters.clone());
     let hub = Hub::new(config.websocket.queue);
     actix_web::rt::spawn(push::run_outbox(
         storage.clone(),

@@ -102,6 +102,25 @@ id_type!(UserId, "u_", "user");
 id_type!(GroupId, "g_", "group");
 id_type!(InviteId, "i_", "invitation");
 id_type!(RequestId, "r_", "join request");
+id_type!(TransferId, "t_", "transfer");
+id_type!(PayoutId, "p_", "payout");
+
+impl TransferId {
+    /// A transfer id derived from an id chosen elsewhere (an earning's
+    /// `event_id`, a payout's idempotency key), so a retry of the same thing
+    /// names the same transfer. `domain` keeps derivations of different
+    /// kinds apart.
+    pub fn derive(domain: &str, parts: &[&[u8]]) -> TransferId {
+        let mut h = blake3::Hasher::new_derive_key(&format!("qrgate transfer id {domain}"));
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        TransferId(id)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,4 +3,5 @@ pub mod events;
 pub mod group;
 pub mod ids;
 pub mod join;
+pub mod ledger;
 pub mod token;

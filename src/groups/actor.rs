@@ -13,21 +13,19 @@ use actix::prelude::*;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::directory::{DirInner, Shared};
+use super::directory::Shared;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Invite, JoinRequest, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::join::{self, Admission, Facts, Refusal};
 use crate::domain::token::Claims;
 use crate::error::ApiError;
-use crate::metrics;
-use crate::storage::{Counters, GroupSnapshot, Tracker, WriteSet};
+use crate::registry::{done, Fail, Life, Pending, Resident, Step};
+use crate::storage::{Counters, GroupSnapshot, WriteSet};
 
 /// Invitations expired this long ago are dropped (a join with one then answers `invalid_token`).
 const EXPIRED_INVITE_RETENTION: i64 = 30 * 24 * 3600;
@@ -48,40 +46,10 @@ impl Caller {
     }
 }
 
-/// Failure of a message: an API error, or "this actor was passivated, ask the
-/// directory again" (nothing was applied).
-#[derive(Debug)]
-pub enum Fail {
-    Api(ApiError),
-    Retired,
-}
-
-impl From<ApiError> for Fail {
-    fn from(e: ApiError) -> Self {
-        Fail::Api(e)
-    }
-}
-
 impl From<Refusal> for Fail {
     fn from(r: Refusal) -> Self {
         Fail::Api(r.into())
     }
-}
-
-impl From<crate::storage::StorageError> for Fail {
-    fn from(e: crate::storage::StorageError) -> Self {
-        Fail::Api(e.into())
-    }
-}
-
-/// The answer to a message: decided inside the actor, then awaited by the
-/// caller on its own thread (a write's durability), so the reply does not
-/// travel back through the actor's thread.
-pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, Fail>> + Send>>;
-pub type Step<T> = Result<Pending<T>, Fail>;
-
-fn done<T: Send + 'static>(v: T) -> Step<T> {
-    Ok(Box::pin(std::future::ready(Ok(v))))
 }
 
 fn now() -> i64 {
@@ -97,8 +65,7 @@ fn limiter(per_minute: u32, clock: &governor::clock::DefaultClock) -> DefaultDir
 }
 
 pub struct GroupActor {
-    gen: u64,
-    dir: Arc<DirInner>,
+    life: Life<GroupActor>,
     shared: Arc<Shared>,
     group: Group,
     members: HashMap<UserId, Member>,
@@ -110,20 +77,10 @@ pub struct GroupActor {
     /// Earliest expiry among pending requests (i64::MAX when none), so the
     /// per-message expiry check is O(1) until something is due.
     next_expiry: i64,
-    last_active: Instant,
-    /// Write sets not yet durable (the actor stays resident until 0), and
-    /// whether one failed (memory may then be ahead of storage).
-    writes: Arc<Tracker>,
-    retired: bool,
 }
 
 impl GroupActor {
-    pub(super) fn new(
-        snap: GroupSnapshot,
-        gen: u64,
-        dir: Arc<DirInner>,
-        shared: Arc<Shared>,
-    ) -> Self {
+    fn new(snap: GroupSnapshot, life: Life<GroupActor>, shared: Arc<Shared>) -> Self {
         let rate = snap
             .group
             .join_rate_per_minute
@@ -135,8 +92,7 @@ impl GroupActor {
             .min()
             .unwrap_or(i64::MAX);
         GroupActor {
-            gen,
-            dir,
+            life,
             limiter: limiter(rate, &shared.clock),
             pending_by_user: snap.requests.iter().map(|r| (r.user_id, r.id)).collect(),
             group: snap.group,
@@ -146,9 +102,6 @@ impl GroupActor {
             blocks: snap.blocks.into_iter().collect(),
             next_expiry,
             shared,
-            last_active: Instant::now(),
-            writes: Arc::default(),
-            retired: false,
         }
     }
 
@@ -192,7 +145,7 @@ impl GroupActor {
         let durable = self
             .shared
             .storage
-            .submit_tracked(w, Some(Arc::clone(&self.writes)));
+            .submit_tracked(w, Some(Arc::clone(&self.life.writes)));
         Box::pin(async move {
             durable.await?;
             Ok(value)
@@ -287,35 +240,12 @@ impl GroupActor {
         self.expire(now);
         self.prune_invites(now);
         let idle = Duration::from_secs(self.shared.config.actors.idle_timeout_seconds);
-        if self.last_active.elapsed() >= idle && self.writes.in_flight() == 0 {
-            self.retire(ctx);
-            metrics::ACTOR_PASSIVATIONS.inc();
-        }
+        self.life.tick(ctx, idle);
     }
 
-    fn retire(&mut self, ctx: &mut Context<Self>) {
-        self.dir.forget(self.id(), self.gen);
-        self.retired = true;
-        ctx.stop();
-    }
-
-    /// Common preamble of every handler: refuse if retired (or poisoned, which
-    /// retires the actor so the group is rebuilt from storage), note activity.
-    fn touch(&mut self, ctx: &mut Context<Self>) -> Result<(), Fail> {
-        if !self.retired && self.writes.failed() {
-            if self.writes.in_flight() > 0 {
-                // Earlier writes may still land; rebuild only after they settle.
-                return Err(ApiError::StorageUnavailable.into());
-            }
-            tracing::warn!(group = %self.id(), "a write failed; rebuilding the group from storage");
-            self.retire(ctx);
-        }
-        if self.retired {
-            return Err(Fail::Retired);
-        }
-        self.last_active = Instant::now();
+    /// Run first in every handler (after `life.touch`): settle due requests.
+    fn catch_up(&mut self) {
         self.expire(now());
-        Ok(())
     }
 }
 
@@ -323,36 +253,38 @@ impl Actor for GroupActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        metrics::ACTORS_RESIDENT.inc();
-        metrics::ACTOR_ACTIVATIONS.inc();
-        let idle = self.shared.config.actors.idle_timeout_seconds.max(1);
-        let every = Duration::from_secs(idle.div_ceil(2).clamp(1, 30));
-        ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        Life::started(
+            ctx,
+            self.shared.config.actors.idle_timeout_seconds,
+            Self::tick,
+        );
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        metrics::ACTORS_RESIDENT.dec();
-        // A stop not caused by retirement (e.g. system shutdown) must also
-        // leave the directory, so nobody keeps sending to a dead mailbox.
-        if !self.retired {
-            self.dir.forget(self.id(), self.gen);
-        }
+        self.life.stopped();
+    }
+}
+
+impl Resident for GroupActor {
+    type Id = GroupId;
+    type Snapshot = GroupSnapshot;
+    type Env = Shared;
+
+    fn load(env: &Shared, id: GroupId) -> Result<GroupSnapshot, ApiError> {
+        env.storage.load_group(id)?.ok_or(ApiError::GroupNotFound)
+    }
+
+    fn activate(snap: GroupSnapshot, life: Life<Self>, env: Arc<Shared>) -> Self {
+        GroupActor::new(snap, life, env)
+    }
+
+    fn spread(id: &GroupId) -> (u8, u8) {
+        (id.0[0], id.0[1])
     }
 }
 
 macro_rules! message {
-    ($name:ident -> $ret:ty { $($field:ident : $ty:ty),* $(,)? } => $method:ident) => {
-        #[derive(Debug, Clone)]
-        pub struct $name { $(pub $field: $ty),* }
-        impl Message for $name { type Result = Step<$ret>; }
-        impl Handler<$name> for GroupActor {
-            type Result = Step<$ret>;
-            fn handle(&mut self, m: $name, ctx: &mut Context<Self>) -> Self::Result {
-                self.touch(ctx)?;
-                self.$method(m)
-            }
-        }
-    };
+    ($($t:tt)*) => { $crate::resident_message!(GroupActor, catch_up; $($t)*); };
 }
 
 // ---------------- join ----------------

@@ -1,0 +1,356 @@
+//! Resident actors: one actix actor per entity (a group, a wallet), activated
+//! on first use from storage, addressed through a [`Registry`], and forgotten
+//! when it passivates itself after an idle timeout.
+//!
+//! The registry's map is sharded behind plain mutexes (held only for a lookup
+//! or an activation, never across an await) rather than being an actor
+//! itself, so routing a request costs no extra mailbox round trip. Actors are
+//! spread over a shared pool of arbiters (threads) by id.
+//!
+//! Every message answers a [`Step`]: the actor decides on its thread and
+//! returns a future the caller awaits on its own thread (typically "this
+//! write set is durable"), so the actor keeps serving its mailbox meanwhile.
+
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::storage::Tracker;
+
+const SHARDS: usize = 64;
+/// How long a request may wait for room in an actor's mailbox before `overloaded`.
+const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Failure of a message: an API error, or "this actor was passivated, ask the
+/// registry again" (nothing was applied).
+#[derive(Debug)]
+pub enum Fail {
+    Api(ApiError),
+    Retired,
+}
+
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Self {
+        Fail::Api(e)
+    }
+}
+
+impl From<crate::storage::StorageError> for Fail {
+    fn from(e: crate::storage::StorageError) -> Self {
+        Fail::Api(e.into())
+    }
+}
+
+/// The answer to a message: decided inside the actor, then awaited by the
+/// caller on its own thread (a write's durability), so the reply does not
+/// travel back through the actor's thread.
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T, Fail>> + Send>>;
+pub type Step<T> = Result<Pending<T>, Fail>;
+
+/// A step that is already decided and needs no write.
+pub fn done<T: Send + 'static>(v: T) -> Step<T> {
+    Ok(Box::pin(std::future::ready(Ok(v))))
+}
+
+/// The arbiters (threads) every kind of resident actor runs on.
+#[derive(Clone)]
+pub struct Arbiters(Arc<Vec<ArbiterHandle>>);
+
+impl Arbiters {
+    /// Start `n` arbiter threads (at least one).
+    pub fn start(n: usize) -> Arbiters {
+        Arbiters(Arc::new(
+            (0..n.max(1)).map(|_| Arbiter::new().handle()).collect(),
+        ))
+    }
+
+    fn pick(&self, spread: usize) -> &ArbiterHandle {
+        &self.0[spread % self.0.len()]
+    }
+}
+
+/// An entity kind whose actors live in a [`Registry`].
+pub trait Resident: Actor<Context = Context<Self>> + Send {
+    type Id: Copy + Eq + Hash + Send + Sync + std::fmt::Display + 'static;
+    /// What the actor is rebuilt from.
+    type Snapshot: Send + 'static;
+    /// What every actor of this kind shares (config, storage, ...).
+    type Env: Send + Sync + 'static;
+
+    /// Read the entity from storage; an error if it does not exist.
+    fn load(env: &Self::Env, id: Self::Id) -> Result<Self::Snapshot, ApiError>;
+
+    /// Build the actor from its snapshot. It keeps `life` and calls its
+    /// methods (see [`Life`]).
+    fn activate(snap: Self::Snapshot, life: Life<Self>, env: Arc<Self::Env>) -> Self;
+
+    /// Two well-mixed bytes of the id, to pick a shard and an arbiter.
+    fn spread(id: &Self::Id) -> (u8, u8);
+}
+
+/// A resident actor: its generation, address, and the permits that bound its
+/// mailbox (actix's own bound does not hold for freshly cloned addresses).
+struct Slot<A: Resident> {
+    gen: u64,
+    addr: Addr<A>,
+    room: Arc<tokio::sync::Semaphore>,
+}
+
+impl<A: Resident> Clone for Slot<A> {
+    fn clone(&self) -> Self {
+        Slot {
+            gen: self.gen,
+            addr: self.addr.clone(),
+            room: Arc::clone(&self.room),
+        }
+    }
+}
+
+struct Shard<A: Resident> {
+    slots: HashMap<A::Id, Slot<A>>,
+    /// Counts retirements, so an activation can tell whether one happened
+    /// while it was reading storage.
+    retirements: u64,
+}
+
+impl<A: Resident> Shard<A> {
+    fn live(&self, id: A::Id) -> Option<Slot<A>> {
+        self.slots.get(&id).filter(|s| s.addr.connected()).cloned()
+    }
+}
+
+struct Map<A: Resident> {
+    shards: Vec<Mutex<Shard<A>>>,
+    next_gen: AtomicU64,
+}
+
+impl<A: Resident> Map<A> {
+    fn shard(&self, id: A::Id) -> &Mutex<Shard<A>> {
+        &self.shards[A::spread(&id).0 as usize % SHARDS]
+    }
+
+    /// Remove the entry for `id` if it is still generation `gen`.
+    fn forget(&self, id: A::Id, gen: u64) {
+        if let Ok(mut shard) = self.shard(id).lock() {
+            if shard.slots.get(&id).is_some_and(|s| s.gen == gen) {
+                shard.slots.remove(&id);
+                shard.retirements += 1;
+            }
+        }
+    }
+}
+
+/// The life cycle every resident actor shares: which activation it is,
+/// whether it retired, when it was last used, and its writes in flight. The
+/// actor calls [`Life::touch`] first in every handler, [`Life::tick`] on a
+/// timer and [`Life::stopped`] from `Actor::stopped`.
+pub struct Life<A: Resident> {
+    map: Arc<Map<A>>,
+    id: A::Id,
+    gen: u64,
+    last_active: Instant,
+    retired: bool,
+    /// Write sets not yet durable (the actor stays resident until 0), and
+    /// whether one failed (memory may then be ahead of storage).
+    pub writes: Arc<Tracker>,
+}
+
+impl<A: Resident> Life<A> {
+    /// Refuse if retired; a failed write retires the actor (once earlier
+    /// writes settled) so the entity is rebuilt from storage and memory never
+    /// stays ahead of what was stored. Notes activity.
+    pub fn touch(&mut self, ctx: &mut Context<A>) -> Result<(), Fail> {
+        if !self.retired && self.writes.failed() {
+            if self.writes.in_flight() > 0 {
+                return Err(ApiError::StorageUnavailable.into());
+            }
+            tracing::warn!(id = %self.id, "a write failed; rebuilding from storage");
+            self.retire(ctx);
+        }
+        if self.retired {
+            return Err(Fail::Retired);
+        }
+        self.last_active = Instant::now();
+        Ok(())
+    }
+
+    /// Passivate if idle for `idle` with nothing in flight.
+    pub fn tick(&mut self, ctx: &mut Context<A>, idle: Duration) {
+        if !self.retired && self.last_active.elapsed() >= idle && self.writes.in_flight() == 0 {
+            self.retire(ctx);
+            metrics::ACTOR_PASSIVATIONS.inc();
+        }
+    }
+
+    fn retire(&mut self, ctx: &mut Context<A>) {
+        self.map.forget(self.id, self.gen);
+        self.retired = true;
+        ctx.stop();
+    }
+
+    /// Start the idle timer; call from `Actor::started`.
+    pub fn started(ctx: &mut Context<A>, idle_seconds: u64, tick: fn(&mut A, &mut Context<A>)) {
+        metrics::ACTORS_RESIDENT.inc();
+        metrics::ACTOR_ACTIVATIONS.inc();
+        let every = Duration::from_secs(idle_seconds.max(1).div_ceil(2).clamp(1, 30));
+        ctx.run_interval(every, tick);
+    }
+
+    /// A stop not caused by retirement (e.g. system shutdown) must also leave
+    /// the registry, so nobody keeps sending to a dead mailbox.
+    pub fn stopped(&mut self) {
+        metrics::ACTORS_RESIDENT.dec();
+        if !self.retired {
+            self.map.forget(self.id, self.gen);
+        }
+    }
+}
+
+/// Finds, activates and addresses the resident actors of one kind.
+pub struct Registry<A: Resident> {
+    map: Arc<Map<A>>,
+    arbiters: Arbiters,
+    env: Arc<A::Env>,
+    mailbox: usize,
+}
+
+impl<A: Resident> Clone for Registry<A> {
+    fn clone(&self) -> Self {
+        Registry {
+            map: Arc::clone(&self.map),
+            arbiters: self.arbiters.clone(),
+            env: Arc::clone(&self.env),
+            mailbox: self.mailbox,
+        }
+    }
+}
+
+impl<A: Resident> Registry<A> {
+    pub fn new(env: Arc<A::Env>, arbiters: Arbiters, mailbox: usize) -> Self {
+        Registry {
+            map: Arc::new(Map {
+                shards: (0..SHARDS)
+                    .map(|_| {
+                        Mutex::new(Shard {
+                            slots: HashMap::new(),
+                            retirements: 0,
+                        })
+                    })
+                    .collect(),
+                next_gen: AtomicU64::new(1),
+            }),
+            arbiters,
+            env,
+            mailbox: mailbox.max(1),
+        }
+    }
+
+    pub fn env(&self) -> &Arc<A::Env> {
+        &self.env
+    }
+
+    /// The entity's actor, activating it if needed.
+    fn slot(&self, id: A::Id) -> Result<Slot<A>, ApiError> {
+        let shard = self.map.shard(id);
+        let lock = || shard.lock().map_err(|_| ApiError::Internal);
+        // The storage read happens outside the shard lock, so other entities
+        // of the shard are not held up by it. If an actor of this entity
+        // retired meanwhile (it may have written after our read), read again.
+        let (snap, mut map) = loop {
+            let retirements = {
+                let map = lock()?;
+                if let Some(s) = map.live(id) {
+                    return Ok(s);
+                }
+                map.retirements
+            };
+            let snap = A::load(&self.env, id)?;
+            let map = lock()?;
+            if let Some(s) = map.live(id) {
+                return Ok(s); // activated by someone else meanwhile
+            }
+            if map.retirements == retirements {
+                break (snap, map);
+            }
+        };
+        let gen = self.map.next_gen.fetch_add(1, Ordering::Relaxed);
+        let life = Life {
+            map: Arc::clone(&self.map),
+            id,
+            gen,
+            last_active: Instant::now(),
+            retired: false,
+            writes: Arc::default(),
+        };
+        let actor = A::activate(snap, life, Arc::clone(&self.env));
+        let arb = self.arbiters.pick(A::spread(&id).1 as usize);
+        let slot = Slot {
+            gen,
+            addr: A::start_in_arbiter(arb, move |_| actor),
+            room: Arc::new(tokio::sync::Semaphore::new(self.mailbox)),
+        };
+        map.slots.insert(id, slot.clone());
+        Ok(slot)
+    }
+
+    /// Send `msg` to the entity's actor and await its answer. Waits for room
+    /// in the actor's bounded mailbox (503 `overloaded` after 10 s); retried
+    /// on a fresh activation if the actor was retiring (it then applied
+    /// nothing).
+    pub async fn call<M, R>(&self, id: A::Id, msg: M) -> Result<R, ApiError>
+    where
+        M: Message<Result = Step<R>> + Clone + Send + 'static,
+        A: Handler<M>,
+        R: Send + 'static,
+    {
+        for _ in 0..4 {
+            let slot = self.slot(id)?;
+            let answer = {
+                let _room = tokio::time::timeout(ROOM_TIMEOUT, slot.room.acquire())
+                    .await
+                    .map_err(|_| ApiError::Overloaded)?
+                    .map_err(|_| ApiError::Internal)?;
+                slot.addr.send(msg.clone()).await
+            };
+            match answer {
+                // The actor decided; wait for durability here, not on its thread.
+                Ok(Ok(pending)) => {
+                    return pending.await.map_err(|f| match f {
+                        Fail::Api(e) => e,
+                        Fail::Retired => ApiError::Internal,
+                    })
+                }
+                Ok(Err(Fail::Api(e))) => return Err(e),
+                Ok(Err(Fail::Retired)) | Err(MailboxError::Closed) => continue,
+                Err(MailboxError::Timeout) => return Err(ApiError::Overloaded),
+            }
+        }
+        Err(ApiError::Overloaded)
+    }
+}
+
+/// Declares a message `$name` answered by `$actor::$method` after
+/// `self.life.touch(ctx)` (and `self.$pre()` if given).
+#[macro_export]
+macro_rules! resident_message {
+    ($actor:ty, $pre:ident; $name:ident -> $ret:ty { $($field:ident : $ty:ty),* $(,)? } => $method:ident) => {
+        #[derive(Debug, Clone)]
+        pub struct $name { $(pub $field: $ty),* }
+        impl actix::Message for $name { type Result = $crate::registry::Step<$ret>; }
+        impl actix::Handler<$name> for $actor {
+            type Result = $crate::registry::Step<$ret>;
+            fn handle(&mut self, m: $name, ctx: &mut actix::Context<Self>) -> Self::Result {
+                self.life.touch(ctx)?;
+                self.$pre();
+                self.$method(m)
+            }
+        }
+    };
+}
