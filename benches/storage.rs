@@ -55,7 +55,7 @@ fn storage(c: &mut Criterion) {
         Ok(rt) => rt,
         Err(e) => panic!("runtime: {e}"),
     };
-    let store = match Storage::open(dir.path()) {
+    let store = match Storage::open(dir.path(), [0; 32]) {
         Ok(s) => s,
         Err(e) => panic!("open: {e}"),
     };

@@ -19,6 +19,7 @@ pub struct Config {
     pub limits: Limits,
     pub actors: Actors,
     pub websocket: WebSocket,
+    pub wallets: Wallets,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +59,27 @@ pub struct WebSocket {
     pub queue: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wallets {
+    /// Earning kinds `POST /v1/earnings` accepts; each is paid from its own
+    /// revenue account (`revenue:<kind>`). 1 to 32 of `a-z0-9_`.
+    pub earning_kinds: Vec<String>,
+    /// Bounds of one earning, in fen.
+    pub earning_min_fen: u64,
+    pub earning_max_fen: u64,
+}
+
+impl Default for Wallets {
+    fn default() -> Self {
+        Wallets {
+            earning_kinds: vec!["task_completed".into(), "ad_view_verified".into()],
+            earning_min_fen: 1,
+            earning_max_fen: 10_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -69,6 +91,7 @@ impl Default for Config {
             limits: Limits::default(),
             actors: Actors::default(),
             websocket: WebSocket::default(),
+            wallets: Wallets::default(),
         }
     }
 }
@@ -181,6 +204,22 @@ impl Config {
         }
         if self.actors.mailbox < 16 || self.websocket.queue < 1 {
             return bad("actors.mailbox must be >= 16 and websocket.queue >= 1");
+        }
+        let w = &self.wallets;
+        if let Some(k) = w
+            .earning_kinds
+            .iter()
+            .find(|k| !crate::domain::ledger::valid_kind(k))
+        {
+            return bad(&format!(
+                "wallets.earning_kinds: `{k}` must be 1 to 32 of a-z, 0-9 and _"
+            ));
+        }
+        if w.earning_min_fen == 0 || w.earning_max_fen < w.earning_min_fen {
+            return bad("wallets.earning_min_fen must be >= 1 and <= earning_max_fen");
+        }
+        if w.earning_max_fen > crate::domain::ledger::MAX_AMOUNT {
+            return bad("wallets.earning_max_fen is above the largest transfer");
         }
         if let Some(u) = &self.public_base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {

@@ -54,6 +54,12 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
 
+    // ---- the ledger ----
+    #[error("{0}")]
+    Transfer(crate::domain::ledger::TransferError),
+    #[error("transfer not found")]
+    TransferNotFound,
+
     // ---- other domain conflicts ----
     #[error("{0}")]
     Conflict(&'static str),
@@ -86,6 +92,8 @@ impl ApiError {
             ApiError::UserNotFound => "user_not_found",
             ApiError::Join(r) => r.code(),
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Transfer(e) => e.code(),
+            ApiError::TransferNotFound => "transfer_not_found",
             ApiError::Conflict(code) => code,
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
@@ -112,6 +120,18 @@ impl ApiError {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Transfer(e) => {
+                use crate::domain::ledger::TransferError::*;
+                match e {
+                    AmountMustNotBeZero
+                    | AmountTooLarge
+                    | AccountsMustBeDifferent
+                    | UserDataTooLong => StatusCode::BAD_REQUEST,
+                    PendingTransferNotFound => StatusCode::NOT_FOUND,
+                    _ => StatusCode::CONFLICT,
+                }
+            }
+            ApiError::TransferNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +148,12 @@ impl ApiError {
 
     pub fn validation(why: impl Into<String>) -> Self {
         ApiError::Validation(why.into())
+    }
+}
+
+impl From<crate::domain::ledger::TransferError> for ApiError {
+    fn from(e: crate::domain::ledger::TransferError) -> Self {
+        ApiError::Transfer(e)
     }
 }
 
@@ -185,6 +211,12 @@ impl ResponseError for ApiError {
 /// Storage failures are never shown in detail to clients; they are logged where they happen.
 impl From<crate::storage::StorageError> for ApiError {
     fn from(e: crate::storage::StorageError) -> Self {
+        if let crate::storage::StorageError::Exists(k) = &e {
+            // Two writers raced to create the same record; the loser applied
+            // nothing and may simply retry.
+            tracing::warn!(key = %k, "write set refused: record exists");
+            return ApiError::Conflict("concurrent_update");
+        }
         tracing::error!(error = %e, "storage error");
         ApiError::StorageUnavailable
     }

@@ -42,6 +42,7 @@ pub struct KeyRing {
     tag_key: [u8; 32],
     group_ref_key: [u8; 32],
     creator_ref_key: [u8; 32],
+    journal_key: [u8; 32],
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -174,6 +175,7 @@ impl KeyRing {
             tag_key: blake3::derive_key("qrgate 2026 invitation token tag", &secret),
             group_ref_key: blake3::derive_key("qrgate 2026 group reference", &secret),
             creator_ref_key: blake3::derive_key("qrgate 2026 creator reference", &secret),
+            journal_key: blake3::derive_key("qrgate 2026 ledger journal chain", &secret),
         })
     }
 
@@ -187,6 +189,11 @@ impl KeyRing {
 
     pub fn tag_key(&self) -> &[u8; 32] {
         &self.tag_key
+    }
+
+    /// Keys the hash chain of the ledger journal.
+    pub fn journal_key(&self) -> [u8; 32] {
+        self.journal_key
     }
 
     /// Verification key for `kid`, if it is one of ours.

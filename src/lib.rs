@@ -18,3 +18,4 @@ pub mod qr;
 pub mod registry;
 pub mod startup;
 pub mod storage;
+pub mod wallets;

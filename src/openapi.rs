@@ -7,7 +7,7 @@ use crate::http;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "qrgate", description = "QR invitations and the join workflow behind a scan. Errors are RFC 7807 problem+json with a stable `code`."),
+    info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger. Errors are RFC 7807 problem+json with a stable `code`."),
     paths(
         http::ops::healthz, http::ops::metrics, http::ops::openapi,
         http::users::create_user, http::users::keys,
@@ -18,6 +18,8 @@ use crate::http;
         http::invites::create_invite, http::invites::get_invite, http::invites::revoke_invite,
         http::invites::qr_png, http::invites::qr_svg, http::invites::card_png,
         http::invites::join, http::ws::ws,
+        http::wallets::wallet, http::wallets::entries, http::wallets::earn,
+        http::wallets::ledger_check,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer)

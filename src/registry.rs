@@ -163,6 +163,11 @@ pub struct Life<A: Resident> {
 }
 
 impl<A: Resident> Life<A> {
+    /// The entity this actor is.
+    pub fn id(&self) -> A::Id {
+        self.id
+    }
+
     /// Refuse if retired; a failed write retires the actor (once earlier
     /// writes settled) so the entity is rebuilt from storage and memory never
     /// stays ahead of what was stored. Notes activity.

@@ -42,7 +42,7 @@ fn per_minute(n: u32) -> Quota {
 pub fn build(config: Config) -> Result<Application, StartError> {
     metrics::init();
     let keys = Arc::new(KeyRing::load_or_create(&config.data_dir)?);
-    let storage = Storage::open(&config.data_dir)
+    let storage = Storage::open(&config.data_dir, keys.journal_key())
         .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
     let listener =
         TcpListener::bind(&config.bind).map_err(|e| StartError::Bind(config.bind.clone(), e))?;
@@ -75,6 +75,13 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     // worker talks to the same ones.
     let arbiters = crate::registry::Arbiters::start(config.arbiters());
     let directory = Directory::new(shared, arbiters.clone());
+    let wallets = crate::wallets::Wallets::new(
+        Arc::new(crate::wallets::Shared {
+            config: config.clone(),
+            storage: storage.clone(),
+        }),
+        arbiters,
+    );
     let hub = Hub::new(config.websocket.queue);
     actix_web::rt::spawn(push::run_outbox(
         storage.clone(),
@@ -93,6 +100,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         storage: storage.clone(),
         keys,
         groups: directory,
+        wallets,
         hub,
         base_url,
         config: config.clone(),

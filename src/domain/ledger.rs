@@ -423,6 +423,21 @@ pub fn compare(existing: &Spec, asked: &Spec) -> Result<(), TransferError> {
     Ok(())
 }
 
+/// Which holder's actor executes a transfer between `debit` and `credit`:
+/// the one whose account must authorise it. A debit from an account that may
+/// not be overdrawn is authorised by its holder; a debit from a system
+/// account needs no authorisation (it has no limit), so a transfer from a
+/// system account into a wallet runs in the wallet's actor, where the
+/// wallet's own rules (and its order of entries) live. The other side's
+/// posting travels to its holder through the inbox.
+pub fn executor(debit: &AccountId, credit: &AccountId) -> Holder {
+    if !debit.flags().no_overdraft && credit.flags().no_overdraft {
+        credit.holder()
+    } else {
+        debit.holder()
+    }
+}
+
 /// What a new transfer does once decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -1205,6 +1220,26 @@ mod tests {
             Holder::User(UserId([3; 16]))
         );
         assert_eq!(AccountId::Clearing.holder(), Holder::System);
+    }
+
+    #[test]
+    fn the_account_that_must_authorise_executes() {
+        let u = UserId([4; 16]);
+        let w = AccountId::Wallet(u);
+        let rev = AccountId::Revenue("ad".into());
+        assert_eq!(
+            executor(&w, &AccountId::Clearing),
+            Holder::User(u),
+            "payouts: the wallet"
+        );
+        assert_eq!(executor(&rev, &w), Holder::User(u), "earnings: the wallet");
+        assert_eq!(executor(&rev, &AccountId::Clearing), Holder::System);
+        let v = AccountId::Wallet(UserId([5; 16]));
+        assert_eq!(
+            executor(&w, &v),
+            Holder::User(u),
+            "wallet to wallet: the payer"
+        );
     }
 
     #[test]

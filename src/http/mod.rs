@@ -6,6 +6,7 @@ pub mod groups;
 pub mod invites;
 pub mod ops;
 pub mod users;
+pub mod wallets;
 pub mod ws;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
@@ -29,6 +30,7 @@ pub struct AppState {
     pub storage: Storage,
     pub keys: Arc<KeyRing>,
     pub groups: Directory,
+    pub wallets: crate::wallets::Wallets,
     pub hub: Hub,
     pub admin_hash: blake3::Hash,
     pub base_url: String,
@@ -46,6 +48,10 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/users",
     "/v1/groups",
     "/v1/keys",
+    "/v1/wallet",
+    "/v1/wallet/entries",
+    "/v1/earnings",
+    "/v1/admin/ledger/check",
     "/v1/ws",
     "/healthz",
     "/metrics",
@@ -90,6 +96,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(invites::qr_png)
             .service(invites::qr_svg)
             .service(invites::card_png)
+            .service(wallets::wallet)
+            .service(wallets::entries)
+            .service(wallets::earn)
+            .service(wallets::ledger_check)
             .service(ws::ws)
             .default_service(web::to(not_found));
     }

@@ -6,6 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
+pub use super::ledger::ChainHead;
 use super::{key, Inner, Result, StorageError, WriteSet};
 use crate::metrics;
 
@@ -128,7 +129,12 @@ struct Applied {
 /// hand the round to the flusher. The next round is applied while the
 /// flusher waits on the disk (sled's own flush excludes applies, but the
 /// fdatasync that follows it does not).
-pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_seq: u64) {
+pub(super) fn commit_loop(
+    inner: Arc<Inner>,
+    rx: mpsc::Receiver<Job>,
+    mut next_seq: u64,
+    mut chain: ChainHead,
+) {
     let inner = &inner;
     let (flush_tx, flush_rx) = mpsc::channel::<Applied>();
     let flusher = std::thread::Builder::new()
@@ -153,18 +159,34 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_s
         let mut batch = sled::Batch::default();
         let mut seq = next_seq;
         let mut writes = false;
+        let chain_before = chain.clone();
+        // Keys created in this round, for write sets that create keys.
+        let mut created: std::collections::HashSet<Vec<u8>> = Default::default();
         // The round's events go into outbox records of up to
         // EVENTS_PER_RECORD events: one sled write (and later one delete) per
         // record instead of per event, and records stay far below sled's
         // blob threshold (large values go to separate files sled never fsyncs).
         let mut record = OutboxRecord::new(next_seq);
-        for j in &mut jobs {
+        let mut refused = Vec::new();
+        for (n, j) in jobs.iter_mut().enumerate() {
+            if !j.w.creates.is_empty() {
+                if let Some(k) = first_existing(inner, &j.w.creates, &created) {
+                    refused.push((n, k));
+                    continue;
+                }
+                created.extend(j.w.creates.drain(..));
+            }
             for (k, v) in j.w.ops.drain(..) {
                 writes = true;
                 match v {
                     Some(v) => batch.insert(k, v),
                     None => batch.remove(k),
                 }
+            }
+            for r in j.w.journal.drain(..) {
+                writes = true;
+                let (k, v) = chain.append(&r);
+                batch.insert(k, v);
             }
             for e in j.w.events.drain(..) {
                 writes = true;
@@ -176,13 +198,24 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_s
                 }
             }
         }
+        // Refused write sets applied nothing: answer them now.
+        for (n, k) in refused.into_iter().rev() {
+            let j = jobs.remove(n);
+            j.answer(Err(StorageError::Exists(k)));
+        }
+        if let Some((k, v)) = chain.day_anchor() {
+            batch.insert(k, v);
+        }
         record.finish_into(&mut batch);
         let result = if inner.poisoned.load(Ordering::Relaxed) {
             Err(StorageError::Io(
                 "storage failed earlier; restart the server".into(),
             ))
         } else if writes {
-            inner.tree.apply_batch(batch).map_err(StorageError::from)
+            match inner.apply_lock.read() {
+                Ok(_applying) => inner.tree.apply_batch(batch).map_err(StorageError::from),
+                Err(_) => Err(StorageError::Io("apply lock poisoned".into())),
+            }
         } else {
             Ok(())
         };
@@ -190,7 +223,10 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_s
             Ok(()) => next_seq = seq,
             // Nothing after a failed round may be applied or acknowledged:
             // later write sets may depend on it (their actor's memory does).
-            Err(e) => poison(inner, e),
+            Err(e) => {
+                chain = chain_before.clone();
+                poison(inner, e)
+            }
         }
         metrics::STORAGE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
         let round = Applied {
@@ -202,6 +238,17 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut next_s
             fail_round(inner, round, StorageError::Closed);
         }
     }
+}
+
+/// The first of `keys` that exists in the tree or was created this round.
+fn first_existing(
+    inner: &Inner,
+    keys: &[Vec<u8>],
+    created: &std::collections::HashSet<Vec<u8>>,
+) -> Option<String> {
+    keys.iter()
+        .find(|k| created.contains(*k) || inner.tree.contains_key(k).unwrap_or(true))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
 }
 
 fn poison(inner: &Inner, e: &StorageError) {

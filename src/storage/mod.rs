@@ -35,9 +35,11 @@ use crate::domain::events::Event;
 use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 mod commit;
+mod ledger;
 
-pub use commit::Tracker;
 use commit::{commit_loop, Job};
+pub use commit::{ChainHead, Tracker};
+pub use ledger::{DayAnchor, InboxItem, LedgerBooks};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -47,6 +49,9 @@ pub enum StorageError {
     Corrupt(String, String),
     #[error("the storage flusher has stopped")]
     Closed,
+    /// A write set was refused because a key it creates exists (nothing applied).
+    #[error("a record it creates exists already: {0}")]
+    Exists(String),
 }
 
 impl From<sled::Error> for StorageError {
@@ -119,6 +124,11 @@ pub struct WriteSet {
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Encoded events; their outbox seq is assigned at commit (it is the key).
     events: Vec<Vec<u8>>,
+    /// Keys this write set creates: the whole set is refused
+    /// ([`StorageError::Exists`]) if one of them exists already.
+    creates: Vec<Vec<u8>>,
+    /// Encoded journal records; their seq and chain hash are assigned at commit.
+    journal: Vec<Vec<u8>>,
     error: Option<StorageError>,
 }
 
@@ -140,6 +150,20 @@ impl WriteSet {
 
     fn del(&mut self, k: Vec<u8>) {
         self.ops.push((k, None));
+    }
+
+    /// Put `v` under `k`, which must not exist yet (checked by the committer,
+    /// the only writer, so two racing creators cannot both succeed).
+    fn create_json<T: Serialize>(&mut self, k: Vec<u8>, v: &T) {
+        self.creates.push(k.clone());
+        self.put_json(k, v);
+    }
+
+    fn journal_json<T: Serialize>(&mut self, v: &T) {
+        match enc(v) {
+            Ok(bytes) => self.journal.push(bytes),
+            Err(e) => self.error = Some(e),
+        }
     }
 
     pub fn user(&mut self, u: &User, session_hash: &[u8; 32]) {
@@ -219,6 +243,10 @@ struct Inner {
     tree: sled::Tree,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     durable_tx: watch::Sender<u64>,
+    /// The committer holds it (shared) while applying a round; a reader that
+    /// needs a consistent view of everything holds it exclusively.
+    apply_lock: std::sync::RwLock<()>,
+    journal_key: [u8; 32],
     /// Set after an I/O error: sled keeps failing then, so refuse writes fast.
     poisoned: AtomicBool,
     /// sled's log file. sled's `flush` makes it stable with
@@ -236,7 +264,9 @@ pub struct Storage {
 const CURSOR: &[u8] = b"x/outbox_cursor";
 
 impl Storage {
-    pub fn open(dir: &Path) -> Result<Storage> {
+    /// Open (or create) the store in `dir`. `journal_key` keys the hash
+    /// chain of the ledger journal.
+    pub fn open(dir: &Path, journal_key: [u8; 32]) -> Result<Storage> {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(256 * 1024 * 1024)
@@ -253,6 +283,7 @@ impl Storage {
             }
             None => cursor(&tree)?,
         };
+        let chain = ledger::chain_head(&tree, journal_key)?;
         let (durable_tx, _) = watch::channel(last);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
@@ -260,13 +291,15 @@ impl Storage {
             tree,
             jobs: Mutex::new(Some(jobs_tx)),
             durable_tx,
+            apply_lock: std::sync::RwLock::new(()),
+            journal_key,
             poisoned: AtomicBool::new(false),
             log,
         });
         let committer = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("qrgate-committer".into())
-            .spawn(move || commit_loop(committer, jobs_rx, last + 1))
+            .spawn(move || commit_loop(committer, jobs_rx, last + 1, chain))
             .map_err(|e| StorageError::Io(format!("cannot start committer: {e}")))?;
         Ok(Storage { inner })
     }

@@ -5,4 +5,5 @@ mod flow;
 mod helpers;
 mod ops;
 mod qr;
+mod wallets;
 mod ws;

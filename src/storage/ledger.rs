@@ -1,0 +1,401 @@
+//! The ledger's records and the hash-chained journal.
+//!
+//! | prefix | key                                   | value                         |
+//! |--------|---------------------------------------|-------------------------------|
+//! | `la/`  | account id                            | [`Account`]                   |
+//! | `lt/`  | transfer id (16)                      | [`Transfer`] (created once, status updated) |
+//! | `le/`  | account id, 0, seq (u64 BE)           | [`Entry`]                     |
+//! | `lq/`  | holder, 0, transfer id, side (1)      | [`InboxItem`]: a posting on its way to its holder |
+//! | `lx/`  | expires_at (i64 BE), holder, 0, transfer id | (empty): pending transfers by timeout |
+//! | `lj/`  | journal seq (u64 BE)                  | chain hash (32) then [`JournalRecord`] |
+//! | `jd/`  | day (`YYYY-MM-DD`)                    | [`DayAnchor`]                 |
+//!
+//! The journal is one hash chain: record `n` stores
+//! `blake3_keyed(journal_key, hash(n-1) || n (u64 BE) || record)`, the first
+//! record chaining from 32 zero bytes. The key comes from the data dir's
+//! secret, so whoever edits the database without it cannot forge a chain that
+//! verifies. Each UTC day's stretch of the chain has an anchor (its first and
+//! last seq and its head hash) that operators can copy elsewhere.
+
+use serde::{Deserialize, Serialize};
+
+use super::{dec, enc, key, Result, Storage, StorageError, WriteSet};
+use crate::domain::ids::TransferId;
+use crate::domain::ledger::{Account, AccountId, Entry, Holder, JournalRecord, Posting, Transfer};
+
+fn account_key(prefix: &[u8], a: &AccountId) -> Vec<u8> {
+    key(prefix, &[a.to_string().as_bytes()])
+}
+
+fn entry_prefix(a: &AccountId) -> Vec<u8> {
+    key(b"le/", &[a.to_string().as_bytes(), &[0]])
+}
+
+fn holder_prefix(prefix: &[u8], h: Holder) -> Vec<u8> {
+    key(prefix, &[h.to_string().as_bytes(), &[0]])
+}
+
+fn inbox_key(h: Holder, t: TransferId, side: u8) -> Vec<u8> {
+    let mut k = holder_prefix(b"lq/", h);
+    k.extend_from_slice(t.as_bytes());
+    k.push(side);
+    k
+}
+
+fn timeout_key(expires_at: i64, h: Holder, t: TransferId) -> Vec<u8> {
+    key(
+        b"lx/",
+        &[
+            &expires_at.max(0).to_be_bytes(),
+            h.to_string().as_bytes(),
+            &[0],
+            t.as_bytes(),
+        ],
+    )
+}
+
+/// A posting journalled by one holder's actor for an account of another
+/// holder, who applies it (and writes its entry) later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub account: AccountId,
+    pub posting: Posting,
+    pub transfer: Transfer,
+}
+
+impl InboxItem {
+    fn side(&self) -> u8 {
+        u8::from(self.account == self.transfer.spec.credit)
+    }
+}
+
+/// One UTC day's stretch of the journal chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DayAnchor {
+    pub day: String,
+    pub first: u64,
+    pub last: u64,
+    /// Hex of the chain hash after `last`.
+    pub head: String,
+}
+
+/// The end of the journal chain, kept by the committer (the only writer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    key: [u8; 32],
+    next: u64,
+    head: [u8; 32],
+    /// The current day and its first seq; `dirty` once it needs storing.
+    day: Option<(String, u64)>,
+    dirty: bool,
+}
+
+fn chain_hash(key: &[u8; 32], prev: &[u8; 32], seq: u64, record: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(prev);
+    h.update(&seq.to_be_bytes());
+    h.update(record);
+    *h.finalize().as_bytes()
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+impl ChainHead {
+    /// Chain `record` on: its key and value in the tree.
+    pub(super) fn append(&mut self, record: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let seq = self.next;
+        let h = chain_hash(&self.key, &self.head, seq, record);
+        let mut v = Vec::with_capacity(32 + record.len());
+        v.extend_from_slice(&h);
+        v.extend_from_slice(record);
+        self.head = h;
+        self.next += 1;
+        let day = today();
+        if self.day.as_ref().is_none_or(|(d, _)| *d != day) {
+            self.day = Some((day, seq));
+        }
+        self.dirty = true;
+        (key(b"lj/", &[&seq.to_be_bytes()]), v)
+    }
+
+    /// The current day's anchor, if records were appended since the last call.
+    pub(super) fn day_anchor(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        let (day, first) = self.day.clone()?;
+        let anchor = DayAnchor {
+            day: day.clone(),
+            first,
+            last: self.next - 1,
+            head: hex(&self.head),
+        };
+        Some((key(b"jd/", &[day.as_bytes()]), enc(&anchor).ok()?))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn seq_at(k: &[u8]) -> Result<u64> {
+    k.get(3..11)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StorageError::Corrupt("lj/".into(), "bad journal key".into()))
+}
+
+/// Where the chain stands after the last stored record.
+pub(super) fn chain_head(tree: &sled::Tree, key: [u8; 32]) -> Result<ChainHead> {
+    let mut c = ChainHead {
+        key,
+        next: 1,
+        head: [0; 32],
+        day: None,
+        dirty: false,
+    };
+    if let Some(kv) = tree.scan_prefix(b"lj/").next_back() {
+        let (k, v) = kv?;
+        c.next = seq_at(&k)? + 1;
+        c.head = v
+            .get(..32)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| StorageError::Corrupt("lj/".into(), "short record".into()))?;
+    }
+    if let Some(kv) = tree.scan_prefix(b"jd/").next_back() {
+        let (k, v) = kv?;
+        let a: DayAnchor = dec(&k, &v)?;
+        c.day = Some((a.day, a.first));
+    }
+    Ok(c)
+}
+
+impl WriteSet {
+    /// An account's totals (its holder's actor is the only writer).
+    pub fn account(&mut self, a: &Account) {
+        self.put_json(account_key(b"la/", &a.id), a);
+    }
+
+    /// A new transfer: refused by the committer if its id exists.
+    pub fn new_transfer(&mut self, t: &Transfer) {
+        self.create_json(key(b"lt/", &[t.spec.id.as_bytes()]), t);
+    }
+
+    /// A transfer's new status (a pending transfer posted, voided, expired).
+    pub fn transfer_status(&mut self, t: &Transfer, holder: Holder) {
+        self.put_json(key(b"lt/", &[t.spec.id.as_bytes()]), t);
+        if let Some(at) = t.expires_at {
+            self.del(timeout_key(at, holder, t.spec.id));
+        }
+    }
+
+    /// Index a pending transfer under its timeout, for `holder` to expire it.
+    pub fn pending_timeout(&mut self, t: &Transfer, holder: Holder) {
+        if let Some(at) = t.expires_at {
+            self.put(timeout_key(at, holder, t.spec.id), Vec::new());
+        }
+    }
+
+    pub fn entry(&mut self, e: &Entry) {
+        let mut k = entry_prefix(&e.account);
+        k.extend_from_slice(&e.seq.to_be_bytes());
+        self.put_json(k, e);
+    }
+
+    pub fn journal(&mut self, r: &JournalRecord) {
+        self.journal_json(r);
+    }
+
+    pub fn inbox(&mut self, item: &InboxItem) {
+        let k = inbox_key(item.account.holder(), item.transfer.spec.id, item.side());
+        self.put_json(k, item);
+    }
+
+    pub fn inbox_done(&mut self, item: &InboxItem) {
+        self.del(inbox_key(
+            item.account.holder(),
+            item.transfer.spec.id,
+            item.side(),
+        ));
+    }
+}
+
+/// Everything the books check reads, in one consistent view.
+pub struct LedgerBooks {
+    pub accounts: Vec<Account>,
+    pub entries: Vec<Entry>,
+    pub journal: Vec<JournalRecord>,
+    pub in_flight: Vec<(AccountId, Posting)>,
+    /// Breaks of the hash chain and of day anchors.
+    pub chain_findings: Vec<String>,
+    pub anchors: Vec<DayAnchor>,
+}
+
+impl Storage {
+    pub fn account(&self, id: &AccountId) -> Result<Option<Account>> {
+        self.get(account_key(b"la/", id))
+    }
+
+    /// Every account of `holder` and the postings waiting in its inbox.
+    pub fn load_holder(&self, h: Holder) -> Result<(Vec<Account>, Vec<InboxItem>)> {
+        let accounts = match h {
+            Holder::User(u) => self.account(&AccountId::Wallet(u))?.into_iter().collect(),
+            Holder::System => {
+                let mut v: Vec<Account> = self.scan(b"la/revenue:".to_vec())?;
+                v.extend(self.account(&AccountId::Clearing)?);
+                v
+            }
+        };
+        Ok((accounts, self.inbox(h)?))
+    }
+
+    pub fn inbox(&self, h: Holder) -> Result<Vec<InboxItem>> {
+        self.scan(holder_prefix(b"lq/", h))
+    }
+
+    pub fn transfer(&self, id: TransferId) -> Result<Option<Transfer>> {
+        self.get(key(b"lt/", &[id.as_bytes()]))
+    }
+
+    /// Up to `limit` entries of `account`, newest first, with seq below `before`.
+    pub fn entries(&self, a: &AccountId, before: Option<u64>, limit: usize) -> Result<Vec<Entry>> {
+        let lo = entry_prefix(a);
+        let mut hi = lo.clone();
+        hi.extend_from_slice(&before.unwrap_or(u64::MAX).to_be_bytes());
+        self.inner
+            .tree
+            .range(lo..hi)
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                dec(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Pending transfers whose timeout is at or before `now`, with their holder.
+    pub fn due_pending(&self, now: i64, limit: usize) -> Result<Vec<(Holder, TransferId)>> {
+        let hi = key(b"lx/", &[&now.max(0).to_be_bytes(), &[0xff]]);
+        let mut out = Vec::new();
+        for kv in self.inner.tree.range(b"lx/".to_vec()..hi).take(limit) {
+            let (k, _) = kv?;
+            let bad = || StorageError::Corrupt("lx/".into(), "bad timeout key".into());
+            let rest = k.get(11..).ok_or_else(bad)?;
+            let sep = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+            let holder = std::str::from_utf8(&rest[..sep]).map_err(|_| bad())?;
+            let holder = match holder {
+                "system" => Holder::System,
+                u => Holder::User(crate::domain::ids::UserId::parse(u).map_err(|_| bad())?),
+            };
+            let id: [u8; 16] = rest
+                .get(sep + 1..)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(bad)?;
+            out.push((holder, TransferId(id)));
+        }
+        Ok(out)
+    }
+
+    pub fn day_anchors(&self) -> Result<Vec<DayAnchor>> {
+        self.scan(b"jd/".to_vec())
+    }
+
+    /// Read the whole ledger for the books check. Commits wait while it
+    /// reads, so the view is consistent (an admin operation: it is O(ledger)).
+    pub fn ledger_books(&self) -> Result<LedgerBooks> {
+        let _quiet = self
+            .inner
+            .apply_lock
+            .write()
+            .map_err(|_| StorageError::Io("apply lock poisoned".into()))?;
+        let accounts = self.scan(b"la/".to_vec())?;
+        let entries = self.scan(b"le/".to_vec())?;
+        let in_flight = self
+            .scan::<InboxItem>(b"lq/".to_vec())?
+            .into_iter()
+            .map(|i| (i.account, i.posting))
+            .collect();
+        let anchors = self.day_anchors()?;
+        let mut journal = Vec::new();
+        let mut chain_findings = Vec::new();
+        let mut prev = [0u8; 32];
+        let mut expect = 1u64;
+        let mut heads = std::collections::HashMap::new();
+        for kv in self.inner.tree.scan_prefix(b"lj/") {
+            let (k, v) = kv?;
+            let seq = seq_at(&k)?;
+            if seq != expect {
+                chain_findings.push(format!(
+                    "journal: record {expect} is missing (next is {seq})"
+                ));
+            }
+            expect = seq + 1;
+            let (stored, body) = v.split_at(32.min(v.len()));
+            let h = chain_hash(&self.inner.journal_key, &prev, seq, body);
+            if stored != h {
+                chain_findings.push(format!(
+                    "journal: record {seq} does not match the chain (edited, or an earlier record was)"
+                ));
+            }
+            prev = stored.try_into().unwrap_or([0; 32]);
+            heads.insert(seq, hex(&prev));
+            match dec::<JournalRecord>(&k, body) {
+                Ok(r) => journal.push(r),
+                Err(e) => chain_findings.push(format!("journal: record {seq} unreadable: {e}")),
+            }
+        }
+        for a in &anchors {
+            if heads.get(&a.last) != Some(&a.head) {
+                chain_findings.push(format!(
+                    "journal: the anchor of {} (records {}..={}) does not match the chain",
+                    a.day, a.first, a.last
+                ));
+            }
+        }
+        Ok(LedgerBooks {
+            accounts,
+            entries,
+            journal,
+            in_flight,
+            chain_findings,
+            anchors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_links_each_record_to_the_previous_one() {
+        let mut c = ChainHead {
+            key: [7; 32],
+            next: 1,
+            head: [0; 32],
+            day: None,
+            dirty: false,
+        };
+        let (k1, v1) = c.append(b"one");
+        let (_, v2) = c.append(b"two");
+        assert_eq!(seq_at(&k1).unwrap(), 1);
+        assert_eq!(&v1[..32], &chain_hash(&[7; 32], &[0; 32], 1, b"one"));
+        assert_eq!(
+            &v2[..32],
+            &chain_hash(&[7; 32], &v1[..32].try_into().unwrap(), 2, b"two")
+        );
+        // Another key gives another chain.
+        assert_ne!(
+            chain_hash(&[8; 32], &[0; 32], 1, b"one"),
+            chain_hash(&[7; 32], &[0; 32], 1, b"one")
+        );
+        let (_, anchor) = c.day_anchor().unwrap();
+        let a: DayAnchor = serde_json::from_slice(&anchor).unwrap();
+        assert_eq!((a.first, a.last, a.head), (1, 2, hex(&v2[..32])));
+        assert!(c.day_anchor().is_none(), "nothing new since");
+    }
+}

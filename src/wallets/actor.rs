@@ -1,0 +1,336 @@
+//! The WalletActor: single writer of one holder's accounts (a user's wallet,
+//! or, for the one system holder, the revenue and clearing accounts).
+//!
+//! A transfer runs in the actor of the holder that must authorise it
+//! ([`ledger::executor`]). That actor decides it ([`ledger::decide`]) and
+//! submits one write set holding the transfer, its journal record (both
+//! postings), its own account(s) and entries, and, for an account of another
+//! holder, an inbox item. The other holder's actor applies its inbox later in
+//! one write set per batch ([`WalletActor::drain`]); the books check counts
+//! inbox items as postings in flight.
+
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use crate::domain::ids::TransferId;
+use crate::domain::ledger::{
+    self, Account, AccountId, Entry, Holder, JournalRecord, Kind, Spec, Status, Transfer,
+};
+use crate::error::ApiError;
+use crate::registry::{done, Fail, Life, Pending, Resident, Step};
+use crate::storage::{InboxItem, WriteSet};
+
+/// The system holder applies its inbox this often.
+const SYSTEM_DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Most inbox items applied in one write set.
+const DRAIN_BATCH: usize = 4096;
+
+impl From<ledger::TransferError> for Fail {
+    fn from(e: ledger::TransferError) -> Self {
+        Fail::Api(e.into())
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// What a WalletActor is rebuilt from.
+pub struct Snapshot {
+    accounts: Vec<Account>,
+    inbox: Vec<InboxItem>,
+}
+
+pub struct WalletActor {
+    life: Life<WalletActor>,
+    env: Arc<Shared>,
+    holder: Holder,
+    accounts: HashMap<AccountId, Account>,
+    /// Transfers this activation wrote (new or with a new status), found here
+    /// before the committer has applied them. Cleared when nothing is in flight.
+    recent: HashMap<TransferId, Transfer>,
+    /// Inbox items read but not applied yet.
+    inbox: Vec<InboxItem>,
+    /// A drain's write set is in flight: the inbox is not read again before
+    /// it lands, so no item is applied twice.
+    draining: bool,
+}
+
+/// The result of [`Execute`]: the transfer as recorded, and whether this
+/// call made it (false: it existed with the same fields).
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub transfer: Transfer,
+    pub fresh: bool,
+}
+
+impl WalletActor {
+    fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
+        let durable = self
+            .env
+            .storage
+            .submit_tracked(w, Some(Arc::clone(&self.life.writes)));
+        Box::pin(async move {
+            durable.await?;
+            Ok(value)
+        })
+    }
+
+    fn find(&self, id: TransferId) -> Result<Option<Transfer>, Fail> {
+        if let Some(t) = self.recent.get(&id) {
+            return Ok(Some(t.clone()));
+        }
+        Ok(self.env.storage.transfer(id)?)
+    }
+
+    /// The account as this actor sees it: its own, or (for the other side's
+    /// flags) a fresh view of another holder's.
+    fn view(&self, id: &AccountId) -> Account {
+        self.accounts
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Account::open(id.clone()))
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.life.writes.in_flight() == 0 {
+            self.recent.clear();
+        }
+        let idle = Duration::from_secs(self.env.config.actors.idle_timeout_seconds);
+        if self.holder != Holder::System {
+            self.life.tick(ctx, idle);
+        }
+    }
+
+    /// Run first in every handler (after `life.touch`).
+    fn catch_up(&mut self) {}
+
+    /// Apply the inbox: the postings other holders journalled for our
+    /// accounts. One write set per batch; the next read waits for it to land.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        if self.draining || self.life.touch(ctx).is_err() {
+            return;
+        }
+        if self.inbox.is_empty() {
+            match self.env.storage.inbox(self.holder) {
+                Ok(items) => self.inbox = items,
+                Err(e) => {
+                    tracing::error!(holder = %self.holder, error = %e, "cannot read the inbox");
+                    return;
+                }
+            }
+        }
+        if self.inbox.is_empty() {
+            return;
+        }
+        let take = self.inbox.len().min(DRAIN_BATCH);
+        let items: Vec<InboxItem> = self.inbox.drain(..take).collect();
+        let mut w = WriteSet::new();
+        let mut changed: HashMap<AccountId, Account> = HashMap::new();
+        for item in &items {
+            let mut a = changed
+                .remove(&item.account)
+                .unwrap_or_else(|| self.view(&item.account));
+            if let Err(e) = a.apply(&item.posting) {
+                // Cannot happen below MAX_AMOUNT; keep the item for the check to report.
+                tracing::error!(account = %a.id, transfer = %item.transfer.spec.id, error = %e, "inbox posting not applicable");
+                changed.insert(a.id.clone(), a);
+                continue;
+            }
+            w.entry(&Entry::of(&item.transfer, &a, item.posting));
+            w.inbox_done(item);
+            changed.insert(a.id.clone(), a);
+        }
+        for a in changed.values() {
+            w.account(a);
+        }
+        let durable = self.commit(w, ());
+        self.accounts.extend(changed);
+        self.draining = true;
+        ctx.spawn(durable.into_actor(self).map(|r, act, _| {
+            act.draining = false;
+            if let Err(Fail::Api(e)) = r {
+                tracing::error!(holder = %act.holder, error = %e, "inbox drain failed");
+            }
+        }));
+    }
+
+    fn execute(&mut self, m: Execute) -> Step<Executed> {
+        let spec = m.spec;
+        if ledger::executor(&spec.debit, &spec.credit) != self.holder {
+            tracing::error!(transfer = %spec.id, holder = %self.holder, "transfer routed to the wrong holder");
+            return Err(ApiError::Internal.into());
+        }
+        if let Some(t) = self.find(spec.id)? {
+            ledger::compare(&t.spec, &spec)?;
+            return done(Executed {
+                transfer: t,
+                fresh: false,
+            });
+        }
+        let pending = match spec.kind {
+            Kind::Post { pending_id } | Kind::Void { pending_id } | Kind::Expire { pending_id } => {
+                self.find(pending_id)?
+            }
+            Kind::Single | Kind::Pending { .. } => None,
+        };
+        let d = ledger::decide(&spec, &self.view(&spec.debit), pending.as_ref(), now())?;
+        let mut w = WriteSet::new();
+        w.new_transfer(&d.transfer);
+        w.pending_timeout(&d.transfer, self.holder);
+        if let Some(r) = &d.resolved {
+            w.transfer_status(r, self.holder);
+        }
+        w.journal(&JournalRecord {
+            transfer: d.transfer.clone(),
+            debit: d.debit,
+            credit: d.credit(),
+        });
+        let mut updated = Vec::with_capacity(2);
+        for (id, posting) in [(&spec.debit, d.debit), (&spec.credit, d.credit())] {
+            if id.holder() == self.holder {
+                let mut a = self.view(id);
+                a.apply(&posting)?;
+                w.account(&a);
+                w.entry(&Entry::of(&d.transfer, &a, posting));
+                updated.push(a);
+            } else {
+                w.inbox(&InboxItem {
+                    account: id.clone(),
+                    posting,
+                    transfer: d.transfer.clone(),
+                });
+            }
+        }
+        let answer = self.commit(
+            w,
+            Executed {
+                transfer: d.transfer.clone(),
+                fresh: true,
+            },
+        );
+        for a in updated {
+            self.accounts.insert(a.id.clone(), a);
+        }
+        self.recent.insert(d.transfer.spec.id, d.transfer);
+        if let Some(r) = d.resolved {
+            self.recent.insert(r.spec.id, r);
+        }
+        Ok(answer)
+    }
+
+    fn get_account(&mut self, m: GetAccount) -> Step<Account> {
+        if m.id.holder() != self.holder {
+            return Err(ApiError::Internal.into());
+        }
+        done(self.view(&m.id))
+    }
+
+    fn get_transfer(&mut self, m: GetTransfer) -> Step<Option<Transfer>> {
+        done(self.find(m.id)?)
+    }
+
+    /// Resolve a pending transfer that reached its timeout (sent by the sweeper).
+    fn expire_due(&mut self, m: ExpireDue) -> Step<()> {
+        let Some(p) = self.find(m.id)? else {
+            return done(());
+        };
+        if p.status != Status::Pending || p.expires_at.is_none_or(|t| now() < t) {
+            return done(());
+        }
+        let spec = Spec {
+            id: TransferId::derive("expire", &[p.spec.id.as_bytes()]),
+            debit: p.spec.debit.clone(),
+            credit: p.spec.credit.clone(),
+            amount: 0,
+            kind: Kind::Expire {
+                pending_id: p.spec.id,
+            },
+            reason: p.spec.reason,
+            user_data: String::new(),
+        };
+        let step = self.execute(Execute { spec })?;
+        Ok(Box::pin(async move { step.await.map(|_| ()) }))
+    }
+}
+
+impl Actor for WalletActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        Life::started(ctx, self.env.config.actors.idle_timeout_seconds, Self::tick);
+        if self.holder == Holder::System {
+            ctx.run_interval(SYSTEM_DRAIN_EVERY, |act, ctx| act.drain(ctx));
+        } else if !self.inbox.is_empty() {
+            self.drain(ctx);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.life.stopped();
+    }
+}
+
+impl Resident for WalletActor {
+    type Id = Holder;
+    type Snapshot = Snapshot;
+    type Env = Shared;
+
+    fn load(env: &Shared, h: Holder) -> Result<Snapshot, ApiError> {
+        let (accounts, inbox) = env.storage.load_holder(h)?;
+        Ok(Snapshot { accounts, inbox })
+    }
+
+    fn activate(snap: Snapshot, life: Life<Self>, env: Arc<Shared>) -> Self {
+        let holder = life.id();
+        WalletActor {
+            life,
+            env,
+            holder,
+            accounts: snap
+                .accounts
+                .into_iter()
+                .map(|a| (a.id.clone(), a))
+                .collect(),
+            recent: HashMap::new(),
+            inbox: snap.inbox,
+            draining: false,
+        }
+    }
+
+    fn spread(h: &Holder) -> (u8, u8) {
+        match h {
+            Holder::User(u) => (u.0[0], u.0[1]),
+            Holder::System => (0, 0),
+        }
+    }
+}
+
+macro_rules! message {
+    ($($t:tt)*) => { $crate::resident_message!(WalletActor, catch_up; $($t)*); };
+}
+
+message!(Execute -> Executed { spec: Spec } => execute);
+message!(GetAccount -> Account { id: AccountId } => get_account);
+message!(GetTransfer -> Option<Transfer> { id: TransferId } => get_transfer);
+message!(ExpireDue -> () { id: TransferId } => expire_due);
+
+/// Apply the inbox now.
+#[derive(Debug, Clone)]
+pub struct Drain;
+
+impl Message for Drain {
+    type Result = Step<()>;
+}
+
+impl Handler<Drain> for WalletActor {
+    type Result = Step<()>;
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Step<()> {
+        self.life.touch(ctx)?;
+        self.drain(ctx);
+        done(())
+    }
+}

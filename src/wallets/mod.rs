@@ -1,0 +1,131 @@
+//! Wallets: the registry of wallet actors, routing of transfers to the
+//! holder that must authorise them, the timeout sweeper of pending
+//! transfers, earnings, and the books check.
+
+pub mod actor;
+
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::domain::ids::{TransferId, UserId};
+use crate::domain::ledger::{self, Account, AccountId, CheckReport, Holder, Kind, Reason, Spec};
+use crate::error::ApiError;
+use crate::registry::{Arbiters, Registry};
+use crate::storage::{DayAnchor, Storage};
+use actor::{Drain, Execute, ExpireDue, GetAccount};
+pub use actor::{Executed, WalletActor};
+
+/// What every wallet actor shares.
+pub struct Shared {
+    pub config: Config,
+    pub storage: Storage,
+}
+
+/// The books check's answer: the report and the journal's day anchors.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BooksCheck {
+    #[serde(flatten)]
+    pub report: CheckReport,
+    pub journal_days: Vec<DayAnchor>,
+}
+
+#[derive(Clone)]
+pub struct Wallets {
+    actors: Registry<WalletActor>,
+}
+
+impl Wallets {
+    /// Call inside the actix system but outside the HttpServer factory.
+    /// Starts the sweeper that expires pending transfers at their timeout.
+    pub fn new(shared: Arc<Shared>, arbiters: Arbiters) -> Wallets {
+        let mailbox = shared.config.actors.mailbox;
+        let w = Wallets {
+            actors: Registry::new(shared, arbiters, mailbox),
+        };
+        actix::spawn(w.clone().sweep_timeouts());
+        // The system holder applies its inbox on a timer; wake it now so
+        // postings left from before a restart are applied.
+        let sys = w.clone();
+        actix::spawn(async move {
+            if let Err(e) = sys.actors.call(Holder::System, Drain).await {
+                tracing::error!(error = %e, "cannot start the system wallet actor");
+            }
+        });
+        w
+    }
+
+    fn storage(&self) -> &Storage {
+        &self.actors.env().storage
+    }
+
+    async fn sweep_timeouts(self) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let now = chrono::Utc::now().timestamp();
+            match self.storage().due_pending(now, 1000) {
+                Ok(due) => {
+                    for (holder, id) in due {
+                        if let Err(e) = self.actors.call(holder, ExpireDue { id }).await {
+                            tracing::warn!(transfer = %id, error = %e, "pending transfer expiry failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "timeout sweep: storage read failed"),
+            }
+        }
+    }
+
+    /// Run a transfer in the actor of the holder that must authorise it.
+    pub async fn execute(&self, spec: Spec) -> Result<Executed, ApiError> {
+        let holder = ledger::executor(&spec.debit, &spec.credit);
+        self.actors.call(holder, Execute { spec }).await
+    }
+
+    pub async fn account(&self, id: AccountId) -> Result<Account, ApiError> {
+        self.actors.call(id.holder(), GetAccount { id }).await
+    }
+
+    /// Credit `user` for an earning event, from the kind's revenue account.
+    /// Idempotent on `event_id`: the transfer id derives from it.
+    pub async fn earn(
+        &self,
+        event_id: &str,
+        user: UserId,
+        kind: &str,
+        amount: u64,
+    ) -> Result<Executed, ApiError> {
+        self.execute(Spec {
+            id: TransferId::derive("earning", &[event_id.as_bytes()]),
+            debit: AccountId::Revenue(kind.to_string()),
+            credit: AccountId::Wallet(user),
+            amount,
+            kind: Kind::Single,
+            reason: Reason::Earning,
+            user_data: event_id.to_string(),
+        })
+        .await
+    }
+
+    /// Verify the books (see [`ledger::check`]) and the journal's hash chain.
+    /// Reads the whole ledger while commits wait: an operator's tool.
+    pub async fn check(&self) -> Result<BooksCheck, ApiError> {
+        let storage = self.storage().clone();
+        let books = actix_web::web::block(move || storage.ledger_books())
+            .await
+            .map_err(|_| ApiError::Internal)??;
+        let mut report = ledger::check(&ledger::Books {
+            accounts: &books.accounts,
+            entries: &books.entries,
+            journal: &books.journal,
+            in_flight: &books.in_flight,
+        });
+        report.findings.extend(books.chain_findings);
+        Ok(BooksCheck {
+            report,
+            journal_days: books.anchors,
+        })
+    }
+}
