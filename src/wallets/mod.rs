@@ -84,6 +84,12 @@ impl Wallets {
         self.actors.call(holder, Execute { spec }).await
     }
 
+    /// A transfer as stored (durable state; a transfer being written is not
+    /// visible until its write set landed).
+    pub fn transfer(&self, id: TransferId) -> Result<Option<ledger::Transfer>, ApiError> {
+        Ok(self.storage().transfer(id)?)
+    }
+
     pub async fn account(&self, id: AccountId) -> Result<Account, ApiError> {
         self.actors.call(id.holder(), GetAccount { id }).await
     }

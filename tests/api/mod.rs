@@ -3,6 +3,7 @@ mod crash;
 mod errors;
 mod flow;
 mod helpers;
+mod ledger_actors;
 mod ops;
 mod qr;
 mod wallets;
