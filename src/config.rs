@@ -20,6 +20,7 @@ pub struct Config {
     pub actors: Actors,
     pub websocket: WebSocket,
     pub wallets: Wallets,
+    pub payouts: Payouts,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +71,68 @@ pub struct Wallets {
     pub earning_max_fen: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Payouts {
+    /// Bounds of one payout, in fen.
+    pub min_fen: u64,
+    pub max_fen: u64,
+    /// A user's payouts per day: total amount and count.
+    pub daily_max_fen: u64,
+    pub daily_max_count: u32,
+    /// Payouts above this amount need a KYC-verified user.
+    pub kyc_above_fen: u64,
+    /// Lowest threshold a user may choose for automatic payouts.
+    pub auto_min_threshold_fen: u64,
+    /// A payout still `processing` after this long is reported as stuck
+    /// (the provider's guidance: 30 minutes).
+    pub stuck_after_seconds: i64,
+    /// Single transfers and users' daily payout totals at or above this go
+    /// into the large-transaction report (default 50,000 yuan).
+    pub large_transaction_fen: u64,
+    /// Hours east of UTC of the business day (limits, reports, bills): 8 for China.
+    pub day_offset_hours: i32,
+    /// Multiplies retry delays (tests shorten them).
+    pub retry_factor: f64,
+}
+
+impl Default for Payouts {
+    fn default() -> Self {
+        Payouts {
+            min_fen: 100,
+            max_fen: 20_000,
+            daily_max_fen: 50_000,
+            daily_max_count: 10,
+            kyc_above_fen: 5_000,
+            auto_min_threshold_fen: 100,
+            stuck_after_seconds: 1800,
+            large_transaction_fen: 5_000_000,
+            day_offset_hours: 8,
+            retry_factor: 1.0,
+        }
+    }
+}
+
+impl Payouts {
+    pub fn limits(&self) -> crate::domain::payout::Limits {
+        crate::domain::payout::Limits {
+            min_fen: self.min_fen,
+            max_fen: self.max_fen,
+            daily_max_fen: self.daily_max_fen,
+            daily_max_count: self.daily_max_count,
+            kyc_above_fen: self.kyc_above_fen,
+        }
+    }
+
+    /// The business day (`YYYY-MM-DD`) of a unix time.
+    pub fn day_of(&self, ts: i64) -> String {
+        let shifted = ts + i64::from(self.day_offset_hours) * 3600;
+        chrono::DateTime::from_timestamp(shifted, 0)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    }
+}
+
 impl Default for Wallets {
     fn default() -> Self {
         Wallets {
@@ -92,6 +155,7 @@ impl Default for Config {
             actors: Actors::default(),
             websocket: WebSocket::default(),
             wallets: Wallets::default(),
+            payouts: Payouts::default(),
         }
     }
 }
@@ -220,6 +284,20 @@ impl Config {
         }
         if w.earning_max_fen > crate::domain::ledger::MAX_AMOUNT {
             return bad("wallets.earning_max_fen is above the largest transfer");
+        }
+        let p = &self.payouts;
+        if p.min_fen == 0 || p.max_fen < p.min_fen || p.max_fen > crate::domain::ledger::MAX_AMOUNT
+        {
+            return bad("payouts.min_fen must be >= 1 and <= max_fen (<= the largest transfer)");
+        }
+        if p.auto_min_threshold_fen < p.min_fen {
+            return bad("payouts.auto_min_threshold_fen must be >= payouts.min_fen");
+        }
+        if !(-12..=14).contains(&p.day_offset_hours) {
+            return bad("payouts.day_offset_hours must be between -12 and 14");
+        }
+        if !(p.retry_factor > 0.0 && p.retry_factor <= 100.0) || p.stuck_after_seconds < 1 {
+            return bad("payouts.retry_factor must be in (0, 100] and stuck_after_seconds >= 1");
         }
         if let Some(u) = &self.public_base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {

@@ -60,6 +60,22 @@ pub enum ApiError {
     #[error("transfer not found")]
     TransferNotFound,
 
+    // ---- payouts and the provider ----
+    #[error("{0}")]
+    Payout(crate::domain::payout::Refusal),
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("an Idempotency-Key header (1 to 128 printable ASCII characters) is required")]
+    IdempotencyKeyRequired,
+    #[error("payout not found")]
+    PayoutNotFound,
+    #[error("payouts need a payment provider: configure [provider]")]
+    ProviderNotConfigured,
+    #[error("the payment provider did not answer properly; retry later")]
+    ProviderUnavailable,
+    #[error("the payment provider refused the authorization code: {0}")]
+    LinkCodeRejected(String),
+
     // ---- other domain conflicts ----
     #[error("{0}")]
     Conflict(&'static str),
@@ -94,6 +110,13 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Transfer(e) => e.code(),
             ApiError::TransferNotFound => "transfer_not_found",
+            ApiError::Payout(r) => r.code(),
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyKeyRequired => "idempotency_key_required",
+            ApiError::PayoutNotFound => "payout_not_found",
+            ApiError::ProviderNotConfigured => "provider_not_configured",
+            ApiError::ProviderUnavailable => "provider_unavailable",
+            ApiError::LinkCodeRejected(_) => "link_code_invalid",
             ApiError::Conflict(code) => code,
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
@@ -131,7 +154,16 @@ impl ApiError {
                     _ => StatusCode::CONFLICT,
                 }
             }
-            ApiError::TransferNotFound => StatusCode::NOT_FOUND,
+            ApiError::TransferNotFound | ApiError::PayoutNotFound => StatusCode::NOT_FOUND,
+            ApiError::Payout(r) => {
+                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyKeyRequired | ApiError::LinkCodeRejected(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::ProviderNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ProviderUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,

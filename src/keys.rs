@@ -27,6 +27,8 @@ pub enum KeyError {
     Bad(PathBuf),
     #[error("{0} is missing but the data dir holds a database: restore it from backup (a new secret would invalidate every invitation)")]
     MissingSecret(PathBuf),
+    #[error("a sealed secret could not be encrypted or decrypted (wrong data dir secret, or the record is damaged)")]
+    Seal,
 }
 
 struct KeyEntry {
@@ -43,6 +45,7 @@ pub struct KeyRing {
     group_ref_key: [u8; 32],
     creator_ref_key: [u8; 32],
     journal_key: [u8; 32],
+    seal_key: [u8; 32],
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -176,6 +179,7 @@ impl KeyRing {
             group_ref_key: blake3::derive_key("qrgate 2026 group reference", &secret),
             creator_ref_key: blake3::derive_key("qrgate 2026 creator reference", &secret),
             journal_key: blake3::derive_key("qrgate 2026 ledger journal chain", &secret),
+            seal_key: blake3::derive_key("qrgate 2026 token sealing", &secret),
         })
     }
 
@@ -189,6 +193,39 @@ impl KeyRing {
 
     pub fn tag_key(&self) -> &[u8; 32] {
         &self.tag_key
+    }
+
+    /// Encrypt a secret for storage (AES-256-GCM, random nonce):
+    /// base64url of nonce || ciphertext || tag.
+    pub fn seal(&self, plaintext: &str) -> Result<String, KeyError> {
+        use aes_gcm::aead::Aead;
+        use aes_gcm::KeyInit;
+        let cipher =
+            aes_gcm::Aes256Gcm::new_from_slice(&self.seal_key).map_err(|_| KeyError::Seal)?;
+        let nonce: [u8; 12] = random_bytes();
+        let ct = cipher
+            .encrypt(aes_gcm::Nonce::from_slice(&nonce), plaintext.as_bytes())
+            .map_err(|_| KeyError::Seal)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Decrypt what [`seal`](Self::seal) made.
+    pub fn open(&self, sealed: &str) -> Result<String, KeyError> {
+        use aes_gcm::aead::Aead;
+        use aes_gcm::KeyInit;
+        let raw = URL_SAFE_NO_PAD.decode(sealed).map_err(|_| KeyError::Seal)?;
+        if raw.len() < 12 + 16 {
+            return Err(KeyError::Seal);
+        }
+        let (nonce, ct) = raw.split_at(12);
+        let cipher =
+            aes_gcm::Aes256Gcm::new_from_slice(&self.seal_key).map_err(|_| KeyError::Seal)?;
+        let pt = cipher
+            .decrypt(aes_gcm::Nonce::from_slice(nonce), ct)
+            .map_err(|_| KeyError::Seal)?;
+        String::from_utf8(pt).map_err(|_| KeyError::Seal)
     }
 
     /// Keys the hash chain of the ledger journal.
@@ -266,5 +303,28 @@ mod tests {
             1,
             "retired key unpublished after max ttl"
         );
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_same_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let sealed = ring.seal("access-token-123").unwrap();
+        assert!(!sealed.contains("access-token-123"));
+        assert_ne!(
+            sealed,
+            ring.seal("access-token-123").unwrap(),
+            "random nonce"
+        );
+        assert_eq!(ring.open(&sealed).unwrap(), "access-token-123");
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = KeyRing::load_or_create(other_dir.path()).unwrap();
+        assert!(matches!(other.open(&sealed), Err(KeyError::Seal)));
+        let mut tampered = sealed.into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert!(matches!(ring.open(&tampered), Err(KeyError::Seal)));
+        assert!(matches!(ring.open("short"), Err(KeyError::Seal)));
     }
 }

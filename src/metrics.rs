@@ -152,6 +152,47 @@ pub static QR_RENDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static PAYOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_payouts_total",
+            "Payouts by event: requested, succeeded, failed, contradiction",
+        ),
+        &["event"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static PAYOUTS_STUCK: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_payouts_stuck",
+        "Payouts processing longer than payouts.stuck_after_seconds",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static PROVIDER_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_provider_calls_total",
+            "Calls to the payment provider by operation and result",
+        ),
+        &["operation", "result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_provider_notifications_total",
+            "Provider notifications by result (applied, duplicate, rejected_signature, ...)",
+        ),
+        &["result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 /// Metric constructors only fail on invalid names, which are constants here.
 fn unreachable_metric<T>() -> T {
     panic!("invalid metric definition")
@@ -173,6 +214,10 @@ pub fn init() {
     LazyLock::force(&WS_CONNECTIONS);
     LazyLock::force(&WS_DROPPED);
     LazyLock::force(&QR_RENDERS);
+    LazyLock::force(&PAYOUTS);
+    LazyLock::force(&PAYOUTS_STUCK);
+    LazyLock::force(&PROVIDER_CALLS);
+    LazyLock::force(&NOTIFICATIONS);
 }
 
 pub fn render() -> String {

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{GroupId, InviteId, RequestId, UserId};
+use super::ids::{GroupId, InviteId, PayoutId, RequestId, UserId};
+use super::payout::PayoutState;
 
 /// What happened. Serialised with a `type` field, as pushed to WebSocket clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,14 @@ pub enum EventKind {
     GroupUnbanned {
         group_id: GroupId,
     },
+    /// A payout changed state (sent to its user).
+    PayoutUpdated {
+        payout_id: PayoutId,
+        status: PayoutState,
+        amount: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fail_reason: Option<String>,
+    },
 }
 
 /// An event and who receives it: the subscribers of its group topic and the
@@ -72,6 +81,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event for the listed users only (no group topic).
+    pub fn for_users(users: Vec<UserId>, at: i64, kind: EventKind) -> Self {
+        Event {
+            seq: 0,
+            at,
+            group: None,
+            users,
+            kind,
+        }
+    }
+
     pub fn for_group(group: GroupId, users: Vec<UserId>, at: i64, kind: EventKind) -> Self {
         Event {
             seq: 0,

@@ -4,4 +4,6 @@ pub mod group;
 pub mod ids;
 pub mod join;
 pub mod ledger;
+pub mod payout;
+pub mod reconcile;
 pub mod token;

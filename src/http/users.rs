@@ -57,6 +57,7 @@ pub async fn create_user(
         id: UserId::random(),
         name,
         created_at: now(),
+        kyc_verified: false,
     };
     let (token, hash) = auth::new_session();
     let mut w = WriteSet::new();

@@ -36,10 +36,12 @@ use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 mod commit;
 mod ledger;
+mod payouts;
 
 use commit::{commit_loop, Job};
 pub use commit::{ChainHead, Tracker};
 pub use ledger::{DayAnchor, InboxItem, LedgerBooks};
+pub use payouts::{LargeTransaction, Link};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -67,6 +69,9 @@ pub struct User {
     pub id: UserId,
     pub name: String,
     pub created_at: i64,
+    /// Identity verified (KYC) by the operator; large payouts need it.
+    #[serde(default)]
+    pub kyc_verified: bool,
 }
 
 /// Everything a GroupActor needs to rebuild itself.
@@ -152,6 +157,17 @@ impl WriteSet {
         self.ops.push((k, None));
     }
 
+    /// Add everything of `other` after what is already here.
+    pub fn append(&mut self, mut other: WriteSet) {
+        self.ops.append(&mut other.ops);
+        self.events.append(&mut other.events);
+        self.creates.append(&mut other.creates);
+        self.journal.append(&mut other.journal);
+        if self.error.is_none() {
+            self.error = other.error.take();
+        }
+    }
+
     /// Put `v` under `k`, which must not exist yet (checked by the committer,
     /// the only writer, so two racing creators cannot both succeed).
     fn create_json<T: Serialize>(&mut self, k: Vec<u8>, v: &T) {
@@ -169,6 +185,11 @@ impl WriteSet {
     pub fn user(&mut self, u: &User, session_hash: &[u8; 32]) {
         self.put_json(key(b"u/", &[u.id.as_bytes()]), u);
         self.put(key(b"s/", &[session_hash]), u.id.as_bytes().to_vec());
+    }
+
+    /// A user's record alone (its sessions stay).
+    pub fn user_record(&mut self, u: &User) {
+        self.put_json(key(b"u/", &[u.id.as_bytes()]), u);
     }
 
     pub fn group(&mut self, g: &Group) {

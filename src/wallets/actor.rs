@@ -45,18 +45,26 @@ pub struct Snapshot {
 }
 
 pub struct WalletActor {
-    life: Life<WalletActor>,
-    env: Arc<Shared>,
-    holder: Holder,
+    pub(super) life: Life<WalletActor>,
+    pub(super) env: Arc<Shared>,
+    pub(super) holder: Holder,
     accounts: HashMap<AccountId, Account>,
     /// Transfers this activation wrote (new or with a new status), found here
     /// before the committer has applied them. Cleared when nothing is in flight.
     recent: HashMap<TransferId, Transfer>,
     /// Inbox items read but not applied yet.
     inbox: Vec<InboxItem>,
+    /// Payout state of this activation (see [`super::payouts`]).
+    pub(super) payouts: super::payouts::PayoutMemory,
     /// A drain's write set is in flight: the inbox is not read again before
     /// it lands, so no item is applied twice.
     draining: bool,
+}
+
+/// A decided transfer whose records are in a write set, not yet in memory.
+pub(super) struct Staged {
+    pub(super) decision: ledger::Decision,
+    accounts: Vec<Account>,
 }
 
 /// The result of [`Execute`]: the transfer as recorded, and whether this
@@ -68,7 +76,7 @@ pub struct Executed {
 }
 
 impl WalletActor {
-    fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
+    pub(super) fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
         let durable = self
             .env
             .storage
@@ -79,7 +87,11 @@ impl WalletActor {
         })
     }
 
-    fn find(&self, id: TransferId) -> Result<Option<Transfer>, Fail> {
+    pub(super) fn now(&self) -> i64 {
+        now()
+    }
+
+    pub(super) fn find(&self, id: TransferId) -> Result<Option<Transfer>, Fail> {
         if let Some(t) = self.recent.get(&id) {
             return Ok(Some(t.clone()));
         }
@@ -98,6 +110,7 @@ impl WalletActor {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.life.writes.in_flight() == 0 {
             self.recent.clear();
+            self.payouts.forget_durable();
         }
         let idle = Duration::from_secs(self.env.config.actors.idle_timeout_seconds);
         if self.holder != Holder::System {
@@ -106,7 +119,7 @@ impl WalletActor {
     }
 
     /// Run first in every handler (after `life.touch`).
-    fn catch_up(&mut self) {}
+    pub(super) fn catch_up(&mut self) {}
 
     /// Apply the inbox: the postings other holders journalled for our
     /// accounts. One write set per batch; the next read waits for it to land.
@@ -160,10 +173,6 @@ impl WalletActor {
 
     fn execute(&mut self, m: Execute) -> Step<Executed> {
         let spec = m.spec;
-        if ledger::executor(&spec.debit, &spec.credit) != self.holder {
-            tracing::error!(transfer = %spec.id, holder = %self.holder, "transfer routed to the wrong holder");
-            return Err(ApiError::Internal.into());
-        }
         if let Some(t) = self.find(spec.id)? {
             ledger::compare(&t.spec, &spec)?;
             return done(Executed {
@@ -171,14 +180,52 @@ impl WalletActor {
                 fresh: false,
             });
         }
+        let mut w = WriteSet::new();
+        let staged = self.stage(&spec, &mut w)?;
+        let answer = self.commit(
+            w,
+            Executed {
+                transfer: staged.decision.transfer.clone(),
+                fresh: true,
+            },
+        );
+        self.adopt(staged);
+        Ok(answer)
+    }
+
+    /// Decide a new transfer (its id is not taken) and add its records to
+    /// `w`: the transfer, its journal record, this holder's accounts and
+    /// entries, the other holder's inbox item. Changes no memory: call
+    /// [`adopt`](Self::adopt) once `w` is submitted.
+    pub(super) fn stage(&self, spec: &Spec, w: &mut WriteSet) -> Result<Staged, Fail> {
+        if ledger::executor(&spec.debit, &spec.credit) != self.holder {
+            tracing::error!(transfer = %spec.id, holder = %self.holder, "transfer routed to the wrong holder");
+            return Err(ApiError::Internal.into());
+        }
         let pending = match spec.kind {
             Kind::Post { pending_id } | Kind::Void { pending_id } | Kind::Expire { pending_id } => {
                 self.find(pending_id)?
             }
             Kind::Single | Kind::Pending { .. } => None,
         };
-        let d = ledger::decide(&spec, &self.view(&spec.debit), pending.as_ref(), now())?;
-        let mut w = WriteSet::new();
+        let d = ledger::decide(spec, &self.view(&spec.debit), pending.as_ref(), now())?;
+        let mut accounts = Vec::with_capacity(2);
+        let mut parts = WriteSet::new();
+        for (id, posting) in [(&spec.debit, d.debit), (&spec.credit, d.credit())] {
+            if id.holder() == self.holder {
+                let mut a = self.view(id);
+                a.apply(&posting)?;
+                parts.account(&a);
+                parts.entry(&Entry::of(&d.transfer, &a, posting));
+                accounts.push(a);
+            } else {
+                parts.inbox(&InboxItem {
+                    account: id.clone(),
+                    posting,
+                    transfer: d.transfer.clone(),
+                });
+            }
+        }
         w.new_transfer(&d.transfer);
         w.pending_timeout(&d.transfer, self.holder);
         if let Some(r) = &d.resolved {
@@ -189,37 +236,23 @@ impl WalletActor {
             debit: d.debit,
             credit: d.credit(),
         });
-        let mut updated = Vec::with_capacity(2);
-        for (id, posting) in [(&spec.debit, d.debit), (&spec.credit, d.credit())] {
-            if id.holder() == self.holder {
-                let mut a = self.view(id);
-                a.apply(&posting)?;
-                w.account(&a);
-                w.entry(&Entry::of(&d.transfer, &a, posting));
-                updated.push(a);
-            } else {
-                w.inbox(&InboxItem {
-                    account: id.clone(),
-                    posting,
-                    transfer: d.transfer.clone(),
-                });
-            }
-        }
-        let answer = self.commit(
-            w,
-            Executed {
-                transfer: d.transfer.clone(),
-                fresh: true,
-            },
-        );
-        for a in updated {
+        w.append(parts);
+        Ok(Staged {
+            decision: d,
+            accounts,
+        })
+    }
+
+    /// Take a staged transfer into memory (its write set was submitted).
+    pub(super) fn adopt(&mut self, s: Staged) {
+        for a in s.accounts {
             self.accounts.insert(a.id.clone(), a);
         }
+        let d = s.decision;
         self.recent.insert(d.transfer.spec.id, d.transfer);
         if let Some(r) = d.resolved {
             self.recent.insert(r.spec.id, r);
         }
-        Ok(answer)
     }
 
     fn get_account(&mut self, m: GetAccount) -> Step<Account> {
@@ -298,6 +331,7 @@ impl Resident for WalletActor {
             recent: HashMap::new(),
             inbox: snap.inbox,
             draining: false,
+            payouts: Default::default(),
         }
     }
 
@@ -309,9 +343,12 @@ impl Resident for WalletActor {
     }
 }
 
-macro_rules! message {
-    ($($t:tt)*) => { $crate::resident_message!(WalletActor, catch_up; $($t)*); };
+#[macro_export]
+#[doc(hidden)]
+macro_rules! wallet_message {
+    ($($t:tt)*) => { $crate::resident_message!($crate::wallets::WalletActor, catch_up; $($t)*); };
 }
+use wallet_message as message;
 
 message!(Execute -> Executed { spec: Spec } => execute);
 message!(GetAccount -> Account { id: AccountId } => get_account);

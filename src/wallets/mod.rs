@@ -3,6 +3,7 @@
 //! transfers, earnings, and the books check.
 
 pub mod actor;
+pub mod payouts;
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -16,6 +17,12 @@ use crate::registry::{Arbiters, Registry};
 use crate::storage::{DayAnchor, Storage};
 use actor::{Drain, Execute, ExpireDue, GetAccount};
 pub use actor::{Executed, WalletActor};
+pub use payouts::Requested;
+use payouts::{PayoutProgress, RequestPayout, SetLink};
+
+use crate::domain::ids::PayoutId;
+use crate::domain::payout::{Answer, Payout};
+use crate::storage::Link;
 
 /// What every wallet actor shares.
 pub struct Shared {
@@ -113,6 +120,57 @@ impl Wallets {
             user_data: event_id.to_string(),
         })
         .await
+    }
+
+    /// Ask for a payout of `amount` for `user`. `key` is the client's
+    /// Idempotency-Key; `request_hash` tells a retry from a reused key.
+    pub async fn request_payout(
+        &self,
+        user: UserId,
+        key: String,
+        request_hash: [u8; 32],
+        amount: u64,
+    ) -> Result<Requested, ApiError> {
+        self.actors
+            .call(
+                Holder::User(user),
+                RequestPayout {
+                    key,
+                    request_hash,
+                    amount,
+                    automatic: false,
+                },
+            )
+            .await
+    }
+
+    /// Report what the provider said about a payout (or that asking failed).
+    pub async fn payout_progress(
+        &self,
+        p: &Payout,
+        answer: Option<Answer>,
+        error: Option<String>,
+        called: bool,
+    ) -> Result<Payout, ApiError> {
+        self.actors
+            .call(
+                Holder::User(p.user),
+                PayoutProgress {
+                    id: p.id,
+                    answer,
+                    error,
+                    called,
+                },
+            )
+            .await
+    }
+
+    pub async fn set_link(&self, user: UserId, link: Link) -> Result<(), ApiError> {
+        self.actors.call(Holder::User(user), SetLink { link }).await
+    }
+
+    pub fn payout(&self, id: PayoutId) -> Result<Option<Payout>, ApiError> {
+        Ok(self.storage().payout(id)?)
     }
 
     /// Verify the books (see [`ledger::check`]) and the journal's hash chain.

@@ -1,0 +1,416 @@
+//! Payout rules: the risk checks before money moves, the state machine a
+//! payout follows as the provider answers, and retry timing.
+//!
+//! ```text
+//! pending ──(provider accepted)──> processing ──(SUCCESS)──> succeeded
+//!    │                                  │
+//!    └──────────(FAIL, or the provider never had it and refused it)──> failed
+//! ```
+//! A timeout, a 5xx, or an answer whose signature does not verify is never a
+//! failure: the job asks again with the same `partner_trade_no` (the
+//! provider is idempotent on it) and queries the transfer. Only a terminal
+//! answer posts (succeeded) or voids (failed) the ledger hold, so a payout is
+//! paid at most once and its money is never released while the provider
+//! might still pay it.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{PayoutId, TransferId, UserId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutState {
+    /// Held in the ledger; not yet accepted by the provider.
+    Pending,
+    /// The provider accepted it and has not finished it.
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl PayoutState {
+    pub fn is_final(self) -> bool {
+        matches!(self, PayoutState::Succeeded | PayoutState::Failed)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub id: PayoutId,
+    pub user: UserId,
+    pub amount: u64,
+    /// Our number for the provider; stable across retries.
+    pub partner_trade_no: String,
+    pub openid: String,
+    pub state: PayoutState,
+    /// The pending ledger transfer that holds the amount.
+    pub hold: TransferId,
+    /// blake3 of the request body, to tell a retry from a reused key.
+    pub request_hash: [u8; 32],
+    /// Made by the automatic payout rule rather than a request.
+    pub automatic: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Calls made to the provider so far.
+    pub attempts: u32,
+    /// When the job next talks to the provider (None once final).
+    pub next_attempt_at: Option<i64>,
+    /// The provider accepted the transfer at least once (it exists there).
+    pub accepted: bool,
+    pub transfer_bill_no: Option<String>,
+    pub fail_reason: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Limits of the risk checks, from config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub min_fen: u64,
+    pub max_fen: u64,
+    pub daily_max_fen: u64,
+    pub daily_max_count: u32,
+    /// Payouts above this need a KYC-verified user.
+    pub kyc_above_fen: u64,
+}
+
+/// A user's payouts on one day (requested, whatever became of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayUsage {
+    pub count: u32,
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("link a payment account first (POST /v1/wallet/link)")]
+    NotLinked,
+    #[error("a payout must be at least {0} fen")]
+    BelowMinimum(u64),
+    #[error("a payout may be at most {0} fen")]
+    AboveMaximum(u64),
+    #[error(
+        "this payout would exceed the daily payout total of {limit} fen ({used} fen used today)"
+    )]
+    DailyAmount { limit: u64, used: u64 },
+    #[error("at most {0} payouts per day")]
+    DailyCount(u32),
+    #[error("payouts above {0} fen need a verified identity (KYC)")]
+    KycRequired(u64),
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotLinked => "account_not_linked",
+            Refusal::BelowMinimum(_) => "payout_below_minimum",
+            Refusal::AboveMaximum(_) => "payout_above_maximum",
+            Refusal::DailyAmount { .. } => "daily_payout_limit",
+            Refusal::DailyCount(_) => "payout_velocity_exceeded",
+            Refusal::KycRequired(_) => "kyc_required",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::NotLinked | Refusal::DailyAmount { .. } => 409,
+            Refusal::BelowMinimum(_) | Refusal::AboveMaximum(_) => 422,
+            Refusal::DailyCount(_) => 429,
+            Refusal::KycRequired(_) => 403,
+        }
+    }
+}
+
+/// The risk checks, in this order: linked account, per-payout bounds, KYC,
+/// velocity (count per day), daily total. Balance is checked by the ledger
+/// when the amount is held.
+pub fn check(
+    amount: u64,
+    linked: bool,
+    kyc_verified: bool,
+    today: DayUsage,
+    l: &Limits,
+) -> Result<(), Refusal> {
+    if !linked {
+        return Err(Refusal::NotLinked);
+    }
+    if amount < l.min_fen {
+        return Err(Refusal::BelowMinimum(l.min_fen));
+    }
+    if amount > l.max_fen {
+        return Err(Refusal::AboveMaximum(l.max_fen));
+    }
+    if amount > l.kyc_above_fen && !kyc_verified {
+        return Err(Refusal::KycRequired(l.kyc_above_fen));
+    }
+    if today.count >= l.daily_max_count {
+        return Err(Refusal::DailyCount(l.daily_max_count));
+    }
+    if today.total.saturating_add(amount) > l.daily_max_fen {
+        return Err(Refusal::DailyAmount {
+            limit: l.daily_max_fen,
+            used: today.total,
+        });
+    }
+    Ok(())
+}
+
+/// The provider's number for a payout, derived from the user and their
+/// idempotency key so every retry sends the same one: `QG` and 30 hex
+/// digits (the provider allows 32 of `[0-9A-Za-z]`).
+pub fn partner_trade_no(user: UserId, key: &str) -> String {
+    let mut h = blake3::Hasher::new_derive_key("qrgate 2026 partner_trade_no");
+    h.update(user.as_bytes());
+    h.update(key.as_bytes());
+    let digest = h.finalize();
+    let mut s = String::with_capacity(32);
+    s.push_str("QG");
+    for b in &digest.as_bytes()[..15] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// What the provider said about a transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Accepted or still processing.
+    Accepted {
+        bill_no: String,
+    },
+    Succeeded {
+        bill_no: String,
+    },
+    Failed {
+        reason: String,
+    },
+    /// The provider has no transfer with our number and refused to create it
+    /// (a definitive business error): nothing was or will be paid.
+    Refused {
+        reason: String,
+    },
+}
+
+/// What to do with a payout after an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing changes (a duplicate, or news older than what we know).
+    Keep,
+    /// Now processing at the provider.
+    Processing { bill_no: String },
+    /// Final: post the hold (succeeded) or void it (failed).
+    Finish {
+        state: PayoutState,
+        bill_no: Option<String>,
+        reason: Option<String>,
+    },
+    /// The answer contradicts a final state already recorded (e.g. FAIL after
+    /// SUCCESS): keep what we have and raise an alert.
+    Contradiction(String),
+}
+
+pub fn advance(p: &Payout, a: &Answer) -> Step {
+    use PayoutState::*;
+    match (p.state, a) {
+        (Pending, Answer::Accepted { bill_no }) => Step::Processing {
+            bill_no: bill_no.clone(),
+        },
+        (Processing, Answer::Accepted { .. }) => Step::Keep,
+        (Pending | Processing, Answer::Succeeded { bill_no }) => Step::Finish {
+            state: Succeeded,
+            bill_no: Some(bill_no.clone()),
+            reason: None,
+        },
+        (Pending | Processing, Answer::Failed { reason }) => Step::Finish {
+            state: Failed,
+            bill_no: p.transfer_bill_no.clone(),
+            reason: Some(reason.clone()),
+        },
+        // A refusal is final only if the provider never accepted the transfer.
+        (Pending, Answer::Refused { reason }) if !p.accepted => Step::Finish {
+            state: Failed,
+            bill_no: None,
+            reason: Some(reason.clone()),
+        },
+        (Pending | Processing, Answer::Refused { .. }) => Step::Keep,
+        (Succeeded, Answer::Succeeded { .. }) | (Failed, Answer::Failed { .. }) => Step::Keep,
+        (Succeeded | Failed, Answer::Accepted { .. } | Answer::Refused { .. }) => Step::Keep,
+        (Succeeded, Answer::Failed { reason }) => Step::Contradiction(format!(
+            "provider reports FAIL ({reason}) for a payout recorded as succeeded"
+        )),
+        (Failed, Answer::Succeeded { .. }) => Step::Contradiction(
+            "provider reports SUCCESS for a payout recorded as failed (its hold was released)"
+                .into(),
+        ),
+    }
+}
+
+/// Seconds before the next attempt after `attempts` calls: 1, 2, 4, ... up to
+/// 5 minutes, times `factor` (tests shorten it), at least 50 ms.
+pub fn backoff_ms(attempts: u32, factor: f64) -> i64 {
+    let secs = 1u64 << attempts.min(9);
+    let ms = (secs.min(300) as f64 * 1000.0 * factor) as i64;
+    ms.max(50)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            min_fen: 100,
+            max_fen: 20_000,
+            daily_max_fen: 50_000,
+            daily_max_count: 3,
+            kyc_above_fen: 10_000,
+        }
+    }
+
+    #[test]
+    fn risk_checks_in_order() {
+        let l = limits();
+        let none = DayUsage::default();
+        assert_eq!(check(500, false, true, none, &l), Err(Refusal::NotLinked));
+        assert_eq!(
+            check(99, true, true, none, &l),
+            Err(Refusal::BelowMinimum(100))
+        );
+        assert_eq!(check(100, true, false, none, &l), Ok(()));
+        assert_eq!(
+            check(20_001, true, true, none, &l),
+            Err(Refusal::AboveMaximum(20_000))
+        );
+        assert_eq!(
+            check(10_000, true, false, none, &l),
+            Ok(()),
+            "at the KYC threshold: fine"
+        );
+        assert_eq!(
+            check(10_001, true, false, none, &l),
+            Err(Refusal::KycRequired(10_000))
+        );
+        assert_eq!(check(10_001, true, true, none, &l), Ok(()));
+        let busy = DayUsage {
+            count: 3,
+            total: 300,
+        };
+        assert_eq!(
+            check(100, true, true, busy, &l),
+            Err(Refusal::DailyCount(3))
+        );
+        let spent = DayUsage {
+            count: 2,
+            total: 45_000,
+        };
+        assert_eq!(
+            check(5_000, true, true, spent, &l),
+            Ok(()),
+            "exactly the daily total"
+        );
+        assert_eq!(
+            check(5_001, true, true, spent, &l),
+            Err(Refusal::DailyAmount {
+                limit: 50_000,
+                used: 45_000
+            })
+        );
+        for r in [
+            Refusal::NotLinked,
+            Refusal::DailyCount(1),
+            Refusal::KycRequired(1),
+        ] {
+            assert!(!r.code().is_empty() && r.status() >= 400);
+        }
+    }
+
+    #[test]
+    fn partner_trade_no_is_stable_and_shaped_for_the_provider() {
+        let u = UserId([1; 16]);
+        let a = partner_trade_no(u, "key-1");
+        assert_eq!(a, partner_trade_no(u, "key-1"));
+        assert_ne!(a, partner_trade_no(u, "key-2"));
+        assert_ne!(a, partner_trade_no(UserId([2; 16]), "key-1"));
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    fn payout(state: PayoutState, accepted: bool) -> Payout {
+        Payout {
+            id: PayoutId([1; 16]),
+            user: UserId([1; 16]),
+            amount: 100,
+            partner_trade_no: "QG".into(),
+            openid: "o".into(),
+            state,
+            hold: TransferId([1; 16]),
+            request_hash: [0; 32],
+            automatic: false,
+            created_at: 0,
+            updated_at: 0,
+            attempts: 1,
+            next_attempt_at: Some(0),
+            accepted,
+            transfer_bill_no: None,
+            fail_reason: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn state_machine() {
+        use PayoutState::*;
+        let acc = Answer::Accepted {
+            bill_no: "B".into(),
+        };
+        let ok = Answer::Succeeded {
+            bill_no: "B".into(),
+        };
+        let fail = Answer::Failed { reason: "R".into() };
+        let refused = Answer::Refused {
+            reason: "PARAM_ERROR".into(),
+        };
+        assert_eq!(
+            advance(&payout(Pending, false), &acc),
+            Step::Processing {
+                bill_no: "B".into()
+            }
+        );
+        assert_eq!(advance(&payout(Processing, true), &acc), Step::Keep);
+        assert!(matches!(
+            advance(&payout(Processing, true), &ok),
+            Step::Finish {
+                state: Succeeded,
+                ..
+            }
+        ));
+        assert!(matches!(
+            advance(&payout(Pending, false), &fail),
+            Step::Finish { state: Failed, .. }
+        ));
+        // A refusal ends a payout only if the provider never accepted it.
+        assert!(matches!(
+            advance(&payout(Pending, false), &refused),
+            Step::Finish { state: Failed, .. }
+        ));
+        assert_eq!(advance(&payout(Pending, true), &refused), Step::Keep);
+        // Duplicates change nothing; contradictions are flagged, not applied.
+        assert_eq!(advance(&payout(Succeeded, true), &ok), Step::Keep);
+        assert_eq!(advance(&payout(Failed, true), &fail), Step::Keep);
+        assert!(matches!(
+            advance(&payout(Succeeded, true), &fail),
+            Step::Contradiction(_)
+        ));
+        assert!(matches!(
+            advance(&payout(Failed, true), &ok),
+            Step::Contradiction(_)
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_ms(0, 1.0), 1000);
+        assert_eq!(backoff_ms(3, 1.0), 8000);
+        assert_eq!(backoff_ms(30, 1.0), 300_000);
+        assert_eq!(backoff_ms(0, 0.001), 50, "never below 50 ms");
+    }
+}

@@ -1,0 +1,289 @@
+//! Reconciliation: match the provider's daily bill against our payouts and
+//! name every break by class.
+//!
+//! - `missing_on_our_side`: the bill has a transfer we have no payout for.
+//! - `missing_on_their_side`: a payout of that day the provider accepted (or
+//!   that we recorded as succeeded) is not in the bill.
+//! - `amount_mismatch`: both sides have it with different amounts.
+//! - `status_mismatch`: the bill says SUCCESS and we do not, or the bill
+//!   says FAIL/CANCELLED and we recorded success.
+//!
+//! A payout still `pending`/`processing` on our side that the bill reports
+//! final is a status mismatch too: the notification and our polling both
+//! missed it, which an operator should see.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::payout::{Payout, PayoutState};
+use crate::provider::bill::BillRow;
+use crate::provider::notify::TransferState;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakClass {
+    MissingOnOurSide,
+    MissingOnTheirSide,
+    AmountMismatch,
+    StatusMismatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Break {
+    pub class: BreakClass,
+    pub partner_trade_no: String,
+    /// Our amount and state (absent when we have no payout).
+    pub ours: Option<Side>,
+    /// The bill's amount and status (absent when the bill lacks it).
+    pub theirs: Option<Side>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Side {
+    pub amount: i64,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Report {
+    pub date: String,
+    pub bill_rows: usize,
+    pub our_payouts: usize,
+    pub matched: usize,
+    pub breaks: Vec<Break>,
+}
+
+fn ours(p: &Payout) -> Side {
+    Side {
+        amount: i64::try_from(p.amount).unwrap_or(i64::MAX),
+        status: format!("{:?}", p.state).to_lowercase(),
+    }
+}
+
+fn theirs(r: &BillRow) -> Side {
+    Side {
+        amount: r.amount,
+        status: r.status.as_str().to_string(),
+    }
+}
+
+fn status_agrees(p: &Payout, r: &BillRow) -> bool {
+    match r.status {
+        TransferState::Success => p.state == PayoutState::Succeeded,
+        TransferState::Fail | TransferState::Cancelled => p.state == PayoutState::Failed,
+        // Not final at the provider: we must not be final either way... except
+        // a failure we recorded from a definitive refusal cannot be in the bill.
+        _ => !p.state.is_final(),
+    }
+}
+
+/// Match `rows` (the bill of `date`) against `day_payouts` (our payouts
+/// created on that business day) and `lookup` (any payout by
+/// `partner_trade_no`, for bill rows of transfers created on another day).
+pub fn reconcile(
+    date: &str,
+    rows: &[BillRow],
+    day_payouts: &[Payout],
+    lookup: &dyn Fn(&str) -> Option<Payout>,
+) -> Report {
+    let mut breaks = Vec::new();
+    let mut matched = 0;
+    let mut seen = BTreeSet::new();
+    let by_no: BTreeMap<&str, &Payout> = day_payouts
+        .iter()
+        .map(|p| (p.partner_trade_no.as_str(), p))
+        .collect();
+    for r in rows {
+        seen.insert(r.partner_trade_no.as_str());
+        let found = match by_no.get(r.partner_trade_no.as_str()) {
+            Some(p) => Some((*p).clone()),
+            None => lookup(&r.partner_trade_no),
+        };
+        let Some(p) = found else {
+            breaks.push(Break {
+                class: BreakClass::MissingOnOurSide,
+                partner_trade_no: r.partner_trade_no.clone(),
+                ours: None,
+                theirs: Some(theirs(r)),
+            });
+            continue;
+        };
+        let mut ok = true;
+        if i64::try_from(p.amount).ok() != Some(r.amount) {
+            ok = false;
+            breaks.push(Break {
+                class: BreakClass::AmountMismatch,
+                partner_trade_no: r.partner_trade_no.clone(),
+                ours: Some(ours(&p)),
+                theirs: Some(theirs(r)),
+            });
+        }
+        if !status_agrees(&p, r) {
+            ok = false;
+            breaks.push(Break {
+                class: BreakClass::StatusMismatch,
+                partner_trade_no: r.partner_trade_no.clone(),
+                ours: Some(ours(&p)),
+                theirs: Some(theirs(r)),
+            });
+        }
+        if ok {
+            matched += 1;
+        }
+    }
+    for p in day_payouts {
+        let reached_provider = p.accepted || p.state == PayoutState::Succeeded;
+        if reached_provider && !seen.contains(p.partner_trade_no.as_str()) {
+            breaks.push(Break {
+                class: BreakClass::MissingOnTheirSide,
+                partner_trade_no: p.partner_trade_no.clone(),
+                ours: Some(ours(p)),
+                theirs: None,
+            });
+        }
+    }
+    breaks.sort_by(|a, b| (a.class, &a.partner_trade_no).cmp(&(b.class, &b.partner_trade_no)));
+    Report {
+        date: date.to_string(),
+        bill_rows: rows.len(),
+        our_payouts: day_payouts.len(),
+        matched,
+        breaks,
+    }
+}
+
+/// The report as a readable table.
+pub fn table(r: &Report) -> String {
+    let mut out = format!(
+        "reconciliation {}: {} bill rows, {} payouts of ours, {} matched, {} breaks\n",
+        r.date,
+        r.bill_rows,
+        r.our_payouts,
+        r.matched,
+        r.breaks.len()
+    );
+    if !r.breaks.is_empty() {
+        out.push_str(&format!(
+            "{:<24} {:<34} {:>14} {:>14}\n",
+            "class", "partner_trade_no", "ours", "theirs"
+        ));
+        let side = |s: &Option<Side>| match s {
+            Some(s) => format!("{} {}", s.amount, s.status),
+            None => "-".into(),
+        };
+        for b in &r.breaks {
+            let class = serde_json::to_value(b.class)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<24} {:<34} {:>14} {:>14}\n",
+                class,
+                b.partner_trade_no,
+                side(&b.ours),
+                side(&b.theirs)
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{PayoutId, TransferId, UserId};
+
+    fn payout(no: &str, amount: u64, state: PayoutState, accepted: bool) -> Payout {
+        Payout {
+            id: PayoutId::random(),
+            user: UserId([1; 16]),
+            amount,
+            partner_trade_no: no.into(),
+            openid: "o".into(),
+            state,
+            hold: TransferId([0; 16]),
+            request_hash: [0; 32],
+            automatic: false,
+            created_at: 0,
+            updated_at: 0,
+            attempts: 1,
+            next_attempt_at: None,
+            accepted,
+            transfer_bill_no: None,
+            fail_reason: None,
+            last_error: None,
+        }
+    }
+
+    fn row(no: &str, amount: i64, status: TransferState) -> BillRow {
+        BillRow {
+            transfer_time: chrono::NaiveDate::from_ymd_opt(2026, 11, 23)
+                .and_then(|d| d.and_hms_opt(10, 0, 0))
+                .unwrap_or_default(),
+            mchid: "m".into(),
+            appid: "a".into(),
+            partner_trade_no: no.into(),
+            transfer_bill_no: format!("B{no}"),
+            openid: "o".into(),
+            amount,
+            status,
+            description: String::new(),
+            fail_reason: None,
+        }
+    }
+
+    #[test]
+    fn every_class_of_break_is_found() {
+        use PayoutState::*;
+        let ours = vec![
+            payout("A", 100, Succeeded, true),  // matches
+            payout("B", 200, Succeeded, true),  // bill says 250
+            payout("C", 300, Succeeded, true),  // bill says FAIL
+            payout("D", 400, Processing, true), // not in the bill
+            payout("E", 500, Failed, false),    // refused, never reached the provider: fine
+            payout("F", 600, Failed, true),     // bill says FAIL: matches
+        ];
+        let rows = vec![
+            row("A", 100, TransferState::Success),
+            row("B", 250, TransferState::Success),
+            row("C", 300, TransferState::Fail),
+            row("F", 600, TransferState::Fail),
+            row("Z", 700, TransferState::Success), // unknown to us
+            row("Y", 50, TransferState::Success),  // an older payout of ours, found by lookup
+        ];
+        let older = payout("Y", 50, Succeeded, true);
+        let lookup = move |no: &str| (no == "Y").then(|| older.clone());
+        let r = reconcile("2026-11-23", &rows, &ours, &lookup);
+        let classes: Vec<(BreakClass, &str)> = r
+            .breaks
+            .iter()
+            .map(|b| (b.class, b.partner_trade_no.as_str()))
+            .collect();
+        assert_eq!(
+            classes,
+            vec![
+                (BreakClass::MissingOnOurSide, "Z"),
+                (BreakClass::MissingOnTheirSide, "D"),
+                (BreakClass::AmountMismatch, "B"),
+                (BreakClass::StatusMismatch, "C"),
+            ]
+        );
+        assert_eq!(r.matched, 3, "A, F and Y");
+        let t = table(&r);
+        assert!(
+            t.contains("missing_on_our_side") && t.contains("4 breaks"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn clean_books_have_no_breaks() {
+        let ours = vec![payout("A", 1, PayoutState::Succeeded, true)];
+        let rows = vec![row("A", 1, TransferState::Success)];
+        let r = reconcile("d", &rows, &ours, &|_| None);
+        assert!(r.breaks.is_empty());
+        assert_eq!(r.matched, 1);
+    }
+}

@@ -1,0 +1,302 @@
+//! Payouts as the WalletActor keeps them: the user's actor is the single
+//! writer of their payouts, daily usage and account link, so a payout's
+//! records and its ledger hold (or its post/void) land in one write set.
+//!
+//! Talking to the provider happens outside the actor (see
+//! [`super::runner`]); the runner and the notification route report what the
+//! provider said with [`PayoutProgress`], and the actor applies it through
+//! [`payout::advance`].
+
+use std::collections::HashMap;
+
+use super::actor::WalletActor;
+use crate::domain::events::{Event, EventKind};
+use crate::domain::ids::{PayoutId, TransferId, UserId};
+use crate::domain::ledger::{AccountId, Holder, Kind, Reason, Spec};
+use crate::domain::payout::{self, Answer, DayUsage, Payout, PayoutState, Step as Next};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::registry::{done, Fail, Step};
+use crate::storage::{LargeTransaction, Link, WriteSet};
+use crate::wallet_message as message;
+
+/// Payout state of one activation: records written but maybe not applied
+/// yet (found here first), and today's usage (this actor is its only writer).
+#[derive(Default)]
+pub struct PayoutMemory {
+    recent: HashMap<PayoutId, Payout>,
+    by_key: HashMap<[u8; 32], PayoutId>,
+    usage: Option<(String, DayUsage)>,
+}
+
+impl PayoutMemory {
+    /// Nothing is in flight: storage has everything.
+    pub fn forget_durable(&mut self) {
+        self.recent.clear();
+        self.by_key.clear();
+    }
+}
+
+/// The answer to [`RequestPayout`]: the payout, and whether this call made it.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub payout: Payout,
+    pub fresh: bool,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn settle_id(kind: &str, p: &Payout) -> TransferId {
+    TransferId::derive(kind, &[p.id.as_bytes()])
+}
+
+impl WalletActor {
+    fn user(&self) -> Result<UserId, Fail> {
+        match self.holder {
+            Holder::User(u) => Ok(u),
+            Holder::System => Err(ApiError::Internal.into()),
+        }
+    }
+
+    fn find_payout(&self, id: PayoutId) -> Result<Option<Payout>, Fail> {
+        if let Some(p) = self.payouts.recent.get(&id) {
+            return Ok(Some(p.clone()));
+        }
+        Ok(self.env.storage.payout(id)?)
+    }
+
+    fn usage(&mut self, user: UserId, day: &str) -> Result<DayUsage, Fail> {
+        if let Some((d, u)) = &self.payouts.usage {
+            if d == day {
+                return Ok(*u);
+            }
+        }
+        let u = self.env.storage.day_usage(user, day)?;
+        self.payouts.usage = Some((day.to_string(), u));
+        Ok(u)
+    }
+
+    fn remember(&mut self, p: Payout) {
+        self.payouts.recent.insert(p.id, p);
+    }
+
+    fn request_payout(&mut self, m: RequestPayout) -> Step<Requested> {
+        let user = self.user()?;
+        let key_hash = *blake3::hash(m.key.as_bytes()).as_bytes();
+        let existing = match self.payouts.by_key.get(&key_hash) {
+            Some(id) => Some(*id),
+            None => self.env.storage.payout_by_key(user, &key_hash)?,
+        };
+        if let Some(id) = existing {
+            let p = self.find_payout(id)?.ok_or(ApiError::Internal)?;
+            if p.request_hash != m.request_hash {
+                return Err(ApiError::IdempotencyKeyReused.into());
+            }
+            return done(Requested {
+                payout: p,
+                fresh: false,
+            });
+        }
+        let now = self.now();
+        let cfg = self.env.config.payouts.clone();
+        let link = self.env.storage.link(user)?;
+        let kyc = self.env.storage.user(user)?.is_some_and(|u| u.kyc_verified);
+        let day = cfg.day_of(now);
+        let usage = self.usage(user, &day)?;
+        payout::check(m.amount, link.is_some(), kyc, usage, &cfg.limits())
+            .map_err(ApiError::Payout)?;
+        let id = PayoutId::random();
+        let partner_trade_no = payout::partner_trade_no(user, &m.key);
+        let hold = Spec {
+            id: TransferId::derive("payout hold", &[id.as_bytes()]),
+            debit: AccountId::Wallet(user),
+            credit: AccountId::Clearing,
+            amount: m.amount,
+            // No timeout: the money stays held until the provider's final answer.
+            kind: Kind::Pending { timeout_seconds: 0 },
+            reason: Reason::Payout,
+            user_data: partner_trade_no.clone(),
+        };
+        let mut w = WriteSet::new();
+        let staged = self.stage(&hold, &mut w)?;
+        let p = Payout {
+            id,
+            user,
+            amount: m.amount,
+            partner_trade_no,
+            openid: link.map(|l| l.openid).unwrap_or_default(),
+            state: PayoutState::Pending,
+            hold: hold.id,
+            request_hash: m.request_hash,
+            automatic: m.automatic,
+            created_at: now,
+            updated_at: now,
+            attempts: 0,
+            next_attempt_at: Some(now_ms()),
+            accepted: false,
+            transfer_bill_no: None,
+            fail_reason: None,
+            last_error: None,
+        };
+        w.payout(&p, None);
+        w.payout_indexes(&p, &key_hash);
+        let new_usage = DayUsage {
+            count: usage.count + 1,
+            total: usage.total.saturating_add(m.amount),
+        };
+        w.day_usage(user, &day, &new_usage);
+        let large = cfg.large_transaction_fen;
+        let report = |kind: &str, amount: u64| LargeTransaction {
+            day: day.clone(),
+            user_id: user,
+            kind: kind.into(),
+            amount,
+            reference: p.partner_trade_no.clone(),
+            at: now,
+        };
+        if m.amount >= large {
+            w.large_transaction(&report("single_transfer", m.amount));
+        }
+        if usage.total < large && new_usage.total >= large {
+            w.large_transaction(&report("daily_total", new_usage.total));
+        }
+        w.event(&updated_event(&p));
+        let answer = self.commit(
+            w,
+            Requested {
+                payout: p.clone(),
+                fresh: true,
+            },
+        );
+        self.adopt(staged);
+        self.payouts.usage = Some((day, new_usage));
+        self.payouts.by_key.insert(key_hash, p.id);
+        self.remember(p);
+        metrics::PAYOUTS.with_label_values(&["requested"]).inc();
+        Ok(answer)
+    }
+
+    fn payout_progress(&mut self, m: PayoutProgress) -> Step<Payout> {
+        let p = self.find_payout(m.id)?.ok_or(ApiError::PayoutNotFound)?;
+        let now = self.now();
+        let factor = self.env.config.payouts.retry_factor;
+        let mut q = p.clone();
+        if m.called {
+            q.attempts = q.attempts.saturating_add(1);
+        }
+        let retry_at = now_ms() + payout::backoff_ms(q.attempts, factor);
+        let mut w = WriteSet::new();
+        let mut staged = None;
+        if let Some(e) = &m.error {
+            q.last_error = Some(e.clone());
+        }
+        if let Some(a) = &m.answer {
+            if !matches!(a, Answer::Refused { .. }) {
+                q.accepted = true;
+            }
+            match payout::advance(&p, a) {
+                Next::Keep => {}
+                Next::Processing { bill_no } => {
+                    q.state = PayoutState::Processing;
+                    q.transfer_bill_no = Some(bill_no);
+                }
+                Next::Finish {
+                    state,
+                    bill_no,
+                    reason,
+                } => {
+                    let kind = match state {
+                        PayoutState::Succeeded => Kind::Post { pending_id: p.hold },
+                        _ => Kind::Void { pending_id: p.hold },
+                    };
+                    let name = match state {
+                        PayoutState::Succeeded => "payout post",
+                        _ => "payout void",
+                    };
+                    let spec = Spec {
+                        id: settle_id(name, &p),
+                        debit: AccountId::Wallet(p.user),
+                        credit: AccountId::Clearing,
+                        amount: 0,
+                        kind,
+                        reason: Reason::Payout,
+                        user_data: p.partner_trade_no.clone(),
+                    };
+                    staged = Some(self.stage(&spec, &mut w)?);
+                    q.state = state;
+                    q.transfer_bill_no = bill_no.or(q.transfer_bill_no);
+                    q.fail_reason = reason;
+                    metrics::PAYOUTS
+                        .with_label_values(&[if state == PayoutState::Succeeded {
+                            "succeeded"
+                        } else {
+                            "failed"
+                        }])
+                        .inc();
+                }
+                Next::Contradiction(why) => {
+                    tracing::error!(payout = %p.id, partner_trade_no = %p.partner_trade_no, why = %why, "provider contradicts a final payout state");
+                    metrics::PAYOUTS.with_label_values(&["contradiction"]).inc();
+                    q.last_error = Some(why);
+                }
+            }
+        }
+        q.next_attempt_at = (!q.state.is_final()).then_some(retry_at);
+        if q.state.is_final() {
+            q.next_attempt_at = None;
+        }
+        q.updated_at = now;
+        let moved = q.state != p.state;
+        if q == p {
+            return done(p);
+        }
+        w.payout(&q, Some(&p));
+        if moved {
+            w.event(&updated_event(&q));
+        }
+        let answer = self.commit(w, q.clone());
+        if let Some(s) = staged {
+            self.adopt(s);
+        }
+        self.remember(q);
+        Ok(answer)
+    }
+
+    fn set_link(&mut self, m: SetLink) -> Step<()> {
+        let user = self.user()?;
+        let mut w = WriteSet::new();
+        w.link(user, &m.link);
+        Ok(self.commit(w, ()))
+    }
+}
+
+fn updated_event(p: &Payout) -> Event {
+    Event::for_users(
+        vec![p.user],
+        p.updated_at,
+        EventKind::PayoutUpdated {
+            payout_id: p.id,
+            status: p.state,
+            amount: p.amount,
+            fail_reason: p.fail_reason.clone(),
+        },
+    )
+}
+
+message!(RequestPayout -> Requested {
+    key: String,
+    request_hash: [u8; 32],
+    amount: u64,
+    automatic: bool,
+} => request_payout);
+// What the provider said (`answer`), or that asking failed (`error`);
+// `called` when this follows a call we made (counts an attempt).
+message!(PayoutProgress -> Payout {
+    id: PayoutId,
+    answer: Option<Answer>,
+    error: Option<String>,
+    called: bool,
+} => payout_progress);
+message!(SetLink -> () { link: Link } => set_link);
