@@ -115,7 +115,7 @@ impl Storage {
     }
 
     pub fn payout_by_key(&self, user: UserId, key_hash: &[u8; 32]) -> Result<Option<PayoutId>> {
-        Ok(self.get::<PayoutId>(key(b"pk/", &[user.as_bytes(), key_hash]))?)
+        self.get::<PayoutId>(key(b"pk/", &[user.as_bytes(), key_hash]))
     }
 
     pub fn payout_by_trade_no(&self, partner_trade_no: &str) -> Result<Option<PayoutId>> {
