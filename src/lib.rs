@@ -13,6 +13,7 @@ pub mod keys;
 pub mod load;
 pub mod metrics;
 pub mod openapi;
+pub mod paysim;
 pub mod provider;
 pub mod push;
 pub mod qr;

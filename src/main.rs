@@ -32,6 +32,8 @@ enum Command {
     },
     /// Drive load against a server (see the README's capacity section).
     Load(qrgate::load::LoadArgs),
+    /// Run the payment-provider simulator (tests and local development).
+    Paysim(qrgate::paysim::PaysimArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Some(Command::Serve { config }) => serve(config),
         Some(Command::Keygen { config }) => keygen(config),
         Some(Command::Load(args)) => qrgate::load::run(args),
+        Some(Command::Paysim(args)) => qrgate::paysim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

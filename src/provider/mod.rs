@@ -7,6 +7,8 @@
 //! - [`notify`]: the AES-256-GCM encrypted `MCHTRANSFER.BILL.FINISHED`
 //!   notification.
 //! - [`bill`]: the backtick-prefixed daily transfer bill.
+//! - [`client`]: the merchant-side HTTP adapter (OAuth, transfers, queries,
+//!   bills, notification checks) and the wire protocol it speaks.
 //!
 //! Each module has its own error enum; [`ProviderError`] wraps them all for
 //! callers that want a single type (`?` converts).
@@ -20,6 +22,7 @@
 //!    `partner_trade_no`.
 
 pub mod bill;
+pub mod client;
 pub mod money;
 pub mod notify;
 pub mod sign;

@@ -1,0 +1,564 @@
+//! The simulator's HTTP routes: OAuth, `/v3` (signed) and `/sim` (control).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::notifier;
+use super::state::{self, BillExtra, BillOverride, CreateFault, FaultsPatch, Notice, Refusal};
+use super::{Sim, APPID, APP_SECRET, COMPLETE_AFTER, MCHID, MERCHANT_SERIAL, TIMEOUT_HOLD};
+use crate::provider::bill;
+use crate::provider::client::{ErrorReply, TransferBody};
+use crate::provider::notify::{self, TransferState};
+use crate::provider::sign;
+
+type Data = web::Data<Sim>;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(1 << 20))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(1 << 20)
+                .error_handler(|err, _req| {
+                    let response = HttpResponse::BadRequest().json(ErrorReply {
+                        code: "PARAM_ERROR".into(),
+                        message: err.to_string(),
+                    });
+                    actix_web::error::InternalError::from_response(err, response).into()
+                }),
+        )
+        .route("/sns/oauth2/access_token", web::get().to(access_token))
+        .route("/sns/oauth2/refresh_token", web::get().to(refresh_token))
+        .route("/v3/transfers", web::post().to(create_transfer))
+        .route(
+            "/v3/transfers/{partner_trade_no}",
+            web::get().to(query_transfer),
+        )
+        .route("/v3/bills", web::get().to(bill))
+        .service(
+            web::scope("/sim")
+                .route("/codes", web::post().to(add_code))
+                .route("/revoke", web::post().to(revoke))
+                .route("/faults", web::get().to(get_faults))
+                .route("/faults", web::post().to(set_faults))
+                .route("/release", web::post().to(release))
+                .route("/bill_override", web::post().to(bill_override))
+                .route("/bill_extra", web::post().to(bill_extra))
+                .route("/transfers", web::get().to(transfers))
+                .route("/complete", web::post().to(complete)),
+        );
+}
+
+fn arc(sim: &Data) -> Arc<Sim> {
+    sim.clone().into_inner()
+}
+
+// ---------------------------------------------------------------------------
+// OAuth
+// ---------------------------------------------------------------------------
+
+fn oauth_error(errcode: i64, errmsg: &str) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "errcode": errcode, "errmsg": errmsg }))
+}
+
+fn issue_tokens(sim: &Sim, openid: String, refresh: Option<String>) -> HttpResponse {
+    let access = match sign::random_alphanumeric(64) {
+        Ok(t) => t,
+        Err(_) => return oauth_error(-1, "system error"),
+    };
+    let refresh = match refresh {
+        Some(r) => r,
+        None => match sign::random_alphanumeric(64) {
+            Ok(r) => {
+                sim.lock().refresh_tokens.insert(r.clone(), openid.clone());
+                r
+            }
+            Err(_) => return oauth_error(-1, "system error"),
+        },
+    };
+    HttpResponse::Ok().json(json!({
+        "access_token": access,
+        "expires_in": 7200,
+        "refresh_token": refresh,
+        "openid": openid,
+        "scope": "snsapi_base",
+    }))
+}
+
+async fn access_token(sim: Data, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let get = |k: &str| query.get(k).map(String::as_str);
+    if get("appid") != Some(APPID) {
+        return oauth_error(40013, "invalid appid");
+    }
+    if get("secret") != Some(APP_SECRET) {
+        return oauth_error(40125, "invalid appsecret");
+    }
+    if get("grant_type") != Some("authorization_code") {
+        return oauth_error(40002, "invalid grant_type");
+    }
+    let Some(code) = get("code").filter(|c| !c.is_empty()) else {
+        return oauth_error(41008, "missing code");
+    };
+    let grant = {
+        let mut st = sim.lock();
+        match st.codes.remove(code) {
+            Some(grant) => {
+                st.used_codes.insert(code.to_owned());
+                Ok(grant)
+            }
+            None if st.used_codes.contains(code) => Err((40163, "code been used")),
+            None => Err((40029, "invalid code")),
+        }
+    };
+    match grant {
+        Ok(grant) => issue_tokens(&sim, grant.openid, None),
+        Err((errcode, errmsg)) => oauth_error(errcode, errmsg),
+    }
+}
+
+async fn refresh_token(sim: Data, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let get = |k: &str| query.get(k).map(String::as_str);
+    if get("appid") != Some(APPID) {
+        return oauth_error(40013, "invalid appid");
+    }
+    if get("grant_type") != Some("refresh_token") {
+        return oauth_error(40002, "invalid grant_type");
+    }
+    let Some(token) = get("refresh_token").filter(|t| !t.is_empty()) else {
+        return oauth_error(41003, "missing refresh_token");
+    };
+    let openid = sim.lock().refresh_tokens.get(token).cloned();
+    match openid {
+        Some(openid) => issue_tokens(&sim, openid, Some(token.to_owned())),
+        None => oauth_error(40030, "invalid refresh_token"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /v3: signed both ways
+// ---------------------------------------------------------------------------
+
+/// Delays (faults), signs and builds a `/v3` answer.
+async fn signed(
+    sim: &Sim,
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    extra: Duration,
+) -> HttpResponse {
+    let delay = Duration::from_millis(sim.lock().faults.delay_ms) + extra;
+    if !delay.is_zero() {
+        actix_web::rt::time::sleep(delay).await;
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    response.content_type(content_type.to_owned());
+    match sim.sign(&body) {
+        Ok(headers) => {
+            for (name, value) in headers.pairs() {
+                response.insert_header((name, value.to_owned()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign an answer");
+            return HttpResponse::InternalServerError().finish();
+        }
+    }
+    response.body(body)
+}
+
+fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&ErrorReply {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    })
+    .unwrap_or_default()
+}
+
+async fn signed_error(
+    sim: &Sim,
+    (status, code, message): Refusal,
+    extra: Duration,
+) -> HttpResponse {
+    signed(
+        sim,
+        status,
+        "application/json",
+        error_body(code, &message),
+        extra,
+    )
+    .await
+}
+
+async fn signed_json<T: serde::Serialize>(sim: &Sim, value: &T, extra: Duration) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => signed(sim, 200, "application/json", body, extra).await,
+        Err(e) => signed_error(sim, (500, "SYSTEM_ERROR", e.to_string()), extra).await,
+    }
+}
+
+/// Checks the merchant `Authorization` of a `/v3` request; the mchid on
+/// success.
+fn authenticate(sim: &Sim, req: &HttpRequest, body: &[u8]) -> Result<String, Refusal> {
+    let sign_error = |m: String| (401, "SIGN_ERROR", m);
+    let header = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| sign_error("missing Authorization".into()))?;
+    let auth = sign::parse_authorization(header).map_err(|e| sign_error(e.to_string()))?;
+    if auth.mchid != MCHID {
+        return Err(sign_error(format!("unknown mchid {:?}", auth.mchid)));
+    }
+    if auth.serial_no != MERCHANT_SERIAL {
+        return Err(sign_error(format!(
+            "unknown serial_no {:?}",
+            auth.serial_no
+        )));
+    }
+    let url = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or_else(|| req.path());
+    sign::verify_request(
+        &sim.keys.merchant_public,
+        &auth,
+        req.method().as_str(),
+        url,
+        body,
+        chrono::Utc::now().timestamp(),
+        sign::DEFAULT_MAX_SKEW_SECS,
+    )
+    .map_err(|e| sign_error(e.to_string()))?;
+    Ok(auth.mchid)
+}
+
+/// Completes `partner_trade_no` in its natural outcome after the scaled
+/// delay, if `auto_complete` is still on then.
+fn schedule_completion(sim: Arc<Sim>, partner_trade_no: String) {
+    actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(sim.scaled(COMPLETE_AFTER)).await;
+        let outcome = {
+            let st = sim.lock();
+            if !st.faults.auto_complete {
+                return;
+            }
+            match st.transfers.get(&partner_trade_no) {
+                Some(t) if !t.state.is_final() => st.natural_outcome(t),
+                _ => return,
+            }
+        };
+        if let Err(e) = complete_and_notify(&sim, &partner_trade_no, outcome.0, outcome.1) {
+            tracing::warn!(partner_trade_no, error = ?e, "automatic completion failed");
+        }
+    });
+}
+
+/// Completes a transfer and dispatches its notification.
+fn complete_and_notify(
+    sim: &Arc<Sim>,
+    partner_trade_no: &str,
+    state: TransferState,
+    fail_reason: Option<String>,
+) -> Result<state::Transfer, Refusal> {
+    let now = state::now();
+    let (transfer, seq) = {
+        let mut st = sim.lock();
+        let t = st.complete(partner_trade_no, state, fail_reason, now)?;
+        (t, st.next_seq())
+    };
+    let id = format!("EV-{}-{seq}", transfer.transfer_bill_no);
+    let body = notify::build_notification(
+        &sim.keys.api_v3_key,
+        &id,
+        &state::rfc3339(&now),
+        "商家转账单据终态通知",
+        &transfer.result(),
+    )
+    .map_err(|e| (500, "SYSTEM_ERROR", e.to_string()))?;
+    notifier::dispatch(
+        sim,
+        Notice {
+            id,
+            partner_trade_no: partner_trade_no.to_owned(),
+            notify_url: transfer.request.notify_url.clone(),
+            body,
+        },
+    );
+    Ok(transfer)
+}
+
+async fn create_transfer(sim: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let mchid = match authenticate(&sim, &req, &body) {
+        Ok(mchid) => mchid,
+        Err(refusal) => return signed_error(&sim, refusal, Duration::ZERO).await,
+    };
+    let request: TransferBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return signed_error(&sim, (400, "PARAM_ERROR", e.to_string()), Duration::ZERO).await
+        }
+    };
+    if let Err(refusal) = state::validate_create(&request, &mchid) {
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    let fault = sim.lock().take_create_fault();
+    if fault == CreateFault::Fail5xx {
+        return signed_error(
+            &sim,
+            (500, "SYSTEM_ERROR", "simulated fault, not processed".into()),
+            Duration::ZERO,
+        )
+        .await;
+    }
+    let partner_trade_no = request.partner_trade_no.clone();
+    let outcome = sim.lock().create(request, state::now());
+    if let Ok((_, true)) = &outcome {
+        schedule_completion(arc(&sim), partner_trade_no);
+    }
+    match (fault, outcome) {
+        (CreateFault::LostReply, _) => {
+            signed_error(
+                &sim,
+                (
+                    500,
+                    "SYSTEM_ERROR",
+                    "simulated fault after processing".into(),
+                ),
+                Duration::ZERO,
+            )
+            .await
+        }
+        (CreateFault::Timeout, Ok((reply, _))) => signed_json(&sim, &reply, TIMEOUT_HOLD).await,
+        (CreateFault::Timeout, Err(refusal)) => signed_error(&sim, refusal, TIMEOUT_HOLD).await,
+        (_, Ok((reply, _))) => signed_json(&sim, &reply, Duration::ZERO).await,
+        (_, Err(refusal)) => signed_error(&sim, refusal, Duration::ZERO).await,
+    }
+}
+
+async fn query_transfer(sim: Data, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    if let Err(refusal) = authenticate(&sim, &req, b"") {
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    let reply = sim.lock().transfers.get(path.as_str()).map(|t| t.reply());
+    match reply {
+        Some(reply) => signed_json(&sim, &reply, Duration::ZERO).await,
+        None => {
+            signed_error(
+                &sim,
+                (404, "NOT_FOUND", "no such transfer".into()),
+                Duration::ZERO,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BillQuery {
+    date: Option<String>,
+}
+
+async fn bill(sim: Data, req: HttpRequest) -> HttpResponse {
+    if let Err(refusal) = authenticate(&sim, &req, b"") {
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    let date = web::Query::<BillQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.date.clone())
+        .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
+    let Some(date) = date else {
+        return signed_error(
+            &sim,
+            (400, "PARAM_ERROR", "date must be YYYY-MM-DD".into()),
+            Duration::ZERO,
+        )
+        .await;
+    };
+    if date > state::now().date_naive() {
+        return signed_error(
+            &sim,
+            (
+                400,
+                "NO_STATEMENT_EXIST",
+                "no bill for a future date".into(),
+            ),
+            Duration::ZERO,
+        )
+        .await;
+    }
+    let text = bill::write_bill(&sim.lock().bill(date));
+    match text {
+        Ok(text) => {
+            signed(
+                &sim,
+                200,
+                "text/plain; charset=utf-8",
+                text.into_bytes(),
+                Duration::ZERO,
+            )
+            .await
+        }
+        Err(e) => signed_error(&sim, (500, "SYSTEM_ERROR", e.to_string()), Duration::ZERO).await,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /sim: control
+// ---------------------------------------------------------------------------
+
+fn refused((status, code, message): Refusal) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(ErrorReply {
+        code: code.to_owned(),
+        message,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddCode {
+    code: String,
+    openid: String,
+    #[serde(default)]
+    real_name: Option<String>,
+}
+
+async fn add_code(sim: Data, body: web::Json<AddCode>) -> HttpResponse {
+    let AddCode {
+        code,
+        openid,
+        real_name,
+    } = body.into_inner();
+    if code.is_empty() || code.len() > 512 || !crate::provider::client::valid_openid(&openid) {
+        return refused((400, "PARAM_ERROR", "invalid code or openid".into()));
+    }
+    let mut st = sim.lock();
+    if st.codes.contains_key(&code) || st.used_codes.contains(&code) {
+        return refused((409, "ALREADY_EXISTS", "code already registered".into()));
+    }
+    if let Some(name) = real_name {
+        st.real_names.insert(openid.clone(), name);
+    }
+    st.codes.insert(
+        code.clone(),
+        state::CodeGrant {
+            openid: openid.clone(),
+        },
+    );
+    HttpResponse::Created().json(json!({ "code": code, "openid": openid }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    refresh_token: String,
+}
+
+async fn revoke(sim: Data, body: web::Json<Revoke>) -> HttpResponse {
+    let revoked = sim
+        .lock()
+        .refresh_tokens
+        .remove(&body.refresh_token)
+        .is_some();
+    HttpResponse::Ok().json(json!({ "revoked": revoked }))
+}
+
+async fn get_faults(sim: Data) -> HttpResponse {
+    let faults = sim.lock().faults.clone();
+    HttpResponse::Ok().json(faults)
+}
+
+async fn set_faults(sim: Data, body: web::Json<FaultsPatch>) -> HttpResponse {
+    let (faults, release_held, flush) = {
+        let mut st = sim.lock();
+        let was_holding = st.faults.hold_notifications;
+        let was_ooo = st.faults.out_of_order;
+        st.faults.apply(&body);
+        (
+            st.faults.clone(),
+            was_holding && !st.faults.hold_notifications,
+            was_ooo && !st.faults.out_of_order,
+        )
+    };
+    let sim = arc(&sim);
+    if flush {
+        notifier::flush_batch(&sim);
+    }
+    if release_held {
+        notifier::release(&sim);
+    }
+    HttpResponse::Ok().json(faults)
+}
+
+async fn release(sim: Data) -> HttpResponse {
+    let released = notifier::release(&arc(&sim));
+    HttpResponse::Ok().json(json!({ "released": released }))
+}
+
+async fn bill_override(sim: Data, body: web::Json<BillOverride>) -> HttpResponse {
+    let o = body.into_inner();
+    let view = json!(o);
+    match sim.lock().set_override(o) {
+        Ok(()) => HttpResponse::Ok().json(view),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+async fn bill_extra(sim: Data, body: web::Json<BillExtra>) -> HttpResponse {
+    let row = sim.lock().add_extra(body.into_inner(), state::now());
+    match row {
+        Ok(row) => HttpResponse::Created().json(json!({
+            "partner_trade_no": row.partner_trade_no,
+            "transfer_bill_no": row.transfer_bill_no,
+            "transfer_time": row.transfer_time.format(bill::TIME_FORMAT).to_string(),
+        })),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+async fn transfers(sim: Data) -> HttpResponse {
+    let list: Vec<serde_json::Value> = sim.lock().transfers.values().map(|t| t.view()).collect();
+    HttpResponse::Ok().json(list)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Complete {
+    partner_trade_no: String,
+    state: String,
+    #[serde(default)]
+    fail_reason: Option<String>,
+}
+
+async fn complete(sim: Data, body: web::Json<Complete>) -> HttpResponse {
+    let state = match body.state.as_str() {
+        "SUCCESS" => TransferState::Success,
+        "FAIL" => TransferState::Fail,
+        _ => return refused((400, "PARAM_ERROR", "state must be SUCCESS or FAIL".into())),
+    };
+    if body
+        .fail_reason
+        .as_deref()
+        .is_some_and(|r| r.is_empty() || r.contains(',') || r.chars().any(char::is_control))
+    {
+        return refused((400, "PARAM_ERROR", "invalid fail_reason".into()));
+    }
+    match complete_and_notify(
+        &arc(&sim),
+        &body.partner_trade_no,
+        state,
+        body.fail_reason.clone(),
+    ) {
+        Ok(t) => HttpResponse::Ok().json(t.view()),
+        Err(refusal) => refused(refusal),
+    }
+}

@@ -1,0 +1,1438 @@
+//! The merchant-side adapter: talks to the payment provider (or to
+//! `qrgate paysim`, which speaks the same protocol) over HTTP.
+//!
+//! Built from a [`ProviderConfig`] (base URL, merchant credentials, the
+//! provider's public key). Every call builds its own `awc::Client`, so the
+//! [`ProviderClient`] is `Send + Sync + Clone` while the returned futures are
+//! not `Send` (await them on an actix/tokio current-thread runtime, e.g. in a
+//! handler or an actor).
+//!
+//! # Wire protocol
+//!
+//! WeChat Pay flavoured: the OAuth endpoints follow the WeChat web OAuth API,
+//! the transfer endpoints the v3 conventions (JSON, RSA signatures both
+//! ways, see [`super::sign`]).
+//!
+//! ## OAuth (plain, unsigned)
+//!
+//! ```text
+//! GET /sns/oauth2/access_token?appid=APPID&secret=SECRET&code=CODE&grant_type=authorization_code
+//! GET /sns/oauth2/refresh_token?appid=APPID&grant_type=refresh_token&refresh_token=TOKEN
+//! 200 {"access_token":"..","expires_in":7200,"refresh_token":"..","openid":"..","scope":"snsapi_base"}
+//! 200 {"errcode":40029,"errmsg":"invalid code"}          (errors: HTTP 200 too)
+//! ```
+//!
+//! Codes are single use (a second exchange is `40163 code been used`);
+//! a refresh answers a new access token and the same refresh token.
+//! An `errcode` answer is [`ClientError::Rejected`] with `status: 200` and
+//! `code` = the errcode in decimal.
+//!
+//! ## Transfers, queries and bills (signed both ways)
+//!
+//! Every request carries
+//! `Authorization: WECHATPAY2-SHA256-RSA2048 mchid="..",nonce_str="..",signature="..",timestamp="..",serial_no=".."`
+//! signed with the merchant key over `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nBODY\n`.
+//! Every answer below 500 carries `Wechatpay-Timestamp`, `Wechatpay-Nonce`,
+//! `Wechatpay-Signature` and `Wechatpay-Serial` over
+//! `TIMESTAMP\nNONCE\nBODY\n`; the client checks the serial equals
+//! `platform_serial`, the timestamp is within 5 minutes and the signature
+//! verifies with the platform public key *before* it looks at the body or
+//! trusts the status. An answer that fails this is
+//! [`ClientError::BadSignature`], whatever its status.
+//!
+//! ```text
+//! POST /v3/transfers
+//!   {"mchid":"1900000001","appid":"wx..","partner_trade_no":"T1","openid":"o..",
+//!    "check_name":"NO_CHECK"|"FORCE_CHECK","re_user_name":"..(FORCE_CHECK only)",
+//!    "amount":100,"desc":"..","spbill_create_ip":"127.0.0.1","notify_url":"http://.."}
+//! 200 {"partner_trade_no":"T1","transfer_bill_no":"1330..","state":"ACCEPTED",
+//!      "amount":100,"openid":"o..","create_time":"RFC 3339","update_time":"RFC 3339",
+//!      "fail_reason":"..(FAIL only)"}
+//! GET /v3/transfers/{partner_trade_no}
+//! 200 (same shape)  |  404 {"code":"NOT_FOUND","message":".."}
+//! GET /v3/bills?date=YYYY-MM-DD
+//! 200 text/plain, the bill of super::bill (signature over the bill bytes)
+//! 4xx {"code":"PARAM_ERROR"|"INVALID_REQUEST"|"NOT_ENOUGH"|"OPENID_MISMATCH"|"SIGN_ERROR"|..,"message":".."}
+//! 5xx on faults (content not trusted)
+//! ```
+//!
+//! `amount` is integer fen. `state` is one of the v3 transfer states
+//! (`ACCEPTED`, `PROCESSING`, `SUCCESS`, `FAIL`, ...). Creation is idempotent
+//! on `partner_trade_no`: the same number with the same `openid`, `amount`,
+//! `desc`, `check_name` and `re_user_name` answers the existing transfer;
+//! with different ones it is `400 INVALID_REQUEST` (the number is taken:
+//! query it). `partner_trade_no` is 1 to 32 of `[A-Za-z0-9_-]`.
+//!
+//! ## Notifications (provider -> merchant)
+//!
+//! When a transfer reaches a final state the provider POSTs the
+//! `MCHTRANSFER.BILL.FINISHED` envelope of [`super::notify`] to the
+//! transfer's `notify_url`, signed like a response. The merchant answers 200
+//! or 204 once it has durably applied it (anything else is redelivered on the
+//! WeChat schedule: 15 s, 15 s, 30 s, 3 m, 10 m, 20 m, 30 m, 30 m, 30 m,
+//! 60 m, 3 h, 3 h, 3 h, 6 h, 6 h). Check it with
+//! [`ProviderClient::verify_notification`]; deliveries may repeat and arrive
+//! out of order, so apply them idempotently by `partner_trade_no`.
+//!
+//! # Errors and retries
+//!
+//! [`ClientError::is_transient`] tells whether the outcome is unknown: a
+//! transfer create that timed out, got a 5xx, or a reply that failed its
+//! signature check may or may not have been processed. Retry it with the
+//! *same* `partner_trade_no` (creation is idempotent) or query it; never
+//! create a new number for the same payout. [`ClientError::Rejected`] is a
+//! definitive answer that the request changed nothing (`status: 0` means it
+//! was refused locally, before anything was sent).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::{Method, Uri};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::notify::{self, TransferResult, TransferState};
+use super::sign::{self, RsaPrivateKey, RsaPublicKey};
+
+/// Longest `partner_trade_no`.
+pub const MAX_TRADE_NO_LEN: usize = 32;
+/// Longest transfer description (characters).
+pub const MAX_DESC_CHARS: usize = 32;
+/// Longest openid.
+pub const MAX_OPENID_LEN: usize = 128;
+/// Longest `notify_url`.
+pub const MAX_NOTIFY_URL_LEN: usize = 256;
+/// Longest real name for `FORCE_CHECK` (characters).
+pub const MAX_REAL_NAME_CHARS: usize = 64;
+/// Largest JSON answer read.
+const MAX_JSON_BODY: usize = 1 << 20;
+/// Largest bill read.
+const MAX_BILL_BODY: usize = 64 << 20;
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_server_ip() -> String {
+    "127.0.0.1".into()
+}
+
+/// Provider connection settings and merchant credentials.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Base URL of the provider, e.g. `http://127.0.0.1:9090` (a path
+    /// prefix is allowed and is part of the signed URL).
+    pub base_url: String,
+    /// Merchant id.
+    pub mchid: String,
+    /// App id (OAuth and transfers).
+    pub appid: String,
+    /// OAuth app secret.
+    pub app_secret: String,
+    /// Merchant RSA private key (PEM) that signs requests.
+    pub merchant_key_file: PathBuf,
+    /// Serial number of the merchant certificate.
+    pub merchant_serial: String,
+    /// Provider public key (PEM) that verifies responses and notifications.
+    pub platform_public_key_file: PathBuf,
+    /// Expected `Wechatpay-Serial`.
+    pub platform_serial: String,
+    /// The 32-character APIv3 key that decrypts notifications.
+    pub api_v3_key: String,
+    /// Per-request deadline, connect to last body byte.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `spbill_create_ip` sent with transfers.
+    #[serde(default = "default_server_ip")]
+    pub server_ip: String,
+}
+
+impl fmt::Debug for ProviderConfig {
+    /// Secrets (`app_secret`, `api_v3_key`) are not printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("base_url", &self.base_url)
+            .field("mchid", &self.mchid)
+            .field("appid", &self.appid)
+            .field("app_secret", &"<redacted>")
+            .field("merchant_key_file", &self.merchant_key_file)
+            .field("merchant_serial", &self.merchant_serial)
+            .field("platform_public_key_file", &self.platform_public_key_file)
+            .field("platform_serial", &self.platform_serial)
+            .field("api_v3_key", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("server_ip", &self.server_ip)
+            .finish()
+    }
+}
+
+/// Errors of the provider client.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No answer within `timeout_ms`.
+    #[error("provider did not answer in time")]
+    Timeout,
+    /// Connection error or a 5xx (or 408/429) answer.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// A definitive 4xx business error from the provider (`status` 200 for
+    /// OAuth `errcode` answers, 0 when refused locally before sending).
+    #[error("provider rejected the request ({status} {code}): {message}")]
+    Rejected {
+        /// HTTP status (200 for OAuth errors, 0 for local refusals).
+        status: u16,
+        /// Provider error code, e.g. `PARAM_ERROR`, or an OAuth errcode.
+        code: String,
+        /// Provider message.
+        message: String,
+    },
+    /// The answer's (or notification's) signature, timestamp or serial is
+    /// invalid: its content must not be trusted.
+    #[error("bad provider signature: {0}")]
+    BadSignature(String),
+    /// A malformed answer.
+    #[error("provider protocol error: {0}")]
+    Protocol(String),
+    /// Invalid configuration or key files.
+    #[error("provider client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// Whether the outcome of the call is unknown and it may be retried (with
+    /// the same `partner_trade_no`) or queried: `Timeout`, `Unavailable`,
+    /// `BadSignature` and `Protocol`. `Rejected` and `Config` are definitive.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Unavailable(_) | Self::BadSignature(_) | Self::Protocol(_) => {
+                true
+            }
+            Self::Rejected { .. } | Self::Config(_) => false,
+        }
+    }
+
+    fn local(code: &str, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            status: 0,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The `Wechatpay-*` headers of a notification, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyHeaders {
+    /// `Wechatpay-Timestamp`.
+    pub timestamp: String,
+    /// `Wechatpay-Nonce`.
+    pub nonce: String,
+    /// `Wechatpay-Signature`.
+    pub signature: String,
+    /// `Wechatpay-Serial`.
+    pub serial: String,
+}
+
+impl NotifyHeaders {
+    /// Reads the four headers from a request's header map; `None` when one is
+    /// missing or not visible ASCII.
+    pub fn from_headers(headers: &actix_web::http::header::HeaderMap) -> Option<Self> {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Some(Self {
+            timestamp: get(sign::HEADER_TIMESTAMP)?,
+            nonce: get(sign::HEADER_NONCE)?,
+            signature: get(sign::HEADER_SIGNATURE)?,
+            serial: get(sign::HEADER_SERIAL)?,
+        })
+    }
+}
+
+/// OAuth tokens of one user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OAuthTokens {
+    /// Access token.
+    pub access_token: String,
+    /// Refresh token (valid until revoked).
+    pub refresh_token: String,
+    /// The user's openid under our appid.
+    pub openid: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: i64,
+    /// Granted scope, e.g. `snsapi_base`.
+    pub scope: String,
+}
+
+/// Real-name check of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckName {
+    /// `NO_CHECK`.
+    NoCheck,
+    /// `FORCE_CHECK`: the provider fails the transfer unless the account
+    /// holder's real name is `real_name`.
+    ForceCheck {
+        /// The payee's real name.
+        real_name: String,
+    },
+}
+
+/// A transfer to a user's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// Our id: 1 to 32 of `[A-Za-z0-9_-]`, unique per payout, reused on retry.
+    pub partner_trade_no: String,
+    /// Payee.
+    pub openid: String,
+    /// Fen, at least 1.
+    pub amount: u64,
+    /// Remark shown to the payee (1 to 32 characters, no control characters).
+    pub description: String,
+    /// Real-name check.
+    pub check_name: CheckName,
+    /// Where the provider sends the final-state notification (http/https).
+    pub notify_url: String,
+}
+
+/// A transfer as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferStatus {
+    /// Our id.
+    pub partner_trade_no: String,
+    /// The provider's id.
+    pub transfer_bill_no: String,
+    /// Current state.
+    pub state: TransferState,
+    /// Fen.
+    pub amount: u64,
+    /// Payee.
+    pub openid: String,
+    /// Failure code when `state` is `FAIL`.
+    pub fail_reason: Option<String>,
+    /// RFC 3339 time of the last change.
+    pub update_time: String,
+}
+
+/// The transfer JSON of `POST /v3/transfers` (also read by the simulator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferBody {
+    /// Merchant id.
+    pub mchid: String,
+    /// App id.
+    pub appid: String,
+    /// Our id.
+    pub partner_trade_no: String,
+    /// Payee.
+    pub openid: String,
+    /// `NO_CHECK` or `FORCE_CHECK`.
+    pub check_name: String,
+    /// Real name, with `FORCE_CHECK` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re_user_name: Option<String>,
+    /// Fen.
+    pub amount: u64,
+    /// Remark.
+    pub desc: String,
+    /// The merchant server's IP.
+    pub spbill_create_ip: String,
+    /// Notification URL.
+    pub notify_url: String,
+}
+
+/// The transfer JSON answered by create and query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReply {
+    /// Our id.
+    pub partner_trade_no: String,
+    /// The provider's id.
+    pub transfer_bill_no: String,
+    /// State.
+    pub state: TransferState,
+    /// Fen.
+    pub amount: u64,
+    /// Payee.
+    pub openid: String,
+    /// RFC 3339.
+    pub create_time: String,
+    /// RFC 3339.
+    pub update_time: String,
+    /// Failure code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_reason: Option<String>,
+}
+
+/// The error JSON of a 4xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Error code, e.g. `PARAM_ERROR`.
+    pub code: String,
+    /// Human-readable message.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Whether `value` is a valid `partner_trade_no`: 1 to 32 of `[A-Za-z0-9_-]`.
+pub fn valid_trade_no(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_TRADE_NO_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `value` is a plausible openid: 1 to 128 visible ASCII characters.
+pub fn valid_openid(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_OPENID_LEN
+        && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Whether `value` is a valid transfer remark: 1 to 32 characters, none a
+/// control character.
+pub fn valid_description(value: &str) -> bool {
+    let chars = value.chars().count();
+    (1..=MAX_DESC_CHARS).contains(&chars) && !value.chars().any(char::is_control)
+}
+
+/// Whether `value` is a valid real name: 1 to 64 characters, no control
+/// characters.
+pub fn valid_real_name(value: &str) -> bool {
+    let chars = value.chars().count();
+    (1..=MAX_REAL_NAME_CHARS).contains(&chars) && !value.chars().any(char::is_control)
+}
+
+/// Whether `value` is an absolute http(s) URL with a host, at most 256 bytes.
+pub fn valid_notify_url(value: &str) -> bool {
+    value.len() <= MAX_NOTIFY_URL_LEN
+        && value.parse::<Uri>().ok().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        })
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode_query_value(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// What an answer looked like on the wire.
+#[derive(Debug)]
+struct RawReply {
+    status: u16,
+    headers: Option<NotifyHeaders>,
+    body: bytes::Bytes,
+}
+
+fn body_snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut snippet: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        snippet.push('…');
+    }
+    snippet
+}
+
+/// Classifies a transfer/query/bill answer whose signature (if the status
+/// needed one) has been checked. `Ok(body)` for 2xx.
+fn classify(reply: &RawReply) -> Result<&[u8], ClientError> {
+    let status = reply.status;
+    match status {
+        200..=299 => Ok(&reply.body),
+        408 | 429 => Err(ClientError::Unavailable(format!(
+            "HTTP {status}: {}",
+            body_snippet(&reply.body)
+        ))),
+        400..=499 => {
+            let err: ErrorReply = serde_json::from_slice(&reply.body).map_err(|e| {
+                ClientError::Protocol(format!("HTTP {status} with an unreadable error body: {e}"))
+            })?;
+            Err(ClientError::Rejected {
+                status,
+                code: err.code,
+                message: err.message,
+            })
+        }
+        500..=599 => Err(ClientError::Unavailable(format!(
+            "HTTP {status}: {}",
+            body_snippet(&reply.body)
+        ))),
+        _ => Err(ClientError::Protocol(format!(
+            "unexpected HTTP status {status}"
+        ))),
+    }
+}
+
+/// Whether an answer must carry a valid signature before it is believed:
+/// everything the client reads (2xx, and 4xx business errors other than
+/// 408/429).
+fn needs_signature(status: u16) -> bool {
+    status < 500 && status != 408 && status != 429
+}
+
+fn transfer_status(reply: TransferReply) -> Result<TransferStatus, ClientError> {
+    if reply.transfer_bill_no.is_empty() {
+        return Err(ClientError::Protocol("empty transfer_bill_no".into()));
+    }
+    Ok(TransferStatus {
+        partner_trade_no: reply.partner_trade_no,
+        transfer_bill_no: reply.transfer_bill_no,
+        state: reply.state,
+        amount: reply.amount,
+        openid: reply.openid,
+        fail_reason: reply.fail_reason.filter(|r| !r.is_empty()),
+        update_time: reply.update_time,
+    })
+}
+
+#[derive(Deserialize)]
+struct OAuthReply {
+    #[serde(default)]
+    errcode: Option<i64>,
+    #[serde(default)]
+    errmsg: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    openid: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, ClientError> {
+    match status {
+        200 => {}
+        408 | 429 | 500..=599 => {
+            return Err(ClientError::Unavailable(format!(
+                "HTTP {status}: {}",
+                body_snippet(body)
+            )))
+        }
+        400..=499 => {
+            return Err(ClientError::Rejected {
+                status,
+                code: format!("HTTP_{status}"),
+                message: body_snippet(body),
+            })
+        }
+        _ => {
+            return Err(ClientError::Protocol(format!(
+                "unexpected HTTP status {status}"
+            )))
+        }
+    }
+    let reply: OAuthReply = serde_json::from_slice(body)
+        .map_err(|e| ClientError::Protocol(format!("unreadable OAuth answer: {e}")))?;
+    if let Some(errcode) = reply.errcode.filter(|c| *c != 0) {
+        return Err(ClientError::Rejected {
+            status,
+            code: errcode.to_string(),
+            message: reply.errmsg.unwrap_or_default(),
+        });
+    }
+    let field = |value: Option<String>, name: &str| {
+        value
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ClientError::Protocol(format!("OAuth answer without {name}")))
+    };
+    Ok(OAuthTokens {
+        access_token: field(reply.access_token, "access_token")?,
+        refresh_token: field(reply.refresh_token, "refresh_token")?,
+        openid: field(reply.openid, "openid")?,
+        expires_in: reply
+            .expires_in
+            .ok_or_else(|| ClientError::Protocol("OAuth answer without expires_in".into()))?,
+        scope: reply.scope.unwrap_or_default(),
+    })
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+struct Inner {
+    /// `scheme://authority` without a trailing slash.
+    origin: String,
+    /// Path prefix of the base URL, without a trailing slash (often empty).
+    prefix: String,
+    mchid: String,
+    appid: String,
+    app_secret: String,
+    merchant_key: RsaPrivateKey,
+    merchant_serial: String,
+    platform_key: RsaPublicKey,
+    platform_serial: String,
+    api_v3_key: [u8; 32],
+    timeout: Duration,
+    server_ip: String,
+}
+
+/// The provider client. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct ProviderClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderClient")
+            .field(
+                "base_url",
+                &format!("{}{}", self.inner.origin, self.inner.prefix),
+            )
+            .field("mchid", &self.inner.mchid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_config_field(value: &str, name: &str) -> Result<(), ClientError> {
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && value
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::Config(format!(
+            "{name} must be 1 to 256 visible ASCII characters without quotes or backslashes"
+        )))
+    }
+}
+
+impl ProviderClient {
+    /// Loads and checks the keys and settings.
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, ClientError> {
+        let uri: Uri = cfg
+            .base_url
+            .parse()
+            .map_err(|e| ClientError::Config(format!("base_url {:?}: {e}", cfg.base_url)))?;
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s,
+            _ => {
+                return Err(ClientError::Config(format!(
+                    "base_url {:?} must be an http or https URL",
+                    cfg.base_url
+                )))
+            }
+        };
+        let authority = uri
+            .authority()
+            .filter(|a| !a.host().is_empty())
+            .ok_or_else(|| {
+                ClientError::Config(format!("base_url {:?} has no host", cfg.base_url))
+            })?;
+        if authority.as_str().contains('@') {
+            return Err(ClientError::Config(
+                "base_url must not carry credentials".into(),
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(ClientError::Config("base_url must not have a query".into()));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        for (value, name) in [
+            (&cfg.mchid, "mchid"),
+            (&cfg.appid, "appid"),
+            (&cfg.app_secret, "app_secret"),
+            (&cfg.merchant_serial, "merchant_serial"),
+            (&cfg.platform_serial, "platform_serial"),
+        ] {
+            check_config_field(value, name)?;
+        }
+        let api_v3_key = notify::api_v3_key_from_str(&cfg.api_v3_key)
+            .map_err(|_| ClientError::Config("api_v3_key must be exactly 32 bytes".into()))?;
+        if cfg.timeout_ms == 0 {
+            return Err(ClientError::Config("timeout_ms must be positive".into()));
+        }
+        let server_ip: IpAddr = cfg.server_ip.parse().map_err(|_| {
+            ClientError::Config(format!(
+                "server_ip {:?} is not an IP address",
+                cfg.server_ip
+            ))
+        })?;
+        let merchant_key = sign::load_private_key(&cfg.merchant_key_file).map_err(|e| {
+            ClientError::Config(format!(
+                "merchant key {}: {e}",
+                cfg.merchant_key_file.display()
+            ))
+        })?;
+        let platform_key = sign::load_public_key(&cfg.platform_public_key_file).map_err(|e| {
+            ClientError::Config(format!(
+                "platform public key {}: {e}",
+                cfg.platform_public_key_file.display()
+            ))
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                origin: format!("{scheme}://{authority}"),
+                prefix,
+                mchid: cfg.mchid.clone(),
+                appid: cfg.appid.clone(),
+                app_secret: cfg.app_secret.clone(),
+                merchant_key,
+                merchant_serial: cfg.merchant_serial.clone(),
+                platform_key,
+                platform_serial: cfg.platform_serial.clone(),
+                api_v3_key,
+                timeout: Duration::from_millis(cfg.timeout_ms),
+                server_ip: server_ip.to_string(),
+            }),
+        })
+    }
+
+    /// Exchanges a single-use OAuth code for tokens and the user's openid.
+    pub async fn exchange_code(&self, code: &str) -> Result<OAuthTokens, ClientError> {
+        if code.is_empty() || code.len() > 512 {
+            return Err(ClientError::local("40029", "invalid code"));
+        }
+        let query = query_string(&[
+            ("appid", &self.inner.appid),
+            ("secret", &self.inner.app_secret),
+            ("code", code),
+            ("grant_type", "authorization_code"),
+        ]);
+        let url = format!("{}/sns/oauth2/access_token?{query}", self.inner.prefix);
+        let reply = self
+            .send(Method::GET, &url, None, false, MAX_JSON_BODY)
+            .await?;
+        oauth_tokens(reply.status, &reply.body)
+    }
+
+    /// Gets a new access token with a refresh token.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<OAuthTokens, ClientError> {
+        if refresh_token.is_empty() || refresh_token.len() > 512 {
+            return Err(ClientError::local("40030", "invalid refresh_token"));
+        }
+        let query = query_string(&[
+            ("appid", &self.inner.appid),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ]);
+        let url = format!("{}/sns/oauth2/refresh_token?{query}", self.inner.prefix);
+        let reply = self
+            .send(Method::GET, &url, None, false, MAX_JSON_BODY)
+            .await?;
+        oauth_tokens(reply.status, &reply.body)
+    }
+
+    /// The JSON body of a transfer create; refuses (locally) an invalid
+    /// request.
+    pub fn transfer_body(&self, t: &TransferRequest) -> Result<TransferBody, ClientError> {
+        if !valid_trade_no(&t.partner_trade_no) {
+            return Err(ClientError::local(
+                "PARAM_ERROR",
+                "partner_trade_no must be 1 to 32 of [A-Za-z0-9_-]",
+            ));
+        }
+        if !valid_openid(&t.openid) {
+            return Err(ClientError::local("PARAM_ERROR", "invalid openid"));
+        }
+        if t.amount == 0 || i64::try_from(t.amount).is_err() {
+            return Err(ClientError::local("PARAM_ERROR", "amount out of range"));
+        }
+        if !valid_description(&t.description) {
+            return Err(ClientError::local(
+                "PARAM_ERROR",
+                "description must be 1 to 32 characters",
+            ));
+        }
+        if !valid_notify_url(&t.notify_url) {
+            return Err(ClientError::local("PARAM_ERROR", "invalid notify_url"));
+        }
+        let (check_name, re_user_name) = match &t.check_name {
+            CheckName::NoCheck => ("NO_CHECK", None),
+            CheckName::ForceCheck { real_name } => {
+                if !valid_real_name(real_name) {
+                    return Err(ClientError::local("PARAM_ERROR", "invalid real name"));
+                }
+                ("FORCE_CHECK", Some(real_name.clone()))
+            }
+        };
+        Ok(TransferBody {
+            mchid: self.inner.mchid.clone(),
+            appid: self.inner.appid.clone(),
+            partner_trade_no: t.partner_trade_no.clone(),
+            openid: t.openid.clone(),
+            check_name: check_name.to_owned(),
+            re_user_name,
+            amount: t.amount,
+            desc: t.description.clone(),
+            spbill_create_ip: self.inner.server_ip.clone(),
+            notify_url: t.notify_url.clone(),
+        })
+    }
+
+    /// Creates (or, with the same `partner_trade_no` and fields, finds) a
+    /// transfer. A transient error leaves the outcome unknown: retry with the
+    /// same request or [`Self::query_transfer`].
+    pub async fn create_transfer(
+        &self,
+        t: &TransferRequest,
+    ) -> Result<TransferStatus, ClientError> {
+        let body = serde_json::to_vec(&self.transfer_body(t)?)
+            .map_err(|e| ClientError::Protocol(format!("cannot serialise the request: {e}")))?;
+        let url = format!("{}/v3/transfers", self.inner.prefix);
+        let reply = self
+            .send(Method::POST, &url, Some(body), true, MAX_JSON_BODY)
+            .await?;
+        let status = self.parse_transfer(classify(&reply)?)?;
+        if status.partner_trade_no != t.partner_trade_no {
+            return Err(ClientError::Protocol(format!(
+                "answer is for transfer {:?}, not {:?}",
+                status.partner_trade_no, t.partner_trade_no
+            )));
+        }
+        if status.amount != t.amount || status.openid != t.openid {
+            return Err(ClientError::Protocol(
+                "answer's amount or openid differs from the request".into(),
+            ));
+        }
+        Ok(status)
+    }
+
+    /// The provider's view of a transfer; `None` when it has no such
+    /// transfer.
+    pub async fn query_transfer(
+        &self,
+        partner_trade_no: &str,
+    ) -> Result<Option<TransferStatus>, ClientError> {
+        if !valid_trade_no(partner_trade_no) {
+            return Err(ClientError::local(
+                "PARAM_ERROR",
+                "partner_trade_no must be 1 to 32 of [A-Za-z0-9_-]",
+            ));
+        }
+        let url = format!("{}/v3/transfers/{partner_trade_no}", self.inner.prefix);
+        let reply = self
+            .send(Method::GET, &url, None, true, MAX_JSON_BODY)
+            .await?;
+        let body = match classify(&reply) {
+            Ok(body) => body,
+            Err(ClientError::Rejected {
+                status: 404, code, ..
+            }) if code == "NOT_FOUND" => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let status = self.parse_transfer(body)?;
+        if status.partner_trade_no != partner_trade_no {
+            return Err(ClientError::Protocol(format!(
+                "answer is for transfer {:?}, not {partner_trade_no:?}",
+                status.partner_trade_no
+            )));
+        }
+        Ok(Some(status))
+    }
+
+    /// Downloads the daily bill of `date` (provider local date), verified;
+    /// parse it with [`super::bill::parse_bill`].
+    pub async fn download_bill(&self, date: chrono::NaiveDate) -> Result<String, ClientError> {
+        let url = format!(
+            "{}/v3/bills?date={}",
+            self.inner.prefix,
+            date.format("%Y-%m-%d")
+        );
+        let reply = self
+            .send(Method::GET, &url, None, true, MAX_BILL_BODY)
+            .await?;
+        let body = classify(&reply)?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ClientError::Protocol("bill is not UTF-8".into()))
+    }
+
+    /// Verifies a notification's serial, timestamp (5 minutes around `now`,
+    /// Unix seconds) and signature over the raw `body`, then decrypts it and
+    /// checks it is for our merchant id.
+    pub fn verify_notification(
+        &self,
+        h: &NotifyHeaders,
+        body: &[u8],
+        now: i64,
+    ) -> Result<TransferResult, ClientError> {
+        self.verify_signed(h, body, now)?;
+        let (_, result) = notify::parse_and_decrypt(&self.inner.api_v3_key, body)
+            .map_err(|e| ClientError::Protocol(format!("notification: {e}")))?;
+        if result.mchid != self.inner.mchid {
+            return Err(ClientError::Protocol(format!(
+                "notification for merchant {:?}",
+                result.mchid
+            )));
+        }
+        Ok(result)
+    }
+
+    fn verify_signed(&self, h: &NotifyHeaders, body: &[u8], now: i64) -> Result<(), ClientError> {
+        if h.serial != self.inner.platform_serial {
+            return Err(ClientError::BadSignature(format!(
+                "unknown {} {:?}",
+                sign::HEADER_SERIAL,
+                h.serial
+            )));
+        }
+        sign::verify_response(
+            &self.inner.platform_key,
+            &h.timestamp,
+            &h.nonce,
+            body,
+            &h.signature,
+            now,
+            sign::DEFAULT_MAX_SKEW_SECS,
+        )
+        .map_err(|e| ClientError::BadSignature(e.to_string()))
+    }
+
+    fn parse_transfer(&self, body: &[u8]) -> Result<TransferStatus, ClientError> {
+        let reply: TransferReply = serde_json::from_slice(body)
+            .map_err(|e| ClientError::Protocol(format!("unreadable transfer: {e}")))?;
+        transfer_status(reply)
+    }
+
+    /// The `Authorization` header value for a request.
+    pub fn authorization(
+        &self,
+        method: &Method,
+        url: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Result<String, ClientError> {
+        let nonce = sign::generate_nonce()
+            .map_err(|e| ClientError::Config(format!("cannot make a nonce: {e}")))?;
+        sign::build_authorization(
+            &self.inner.merchant_key,
+            &self.inner.mchid,
+            &self.inner.merchant_serial,
+            method.as_str(),
+            url,
+            timestamp,
+            &nonce,
+            body,
+        )
+        .map_err(|e| ClientError::Config(format!("cannot sign the request: {e}")))
+    }
+
+    /// Sends one request to `origin + url` (`url` = path and query, which is
+    /// also what is signed) and reads the answer, all within the timeout.
+    /// With `signed`, the request carries an `Authorization` header and an
+    /// answer that needs one must have a valid provider signature.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        signed: bool,
+        limit: usize,
+    ) -> Result<RawReply, ClientError> {
+        let deadline = self.inner.timeout;
+        let reply = match actix_web::rt::time::timeout(
+            deadline,
+            self.send_inner(method, url, body, signed, limit),
+        )
+        .await
+        {
+            Ok(result) => result?,
+            Err(_elapsed) => return Err(ClientError::Timeout),
+        };
+        if signed && needs_signature(reply.status) {
+            let headers = reply.headers.as_ref().ok_or_else(|| {
+                ClientError::BadSignature(format!(
+                    "HTTP {} answer without the Wechatpay-* headers",
+                    reply.status
+                ))
+            })?;
+            self.verify_signed(headers, &reply.body, unix_now())?;
+        }
+        Ok(reply)
+    }
+
+    async fn send_inner(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        signed: bool,
+        limit: usize,
+    ) -> Result<RawReply, ClientError> {
+        // Slightly longer than the overall deadline: the outer timeout is the
+        // one that fires and is reported.
+        let client = awc::Client::builder()
+            .timeout(self.inner.timeout + Duration::from_millis(100))
+            .connector(
+                awc::Connector::new().timeout(self.inner.timeout + Duration::from_millis(100)),
+            )
+            .disable_redirects()
+            .finish();
+        let full_url = format!("{}{url}", self.inner.origin);
+        let body = body.unwrap_or_default();
+        let mut request = client
+            .request(method.clone(), full_url)
+            .insert_header(("Accept", "application/json"))
+            .insert_header(("User-Agent", concat!("qrgate/", env!("CARGO_PKG_VERSION"))));
+        if signed {
+            let auth = self.authorization(&method, url, unix_now(), &body)?;
+            request = request.insert_header(("Authorization", auth));
+        }
+        let sent = if method == Method::POST {
+            request
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(body)
+                .await
+        } else {
+            request.send().await
+        };
+        let mut response = sent.map_err(map_send_error)?;
+        let status = response.status();
+        let headers = NotifyHeaders::from_headers(response.headers());
+        let body = response.body().limit(limit).await.map_err(|e| match e {
+            awc::error::PayloadError::Overflow => {
+                ClientError::Protocol(format!("answer larger than {limit} bytes"))
+            }
+            other => ClientError::Unavailable(format!("reading the answer: {other}")),
+        })?;
+        Ok(RawReply {
+            status: status.as_u16(),
+            headers,
+            body,
+        })
+    }
+}
+
+fn map_send_error(e: awc::error::SendRequestError) -> ClientError {
+    use awc::error::{ConnectError, SendRequestError};
+    match e {
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            ClientError::Timeout
+        }
+        SendRequestError::Connect(ConnectError::SslIsNotSupported) => ClientError::Config(
+            "https base_url needs a TLS-enabled awc build (feature rustls or openssl)".into(),
+        ),
+        SendRequestError::Url(e) => ClientError::Config(format!("invalid URL: {e}")),
+        other => ClientError::Unavailable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        cfg: ProviderConfig,
+        merchant_public: RsaPublicKey,
+        platform_private: RsaPrivateKey,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static F: OnceLock<Fixture> = OnceLock::new();
+        F.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (merchant_private, merchant_public) = sign::generate_keypair().expect("keys");
+            let (platform_private, platform_public) = sign::generate_keypair().expect("keys");
+            let merchant_key_file = dir.path().join("merchant.pem");
+            let platform_public_key_file = dir.path().join("platform_public.pem");
+            sign::save_private_key(&merchant_key_file, &merchant_private).expect("save");
+            sign::save_public_key(&platform_public_key_file, &platform_public).expect("save");
+            let cfg = ProviderConfig {
+                base_url: "http://127.0.0.1:9".into(),
+                mchid: "1900000001".into(),
+                appid: "wx-test".into(),
+                app_secret: "secret".into(),
+                merchant_key_file,
+                merchant_serial: "M-SERIAL".into(),
+                platform_public_key_file,
+                platform_serial: "P-SERIAL".into(),
+                api_v3_key: "0123456789abcdefghijklmnopqrstuv".into(),
+                timeout_ms: 5000,
+                server_ip: "127.0.0.1".into(),
+            };
+            Fixture {
+                _dir: dir,
+                cfg,
+                merchant_public,
+                platform_private,
+            }
+        })
+    }
+
+    fn client() -> ProviderClient {
+        ProviderClient::new(&fixture().cfg).expect("client")
+    }
+
+    fn request() -> TransferRequest {
+        TransferRequest {
+            partner_trade_no: "T-1_a".into(),
+            openid: "o-user".into(),
+            amount: 123,
+            description: "提现".into(),
+            check_name: CheckName::NoCheck,
+            notify_url: "http://127.0.0.1:1/notify".into(),
+        }
+    }
+
+    fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn client_is_send_sync_clone() {
+        assert_send_sync_clone::<ProviderClient>();
+    }
+
+    #[test]
+    fn config_from_toml_with_defaults_and_redacted_debug() {
+        let f = fixture();
+        let text = format!(
+            r#"
+            base_url = "http://127.0.0.1:9090"
+            mchid = "1900000001"
+            appid = "wx"
+            app_secret = "very-secret"
+            merchant_key_file = "{}"
+            merchant_serial = "S"
+            platform_public_key_file = "{}"
+            platform_serial = "P"
+            api_v3_key = "0123456789abcdefghijklmnopqrstuv"
+            "#,
+            f.cfg.merchant_key_file.display(),
+            f.cfg.platform_public_key_file.display()
+        );
+        let cfg: ProviderConfig = toml::from_str(&text).expect("parse");
+        assert_eq!(cfg.timeout_ms, 5000);
+        assert_eq!(cfg.server_ip, "127.0.0.1");
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("very-secret"), "{debug}");
+        assert!(!debug.contains("0123456789abcdef"), "{debug}");
+        ProviderClient::new(&cfg).expect("valid");
+
+        let unknown = format!("{text}\nextra = 1\n");
+        assert!(toml::from_str::<ProviderConfig>(&unknown).is_err());
+    }
+
+    #[test]
+    fn config_validation() {
+        let base = &fixture().cfg;
+        let bad = |edit: &dyn Fn(&mut ProviderConfig)| {
+            let mut cfg = base.clone();
+            edit(&mut cfg);
+            match ProviderClient::new(&cfg) {
+                Err(ClientError::Config(_)) => {}
+                other => panic!("expected a config error, got {other:?}"),
+            }
+        };
+        bad(&|c| c.base_url = "ftp://127.0.0.1".into());
+        bad(&|c| c.base_url = "127.0.0.1:9090".into());
+        bad(&|c| c.base_url = "http://".into());
+        bad(&|c| c.base_url = "http://u:p@host".into());
+        bad(&|c| c.base_url = "http://host/?x=1".into());
+        bad(&|c| c.api_v3_key = "short".into());
+        bad(&|c| c.api_v3_key = "0123456789abcdefghijklmnopqrstuvw".into());
+        bad(&|c| c.mchid = String::new());
+        bad(&|c| c.merchant_serial = "a\"b".into());
+        bad(&|c| c.timeout_ms = 0);
+        bad(&|c| c.server_ip = "localhost".into());
+        bad(&|c| c.merchant_key_file = c.platform_public_key_file.clone());
+        bad(&|c| c.platform_public_key_file = c.merchant_key_file.clone());
+        bad(&|c| c.merchant_key_file = "/nonexistent/key.pem".into());
+
+        let mut cfg = base.clone();
+        cfg.base_url = "https://api.example.com/prefix/".into();
+        let client = ProviderClient::new(&cfg).expect("https with a prefix");
+        assert_eq!(client.inner.origin, "https://api.example.com");
+        assert_eq!(client.inner.prefix, "/prefix");
+    }
+
+    #[test]
+    fn transfer_body_is_built_and_validated() {
+        let c = client();
+        let body = c.transfer_body(&request()).expect("body");
+        let json = serde_json::to_value(&body).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "mchid": "1900000001",
+                "appid": "wx-test",
+                "partner_trade_no": "T-1_a",
+                "openid": "o-user",
+                "check_name": "NO_CHECK",
+                "amount": 123,
+                "desc": "提现",
+                "spbill_create_ip": "127.0.0.1",
+                "notify_url": "http://127.0.0.1:1/notify",
+            })
+        );
+        let mut forced = request();
+        forced.check_name = CheckName::ForceCheck {
+            real_name: "张三".into(),
+        };
+        let json = serde_json::to_value(c.transfer_body(&forced).expect("body")).expect("json");
+        assert_eq!(json["check_name"], "FORCE_CHECK");
+        assert_eq!(json["re_user_name"], "张三");
+
+        let refused = |edit: &dyn Fn(&mut TransferRequest)| {
+            let mut t = request();
+            edit(&mut t);
+            match c.transfer_body(&t) {
+                Err(e @ ClientError::Rejected { status: 0, .. }) => assert!(!e.is_transient()),
+                other => panic!("expected a local refusal, got {other:?}"),
+            }
+        };
+        refused(&|t| t.partner_trade_no = String::new());
+        refused(&|t| t.partner_trade_no = "a/b".into());
+        refused(&|t| t.partner_trade_no = "x".repeat(33));
+        refused(&|t| t.amount = 0);
+        refused(&|t| t.amount = u64::MAX);
+        refused(&|t| t.openid = "o user".into());
+        refused(&|t| t.description = String::new());
+        refused(&|t| t.description = "字".repeat(33));
+        refused(&|t| t.description = "a\nb".into());
+        refused(&|t| t.notify_url = "/relative".into());
+        refused(&|t| t.notify_url = "ftp://x/y".into());
+        refused(&|t| {
+            t.check_name = CheckName::ForceCheck {
+                real_name: String::new(),
+            }
+        });
+        // 32 characters (not bytes) are fine.
+        let mut t = request();
+        t.description = "字".repeat(32);
+        c.transfer_body(&t).expect("32 characters");
+    }
+
+    #[test]
+    fn authorization_verifies_with_the_merchant_key() {
+        let c = client();
+        let f = fixture();
+        let body = br#"{"a":1}"#;
+        let header = c
+            .authorization(&Method::POST, "/v3/transfers", 1_700_000_000, body)
+            .expect("auth");
+        let auth = sign::parse_authorization(&header).expect("parse");
+        assert_eq!(auth.mchid, "1900000001");
+        assert_eq!(auth.serial_no, "M-SERIAL");
+        sign::verify_request(
+            &f.merchant_public,
+            &auth,
+            "POST",
+            "/v3/transfers",
+            body,
+            1_700_000_000,
+            300,
+        )
+        .expect("verifies");
+        assert!(sign::verify_request(
+            &f.merchant_public,
+            &auth,
+            "POST",
+            "/v3/transfers?x",
+            body,
+            1_700_000_000,
+            300
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn query_strings_are_encoded() {
+        assert_eq!(
+            query_string(&[("code", "a b&c=d/é"), ("x", "AZaz09-._~")]),
+            "code=a%20b%26c%3Dd%2F%C3%A9&x=AZaz09-._~"
+        );
+    }
+
+    fn reply(status: u16, body: &str) -> RawReply {
+        RawReply {
+            status,
+            headers: None,
+            body: bytes::Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn status_classification() {
+        assert!(classify(&reply(200, "{}")).is_ok());
+        match classify(&reply(400, r#"{"code":"PARAM_ERROR","message":"bad"}"#)) {
+            Err(ClientError::Rejected {
+                status: 400,
+                code,
+                message,
+            }) => {
+                assert_eq!(code, "PARAM_ERROR");
+                assert_eq!(message, "bad");
+            }
+            other => panic!("{other:?}"),
+        }
+        match classify(&reply(403, r#"{"code":"NOT_ENOUGH"}"#)) {
+            Err(e @ ClientError::Rejected { status: 403, .. }) => assert!(!e.is_transient()),
+            other => panic!("{other:?}"),
+        }
+        for status in [500, 502, 503, 429, 408] {
+            match classify(&reply(status, "oops")) {
+                Err(e @ ClientError::Unavailable(_)) => assert!(e.is_transient()),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        match classify(&reply(400, "<html>")) {
+            Err(e @ ClientError::Protocol(_)) => assert!(e.is_transient()),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(&reply(302, "")),
+            Err(ClientError::Protocol(_))
+        ));
+        assert!(needs_signature(200) && needs_signature(404) && needs_signature(401));
+        assert!(!needs_signature(500) && !needs_signature(429));
+    }
+
+    #[test]
+    fn transience() {
+        assert!(ClientError::Timeout.is_transient());
+        assert!(ClientError::Unavailable("x".into()).is_transient());
+        assert!(ClientError::BadSignature("x".into()).is_transient());
+        assert!(ClientError::Protocol("x".into()).is_transient());
+        assert!(!ClientError::Config("x".into()).is_transient());
+        assert!(!ClientError::Rejected {
+            status: 400,
+            code: "PARAM_ERROR".into(),
+            message: String::new()
+        }
+        .is_transient());
+    }
+
+    #[test]
+    fn oauth_answers() {
+        let ok = r#"{"access_token":"A","expires_in":7200,"refresh_token":"R","openid":"o1","scope":"snsapi_base"}"#;
+        let tokens = oauth_tokens(200, ok.as_bytes()).expect("tokens");
+        assert_eq!(tokens.openid, "o1");
+        assert_eq!(tokens.expires_in, 7200);
+        match oauth_tokens(200, br#"{"errcode":40029,"errmsg":"invalid code"}"#) {
+            Err(ClientError::Rejected {
+                status: 200,
+                code,
+                message,
+            }) => {
+                assert_eq!(code, "40029");
+                assert_eq!(message, "invalid code");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            oauth_tokens(200, br#"{"access_token":"A"}"#),
+            Err(ClientError::Protocol(_))
+        ));
+        assert!(matches!(
+            oauth_tokens(503, b""),
+            Err(ClientError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn notifications_are_verified_then_decrypted() {
+        let c = client();
+        let f = fixture();
+        let key = notify::api_v3_key_from_str(&f.cfg.api_v3_key).expect("key");
+        let result = TransferResult {
+            mchid: "1900000001".into(),
+            partner_trade_no: "T1".into(),
+            transfer_bill_no: "B1".into(),
+            state: TransferState::Success,
+            amount: 100,
+            openid: "o1".into(),
+            fail_reason: None,
+            create_time: None,
+            update_time: "2024-01-05T10:00:00+08:00".into(),
+        };
+        let body =
+            notify::build_notification(&key, "EV-1", "2024-01-05T10:00:00+08:00", "done", &result)
+                .expect("build");
+        let now = 1_704_420_000;
+        let h = sign::sign_response_headers(&f.platform_private, "P-SERIAL", now, body.as_bytes())
+            .expect("sign");
+        let headers = NotifyHeaders {
+            timestamp: h.timestamp.clone(),
+            nonce: h.nonce.clone(),
+            signature: h.signature.clone(),
+            serial: h.serial.clone(),
+        };
+        assert_eq!(
+            c.verify_notification(&headers, body.as_bytes(), now + 10)
+                .expect("valid"),
+            result
+        );
+        // Too old.
+        assert!(matches!(
+            c.verify_notification(&headers, body.as_bytes(), now + 301),
+            Err(ClientError::BadSignature(_))
+        ));
+        // Another serial.
+        let other = NotifyHeaders {
+            serial: "OTHER".into(),
+            ..headers.clone()
+        };
+        assert!(matches!(
+            c.verify_notification(&other, body.as_bytes(), now),
+            Err(ClientError::BadSignature(_))
+        ));
+        // Tampered body.
+        let tampered = body.replacen("EV-1", "EV-2", 1);
+        assert!(matches!(
+            c.verify_notification(&headers, tampered.as_bytes(), now),
+            Err(ClientError::BadSignature(_))
+        ));
+        // Another merchant's notification, validly signed.
+        let foreign = TransferResult {
+            mchid: "1900000002".into(),
+            ..result
+        };
+        let body =
+            notify::build_notification(&key, "EV-3", "2024-01-05T10:00:00+08:00", "", &foreign)
+                .expect("build");
+        let h = sign::sign_response_headers(&f.platform_private, "P-SERIAL", now, body.as_bytes())
+            .expect("sign");
+        let headers = NotifyHeaders {
+            timestamp: h.timestamp,
+            nonce: h.nonce,
+            signature: h.signature,
+            serial: h.serial,
+        };
+        assert!(matches!(
+            c.verify_notification(&headers, body.as_bytes(), now),
+            Err(ClientError::Protocol(_))
+        ));
+    }
+
+    /// Nothing listens on port 9 of loopback: a connection error is
+    /// `Unavailable`, so transient.
+    #[actix_web::test]
+    async fn connection_refused_is_unavailable() {
+        let c = client();
+        match c.query_transfer("T1").await {
+            Err(e @ (ClientError::Unavailable(_) | ClientError::Timeout)) => {
+                assert!(e.is_transient())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
