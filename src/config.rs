@@ -21,6 +21,9 @@ pub struct Config {
     pub websocket: WebSocket,
     pub wallets: Wallets,
     pub payouts: Payouts,
+    /// The payment provider; absent: payouts and account links answer 503
+    /// `provider_not_configured`.
+    pub provider: Option<crate::provider::client::ProviderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +97,11 @@ pub struct Payouts {
     pub day_offset_hours: i32,
     /// Multiplies retry delays (tests shorten them).
     pub retry_factor: f64,
+    /// Where the provider sends notifications. Default:
+    /// `{public_base_url}/v1/provider/notify`.
+    pub notify_url: Option<String>,
+    /// Refresh a linked account's access token this long before it expires.
+    pub refresh_before_seconds: i64,
 }
 
 impl Default for Payouts {
@@ -109,6 +117,8 @@ impl Default for Payouts {
             large_transaction_fen: 5_000_000,
             day_offset_hours: 8,
             retry_factor: 1.0,
+            notify_url: None,
+            refresh_before_seconds: 600,
         }
     }
 }
@@ -156,6 +166,7 @@ impl Default for Config {
             websocket: WebSocket::default(),
             wallets: Wallets::default(),
             payouts: Payouts::default(),
+            provider: None,
         }
     }
 }
@@ -239,6 +250,15 @@ impl Config {
         }
         if let Some(v) = get("QRGATE_PUBLIC_BASE_URL") {
             self.public_base_url = Some(v);
+        }
+        // Provider secrets belong in the environment rather than the file.
+        if let Some(p) = self.provider.as_mut() {
+            if let Some(v) = get("QRGATE_PROVIDER_API_V3_KEY") {
+                p.api_v3_key = v;
+            }
+            if let Some(v) = get("QRGATE_PROVIDER_APP_SECRET") {
+                p.app_secret = v;
+            }
         }
     }
 

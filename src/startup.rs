@@ -24,6 +24,8 @@ pub enum StartError {
     Keys(#[from] crate::keys::KeyError),
     #[error("cannot open storage in {0}: {1}")]
     Storage(String, crate::storage::StorageError),
+    #[error("[provider]: {0}")]
+    Provider(crate::provider::client::ClientError),
 }
 
 /// A server bound to its port, not yet awaited.
@@ -75,6 +77,12 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     // worker talks to the same ones.
     let arbiters = crate::registry::Arbiters::start(config.arbiters());
     let directory = Directory::new(shared, arbiters.clone());
+    let provider = match &config.provider {
+        Some(p) => {
+            Some(crate::provider::client::ProviderClient::new(p).map_err(StartError::Provider)?)
+        }
+        None => None,
+    };
     let wallets = crate::wallets::Wallets::new(
         Arc::new(crate::wallets::Shared {
             config: config.clone(),
@@ -89,6 +97,28 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         directory.shared().counters.clone(),
     ));
 
+    let payout_jobs = Arc::new(tokio::sync::Notify::new());
+    if let Some(client) = provider.clone() {
+        let notify_url = config
+            .payouts
+            .notify_url
+            .clone()
+            .unwrap_or_else(|| format!("{base_url}/v1/provider/notify"));
+        actix_web::rt::spawn(
+            crate::wallets::runner::Runner {
+                wallets: wallets.clone(),
+                client: client.clone(),
+                notify_url,
+                wake: Arc::clone(&payout_jobs),
+            }
+            .run(),
+        );
+        actix_web::rt::spawn(crate::wallets::runner::refresh_links(
+            wallets.clone(),
+            client,
+            Arc::clone(&keys),
+        ));
+    }
     let state = web::Data::new(AppState {
         admin_hash: blake3::hash(config.admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
@@ -100,9 +130,11 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         storage: storage.clone(),
         keys,
         groups: directory,
-        wallets,
+        wallets: wallets.clone(),
+        provider: provider.clone(),
+        payout_jobs: payout_jobs.clone(),
         hub,
-        base_url,
+        base_url: base_url.clone(),
         config: config.clone(),
     });
 

@@ -244,6 +244,12 @@ pub fn advance(p: &Payout, a: &Answer) -> Step {
     }
 }
 
+/// Not final longer than `stuck_after` seconds after it was requested (the
+/// provider's guidance is 30 minutes).
+pub fn is_stuck(p: &Payout, now: i64, stuck_after: i64) -> bool {
+    !p.state.is_final() && now - p.created_at >= stuck_after
+}
+
 /// Seconds before the next attempt after `attempts` calls: 1, 2, 4, ... up to
 /// 5 minutes, times `factor` (tests shorten it), at least 50 ms.
 pub fn backoff_ms(attempts: u32, factor: f64) -> i64 {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod groups;
 pub mod invites;
 pub mod ops;
+pub mod payouts;
 pub mod users;
 pub mod wallets;
 pub mod ws;
@@ -31,6 +32,10 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub groups: Directory,
     pub wallets: crate::wallets::Wallets,
+    /// The payment provider, when configured.
+    pub provider: Option<crate::provider::client::ProviderClient>,
+    /// Wakes the payout job (a payout was requested).
+    pub payout_jobs: Arc<tokio::sync::Notify>,
     pub hub: Hub,
     pub admin_hash: blake3::Hash,
     pub base_url: String,
@@ -52,6 +57,12 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/wallet/entries",
     "/v1/earnings",
     "/v1/admin/ledger/check",
+    "/v1/wallet/link",
+    "/v1/payouts",
+    "/v1/provider/notify",
+    "/v1/admin/payouts",
+    "/v1/admin/reports/large-transactions",
+    "/v1/admin/reconcile",
     "/v1/ws",
     "/healthz",
     "/metrics",
@@ -100,6 +111,15 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(wallets::entries)
             .service(wallets::earn)
             .service(wallets::ledger_check)
+            .service(payouts::link)
+            .service(payouts::create_payout)
+            .service(payouts::list_payouts)
+            .service(payouts::get_payout)
+            .service(payouts::provider_notify)
+            .service(payouts::admin_payouts)
+            .service(payouts::large_transactions)
+            .service(payouts::set_kyc)
+            .service(payouts::reconcile)
             .service(ws::ws)
             .default_service(web::to(not_found));
     }

@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod payouts;
+pub mod runner;
 
 use serde::Serialize;
 use std::sync::Arc;

@@ -1,0 +1,535 @@
+//! Payouts, the large-transaction report and KYC flags.
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{Admin, User};
+use super::{id, rfc3339, AppState};
+use crate::domain::ids::{PayoutId, UserId};
+use crate::domain::payout::{Payout, PayoutState};
+use crate::error::{ApiError, Problem};
+use crate::metrics;
+use crate::provider::client::{ClientError, NotifyHeaders, TransferStatus};
+use crate::storage::{LargeTransaction, Link, WriteSet};
+use crate::wallets::runner;
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPayout {
+    /// In fen, within the configured payout limits.
+    amount: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PayoutView {
+    id: PayoutId,
+    status: PayoutState,
+    amount: u64,
+    /// Our number for this transfer at the provider (stable across retries).
+    partner_trade_no: String,
+    /// The provider's number, once it accepted the transfer.
+    transfer_bill_no: Option<String>,
+    fail_reason: Option<String>,
+    automatic: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&Payout> for PayoutView {
+    fn from(p: &Payout) -> Self {
+        PayoutView {
+            id: p.id,
+            status: p.state,
+            amount: p.amount,
+            partner_trade_no: p.partner_trade_no.clone(),
+            transfer_bill_no: p.transfer_bill_no.clone(),
+            fail_reason: p.fail_reason.clone(),
+            automatic: p.automatic,
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header: 1 to 128 printable ASCII characters.
+pub fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let v = req
+        .headers()
+        .get("Idempotency-Key")
+        .ok_or(ApiError::IdempotencyKeyRequired)?
+        .to_str()
+        .map_err(|_| ApiError::IdempotencyKeyRequired)?;
+    if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::IdempotencyKeyRequired);
+    }
+    Ok(v.to_string())
+}
+
+/// Ask for a payout of wallet money to the linked payment account. Needs an
+/// `Idempotency-Key`: the same key and body return the original payout (200),
+/// another body 422 `idempotency_key_reused`. The amount is held at once;
+/// the transfer to the provider happens in the background and its progress
+/// arrives as `payout_updated` on the WebSocket.
+#[utoipa::path(
+    request_body = NewPayout,
+    params(("Idempotency-Key" = String, Header)),
+    responses(
+        (status = 202, body = PayoutView), (status = 200, body = PayoutView),
+        (status = 400, body = Problem), (status = 403, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem), (status = 503, body = Problem)
+    ),
+    security(("bearer" = [])), tag = "payouts"
+)]
+#[post("/v1/payouts")]
+pub async fn create_payout(
+    state: web::Data<AppState>,
+    user: User,
+    req: HttpRequest,
+    body: web::Json<NewPayout>,
+) -> Result<HttpResponse, ApiError> {
+    if state.provider.is_none() {
+        return Err(ApiError::ProviderNotConfigured);
+    }
+    let key = idempotency_key(&req)?;
+    let canonical = serde_json::to_vec(&body.0).map_err(|_| ApiError::Internal)?;
+    let request_hash = *blake3::hash(&canonical).as_bytes();
+    let r = state
+        .wallets
+        .request_payout(user.0, key, request_hash, body.amount)
+        .await?;
+    state.payout_jobs.notify_one();
+    let view = PayoutView::from(&r.payout);
+    Ok(if r.fresh {
+        HttpResponse::Accepted().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
+}
+
+/// One of the caller's payouts (another user's answers 404).
+#[utoipa::path(
+    params(("id" = String, Path)),
+    responses((status = 200, body = PayoutView), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "payouts"
+)]
+#[get("/v1/payouts/{id}")]
+pub async fn get_payout(
+    state: web::Data<AppState>,
+    user: User,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let pid = id(PayoutId::parse, &path)?;
+    match state.wallets.payout(pid)? {
+        Some(p) if p.user == user.0 => Ok(HttpResponse::Ok().json(PayoutView::from(&p))),
+        _ => Err(ApiError::PayoutNotFound),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PayoutList {
+    payouts: Vec<PayoutView>,
+}
+
+/// The caller's latest payouts (at most 100), newest first.
+#[utoipa::path(
+    responses((status = 200, body = PayoutList)),
+    security(("bearer" = [])), tag = "payouts"
+)]
+#[get("/v1/payouts")]
+pub async fn list_payouts(
+    state: web::Data<AppState>,
+    user: User,
+) -> Result<HttpResponse, ApiError> {
+    let payouts = state.storage.user_payouts(user.0, 100)?;
+    Ok(HttpResponse::Ok().json(PayoutList {
+        payouts: payouts.iter().map(PayoutView::from).collect(),
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AdminPayoutsQuery {
+    /// `failed`, `stuck` (processing longer than `payouts.stuck_after_seconds`)
+    /// or `open` (not final).
+    filter: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AdminPayout {
+    #[serde(flatten)]
+    payout: PayoutView,
+    user_id: UserId,
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AdminPayoutList {
+    payouts: Vec<AdminPayout>,
+}
+
+/// Payouts that need an operator's eye (admin token).
+#[utoipa::path(
+    params(AdminPayoutsQuery),
+    responses((status = 200, body = AdminPayoutList), (status = 400, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[get("/v1/admin/payouts")]
+pub async fn admin_payouts(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    q: web::Query<AdminPayoutsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let stuck_after = state.config.payouts.stuck_after_seconds;
+    let storage = state.storage.clone();
+    let filter = q.filter.clone();
+    let selected: Vec<Payout> = match filter.as_str() {
+        "failed" => web::block(move || storage.all_payouts())
+            .await
+            .map_err(|_| ApiError::Internal)??
+            .into_iter()
+            .filter(|p| p.state == PayoutState::Failed)
+            .collect(),
+        "stuck" | "open" => {
+            let stuck = filter == "stuck";
+            web::block(move || storage.open_payouts())
+                .await
+                .map_err(|_| ApiError::Internal)??
+                .into_iter()
+                .filter(|p| !stuck || crate::domain::payout::is_stuck(p, now, stuck_after))
+                .collect()
+        }
+        _ => return Err(ApiError::validation("filter must be failed, stuck or open")),
+    };
+    Ok(HttpResponse::Ok().json(AdminPayoutList {
+        payouts: selected
+            .iter()
+            .map(|p| AdminPayout {
+                payout: PayoutView::from(p),
+                user_id: p.user,
+                attempts: p.attempts,
+                last_error: p.last_error.clone(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// First business day, `YYYY-MM-DD`.
+    from: String,
+    /// Last business day, `YYYY-MM-DD` (default: `from`).
+    to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LargeTransactionReport {
+    transactions: Vec<LargeTransaction>,
+}
+
+fn parse_day(s: &str) -> Result<String, ApiError> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .map_err(|_| ApiError::validation(format!("`{s}` is not a date (YYYY-MM-DD)")))
+}
+
+/// Transfers and daily payout totals at or above
+/// `payouts.large_transaction_fen` (admin token).
+#[utoipa::path(
+    params(ReportQuery),
+    responses((status = 200, body = LargeTransactionReport), (status = 400, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[get("/v1/admin/reports/large-transactions")]
+pub async fn large_transactions(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    q: web::Query<ReportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let from = parse_day(&q.from)?;
+    let to = match &q.to {
+        Some(t) => parse_day(t)?,
+        None => from.clone(),
+    };
+    Ok(HttpResponse::Ok().json(LargeTransactionReport {
+        transactions: state.storage.large_transactions(&from, &to)?,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KycBody {
+    verified: bool,
+}
+
+/// Record whether a user's identity is verified (admin token).
+#[utoipa::path(
+    params(("id" = String, Path)),
+    request_body = KycBody,
+    responses((status = 204), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/users/{id}/kyc")]
+pub async fn set_kyc(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    path: web::Path<String>,
+    body: web::Json<KycBody>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = id(UserId::parse, &path)?;
+    let mut user = state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    user.kyc_verified = body.verified;
+    let mut w = WriteSet::new();
+    w.user_record(&user);
+    state.storage.commit(w).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    /// The OAuth authorization code the provider gave the user's app.
+    code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LinkView {
+    linked: bool,
+    openid: String,
+    linked_at: String,
+}
+
+/// Link the caller's payment account: the server exchanges the OAuth code
+/// with the provider and keeps the tokens sealed. Payouts go to this account.
+#[utoipa::path(
+    request_body = LinkBody,
+    responses(
+        (status = 200, body = LinkView), (status = 400, body = Problem),
+        (status = 502, body = Problem), (status = 503, body = Problem)
+    ),
+    security(("bearer" = [])), tag = "payouts"
+)]
+#[post("/v1/wallet/link")]
+pub async fn link(
+    state: web::Data<AppState>,
+    user: User,
+    body: web::Json<LinkBody>,
+) -> Result<HttpResponse, ApiError> {
+    let client = state
+        .provider
+        .as_ref()
+        .ok_or(ApiError::ProviderNotConfigured)?;
+    let code = body.code.trim();
+    if code.is_empty() || code.len() > 256 || !code.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::validation(
+            "code must be 1 to 256 printable ASCII characters",
+        ));
+    }
+    let tokens = client.exchange_code(code).await.map_err(provider_error)?;
+    let now = chrono::Utc::now().timestamp();
+    let link = Link {
+        openid: tokens.openid.clone(),
+        access_token: state.keys.seal(&tokens.access_token).map_err(seal_error)?,
+        refresh_token: state.keys.seal(&tokens.refresh_token).map_err(seal_error)?,
+        expires_at: now + tokens.expires_in,
+        linked_at: now,
+        refreshed_at: now,
+    };
+    state.wallets.set_link(user.0, link).await?;
+    Ok(HttpResponse::Ok().json(LinkView {
+        linked: true,
+        openid: tokens.openid,
+        linked_at: rfc3339(now),
+    }))
+}
+
+fn seal_error(e: crate::keys::KeyError) -> ApiError {
+    tracing::error!(error = %e, "cannot seal a token");
+    ApiError::Internal
+}
+
+/// A provider error as the client of our API sees it. Never echoes tokens.
+fn provider_error(e: ClientError) -> ApiError {
+    match e {
+        ClientError::Rejected { code, .. } => ApiError::LinkCodeRejected(code),
+        other => {
+            tracing::warn!(error = %other, "provider call failed");
+            ApiError::ProviderUnavailable
+        }
+    }
+}
+
+/// The provider's asynchronous notification of a transfer's final state.
+/// Signed (verified with the provider's key, at most 5 minutes old) and
+/// encrypted (AEAD_AES_256_GCM under the API v3 key). Applied idempotently:
+/// duplicates and out-of-order deliveries are normal. 204 when applied or
+/// already known; 401 for a bad signature (logged and counted).
+#[utoipa::path(
+    request_body(content = String, content_type = "application/json"),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)),
+    tag = "payouts"
+)]
+#[post("/v1/provider/notify")]
+pub async fn provider_notify(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    match notify(&state, &req, &body).await {
+        Ok(result) => {
+            metrics::NOTIFICATIONS.with_label_values(&[result]).inc();
+            HttpResponse::NoContent().finish()
+        }
+        Err((result, e)) => {
+            metrics::NOTIFICATIONS.with_label_values(&[result]).inc();
+            actix_web::ResponseError::error_response(&e)
+        }
+    }
+}
+
+async fn notify(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<&'static str, (&'static str, ApiError)> {
+    let client = state
+        .provider
+        .as_ref()
+        .ok_or(("not_configured", ApiError::ProviderNotConfigured))?;
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let h = NotifyHeaders {
+        timestamp: header("Wechatpay-Timestamp"),
+        nonce: header("Wechatpay-Nonce"),
+        signature: header("Wechatpay-Signature"),
+        serial: header("Wechatpay-Serial"),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let result = client.verify_notification(&h, body, now).map_err(|e| {
+        // The body is not logged: it is what a forger controls.
+        tracing::warn!(error = %e, serial = %h.serial, "provider notification rejected");
+        ("rejected", ApiError::Unauthorized)
+    })?;
+    let unknown = || {
+        tracing::error!(partner_trade_no = %result.partner_trade_no, "notification for an unknown payout");
+        ("unknown_payout", ApiError::PayoutNotFound)
+    };
+    let id = state
+        .storage
+        .payout_by_trade_no(&result.partner_trade_no)
+        .map_err(|e| ("error", e.into()))?
+        .ok_or_else(unknown)?;
+    let p = state
+        .wallets
+        .payout(id)
+        .map_err(|e| ("error", e))?
+        .ok_or_else(unknown)?;
+    let amount = u64::try_from(result.amount).unwrap_or(0);
+    if let Err(why) = runner::same_transfer(&p, amount, &result.openid) {
+        tracing::error!(why = %why, "notification does not match its payout");
+        return Err((
+            "mismatch",
+            ApiError::validation("the notification does not match the payout"),
+        ));
+    }
+    let answer = runner::answer_of(&TransferStatus {
+        partner_trade_no: result.partner_trade_no.clone(),
+        transfer_bill_no: result.transfer_bill_no.clone(),
+        state: result.state,
+        amount,
+        openid: result.openid.clone(),
+        fail_reason: result.fail_reason.clone(),
+        update_time: result.update_time.clone(),
+    });
+    let before = p.state;
+    let after = state
+        .wallets
+        .payout_progress(&p, Some(answer), None, false)
+        .await
+        .map_err(|e| ("error", e))?;
+    Ok(if after.state == before {
+        "duplicate"
+    } else {
+        "applied"
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileBody {
+    /// The bill's business day, `YYYY-MM-DD`.
+    date: String,
+    /// The bill's text; absent: downloaded from the provider.
+    bill: Option<String>,
+}
+
+/// Reconcile one day's provider bill against our payouts (admin token). The
+/// report lists every break by class and is stored for later reads.
+#[utoipa::path(
+    request_body = ReconcileBody,
+    responses((status = 200, body = crate::domain::reconcile::Report), (status = 400, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/reconcile")]
+pub async fn reconcile(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    body: web::Json<ReconcileBody>,
+) -> Result<HttpResponse, ApiError> {
+    let date = parse_day(&body.date)?;
+    let text = match &body.bill {
+        Some(t) => t.clone(),
+        None => {
+            let client = state
+                .provider
+                .as_ref()
+                .ok_or(ApiError::ProviderNotConfigured)?;
+            let day = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+                .map_err(|_| ApiError::validation("bad date"))?;
+            client.download_bill(day).await.map_err(|e| {
+                tracing::warn!(error = %e, "bill download failed");
+                ApiError::ProviderUnavailable
+            })?
+        }
+    };
+    let bill = crate::provider::bill::parse_bill(&text)
+        .map_err(|e| ApiError::validation(format!("the bill does not parse: {e}")))?;
+    let storage = state.storage.clone();
+    let cfg = state.config.payouts.clone();
+    let day = date.clone();
+    let report = web::block(move || -> Result<_, ApiError> {
+        let all = storage.all_payouts()?;
+        let of_day: Vec<Payout> = all
+            .iter()
+            .filter(|p| cfg.day_of(p.created_at) == day)
+            .cloned()
+            .collect();
+        let by_no: std::collections::HashMap<String, Payout> = all
+            .into_iter()
+            .map(|p| (p.partner_trade_no.clone(), p))
+            .collect();
+        let report = crate::domain::reconcile::reconcile(&day, &bill.rows, &of_day, &|no| {
+            by_no.get(no).cloned()
+        });
+        let mut w = WriteSet::new();
+        w.reconciliation(&day, &report);
+        Ok((report, w))
+    })
+    .await
+    .map_err(|_| ApiError::Internal)??;
+    let (report, w) = report;
+    state.storage.commit(w).await?;
+    if !report.breaks.is_empty() {
+        tracing::warn!(date = %date, breaks = report.breaks.len(), "reconciliation found breaks");
+    }
+    Ok(HttpResponse::Ok().json(report))
+}

@@ -1,0 +1,269 @@
+//! The payout job: talks to the provider for every payout whose next attempt
+//! is due, and reports what it learnt to the payout's wallet actor.
+//!
+//! The queue is durable (`pj/` in storage, written with the payout), so a
+//! restart resumes every unfinished payout. For a payout the provider has not
+//! accepted yet, the job (re)sends the transfer with the same
+//! `partner_trade_no` (the provider is idempotent on it); after a timeout or
+//! an error it queries the transfer to learn whether it exists. For an
+//! accepted payout it polls the transfer's status (notifications usually
+//! arrive first). Only a final state from the provider settles the hold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Wallets;
+use crate::domain::ids::PayoutId;
+use crate::domain::payout::{is_stuck, Answer, Payout, PayoutState};
+use crate::metrics;
+use crate::provider::client::{
+    CheckName, ClientError, ProviderClient, TransferRequest, TransferStatus,
+};
+use crate::provider::notify::TransferState;
+
+/// Payouts handled at once.
+const CONCURRENCY: usize = 16;
+
+/// What a provider status means for a payout.
+pub fn answer_of(s: &TransferStatus) -> Answer {
+    match s.state {
+        TransferState::Success => Answer::Succeeded {
+            bill_no: s.transfer_bill_no.clone(),
+        },
+        TransferState::Fail | TransferState::Cancelled => Answer::Failed {
+            reason: s
+                .fail_reason
+                .clone()
+                .unwrap_or_else(|| s.state.as_str().to_string()),
+        },
+        _ => Answer::Accepted {
+            bill_no: s.transfer_bill_no.clone(),
+        },
+    }
+}
+
+/// The provider's view must be of the same transfer: amount and payee.
+pub fn same_transfer(p: &Payout, amount: u64, openid: &str) -> Result<(), String> {
+    if amount != p.amount || openid != p.openid {
+        return Err(format!(
+            "provider reports {amount} fen to {openid} for payout {} ({} fen)",
+            p.id, p.amount
+        ));
+    }
+    Ok(())
+}
+
+fn result_label(r: &Result<impl Sized, ClientError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(ClientError::Timeout) => "timeout",
+        Err(ClientError::Unavailable(_)) => "unavailable",
+        Err(ClientError::Rejected { .. }) => "rejected",
+        Err(ClientError::BadSignature(_)) => "bad_signature",
+        Err(ClientError::Protocol(_)) => "protocol",
+        Err(ClientError::Config(_)) => "config",
+    }
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    pub wallets: Wallets,
+    pub client: ProviderClient,
+    pub notify_url: String,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Runner {
+    /// Run forever: every 200 ms, or at once when woken (a new payout).
+    pub async fn run(self) {
+        let mut last_stuck_check = 0i64;
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let storage = self.wallets.storage().clone();
+            let due = match storage.due_payouts(now_ms, 256) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "payout queue unreadable");
+                    continue;
+                }
+            };
+            for chunk in due.chunks(CONCURRENCY) {
+                let work = chunk.iter().map(|id| self.clone().work(*id));
+                futures_util::future::join_all(work).await;
+            }
+            let now = now_ms / 1000;
+            if now - last_stuck_check >= 5 {
+                last_stuck_check = now;
+                self.count_stuck(now);
+            }
+        }
+    }
+
+    fn count_stuck(&self, now: i64) {
+        let after = self.wallets.actors.env().config.payouts.stuck_after_seconds;
+        match self.wallets.storage().open_payouts() {
+            Ok(open) => {
+                let stuck = open.iter().filter(|p| is_stuck(p, now, after)).count();
+                metrics::PAYOUTS_STUCK.set(stuck as i64);
+                if stuck > 0 {
+                    tracing::warn!(
+                        stuck,
+                        "payouts processing longer than payouts.stuck_after_seconds"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "open payouts unreadable"),
+        }
+    }
+
+    async fn work(self, id: PayoutId) {
+        let p = match self.wallets.payout(id) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(payout = %id, error = %e, "payout unreadable");
+                return;
+            }
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if p.state.is_final() || p.next_attempt_at.is_none_or(|t| t > now_ms) {
+            return;
+        }
+        let (answer, error) = self.ask(&p).await;
+        if let Err(e) = self.wallets.payout_progress(&p, answer, error, true).await {
+            tracing::warn!(payout = %p.id, error = %e, "payout progress not recorded; retried later");
+        }
+    }
+
+    /// One round of talking to the provider about `p`.
+    async fn ask(&self, p: &Payout) -> (Option<Answer>, Option<String>) {
+        let sent = if p.state == PayoutState::Pending && !p.accepted {
+            let r = self
+                .client
+                .create_transfer(&TransferRequest {
+                    partner_trade_no: p.partner_trade_no.clone(),
+                    openid: p.openid.clone(),
+                    amount: p.amount,
+                    description: "qrgate payout".into(),
+                    check_name: CheckName::NoCheck,
+                    notify_url: self.notify_url.clone(),
+                })
+                .await;
+            metrics::PROVIDER_CALLS
+                .with_label_values(&["create_transfer", result_label(&r)])
+                .inc();
+            match r {
+                Ok(s) => return self.judge(p, &s, None),
+                Err(e) => Some(e),
+            }
+        } else {
+            None
+        };
+        // After an error, or for an accepted transfer: ask what it became.
+        let q = self.client.query_transfer(&p.partner_trade_no).await;
+        metrics::PROVIDER_CALLS
+            .with_label_values(&["query_transfer", result_label(&q)])
+            .inc();
+        match (q, sent) {
+            (Ok(Some(s)), sent) => self.judge(p, &s, sent.map(|e| e.to_string())),
+            // The provider refused the transfer and has no record of it:
+            // nothing was or will be paid.
+            (Ok(None), Some(e @ ClientError::Rejected { .. })) if !p.accepted => (
+                Some(Answer::Refused {
+                    reason: e.to_string(),
+                }),
+                None,
+            ),
+            (Ok(None), Some(e)) => (None, Some(e.to_string())),
+            (Ok(None), None) => (
+                None,
+                Some("the provider has no record of a transfer it accepted".into()),
+            ),
+            (Err(q), Some(e)) => (None, Some(format!("{e}; then the query failed: {q}"))),
+            (Err(q), None) => (None, Some(q.to_string())),
+        }
+    }
+
+    fn judge(
+        &self,
+        p: &Payout,
+        s: &TransferStatus,
+        error: Option<String>,
+    ) -> (Option<Answer>, Option<String>) {
+        match same_transfer(p, s.amount, &s.openid) {
+            Ok(()) => (Some(answer_of(s)), error),
+            Err(why) => {
+                tracing::error!(payout = %p.id, why = %why, "provider reports a different transfer");
+                metrics::PAYOUTS.with_label_values(&["contradiction"]).inc();
+                (None, Some(why))
+            }
+        }
+    }
+}
+
+/// Keep linked accounts' access tokens fresh: once a minute, refresh those
+/// expiring within `payouts.refresh_before_seconds`.
+pub async fn refresh_links(
+    wallets: Wallets,
+    client: ProviderClient,
+    keys: Arc<crate::keys::KeyRing>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let before = wallets.actors.env().config.payouts.refresh_before_seconds;
+        let now = chrono::Utc::now().timestamp();
+        let links = match wallets.storage().links() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "links unreadable");
+                continue;
+            }
+        };
+        for (user, link) in links {
+            if link.expires_at - now > before {
+                continue;
+            }
+            let refresh = match keys.open(&link.refresh_token) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(user = %user, error = %e, "cannot unseal a refresh token");
+                    continue;
+                }
+            };
+            let r = client.refresh(&refresh).await;
+            metrics::PROVIDER_CALLS
+                .with_label_values(&["refresh_token", result_label(&r)])
+                .inc();
+            let tokens = match r {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(user = %user, error = %e, "token refresh failed");
+                    continue;
+                }
+            };
+            let (Ok(access), Ok(refresh)) = (
+                keys.seal(&tokens.access_token),
+                keys.seal(&tokens.refresh_token),
+            ) else {
+                tracing::error!(user = %user, "cannot seal refreshed tokens");
+                continue;
+            };
+            let fresh = crate::storage::Link {
+                openid: link.openid.clone(),
+                access_token: access,
+                refresh_token: refresh,
+                expires_at: now + tokens.expires_in,
+                linked_at: link.linked_at,
+                refreshed_at: now,
+            };
+            if let Err(e) = wallets.set_link(user, fresh).await {
+                tracing::warn!(user = %user, error = %e, "refreshed tokens not stored");
+            }
+        }
+    }
+}

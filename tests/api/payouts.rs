@@ -1,0 +1,528 @@
+//! Payouts end to end: the real server and the provider simulator
+//! (`qrgate paysim`) as two processes.
+
+use super::helpers::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The provider simulator, running.
+pub struct Sim {
+    pub base: String,
+    pub keys: tempfile::TempDir,
+    child: Child,
+    client: awc::Client,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sim {
+    pub fn start() -> Sim {
+        let keys = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qrgate"))
+            .args([
+                "paysim",
+                "--bind",
+                "127.0.0.1:0",
+                "--time-factor",
+                "0.01",
+                "--keys",
+            ])
+            .arg(keys.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn paysim");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("paysim line");
+        let base = line
+            .trim()
+            .strip_prefix("paysim listening on ")
+            .unwrap_or_else(|| panic!("unexpected paysim line {line:?}"))
+            .to_string();
+        Sim {
+            base,
+            keys,
+            child,
+            client: client(),
+        }
+    }
+
+    /// The `[provider]` and `[payouts]` config for a server using this simulator.
+    pub fn config(&self, extra_payouts: &str) -> String {
+        let dir: &Path = self.keys.path();
+        let key = std::fs::read_to_string(dir.join("api_v3_key")).expect("api v3 key");
+        format!(
+            "[provider]\nbase_url = \"{}\"\nmchid = \"1900000001\"\nappid = \"wx-qrgate-sim\"\napp_secret = \"sim-app-secret\"\nmerchant_key_file = \"{}\"\nmerchant_serial = \"SIM-MERCHANT-SERIAL\"\nplatform_public_key_file = \"{}\"\nplatform_serial = \"SIM-PLATFORM-SERIAL\"\napi_v3_key = \"{}\"\ntimeout_ms = 500\n\n[payouts]\nretry_factor = 0.01\nkyc_above_fen = 5000\n{extra_payouts}\n",
+            self.base,
+            dir.join("merchant_private.pem").display(),
+            dir.join("platform_public.pem").display(),
+            key.trim()
+        )
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .send_json(&body)
+            .await
+            .expect("sim request");
+        let b = r.body().await.expect("body");
+        (
+            r.status().as_u16(),
+            serde_json::from_slice(&b).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Every transfer the simulator knows, by partner_trade_no.
+    pub async fn transfers(&self) -> Vec<Value> {
+        let mut r = self
+            .client
+            .get(format!("{}/sim/transfers", self.base))
+            .send()
+            .await
+            .expect("sim transfers");
+        let v: Value = serde_json::from_slice(&r.body().await.expect("body")).expect("json");
+        match v {
+            Value::Array(a) => a,
+            other => other["transfers"].as_array().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl TestApp {
+    /// A user with `fen` earned and a linked payment account.
+    pub async fn payee(&self, sim: &Sim, name: &str, fen: u64, openid: &str) -> (String, String) {
+        let (uid, tok) = self.user(name).await;
+        if fen > 0 {
+            let (s, v) = self
+                .post(
+                    "/v1/earnings",
+                    Some(ADMIN),
+                    json!({"event_id": format!("seed-{uid}"), "user_id": uid, "kind": "task_completed", "amount": fen.min(10_000)}),
+                )
+                .await;
+            assert_eq!(s, 201, "{v}");
+            let mut left = fen.saturating_sub(10_000);
+            let mut n = 0;
+            while left > 0 {
+                n += 1;
+                let (s, v) = self
+                    .post(
+                        "/v1/earnings",
+                        Some(ADMIN),
+                        json!({"event_id": format!("seed-{uid}-{n}"), "user_id": uid, "kind": "task_completed", "amount": left.min(10_000)}),
+                    )
+                    .await;
+                assert_eq!(s, 201, "{v}");
+                left = left.saturating_sub(10_000);
+            }
+        }
+        let code = format!("code-{name}-{}", &uid[2..10]);
+        let (s, v) = sim
+            .post("/sim/codes", json!({"code": code, "openid": openid}))
+            .await;
+        assert!(s < 300, "register code: {s} {v}");
+        let (s, v) = self
+            .post("/v1/wallet/link", Some(&tok), json!({"code": code}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["openid"], openid);
+        (uid, tok)
+    }
+
+    pub async fn payout(&self, tok: &str, key: &str, amount: u64) -> (u16, Value) {
+        let mut r = self
+            .client
+            .post(format!("{}/v1/payouts", self.base))
+            .insert_header(("Authorization", format!("Bearer {tok}")))
+            .insert_header(("Idempotency-Key", key.to_string()))
+            .send_json(&json!({ "amount": amount }))
+            .await
+            .expect("payout request");
+        let b = r.body().await.expect("body");
+        (
+            r.status().as_u16(),
+            serde_json::from_slice(&b).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Wait until the payout is final; its view.
+    pub async fn settled(&self, tok: &str, id: &str) -> Value {
+        for _ in 0..200 {
+            let (s, v) = self.get(&format!("/v1/payouts/{id}"), Some(tok)).await;
+            assert_eq!(s, 200, "{v}");
+            if v["status"] == "succeeded" || v["status"] == "failed" {
+                return v;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("payout {id} did not settle");
+    }
+}
+
+async fn server(sim: &Sim, extra: &str) -> TestApp {
+    TestApp::spawn_with(&sim.config(extra)).await
+}
+
+#[actix_web::test]
+async fn earn_link_payout_notify_and_retry_with_the_same_key() {
+    let sim = Sim::start();
+    let app = server(&sim, "").await;
+    let (_, tok) = app.payee(&sim, "alice", 1000, "o-alice").await;
+    let (s, v) = app.payout(&tok, "k-1", 300).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], "pending");
+    let id = s_(&v["id"]);
+    let ptn = s_(&v["partner_trade_no"]);
+    assert_eq!(ptn.len(), 32);
+    // Held at once: the balance stays, the available amount drops.
+    let (_, w) = app.get("/v1/wallet", Some(&tok)).await;
+    assert!(w["available"].as_i64() <= Some(700), "{w}");
+    let done = app.settled(&tok, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done["transfer_bill_no"].is_string(), "{done}");
+    assert_eq!(app.balance(&tok).await, 700);
+    // The same key and body: the same payout, no second transfer.
+    let (s, v) = app.payout(&tok, "k-1", 300).await;
+    assert_eq!((s, s_(&v["id"])), (200, id.clone()), "{v}");
+    // The same key with another body.
+    let (s, v) = app.payout(&tok, "k-1", 301).await;
+    assert_eq!((s, code(&v)), (422, "idempotency_key_reused"), "{v}");
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let paid: Vec<Value> = sim
+        .transfers()
+        .await
+        .into_iter()
+        .filter(|t| t["partner_trade_no"] == ptn.as_str())
+        .collect();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(app.balance(&tok).await, 700);
+    let (_, list) = app.get("/v1/payouts", Some(&tok)).await;
+    assert_eq!(list["payouts"].as_array().map(Vec::len), Some(1));
+    app.books_clean().await;
+}
+
+#[actix_web::test]
+async fn risk_checks_refuse_before_money_moves() {
+    let sim = Sim::start();
+    let app = server(&sim, "daily_max_count = 2\ndaily_max_fen = 9000\n").await;
+    let (_, unlinked) = app.user("nolink").await;
+    let (s, v) = app.payout(&unlinked, "a", 200).await;
+    assert_eq!((s, code(&v)), (409, "account_not_linked"), "{v}");
+    let (bob, tok) = app.payee(&sim, "bob", 20_000, "o-bob").await;
+    for (amount, status, want) in [
+        (99, 422, "payout_below_minimum"),
+        (20_001, 422, "payout_above_maximum"),
+        (6_000, 403, "kyc_required"),
+    ] {
+        let (s, v) = app.payout(&tok, &format!("r-{amount}"), amount).await;
+        assert_eq!((s, code(&v)), (status, want), "{amount}: {v}");
+    }
+    // Missing key.
+    let (s, v) = app
+        .post("/v1/payouts", Some(&tok), json!({"amount": 200}))
+        .await;
+    assert_eq!((s, code(&v)), (400, "idempotency_key_required"), "{v}");
+    // KYC lifts the KYC refusal; the daily total then applies.
+    let (s, _) = app
+        .post(
+            &format!("/v1/admin/users/{bob}/kyc"),
+            Some(ADMIN),
+            json!({"verified": true}),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = app.payout(&tok, "big", 6_000).await;
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = app.payout(&tok, "over-day", 3_001).await;
+    assert_eq!((s, code(&v)), (409, "daily_payout_limit"), "{v}");
+    let (s, v) = app.payout(&tok, "second", 100).await;
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = app.payout(&tok, "third", 100).await;
+    assert_eq!((s, code(&v)), (429, "payout_velocity_exceeded"), "{v}");
+    // Not enough money: nothing held.
+    let (_, poor) = app.payee(&sim, "poor", 150, "o-poor").await;
+    let (s, v) = app.payout(&poor, "p", 200).await;
+    assert_eq!((s, code(&v)), (409, "insufficient_funds"), "{v}");
+    let (_, w) = app.get("/v1/wallet", Some(&poor)).await;
+    assert_eq!(
+        (w["balance"].as_i64(), w["available"].as_i64()),
+        (Some(150), Some(150))
+    );
+    // Another user cannot see bob's payout; anonymous cannot ask.
+    let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
+    let id = s_(&v["payouts"][0]["id"]);
+    let (s, _) = app.get(&format!("/v1/payouts/{id}"), Some(&poor)).await;
+    assert_eq!(s, 404);
+    let (s, _) = app.get(&format!("/v1/payouts/{id}"), None).await;
+    assert_eq!(s, 401);
+    let (s, _) = app
+        .post(
+            &format!("/v1/admin/users/{bob}/kyc"),
+            Some(&poor),
+            json!({"verified": true}),
+        )
+        .await;
+    assert_eq!(s, 403);
+    app.books_clean().await;
+}
+
+#[actix_web::test]
+async fn provider_faults_never_pay_twice() {
+    let sim = Sim::start();
+    let app = server(&sim, "").await;
+    let (_, tok) = app.payee(&sim, "carol", 5000, "o-carol").await;
+    // A timeout, then a lost reply (processed, answered 500), then 5xx.
+    for (n, fault) in [
+        json!({"timeout_next": 1}),
+        json!({"lost_reply_next": 1}),
+        json!({"fail_5xx_next": 2}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, v) = sim.post("/sim/faults", fault.clone()).await;
+        assert!(s < 300, "{v}");
+        let (s, v) = app.payout(&tok, &format!("f-{n}"), 500).await;
+        assert_eq!(s, 202, "{v}");
+        let done = app.settled(&tok, &s_(&v["id"])).await;
+        assert_eq!(done["status"], "succeeded", "{fault}: {done}");
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let transfers = sim.transfers().await;
+    assert_eq!(transfers.len(), 3, "{transfers:?}");
+    assert_eq!(
+        app.balance(&tok).await,
+        3500,
+        "three payouts of 500, each once"
+    );
+    app.books_clean().await;
+}
+
+#[actix_web::test]
+async fn notifications_forged_duplicated_or_failed() {
+    let sim = Sim::start();
+    let app = server(&sim, "").await;
+    // A forged notification straight at our webhook.
+    let (s, v) = app
+        .post(
+            "/v1/provider/notify",
+            None,
+            json!({"id": "x", "event_type": "MCHTRANSFER.BILL.FINISHED", "resource": {}}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+    assert!(
+        app.metric("qrgate_provider_notifications_total{result=\"rejected\"}")
+            .await
+            >= 1.0
+    );
+
+    // Every notification twice: applied once.
+    let (s, _) = sim
+        .post("/sim/faults", json!({"duplicate_notifications": true}))
+        .await;
+    assert!(s < 300);
+    let (_, tok) = app.payee(&sim, "dave", 2000, "o-dave").await;
+    let (_, v) = app.payout(&tok, "d-1", 400).await;
+    let done = app.settled(&tok, &s_(&v["id"])).await;
+    assert_eq!(done["status"], "succeeded");
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.balance(&tok).await, 1600);
+
+    // A payout the provider fails: the hold goes back.
+    let (_, erin) = app.payee(&sim, "erin", 2000, "fail-erin").await;
+    let (_, v) = app.payout(&erin, "e-1", 700).await;
+    let done = app.settled(&erin, &s_(&v["id"])).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["fail_reason"].is_string(), "{done}");
+    let (_, w) = app.get("/v1/wallet", Some(&erin)).await;
+    assert_eq!(
+        (w["balance"].as_i64(), w["available"].as_i64()),
+        (Some(2000), Some(2000))
+    );
+    let (s, v) = app
+        .get("/v1/admin/payouts?filter=failed", Some(ADMIN))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["payouts"].as_array().map(Vec::len), Some(1), "{v}");
+    app.books_clean().await;
+}
+
+#[actix_web::test]
+async fn reconciliation_names_each_break() {
+    let sim = Sim::start();
+    let app = server(&sim, "").await;
+    let (_, tok) = app.payee(&sim, "fay", 5000, "o-fay").await;
+    let mut ptns = Vec::new();
+    for n in 0..4 {
+        let (_, v) = app.payout(&tok, &format!("r-{n}"), 100 + n).await;
+        let done = app.settled(&tok, &s_(&v["id"])).await;
+        assert_eq!(done["status"], "succeeded");
+        ptns.push(s_(&done["partner_trade_no"]));
+    }
+    // The bill: one amount differs, one status differs, one is missing, one unknown extra.
+    for o in [
+        json!({"partner_trade_no": ptns[0], "amount": 999}),
+        json!({"partner_trade_no": ptns[1], "status": "FAIL"}),
+        json!({"partner_trade_no": ptns[2], "omit": true}),
+    ] {
+        let (s, v) = sim.post("/sim/bill_override", o).await;
+        assert!(s < 300, "{v}");
+    }
+    let (s, v) = sim
+        .post(
+            "/sim/bill_extra",
+            json!({"partner_trade_no": "QGUNKNOWN0000000000000000000000", "transfer_bill_no": "X1", "openid": "o-x", "amount": 123, "status": "SUCCESS"}),
+        )
+        .await;
+    assert!(s < 300, "{v}");
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8))
+        .format("%Y-%m-%d")
+        .to_string();
+    let (s, report) = app
+        .post("/v1/admin/reconcile", Some(ADMIN), json!({"date": today}))
+        .await;
+    assert_eq!(s, 200, "{report}");
+    let classes: Vec<(String, String)> = report["breaks"]
+        .as_array()
+        .expect("breaks")
+        .iter()
+        .map(|b| (s_(&b["class"]), s_(&b["partner_trade_no"])))
+        .collect();
+    assert!(
+        classes.contains(&("amount_mismatch".into(), ptns[0].clone())),
+        "{report}"
+    );
+    assert!(
+        classes.contains(&("status_mismatch".into(), ptns[1].clone())),
+        "{report}"
+    );
+    assert!(
+        classes.contains(&("missing_on_their_side".into(), ptns[2].clone())),
+        "{report}"
+    );
+    assert!(
+        classes.contains(&(
+            "missing_on_our_side".into(),
+            "QGUNKNOWN0000000000000000000000".into()
+        )),
+        "{report}"
+    );
+    assert_eq!(report["matched"], 1, "{report}");
+    // Not the operator: refused.
+    let (s, _) = app
+        .post("/v1/admin/reconcile", Some(&tok), json!({"date": today}))
+        .await;
+    assert_eq!(s, 403);
+}
+
+#[actix_web::test]
+async fn sigkill_during_payouts_pays_each_once() {
+    let sim = Sim::start();
+    let mut app = server(&sim, "").await;
+    let mut users = Vec::new();
+    for i in 0..6 {
+        users.push(
+            app.payee(&sim, &format!("k{i}"), 3000, &format!("o-k{i}"))
+                .await,
+        );
+    }
+    // The provider accepts transfers but does not finish them, so payouts
+    // are mid-flight when the server dies.
+    let (s, _) = sim
+        .post(
+            "/sim/faults",
+            json!({"auto_complete": false, "delay_ms": 20}),
+        )
+        .await;
+    assert!(s < 300);
+    let mut tasks = Vec::new();
+    for (i, (_, tok)) in users.iter().enumerate() {
+        for n in 0..4 {
+            let base = app.base.clone();
+            let client = app.client.clone();
+            let tok = tok.clone();
+            tasks.push(actix_web::rt::spawn(async move {
+                let r = client
+                    .post(format!("{base}/v1/payouts"))
+                    .insert_header(("Authorization", format!("Bearer {tok}")))
+                    .insert_header(("Idempotency-Key", format!("kill-{i}-{n}")))
+                    .send_json(&json!({"amount": 100 + n}))
+                    .await;
+                r.map(|r| r.status().as_u16()).unwrap_or(0)
+            }));
+        }
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+    app.kill9();
+    let mut acked = 0;
+    for t in tasks {
+        if t.await.unwrap_or(0) == 202 {
+            acked += 1;
+        }
+    }
+    assert!(acked > 0, "no payout was acknowledged before the kill");
+    app.restart().await;
+    // Every acknowledged payout is there, none final yet.
+    let mut ours = Vec::new();
+    for (_, tok) in &users {
+        let (_, v) = app.get("/v1/payouts", Some(tok)).await;
+        for p in v["payouts"].as_array().cloned().unwrap_or_default() {
+            assert!(
+                p["status"] == "pending" || p["status"] == "processing",
+                "{p}"
+            );
+            ours.push((tok.clone(), s_(&p["id"])));
+        }
+    }
+    assert!(
+        ours.len() >= acked,
+        "{} payouts stored, {acked} acknowledged",
+        ours.len()
+    );
+    // The restarted job resends the unaccepted ones (same numbers); then
+    // the provider finishes everything it has.
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = sim
+        .post("/sim/faults", json!({"auto_complete": true, "delay_ms": 0}))
+        .await;
+    assert!(s < 300);
+    for t in sim.transfers().await {
+        let (s, v) = sim
+            .post(
+                "/sim/complete",
+                json!({"partner_trade_no": t["partner_trade_no"], "state": "SUCCESS"}),
+            )
+            .await;
+        assert!(s < 300 || s == 409, "{s} {v}");
+    }
+    for (tok, id) in &ours {
+        let done = app.settled(tok, id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    let ours = ours.len();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let transfers = sim.transfers().await;
+    let mut seen = std::collections::HashSet::new();
+    for t in &transfers {
+        assert!(seen.insert(s_(&t["partner_trade_no"])), "paid twice: {t}");
+    }
+    assert_eq!(
+        transfers.len(),
+        ours,
+        "the provider paid exactly our payouts"
+    );
+    app.books_clean().await;
+}
