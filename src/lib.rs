@@ -4,6 +4,7 @@
 //! `storage` the only module that knows sled; `push` the outbox consumer and
 //! WebSocket hub; `http` the thin gateway; `startup` wires them together.
 
+pub mod admin_cli;
 pub mod config;
 pub mod domain;
 pub mod error;

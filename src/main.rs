@@ -34,6 +34,12 @@ enum Command {
     Load(qrgate::load::LoadArgs),
     /// Run the payment-provider simulator (tests and local development).
     Paysim(qrgate::paysim::PaysimArgs),
+    /// Match the provider's daily bill against our payouts (calls a running
+    /// server's admin API); exit status 2 when there are breaks.
+    Reconcile(qrgate::admin_cli::ReconcileArgs),
+    /// Export operator reports from a running server.
+    #[command(subcommand)]
+    Report(qrgate::admin_cli::ReportKind),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,12 @@ fn main() -> ExitCode {
         Some(Command::Serve { config }) => serve(config),
         Some(Command::Keygen { config }) => keygen(config),
         Some(Command::Load(args)) => qrgate::load::run(args),
+        Some(Command::Reconcile(args)) => match qrgate::admin_cli::reconcile(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(2),
+            Err(e) => Err(e),
+        },
+        Some(Command::Report(kind)) => qrgate::admin_cli::report(kind),
         Some(Command::Paysim(args)) => qrgate::paysim::run(args),
     };
     match result {

@@ -20,9 +20,9 @@ use crate::http;
         http::invites::join, http::ws::ws,
         http::wallets::wallet, http::wallets::entries, http::wallets::earn,
         http::wallets::ledger_check,
-        http::payouts::link, http::payouts::create_payout, http::payouts::list_payouts,
+        http::payouts::link, http::payouts::set_auto_payout, http::payouts::create_payout, http::payouts::list_payouts,
         http::payouts::get_payout, http::payouts::provider_notify, http::payouts::admin_payouts,
-        http::payouts::large_transactions, http::payouts::set_kyc, http::payouts::reconcile,
+        http::payouts::large_transactions, http::payouts::set_kyc, http::payouts::reconcile, http::payouts::alerts,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer)

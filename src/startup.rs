@@ -133,6 +133,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         wallets: wallets.clone(),
         provider: provider.clone(),
         payout_jobs: payout_jobs.clone(),
+        rejected_notifications: Default::default(),
         hub,
         base_url: base_url.clone(),
         config: config.clone(),

@@ -34,6 +34,8 @@ pub struct AppState {
     pub wallets: crate::wallets::Wallets,
     /// The payment provider, when configured.
     pub provider: Option<crate::provider::client::ProviderClient>,
+    /// The latest rejected provider notifications (for the alerts route).
+    pub rejected_notifications: std::sync::Mutex<std::collections::VecDeque<payouts::Rejection>>,
     /// Wakes the payout job (a payout was requested).
     pub payout_jobs: Arc<tokio::sync::Notify>,
     pub hub: Hub,
@@ -58,11 +60,13 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/earnings",
     "/v1/admin/ledger/check",
     "/v1/wallet/link",
+    "/v1/wallet/auto-payout",
     "/v1/payouts",
     "/v1/provider/notify",
     "/v1/admin/payouts",
     "/v1/admin/reports/large-transactions",
     "/v1/admin/reconcile",
+    "/v1/admin/alerts",
     "/v1/ws",
     "/healthz",
     "/metrics",
@@ -112,6 +116,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(wallets::earn)
             .service(wallets::ledger_check)
             .service(payouts::link)
+            .service(payouts::set_auto_payout)
             .service(payouts::create_payout)
             .service(payouts::list_payouts)
             .service(payouts::get_payout)
@@ -120,6 +125,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(payouts::large_transactions)
             .service(payouts::set_kyc)
             .service(payouts::reconcile)
+            .service(payouts::alerts)
             .service(ws::ws)
             .default_service(web::to(not_found));
     }

@@ -1,6 +1,6 @@
 //! Payouts, the large-transaction report and KYC flags.
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -205,15 +205,7 @@ pub async fn admin_payouts(
         _ => return Err(ApiError::validation("filter must be failed, stuck or open")),
     };
     Ok(HttpResponse::Ok().json(AdminPayoutList {
-        payouts: selected
-            .iter()
-            .map(|p| AdminPayout {
-                payout: PayoutView::from(p),
-                user_id: p.user,
-                attempts: p.attempts,
-                last_error: p.last_error.clone(),
-            })
-            .collect(),
+        payouts: selected.iter().map(admin_view).collect(),
     }))
 }
 
@@ -417,6 +409,19 @@ async fn notify(
     let result = client.verify_notification(&h, body, now).map_err(|e| {
         // The body is not logged: it is what a forger controls.
         tracing::warn!(error = %e, serial = %h.serial, "provider notification rejected");
+        if let Ok(mut q) = state.rejected_notifications.lock() {
+            if q.len() >= 100 {
+                q.pop_front();
+            }
+            q.push_back(Rejection {
+                at: rfc3339(now),
+                peer: req
+                    .peer_addr()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default(),
+                reason: e.to_string().chars().take(200).collect(),
+            });
+        }
         ("rejected", ApiError::Unauthorized)
     })?;
     let unknown = || {
@@ -532,4 +537,99 @@ pub async fn reconcile(
         tracing::warn!(date = %date, breaks = report.breaks.len(), "reconciliation found breaks");
     }
     Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoPayout {
+    /// Pay out whenever the available balance reaches this many fen (at
+    /// least `payouts.auto_min_threshold_fen`); null turns it off.
+    threshold: Option<u64>,
+}
+
+/// Opt in to (or out of) automatic payouts. Each one passes the same risk
+/// checks as a requested payout; its idempotency key is the wallet's ledger
+/// position, so a replayed credit cannot trigger it twice.
+#[utoipa::path(
+    request_body = AutoPayout,
+    responses((status = 200, body = AutoPayout), (status = 400, body = Problem)),
+    security(("bearer" = [])), tag = "payouts"
+)]
+#[put("/v1/wallet/auto-payout")]
+pub async fn set_auto_payout(
+    state: web::Data<AppState>,
+    user: User,
+    body: web::Json<AutoPayout>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .wallets
+        .set_auto_payout(user.0, body.threshold)
+        .await?;
+    Ok(HttpResponse::Ok().json(body.0))
+}
+
+/// A provider notification that did not verify.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct Rejection {
+    at: String,
+    peer: String,
+    reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Alerts {
+    /// Payouts that failed.
+    failed_payouts: usize,
+    /// Payouts not final after `payouts.stuck_after_seconds`.
+    stuck_payouts: Vec<AdminPayout>,
+    /// The latest notifications whose signature or timestamp did not verify
+    /// (at most 100, since the server started).
+    rejected_notifications: Vec<Rejection>,
+}
+
+/// What needs an operator (admin token): failed and stuck payouts and
+/// rejected provider notifications. The same are counted in `/metrics`.
+#[utoipa::path(
+    responses((status = 200, body = Alerts)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[get("/v1/admin/alerts")]
+pub async fn alerts(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
+    let storage = state.storage.clone();
+    let now = chrono::Utc::now().timestamp();
+    let after = state.config.payouts.stuck_after_seconds;
+    let (failed, stuck) = web::block(move || -> Result<_, ApiError> {
+        let failed = storage
+            .all_payouts()?
+            .iter()
+            .filter(|p| p.state == PayoutState::Failed)
+            .count();
+        let stuck: Vec<Payout> = storage
+            .open_payouts()?
+            .into_iter()
+            .filter(|p| crate::domain::payout::is_stuck(p, now, after))
+            .collect();
+        Ok((failed, stuck))
+    })
+    .await
+    .map_err(|_| ApiError::Internal)??;
+    let rejected = state
+        .rejected_notifications
+        .lock()
+        .map(|q| q.iter().cloned().collect())
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(Alerts {
+        failed_payouts: failed,
+        stuck_payouts: stuck.iter().map(admin_view).collect(),
+        rejected_notifications: rejected,
+    }))
+}
+
+fn admin_view(p: &Payout) -> AdminPayout {
+    AdminPayout {
+        payout: PayoutView::from(p),
+        user_id: p.user,
+        attempts: p.attempts,
+        last_error: p.last_error.clone(),
+    }
 }

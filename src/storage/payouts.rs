@@ -9,6 +9,7 @@
 //! | `pj/`  | next attempt (ms, i64 BE), payout id | (empty): the provider job queue|
 //! | `pd/`  | user id, day (`YYYY-MM-DD`)          | [`DayUsage`]                   |
 //! | `wl/`  | user id                              | [`Link`] (tokens sealed)       |
+//! | `wa/`  | user id                              | automatic payout threshold (fen) |
 //! | `lr/`  | day, transfer id                     | [`LargeTransaction`]           |
 //! | `rc/`  | bill date                            | reconciliation report (JSON)   |
 
@@ -84,6 +85,15 @@ impl WriteSet {
 
     pub fn day_usage(&mut self, user: UserId, day: &str, u: &DayUsage) {
         self.put_json(key(b"pd/", &[user.as_bytes(), day.as_bytes()]), u);
+    }
+
+    /// The user's automatic payout threshold (None: off).
+    pub fn auto_payout(&mut self, user: UserId, threshold: Option<u64>) {
+        let k = key(b"wa/", &[user.as_bytes()]);
+        match threshold {
+            Some(t) => self.put_json(k, &t),
+            None => self.del(k),
+        }
     }
 
     pub fn link(&mut self, user: UserId, l: &Link) {
@@ -172,6 +182,10 @@ impl Storage {
         Ok(self
             .get(key(b"pd/", &[user.as_bytes(), day.as_bytes()]))?
             .unwrap_or_default())
+    }
+
+    pub fn auto_payout(&self, user: UserId) -> Result<Option<u64>> {
+        self.get(key(b"wa/", &[user.as_bytes()]))
     }
 
     pub fn link(&self, user: UserId) -> Result<Option<Link>> {

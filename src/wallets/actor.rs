@@ -42,6 +42,7 @@ fn now() -> i64 {
 pub struct Snapshot {
     accounts: Vec<Account>,
     inbox: Vec<InboxItem>,
+    auto_payout: Option<u64>,
 }
 
 pub struct WalletActor {
@@ -100,7 +101,7 @@ impl WalletActor {
 
     /// The account as this actor sees it: its own, or (for the other side's
     /// flags) a fresh view of another holder's.
-    fn view(&self, id: &AccountId) -> Account {
+    pub(super) fn view(&self, id: &AccountId) -> Account {
         self.accounts
             .get(id)
             .cloned()
@@ -189,7 +190,12 @@ impl WalletActor {
                 fresh: true,
             },
         );
+        let credited =
+            matches!(&spec.credit, AccountId::Wallet(_)) && spec.credit.holder() == self.holder;
         self.adopt(staged);
+        if credited {
+            self.maybe_auto_payout();
+        }
         Ok(answer)
     }
 
@@ -314,7 +320,15 @@ impl Resident for WalletActor {
 
     fn load(env: &Shared, h: Holder) -> Result<Snapshot, ApiError> {
         let (accounts, inbox) = env.storage.load_holder(h)?;
-        Ok(Snapshot { accounts, inbox })
+        let auto_payout = match h {
+            Holder::User(u) => env.storage.auto_payout(u)?,
+            Holder::System => None,
+        };
+        Ok(Snapshot {
+            accounts,
+            inbox,
+            auto_payout,
+        })
     }
 
     fn activate(snap: Snapshot, life: Life<Self>, env: Arc<Shared>) -> Self {
@@ -331,7 +345,7 @@ impl Resident for WalletActor {
             recent: HashMap::new(),
             inbox: snap.inbox,
             draining: false,
-            payouts: Default::default(),
+            payouts: super::payouts::PayoutMemory::with_auto(snap.auto_payout),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::storage::{DayAnchor, Storage};
 use actor::{Drain, Execute, ExpireDue, GetAccount};
 pub use actor::{Executed, WalletActor};
 pub use payouts::Requested;
-use payouts::{PayoutProgress, RequestPayout, SetLink};
+use payouts::{PayoutProgress, RequestPayout, SetAutoPayout, SetLink};
 
 use crate::domain::ids::PayoutId;
 use crate::domain::payout::{Answer, Payout};
@@ -163,6 +163,16 @@ impl Wallets {
                     called,
                 },
             )
+            .await
+    }
+
+    pub async fn set_auto_payout(
+        &self,
+        user: UserId,
+        threshold: Option<u64>,
+    ) -> Result<(), ApiError> {
+        self.actors
+            .call(Holder::User(user), SetAutoPayout { threshold })
             .await
     }
 

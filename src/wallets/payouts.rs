@@ -27,9 +27,18 @@ pub struct PayoutMemory {
     recent: HashMap<PayoutId, Payout>,
     by_key: HashMap<[u8; 32], PayoutId>,
     usage: Option<(String, DayUsage)>,
+    /// The user's automatic payout threshold, if they opted in.
+    auto: Option<u64>,
 }
 
 impl PayoutMemory {
+    pub fn with_auto(auto: Option<u64>) -> Self {
+        PayoutMemory {
+            auto,
+            ..Default::default()
+        }
+    }
+
     /// Nothing is in flight: storage has everything.
     pub fn forget_durable(&mut self) {
         self.recent.clear();
@@ -264,6 +273,54 @@ impl WalletActor {
         Ok(answer)
     }
 
+    /// After a credit: if the user opted in and the available balance
+    /// reached their threshold, request a payout of it (up to the per-payout
+    /// maximum). The idempotency key is the wallet's ledger position, so a
+    /// replay after a restart cannot trigger it twice.
+    pub(super) fn maybe_auto_payout(&mut self) {
+        let Some(threshold) = self.payouts.auto else {
+            return;
+        };
+        let Ok(user) = self.user() else { return };
+        let wallet = self.view(&AccountId::Wallet(user));
+        let available = u64::try_from(wallet.available()).unwrap_or(0);
+        if available < threshold {
+            return;
+        }
+        let amount = available.min(self.env.config.payouts.max_fen);
+        let key = format!("auto-{}", wallet.entries);
+        let request_hash = *blake3::hash(key.as_bytes()).as_bytes();
+        match self.request_payout(RequestPayout {
+            key,
+            request_hash,
+            amount,
+            automatic: true,
+        }) {
+            // Its durability is tracked by the actor; nobody awaits it.
+            Ok(pending) => drop(pending),
+            Err(Fail::Api(e)) => {
+                tracing::info!(user = %user, code = e.code(), "automatic payout not made")
+            }
+            Err(Fail::Retired) => {}
+        }
+    }
+
+    fn set_auto_payout(&mut self, m: SetAutoPayout) -> Step<()> {
+        let user = self.user()?;
+        if let Some(t) = m.threshold {
+            let min = self.env.config.payouts.auto_min_threshold_fen;
+            if t < min || t > crate::domain::ledger::MAX_AMOUNT {
+                return Err(
+                    ApiError::validation(format!("threshold must be at least {min} fen")).into(),
+                );
+            }
+        }
+        let mut w = WriteSet::new();
+        w.auto_payout(user, m.threshold);
+        self.payouts.auto = m.threshold;
+        Ok(self.commit(w, ()))
+    }
+
     fn set_link(&mut self, m: SetLink) -> Step<()> {
         let user = self.user()?;
         let mut w = WriteSet::new();
@@ -300,3 +357,4 @@ message!(PayoutProgress -> Payout {
     called: bool,
 } => payout_progress);
 message!(SetLink -> () { link: Link } => set_link);
+message!(SetAutoPayout -> () { threshold: Option<u64> } => set_auto_payout);

@@ -426,6 +426,59 @@ async fn reconciliation_names_each_break() {
         .post("/v1/admin/reconcile", Some(&tok), json!({"date": today}))
         .await;
     assert_eq!(s, 403);
+
+    // The CLI with a bill file: exit 0 when it matches, 2 with a break.
+    let row = |no: &str, amount: i64| qrgate::provider::bill::BillRow {
+        transfer_time: chrono::Utc::now().naive_utc() + chrono::Duration::hours(8),
+        mchid: "1900000001".into(),
+        appid: "wx-qrgate-sim".into(),
+        partner_trade_no: no.into(),
+        transfer_bill_no: format!("B{}", &no[2..12]),
+        openid: "o-fay".into(),
+        amount,
+        status: qrgate::provider::notify::TransferState::Success,
+        description: "qrgate payout".into(),
+        fail_reason: None,
+    };
+    let mut rows: Vec<_> = ptns.iter().zip(100..).map(|(no, a)| row(no, a)).collect();
+    let run = |rows: &Vec<qrgate::provider::bill::BillRow>| {
+        let text = qrgate::provider::bill::write_bill(&qrgate::provider::bill::Bill {
+            rows: rows.clone(),
+        })
+        .expect("write bill");
+        let file = app.dir.path().join("bill.csv");
+        std::fs::write(&file, text).expect("bill file");
+        std::process::Command::new(env!("CARGO_BIN_EXE_qrgate"))
+            .args([
+                "reconcile",
+                "--url",
+                &app.base,
+                "--admin-token",
+                ADMIN,
+                "--date",
+                &today,
+                "--file",
+            ])
+            .arg(&file)
+            .output()
+            .expect("run reconcile")
+    };
+    let out = run(&rows);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 matched, 0 breaks"));
+    rows[3].amount += 1;
+    let out = run(&rows);
+    assert_eq!(out.status.code(), Some(2));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("amount_mismatch") && table.contains(&ptns[3]),
+        "{table}"
+    );
 }
 
 #[actix_web::test]
@@ -524,5 +577,79 @@ async fn sigkill_during_payouts_pays_each_once() {
         ours,
         "the provider paid exactly our payouts"
     );
+    app.books_clean().await;
+}
+
+#[actix_web::test]
+async fn automatic_payouts_trigger_once_per_ledger_position() {
+    let sim = Sim::start();
+    let mut app = server(&sim, "").await;
+    let (uid, tok) = app.payee(&sim, "gus", 0, "o-gus").await;
+    let (s, v) = app
+        .call(
+            "PUT",
+            "/v1/wallet/auto-payout",
+            Some(&tok),
+            Some(json!({"threshold": 50})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (400, "validation_failed"),
+        "below the minimum: {v}"
+    );
+    let (s, v) = app
+        .call(
+            "PUT",
+            "/v1/wallet/auto-payout",
+            Some(&tok),
+            Some(json!({"threshold": 500})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // 300: below the threshold, nothing happens.
+    let (s, _) = app.earn("auto-1", &uid, 300).await;
+    assert_eq!(s, 201);
+    let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
+    assert_eq!(v["payouts"].as_array().map(Vec::len), Some(0), "{v}");
+    // 300 more: 600 available, one automatic payout of 600.
+    let (s, _) = app.earn("auto-2", &uid, 300).await;
+    assert_eq!(s, 201);
+    let mut id = None;
+    for _ in 0..100 {
+        let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
+        if let Some(p) = v["payouts"].as_array().and_then(|a| a.first()) {
+            assert_eq!(p["automatic"], true, "{p}");
+            assert_eq!(p["amount"], 600, "{p}");
+            id = Some(s_(&p["id"]));
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = id.expect("an automatic payout");
+    assert_eq!(app.settled(&tok, &id).await["status"], "succeeded");
+    assert_eq!(app.balance(&tok).await, 0);
+    // A replayed earning after a restart credits nothing and pays nothing.
+    app.restart().await;
+    let (s, _) = app.earn("auto-2", &uid, 300).await;
+    assert_eq!(s, 200);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
+    assert_eq!(v["payouts"].as_array().map(Vec::len), Some(1), "{v}");
+    // Off again.
+    let (s, v) = app
+        .call(
+            "PUT",
+            "/v1/wallet/auto-payout",
+            Some(&tok),
+            Some(json!({"threshold": null})),
+        )
+        .await;
+    assert_eq!((s, v["threshold"].clone()), (200, Value::Null));
+    let (s, _) = app.earn("auto-3", &uid, 900).await;
+    assert_eq!(s, 201);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
+    assert_eq!(v["payouts"].as_array().map(Vec::len), Some(1), "{v}");
     app.books_clean().await;
 }

@@ -1,0 +1,157 @@
+//! Operator commands that talk to a running server's admin API:
+//! `qrgate reconcile` and `qrgate report large-transactions`.
+//!
+//! The server holds the database open, so these commands do not read it
+//! themselves: they call the admin routes with the admin token (from
+//! `--admin-token`, `QRGATE_ADMIN_TOKEN`, or the config file).
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::domain::reconcile::{table, Report};
+
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// Base URL of the running server (default: http://{bind} from the config).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Admin token (default: QRGATE_ADMIN_TOKEN, then the config's).
+    #[arg(long, env = "QRGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Config file for the defaults above.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReconcileArgs {
+    /// The bill's business day, YYYY-MM-DD.
+    #[arg(long)]
+    pub date: String,
+    /// The provider's bill; without it the server downloads the bill itself.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ReportKind {
+    /// Transfers and daily payout totals at or above payouts.large_transaction_fen, as CSV.
+    LargeTransactions {
+        /// First business day, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last business day (default: --from).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn resolve(t: &Target) -> Result<(String, String), String> {
+    let cfg = Config::load(t.config.as_deref()).map_err(|e| e.to_string())?;
+    let url = t
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", cfg.bind))
+        .trim_end_matches('/')
+        .to_string();
+    let token = t.admin_token.clone().unwrap_or(cfg.admin_token);
+    Ok((url, token))
+}
+
+fn call(method: &str, url: String, token: &str, body: Option<Value>) -> Result<Value, String> {
+    let token = token.to_string();
+    let method = method.to_string();
+    actix_web::rt::System::new().block_on(async move {
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .finish();
+        let req = match method.as_str() {
+            "POST" => client.post(&url),
+            _ => client.get(&url),
+        }
+        .insert_header(("Authorization", format!("Bearer {token}")));
+        let mut resp = match body {
+            Some(b) => req.send_json(&b).await,
+            None => req.send().await,
+        }
+        .map_err(|e| format!("{url}: {e}"))?;
+        let bytes = resp
+            .body()
+            .limit(64 << 20)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| format!("{url}: answer is not JSON ({})", resp.status()))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "{url}: {} {}: {}",
+                resp.status().as_u16(),
+                v["code"].as_str().unwrap_or(""),
+                v["detail"].as_str().unwrap_or("")
+            ));
+        }
+        Ok(v)
+    })
+}
+
+/// `qrgate reconcile`: prints the report; exit status 2 when it has breaks.
+pub fn reconcile(a: ReconcileArgs) -> Result<bool, String> {
+    let (url, token) = resolve(&a.target)?;
+    let bill = match &a.file {
+        Some(f) => Some(
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+        ),
+        None => None,
+    };
+    let v = call(
+        "POST",
+        format!("{url}/v1/admin/reconcile"),
+        &token,
+        Some(json!({"date": a.date, "bill": bill})),
+    )?;
+    let report: Report =
+        serde_json::from_value(v.clone()).map_err(|e| format!("unexpected report: {e}"))?;
+    if a.json {
+        println!("{v}");
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(report.breaks.is_empty())
+}
+
+/// `qrgate report large-transactions`: CSV on stdout.
+pub fn report(k: ReportKind) -> Result<(), String> {
+    match k {
+        ReportKind::LargeTransactions { from, to, target } => {
+            let (url, token) = resolve(&target)?;
+            let to = to.unwrap_or_else(|| from.clone());
+            let v = call(
+                "GET",
+                format!("{url}/v1/admin/reports/large-transactions?from={from}&to={to}"),
+                &token,
+                None,
+            )?;
+            println!("day,user_id,kind,amount_fen,reference,at");
+            for t in v["transactions"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{},{},{},{},{},{}",
+                    t["day"].as_str().unwrap_or(""),
+                    t["user_id"].as_str().unwrap_or(""),
+                    t["kind"].as_str().unwrap_or(""),
+                    t["amount"],
+                    t["reference"].as_str().unwrap_or(""),
+                    t["at"]
+                );
+            }
+            Ok(())
+        }
+    }
+}
