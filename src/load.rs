@@ -48,6 +48,8 @@ pub enum Scenario {
     Joins,
     /// Many scanners of one invitation into one 500-member group.
     Viral,
+    /// Durable earnings (admin token) credited to many users' wallets.
+    Earnings,
 }
 
 #[derive(clap::Args, Debug)]
@@ -407,6 +409,19 @@ struct Plan {
     /// viral: the groups (ids) and their owner's token, for the final check.
     /// Request `k` then goes to group `k / users` (bursts one after the other).
     viral: Option<(Vec<String>, String)>,
+    /// The route driven.
+    path: &'static str,
+    /// earnings: request `k` is made by this (each has its own event id);
+    /// `bodies` then holds the wallets' user ids.
+    earnings: bool,
+}
+
+/// The body of earning `k` (a distinct event, 1 fen, spread over the users).
+fn earning_body(run: &str, k: u64, users: &[Bytes]) -> Bytes {
+    let user = String::from_utf8_lossy(&users[(k % users.len() as u64) as usize]).into_owned();
+    Bytes::from(format!(
+        r#"{{"event_id":"load-{run}-{k}","user_id":"{user}","kind":"task_completed","amount":1}}"#
+    ))
 }
 
 async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> {
@@ -447,6 +462,22 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             let limit = (args.scanners * args.bursts) as u64;
             ("viral", auths, bodies, limit, 120, Some((gids, owner)))
         }
+        Scenario::Earnings => {
+            let ids = run_all("wallet user", args.users, conc, |i| async move {
+                let v = api
+                    .call(Method::POST, "/v1/users", admin, json!({ "name": format!("load-wallet-{i}") }))
+                    .await?;
+                field(&v, "user_id")
+            })
+            .await?;
+            let auths = bearers(vec![admin.to_string()])?;
+            let bodies = ids.into_iter().map(Bytes::from).collect();
+            ("earnings", auths, bodies, u64::MAX, 10, None)
+        }
+    };
+    let (path, earnings) = match args.scenario {
+        Scenario::Earnings => ("/v1/earnings", true),
+        _ => ("/v1/join", false),
     };
     Ok(Plan {
         name,
@@ -455,6 +486,8 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
         limit: args.requests.map_or(limit, |r| r.min(limit)),
         duration: Duration::from_secs(args.duration.unwrap_or(secs)),
         viral,
+        path,
+        earnings,
     })
 }
 
@@ -515,7 +548,7 @@ async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row
         None
     };
     eprintln!("load: {name}, {conc} connections, at most {limit} requests / {secs} s");
-    let row = drive(name, &format!("{base}/v1/join"), conc, plan).await?;
+    let row = drive(name, &format!("{base}{}", plan.path), conc, plan).await?;
     Ok((baseline, row))
 }
 
@@ -524,6 +557,8 @@ async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, 
     let (c, next, start) = (client(conns), Cell::new(0u64), Instant::now());
     let deadline = start + plan.duration;
     let (groups, users) = (plan.bodies.len() as u64, plan.auths.len() as u64);
+    // Event ids of one run never repeat those of an earlier run on the same server.
+    let run = format!("{}-{name}", chrono::Utc::now().timestamp_millis());
     let worker = || async {
         let (mut hist, mut outcomes, mut ok, mut first_err) =
             (histogram()?, BTreeMap::new(), 0, None);
@@ -541,13 +576,18 @@ async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, 
                 .post(url)
                 .insert_header(auth)
                 .content_type("application/json");
+            let body = if plan.earnings {
+                earning_body(&run, k, &plan.bodies)
+            } else {
+                plan.bodies[g as usize].clone()
+            };
             let t0 = Instant::now();
-            let res = send(req, plan.bodies[g as usize].clone()).await;
+            let res = send(req, body).await;
             let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
             hist.saturating_record(micros.max(1));
             let key = match res {
                 Ok((status, b)) => {
-                    ok += u64::from(status == 200);
+                    ok += u64::from(status == 200 || status == 201);
                     outcome(status, &b)
                 }
                 Err(e) => {
@@ -602,6 +642,23 @@ type Check = (&'static str, u64, u64);
 /// joins: every answer 200; viral: 499 admitted, the group exactly full, the rest `group_full`.
 async fn check(plan: &Plan, row: &Row, api: &Api) -> Result<Vec<Check>, String> {
     let count = |code: &str| row.outcomes.get(code).copied().unwrap_or(0);
+    if plan.earnings {
+        // The admin token is the only bearer of this plan.
+        let admin = plan
+            .auths
+            .first()
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or("no admin token")?;
+        let books = api
+            .call(Method::GET, "/v1/admin/ledger/check", admin, Value::Null)
+            .await;
+        let clean = u64::from(books.is_ok_and(|b| b["findings"] == json!([])));
+        return Ok(vec![
+            ("201 credited (every answer)", count("201"), row.requests),
+            ("ledger check clean", clean, 1),
+        ]);
+    }
     let Some((gids, owner)) = &plan.viral else {
         return Ok(vec![(
             "200 joined (every answer)",
