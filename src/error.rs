@@ -69,6 +69,8 @@ pub enum ApiError {
     IdempotencyKeyRequired,
     #[error("payout not found")]
     PayoutNotFound,
+    #[error("no report for this day")]
+    ReportNotFound,
     #[error("payouts need a payment provider: configure [provider]")]
     ProviderNotConfigured,
     #[error("the payment provider did not answer properly; retry later")]
@@ -114,6 +116,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyRequired => "idempotency_key_required",
             ApiError::PayoutNotFound => "payout_not_found",
+            ApiError::ReportNotFound => "report_not_found",
             ApiError::ProviderNotConfigured => "provider_not_configured",
             ApiError::ProviderUnavailable => "provider_unavailable",
             ApiError::LinkCodeRejected(_) => "link_code_invalid",
@@ -154,7 +157,9 @@ impl ApiError {
                     _ => StatusCode::CONFLICT,
                 }
             }
-            ApiError::TransferNotFound | ApiError::PayoutNotFound => StatusCode::NOT_FOUND,
+            ApiError::TransferNotFound | ApiError::PayoutNotFound | ApiError::ReportNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Payout(r) => {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
             }

@@ -465,7 +465,12 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
         Scenario::Earnings => {
             let ids = run_all("wallet user", args.users, conc, |i| async move {
                 let v = api
-                    .call(Method::POST, "/v1/users", admin, json!({ "name": format!("load-wallet-{i}") }))
+                    .call(
+                        Method::POST,
+                        "/v1/users",
+                        admin,
+                        json!({ "name": format!("load-wallet-{i}") }),
+                    )
                     .await?;
                 field(&v, "user_id")
             })

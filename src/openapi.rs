@@ -23,6 +23,7 @@ use crate::http;
         http::payouts::link, http::payouts::set_auto_payout, http::payouts::create_payout, http::payouts::list_payouts,
         http::payouts::get_payout, http::payouts::provider_notify, http::payouts::admin_payouts,
         http::payouts::large_transactions, http::payouts::set_kyc, http::payouts::reconcile, http::payouts::alerts,
+        http::payouts::link_status, http::payouts::reconciliation,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer)

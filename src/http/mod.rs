@@ -116,6 +116,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(wallets::earn)
             .service(wallets::ledger_check)
             .service(payouts::link)
+            .service(payouts::link_status)
+            .service(payouts::reconciliation)
             .service(payouts::set_auto_payout)
             .service(payouts::create_payout)
             .service(payouts::list_payouts)

@@ -633,3 +633,53 @@ fn admin_view(p: &Payout) -> AdminPayout {
         last_error: p.last_error.clone(),
     }
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct LinkStatus {
+    linked: bool,
+    openid: Option<String>,
+    linked_at: Option<String>,
+    /// When the access token was last refreshed.
+    refreshed_at: Option<String>,
+    /// When the current access token expires.
+    expires_at: Option<String>,
+}
+
+/// The caller's linked payment account (tokens are never shown).
+#[utoipa::path(
+    responses((status = 200, body = LinkStatus)),
+    security(("bearer" = [])), tag = "payouts"
+)]
+#[get("/v1/wallet/link")]
+pub async fn link_status(state: web::Data<AppState>, user: User) -> Result<HttpResponse, ApiError> {
+    let l = state.storage.link(user.0)?;
+    Ok(HttpResponse::Ok().json(LinkStatus {
+        linked: l.is_some(),
+        openid: l.as_ref().map(|l| l.openid.clone()),
+        linked_at: l.as_ref().map(|l| rfc3339(l.linked_at)),
+        refreshed_at: l.as_ref().map(|l| rfc3339(l.refreshed_at)),
+        expires_at: l.as_ref().map(|l| rfc3339(l.expires_at)),
+    }))
+}
+
+/// The stored report of the last reconciliation of a day (admin token).
+#[utoipa::path(
+    params(("date" = String, Path)),
+    responses((status = 200, body = crate::domain::reconcile::Report), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[get("/v1/admin/reconcile/{date}")]
+pub async fn reconciliation(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let date = parse_day(&path)?;
+    match state
+        .storage
+        .reconciliation::<crate::domain::reconcile::Report>(&date)?
+    {
+        Some(r) => Ok(HttpResponse::Ok().json(r)),
+        None => Err(ApiError::ReportNotFound),
+    }
+}

@@ -10,7 +10,7 @@
 //! | `pd/`  | user id, day (`YYYY-MM-DD`)          | [`DayUsage`]                   |
 //! | `wl/`  | user id                              | [`Link`] (tokens sealed)       |
 //! | `wa/`  | user id                              | automatic payout threshold (fen) |
-//! | `lr/`  | day, transfer id                     | [`LargeTransaction`]           |
+//! | `lr/`  | day, user id, reference, kind        | [`LargeTransaction`]           |
 //! | `rc/`  | bill date                            | reconciliation report (JSON)   |
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,7 @@ impl WriteSet {
                     t.day.as_bytes(),
                     t.user_id.as_bytes(),
                     t.reference.as_bytes(),
+                    t.kind.as_bytes(),
                 ],
             ),
             t,
@@ -206,7 +207,12 @@ impl Storage {
     /// Large transactions of days `from..=to` (`YYYY-MM-DD`).
     pub fn large_transactions(&self, from: &str, to: &str) -> Result<Vec<LargeTransaction>> {
         let lo = key(b"lr/", &[from.as_bytes()]);
-        let hi = key(b"lr/", &[to.as_bytes(), &[0xff]]);
+        // Everything under `lr/{to}`: up to the next prefix (the key's
+        // binary user id may start with any byte, 0xff included).
+        let mut hi = key(b"lr/", &[to.as_bytes()]);
+        if let Some(last) = hi.last_mut() {
+            *last = last.saturating_add(1);
+        }
         self.inner
             .tree
             .range(lo..hi)

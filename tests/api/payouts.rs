@@ -211,6 +211,23 @@ async fn earn_link_payout_notify_and_retry_with_the_same_key() {
     let (_, list) = app.get("/v1/payouts", Some(&tok)).await;
     assert_eq!(list["payouts"].as_array().map(Vec::len), Some(1));
     app.books_clean().await;
+
+    // The user hears the payout's progress on the WebSocket.
+    let mut ws = super::ws::connect(&app, &tok).await;
+    let (s, v) = app.payout(&tok, "k-ws", 200).await;
+    assert_eq!(s, 202, "{v}");
+    let id = s_(&v["id"]);
+    let mut last = Value::Null;
+    for _ in 0..3 {
+        let e = super::ws::next_of(&mut ws, "payout_updated").await;
+        assert_eq!(e["payout_id"], json!(id), "{e}");
+        last = e;
+        if last["status"] == "succeeded" {
+            break;
+        }
+    }
+    assert_eq!(last["status"], "succeeded", "{last}");
+    assert_eq!(last["amount"], 200);
 }
 
 #[actix_web::test]
@@ -426,6 +443,17 @@ async fn reconciliation_names_each_break() {
         .post("/v1/admin/reconcile", Some(&tok), json!({"date": today}))
         .await;
     assert_eq!(s, 403);
+
+    // The report is kept for later reads.
+    let (s, stored) = app
+        .get(&format!("/v1/admin/reconcile/{today}"), Some(ADMIN))
+        .await;
+    assert_eq!(
+        (s, stored["breaks"].clone()),
+        (200, report["breaks"].clone())
+    );
+    let (s, v) = app.get("/v1/admin/reconcile/2001-01-01", Some(ADMIN)).await;
+    assert_eq!((s, code(&v)), (404, "report_not_found"));
 
     // The CLI with a bill file: exit 0 when it matches, 2 with a break.
     let row = |no: &str, amount: i64| qrgate::provider::bill::BillRow {
@@ -652,4 +680,105 @@ async fn automatic_payouts_trigger_once_per_ledger_position() {
     let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
     assert_eq!(v["payouts"].as_array().map(Vec::len), Some(1), "{v}");
     app.books_clean().await;
+}
+
+#[actix_web::test]
+async fn large_transactions_are_reported_and_tokens_refreshed() {
+    let sim = Sim::start();
+    // Every link is due for refresh at once; 3,000 fen counts as large.
+    let mut app = server(
+        &sim,
+        "large_transaction_fen = 3000\nrefresh_before_seconds = 100000\n",
+    )
+    .await;
+    let (uid, tok) = app.payee(&sim, "hal", 9000, "o-hal").await;
+    let (s, _) = app
+        .post(
+            &format!("/v1/admin/users/{uid}/kyc"),
+            Some(ADMIN),
+            json!({"verified": true}),
+        )
+        .await;
+    assert_eq!(s, 204);
+    for (key, amount) in [("l-1", 1000), ("l-2", 1500), ("l-3", 3000)] {
+        let (s, v) = app.payout(&tok, key, amount).await;
+        assert_eq!(s, 202, "{v}");
+    }
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8))
+        .format("%Y-%m-%d")
+        .to_string();
+    let (s, v) = app
+        .get(
+            &format!("/v1/admin/reports/large-transactions?from={today}"),
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let kinds: Vec<(String, u64)> = v["transactions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|t| (s_(&t["kind"]), t["amount"].as_u64().unwrap_or(0)))
+        .collect();
+    assert!(kinds.contains(&("single_transfer".into(), 3000)), "{v}");
+    assert!(kinds.contains(&("daily_total".into(), 5500)), "{v}");
+    assert_eq!(kinds.len(), 2, "{v}");
+    let (s, _) = app
+        .get(
+            &format!("/v1/admin/reports/large-transactions?from={today}"),
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qrgate"))
+        .args([
+            "report",
+            "large-transactions",
+            "--url",
+            &app.base,
+            "--admin-token",
+            ADMIN,
+            "--from",
+            &today,
+        ])
+        .output()
+        .expect("run report");
+    let csv = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("day,user_id,kind,amount_fen"), "{csv}");
+
+    // Tokens: refreshed by the background job (it runs at start).
+    let (_, before) = app.get("/v1/wallet/link", Some(&tok)).await;
+    assert_eq!(before["linked"], true, "{before}");
+    assert!(
+        !before.to_string().contains("access_token"),
+        "tokens are never shown"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    app.restart().await;
+    let mut refreshed = false;
+    for _ in 0..50 {
+        if app
+            .metric("qrgate_provider_calls_total{operation=\"refresh_token\",result=\"ok\"}")
+            .await
+            >= 1.0
+        {
+            refreshed = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refreshed, "the link was refreshed");
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let (_, after) = app.get("/v1/wallet/link", Some(&tok)).await;
+    assert_ne!(after["refreshed_at"], before["refreshed_at"], "{after}");
+    // Sealed at rest: the data files do not hold the raw tokens.
+    let (_, unlinked) = app.user("nobody").await;
+    let (_, v) = app.get("/v1/wallet/link", Some(&unlinked)).await;
+    assert_eq!(v["linked"], false);
 }

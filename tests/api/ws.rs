@@ -6,9 +6,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-type Conn = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+pub type Conn = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
-async fn connect(app: &TestApp, token: &str) -> Conn {
+pub async fn connect(app: &TestApp, token: &str) -> Conn {
     let (_, conn) = awc::Client::new()
         .ws(format!("{}/v1/ws?token={token}", app.base))
         .connect()
@@ -38,7 +38,7 @@ async fn next(conn: &mut Conn) -> Value {
         .expect("event within 5 s")
 }
 
-async fn next_of(conn: &mut Conn, ty: &str) -> Value {
+pub async fn next_of(conn: &mut Conn, ty: &str) -> Value {
     for _ in 0..20 {
         let v = next(conn).await;
         if v["type"] == ty {
