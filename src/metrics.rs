@@ -214,7 +214,18 @@ pub fn init() {
     LazyLock::force(&WS_CONNECTIONS);
     LazyLock::force(&WS_DROPPED);
     LazyLock::force(&QR_RENDERS);
-    LazyLock::force(&PAYOUTS);
+    for e in ["requested", "succeeded", "failed", "contradiction"] {
+        PAYOUTS.with_label_values(&[e]);
+    }
+    for r in [
+        "applied",
+        "duplicate",
+        "rejected",
+        "unknown_payout",
+        "mismatch",
+    ] {
+        NOTIFICATIONS.with_label_values(&[r]);
+    }
     LazyLock::force(&PAYOUTS_STUCK);
     LazyLock::force(&PROVIDER_CALLS);
     LazyLock::force(&NOTIFICATIONS);

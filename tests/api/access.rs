@@ -199,3 +199,72 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[actix_web::test]
+async fn money_routes_check_who_calls() {
+    let app = TestApp::spawn().await;
+    let (uid, user) = app.user("payee").await;
+    let forged = "qrs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    // The caller's own wallet and payouts: a session is required.
+    let own: Vec<(&str, &str, Option<serde_json::Value>)> = vec![
+        ("GET", "/v1/wallet", None),
+        ("GET", "/v1/wallet/entries", None),
+        ("GET", "/v1/wallet/link", None),
+        ("POST", "/v1/wallet/link", Some(json!({"code": "c"}))),
+        (
+            "PUT",
+            "/v1/wallet/auto-payout",
+            Some(json!({"threshold": null})),
+        ),
+        ("POST", "/v1/payouts", Some(json!({"amount": 100}))),
+        ("GET", "/v1/payouts", None),
+        ("GET", "/v1/payouts/p_AAAAAAAAAAAAAAAAAAAAAA", None),
+    ];
+    for (m, p, b) in &own {
+        for who in [None, Some(forged)] {
+            let (s, v) = app.call(m, p, who, b.clone()).await;
+            assert_eq!(
+                (s, code(&v)),
+                (401, "unauthorized"),
+                "{m} {p} as {who:?}: {v}"
+            );
+        }
+    }
+    // Operator routes: a user's session is not enough.
+    let admin: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        (
+            "POST",
+            "/v1/earnings".into(),
+            Some(json!({"event_id": "e", "user_id": uid, "kind": "task_completed", "amount": 5})),
+        ),
+        ("GET", "/v1/admin/ledger/check".into(), None),
+        ("GET", "/v1/admin/payouts?filter=open".into(), None),
+        ("GET", "/v1/admin/alerts".into(), None),
+        (
+            "POST",
+            "/v1/admin/reconcile".into(),
+            Some(json!({"date": "2026-01-01", "bill": ""})),
+        ),
+        ("GET", "/v1/admin/reconcile/2026-01-01".into(), None),
+        (
+            "GET",
+            "/v1/admin/reports/large-transactions?from=2026-01-01".into(),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/admin/users/{uid}/kyc"),
+            Some(json!({"verified": true})),
+        ),
+    ];
+    for (m, p, b) in &admin {
+        let (s, v) = app.call(m, p, Some(&user), b.clone()).await;
+        assert_eq!((s, code(&v)), (403, "forbidden"), "{m} {p}: {v}");
+        let (s, _) = app.call(m, p, None, b.clone()).await;
+        assert_eq!(s, 401, "{m} {p}");
+    }
+    // Nothing moved.
+    assert_eq!(app.balance(&user).await, 0);
+    let (_, w) = app.get("/v1/admin/ledger/check", Some(ADMIN)).await;
+    assert_eq!(w["transfers"], 0, "{w}");
+}

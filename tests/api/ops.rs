@@ -113,6 +113,21 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "/v1/invites/{id}/card.png",
         "/v1/join",
         "/v1/ws",
+        "/v1/wallet",
+        "/v1/wallet/entries",
+        "/v1/wallet/link",
+        "/v1/wallet/auto-payout",
+        "/v1/earnings",
+        "/v1/payouts",
+        "/v1/payouts/{id}",
+        "/v1/provider/notify",
+        "/v1/admin/ledger/check",
+        "/v1/admin/payouts",
+        "/v1/admin/alerts",
+        "/v1/admin/reconcile",
+        "/v1/admin/reconcile/{date}",
+        "/v1/admin/reports/large-transactions",
+        "/v1/admin/users/{id}/kyc",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
@@ -131,6 +146,9 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "qrgate_http_request_seconds_bucket",
         "qrgate_storage_flush_seconds",
         "qrgate_group_actors_resident",
+        "qrgate_payouts_total",
+        "qrgate_payouts_stuck",
+        "qrgate_provider_notifications_total",
     ] {
         assert!(text.contains(m), "metrics lack {m}");
     }
