@@ -57,6 +57,41 @@ fn start(dir: &Path, extra_config: &str) -> (Child, String) {
     (child, base)
 }
 
+/// Start `qrgate paysim` (time scaled by 0.01) with its keys in `dir/keys`
+/// and its log in `dir/paysim.log`: the process and its base URL.
+pub fn spawn_paysim(dir: &Path) -> (Child, String) {
+    let log = std::fs::File::create(dir.join("paysim.log")).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qrgate"))
+        .args([
+            "paysim",
+            "--bind",
+            "127.0.0.1:0",
+            "--time-factor",
+            "0.01",
+            "--keys",
+        ])
+        .arg(dir.join("keys"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn qrgate paysim");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read listening line");
+    match line.trim().strip_prefix("paysim listening on ") {
+        Some(base) => (child, base.to_string()),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(dir.join("paysim.log")).unwrap_or_default();
+            panic!("unexpected first line {line:?}; log:\n{log}");
+        }
+    }
+}
+
 pub fn client() -> awc::Client {
     awc::Client::builder()
         .timeout(Duration::from_secs(30))

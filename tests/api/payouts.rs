@@ -3,9 +3,7 @@
 
 use super::helpers::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 /// The provider simulator, running.
@@ -26,29 +24,7 @@ impl Drop for Sim {
 impl Sim {
     pub fn start() -> Sim {
         let keys = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qrgate"))
-            .args([
-                "paysim",
-                "--bind",
-                "127.0.0.1:0",
-                "--time-factor",
-                "0.01",
-                "--keys",
-            ])
-            .arg(keys.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn paysim");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("paysim line");
-        let base = line
-            .trim()
-            .strip_prefix("paysim listening on ")
-            .unwrap_or_else(|| panic!("unexpected paysim line {line:?}"))
-            .to_string();
+        let (child, base) = spawn_paysim(keys.path());
         Sim {
             base,
             keys,
@@ -59,7 +35,7 @@ impl Sim {
 
     /// The `[provider]` and `[payouts]` config for a server using this simulator.
     pub fn config(&self, extra_payouts: &str) -> String {
-        let dir: &Path = self.keys.path();
+        let dir = self.keys.path().join("keys");
         let key = std::fs::read_to_string(dir.join("api_v3_key")).expect("api v3 key");
         format!(
             "[provider]\nbase_url = \"{}\"\nmchid = \"1900000001\"\nappid = \"wx-qrgate-sim\"\napp_secret = \"sim-app-secret\"\nmerchant_key_file = \"{}\"\nmerchant_serial = \"SIM-MERCHANT-SERIAL\"\nplatform_public_key_file = \"{}\"\nplatform_serial = \"SIM-PLATFORM-SERIAL\"\napi_v3_key = \"{}\"\ntimeout_ms = 500\n\n[payouts]\nretry_factor = 0.01\nkyc_above_fen = 5000\n{extra_payouts}\n",

@@ -1,8 +1,7 @@
 //! `qrgate paysim` as a real process, driven through the merchant-side
 //! `ProviderClient`; notifications land on a tiny actix-web listener here.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,37 +27,7 @@ struct Sim {
 impl Sim {
     fn start() -> Sim {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("paysim.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qrgate"))
-            .args([
-                "paysim",
-                "--bind",
-                "127.0.0.1:0",
-                "--time-factor",
-                "0.01",
-                "--keys",
-            ])
-            .arg(dir.path().join("keys"))
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn qrgate paysim");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let base = match line.trim().strip_prefix("paysim listening on ") {
-            Some(base) => base.to_string(),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log =
-                    std::fs::read_to_string(dir.path().join("paysim.log")).unwrap_or_default();
-                panic!("unexpected first line {line:?}; log:\n{log}");
-            }
-        };
+        let (child, base) = super::helpers::spawn_paysim(dir.path());
         Sim {
             base,
             dir,

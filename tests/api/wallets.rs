@@ -328,6 +328,16 @@ async fn sigkill_during_earnings_loses_no_acknowledged_credit() {
     app.books_clean().await;
 }
 
+/// Edit a wallet's posted credits directly in the database.
+fn set_credits(tree: &sled::Tree, user: &str, credits: u64) {
+    let key = format!("la/wallet:{user}");
+    let v = tree.get(&key).expect("get").expect("wallet record");
+    let mut a: Value = serde_json::from_slice(&v).expect("json");
+    a["credits_posted"] = json!(credits);
+    tree.insert(&key, serde_json::to_vec(&a).expect("enc"))
+        .expect("insert");
+}
+
 #[actix_web::test]
 async fn the_books_check_finds_edited_balances_and_journal_records() {
     let mut app = TestApp::spawn().await;
@@ -342,12 +352,7 @@ async fn the_books_check_finds_edited_balances_and_journal_records() {
     {
         let db = sled::open(app.data_dir().join("db")).expect("open db");
         let tree = db.open_tree("state").expect("tree");
-        let key = format!("la/wallet:{alice}");
-        let v = tree.get(&key).expect("get").expect("wallet record");
-        let mut a: Value = serde_json::from_slice(&v).expect("json");
-        a["credits_posted"] = json!(1_000_000);
-        tree.insert(&key, serde_json::to_vec(&a).expect("enc"))
-            .expect("insert");
+        set_credits(&tree, &alice, 1_000_000);
         db.flush().expect("flush");
     }
     app.restart().await;
@@ -367,12 +372,7 @@ async fn the_books_check_finds_edited_balances_and_journal_records() {
         let db = sled::open(app.data_dir().join("db")).expect("open db");
         let tree = db.open_tree("state").expect("tree");
         // Undo the balance edit, then change an amount inside journal record 2.
-        let key = format!("la/wallet:{alice}");
-        let v = tree.get(&key).expect("get").expect("wallet record");
-        let mut a: Value = serde_json::from_slice(&v).expect("json");
-        a["credits_posted"] = json!(300);
-        tree.insert(&key, serde_json::to_vec(&a).expect("enc"))
-            .expect("insert");
+        set_credits(&tree, &alice, 300);
         let mut jkey = b"lj/".to_vec();
         jkey.extend_from_slice(&2u64.to_be_bytes());
         let rec = tree.get(&jkey).expect("get").expect("journal record 2");
