@@ -396,31 +396,37 @@ impl TransferError {
 /// (`Ok`); different fields name the first difference.
 pub fn compare(existing: &Spec, asked: &Spec) -> Result<(), TransferError> {
     use TransferError::*;
-    if existing.kind.name() != asked.kind.name() {
-        return Err(ExistsWithDifferentKind);
+    // In this order: the first difference names the error.
+    let differences = [
+        (
+            existing.kind.name() != asked.kind.name(),
+            ExistsWithDifferentKind,
+        ),
+        (
+            existing.kind.pending_id() != asked.kind.pending_id(),
+            ExistsWithDifferentPendingId,
+        ),
+        (
+            existing.debit != asked.debit,
+            ExistsWithDifferentDebitAccountId,
+        ),
+        (
+            existing.credit != asked.credit,
+            ExistsWithDifferentCreditAccountId,
+        ),
+        (existing.amount != asked.amount, ExistsWithDifferentAmount),
+        // Same kind name and pending id: only the timeout can differ.
+        (existing.kind != asked.kind, ExistsWithDifferentTimeout),
+        (existing.reason != asked.reason, ExistsWithDifferentReason),
+        (
+            existing.user_data != asked.user_data,
+            ExistsWithDifferentUserData,
+        ),
+    ];
+    match differences.into_iter().find(|(differs, _)| *differs) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
     }
-    if existing.kind.pending_id() != asked.kind.pending_id() {
-        return Err(ExistsWithDifferentPendingId);
-    }
-    if existing.debit != asked.debit {
-        return Err(ExistsWithDifferentDebitAccountId);
-    }
-    if existing.credit != asked.credit {
-        return Err(ExistsWithDifferentCreditAccountId);
-    }
-    if existing.amount != asked.amount {
-        return Err(ExistsWithDifferentAmount);
-    }
-    if existing.kind != asked.kind {
-        return Err(ExistsWithDifferentTimeout);
-    }
-    if existing.reason != asked.reason {
-        return Err(ExistsWithDifferentReason);
-    }
-    if existing.user_data != asked.user_data {
-        return Err(ExistsWithDifferentUserData);
-    }
-    Ok(())
 }
 
 /// Which holder's actor executes a transfer between `debit` and `credit`:
