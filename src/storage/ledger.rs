@@ -4,7 +4,7 @@
 //! |--------|---------------------------------------|-------------------------------|
 //! | `la/`  | account id                            | [`Account`]                   |
 //! | `lt/`  | transfer id (16)                      | [`Transfer`] (created once, status updated) |
-//! | `le/`  | account id, 0, seq (u64 BE)           | [`Entry`]                     |
+//! | `le/`  | account id, 0, seq (u64 BE)           | [`Entry`] (wallets only)      |
 //! | `lq/`  | holder, 0, transfer id, side (1)      | [`InboxItem`]: a posting on its way to its holder |
 //! | `lx/`  | expires_at (i64 BE), holder, 0, transfer id | (empty): pending transfers by timeout |
 //! | `lj/`  | journal seq (u64 BE)                  | chain hash (32) then [`JournalRecord`] |
@@ -60,12 +60,25 @@ fn timeout_key(expires_at: i64, h: Holder, t: TransferId) -> Vec<u8> {
 pub struct InboxItem {
     pub account: AccountId,
     pub posting: Posting,
-    pub transfer: Transfer,
+    pub transfer_id: TransferId,
+    /// 0: the debit side, 1: the credit side.
+    pub side: u8,
+    /// The transfer, for accounts that keep entries (wallets); system
+    /// accounts keep none, so their items stay small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
 }
 
 impl InboxItem {
-    fn side(&self) -> u8 {
-        u8::from(self.account == self.transfer.spec.credit)
+    /// The other side of `t` for `account`, on its way to its holder.
+    pub fn of(t: &Transfer, account: &AccountId, posting: Posting) -> InboxItem {
+        InboxItem {
+            account: account.clone(),
+            posting,
+            transfer_id: t.spec.id,
+            side: u8::from(*account == t.spec.credit),
+            transfer: account.keeps_entries().then(|| t.clone()),
+        }
     }
 }
 
@@ -210,16 +223,12 @@ impl WriteSet {
     }
 
     pub fn inbox(&mut self, item: &InboxItem) {
-        let k = inbox_key(item.account.holder(), item.transfer.spec.id, item.side());
+        let k = inbox_key(item.account.holder(), item.transfer_id, item.side);
         self.put_json(k, item);
     }
 
     pub fn inbox_done(&mut self, item: &InboxItem) {
-        self.del(inbox_key(
-            item.account.holder(),
-            item.transfer.spec.id,
-            item.side(),
-        ));
+        self.del(inbox_key(item.account.holder(), item.transfer_id, item.side));
     }
 }
 

@@ -150,11 +150,13 @@ impl WalletActor {
                 .unwrap_or_else(|| self.view(&item.account));
             if let Err(e) = a.apply(&item.posting) {
                 // Cannot happen below MAX_AMOUNT; keep the item for the check to report.
-                tracing::error!(account = %a.id, transfer = %item.transfer.spec.id, error = %e, "inbox posting not applicable");
+                tracing::error!(account = %a.id, transfer = %item.transfer_id, error = %e, "inbox posting not applicable");
                 changed.insert(a.id.clone(), a);
                 continue;
             }
-            w.entry(&Entry::of(&item.transfer, &a, item.posting));
+            if let Some(t) = &item.transfer {
+                w.entry(&Entry::of(t, &a, item.posting));
+            }
             w.inbox_done(item);
             changed.insert(a.id.clone(), a);
         }
@@ -222,14 +224,12 @@ impl WalletActor {
                 let mut a = self.view(id);
                 a.apply(&posting)?;
                 parts.account(&a);
-                parts.entry(&Entry::of(&d.transfer, &a, posting));
+                if id.keeps_entries() {
+                    parts.entry(&Entry::of(&d.transfer, &a, posting));
+                }
                 accounts.push(a);
             } else {
-                parts.inbox(&InboxItem {
-                    account: id.clone(),
-                    posting,
-                    transfer: d.transfer.clone(),
-                });
+                parts.inbox(&InboxItem::of(&d.transfer, id, posting));
             }
         }
         w.new_transfer(&d.transfer);
