@@ -228,7 +228,11 @@ impl WriteSet {
     }
 
     pub fn inbox_done(&mut self, item: &InboxItem) {
-        self.del(inbox_key(item.account.holder(), item.transfer_id, item.side));
+        self.del(inbox_key(
+            item.account.holder(),
+            item.transfer_id,
+            item.side,
+        ));
     }
 }
 
