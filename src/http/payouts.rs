@@ -327,7 +327,7 @@ pub async fn link(
         openid: tokens.openid.clone(),
         access_token: state.keys.seal(&tokens.access_token).map_err(seal_error)?,
         refresh_token: state.keys.seal(&tokens.refresh_token).map_err(seal_error)?,
-        expires_at: now + tokens.expires_in,
+        expires_at: now.saturating_add(tokens.expires_in),
         linked_at: now,
         refreshed_at: now,
     };

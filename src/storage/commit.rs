@@ -42,6 +42,11 @@ impl Tracker {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Mark the writer failed now (its write set is being refused).
+    pub(super) fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
     pub(super) fn finish(&self, ok: bool) {
         if !ok {
             self.failed.store(true, Ordering::SeqCst);
@@ -169,8 +174,17 @@ pub(super) fn commit_loop(
         let mut record = OutboxRecord::new(next_seq);
         let mut refused = Vec::new();
         for (n, j) in jobs.iter_mut().enumerate() {
+            // A writer whose earlier write set was refused has memory ahead
+            // of storage: nothing more of it may land until it is rebuilt.
+            if j.tracker.as_ref().is_some_and(|t| t.failed()) {
+                refused.push((n, "an earlier write set of this writer".to_string()));
+                continue;
+            }
             if !j.w.creates.is_empty() {
                 if let Some(k) = first_existing(inner, &j.w.creates, &created) {
+                    if let Some(t) = &j.tracker {
+                        t.fail();
+                    }
                     refused.push((n, k));
                     continue;
                 }
@@ -203,7 +217,7 @@ pub(super) fn commit_loop(
             let j = jobs.remove(n);
             j.answer(Err(StorageError::Exists(k)));
         }
-        if let Some((k, v)) = chain.day_anchor() {
+        for (k, v) in chain.day_anchors() {
             batch.insert(k, v);
         }
         record.finish_into(&mut batch);
@@ -312,5 +326,54 @@ fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Applied>) {
                 changed
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Storage, StorageError, Tracker, WriteSet};
+    use std::sync::Arc;
+
+    fn create(k: &str) -> WriteSet {
+        let mut w = WriteSet::new();
+        w.create_json(k.as_bytes().to_vec(), &1);
+        w
+    }
+
+    fn put(k: &str) -> WriteSet {
+        let mut w = WriteSet::new();
+        w.put_json(k.as_bytes().to_vec(), &1);
+        w
+    }
+
+    /// A refused write set fences its writer: nothing it submits later
+    /// lands, in the same round or after, while other writers go on.
+    #[test]
+    fn a_refused_write_set_stops_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Storage::open(dir.path(), [0; 32]).unwrap();
+        rt.block_on(async {
+            store.commit(create("x/taken")).await.unwrap();
+            let t = Arc::new(Tracker::default());
+            // Submitted together: likely one round.
+            let a = store.submit_tracked(create("x/taken"), Some(Arc::clone(&t)));
+            let b = store.submit_tracked(put("x/after"), Some(Arc::clone(&t)));
+            let other = store.submit(put("x/other"));
+            assert!(matches!(a.await, Err(StorageError::Exists(_))));
+            assert!(matches!(b.await, Err(StorageError::Exists(_))));
+            other.await.unwrap();
+            // And in a later round.
+            let c = store.submit_tracked(put("x/later"), Some(Arc::clone(&t)));
+            assert!(c.await.is_err());
+            assert!(t.failed());
+            assert_eq!(t.in_flight(), 0);
+        });
+        assert!(store.inner.tree.get("x/after").unwrap().is_none());
+        assert!(store.inner.tree.get("x/later").unwrap().is_none());
+        assert!(store.inner.tree.get("x/other").unwrap().is_some());
     }
 }

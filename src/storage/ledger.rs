@@ -101,6 +101,8 @@ pub struct ChainHead {
     /// The current day and its first seq; `dirty` once it needs storing.
     day: Option<(String, u64)>,
     dirty: bool,
+    /// Anchors of days that ended during the current round.
+    closed: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn chain_hash(key: &[u8; 32], prev: &[u8; 32], seq: u64, record: &[u8]) -> [u8; 32] {
@@ -123,23 +125,26 @@ impl ChainHead {
         let mut v = Vec::with_capacity(32 + record.len());
         v.extend_from_slice(&h);
         v.extend_from_slice(record);
-        self.head = h;
-        self.next += 1;
         let day = today();
         if self.day.as_ref().is_none_or(|(d, _)| *d != day) {
+            // A new day: close the old day's anchor at the record before this one.
+            if let Some(a) = self.anchor() {
+                self.closed.push(a);
+            }
             self.day = Some((day, seq));
         }
+        self.head = h;
+        self.next += 1;
         self.dirty = true;
         (key(b"lj/", &[&seq.to_be_bytes()]), v)
     }
 
-    /// The current day's anchor, if records were appended since the last call.
-    pub(super) fn day_anchor(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
-        if !self.dirty {
+    /// The anchor of the current day as it stands.
+    fn anchor(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (day, first) = self.day.clone()?;
+        if self.next <= first {
             return None;
         }
-        self.dirty = false;
-        let (day, first) = self.day.clone()?;
         let anchor = DayAnchor {
             day: day.clone(),
             first,
@@ -147,6 +152,17 @@ impl ChainHead {
             head: hex(&self.head),
         };
         Some((key(b"jd/", &[day.as_bytes()]), enc(&anchor).ok()?))
+    }
+
+    /// The anchors to store after this round: days closed during it, and
+    /// the current day if records were appended.
+    pub(super) fn day_anchors(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = std::mem::take(&mut self.closed);
+        if self.dirty {
+            self.dirty = false;
+            out.extend(self.anchor());
+        }
+        out
     }
 }
 
@@ -169,6 +185,7 @@ pub(super) fn chain_head(tree: &sled::Tree, key: [u8; 32]) -> Result<ChainHead> 
         head: [0; 32],
         day: None,
         dirty: false,
+        closed: Vec::new(),
     };
     if let Some(kv) = tree.scan_prefix(b"lj/").next_back() {
         let (k, v) = kv?;
@@ -392,6 +409,7 @@ mod tests {
             head: [0; 32],
             day: None,
             dirty: false,
+            closed: Vec::new(),
         };
         let (k1, v1) = c.append(b"one");
         let (_, v2) = c.append(b"two");
@@ -406,9 +424,23 @@ mod tests {
             chain_hash(&[8; 32], &[0; 32], 1, b"one"),
             chain_hash(&[7; 32], &[0; 32], 1, b"one")
         );
-        let (_, anchor) = c.day_anchor().unwrap();
-        let a: DayAnchor = serde_json::from_slice(&anchor).unwrap();
+        let anchors = c.day_anchors();
+        assert_eq!(anchors.len(), 1);
+        let a: DayAnchor = serde_json::from_slice(&anchors[0].1).unwrap();
         assert_eq!((a.first, a.last, a.head), (1, 2, hex(&v2[..32])));
-        assert!(c.day_anchor().is_none(), "nothing new since");
+        assert!(c.day_anchors().is_empty(), "nothing new since");
+        // Midnight within a round: yesterday's anchor is closed at the
+        // record before the first of today.
+        c.day = Some(("2000-01-01".into(), 1));
+        let (_, v3) = c.append(b"three");
+        let anchors = c.day_anchors();
+        assert_eq!(anchors.len(), 2, "yesterday's and today's");
+        let old: DayAnchor = serde_json::from_slice(&anchors[0].1).unwrap();
+        assert_eq!(
+            (old.day.as_str(), old.first, old.last, old.head),
+            ("2000-01-01", 1, 2, hex(&v2[..32]))
+        );
+        let new: DayAnchor = serde_json::from_slice(&anchors[1].1).unwrap();
+        assert_eq!((new.first, new.last, new.head), (3, 3, hex(&v3[..32])));
     }
 }

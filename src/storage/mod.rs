@@ -360,7 +360,11 @@ impl Storage {
                             done: Some(tx),
                             tracker: tracker.clone(),
                         })
-                        .map_err(|_| StorageError::Closed),
+                        .map_err(|mpsc::SendError(mut job)| {
+                            // Counted below, not again by the job's Drop.
+                            job.tracker = None;
+                            StorageError::Closed
+                        }),
                     None => Err(StorageError::Closed),
                 },
                 Err(_) => Err(StorageError::Closed),

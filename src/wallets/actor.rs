@@ -178,10 +178,15 @@ impl WalletActor {
         let spec = m.spec;
         if let Some(t) = self.find(spec.id)? {
             ledger::compare(&t.spec, &spec)?;
-            return done(Executed {
-                transfer: t,
-                fresh: false,
-            });
+            // A retry is answered once the original is durable (it may
+            // still be in flight, or be refused).
+            return Ok(self.commit(
+                WriteSet::new(),
+                Executed {
+                    transfer: t,
+                    fresh: false,
+                },
+            ));
         }
         let mut w = WriteSet::new();
         let staged = self.stage(&spec, &mut w)?;

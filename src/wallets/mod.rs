@@ -19,7 +19,7 @@ use crate::storage::{DayAnchor, Storage};
 use actor::{Drain, Execute, ExpireDue, GetAccount};
 pub use actor::{Executed, WalletActor};
 pub use payouts::Requested;
-use payouts::{PayoutProgress, RequestPayout, SetAutoPayout, SetLink};
+use payouts::{PayoutProgress, RefreshLink, RequestPayout, SetAutoPayout, SetLink};
 
 use crate::domain::ids::PayoutId;
 use crate::domain::payout::{Answer, Payout};
@@ -73,6 +73,11 @@ impl Wallets {
         loop {
             every.tick().await;
             let now = chrono::Utc::now().timestamp();
+            // The system holder applies its inbox on its own timer; this
+            // wakes it again if it retired (e.g. after a failed write).
+            if let Err(e) = self.actors.call(Holder::System, Drain).await {
+                tracing::warn!(error = %e, "system wallet actor unavailable");
+            }
             match self.storage().due_pending(now, 1000) {
                 Ok(due) => {
                     for (holder, id) in due {
@@ -173,6 +178,19 @@ impl Wallets {
     ) -> Result<(), ApiError> {
         self.actors
             .call(Holder::User(user), SetAutoPayout { threshold })
+            .await
+    }
+
+    /// Store refreshed tokens unless the user re-linked since `linked_at`;
+    /// whether they were stored.
+    pub async fn refresh_link(
+        &self,
+        user: UserId,
+        linked_at: i64,
+        link: Link,
+    ) -> Result<bool, ApiError> {
+        self.actors
+            .call(Holder::User(user), RefreshLink { linked_at, link })
             .await
     }
 

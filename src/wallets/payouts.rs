@@ -16,7 +16,7 @@ use crate::domain::ledger::{AccountId, Holder, Kind, Reason, Spec};
 use crate::domain::payout::{self, Answer, DayUsage, Payout, PayoutState, Step as Next};
 use crate::error::ApiError;
 use crate::metrics;
-use crate::registry::{done, Fail, Step};
+use crate::registry::{Fail, Step};
 use crate::storage::{LargeTransaction, Link, WriteSet};
 use crate::wallet_message as message;
 
@@ -103,10 +103,14 @@ impl WalletActor {
             if p.request_hash != m.request_hash {
                 return Err(ApiError::IdempotencyKeyReused.into());
             }
-            return done(Requested {
-                payout: p,
-                fresh: false,
-            });
+            // Answered once the original is durable (it may be in flight).
+            return Ok(self.commit(
+                WriteSet::new(),
+                Requested {
+                    payout: p,
+                    fresh: false,
+                },
+            ));
         }
         let now = self.now();
         let cfg = self.env.config.payouts.clone();
@@ -259,7 +263,7 @@ impl WalletActor {
         q.updated_at = now;
         let moved = q.state != p.state;
         if q == p {
-            return done(p);
+            return Ok(self.commit(WriteSet::new(), p));
         }
         w.payout(&q, Some(&p));
         if moved {
@@ -321,6 +325,20 @@ impl WalletActor {
         Ok(self.commit(w, ()))
     }
 
+    /// Store refreshed tokens, unless the link changed since they were read
+    /// (the user re-linked: the new link wins).
+    fn refresh_link(&mut self, m: RefreshLink) -> Step<bool> {
+        let user = self.user()?;
+        match self.env.storage.link(user)? {
+            Some(l) if l.linked_at == m.linked_at && l.openid == m.link.openid => {
+                let mut w = WriteSet::new();
+                w.link(user, &m.link);
+                Ok(self.commit(w, true))
+            }
+            _ => Ok(self.commit(WriteSet::new(), false)),
+        }
+    }
+
     fn set_link(&mut self, m: SetLink) -> Step<()> {
         let user = self.user()?;
         let mut w = WriteSet::new();
@@ -357,4 +375,5 @@ message!(PayoutProgress -> Payout {
     called: bool,
 } => payout_progress);
 message!(SetLink -> () { link: Link } => set_link);
+message!(RefreshLink -> bool { linked_at: i64, link: Link } => refresh_link);
 message!(SetAutoPayout -> () { threshold: Option<u64> } => set_auto_payout);

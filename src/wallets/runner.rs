@@ -133,6 +133,14 @@ impl Runner {
         if p.state.is_final() || p.next_attempt_at.is_none_or(|t| t > now_ms) {
             return;
         }
+        // Storage shows a write set once applied, before its flush: never
+        // ask the provider to pay a payout (and hold) not yet on disk.
+        if p.attempts == 0 {
+            if let Err(e) = self.wallets.storage().barrier().await {
+                tracing::warn!(payout = %p.id, error = %e, "payout not durable; not sent");
+                return;
+            }
+        }
         let (answer, error) = self.ask(&p).await;
         if let Err(e) = self.wallets.payout_progress(&p, answer, error, true).await {
             tracing::warn!(payout = %p.id, error = %e, "payout progress not recorded; retried later");
@@ -257,11 +265,12 @@ pub async fn refresh_links(
                 openid: link.openid.clone(),
                 access_token: access,
                 refresh_token: refresh,
-                expires_at: now + tokens.expires_in,
+                expires_at: now.saturating_add(tokens.expires_in),
                 linked_at: link.linked_at,
                 refreshed_at: now,
             };
-            if let Err(e) = wallets.set_link(user, fresh).await {
+            // Only if the user did not re-link meanwhile.
+            if let Err(e) = wallets.refresh_link(user, link.linked_at, fresh).await {
                 tracing::warn!(user = %user, error = %e, "refreshed tokens not stored");
             }
         }
