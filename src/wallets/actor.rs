@@ -282,7 +282,14 @@ impl WalletActor {
         let Some(p) = self.find(m.id)? else {
             return done(());
         };
-        if p.status != Status::Pending || p.expires_at.is_none_or(|t| now() < t) {
+        if p.status != Status::Pending {
+            // Resolved already: drop its stale timeout entry so the sweeper
+            // does not keep finding it.
+            let mut w = WriteSet::new();
+            w.transfer_status(&p, self.holder);
+            return Ok(self.commit(w, ()));
+        }
+        if p.expires_at.is_none_or(|t| now() < t) {
             return done(());
         }
         let spec = Spec {
@@ -308,8 +315,13 @@ impl Actor for WalletActor {
         Life::started(ctx, self.env.config.actors.idle_timeout_seconds, Self::tick);
         if self.holder == Holder::System {
             ctx.run_interval(SYSTEM_DRAIN_EVERY, |act, ctx| act.drain(ctx));
-        } else if !self.inbox.is_empty() {
-            self.drain(ctx);
+        } else {
+            if !self.inbox.is_empty() {
+                self.drain(ctx);
+            }
+            // A crash between a credit and its automatic payout left it
+            // unmade: the threshold is checked again at every activation.
+            self.maybe_auto_payout();
         }
     }
 

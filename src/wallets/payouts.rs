@@ -270,6 +270,9 @@ impl WalletActor {
             w.event(&updated_event(&q));
         }
         let answer = self.commit(w, q.clone());
+        // Money returned by a failed payout does not trigger an automatic
+        // payout at once (it would fail the same way); the next credit or
+        // activation checks the threshold again.
         if let Some(s) = staged {
             self.adopt(s);
         }
