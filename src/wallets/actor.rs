@@ -52,7 +52,10 @@ pub struct WalletActor {
     accounts: HashMap<AccountId, Account>,
     /// Transfers this activation wrote (new or with a new status), found here
     /// before the committer has applied them. Cleared when nothing is in flight.
-    recent: HashMap<TransferId, Transfer>,
+    recent: HashMap<TransferId, (u64, Transfer)>,
+    /// Generation of entries put in the caches; a barrier lets the tick
+    /// forget the older ones even while writes keep flowing.
+    pub(super) gen: u64,
     /// Inbox items read but not applied yet.
     inbox: Vec<InboxItem>,
     /// Payout state of this activation (see [`super::payouts`]).
@@ -93,7 +96,7 @@ impl WalletActor {
     }
 
     pub(super) fn find(&self, id: TransferId) -> Result<Option<Transfer>, Fail> {
-        if let Some(t) = self.recent.get(&id) {
+        if let Some((_, t)) = self.recent.get(&id) {
             return Ok(Some(t.clone()));
         }
         Ok(self.env.storage.transfer(id)?)
@@ -111,7 +114,19 @@ impl WalletActor {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.life.writes.in_flight() == 0 {
             self.recent.clear();
-            self.payouts.forget_durable();
+            self.payouts.forget_before(u64::MAX);
+        } else if !self.recent.is_empty() {
+            // Busy: once everything submitted so far is durable, storage has
+            // the entries of this generation and before.
+            let gen = self.gen;
+            self.gen += 1;
+            let durable = self.commit(WriteSet::new(), ());
+            ctx.spawn(durable.into_actor(self).map(move |r, act, _| {
+                if r.is_ok() {
+                    act.recent.retain(|_, (g, _)| *g > gen);
+                    act.payouts.forget_before(gen + 1);
+                }
+            }));
         }
         let idle = Duration::from_secs(self.env.config.actors.idle_timeout_seconds);
         if self.holder != Holder::System {
@@ -260,9 +275,10 @@ impl WalletActor {
             self.accounts.insert(a.id.clone(), a);
         }
         let d = s.decision;
-        self.recent.insert(d.transfer.spec.id, d.transfer);
+        self.recent
+            .insert(d.transfer.spec.id, (self.gen, d.transfer));
         if let Some(r) = d.resolved {
-            self.recent.insert(r.spec.id, r);
+            self.recent.insert(r.spec.id, (self.gen, r));
         }
     }
 
@@ -360,6 +376,7 @@ impl Resident for WalletActor {
                 .map(|a| (a.id.clone(), a))
                 .collect(),
             recent: HashMap::new(),
+            gen: 0,
             inbox: snap.inbox,
             draining: false,
             payouts: super::payouts::PayoutMemory::with_auto(snap.auto_payout),

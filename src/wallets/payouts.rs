@@ -24,8 +24,8 @@ use crate::wallet_message as message;
 /// yet (found here first), and today's usage (this actor is its only writer).
 #[derive(Default)]
 pub struct PayoutMemory {
-    recent: HashMap<PayoutId, Payout>,
-    by_key: HashMap<[u8; 32], PayoutId>,
+    recent: HashMap<PayoutId, (u64, Payout)>,
+    by_key: HashMap<[u8; 32], (u64, PayoutId)>,
     usage: Option<(String, DayUsage)>,
     /// The user's automatic payout threshold, if they opted in.
     auto: Option<u64>,
@@ -39,10 +39,10 @@ impl PayoutMemory {
         }
     }
 
-    /// Nothing is in flight: storage has everything.
-    pub fn forget_durable(&mut self) {
-        self.recent.clear();
-        self.by_key.clear();
+    /// Storage has every entry of a generation below `gen`.
+    pub fn forget_before(&mut self, gen: u64) {
+        self.recent.retain(|_, (g, _)| *g >= gen);
+        self.by_key.retain(|_, (g, _)| *g >= gen);
     }
 }
 
@@ -70,7 +70,7 @@ impl WalletActor {
     }
 
     fn find_payout(&self, id: PayoutId) -> Result<Option<Payout>, Fail> {
-        if let Some(p) = self.payouts.recent.get(&id) {
+        if let Some((_, p)) = self.payouts.recent.get(&id) {
             return Ok(Some(p.clone()));
         }
         Ok(self.env.storage.payout(id)?)
@@ -88,14 +88,14 @@ impl WalletActor {
     }
 
     fn remember(&mut self, p: Payout) {
-        self.payouts.recent.insert(p.id, p);
+        self.payouts.recent.insert(p.id, (self.gen, p));
     }
 
     fn request_payout(&mut self, m: RequestPayout) -> Step<Requested> {
         let user = self.user()?;
         let key_hash = *blake3::hash(m.key.as_bytes()).as_bytes();
         let existing = match self.payouts.by_key.get(&key_hash) {
-            Some(id) => Some(*id),
+            Some((_, id)) => Some(*id),
             None => self.env.storage.payout_by_key(user, &key_hash)?,
         };
         if let Some(id) = existing {
@@ -185,7 +185,7 @@ impl WalletActor {
         );
         self.adopt(staged);
         self.payouts.usage = Some((day, new_usage));
-        self.payouts.by_key.insert(key_hash, p.id);
+        self.payouts.by_key.insert(key_hash, (self.gen, p.id));
         self.remember(p);
         metrics::PAYOUTS.with_label_values(&["requested"]).inc();
         Ok(answer)

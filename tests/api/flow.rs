@@ -271,7 +271,7 @@ async fn approval_queue_reserves_seats_and_decisions_are_moderated() {
 #[actix_web::test]
 async fn pending_requests_hold_seats_until_they_expire() {
     let app = TestApp::spawn_with(
-        "[limits]\njoin_request_ttl_seconds = 2\n[actors]\nidle_timeout_seconds = 2\n",
+        "[limits]\njoin_request_ttl_seconds = 6\n[actors]\nidle_timeout_seconds = 2\n",
     )
     .await;
     let (_, owner) = app.user("owner").await;
@@ -282,22 +282,25 @@ async fn pending_requests_hold_seats_until_they_expire() {
         )
         .await;
     let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
-    // 99 pending requests fill the 100 seats (owner holds one).
-    let mut reqs = Vec::new();
+    // 99 pending requests fill the 100 seats (owner holds one). Users are
+    // made first so the requests, which expire after 6 s, go in quickly even
+    // on a loaded machine.
+    let mut users = Vec::new();
     for i in 0..99 {
-        let (_, t) = app.user(&format!("u{i}")).await;
-        let (s, v) = app.join(&t, &tok).await;
-        assert_eq!(s, 202, "{v}");
-        reqs.push(t);
+        users.push(app.user(&format!("u{i}")).await.1);
     }
     let (_, late) = app.user("late").await;
+    for t in &users {
+        let (s, v) = app.join(t, &tok).await;
+        assert_eq!(s, 202, "{v}");
+    }
     let (s, v) = app.join(&late, &tok).await;
     assert_eq!(
         (s, code(&v)),
         (409, "group_full"),
         "reserved seats count against the limit"
     );
-    actix_web::rt::time::sleep(Duration::from_millis(3500)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(7500)).await;
     let (s, v) = app
         .get(&format!("/v1/groups/{g}/requests"), Some(&owner))
         .await;
