@@ -4,6 +4,7 @@ pub mod group;
 pub mod ids;
 pub mod join;
 pub mod ledger;
+pub mod packet;
 pub mod payout;
 pub mod reconcile;
 pub mod token;
