@@ -98,7 +98,7 @@ pub fn check(
             count,
         });
     }
-    if mode == Mode::Fixed && total % u64::from(count) != 0 {
+    if mode == Mode::Fixed && !total.is_multiple_of(u64::from(count)) {
         return Err(Refusal::NotDivisible { total, count });
     }
     if used_today.saturating_add(total) > l.daily_max_fen {
