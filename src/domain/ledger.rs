@@ -1291,6 +1291,20 @@ mod tests {
         (accounts.into_values().collect(), entries)
     }
 
+    fn books(
+        accounts: &[Account],
+        entries: &[Entry],
+        journal: &[JournalRecord],
+        in_flight: &[(AccountId, Posting)],
+    ) -> CheckReport {
+        check(&Books {
+            accounts,
+            entries,
+            journal,
+            in_flight,
+        })
+    }
+
     #[test]
     fn check_finds_nothing_in_sound_books_and_each_kind_of_damage() {
         let mut journal = vec![];
@@ -1328,12 +1342,7 @@ mod tests {
             credit: d.credit(),
         });
         let (accounts, entries) = books_of(&journal);
-        let report = check(&Books {
-            accounts: &accounts,
-            entries: &entries,
-            journal: &journal,
-            in_flight: &[],
-        });
+        let report = books(&accounts, &entries, &journal, &[]);
         assert_eq!(report.findings, Vec::<String>::new());
         assert_eq!(
             (report.posted_sum, report.pending_sum, report.transfers),
@@ -1352,31 +1361,16 @@ mod tests {
             .cloned()
             .collect();
         let in_flight = [(AccountId::Clearing, d.credit())];
-        let report = check(&Books {
-            accounts: &clearing_missing,
-            entries: &entries_missing,
-            journal: &journal,
-            in_flight: &in_flight,
-        });
+        let report = books(&clearing_missing, &entries_missing, &journal, &in_flight);
         assert_eq!(report.findings, Vec::<String>::new());
         // Without saying so, it is a break.
-        let report = check(&Books {
-            accounts: &clearing_missing,
-            entries: &entries_missing,
-            journal: &journal,
-            in_flight: &[],
-        });
+        let report = books(&clearing_missing, &entries_missing, &journal, &[]);
         assert!(!report.findings.is_empty());
 
         // An edited balance.
         let mut edited = accounts.clone();
         edited[0].credits_posted += 1;
-        let report = check(&Books {
-            accounts: &edited,
-            entries: &entries,
-            journal: &journal,
-            in_flight: &[],
-        });
+        let report = books(&edited, &entries, &journal, &[]);
         assert!(
             report
                 .findings
@@ -1394,23 +1388,13 @@ mod tests {
             .unwrap();
         let mut fewer = entries.clone();
         fewer.remove(lost);
-        let report = check(&Books {
-            accounts: &accounts,
-            entries: &fewer,
-            journal: &journal,
-            in_flight: &[],
-        });
+        let report = books(&accounts, &fewer, &journal, &[]);
         assert!(!report.findings.is_empty());
 
         // A journal record whose sides do not mirror.
         let mut bad = journal.clone();
         bad[0].credit.credits_posted += 5;
-        let report = check(&Books {
-            accounts: &accounts,
-            entries: &entries,
-            journal: &bad,
-            in_flight: &[],
-        });
+        let report = books(&accounts, &entries, &bad, &[]);
         assert!(report
             .findings
             .iter()
