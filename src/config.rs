@@ -21,6 +21,7 @@ pub struct Config {
     pub websocket: WebSocket,
     pub wallets: Wallets,
     pub payouts: Payouts,
+    pub packets: Packets,
     /// The payment provider; absent: payouts and account links answer 503
     /// `provider_not_configured`.
     pub provider: Option<crate::provider::client::ProviderConfig>,
@@ -104,6 +105,69 @@ pub struct Payouts {
     pub refresh_before_seconds: i64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Packets {
+    /// Smallest share, in fen.
+    pub min_share_fen: u64,
+    /// Largest packet total, in fen (default 200 yuan).
+    pub max_total_fen: u64,
+    pub max_shares: u32,
+    /// What one user may put into packets per business day, in fen.
+    pub daily_max_fen: u64,
+    /// Bounds of a packet's lifetime (`ttl_seconds`), and the default.
+    pub min_ttl_seconds: u32,
+    pub default_ttl_seconds: u32,
+    pub max_ttl_seconds: u32,
+    /// Longest message, in characters.
+    pub max_message_chars: usize,
+    /// Claims one user may make per minute, across packets.
+    pub claims_per_minute_per_user: u32,
+    /// Circuit breaker: more claim attempts than this within one second on
+    /// one packet pause its claims for `breaker_pause_seconds` (0: off).
+    pub breaker_claims_per_second: u32,
+    pub breaker_pause_seconds: u32,
+    /// Users who may neither send nor claim packets (also editable through
+    /// the admin API).
+    pub blacklist: Vec<String>,
+    /// Campaign packets: the referral bonus when a request names a budget
+    /// but no bonus, and the largest bonus allowed.
+    pub referral_bonus_fen: u64,
+    pub max_referral_bonus_fen: u64,
+}
+
+impl Default for Packets {
+    fn default() -> Self {
+        Packets {
+            min_share_fen: 1,
+            max_total_fen: 20_000,
+            max_shares: 1000,
+            daily_max_fen: 100_000,
+            min_ttl_seconds: 60,
+            default_ttl_seconds: 86_400,
+            max_ttl_seconds: 7 * 86_400,
+            max_message_chars: 200,
+            claims_per_minute_per_user: 60,
+            breaker_claims_per_second: 5000,
+            breaker_pause_seconds: 5,
+            blacklist: Vec::new(),
+            referral_bonus_fen: 100,
+            max_referral_bonus_fen: 1000,
+        }
+    }
+}
+
+impl Packets {
+    pub fn limits(&self) -> crate::domain::packet::Limits {
+        crate::domain::packet::Limits {
+            min_share_fen: self.min_share_fen,
+            max_total_fen: self.max_total_fen,
+            max_shares: self.max_shares,
+            daily_max_fen: self.daily_max_fen,
+        }
+    }
+}
+
 impl Default for Payouts {
     fn default() -> Self {
         Payouts {
@@ -166,6 +230,7 @@ impl Default for Config {
             websocket: WebSocket::default(),
             wallets: Wallets::default(),
             payouts: Payouts::default(),
+            packets: Packets::default(),
             provider: None,
         }
     }
@@ -318,6 +383,32 @@ impl Config {
         }
         if !(p.retry_factor > 0.0 && p.retry_factor <= 100.0) || p.stuck_after_seconds < 1 {
             return bad("payouts.retry_factor must be in (0, 100] and stuck_after_seconds >= 1");
+        }
+        let k = &self.packets;
+        if k.min_share_fen == 0
+            || k.max_shares == 0
+            || k.max_total_fen < k.min_share_fen
+            || k.max_total_fen > crate::domain::ledger::MAX_AMOUNT
+        {
+            return bad("packets: min_share_fen and max_shares must be >= 1, max_total_fen >= min_share_fen (<= the largest transfer)");
+        }
+        if k.min_ttl_seconds == 0
+            || k.default_ttl_seconds < k.min_ttl_seconds
+            || k.max_ttl_seconds < k.default_ttl_seconds
+        {
+            return bad(
+                "packets: need 1 <= min_ttl_seconds <= default_ttl_seconds <= max_ttl_seconds",
+            );
+        }
+        if k.claims_per_minute_per_user == 0 {
+            return bad("packets.claims_per_minute_per_user must be at least 1");
+        }
+        if let Some(u) = k
+            .blacklist
+            .iter()
+            .find(|u| crate::domain::ids::UserId::parse(u).is_err())
+        {
+            return bad(&format!("packets.blacklist: `{u}` is not a user id"));
         }
         if let Some(u) = &self.public_base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {

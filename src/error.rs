@@ -60,6 +60,10 @@ pub enum ApiError {
     #[error("transfer not found")]
     TransferNotFound,
 
+    // ---- red packets ----
+    #[error("{0}")]
+    Packet(crate::domain::packet::Refusal),
+
     // ---- payouts and the provider ----
     #[error("{0}")]
     Payout(crate::domain::payout::Refusal),
@@ -113,6 +117,7 @@ impl ApiError {
             ApiError::Transfer(e) => e.code(),
             ApiError::TransferNotFound => "transfer_not_found",
             ApiError::Payout(r) => r.code(),
+            ApiError::Packet(r) => r.code(),
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyRequired => "idempotency_key_required",
             ApiError::PayoutNotFound => "payout_not_found",
@@ -163,6 +168,9 @@ impl ApiError {
             ApiError::Payout(r) => {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
             }
+            ApiError::Packet(r) => {
+                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+            }
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyRequired | ApiError::LinkCodeRejected(_) => {
                 StatusCode::BAD_REQUEST
@@ -191,6 +199,12 @@ impl ApiError {
 impl From<crate::domain::ledger::TransferError> for ApiError {
     fn from(e: crate::domain::ledger::TransferError) -> Self {
         ApiError::Transfer(e)
+    }
+}
+
+impl From<crate::domain::packet::Refusal> for ApiError {
+    fn from(r: crate::domain::packet::Refusal) -> Self {
+        ApiError::Packet(r)
     }
 }
 
@@ -234,6 +248,12 @@ impl ResponseError for ApiError {
         } = self
         {
             resp.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+        }
+        if let Some(secs) = match self {
+            ApiError::Packet(r) => r.retry_after(),
+            _ => None,
+        } {
+            resp.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));
         }
         if let ApiError::Unauthorized = self {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -50,6 +50,9 @@ pub enum Scenario {
     Viral,
     /// Durable earnings (admin token) credited to many users' wallets.
     Earnings,
+    /// Red packet claims, each user once, spread over `--packets` campaign
+    /// packets (1: one hot packet) that have a share for every claim.
+    Packets,
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +87,9 @@ pub struct LoadArgs {
     /// 500-seat group, so the figure rests on more than one sub-second burst.
     #[arg(long, default_value_t = 1)]
     pub bursts: usize,
+    /// packets: how many packets the claims are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub packets: usize,
     /// Also measure an empty actix-web handler and report the ratio.
     #[arg(long)]
     pub baseline: bool,
@@ -98,9 +104,11 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
         || args.users == 0
         || args.scanners == 0
         || args.bursts == 0
+        || args.packets == 0
     {
         return Err(
-            "--connections, --groups, --users, --scanners and --bursts must be at least 1".into(),
+            "--connections, --groups, --users, --scanners, --bursts and --packets must be at least 1"
+                .into(),
         );
     }
     // The guard (if any) kills the child and removes its data dir when dropped, also on error.
@@ -181,7 +189,9 @@ impl SpawnedServer {
         let text = format!(
             "bind = \"127.0.0.1:0\"\ndata_dir = {}\nadmin_token = {}\n\n[limits]\n\
              group_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n\
-             user_joins_per_minute = 1000000\nusers_per_minute_per_ip = 1000000\n",
+             user_joins_per_minute = 1000000\nusers_per_minute_per_ip = 1000000\n\n\
+             [packets]\nmax_shares = 1000000\nmax_total_fen = 100000000\n\
+             breaker_claims_per_second = 0\nclaims_per_minute_per_user = 1000000\n",
             q(&data.to_string_lossy()),
             q(&admin)
         );
@@ -346,6 +356,28 @@ impl Api {
         field(&v.await?, "token")
     }
 
+    /// A campaign packet (admin token, merchant `load`) of `count` shares of
+    /// 10 fen on average: its id.
+    async fn packet(&self, admin: &str, i: usize, count: usize) -> Result<String, String> {
+        let body = json!({"total": count * 10, "count": count, "mode": "lucky",
+                          "merchant": "load", "ttl_seconds": 86_400});
+        let req = self
+            .c
+            .post(format!("{}/v1/packets", self.base))
+            .insert_header(("Authorization", format!("Bearer {admin}")))
+            .insert_header((
+                "Idempotency-Key",
+                format!("load-{}-{i}", chrono::Utc::now().timestamp_millis()),
+            ))
+            .content_type("application/json");
+        let (s, b) = send(req, Bytes::from(body.to_string())).await?;
+        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        if s != 201 {
+            return Err(format!("POST /v1/packets: {s} {v}"));
+        }
+        field(&v, "id")
+    }
+
     /// A 500-member group owned by `owner` and one invitation: (group id, invitation token).
     async fn group(&self, owner: &str, name: String) -> Result<(String, String), String> {
         let body = json!({ "name": name, "member_limit": 500 });
@@ -414,6 +446,11 @@ struct Plan {
     /// earnings: request `k` is made by this (each has its own event id);
     /// `bodies` then holds the wallets' user ids.
     earnings: bool,
+    /// packets: the packet ids; request `k` is user `k` claiming packet
+    /// `k % packets.len()` (body `{}`).
+    packets: Option<Vec<String>>,
+    /// The admin token, for the checks.
+    admin: String,
 }
 
 /// The body of earning `k` (a distinct event, 1 fen, spread over the users).
@@ -437,6 +474,7 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             .map_err(|e| format!("{e}"))
     };
     let body = |token: &str| Bytes::from(json!({ "token": token }).to_string());
+    let mut packets = None;
     let (name, auths, bodies, limit, secs, viral) = match args.scenario {
         Scenario::Joins => {
             let owners = &users("owner", (args.groups / 50).clamp(1, 300)).await?;
@@ -479,9 +517,18 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             let bodies = ids.into_iter().map(Bytes::from).collect();
             ("earnings", auths, bodies, u64::MAX, 10, None)
         }
+        Scenario::Packets => {
+            let auths = bearers(users("claimant", args.users).await?)?;
+            let per = args.users.div_ceil(args.packets);
+            let ids = run_all("packet", args.packets, conc, |i| api.packet(admin, i, per));
+            packets = Some(ids.await?);
+            let bodies = vec![Bytes::from_static(b"{}")];
+            ("packets", auths, bodies, args.users as u64, 60, None)
+        }
     };
     let (path, earnings) = match args.scenario {
         Scenario::Earnings => ("/v1/earnings", true),
+        Scenario::Packets => ("/v1/packets/{id}/claim", false),
         _ => ("/v1/join", false),
     };
     Ok(Plan {
@@ -493,6 +540,8 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
         viral,
         path,
         earnings,
+        packets,
+        admin: admin.to_string(),
     })
 }
 
@@ -570,15 +619,21 @@ async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, 
         while next.get() < plan.limit && Instant::now() < deadline {
             let k = next.get();
             next.set(k + 1);
-            let (g, u) = if plan.viral.is_some() {
+            let (g, u) = if plan.packets.is_some() {
+                (0, k % users)
+            } else if plan.viral.is_some() {
                 // bursts one after the other: every scanner scans group 0, then group 1, ...
                 ((k / users).min(groups - 1), k % users)
             } else {
                 (k % groups, (k % groups + k / groups) % users)
             };
             let auth = ("Authorization", plan.auths[u as usize].clone());
+            let target = match &plan.packets {
+                Some(ids) => url.replace("{id}", &ids[(k % ids.len() as u64) as usize]),
+                None => url.to_string(),
+            };
             let req = c
-                .post(url)
+                .post(target)
                 .insert_header(auth)
                 .content_type("application/json");
             let body = if plan.earnings {
@@ -647,14 +702,43 @@ type Check = (&'static str, u64, u64);
 /// joins: every answer 200; viral: 499 admitted, the group exactly full, the rest `group_full`.
 async fn check(plan: &Plan, row: &Row, api: &Api) -> Result<Vec<Check>, String> {
     let count = |code: &str| row.outcomes.get(code).copied().unwrap_or(0);
+    if let Some(ids) = &plan.packets {
+        let admin = plan.admin.as_str();
+        let (mut recorded, mut within) = (0u64, 0u64);
+        for id in ids {
+            let p = api
+                .call(
+                    Method::GET,
+                    &format!("/v1/packets/{id}"),
+                    admin,
+                    Value::Null,
+                )
+                .await?;
+            recorded += p["claimed_count"].as_u64().unwrap_or(0);
+            let (claimed, total) = (p["claimed_amount"].as_u64(), p["total"].as_u64());
+            within += u64::from(claimed.zip(total).is_some_and(|(c, t)| c <= t));
+        }
+        let books = api
+            .call(Method::GET, "/v1/admin/ledger/check", admin, Value::Null)
+            .await;
+        let clean = u64::from(books.is_ok_and(|b| b["findings"] == json!([])));
+        return Ok(vec![
+            ("200 claimed (every answer)", count("200"), row.requests),
+            (
+                "claims recorded = claims answered 200",
+                recorded,
+                count("200"),
+            ),
+            (
+                "packets whose claims sum to at most their total",
+                within,
+                ids.len() as u64,
+            ),
+            ("ledger check clean", clean, 1),
+        ]);
+    }
     if plan.earnings {
-        // The admin token is the only bearer of this plan.
-        let admin = plan
-            .auths
-            .first()
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or("no admin token")?;
+        let admin = plan.admin.as_str();
         let books = api
             .call(Method::GET, "/v1/admin/ledger/check", admin, Value::Null)
             .await;

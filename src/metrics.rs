@@ -163,6 +163,17 @@ pub static PAYOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static PACKETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_packets_total",
+            "Red packet events: created, claimed, closed, claim_paused, breaker_tripped",
+        ),
+        &["event"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static PAYOUTS_STUCK: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "qrgate_payouts_stuck",
@@ -216,6 +227,15 @@ pub fn init() {
     LazyLock::force(&QR_RENDERS);
     for e in ["requested", "succeeded", "failed", "contradiction"] {
         PAYOUTS.with_label_values(&[e]);
+    }
+    for e in [
+        "created",
+        "claimed",
+        "closed",
+        "claim_paused",
+        "breaker_tripped",
+    ] {
+        PACKETS.with_label_values(&[e]);
     }
     for r in [
         "applied",

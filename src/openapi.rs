@@ -7,7 +7,7 @@ use crate::http;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger. Errors are RFC 7807 problem+json with a stable `code`."),
+    info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger; red packets. Errors are RFC 7807 problem+json with a stable `code`."),
     paths(
         http::ops::healthz, http::ops::metrics, http::ops::openapi,
         http::users::create_user, http::users::keys,
@@ -24,6 +24,9 @@ use crate::http;
         http::payouts::get_payout, http::payouts::provider_notify, http::payouts::admin_payouts,
         http::payouts::large_transactions, http::payouts::set_kyc, http::payouts::reconcile, http::payouts::alerts,
         http::payouts::link_status, http::payouts::reconciliation,
+        http::packets::create_packet, http::packets::get_packet, http::packets::qr_png,
+        http::packets::claim, http::packets::blacklist_add, http::packets::blacklist_remove,
+        http::packets::blacklist_list,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer)

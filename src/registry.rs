@@ -353,7 +353,7 @@ macro_rules! resident_message {
             type Result = $crate::registry::Step<$ret>;
             fn handle(&mut self, m: $name, ctx: &mut actix::Context<Self>) -> Self::Result {
                 self.life.touch(ctx)?;
-                self.$pre();
+                self.$pre(ctx);
                 self.$method(m)
             }
         }

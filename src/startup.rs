@@ -119,14 +119,32 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             Arc::clone(&keys),
         ));
     }
+    let mut blacklist: std::collections::HashSet<_> = storage
+        .blacklist()
+        .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?
+        .into_iter()
+        .map(|e| e.user_id)
+        .collect();
+    blacklist.extend(
+        config
+            .packets
+            .blacklist
+            .iter()
+            .filter_map(|u| crate::domain::ids::UserId::parse(u).ok()),
+    );
     let state = web::Data::new(AppState {
         admin_hash: blake3::hash(config.admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
         sessions: quick_cache::sync::Cache::new(200_000),
         ip_limiter: RateLimiter::dashmap_with_clock(
             per_minute(config.limits.users_per_minute_per_ip),
+            clock.clone(),
+        ),
+        claim_limiter: RateLimiter::dashmap_with_clock(
+            per_minute(config.packets.claims_per_minute_per_user),
             clock,
         ),
+        blacklist: std::sync::RwLock::new(blacklist),
         storage: storage.clone(),
         keys,
         groups: directory,
@@ -147,6 +165,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             every.tick().await;
             user_limiter.retain_recent();
             sweep.ip_limiter.retain_recent();
+            sweep.claim_limiter.retain_recent();
             user_limiter.shrink_to_fit();
             sweep.ip_limiter.shrink_to_fit();
         }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{GroupId, InviteId, PayoutId, RequestId, UserId};
+use super::ids::{GroupId, InviteId, PacketId, PayoutId, RequestId, UserId};
 use super::payout::PayoutState;
 
 /// What happened. Serialised with a `type` field, as pushed to WebSocket clients.
@@ -65,6 +65,34 @@ pub enum EventKind {
         amount: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fail_reason: Option<String>,
+    },
+    /// A share was claimed (sent to the claimant and the sender).
+    PacketClaimed {
+        packet_id: PacketId,
+        user_id: UserId,
+        amount: u64,
+        /// Shares left after this one.
+        left: u32,
+        /// Referral bonus paid for this claim, and to whom.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        referrer: Option<UserId>,
+        #[serde(default)]
+        bonus: u64,
+    },
+    /// The last share was claimed (sent to the sender).
+    PacketEmpty {
+        packet_id: PacketId,
+        claimed: u64,
+    },
+    /// The packet closed and what was left went back to the funder.
+    PacketRefunded {
+        packet_id: PacketId,
+        amount: u64,
+    },
+    /// The packet's circuit breaker paused claims (sent to the sender).
+    PacketPaused {
+        packet_id: PacketId,
+        retry_after_secs: u64,
     },
 }
 

@@ -104,6 +104,7 @@ id_type!(InviteId, "i_", "invitation");
 id_type!(RequestId, "r_", "join request");
 id_type!(TransferId, "t_", "transfer");
 id_type!(PayoutId, "p_", "payout");
+id_type!(PacketId, "rp_", "red packet");
 
 impl TransferId {
     /// A transfer id derived from an id chosen elsewhere (an earning's

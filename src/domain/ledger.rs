@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::ids::{TransferId, UserId};
+use super::ids::{PacketId, TransferId, UserId};
 
 /// Longest `user_data` a transfer may carry.
 pub const MAX_USER_DATA: usize = 128;
@@ -34,8 +34,11 @@ pub const MAX_AMOUNT: u64 = 100_000_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Holder {
     User(UserId),
-    /// The operator's accounts (revenue per earning kind, provider clearing).
+    /// The operator's accounts (revenue per earning kind, provider clearing,
+    /// merchants' campaign accounts).
     System,
+    /// A red packet: its escrow account (and its claims, in the same actor).
+    Packet(PacketId),
 }
 
 impl fmt::Display for Holder {
@@ -43,6 +46,7 @@ impl fmt::Display for Holder {
         match self {
             Holder::User(u) => write!(f, "{u}"),
             Holder::System => f.write_str("system"),
+            Holder::Packet(p) => write!(f, "{p}"),
         }
     }
 }
@@ -57,13 +61,20 @@ pub enum AccountId {
     Revenue(String),
     /// Money on its way to (or back from) the payment provider.
     Clearing,
+    /// A red packet's escrow: credited (pending) with the packet's total when
+    /// it is funded, debited by each claim, settled when the packet closes.
+    Escrow(PacketId),
+    /// A merchant's campaign account: funds campaign packets (what the
+    /// merchant owes the operator; it may go below zero).
+    Merchant(String),
 }
 
 impl AccountId {
     pub fn holder(&self) -> Holder {
         match self {
             AccountId::Wallet(u) => Holder::User(*u),
-            AccountId::Revenue(_) | AccountId::Clearing => Holder::System,
+            AccountId::Revenue(_) | AccountId::Clearing | AccountId::Merchant(_) => Holder::System,
+            AccountId::Escrow(p) => Holder::Packet(*p),
         }
     }
 
@@ -89,6 +100,12 @@ impl AccountId {
         if let Some(k) = s.strip_prefix("revenue:") {
             return valid_kind(k).then(|| AccountId::Revenue(k.to_string()));
         }
+        if let Some(p) = s.strip_prefix("escrow:") {
+            return PacketId::parse(p).ok().map(AccountId::Escrow);
+        }
+        if let Some(m) = s.strip_prefix("merchant:") {
+            return valid_kind(m).then(|| AccountId::Merchant(m.to_string()));
+        }
         (s == "clearing:provider").then_some(AccountId::Clearing)
     }
 }
@@ -107,6 +124,8 @@ impl fmt::Display for AccountId {
             AccountId::Wallet(u) => write!(f, "wallet:{u}"),
             AccountId::Revenue(k) => write!(f, "revenue:{k}"),
             AccountId::Clearing => f.write_str("clearing:provider"),
+            AccountId::Escrow(p) => write!(f, "escrow:{p}"),
+            AccountId::Merchant(m) => write!(f, "merchant:{m}"),
         }
     }
 }
@@ -140,6 +159,8 @@ pub enum Reason {
     Packet,
     PacketClaim,
     PacketRefund,
+    /// A campaign packet's bonus to the claimant whose link brought a new one.
+    Referral,
 }
 
 /// Changes to an account's four totals made by one transfer.
@@ -444,7 +465,14 @@ pub fn compare(existing: &Spec, asked: &Spec) -> Result<(), TransferError> {
 /// system account into a wallet runs in the wallet's actor, where the
 /// wallet's own rules (and its order of entries) live. The other side's
 /// posting travels to its holder through the inbox.
+///
+/// A red packet's escrow is debited only by claims, which its packet's actor
+/// decides (one share per claimant, never beyond the total), so a transfer
+/// out of an escrow runs in the packet's actor.
 pub fn executor(debit: &AccountId, credit: &AccountId) -> Holder {
+    if let AccountId::Escrow(p) = debit {
+        return Holder::Packet(*p);
+    }
     if !debit.flags().no_overdraft && credit.flags().no_overdraft {
         credit.holder()
     } else {
@@ -741,6 +769,16 @@ pub fn check(b: &Books) -> CheckReport {
             r.findings.push(format!(
                 "account {}: totals {:?} differ from the journal's postings {:?}",
                 a.id, t, j
+            ));
+        }
+        if matches!(a.id, AccountId::Escrow(_))
+            && a.debits_posted > a.credits_posted.saturating_add(a.credits_pending)
+        {
+            r.findings.push(format!(
+                "account {}: paid out {} but was funded with {}",
+                a.id,
+                a.debits_posted,
+                a.credits_posted.saturating_add(a.credits_pending)
             ));
         }
         if a.flags.no_overdraft && a.available() < 0 {

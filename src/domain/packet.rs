@@ -20,6 +20,10 @@
 //! below 2^24 fen (167,772 yuan).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::ids::{PacketId, TransferId, UserId};
+use super::ledger::AccountId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +58,23 @@ pub enum Refusal {
         "this packet would exceed the daily packet total of {limit} fen ({used} fen used today)"
     )]
     DailyAmount { limit: u64, used: u64 },
+    // ---- claims ----
+    #[error("red packet not found")]
+    NotFound,
+    #[error("this red packet has expired")]
+    Expired,
+    #[error("every share of this red packet has been claimed")]
+    Empty,
+    #[error("you have already claimed a share of this red packet")]
+    AlreadyClaimed,
+    #[error("this red packet can only be claimed within {radius_m} m of its location; send `lat` and `lon` from there")]
+    OutsideGeofence { radius_m: u32 },
+    #[error(
+        "claims on this red packet are paused for {retry_after_secs} s: too many claims too fast"
+    )]
+    Paused { retry_after_secs: u64 },
+    #[error("this account may not send or claim red packets")]
+    Blacklisted,
 }
 
 impl Refusal {
@@ -64,13 +85,32 @@ impl Refusal {
             Refusal::AboveMaximum(_) => "packet_above_maximum",
             Refusal::NotDivisible { .. } => "packet_not_divisible",
             Refusal::DailyAmount { .. } => "daily_packet_limit",
+            Refusal::NotFound => "packet_not_found",
+            Refusal::Expired => "packet_expired",
+            Refusal::Empty => "packet_empty",
+            Refusal::AlreadyClaimed => "already_claimed",
+            Refusal::OutsideGeofence { .. } => "outside_geofence",
+            Refusal::Paused { .. } => "packet_paused",
+            Refusal::Blacklisted => "blacklisted",
         }
     }
 
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::DailyAmount { .. } => 409,
+            Refusal::DailyAmount { .. } | Refusal::AlreadyClaimed => 409,
+            Refusal::NotFound => 404,
+            Refusal::Expired | Refusal::Empty => 410,
+            Refusal::OutsideGeofence { .. } | Refusal::Blacklisted => 403,
+            Refusal::Paused { .. } => 503,
             _ => 422,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where that helps.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Refusal::Paused { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }
@@ -155,6 +195,301 @@ pub fn shares(mode: Mode, seed: &[u8; 32], total: u64, count: u32, min: u64) -> 
         remaining -= s;
     }
     out
+}
+
+/// A campaign packet's referral bonus: a claimant whose own share link
+/// brings a new claimant gets `bonus_fen`, paid from `budget_fen`, which is
+/// held with the packet and never exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Referral {
+    pub bonus_fen: u64,
+    pub budget_fen: u64,
+}
+
+/// A red packet as stored. Created in one write set with the ledger hold that
+/// funds it; rewritten only when it closes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Packet {
+    pub id: PacketId,
+    /// Whose money it is: `wallet:u_…`, or `merchant:<name>` for campaigns.
+    pub funder: AccountId,
+    /// The user who sent it (None for campaign packets made by the operator).
+    pub sender: Option<UserId>,
+    /// Campaign packets are advertising and are labelled so.
+    pub merchant: Option<String>,
+    pub total: u64,
+    pub count: u32,
+    pub mode: Mode,
+    pub min_share: u64,
+    pub message: String,
+    pub theme: Option<String>,
+    pub utm: BTreeMap<String, String>,
+    pub geofence: Option<Geofence>,
+    pub referral: Option<Referral>,
+    /// Hex of the 32-byte split seed; shown only once the packet is closed.
+    pub seed: String,
+    /// `blake3(seed)`, shown from the start.
+    pub commitment: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The pending transfer funder -> escrow holding `held()` fen.
+    pub hold: TransferId,
+    /// Set once the packet closed and its hold was settled.
+    pub closed: Option<Closed>,
+}
+
+/// How a packet ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    pub at: i64,
+    /// Paid to claimants (shares) and referrers (bonuses).
+    pub claimed: u64,
+    pub bonuses: u64,
+    /// Released back to the funder.
+    pub refunded: u64,
+}
+
+impl Packet {
+    /// What the hold reserves: the total plus any referral budget.
+    pub fn held(&self) -> u64 {
+        self.total + self.referral.map_or(0, |r| r.budget_fen)
+    }
+
+    pub fn seed_bytes(&self) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        if self.seed.len() != 64 {
+            return None;
+        }
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(self.seed.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    }
+}
+
+/// Hex of a seed, as stored.
+pub fn seed_hex(seed: &[u8; 32]) -> String {
+    seed.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One claim as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub user: UserId,
+    /// Position in claim order, from 0 (the index the split uses).
+    pub index: u32,
+    pub amount: u64,
+    pub at: i64,
+    /// Whose share link brought this claimant (campaign packets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<UserId>,
+    /// The bonus paid to `referrer` for this claim.
+    #[serde(default)]
+    pub bonus: u64,
+}
+
+/// A packet's claims so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub claims: u32,
+    pub claimed: u64,
+    pub bonuses: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, c: &Claim) {
+        self.claims += 1;
+        self.claimed += c.amount;
+        self.bonuses += c.bonus;
+    }
+}
+
+/// What a claim pays: the share, and the referrer's bonus (0 if none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payout {
+    pub index: u32,
+    pub amount: u64,
+    pub bonus: u64,
+}
+
+/// Who claims, from where, through whose link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClaimAsk {
+    pub user: UserId,
+    pub at: Option<(f64, f64)>,
+    pub referrer: Option<UserId>,
+}
+
+/// Decide a claim, in this order: already claimed, empty, closed or expired,
+/// geofence. `claimed(u)` tells whether `u` has a share of this packet; a
+/// referral bonus is paid when the referrer has one, is not the claimant,
+/// and the budget still covers it.
+pub fn decide_claim(
+    p: &Packet,
+    t: &Tally,
+    ask: &ClaimAsk,
+    claimed: impl Fn(&UserId) -> bool,
+    now: i64,
+) -> Result<Payout, Refusal> {
+    if claimed(&ask.user) {
+        return Err(Refusal::AlreadyClaimed);
+    }
+    if t.claims >= p.count {
+        return Err(Refusal::Empty);
+    }
+    if p.closed.is_some() || now >= p.expires_at {
+        return Err(Refusal::Expired);
+    }
+    if let Some(g) = &p.geofence {
+        if !ask.at.is_some_and(|(lat, lon)| g.contains(lat, lon)) {
+            return Err(Refusal::OutsideGeofence {
+                radius_m: g.radius_m.round() as u32,
+            });
+        }
+    }
+    let seed = p.seed_bytes().unwrap_or([0; 32]);
+    let amount = share(
+        p.mode,
+        &seed,
+        t.claims,
+        p.total - t.claimed,
+        p.count - t.claims,
+        p.min_share,
+    );
+    let bonus = match (p.referral, ask.referrer) {
+        (Some(r), Some(by))
+            if by != ask.user && claimed(&by) && t.bonuses + r.bonus_fen <= r.budget_fen =>
+        {
+            r.bonus_fen
+        }
+        _ => 0,
+    };
+    Ok(Payout {
+        index: t.claims,
+        amount,
+        bonus,
+    })
+}
+
+/// The per-packet circuit breaker: more than `limit` claim attempts within one
+/// second pauses claims for `pause_ms`. `limit` 0 turns it off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Breaker {
+    window_start_ms: i64,
+    in_window: u32,
+    pub paused_until_ms: i64,
+}
+
+/// What the breaker says about one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// This attempt tripped it: report the pause.
+    Tripped {
+        retry_after_secs: u64,
+    },
+    Paused {
+        retry_after_secs: u64,
+    },
+}
+
+impl Breaker {
+    pub fn admit(&mut self, now_ms: i64, limit: u32, pause_ms: i64) -> Gate {
+        let secs = |until: i64| ((until - now_ms).max(0) as u64).div_ceil(1000).max(1);
+        if now_ms < self.paused_until_ms {
+            return Gate::Paused {
+                retry_after_secs: secs(self.paused_until_ms),
+            };
+        }
+        if limit == 0 {
+            return Gate::Open;
+        }
+        if now_ms - self.window_start_ms >= 1000 {
+            self.window_start_ms = now_ms;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        if self.in_window > limit {
+            self.paused_until_ms = now_ms + pause_ms;
+            self.in_window = 0;
+            return Gate::Tripped {
+                retry_after_secs: secs(self.paused_until_ms),
+            };
+        }
+        Gate::Open
+    }
+}
+
+/// UTM parameters a packet may carry for campaign tracking.
+pub const UTM_KEYS: [&str; 5] = [
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+];
+
+fn url_safe(v: &str, max: usize) -> bool {
+    !v.is_empty()
+        && v.len() <= max
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+/// The shown fields of a new packet: the message (at most `max_chars`
+/// characters, no control characters), the theme and UTM values (1 to 64 of
+/// `A-Za-z0-9-_.~`, so they go on the landing URL as they are), and only
+/// the known UTM keys. `Err` explains what is wrong.
+pub fn check_presentation(
+    message: &str,
+    max_chars: usize,
+    theme: Option<&str>,
+    utm: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    if message.chars().count() > max_chars {
+        return Err(format!("message must be at most {max_chars} characters"));
+    }
+    if message.chars().any(|c| c.is_control() && c != '\n') {
+        return Err("message must not contain control characters".into());
+    }
+    if theme.is_some_and(|t| !url_safe(t, 64)) {
+        return Err("theme must be 1 to 64 of A-Z, a-z, 0-9, -, _, . and ~".into());
+    }
+    for (k, v) in utm {
+        if !UTM_KEYS.contains(&k.as_str()) {
+            return Err(format!(
+                "utm: unknown key `{k}` (allowed: {})",
+                UTM_KEYS.join(", ")
+            ));
+        }
+        if !url_safe(v, 64) {
+            return Err(format!(
+                "utm.{k} must be 1 to 64 of A-Z, a-z, 0-9, -, _, . and ~"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The landing URL a packet's QR code holds: `{base}/p/{id}` with its theme
+/// and UTM parameters, so campaign tracking sees where a scan came from.
+pub fn landing_url(base: &str, p: &Packet) -> String {
+    let mut url = format!("{base}/p/{}", p.id);
+    let mut sep = '?';
+    for (k, v) in p
+        .theme
+        .as_ref()
+        .map(|t| ("theme", t))
+        .into_iter()
+        .chain(p.utm.iter().map(|(k, v)| (k.as_str(), v)))
+    {
+        url.push(sep);
+        url.push_str(k);
+        url.push('=');
+        url.push_str(v);
+        sep = '&';
+    }
+    url
 }
 
 /// A geofence: centre and radius.
@@ -343,6 +678,182 @@ mod tests {
         }
         assert_eq!(live, shares(Mode::Lucky, &s, total, count, 1));
         assert_ne!(live, shares(Mode::Lucky, &seed(43), total, count, 1));
+    }
+
+    fn packet(total: u64, count: u32, mode: Mode) -> Packet {
+        let s = seed(1);
+        Packet {
+            id: PacketId([1; 16]),
+            funder: AccountId::Wallet(UserId([9; 16])),
+            sender: Some(UserId([9; 16])),
+            merchant: None,
+            total,
+            count,
+            mode,
+            min_share: 1,
+            message: String::new(),
+            theme: None,
+            utm: BTreeMap::new(),
+            geofence: None,
+            referral: None,
+            seed: seed_hex(&s),
+            commitment: commitment(&s),
+            created_at: 0,
+            expires_at: 100,
+            hold: TransferId([2; 16]),
+            closed: None,
+        }
+    }
+
+    fn ask(n: u8) -> ClaimAsk {
+        ClaimAsk {
+            user: UserId([n; 16]),
+            at: None,
+            referrer: None,
+        }
+    }
+
+    #[test]
+    fn claims_pay_the_split_and_refuse_in_order() {
+        let p = packet(1000, 3, Mode::Lucky);
+        assert_eq!(p.seed_bytes(), Some(seed(1)));
+        let mut t = Tally::default();
+        let mut got = Vec::new();
+        let mut claimed = std::collections::HashSet::new();
+        for n in 0..3u8 {
+            let pay = decide_claim(&p, &t, &ask(n), |u| claimed.contains(u), 10).unwrap();
+            assert_eq!(pay.index, u32::from(n));
+            claimed.insert(UserId([n; 16]));
+            t.add(&Claim {
+                user: UserId([n; 16]),
+                index: pay.index,
+                amount: pay.amount,
+                at: 10,
+                referrer: None,
+                bonus: 0,
+            });
+            got.push(pay.amount);
+        }
+        assert_eq!(got, shares(Mode::Lucky, &seed(1), 1000, 3, 1));
+        let has = |u: &UserId| claimed.contains(u);
+        assert_eq!(
+            decide_claim(&p, &t, &ask(0), has, 10),
+            Err(Refusal::AlreadyClaimed),
+            "already claimed comes first"
+        );
+        assert_eq!(decide_claim(&p, &t, &ask(7), has, 10), Err(Refusal::Empty));
+        assert_eq!(
+            decide_claim(&p, &Tally::default(), &ask(7), has, 100),
+            Err(Refusal::Expired),
+            "at expires_at"
+        );
+        let mut fenced = p.clone();
+        fenced.geofence = Some(Geofence {
+            lat: 39.9055,
+            lon: 116.3976,
+            radius_m: 500.0,
+        });
+        let far = ClaimAsk {
+            at: Some((31.23, 121.47)),
+            ..ask(7)
+        };
+        let near = ClaimAsk {
+            at: Some((39.906, 116.398)),
+            ..ask(7)
+        };
+        let none = Tally::default();
+        assert!(matches!(
+            decide_claim(&fenced, &none, &far, has, 10),
+            Err(Refusal::OutsideGeofence { .. })
+        ));
+        assert!(matches!(
+            decide_claim(&fenced, &none, &ask(7), has, 10),
+            Err(Refusal::OutsideGeofence { .. })
+        ));
+        assert!(decide_claim(&fenced, &none, &near, has, 10).is_ok());
+    }
+
+    #[test]
+    fn referral_bonus_needs_a_claimed_referrer_and_stays_within_budget() {
+        let mut p = packet(100, 10, Mode::Fixed);
+        p.referral = Some(Referral {
+            bonus_fen: 5,
+            budget_fen: 12,
+        });
+        let a = UserId([1; 16]);
+        let has_a = |u: &UserId| *u == a;
+        let via = |n: u8, by: UserId| ClaimAsk {
+            referrer: Some(by),
+            ..ask(n)
+        };
+        let mut t = Tally::default();
+        let pay = decide_claim(&p, &t, &via(2, a), has_a, 1).unwrap();
+        assert_eq!((pay.amount, pay.bonus), (10, 5));
+        // A referrer who has not claimed earns nothing; nor does self-referral.
+        let pay = decide_claim(&p, &t, &via(2, UserId([3; 16])), has_a, 1).unwrap();
+        assert_eq!(pay.bonus, 0);
+        let pay = decide_claim(&p, &t, &via(1, a), |_| false, 1).unwrap();
+        assert_eq!(pay.bonus, 0, "self-referral");
+        // Budget 12 covers two bonuses of 5, not a third.
+        t.bonuses = 10;
+        let pay = decide_claim(&p, &t, &via(4, a), has_a, 1).unwrap();
+        assert_eq!(pay.bonus, 0);
+        assert_eq!(p.held(), 112);
+    }
+
+    #[test]
+    fn presentation_and_landing_url() {
+        let mut utm = BTreeMap::new();
+        utm.insert("utm_source".to_string(), "poster".to_string());
+        assert_eq!(
+            check_presentation("Happy new year", 200, Some("spring"), &utm),
+            Ok(())
+        );
+        assert!(check_presentation(&"x".repeat(201), 200, None, &utm).is_err());
+        assert!(check_presentation("bell\u{7}", 200, None, &utm).is_err());
+        assert!(check_presentation("", 200, Some("a b"), &utm).is_err());
+        let mut bad = utm.clone();
+        bad.insert("utm_evil".into(), "x".into());
+        assert!(check_presentation("", 200, None, &bad).is_err());
+        bad = utm.clone();
+        bad.insert("utm_medium".into(), "a&b=c".into());
+        assert!(check_presentation("", 200, None, &bad).is_err());
+        let mut p = packet(100, 1, Mode::Fixed);
+        assert_eq!(landing_url("http://h", &p), format!("http://h/p/{}", p.id));
+        p.theme = Some("spring".into());
+        p.utm = utm;
+        assert_eq!(
+            landing_url("http://h", &p),
+            format!("http://h/p/{}?theme=spring&utm_source=poster", p.id)
+        );
+    }
+
+    #[test]
+    fn breaker_trips_pauses_and_reopens() {
+        let mut b = Breaker::default();
+        for i in 0..3 {
+            assert_eq!(b.admit(1000 + i, 3, 5000), Gate::Open);
+        }
+        assert_eq!(
+            b.admit(1010, 3, 5000),
+            Gate::Tripped {
+                retry_after_secs: 5
+            }
+        );
+        assert_eq!(
+            b.admit(5100, 3, 5000),
+            Gate::Paused {
+                retry_after_secs: 1
+            }
+        );
+        assert_eq!(b.admit(6010, 3, 5000), Gate::Open, "pause over");
+        // A new second starts a new window.
+        for i in 0..3 {
+            assert_eq!(b.admit(7100 + i, 3, 5000), Gate::Open);
+        }
+        assert_eq!(b.admit(8200, 3, 5000), Gate::Open);
+        let mut off = Breaker::default();
+        assert!((0..10_000).all(|i| off.admit(i, 0, 5000) == Gate::Open));
     }
 
     #[test]

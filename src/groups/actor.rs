@@ -244,7 +244,7 @@ impl GroupActor {
     }
 
     /// Run first in every handler (after `life.touch`): settle due requests.
-    fn catch_up(&mut self) {
+    fn catch_up(&mut self, _: &mut Context<Self>) {
         self.expire(now());
     }
 }

@@ -68,6 +68,15 @@ pub fn is_admin(state: &AppState, req: &HttpRequest) -> bool {
     bearer(req).is_some_and(|t| blake3::hash(t.as_bytes()) == state.admin_hash)
 }
 
+/// The user a request's bearer token names, if any (for routes open to
+/// everyone that still want to know who looks).
+pub fn bearer_user(state: &AppState, req: &HttpRequest) -> Option<UserId> {
+    match resolve(state, bearer(req)?) {
+        Ok(Caller::User(u)) => Some(u),
+        _ => None,
+    }
+}
+
 fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod groups;
 pub mod invites;
 pub mod ops;
+pub mod packets;
 pub mod payouts;
 pub mod users;
 pub mod wallets;
@@ -44,6 +45,10 @@ pub struct AppState {
     /// Rendered QR images of live invitations: (invite, kind, size) -> bytes.
     pub qr_cache: quick_cache::sync::Cache<(InviteId, u8, u32), Bytes>,
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Red packet claims per user.
+    pub claim_limiter: DefaultKeyedRateLimiter<crate::domain::ids::UserId>,
+    /// Users who may neither send nor claim red packets.
+    pub blacklist: std::sync::RwLock<std::collections::HashSet<crate::domain::ids::UserId>>,
     /// blake3(session token) -> user, for sessions seen recently.
     pub sessions: quick_cache::sync::Cache<[u8; 32], crate::domain::ids::UserId>,
 }
@@ -67,6 +72,8 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/admin/reports/large-transactions",
     "/v1/admin/reconcile",
     "/v1/admin/alerts",
+    "/v1/packets",
+    "/v1/admin/blacklist",
     "/v1/ws",
     "/healthz",
     "/metrics",
@@ -128,6 +135,13 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(payouts::set_kyc)
             .service(payouts::reconcile)
             .service(payouts::alerts)
+            .service(packets::create_packet)
+            .service(packets::get_packet)
+            .service(packets::qr_png)
+            .service(packets::claim)
+            .service(packets::blacklist_add)
+            .service(packets::blacklist_remove)
+            .service(packets::blacklist_list)
             .service(ws::ws)
             .default_service(web::to(not_found));
     }

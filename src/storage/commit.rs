@@ -42,8 +42,9 @@ impl Tracker {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Mark the writer failed now (its write set is being refused).
-    pub(super) fn fail(&self) {
+    /// Mark the writer failed now (its write set is being refused, or its
+    /// memory went ahead of what it could write): it is rebuilt from storage.
+    pub fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
     }
 

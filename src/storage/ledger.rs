@@ -82,6 +82,18 @@ impl InboxItem {
     }
 }
 
+/// A holder as [`Holder`]'s `Display` writes it.
+fn parse_holder(s: &str) -> Option<Holder> {
+    use crate::domain::ids::{PacketId, UserId};
+    if s == "system" {
+        return Some(Holder::System);
+    }
+    if s.starts_with(PacketId::PREFIX) {
+        return PacketId::parse(s).ok().map(Holder::Packet);
+    }
+    UserId::parse(s).ok().map(Holder::User)
+}
+
 /// One UTC day's stretch of the journal chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DayAnchor {
@@ -275,9 +287,11 @@ impl Storage {
             Holder::User(u) => self.account(&AccountId::Wallet(u))?.into_iter().collect(),
             Holder::System => {
                 let mut v: Vec<Account> = self.scan(b"la/revenue:".to_vec())?;
+                v.extend(self.scan::<Account>(b"la/merchant:".to_vec())?);
                 v.extend(self.account(&AccountId::Clearing)?);
                 v
             }
+            Holder::Packet(p) => self.account(&AccountId::Escrow(p))?.into_iter().collect(),
         };
         Ok((accounts, self.inbox(h)?))
     }
@@ -317,10 +331,7 @@ impl Storage {
             let rest = k.get(11..).ok_or_else(bad)?;
             let sep = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
             let holder = std::str::from_utf8(&rest[..sep]).map_err(|_| bad())?;
-            let holder = match holder {
-                "system" => Holder::System,
-                u => Holder::User(crate::domain::ids::UserId::parse(u).map_err(|_| bad())?),
-            };
+            let holder = parse_holder(holder).ok_or_else(bad)?;
             let id: [u8; 16] = rest
                 .get(sep + 1..)
                 .and_then(|s| s.try_into().ok())

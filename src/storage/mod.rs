@@ -36,11 +36,13 @@ use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 mod commit;
 mod ledger;
+mod packets;
 mod payouts;
 
 use commit::{commit_loop, Job};
 pub use commit::{ChainHead, Tracker};
 pub use ledger::{DayAnchor, InboxItem, LedgerBooks};
+pub use packets::{BlacklistEntry, KeyRecord, PacketRecords};
 pub use payouts::{LargeTransaction, Link};
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -43,6 +43,7 @@ pub struct Snapshot {
     accounts: Vec<Account>,
     inbox: Vec<InboxItem>,
     auto_payout: Option<u64>,
+    packet: Option<crate::storage::PacketRecords>,
 }
 
 pub struct WalletActor {
@@ -60,6 +61,10 @@ pub struct WalletActor {
     inbox: Vec<InboxItem>,
     /// Payout state of this activation (see [`super::payouts`]).
     pub(super) payouts: super::payouts::PayoutMemory,
+    /// For a packet's holder: the packet, its claims and breaker.
+    pub(super) packet: Option<super::packets::PacketMemory>,
+    /// Packets this holder funded recently, and its daily packet total.
+    pub(super) sends: super::packets::SendMemory,
     /// A drain's write set is in flight: the inbox is not read again before
     /// it lands, so no item is applied twice.
     draining: bool,
@@ -112,9 +117,11 @@ impl WalletActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.store_opens();
         if self.life.writes.in_flight() == 0 {
             self.recent.clear();
             self.payouts.forget_before(u64::MAX);
+            self.sends.forget_before(u64::MAX);
         } else if !self.recent.is_empty() {
             // Busy: once everything submitted so far is durable, storage has
             // the entries of this generation and before.
@@ -125,6 +132,7 @@ impl WalletActor {
                 if r.is_ok() {
                     act.recent.retain(|_, (g, _)| *g > gen);
                     act.payouts.forget_before(gen + 1);
+                    act.sends.forget_before(gen + 1);
                 }
             }));
         }
@@ -134,8 +142,15 @@ impl WalletActor {
         }
     }
 
-    /// Run first in every handler (after `life.touch`).
-    pub(super) fn catch_up(&mut self) {}
+    /// Run first in every handler (after `life.touch`): a user's or a
+    /// packet's actor applies its inbox (credits from claims, settlements),
+    /// so what it answers includes every posting made durable for it. The
+    /// system holder applies its inbox on a timer instead.
+    pub(super) fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        if self.holder != Holder::System {
+            self.drain(ctx);
+        }
+    }
 
     /// Apply the inbox: the postings other holders journalled for our
     /// accounts. One write set per batch; the next read waits for it to land.
@@ -337,7 +352,9 @@ impl Actor for WalletActor {
             }
             // A crash between a credit and its automatic payout left it
             // unmade: the threshold is checked again at every activation.
-            self.maybe_auto_payout();
+            if matches!(self.holder, Holder::User(_)) {
+                self.maybe_auto_payout();
+            }
         }
     }
 
@@ -355,12 +372,21 @@ impl Resident for WalletActor {
         let (accounts, inbox) = env.storage.load_holder(h)?;
         let auto_payout = match h {
             Holder::User(u) => env.storage.auto_payout(u)?,
-            Holder::System => None,
+            Holder::System | Holder::Packet(_) => None,
+        };
+        let packet = match h {
+            Holder::Packet(p) => Some(
+                env.storage
+                    .load_packet(p)?
+                    .ok_or(crate::domain::packet::Refusal::NotFound)?,
+            ),
+            Holder::User(_) | Holder::System => None,
         };
         Ok(Snapshot {
             accounts,
             inbox,
             auto_payout,
+            packet,
         })
     }
 
@@ -380,6 +406,8 @@ impl Resident for WalletActor {
             inbox: snap.inbox,
             draining: false,
             payouts: super::payouts::PayoutMemory::with_auto(snap.auto_payout),
+            packet: snap.packet.map(super::packets::PacketMemory::new),
+            sends: super::packets::SendMemory::default(),
         }
     }
 
@@ -387,6 +415,7 @@ impl Resident for WalletActor {
         match h {
             Holder::User(u) => (u.0[0], u.0[1]),
             Holder::System => (0, 0),
+            Holder::Packet(p) => (p.0[0], p.0[1]),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! transfers, earnings, and the books check.
 
 pub mod actor;
+pub mod packets;
 pub mod payouts;
 pub mod runner;
 
@@ -18,6 +19,7 @@ use crate::registry::{Arbiters, Registry};
 use crate::storage::{DayAnchor, Storage};
 use actor::{Drain, Execute, ExpireDue, GetAccount};
 pub use actor::{Executed, WalletActor};
+pub use packets::{Claimed, Created, PacketState};
 pub use payouts::Requested;
 use payouts::{PayoutProgress, RefreshLink, RequestPayout, SetAutoPayout, SetLink};
 
@@ -88,6 +90,7 @@ impl Wallets {
                 }
                 Err(e) => tracing::error!(error = %e, "timeout sweep: storage read failed"),
             }
+            self.close_due_packets(now).await;
         }
     }
 

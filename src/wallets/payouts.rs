@@ -65,7 +65,7 @@ impl WalletActor {
     fn user(&self) -> Result<UserId, Fail> {
         match self.holder {
             Holder::User(u) => Ok(u),
-            Holder::System => Err(ApiError::Internal.into()),
+            Holder::System | Holder::Packet(_) => Err(ApiError::Internal.into()),
         }
     }
 

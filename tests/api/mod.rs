@@ -5,6 +5,7 @@ mod flow;
 mod helpers;
 mod ledger_actors;
 mod ops;
+mod packets;
 mod payouts;
 mod paysim;
 mod qr;

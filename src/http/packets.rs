@@ -1,0 +1,564 @@
+//! Red packets: create, look at, QR code, claim; the blacklist.
+
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+use governor::clock::Clock;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{Admin, Authed, User};
+use super::payouts::idempotency_key;
+use super::{id, now, rfc3339, AppState};
+use crate::domain::ids::{random_bytes, PacketId, TransferId, UserId};
+use crate::domain::ledger::{valid_kind, AccountId};
+use crate::domain::packet::{self, ClaimAsk, Geofence, Mode, Packet, Referral, Refusal};
+use crate::error::{ApiError, Problem};
+use crate::groups::Caller;
+use crate::storage::{BlacklistEntry, WriteSet};
+use crate::wallets::PacketState;
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPacket {
+    /// In fen, within `[packets]` limits.
+    total: u64,
+    /// Number of shares.
+    count: u32,
+    mode: Mode,
+    #[serde(default)]
+    message: String,
+    /// Default `packets.default_ttl_seconds` (24 h); `packets.min_ttl_seconds` (60) to `packets.max_ttl_seconds` (7 days).
+    ttl_seconds: Option<u32>,
+    /// A skin name the landing page uses; carried on the landing URL.
+    theme: Option<String>,
+    /// `utm_source`, `utm_medium`, `utm_campaign`, `utm_term`, `utm_content`.
+    #[serde(default)]
+    utm: BTreeMap<String, String>,
+    /// Claims must come from within this circle.
+    geofence: Option<Geofence>,
+    /// Campaign packets (admin token only): the merchant it advertises and
+    /// whose account (`merchant:<name>`) funds it.
+    merchant: Option<String>,
+    /// Campaign packets: a referral budget (fen) held with the packet.
+    referral_budget_fen: Option<u64>,
+    /// Campaign packets: the bonus per referred claimant (default `packets.referral_bonus_fen`).
+    referral_bonus_fen: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClaimView {
+    user_id: UserId,
+    amount: u64,
+    at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referrer: Option<UserId>,
+    #[serde(skip_serializing_if = "is_zero")]
+    bonus: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PacketView {
+    id: PacketId,
+    /// `open`, `empty` (every share claimed, settling), `expired` (settling)
+    /// or `closed` (settled: the rest went back to the funder).
+    status: &'static str,
+    mode: Mode,
+    /// In fen.
+    total: u64,
+    count: u32,
+    claimed_count: u32,
+    claimed_amount: u64,
+    message: String,
+    theme: Option<String>,
+    utm: BTreeMap<String, String>,
+    /// The landing URL (what the QR code holds).
+    url: String,
+    /// Where to claim (POST).
+    claim_url: String,
+    sender: Option<UserId>,
+    /// Campaign packets: the merchant they advertise.
+    merchant: Option<String>,
+    /// Marketing packets must be labelled as advertising.
+    advertising: bool,
+    geofence: Option<Geofence>,
+    referral: Option<Referral>,
+    /// blake3 of the split seed, shown from creation.
+    commitment: String,
+    /// The split seed (hex), revealed once the packet is closed: anyone can
+    /// check `blake3(seed) == commitment` and recompute every share.
+    seed: Option<String>,
+    created_at: String,
+    expires_at: String,
+    closed_at: Option<String>,
+    /// Released back to the funder at close.
+    refunded: Option<u64>,
+    /// Times the packet was looked at by others than its sender.
+    opens: u64,
+    /// Claims are paused by the circuit breaker until then.
+    paused_until: Option<String>,
+    claims: Vec<ClaimView>,
+}
+
+fn view(state: &AppState, s: PacketState) -> PacketView {
+    let p = &s.packet;
+    let now = now();
+    let status = match (&p.closed, s.tally.claims >= p.count) {
+        (Some(_), _) => "closed",
+        (None, true) => "empty",
+        (None, false) if now >= p.expires_at => "expired",
+        _ => "open",
+    };
+    let paused = s.paused_until_ms > chrono::Utc::now().timestamp_millis();
+    PacketView {
+        id: p.id,
+        status,
+        mode: p.mode,
+        total: p.total,
+        count: p.count,
+        claimed_count: s.tally.claims,
+        claimed_amount: s.tally.claimed,
+        message: p.message.clone(),
+        theme: p.theme.clone(),
+        utm: p.utm.clone(),
+        url: packet::landing_url(&state.base_url, p),
+        claim_url: format!("{}/v1/packets/{}/claim", state.base_url, p.id),
+        sender: p.sender,
+        merchant: p.merchant.clone(),
+        advertising: p.merchant.is_some(),
+        geofence: p.geofence,
+        referral: p.referral,
+        commitment: p.commitment.clone(),
+        seed: p.closed.map(|_| p.seed.clone()),
+        created_at: rfc3339(p.created_at),
+        expires_at: rfc3339(p.expires_at),
+        closed_at: p.closed.map(|c| rfc3339(c.at)),
+        refunded: p.closed.map(|c| c.refunded),
+        opens: s.opens,
+        paused_until: paused.then(|| rfc3339(s.paused_until_ms.div_euclid(1000) + 1)),
+        claims: s
+            .claims
+            .into_iter()
+            .map(|c| ClaimView {
+                user_id: c.user,
+                amount: c.amount,
+                at: rfc3339(c.at),
+                referrer: c.referrer,
+                bonus: c.bonus,
+            })
+            .collect(),
+    }
+}
+
+fn blacklisted(state: &AppState, u: UserId) -> bool {
+    state
+        .blacklist
+        .read()
+        .map(|b| b.contains(&u))
+        .unwrap_or(true)
+}
+
+/// Build the packet a request asks for (not checked against amounts and
+/// daily totals: the funder's actor does that).
+fn draft(state: &AppState, who: &Caller, b: &NewPacket) -> Result<Packet, ApiError> {
+    let cfg = &state.config.packets;
+    packet::check_presentation(
+        &b.message,
+        cfg.max_message_chars,
+        b.theme.as_deref(),
+        &b.utm,
+    )
+    .map_err(ApiError::Validation)?;
+    let ttl = b.ttl_seconds.unwrap_or(cfg.default_ttl_seconds);
+    if !(cfg.min_ttl_seconds..=cfg.max_ttl_seconds).contains(&ttl) {
+        return Err(ApiError::validation(format!(
+            "ttl_seconds must be between {} and {}",
+            cfg.min_ttl_seconds, cfg.max_ttl_seconds
+        )));
+    }
+    if b.geofence.is_some_and(|g| !g.valid()) {
+        return Err(ApiError::validation(
+            "geofence needs a valid lat/lon and a radius_m of 10 to 100000",
+        ));
+    }
+    let (funder, sender, merchant) = match (who, &b.merchant) {
+        (Caller::User(u), None) => {
+            if blacklisted(state, *u) {
+                return Err(Refusal::Blacklisted.into());
+            }
+            (AccountId::Wallet(*u), Some(*u), None)
+        }
+        (Caller::User(_), Some(_)) => {
+            return Err(ApiError::forbidden(
+                "campaign packets (with `merchant`) are created with the admin token",
+            ))
+        }
+        (Caller::Admin, Some(m)) if valid_kind(m) => {
+            (AccountId::Merchant(m.clone()), None, Some(m.clone()))
+        }
+        (Caller::Admin, Some(_)) => {
+            return Err(ApiError::validation(
+                "merchant must be 1 to 32 of a-z, 0-9 and _",
+            ))
+        }
+        (Caller::Admin, None) => {
+            return Err(ApiError::forbidden(
+                "the admin token creates campaign packets only: name the `merchant`",
+            ))
+        }
+    };
+    let referral = match (b.referral_budget_fen, b.referral_bonus_fen) {
+        (None, None) => None,
+        (_, _) if merchant.is_none() => {
+            return Err(ApiError::validation(
+                "referral bonuses are for campaign packets",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::validation(
+                "referral_bonus_fen needs referral_budget_fen",
+            ))
+        }
+        (Some(budget), bonus) => {
+            let bonus = bonus.unwrap_or(cfg.referral_bonus_fen);
+            if bonus == 0 || bonus > cfg.max_referral_bonus_fen || budget < bonus {
+                return Err(ApiError::validation(format!(
+                    "referral_bonus_fen must be 1 to {} and at most referral_budget_fen",
+                    cfg.max_referral_bonus_fen
+                )));
+            }
+            if budget > cfg.max_total_fen {
+                return Err(ApiError::validation(format!(
+                    "referral_budget_fen must be at most {} fen",
+                    cfg.max_total_fen
+                )));
+            }
+            Some(Referral {
+                bonus_fen: bonus,
+                budget_fen: budget,
+            })
+        }
+    };
+    let id = PacketId::random();
+    let seed = random_bytes::<32>();
+    let created_at = now();
+    Ok(Packet {
+        id,
+        funder,
+        sender,
+        merchant,
+        total: b.total,
+        count: b.count,
+        mode: b.mode,
+        min_share: cfg.min_share_fen,
+        message: b.message.clone(),
+        theme: b.theme.clone(),
+        utm: b.utm.clone(),
+        geofence: b.geofence,
+        referral,
+        seed: packet::seed_hex(&seed),
+        commitment: packet::commitment(&seed),
+        created_at,
+        expires_at: created_at + i64::from(ttl),
+        hold: TransferId::derive("packet hold", &[id.as_bytes()]),
+        closed: None,
+    })
+}
+
+/// Create a red packet. Its total (plus any referral budget) is held from
+/// the funder's wallet at once; `insufficient_funds` holds nothing. Needs an
+/// `Idempotency-Key`: the same key and body answer the original packet (200).
+#[utoipa::path(
+    request_body = NewPacket,
+    params(("Idempotency-Key" = String, Header)),
+    responses(
+        (status = 201, body = PacketView), (status = 200, body = PacketView, description = "a retry"),
+        (status = 400, body = Problem), (status = 403, body = Problem, description = "blacklisted, forbidden"),
+        (status = 409, body = Problem, description = "insufficient_funds, daily_packet_limit"),
+        (status = 422, body = Problem, description = "packet_* limits, idempotency_key_reused"),
+    ),
+    security(("bearer" = [])), tag = "packets"
+)]
+#[post("/v1/packets")]
+pub async fn create_packet(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    who: Authed,
+    body: web::Json<NewPacket>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let p = draft(&state, &who.0, &body)?;
+    let canonical = serde_json::to_vec(&*body).map_err(|_| ApiError::Internal)?;
+    let request_hash = blake3::hash(&canonical).to_hex().to_string();
+    let key_hash = *blake3::hash(key.as_bytes()).as_bytes();
+    let c = state
+        .wallets
+        .create_packet(key_hash, request_hash, p)
+        .await?;
+    let v = view(
+        &state,
+        PacketState {
+            packet: c.packet,
+            claims: Vec::new(),
+            tally: Default::default(),
+            opens: 0,
+            paused_until_ms: 0,
+        },
+    );
+    Ok(if c.fresh {
+        HttpResponse::Created().json(v)
+    } else {
+        HttpResponse::Ok().json(v)
+    })
+}
+
+/// A red packet: its status, shares claimed (who, how much, when), opens.
+/// Anyone with its link may look; the split seed appears once it closed.
+#[utoipa::path(
+    params(("id" = String, Path, description = "packet id")),
+    responses((status = 200, body = PacketView), (status = 404, body = Problem)),
+    tag = "packets"
+)]
+#[get("/v1/packets/{id}")]
+pub async fn get_packet(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let pid = id(PacketId::parse, &path)?;
+    // Opens count views by anyone but the sender.
+    let viewer = super::auth::bearer_user(&state, &req);
+    let s = state.wallets.packet(pid, true).await?;
+    let mut v = view(&state, s);
+    if viewer.is_some() && viewer == v.sender {
+        v.opens = v.opens.saturating_sub(1);
+    }
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SizeQuery {
+    /// Image width and height in pixels, 128 to 2048 (default 512).
+    size: Option<u32>,
+}
+
+/// QR code (PNG, error correction M) of the packet's landing URL.
+#[utoipa::path(
+    params(("id" = String, Path, description = "packet id"), SizeQuery),
+    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = Problem)),
+    tag = "packets"
+)]
+#[get("/v1/packets/{id}/qr.png")]
+pub async fn qr_png(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<SizeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let pid = id(PacketId::parse, &path)?;
+    let packet = state.storage.packet(pid)?.ok_or(Refusal::NotFound)?;
+    let url = packet::landing_url(&state.base_url, &packet);
+    let size = q.size.unwrap_or(512);
+    let png = web::block(move || crate::qr::render_png(&url, size))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|e| match e {
+            crate::qr::QrError::BadSize => ApiError::validation(e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "QR rendering failed");
+                ApiError::Internal
+            }
+        })?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/png")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(png))
+}
+
+#[derive(Deserialize, Serialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// Where the claimant is (needed for packets with a geofence).
+    lat: Option<f64>,
+    lon: Option<f64>,
+    /// The user whose share link brought this claimant (campaign referral).
+    #[serde(rename = "ref")]
+    referrer: Option<UserId>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClaimResult {
+    packet_id: PacketId,
+    /// The share won, in fen (now in the caller's wallet).
+    amount: u64,
+    /// Shares left.
+    left: u32,
+    /// This claimant's own share link: new claimants through it earn them a
+    /// referral bonus (campaign packets with a referral budget).
+    share_url: String,
+}
+
+/// Claim a share. The body is optional (`{}`, or `lat`/`lon` for a
+/// geofenced packet, `ref` for a referral link).
+#[utoipa::path(
+    params(("id" = String, Path, description = "packet id")),
+    request_body(content = ClaimBody, description = "optional"),
+    responses(
+        (status = 200, body = ClaimResult),
+        (status = 403, body = Problem, description = "outside_geofence, blacklisted"),
+        (status = 404, body = Problem, description = "packet_not_found"),
+        (status = 409, body = Problem, description = "already_claimed"),
+        (status = 410, body = Problem, description = "packet_empty, packet_expired"),
+        (status = 429, body = Problem, description = "rate_limited"),
+        (status = 503, body = Problem, description = "packet_paused (circuit breaker; Retry-After)"),
+    ),
+    security(("bearer" = [])), tag = "packets"
+)]
+#[post("/v1/packets/{id}/claim")]
+pub async fn claim(
+    state: web::Data<AppState>,
+    user: User,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let pid = id(PacketId::parse, &path)?;
+    let b: ClaimBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ClaimBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+    };
+    if blacklisted(&state, user.0) {
+        return Err(Refusal::Blacklisted.into());
+    }
+    if let Err(nu) = state.claim_limiter.check_key(&user.0) {
+        let clock = &state.groups.shared().clock;
+        return Err(ApiError::RateLimited {
+            scope: "red packet claims by this user",
+            retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
+        });
+    }
+    let at = match (b.lat, b.lon) {
+        (Some(lat), Some(lon)) if packet::valid_point(lat, lon) => Some((lat, lon)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::validation(
+                "lat and lon go together: latitude -90..90, longitude -180..180",
+            ))
+        }
+    };
+    let c = state
+        .wallets
+        .claim_packet(
+            pid,
+            ClaimAsk {
+                user: user.0,
+                at,
+                referrer: b.referrer,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(ClaimResult {
+        packet_id: pid,
+        amount: c.claim.amount,
+        left: c.left,
+        share_url: format!("{}/p/{pid}?ref={}", state.base_url, user.0),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlacklistBody {
+    /// Why (kept for the record), up to 200 characters.
+    #[serde(default)]
+    reason: String,
+}
+
+/// Refuse a user as sender and claimant of red packets.
+#[utoipa::path(
+    params(("user_id" = String, Path)),
+    request_body = BlacklistBody,
+    responses((status = 200, body = BlacklistEntry), (status = 403, body = Problem)),
+    security(("bearer" = [])), tag = "packets"
+)]
+#[put("/v1/admin/blacklist/{user_id}")]
+pub async fn blacklist_add(
+    state: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<String>,
+    body: web::Json<BlacklistBody>,
+) -> Result<HttpResponse, ApiError> {
+    let u = id(UserId::parse, &path)?;
+    if body.reason.chars().count() > 200 {
+        return Err(ApiError::validation(
+            "reason must be at most 200 characters",
+        ));
+    }
+    let e = BlacklistEntry {
+        user_id: u,
+        reason: body.reason.clone(),
+        at: now(),
+    };
+    let mut w = WriteSet::new();
+    w.blacklist(&e);
+    state.storage.commit(w).await?;
+    if let Ok(mut b) = state.blacklist.write() {
+        b.insert(u);
+    }
+    Ok(HttpResponse::Ok().json(e))
+}
+
+/// Lift a user's blacklisting (one from `packets.blacklist` in the config stays).
+#[utoipa::path(
+    params(("user_id" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem)),
+    security(("bearer" = [])), tag = "packets"
+)]
+#[delete("/v1/admin/blacklist/{user_id}")]
+pub async fn blacklist_remove(
+    state: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let u = id(UserId::parse, &path)?;
+    let mut w = WriteSet::new();
+    w.unblacklist(u);
+    state.storage.commit(w).await?;
+    let from_config = state
+        .config
+        .packets
+        .blacklist
+        .iter()
+        .any(|s| *s == u.to_string());
+    if let (Ok(mut b), false) = (state.blacklist.write(), from_config) {
+        b.remove(&u);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Blacklisted users (admin API entries; config entries are listed with reason `config`).
+#[utoipa::path(
+    responses((status = 200, body = [BlacklistEntry]), (status = 403, body = Problem)),
+    security(("bearer" = [])), tag = "packets"
+)]
+#[get("/v1/admin/blacklist")]
+pub async fn blacklist_list(
+    state: web::Data<AppState>,
+    _: Admin,
+) -> Result<HttpResponse, ApiError> {
+    let mut list = state.storage.blacklist()?;
+    for s in &state.config.packets.blacklist {
+        if let Ok(u) = UserId::parse(s) {
+            if !list.iter().any(|e| e.user_id == u) {
+                list.push(BlacklistEntry {
+                    user_id: u,
+                    reason: "config".into(),
+                    at: 0,
+                });
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(list))
+}
