@@ -594,7 +594,13 @@ async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row
     let baseline = if args.baseline {
         let (url, handle, thread) = start_baseline()?;
         eprintln!("load: baseline, {conc} connections, at most {limit} requests / {secs} s");
-        let row = drive("baseline", &format!("{url}/"), conc, plan).await;
+        // 5 to 10 s of baseline, whatever the request limit: a scenario
+        // bounded by its request count (packets, viral) may finish in under a
+        // second, too short for a steady figure of an empty handler.
+        let window = plan
+            .duration
+            .clamp(Duration::from_secs(5), Duration::from_secs(10));
+        let row = drive("baseline", &format!("{url}/"), conc, plan, Some(window)).await;
         handle.stop(false).await;
         let _ = thread.join();
         Some(row?)
@@ -602,21 +608,33 @@ async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row
         None
     };
     eprintln!("load: {name}, {conc} connections, at most {limit} requests / {secs} s");
-    let row = drive(name, &format!("{base}{}", plan.path), conc, plan).await?;
+    let row = drive(name, &format!("{base}{}", plan.path), conc, plan, None).await?;
     Ok((baseline, row))
 }
 
-/// Send the plan's requests to `url` until its limit or duration, `conns` in flight.
-async fn drive(name: &str, url: &str, conns: usize, plan: &Plan) -> Result<Row, String> {
+/// Send the plan's requests to `url` until its limit or duration, `conns` in
+/// flight. The baseline passes `at_least`: it runs exactly that long,
+/// whatever the plan's request limit.
+async fn drive(
+    name: &str,
+    url: &str,
+    conns: usize,
+    plan: &Plan,
+    at_least: Option<Duration>,
+) -> Result<Row, String> {
     let (c, next, start) = (client(conns), Cell::new(0u64), Instant::now());
-    let deadline = start + plan.duration;
+    let (limit, duration) = match at_least {
+        Some(d) => (u64::MAX, d),
+        None => (plan.limit, plan.duration),
+    };
+    let deadline = start + duration;
     let (groups, users) = (plan.bodies.len() as u64, plan.auths.len() as u64);
     // Event ids of one run never repeat those of an earlier run on the same server.
     let run = format!("{}-{name}", chrono::Utc::now().timestamp_millis());
     let worker = || async {
         let (mut hist, mut outcomes, mut ok, mut first_err) =
             (histogram()?, BTreeMap::new(), 0, None);
-        while next.get() < plan.limit && Instant::now() < deadline {
+        while next.get() < limit && Instant::now() < deadline {
             let k = next.get();
             next.set(k + 1);
             let (g, u) = if plan.packets.is_some() {

@@ -37,6 +37,9 @@ enum Command {
     /// Match the provider's daily bill against our payouts (calls a running
     /// server's admin API); exit status 2 when there are breaks.
     Reconcile(qrgate::admin_cli::ReconcileArgs),
+    /// Check a closed red packet's split: its revealed seed against the
+    /// commitment, and every claim against the share the seed gives.
+    VerifyPacket(qrgate::admin_cli::VerifyPacketArgs),
     /// Export operator reports from a running server.
     #[command(subcommand)]
     Report(qrgate::admin_cli::ReportKind),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some(Command::Report(kind)) => qrgate::admin_cli::report(kind),
+        Some(Command::VerifyPacket(args)) => qrgate::admin_cli::verify_packet(args),
         Some(Command::Paysim(args)) => qrgate::paysim::run(args),
     };
     match result {

@@ -256,15 +256,20 @@ impl Packet {
     }
 
     pub fn seed_bytes(&self) -> Option<[u8; 32]> {
-        let mut out = [0u8; 32];
-        if self.seed.len() != 64 {
-            return None;
-        }
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(self.seed.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(out)
+        parse_seed(&self.seed)
     }
+}
+
+/// A seed from its 64 hex digits.
+pub fn parse_seed(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Hex of a seed, as stored.
@@ -492,6 +497,36 @@ pub fn landing_url(base: &str, p: &Packet) -> String {
     url
 }
 
+/// Check a closed packet against its revealed seed: the seed matches the
+/// commitment shown from the start, and every claim, in claim order, is the
+/// share the split gives at its position. What an outside verifier runs.
+pub fn verify_claims(
+    mode: Mode,
+    seed: &[u8; 32],
+    commitment_hex: &str,
+    total: u64,
+    count: u32,
+    min: u64,
+    claimed: &[u64],
+) -> Result<(), String> {
+    if !verify_reveal(seed, commitment_hex) {
+        return Err("the revealed seed does not match the commitment".into());
+    }
+    if claimed.len() > count as usize {
+        return Err(format!(
+            "{} claims listed for {count} shares",
+            claimed.len()
+        ));
+    }
+    let expected = shares(mode, seed, total, count, min);
+    for (i, (got, want)) in claimed.iter().zip(expected).enumerate() {
+        if *got != want {
+            return Err(format!("claim {i} was {got} fen; the split gives {want}"));
+        }
+    }
+    Ok(())
+}
+
 /// A geofence: centre and radius.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Geofence {
@@ -678,6 +713,19 @@ mod tests {
         }
         assert_eq!(live, shares(Mode::Lucky, &s, total, count, 1));
         assert_ne!(live, shares(Mode::Lucky, &seed(43), total, count, 1));
+        // The verifier: all claims, or the first few of a packet that expired.
+        assert_eq!(
+            verify_claims(Mode::Lucky, &s, &c, total, count, 1, &live),
+            Ok(())
+        );
+        assert_eq!(
+            verify_claims(Mode::Lucky, &s, &c, total, count, 1, &live[..3]),
+            Ok(())
+        );
+        let mut wrong = live.clone();
+        wrong[2] += 1;
+        assert!(verify_claims(Mode::Lucky, &s, &c, total, count, 1, &wrong).is_err());
+        assert!(verify_claims(Mode::Lucky, &seed(43), &c, total, count, 1, &live).is_err());
     }
 
     fn packet(total: u64, count: u32, mode: Mode) -> Packet {

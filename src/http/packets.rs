@@ -70,6 +70,8 @@ pub struct PacketView {
     /// In fen.
     total: u64,
     count: u32,
+    /// The smallest share (fen), an input of the split.
+    min_share: u64,
     claimed_count: u32,
     claimed_amount: u64,
     message: String,
@@ -100,6 +102,7 @@ pub struct PacketView {
     opens: u64,
     /// Claims are paused by the circuit breaker until then.
     paused_until: Option<String>,
+    /// A page of the claims, in claim order (`claims_offset`, `claims_limit`).
     claims: Vec<ClaimView>,
 }
 
@@ -119,6 +122,7 @@ fn view(state: &AppState, s: PacketState) -> PacketView {
         mode: p.mode,
         total: p.total,
         count: p.count,
+        min_share: p.min_share,
         claimed_count: s.tally.claims,
         claimed_amount: s.tally.claimed,
         message: p.message.clone(),
@@ -315,10 +319,20 @@ pub async fn create_packet(
     })
 }
 
-/// A red packet: its status, shares claimed (who, how much, when), opens.
-/// Anyone with its link may look; the split seed appears once it closed.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsPage {
+    /// First claim listed (claim order, from 0); default 0.
+    claims_offset: Option<usize>,
+    /// Claims listed, 0 to 1000; default 100.
+    claims_limit: Option<usize>,
+}
+
+/// A red packet: its status, shares claimed (who, how much, when; a page of
+/// them), counts and opens. Anyone with its link may look; the split seed
+/// appears once it closed.
 #[utoipa::path(
-    params(("id" = String, Path, description = "packet id")),
+    params(("id" = String, Path, description = "packet id"), ClaimsPage),
     responses((status = 200, body = PacketView), (status = 404, body = Problem)),
     tag = "packets"
 )]
@@ -327,11 +341,20 @@ pub async fn get_packet(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
+    q: web::Query<ClaimsPage>,
 ) -> Result<HttpResponse, ApiError> {
     let pid = id(PacketId::parse, &path)?;
+    let limit = q.claims_limit.unwrap_or(100);
+    if limit > 1000 {
+        return Err(ApiError::validation("claims_limit must be at most 1000"));
+    }
+    let from = q.claims_offset.unwrap_or(0);
     // Opens count views by anyone but the sender.
     let viewer = super::auth::bearer_user(&state, &req);
-    let s = state.wallets.packet(pid, true).await?;
+    let s = state
+        .wallets
+        .packet(pid, true, from..from.saturating_add(limit))
+        .await?;
     let mut v = view(&state, s);
     if viewer.is_some() && viewer == v.sender {
         v.opens = v.opens.saturating_sub(1);

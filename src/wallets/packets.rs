@@ -111,6 +111,7 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub struct PacketState {
     pub packet: Packet,
+    /// The claims asked for (a page, in claim order).
     pub claims: Vec<Claim>,
     pub tally: Tally,
     pub opens: u64,
@@ -374,9 +375,11 @@ impl WalletActor {
         if m.open {
             mem.opens += 1;
         }
+        let from = m.claims_from.min(mem.claims.len());
+        let to = from.saturating_add(m.claims_limit).min(mem.claims.len());
         done(PacketState {
             packet: mem.packet.clone(),
-            claims: mem.claims.clone(),
+            claims: mem.claims[from..to].to_vec(),
             tally: mem.tally,
             opens: mem.opens,
             paused_until_ms: mem.breaker.paused_until_ms,
@@ -466,7 +469,7 @@ impl WalletActor {
 
 message!(CreatePacket -> Created { key_hash: [u8; 32], request_hash: String, packet: Packet } => create_packet);
 message!(ClaimShare -> Claimed { ask: ClaimAsk } => claim_share);
-message!(GetPacket -> PacketState { open: bool } => get_packet);
+message!(GetPacket -> PacketState { open: bool, claims_from: usize, claims_limit: usize } => get_packet);
 message!(BeginClose -> Option<Spec> {} => begin_close);
 message!(FinishClose -> () {} => finish_close);
 
@@ -507,11 +510,20 @@ impl Wallets {
         Ok(c)
     }
 
-    /// A packet's state; `open` counts a view.
-    pub async fn packet(&self, id: PacketId, open: bool) -> Result<PacketState, ApiError> {
-        self.actors
-            .call(Holder::Packet(id), GetPacket { open })
-            .await
+    /// A packet's state with the claims `from..from + limit` (in claim
+    /// order); `open` counts a view.
+    pub async fn packet(
+        &self,
+        id: PacketId,
+        open: bool,
+        claims: std::ops::Range<usize>,
+    ) -> Result<PacketState, ApiError> {
+        let msg = GetPacket {
+            open,
+            claims_from: claims.start,
+            claims_limit: claims.len(),
+        };
+        self.actors.call(Holder::Packet(id), msg).await
     }
 
     /// Settle a packet that is empty or expired: post its hold for what was

@@ -219,6 +219,12 @@ async fn money_routes_check_who_calls() {
         ("POST", "/v1/payouts", Some(json!({"amount": 100}))),
         ("GET", "/v1/payouts", None),
         ("GET", "/v1/payouts/p_AAAAAAAAAAAAAAAAAAAAAA", None),
+        (
+            "POST",
+            "/v1/packets",
+            Some(json!({"total": 10, "count": 1, "mode": "fixed"})),
+        ),
+        ("POST", "/v1/packets/rp_AAAAAAAAAAAAAAAAAAAAAA/claim", None),
     ];
     for (m, p, b) in &own {
         for who in [None, Some(forged)] {
@@ -256,6 +262,13 @@ async fn money_routes_check_who_calls() {
             format!("/v1/admin/users/{uid}/kyc"),
             Some(json!({"verified": true})),
         ),
+        ("GET", "/v1/admin/blacklist".into(), None),
+        (
+            "PUT",
+            format!("/v1/admin/blacklist/{uid}"),
+            Some(json!({"reason": "x"})),
+        ),
+        ("DELETE", format!("/v1/admin/blacklist/{uid}"), None),
     ];
     for (m, p, b) in &admin {
         let (s, v) = app.call(m, p, Some(&user), b.clone()).await;

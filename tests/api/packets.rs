@@ -31,7 +31,9 @@ impl TestApp {
     }
 
     pub async fn packet(&self, id: &str) -> Value {
-        let (s, v) = self.get(&format!("/v1/packets/{id}"), None).await;
+        let (s, v) = self
+            .get(&format!("/v1/packets/{id}?claims_limit=1000"), None)
+            .await;
         assert_eq!(s, 200, "{v}");
         v
     }
@@ -173,6 +175,29 @@ async fn a_lucky_packet_is_claimed_once_per_user_settles_and_can_be_verified() {
         .map(|c| c["amount"].as_u64().expect("amount"))
         .collect();
     assert_eq!(listed, claimed);
+    // Anyone can check it with the verifier, from the landing URL alone.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qrgate"))
+        .args(["verify-packet", &url])
+        .output()
+        .expect("run verify-packet");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("all 3 claims"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Claims are listed a page at a time.
+    let (s, page) = app
+        .get(
+            &format!("/v1/packets/{id}?claims_offset=1&claims_limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, page["claims"][0]["amount"].as_u64()),
+        (200, Some(claimed[1]))
+    );
+    assert_eq!(page["claims"].as_array().map(Vec::len), Some(1));
     let w = app.wallet(&alice_tok).await;
     assert_eq!(
         (w["balance"].as_i64(), w["available"].as_i64()),
