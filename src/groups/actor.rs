@@ -417,6 +417,18 @@ message!(GetInvite -> (Invite, Group) { caller: Caller, invite_id: InviteId } =>
 message!(ListRequests -> Vec<JoinRequest> { caller: Caller } => list_requests);
 // Sent by the directory's sweeper when a join request of this group is due to expire.
 message!(Sweep -> () {} => sweep);
+message!(Preview -> InvitePreview { claims: Claims, tag: [u8; 32] } => preview);
+
+/// What a landing page shows about an invitation before anyone joins: the
+/// group, and whether a newcomer could join through it now (the join
+/// decision for a user who is not a member, has no request and is not blocked).
+#[derive(Debug, Clone)]
+pub struct InvitePreview {
+    pub group: Group,
+    pub member_count: u32,
+    pub expires_at: i64,
+    pub admission: Result<Admission, crate::domain::join::Refusal>,
+}
 
 impl GroupActor {
     fn get_group(&mut self, m: GetGroup) -> Step<GroupInfo> {
@@ -439,6 +451,29 @@ impl GroupActor {
                 .and_then(|u| self.members.get(&u))
                 .map(|x| x.role),
             counters,
+        })
+    }
+
+    fn preview(&mut self, m: Preview) -> Step<InvitePreview> {
+        let invite = self.invites.get(&m.claims.invite_id);
+        let admission = join::decide(&Facts {
+            now: now(),
+            invite,
+            tag_matches: invite
+                .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(m.tag)),
+            token_epoch: m.claims.epoch,
+            group: &self.group,
+            members: self.members.len() as u32,
+            pending: self.requests.len() as u32,
+            is_member: false,
+            has_pending_request: false,
+            is_blocked: false,
+        });
+        done(InvitePreview {
+            group: self.group.clone(),
+            member_count: self.members.len() as u32,
+            expires_at: invite.map_or(0, |i| i.expires_at),
+            admission,
         })
     }
 

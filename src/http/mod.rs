@@ -6,6 +6,7 @@ pub mod groups;
 pub mod invites;
 pub mod ops;
 pub mod packets;
+pub mod pages;
 pub mod payouts;
 pub mod users;
 pub mod wallets;
@@ -142,6 +143,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(packets::blacklist_add)
             .service(packets::blacklist_remove)
             .service(packets::blacklist_list)
+            .service(pages::invite_page)
+            .service(pages::packet_page)
             .service(ws::ws)
             .default_service(web::to(not_found));
     }

@@ -1,4 +1,5 @@
 mod access;
+mod browser;
 mod crash;
 mod errors;
 mod flow;

@@ -128,6 +128,12 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "/v1/admin/reconcile/{date}",
         "/v1/admin/reports/large-transactions",
         "/v1/admin/users/{id}/kyc",
+        "/v1/packets",
+        "/v1/packets/{id}",
+        "/v1/packets/{id}/qr.png",
+        "/v1/packets/{id}/claim",
+        "/v1/admin/blacklist",
+        "/v1/admin/blacklist/{user_id}",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
@@ -148,6 +154,7 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "qrgate_group_actors_resident",
         "qrgate_payouts_total",
         "qrgate_payouts_stuck",
+        "qrgate_packets_total",
         "qrgate_provider_notifications_total",
     ] {
         assert!(text.contains(m), "metrics lack {m}");

@@ -1,0 +1,224 @@
+//! The pages a phone opens after a scan: server-rendered HTML (askama
+//! templates in `templates/`, escaped by default), no external assets, a few
+//! lines of script that create a session when there is none and call the
+//! public API.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, web, HttpResponse};
+use askama::Template;
+
+use super::{id, rfc3339, AppState};
+use crate::domain::ids::PacketId;
+use crate::domain::join::{Admission, Refusal};
+use crate::domain::token;
+use crate::error::ApiError;
+use crate::groups::actor::Preview;
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    detail: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "invite.html")]
+struct InvitePage<'a> {
+    token: &'a str,
+    group_id: String,
+    name: &'a str,
+    description: &'a str,
+    initial: String,
+    colour: String,
+    member_count: u32,
+    member_limit: u32,
+    expires: String,
+    approval: bool,
+}
+
+#[derive(Template)]
+#[template(path = "packet.html")]
+struct PacketPage<'a> {
+    id: String,
+    message: &'a str,
+    merchant: Option<&'a str>,
+    theme_class: String,
+    total: String,
+    count: u32,
+    left: u32,
+    expires: String,
+    open: bool,
+    closed_text: &'a str,
+    geofenced: bool,
+}
+
+/// An HTML answer. Pages carry tokens in their URL, so they are never
+/// cached and never leak through `Referer`.
+fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResponse {
+    match body {
+        Ok(b) => HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("Cache-Control", "no-store"))
+            .insert_header(("Referrer-Policy", "no-referrer"))
+            .insert_header(("X-Content-Type-Options", "nosniff"))
+            .insert_header((
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+            ))
+            .body(b),
+        Err(e) => {
+            tracing::error!(error = %e, "page rendering failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+fn message(status: StatusCode, title: &str, detail: &str) -> HttpResponse {
+    html(status, MessagePage { title, detail }.render())
+}
+
+fn date(ts: i64) -> String {
+    rfc3339(ts).get(..10).unwrap_or_default().to_string()
+}
+
+/// A colour per group, the same on every visit.
+fn colour(seed: &[u8]) -> String {
+    let h = blake3::hash(seed);
+    let b = h.as_bytes();
+    format!("hsl({}, 55%, 42%)", u16::from_le_bytes([b[0], b[1]]) % 360)
+}
+
+/// The landing page of an invitation link: the group, and a Join button that
+/// creates a session if needed, joins, and follows an approval live.
+#[get("/j/{token}")]
+pub async fn invite_page(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let text = path.into_inner();
+    let invalid = || {
+        message(
+            StatusCode::NOT_FOUND,
+            "This invitation link is not valid",
+            "Check that the whole code was scanned, or ask for a new invitation.",
+        )
+    };
+    let Ok(parsed) = token::parse(&text) else {
+        return Ok(invalid());
+    };
+    if state.keys.verifying_key(parsed.claims.kid).is_none() {
+        return Ok(invalid());
+    }
+    let Some(g) = state.groups.group_by_ref(&parsed.claims.group_ref)? else {
+        return Ok(invalid());
+    };
+    let tag = parsed.tag(state.keys.tag_key());
+    let p = state
+        .groups
+        .call(
+            g,
+            Preview {
+                claims: parsed.claims,
+                tag,
+            },
+        )
+        .await?;
+    let (status, title, detail) = match p.admission {
+        Ok(a) => {
+            let name = &p.group.name;
+            let page = InvitePage {
+                token: &text,
+                group_id: g.to_string(),
+                name,
+                description: &p.group.description,
+                initial: name
+                    .chars()
+                    .next()
+                    .map(|c| c.to_uppercase().to_string())
+                    .unwrap_or_default(),
+                colour: colour(g.as_bytes()),
+                member_count: p.member_count,
+                member_limit: p.group.member_limit,
+                expires: date(p.expires_at),
+                approval: a == Admission::Request,
+            };
+            return Ok(html(StatusCode::OK, page.render()));
+        }
+        Err(Refusal::InvalidToken) => return Ok(invalid()),
+        Err(Refusal::Expired) => (
+            410,
+            "This invitation has expired",
+            "Ask the group for a new one.",
+        ),
+        Err(Refusal::Revoked) => (
+            410,
+            "This invitation was revoked",
+            "Ask the group for a new one.",
+        ),
+        Err(Refusal::Exhausted) => (
+            410,
+            "This invitation has been used up",
+            "Ask the group for a new one.",
+        ),
+        Err(Refusal::GroupBanned) => (
+            403,
+            "This group is not available",
+            "It was closed by the operator.",
+        ),
+        Err(Refusal::GroupFull) => (409, "This group is full", "No seats are free right now."),
+        Err(Refusal::AlreadyMember | Refusal::RequestPending | Refusal::Blocked) => {
+            (200, "Invitation", "Open the app to see your groups.")
+        }
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    Ok(message(status, title, detail))
+}
+
+/// The landing page of a red packet: its message and theme, the advertising
+/// label of campaign packets, and an Open button that claims a share.
+#[get("/p/{id}")]
+pub async fn packet_page(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || {
+        message(
+            StatusCode::NOT_FOUND,
+            "This red packet does not exist",
+            "Check that the whole code was scanned.",
+        )
+    };
+    let Ok(pid) = id(PacketId::parse, &path) else {
+        return Ok(not_found());
+    };
+    let s = match state.wallets.packet(pid, true, 0..0).await {
+        Ok(s) => s,
+        Err(ApiError::Packet(crate::domain::packet::Refusal::NotFound)) => return Ok(not_found()),
+        Err(e) => return Err(e),
+    };
+    let p = &s.packet;
+    let left = p.count.saturating_sub(s.tally.claims);
+    let expired = chrono::Utc::now().timestamp() >= p.expires_at || p.closed.is_some();
+    let page = PacketPage {
+        id: pid.to_string(),
+        message: &p.message,
+        merchant: p.merchant.as_deref(),
+        theme_class: p
+            .theme
+            .as_deref()
+            .map_or(String::new(), |t| format!("theme-{t}")),
+        total: format!("¥{}.{:02}", p.total / 100, p.total % 100),
+        count: p.count,
+        left,
+        expires: date(p.expires_at),
+        open: left > 0 && !expired,
+        closed_text: if left == 0 {
+            "Every share has been claimed."
+        } else {
+            "This red packet has expired."
+        },
+        geofenced: p.geofence.is_some(),
+    };
+    Ok(html(StatusCode::OK, page.render()))
+}

@@ -1,0 +1,407 @@
+//! The landing pages in a real browser: headless Chromium, driven through
+//! chromedriver (WebDriver), opens an invitation link, presses Join and sees
+//! "joined"; in an approval group it sees "waiting for approval" turn into
+//! "joined" live when an admin approves.
+//!
+//! Needs `chromium` and `chromium-driver` (Debian; `.ci/run` installs them).
+//! Without chromedriver the tests say so and pass, unless
+//! `QRGATE_REQUIRE_BROWSER=1` (set by `.ci/run`), where they fail.
+
+use super::helpers::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CHROME_FLAGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=430,900",
+];
+
+struct Browser {
+    driver: Child,
+    client: Client,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn chromedriver() -> Option<String> {
+    [
+        "chromedriver",
+        "/usr/bin/chromedriver",
+        "/usr/lib/chromium/chromedriver",
+    ]
+    .into_iter()
+    .find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .map(str::to_string)
+}
+
+async fn browser() -> Option<Browser> {
+    let Some(bin) = chromedriver() else {
+        if std::env::var_os("QRGATE_REQUIRE_BROWSER").is_some() {
+            panic!("chromedriver not found, and QRGATE_REQUIRE_BROWSER is set");
+        }
+        eprintln!("SKIPPED: no chromedriver (install chromium and chromium-driver to run the browser tests)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let driver = Command::new(&bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let mut caps = serde_json::Map::new();
+    let mut opts = json!({ "args": CHROME_FLAGS });
+    for path in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if std::path::Path::new(path).exists() {
+            opts["binary"] = json!(path);
+            break;
+        }
+    }
+    caps.insert("goog:chromeOptions".into(), opts);
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let mut last = None;
+    for _ in 0..100 {
+        match ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => return Some(Browser { driver, client }),
+            Err(e) => last = Some(e),
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot start a browser session: {last:?}");
+}
+
+/// The status line once its state is one of `states` (within 10 s): (state, text).
+async fn status_once(c: &Client, states: &[&str]) -> (String, String) {
+    let mut seen = (String::new(), String::new());
+    for _ in 0..100 {
+        let el = c.find(Locator::Id("status")).await.expect("status element");
+        let state = el
+            .attr("data-state")
+            .await
+            .expect("attr")
+            .unwrap_or_default();
+        let text = el.text().await.expect("text");
+        seen = (state.clone(), text);
+        if states.contains(&state.as_str()) {
+            return seen;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("status never became {states:?}; last {seen:?}");
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    std::fs::write(dir.join(name), png).expect("write screenshot");
+}
+
+#[actix_web::test]
+async fn a_browser_opens_an_invitation_joins_and_follows_an_approval_live() {
+    let Some(b) = browser().await else { return };
+    let c = &b.client;
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+
+    // An open group: Join, then "joined", and the member is really there.
+    let g = app
+        .group(
+            &owner,
+            json!({"name": "Night <Market>", "description": "Stalls & snacks"}),
+        )
+        .await;
+    let (_, _, url) = app.invite(&owner, &g, json!({})).await;
+    c.goto(&url).await.expect("open the invitation");
+    let title = c
+        .find(Locator::Css("h1"))
+        .await
+        .expect("h1")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        title, "Night <Market>",
+        "the name is shown as text, escaped"
+    );
+    let body = c.source().await.expect("source");
+    assert!(body.contains("1 of 100 members"), "{body}");
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys("Browser Bob")
+        .await
+        .expect("type");
+    c.find(Locator::Id("join"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let (_, text) = status_once(c, &["joined", "error"]).await;
+    assert!(text.contains("joined"), "{text}");
+    screenshot(c, "invite-joined.png").await;
+    let (s, v) = app
+        .get(&format!("/v1/groups/{g}/members"), Some(&owner))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
+
+    // An approval group: "waiting for approval", then live "joined" when approved.
+    let g2 = app
+        .group(
+            &owner,
+            json!({"name": "Book club", "approval_required": true}),
+        )
+        .await;
+    let (_, _, url2) = app.invite(&owner, &g2, json!({})).await;
+    c.goto(&url2).await.expect("open the second invitation");
+    let button = c.find(Locator::Id("join")).await.expect("button");
+    assert_eq!(button.text().await.expect("text"), "Ask to join");
+    button.click().await.expect("click");
+    let (state, text) = status_once(c, &["pending", "error"]).await;
+    assert_eq!(state, "pending", "{text}");
+    assert!(text.contains("Waiting for approval"), "{text}");
+    screenshot(c, "invite-pending.png").await;
+    let (s, v) = app
+        .get(&format!("/v1/groups/{g2}/requests"), Some(&owner))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let rid = s_(&v["requests"][0]["id"]);
+    let (s, v) = app
+        .post(
+            &format!("/v1/groups/{g2}/requests/{rid}/approve"),
+            Some(&owner),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (state, text) = status_once(c, &["joined", "error", "rejected"]).await;
+    assert_eq!(state, "joined", "{text}");
+    screenshot(c, "invite-approved-live.png").await;
+
+    // Dead links say so.
+    let (iid, _, url3) = app.invite(&owner, &g, json!({})).await;
+    let (s, _) = app
+        .call("DELETE", &format!("/v1/invites/{iid}"), Some(&owner), None)
+        .await;
+    assert_eq!(s, 204);
+    c.goto(&url3).await.expect("open a revoked invitation");
+    let h1 = c
+        .find(Locator::Css("h1"))
+        .await
+        .expect("h1")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(h1, "This invitation was revoked");
+    c.goto(&format!("{}/j/not-a-token", app.base))
+        .await
+        .expect("open junk");
+    let h1 = c
+        .find(Locator::Css("h1"))
+        .await
+        .expect("h1")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(h1, "This invitation link is not valid");
+    b.client.clone().close().await.expect("close the browser");
+}
+
+#[actix_web::test]
+async fn a_browser_opens_a_red_packet_and_wins_a_share() {
+    let Some(b) = browser().await else { return };
+    let c = &b.client;
+    let app = TestApp::spawn().await;
+    let (s, v) = app
+        .create_packet(
+            ADMIN,
+            "web",
+            json!({"total": 300, "count": 3, "mode": "fixed", "merchant": "acme",
+                   "message": "Grand opening <today>", "theme": "gold"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let url = s_(&v["url"]);
+    c.goto(&url).await.expect("open the packet");
+    let h1 = c
+        .find(Locator::Css("h1"))
+        .await
+        .expect("h1")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(h1, "Grand opening <today>");
+    let label = c
+        .find(Locator::Css(".label"))
+        .await
+        .expect("label")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        label.to_lowercase(),
+        "advertising",
+        "campaign packets are labelled"
+    );
+    c.find(Locator::Id("claim"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let (state, text) = status_once(c, &["won", "error"]).await;
+    assert_eq!(state, "won", "{text}");
+    let amount = c
+        .find(Locator::Id("amount"))
+        .await
+        .expect("amount")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(amount, "¥1.00");
+    screenshot(c, "packet-won.png").await;
+    let v = app.packet(&s_(&v["id"])).await;
+    assert_eq!(v["claimed_count"], 1, "{v}");
+    b.client.clone().close().await.expect("close the browser");
+}
+
+/// GET a page: (status, HTML).
+async fn page(app: &TestApp, url: &str) -> (u16, String) {
+    let mut r = app.client.get(url).send().await.expect("page");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(ct.starts_with("text/html"), "{url}: {ct}");
+    assert_eq!(
+        r.headers()
+            .get("referrer-policy")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-referrer"),
+        "a page URL carries a token"
+    );
+    let body = r.body().await.expect("body");
+    (
+        r.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[actix_web::test]
+async fn landing_pages_say_what_state_a_link_is_in() {
+    let app = TestApp::spawn_with(
+        "[packets]\nmin_ttl_seconds = 1\n[wallets]\nearning_max_fen = 100000\n",
+    )
+    .await;
+    let (_, owner) = app.user("owner").await;
+    // Full: a 100-seat group with the owner and 99 members.
+    let g = app.group(&owner, json!({"name": "Tiny"})).await;
+    let (_, tok, url) = app.invite(&owner, &g, json!({})).await;
+    let (s, html) = page(&app, &url).await;
+    assert!(s == 200 && html.contains(">Join<"), "{s} {html}");
+    let mut joiners = Vec::new();
+    for n in 0..99 {
+        joiners.push(app.user(&format!("j{n}")).await.1);
+    }
+    let joined = futures_util::future::join_all(joiners.iter().map(|t| app.join(t, &tok))).await;
+    assert!(joined.iter().all(|(s, _)| *s == 200), "{joined:?}");
+    let bob = joiners[0].clone();
+    let (s, html) = page(&app, &url).await;
+    assert!(
+        s == 409 && html.contains("This group is full"),
+        "{s} {html}"
+    );
+    // Expired.
+    let g2 = app.group(&owner, json!({"name": "Soon gone"})).await;
+    let (_, _, url2) = app.invite(&owner, &g2, json!({"ttl_seconds": 1})).await;
+    actix_web::rt::time::sleep(Duration::from_millis(2100)).await;
+    let (s, html) = page(&app, &url2).await;
+    assert!(s == 410 && html.contains("has expired"), "{s} {html}");
+    // Banned.
+    let (_, _, url3) = app.invite(&owner, &g, json!({})).await;
+    let (s, _) = app
+        .post(
+            &format!("/v1/admin/groups/{g}/ban"),
+            Some(ADMIN),
+            json!({"reason": "spam"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, html) = page(&app, &url3).await;
+    assert!(s == 403 && html.contains("not available"), "{s} {html}");
+    // A forged token (last character changed) and junk are "not valid".
+    let forged = format!(
+        "{}{}",
+        &url[..url.len() - 1],
+        if url.ends_with('A') { 'B' } else { 'A' }
+    );
+    let (s, html) = page(&app, &forged).await;
+    assert!(s == 404 && html.contains("not valid"), "{s} {html}");
+
+    // Packets: open, empty, expired, unknown.
+    let (alice, alice_tok) = app.user("alice").await;
+    assert_eq!(app.earn("f", &alice, 1000).await.0, 201);
+    let (s, v) = app
+        .create_packet(
+            &alice_tok,
+            "p1",
+            json!({"total": 100, "count": 1, "mode": "fixed", "message": "<b>hi</b>"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, html) = page(&app, &s_(&v["url"])).await;
+    assert!(
+        s == 200 && html.contains("&#60;b&#62;hi&#60;/b&#62;") && html.contains(">Open<"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("Advertising"),
+        "only campaign packets are labelled"
+    );
+    assert_eq!(app.claim(&bob, &s_(&v["id"]), json!({})).await.0, 200);
+    let (_, html) = page(&app, &s_(&v["url"])).await;
+    assert!(html.contains("Every share has been claimed"), "{html}");
+    let (_, v) = app
+        .create_packet(
+            &alice_tok,
+            "p2",
+            json!({"total": 100, "count": 1, "mode": "fixed", "ttl_seconds": 1}),
+        )
+        .await;
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    let (_, html) = page(&app, &s_(&v["url"])).await;
+    assert!(html.contains("has expired"), "{html}");
+    let (s, html) = page(&app, &format!("{}/p/rp_AAAAAAAAAAAAAAAAAAAAAA", app.base)).await;
+    assert!(s == 404 && html.contains("does not exist"), "{html}");
+}
