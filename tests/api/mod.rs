@@ -1,5 +1,6 @@
 mod access;
 mod browser;
+mod campaign;
 mod crash;
 mod errors;
 mod flow;
