@@ -154,6 +154,8 @@ async fn secrets_never_reach_the_logs() {
     let (_, u) = app.user("u").await;
     assert_eq!(app.join(&u, &tok).await.0, 200);
     let _ = app.get(&format!("/v1/ws?token={u}"), None).await;
+    // The landing page carries the invitation token in its path.
+    let _ = app.get(&format!("/j/{tok}"), None).await;
     let _ = app
         .get(
             "/v1/groups/g_AAAAAAAAAAAAAAAAAAAAAA",

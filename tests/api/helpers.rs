@@ -195,7 +195,7 @@ impl TestApp {
             Some(b) => req.send_json(&b).await,
             None => req.send().await,
         }
-        .expect("request");
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
         let bytes = resp.body().limit(16 * 1024 * 1024).await.expect("body");
         let v = if bytes.is_empty() {

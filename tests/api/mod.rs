@@ -4,6 +4,7 @@ mod campaign;
 mod crash;
 mod errors;
 mod flow;
+mod fuzz;
 mod helpers;
 mod ledger_actors;
 mod ops;

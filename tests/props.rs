@@ -1,0 +1,90 @@
+//! Property tests (proptest) of everything that reads outside input, and of
+//! the red packet split: no input makes them panic, and what they promise
+//! holds for any input. `PROPTEST_CASES=100000 cargo test --test props` for a
+//! longer run.
+
+use proptest::prelude::*;
+use qrgate::domain::packet::{self, Mode};
+use qrgate::provider::{bill, money, notify};
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn token_parsing_never_panics(s in ".{0,300}") {
+        let _ = qrgate::domain::token::parse(&s);
+    }
+
+    #[test]
+    fn token_parsing_of_base64ish_text_never_panics(s in "[A-Za-z0-9_-]{0,200}") {
+        if let Ok(p) = qrgate::domain::token::parse(&s) {
+            let _ = p.tag(&[7; 32]);
+            let _ = p.verify(|_| None);
+        }
+    }
+
+    #[test]
+    fn bill_parsing_never_panics(s in "(`?[-0-9A-Za-z.:, ]{0,20}[,\n]){0,40}") {
+        if let Ok(b) = bill::parse_bill(&s) {
+            let _ = b.summary();
+        }
+    }
+
+    #[test]
+    fn bill_parsing_of_any_text_never_panics(s in ".{0,2000}") {
+        let _ = bill::parse_bill(&s);
+    }
+
+    #[test]
+    fn yuan_parsing_is_exact_or_refused(s in "-?[0-9]{0,14}(\\.[0-9]{0,3})?") {
+        if let Ok(fen) = money::parse_yuan(&s) {
+            // What parses formats back to the same amount.
+            prop_assert_eq!(money::parse_yuan(&money::format_yuan(fen)).ok(), Some(fen));
+        }
+    }
+
+    #[test]
+    fn notification_parsing_never_panics(body in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let _ = notify::parse_and_decrypt(&[1; 32], &body);
+    }
+
+    #[test]
+    fn notification_envelopes_with_garbage_resources_never_panic(
+        ct in "[A-Za-z0-9+/=]{0,300}", nonce in ".{0,20}", ad in ".{0,20}"
+    ) {
+        let body = serde_json::json!({
+            "id": "x", "create_time": "2026-01-01T00:00:00+08:00",
+            "resource_type": "encrypt-resource", "event_type": "MCHTRANSFER.BILL.FINISHED",
+            "summary": "s",
+            "resource": {"algorithm": "AEAD_AES_256_GCM", "ciphertext": ct, "nonce": nonce,
+                         "associated_data": ad, "original_type": "mch_payment"}
+        });
+        let _ = notify::parse_and_decrypt(&[1; 32], body.to_string().as_bytes());
+    }
+
+    #[test]
+    fn every_split_pays_the_total_with_no_share_below_the_minimum(
+        seed in any::<[u8; 32]>(), count in 1u32..300, min in 1u64..5, extra in 0u64..100_000, fixed in any::<bool>()
+    ) {
+        let mut total = min * u64::from(count) + extra;
+        if fixed {
+            total -= total % u64::from(count);
+        }
+        let mode = if fixed { Mode::Fixed } else { Mode::Lucky };
+        let v = packet::shares(mode, &seed, total, count, min);
+        prop_assert_eq!(v.len(), count as usize);
+        prop_assert_eq!(v.iter().sum::<u64>(), total);
+        prop_assert!(v.iter().all(|x| *x >= min));
+        let c = packet::commitment(&seed);
+        prop_assert!(packet::verify_claims(mode, &seed, &c, total, count, min, &v).is_ok());
+    }
+
+    #[test]
+    fn packet_checks_never_panic(total in any::<u64>(), count in any::<u32>(), used in any::<u64>(), lucky in any::<bool>()) {
+        let l = packet::Limits { min_share_fen: 1, max_total_fen: 20_000, max_shares: 1000, daily_max_fen: 100_000 };
+        let mode = if lucky { Mode::Lucky } else { Mode::Fixed };
+        if packet::check(total, count, mode, used, &l).is_ok() {
+            prop_assert!(count >= 1 && total <= 20_000 && total >= u64::from(count));
+        }
+    }
+}
