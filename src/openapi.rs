@@ -29,7 +29,7 @@ use crate::http;
         http::packets::blacklist_list,
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&Bearer)
+    modifiers(&Bearer, &Problems)
 )]
 pub struct ApiDoc;
 
@@ -42,5 +42,62 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Errors as they are sent: every `Problem` body is
+/// `application/problem+json`, and every operation documents a `default`
+/// response for the errors any route can give (malformed JSON, a missing
+/// token, a body too large, the wrong content type, rate limits, storage
+/// unavailable, overload).
+struct Problems;
+
+impl Modify for Problems {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        const PROBLEM: &str = "application/problem+json";
+        let problem_ref = || RefOr::Ref(Ref::from_schema_name("Problem"));
+        let is_problem = |c: &utoipa::openapi::Content| matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"));
+        for item in api.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for resp in op.responses.responses.values_mut() {
+                    if let RefOr::T(r) = resp {
+                        if let Some(c) = r.content.get("application/json") {
+                            if is_problem(c) {
+                                if let Some(c) = r.content.shift_remove("application/json") {
+                                    r.content.insert(PROBLEM.to_string(), c);
+                                }
+                            }
+                        }
+                    }
+                }
+                op.responses
+                    .responses
+                    .entry("default".to_string())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(
+                                    "An error, as RFC 7807 problem+json; switch on `code` \
+                                 (see the README's error table).",
+                                )
+                                .content(
+                                    PROBLEM,
+                                    ContentBuilder::new().schema(Some(problem_ref())).build(),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+        }
     }
 }

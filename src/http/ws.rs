@@ -35,7 +35,11 @@ const MAX_FRAME: usize = 4 * 1024;
 /// WebSocket of events. Messages are JSON objects with a `type`.
 #[utoipa::path(
     params(WsQuery),
-    responses((status = 101, description = "switching protocols"), (status = 401, body = crate::error::Problem)),
+    responses(
+        (status = 101, description = "switching protocols"),
+        (status = 400, body = crate::error::Problem, description = "not a WebSocket upgrade request"),
+        (status = 401, body = crate::error::Problem)
+    ),
     tag = "events"
 )]
 #[get("/v1/ws")]
@@ -55,7 +59,11 @@ pub async fn ws(
             .into())
         }
     };
-    let (resp, session, stream) = actix_ws::handle(&req, body)?;
+    let (resp, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        ApiError::validation(format!(
+            "this route is a WebSocket: send an upgrade request ({e})"
+        ))
+    })?;
     let stream = stream.max_frame_size(MAX_FRAME);
     actix_web::rt::spawn(run(state, user, session, stream));
     Ok(resp)
