@@ -451,12 +451,14 @@ impl Codes {
                 let n = pool::CHUNK.min(self.pool.size.saturating_sub(self.pool.len()));
                 let (key, base, size) = (self.tag_key, self.base_url.clone(), self.cfg.qr_size);
                 let made = web::block(move || {
+                    let started = std::time::Instant::now();
                     (0..n)
                         .map(|_| pool::generate(&key, &base, size))
                         .collect::<Result<Vec<_>, _>>()
+                        .map(|made| (made, started.elapsed()))
                 })
                 .await;
-                let made = match made {
+                let (made, took) = match made {
                     Ok(Ok(made)) => made,
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "scan code pool: QR rendering failed");
@@ -479,6 +481,10 @@ impl Codes {
                 }
                 metrics::CODE_POOL_GENERATED.inc_by(made.len() as u64);
                 self.pool.extend(made);
+                // At most half of one core: the pool is background work.
+                if self.pool.len() < self.pool.size {
+                    tokio::time::sleep(took).await;
+                }
             }
         }
     }

@@ -5,7 +5,8 @@
 //! serving, in memory here. A code leaves the memory pool when it is taken;
 //! it leaves sled in the write set that binds it. A refill task keeps the
 //! pool between `pool_low_water` and `pool_size`, rendering off the async
-//! workers and preferably while nobody is taking codes.
+//! workers, preferably while nobody is taking codes, and on at most half of
+//! one core (it rests after each chunk as long as the chunk took).
 
 use bytes::Bytes;
 use std::collections::VecDeque;

@@ -19,10 +19,16 @@ pub struct TestApp {
 fn start(dir: &Path, extra_config: &str) -> (Child, String) {
     let cfg = dir.join("config.toml");
     let data = dir.join("data");
+    // A small scan code pool: every server would otherwise draw 1000 QR codes at start.
+    let codes = if extra_config.contains("[codes]") {
+        ""
+    } else {
+        "[codes]\npool_size = 20\npool_low_water = 5\n"
+    };
     std::fs::write(
         &cfg,
         format!(
-            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n",
+            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n{codes}",
             data.display()
         ),
     )

@@ -1,4 +1,5 @@
 mod access;
+mod codes;
 mod crash;
 mod errors;
 mod flow;

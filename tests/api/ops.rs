@@ -128,6 +128,9 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "/v1/admin/reconcile/{date}",
         "/v1/admin/reports/large-transactions",
         "/v1/admin/users/{id}/kyc",
+        "/v1/codes",
+        "/v1/codes/{code}",
+        "/s/{code}",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
@@ -149,6 +152,8 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "qrgate_payouts_total",
         "qrgate_payouts_stuck",
         "qrgate_provider_notifications_total",
+        "qrgate_code_pool_size",
+        "qrgate_code_lookups_total",
     ] {
         assert!(text.contains(m), "metrics lack {m}");
     }
