@@ -489,9 +489,10 @@ impl Codes {
                 "codes.pages: `{p}` must be / followed by 1 to 64 of a-z, 0-9, _, - and /"
             ));
         }
-        // Bindings stay small sled values (see the storage module).
-        if !(2..=8192).contains(&self.max_params_bytes) {
-            return Err("codes.max_params_bytes must be between 2 and 8192".into());
+        // Bindings stay small sled values: 17 of them (a full leaf) must stay
+        // below sled's blob threshold (see the storage module).
+        if !(2..=4096).contains(&self.max_params_bytes) {
+            return Err("codes.max_params_bytes must be between 2 and 4096".into());
         }
         if self.pool_size > 100_000 || self.pool_low_water > self.pool_size {
             return Err("codes: need pool_low_water <= pool_size <= 100000".into());
@@ -542,6 +543,13 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_shipped_config_file_is_valid() {
+        let c: Config = toml::from_str(include_str!("../config.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.codes.pool_size, Codes::default().pool_size);
     }
 
     #[test]
