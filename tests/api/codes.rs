@@ -499,3 +499,24 @@ async fn scans_and_unique_visitors_are_counted_and_flushed() {
         (Some(10), Some(4))
     );
 }
+
+/// sled writes values it deems large to blob files it never fsyncs: the
+/// largest pooled images and bindings the config allows stay in its log.
+#[actix_web::test]
+async fn the_largest_pooled_images_and_bindings_stay_in_the_log() {
+    let base = format!("http://{}", "q".repeat(249));
+    let config = format!(
+        "public_base_url = \"{base}\"\n[codes]\npool_size = 60\npool_low_water = 5\nqr_size = 512\nmax_params_bytes = 4096\n"
+    );
+    let app = TestApp::spawn_with(&config).await;
+    app.wait_metric("qrgate_code_pool_size", 60.0).await;
+    for i in 0..40 {
+        let params = json!({ "i": i, "text": "x".repeat(4070) });
+        app.code(ADMIN, json!({"page": "/landing", "params": params}))
+            .await;
+    }
+    let blobs = std::fs::read_dir(app.data_dir().join("db").join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "no sled blob files");
+}
