@@ -65,13 +65,14 @@ fn now() -> i64 {
 impl Codes {
     /// Load the pool from storage. Pooled images drawn for another base
     /// URL, and pooled codes somehow bound already, are dropped: the
-    /// returned write set deletes them (give it to [`start`](Self::start)).
+    /// returned write set, if any, deletes them (give it to
+    /// [`start`](Self::start)).
     pub fn open(
         config: &Config,
         storage: Storage,
         keys: &KeyRing,
         base_url: &str,
-    ) -> Result<(Arc<Codes>, WriteSet), StorageError> {
+    ) -> Result<(Arc<Codes>, Option<WriteSet>), StorageError> {
         let cfg = config.codes.clone();
         let pool = Pool::new(
             cfg.pool_size,
@@ -102,6 +103,7 @@ impl Codes {
                 "scan code pool: dropped codes drawn for another base URL"
             );
         }
+        let purge = (dropped > 0 || !same_base).then_some(purge);
         pool.extend(ready);
         let codes = Codes {
             cache: quick_cache::sync::Cache::new(cfg.cache_entries),
@@ -120,11 +122,13 @@ impl Codes {
     }
 
     /// Start the background tasks (inside the actix system).
-    pub fn start(self: &Arc<Self>, purge: WriteSet) {
+    pub fn start(self: &Arc<Self>, purge: Option<WriteSet>) {
         let codes = Arc::clone(self);
         actix_web::rt::spawn(async move {
-            if let Err(e) = codes.storage.commit(purge).await {
-                tracing::error!(error = %e, "scan code pool: cannot drop stale codes");
+            if let Some(purge) = purge {
+                if let Err(e) = codes.storage.commit(purge).await {
+                    tracing::error!(error = %e, "scan code pool: cannot drop stale codes");
+                }
             }
             codes.refill().await;
         });

@@ -19,11 +19,12 @@ pub struct TestApp {
 fn start(dir: &Path, extra_config: &str) -> (Child, String) {
     let cfg = dir.join("config.toml");
     let data = dir.join("data");
-    // A small scan code pool: every server would otherwise draw 1000 QR codes at start.
+    // No scan code pool unless a test asks for one: every server would
+    // otherwise draw 1000 QR codes (and commit them) while its test runs.
     let codes = if extra_config.contains("[codes]") {
         ""
     } else {
-        "[codes]\npool_size = 20\npool_low_water = 5\n"
+        "[codes]\npool_size = 0\npool_low_water = 0\n"
     };
     std::fs::write(
         &cfg,
