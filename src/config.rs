@@ -22,6 +22,7 @@ pub struct Config {
     pub wallets: Wallets,
     pub payouts: Payouts,
     pub packets: Packets,
+    pub codes: Codes,
     /// The payment provider; absent: payouts and account links answer 503
     /// `provider_not_configured`.
     pub provider: Option<crate::provider::client::ProviderConfig>,
@@ -136,6 +137,48 @@ pub struct Packets {
     pub max_referral_bonus_fen: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Codes {
+    /// Landing pages a code may point to: `/` then 1 to 64 of `a-z0-9_-/`.
+    pub pages: Vec<String>,
+    /// Largest `params` object, in bytes of compact JSON.
+    pub max_params_bytes: usize,
+    /// Codes one user may create per business day (the admin token is not limited).
+    pub user_quota_per_day: u32,
+    /// Pre-generated codes (with their QR images) kept ready.
+    pub pool_size: usize,
+    /// Below this many the pool is refilled up to `pool_size`.
+    pub pool_low_water: usize,
+    /// The refill waits until no code was taken for this long (at most 5 s),
+    /// so a burst is not slowed down by QR rendering.
+    pub refill_idle_ms: u64,
+    /// Width and height of the QR images (`qr_png`), in pixels.
+    pub qr_size: u32,
+    /// Bounds of `ttl_seconds` (codes without it never expire).
+    pub min_ttl_seconds: u32,
+    pub max_ttl_seconds: u32,
+    /// Bindings kept in memory for resolution.
+    pub cache_entries: usize,
+}
+
+impl Default for Codes {
+    fn default() -> Self {
+        Codes {
+            pages: vec!["/landing".into(), "/promo".into()],
+            max_params_bytes: 1024,
+            user_quota_per_day: 100,
+            pool_size: 1000,
+            pool_low_water: 200,
+            refill_idle_ms: 250,
+            qr_size: 256,
+            min_ttl_seconds: 60,
+            max_ttl_seconds: 365 * 86_400,
+            cache_entries: 100_000,
+        }
+    }
+}
+
 impl Default for Packets {
     fn default() -> Self {
         Packets {
@@ -231,6 +274,7 @@ impl Default for Config {
             wallets: Wallets::default(),
             payouts: Payouts::default(),
             packets: Packets::default(),
+            codes: Codes::default(),
             provider: None,
         }
     }
@@ -410,6 +454,7 @@ impl Config {
         {
             return bad(&format!("packets.blacklist: `{u}` is not a user id"));
         }
+        self.codes.validate().map_err(ConfigError::Invalid)?;
         if let Some(u) = &self.public_base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return bad("public_base_url must start with http:// or https://");
@@ -427,6 +472,48 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         }
+    }
+}
+
+impl Codes {
+    fn validate(&self) -> Result<(), String> {
+        if self.pages.is_empty() {
+            return Err("codes.pages must list at least one page".into());
+        }
+        if let Some(p) = self
+            .pages
+            .iter()
+            .find(|p| !crate::domain::code::valid_page(p))
+        {
+            return Err(format!(
+                "codes.pages: `{p}` must be / followed by 1 to 64 of a-z, 0-9, _, - and /"
+            ));
+        }
+        // Bindings stay small sled values: 17 of them (a full leaf) must stay
+        // below sled's blob threshold (see the storage module).
+        if !(2..=4096).contains(&self.max_params_bytes) {
+            return Err("codes.max_params_bytes must be between 2 and 4096".into());
+        }
+        if self.pool_size > 100_000 || self.pool_low_water > self.pool_size {
+            return Err("codes: need pool_low_water <= pool_size <= 100000".into());
+        }
+        if self.refill_idle_ms > 5000 {
+            return Err("codes.refill_idle_ms must be at most 5000".into());
+        }
+        // Pooled images are stored in sled; larger ones could pass its blob threshold.
+        if !(crate::qr::MIN_SIZE..=512).contains(&self.qr_size) {
+            return Err(format!(
+                "codes.qr_size must be between {} and 512",
+                crate::qr::MIN_SIZE
+            ));
+        }
+        if self.min_ttl_seconds == 0 || self.max_ttl_seconds < self.min_ttl_seconds {
+            return Err("codes: need 1 <= min_ttl_seconds <= max_ttl_seconds".into());
+        }
+        if self.cache_entries == 0 {
+            return Err("codes.cache_entries must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -456,5 +543,33 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_shipped_config_file_is_valid() {
+        let c: Config = toml::from_str(include_str!("../config.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.codes.pool_size, Codes::default().pool_size);
+    }
+
+    #[test]
+    fn codes_section() {
+        let c: Config = toml::from_str(
+            "[codes]\npages = [\"/shop\"]\npool_size = 20\npool_low_water = 5\nmin_ttl_seconds = 1",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.codes.max_params_bytes, 1024, "defaults fill the rest");
+        for bad in [
+            "[codes]\npages = []",
+            "[codes]\npages = [\"shop\"]",
+            "[codes]\npool_size = 5\npool_low_water = 6",
+            "[codes]\nqr_size = 64",
+            "[codes]\nmin_ttl_seconds = 0",
+            "[codes]\nmax_params_bytes = 100000",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 }

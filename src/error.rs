@@ -64,6 +64,16 @@ pub enum ApiError {
     #[error("{0}")]
     Packet(crate::domain::packet::Refusal),
 
+    // ---- scan codes ----
+    #[error("no such scan code")]
+    CodeNotFound,
+    #[error("this scan code has expired")]
+    CodeExpired,
+    #[error("this scan code has been revoked")]
+    CodeRevoked,
+    #[error("you created your daily quota of {quota} scan codes; retry after {retry_after_secs} s (the next business day)")]
+    CodeQuotaExceeded { quota: u32, retry_after_secs: u64 },
+
     // ---- payouts and the provider ----
     #[error("{0}")]
     Payout(crate::domain::payout::Refusal),
@@ -118,6 +128,10 @@ impl ApiError {
             ApiError::TransferNotFound => "transfer_not_found",
             ApiError::Payout(r) => r.code(),
             ApiError::Packet(r) => r.code(),
+            ApiError::CodeNotFound => "code_not_found",
+            ApiError::CodeExpired => "code_expired",
+            ApiError::CodeRevoked => "code_revoked",
+            ApiError::CodeQuotaExceeded { .. } => "code_quota_exceeded",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::IdempotencyKeyRequired => "idempotency_key_required",
             ApiError::PayoutNotFound => "payout_not_found",
@@ -171,6 +185,9 @@ impl ApiError {
             ApiError::Packet(r) => {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
             }
+            ApiError::CodeNotFound => StatusCode::NOT_FOUND,
+            ApiError::CodeExpired | ApiError::CodeRevoked => StatusCode::GONE,
+            ApiError::CodeQuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyRequired | ApiError::LinkCodeRejected(_) => {
                 StatusCode::BAD_REQUEST
@@ -251,6 +268,9 @@ impl ResponseError for ApiError {
         }
         if let Some(secs) = match self {
             ApiError::Packet(r) => r.retry_after(),
+            ApiError::CodeQuotaExceeded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         } {
             resp.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));

@@ -5,7 +5,7 @@
 //!   newest key signs; older keys stay published in `/v1/keys` until every
 //!   invitation they could have signed has expired (7 days after retirement).
 //! - `secret.key`: 32 random bytes (hex) from which the keyed-blake3 keys for
-//!   token tags and group/creator references are derived.
+//!   token tags, group/creator references and scan code tags are derived.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -46,6 +46,8 @@ pub struct KeyRing {
     creator_ref_key: [u8; 32],
     journal_key: [u8; 32],
     seal_key: [u8; 32],
+    code_tag_key: [u8; 32],
+    visitor_key: [u8; 32],
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -180,6 +182,8 @@ impl KeyRing {
             creator_ref_key: blake3::derive_key("qrgate 2026 creator reference", &secret),
             journal_key: blake3::derive_key("qrgate 2026 ledger journal chain", &secret),
             seal_key: blake3::derive_key("qrgate 2026 token sealing", &secret),
+            code_tag_key: blake3::derive_key("qrgate 2026 scan code tag", &secret),
+            visitor_key: blake3::derive_key("qrgate 2026 scan code visitor", &secret),
         })
     }
 
@@ -226,6 +230,16 @@ impl KeyRing {
             .decrypt(aes_gcm::Nonce::from_slice(nonce), ct)
             .map_err(|_| KeyError::Seal)?;
         String::from_utf8(pt).map_err(|_| KeyError::Seal)
+    }
+
+    /// Keys the tags of scan codes.
+    pub fn code_tag_key(&self) -> [u8; 32] {
+        self.code_tag_key
+    }
+
+    /// Keys the hashes that identify scan code visitors.
+    pub fn visitor_key(&self) -> [u8; 32] {
+        self.visitor_key
     }
 
     /// Keys the hash chain of the ledger journal.

@@ -204,6 +204,74 @@ pub static NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static CODE_POOL_SIZE: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_code_pool_size",
+        "Pre-generated scan codes (with their QR images) ready to be bound",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CODE_POOL_REFILLS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_code_pool_refills_total",
+        "Refills of the scan code pool (from below the low-water mark up to pool_size)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CODE_POOL_GENERATED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_code_pool_generated_total",
+        "Scan codes generated into the pool",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CODE_POOL_TAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_code_pool_takes_total",
+            "Scan codes created: from the pool (hit) or generated inline (miss)",
+        ),
+        &["result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CODE_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_code_lookups_total",
+            "Scan code lookups: forged (refused by the tag, no read), cached (no read), hit or miss (a storage read)",
+        ),
+        &["result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CODE_SCANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_code_scans_total",
+            "Resolutions of live scan codes: counted, or dropped (too many unflushed)",
+        ),
+        &["result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CODES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_codes_total",
+            "Scan code events: created, revoked, forgotten",
+        ),
+        &["event"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 /// Metric constructors only fail on invalid names, which are constants here.
 fn unreachable_metric<T>() -> T {
     panic!("invalid metric definition")
@@ -245,6 +313,21 @@ pub fn init() {
         "mismatch",
     ] {
         NOTIFICATIONS.with_label_values(&[r]);
+    }
+    LazyLock::force(&CODE_POOL_SIZE);
+    LazyLock::force(&CODE_POOL_REFILLS);
+    LazyLock::force(&CODE_POOL_GENERATED);
+    for r in ["hit", "miss"] {
+        CODE_POOL_TAKES.with_label_values(&[r]);
+    }
+    for r in ["forged", "cached", "hit", "miss"] {
+        CODE_LOOKUPS.with_label_values(&[r]);
+    }
+    for r in ["counted", "dropped"] {
+        CODE_SCANS.with_label_values(&[r]);
+    }
+    for e in ["created", "revoked", "forgotten"] {
+        CODES.with_label_values(&[e]);
     }
     LazyLock::force(&PAYOUTS_STUCK);
     LazyLock::force(&PROVIDER_CALLS);

@@ -7,7 +7,7 @@ use crate::http;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger; red packets. Errors are RFC 7807 problem+json with a stable `code`."),
+    info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger; red packets; scan codes. Errors are RFC 7807 problem+json with a stable `code`."),
     paths(
         http::ops::healthz, http::ops::metrics, http::ops::openapi,
         http::users::create_user, http::users::keys,
@@ -27,6 +27,8 @@ use crate::http;
         http::packets::create_packet, http::packets::get_packet, http::packets::qr_png,
         http::packets::claim, http::packets::blacklist_add, http::packets::blacklist_remove,
         http::packets::blacklist_list,
+        http::codes::create_code, http::codes::get_code, http::codes::revoke_code,
+        http::codes::resolve,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer, &Problems)

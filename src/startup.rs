@@ -33,6 +33,8 @@ pub struct Application {
     pub server: Server,
     pub addr: SocketAddr,
     pub storage: Storage,
+    /// Its scan counts are flushed at shutdown.
+    pub codes: Arc<crate::codes::Codes>,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -132,7 +134,11 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             .iter()
             .filter_map(|u| crate::domain::ids::UserId::parse(u).ok()),
     );
+    let (codes, stale_pool) = crate::codes::Codes::open(&config, storage.clone(), &keys, &base_url)
+        .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
+    codes.start(stale_pool);
     let state = web::Data::new(AppState {
+        codes: Arc::clone(&codes),
         admin_hash: blake3::hash(config.admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
         sessions: quick_cache::sync::Cache::new(200_000),
@@ -213,6 +219,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         server: server.run(),
         addr,
         storage,
+        codes,
     })
 }
 

@@ -2,6 +2,7 @@
 //! the result. Route modules mirror the API sections of DESIGN.md.
 
 pub mod auth;
+pub mod codes;
 pub mod groups;
 pub mod invites;
 pub mod ops;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub blacklist: std::sync::RwLock<std::collections::HashSet<crate::domain::ids::UserId>>,
     /// blake3(session token) -> user, for sessions seen recently.
     pub sessions: quick_cache::sync::Cache<[u8; 32], crate::domain::ids::UserId>,
+    /// Scan codes: the pool, the binding cache, scan counters.
+    pub codes: Arc<crate::codes::Codes>,
 }
 
 /// Routes without path parameters: their metric label is the path itself, which
@@ -75,6 +78,7 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/admin/alerts",
     "/v1/packets",
     "/v1/admin/blacklist",
+    "/v1/codes",
     "/v1/ws",
     "/healthz",
     "/metrics",
@@ -96,6 +100,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             }))
             // The hot route first: actix tries services in order.
             .service(invites::join)
+            .service(codes::resolve)
             .service(ops::healthz)
             .service(ops::metrics)
             .service(ops::openapi)
@@ -145,6 +150,9 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(packets::blacklist_list)
             .service(pages::invite_page)
             .service(pages::packet_page)
+            .service(codes::create_code)
+            .service(codes::get_code)
+            .service(codes::revoke_code)
             .service(ws::ws)
             .default_service(web::to(not_found));
     }

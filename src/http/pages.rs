@@ -22,6 +22,41 @@ struct MessagePage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "code.html")]
+struct CodePage<'a> {
+    page: &'a str,
+    code: &'a str,
+    /// Parameters as shown: strings as they are, other values as JSON.
+    rows: Vec<(&'a str, String)>,
+}
+
+/// The page a live scan code lands on: its page name and its parameters.
+pub fn render_code_page(b: &crate::domain::code::Binding) -> Result<String, askama::Error> {
+    let rows = b
+        .params
+        .iter()
+        .map(|(k, v)| {
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.as_str(), shown)
+        })
+        .collect();
+    CodePage {
+        page: &b.page,
+        code: &b.code,
+        rows,
+    }
+    .render()
+}
+
+/// A page that says why a link leads nowhere (an unknown, expired or revoked code).
+pub fn render_missing_page(title: &str, detail: &str) -> Result<String, askama::Error> {
+    MessagePage { title, detail }.render()
+}
+
+#[derive(Template)]
 #[template(path = "invite.html")]
 struct InvitePage<'a> {
     token: &'a str,
@@ -54,11 +89,12 @@ struct PacketPage<'a> {
 
 /// An HTML answer. Pages carry tokens in their URL, so they are never
 /// cached and never leak through `Referer`.
-fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResponse {
+pub fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResponse {
     match body {
         Ok(b) => HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")
             .insert_header(("Cache-Control", "no-store"))
+            .insert_header(("Vary", "Accept"))
             .insert_header(("Referrer-Policy", "no-referrer"))
             .insert_header(("X-Content-Type-Options", "nosniff"))
             .insert_header((
@@ -221,4 +257,42 @@ pub async fn packet_page(
         geofenced: p.geofence.is_some(),
     };
     Ok(html(StatusCode::OK, page.render()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn code_pages_escape_every_value_and_carry_no_script() {
+        let params = json!({
+            "<b>k</b>": "<script>alert('x')</script>",
+            "n": 5,
+            "nested": {"a": "\"q\" & <x>"},
+        });
+        let b = crate::domain::code::Binding {
+            code: "AAAA".into(),
+            page: "/landing".into(),
+            params: params.as_object().cloned().unwrap_or_default(),
+            created_at: 0,
+            expires_at: None,
+            creator: None,
+            revoked_at: None,
+        };
+        let html = render_code_page(&b).unwrap();
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("<b>"));
+        assert!(html.contains("alert(&#39;x&#39;)"));
+        assert!(html.contains("<td>5</td>"));
+        assert!(
+            html.contains("&#34;a&#34;"),
+            "non-strings as JSON, escaped: {html}"
+        );
+        assert!(html.contains("<h1>/landing</h1>"));
+        assert!(!html.contains("http"), "no external assets");
+        let missing = render_missing_page("Not found", "<x>").unwrap();
+        assert!(missing.contains("&#60;x&#62;"), "{missing}");
+    }
 }

@@ -34,6 +34,7 @@ use tokio::sync::{oneshot, watch};
 use crate::domain::events::Event;
 use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
+mod codes;
 mod commit;
 mod ledger;
 mod packets;

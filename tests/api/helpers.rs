@@ -19,10 +19,17 @@ pub struct TestApp {
 fn start(dir: &Path, extra_config: &str) -> (Child, String) {
     let cfg = dir.join("config.toml");
     let data = dir.join("data");
+    // No scan code pool unless a test asks for one: every server would
+    // otherwise draw 1000 QR codes (and commit them) while its test runs.
+    let codes = if extra_config.contains("[codes]") {
+        ""
+    } else {
+        "[codes]\npool_size = 0\npool_low_water = 0\n"
+    };
     std::fs::write(
         &cfg,
         format!(
-            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n",
+            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n{codes}",
             data.display()
         ),
     )

@@ -1,6 +1,7 @@
 mod access;
 mod browser;
 mod campaign;
+mod codes;
 mod crash;
 mod errors;
 mod flow;

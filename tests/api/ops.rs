@@ -134,6 +134,9 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "/v1/packets/{id}/claim",
         "/v1/admin/blacklist",
         "/v1/admin/blacklist/{user_id}",
+        "/v1/codes",
+        "/v1/codes/{code}",
+        "/s/{code}",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
@@ -156,6 +159,8 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "qrgate_payouts_stuck",
         "qrgate_packets_total",
         "qrgate_provider_notifications_total",
+        "qrgate_code_pool_size",
+        "qrgate_code_lookups_total",
     ] {
         assert!(text.contains(m), "metrics lack {m}");
     }
