@@ -53,6 +53,9 @@ pub enum Scenario {
     /// Red packet claims, each user once, spread over `--packets` campaign
     /// packets (1: one hot packet) that have a share for every claim.
     Packets,
+    /// Scan code resolution: `GET /s/{code}` (the HTML page a phone gets)
+    /// over `--codes` codes.
+    Codes,
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,6 +93,9 @@ pub struct LoadArgs {
     /// packets: how many packets the claims are spread over.
     #[arg(long, default_value_t = 1)]
     pub packets: usize,
+    /// codes: how many scan codes the resolutions are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub codes: usize,
     /// Also measure an empty actix-web handler and report the ratio.
     #[arg(long)]
     pub baseline: bool,
@@ -105,9 +111,10 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
         || args.scanners == 0
         || args.bursts == 0
         || args.packets == 0
+        || args.codes == 0
     {
         return Err(
-            "--connections, --groups, --users, --scanners, --bursts and --packets must be at least 1"
+            "--connections, --groups, --users, --scanners, --bursts, --packets and --codes must be at least 1"
                 .into(),
         );
     }
@@ -258,7 +265,7 @@ impl Drop for SpawnedServer {
     }
 }
 
-/// The comparison point: an empty `POST /` handler on its own System and thread.
+/// The comparison point: an empty handler of `/` (any method) on its own System and thread.
 fn start_baseline() -> Result<(String, ServerHandle, JoinHandle<()>), String> {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let (tx, rx) = mpsc::channel();
@@ -266,7 +273,7 @@ fn start_baseline() -> Result<(String, ServerHandle, JoinHandle<()>), String> {
         actix_web::rt::System::new().block_on(async move {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let empty = |_: Bytes| async { HttpResponse::Ok().finish() };
-            let bound = HttpServer::new(move || App::new().route("/", web::post().to(empty)))
+            let bound = HttpServer::new(move || App::new().route("/", web::to(empty)))
                 .workers(cores)
                 .disable_signals()
                 .bind(("127.0.0.1", 0))
@@ -451,6 +458,8 @@ struct Plan {
     packets: Option<Vec<String>>,
     /// The admin token, for the checks.
     admin: String,
+    /// codes: the scan codes; request `k` is `GET /s/{codes[k % len]}`.
+    codes: Option<Vec<String>>,
 }
 
 /// The body of earning `k` (a distinct event, 1 fen, spread over the users).
@@ -475,6 +484,7 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
     };
     let body = |token: &str| Bytes::from(json!({ "token": token }).to_string());
     let mut packets = None;
+    let mut codes = None;
     let (name, auths, bodies, limit, secs, viral) = match args.scenario {
         Scenario::Joins => {
             let owners = &users("owner", (args.groups / 50).clamp(1, 300)).await?;
@@ -525,10 +535,21 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             let bodies = vec![Bytes::from_static(b"{}")];
             ("packets", auths, bodies, args.users as u64, 60, None)
         }
+        Scenario::Codes => {
+            let made = run_all("code", args.codes, conc, |i| async move {
+                let body = json!({"page": "/landing", "params": {"campaign": "load", "n": i}});
+                let v = api.call(Method::POST, "/v1/codes", admin, body).await?;
+                field(&v, "code")
+            });
+            codes = Some(made.await?);
+            let auths = bearers(vec![admin.to_string()])?;
+            ("codes", auths, vec![Bytes::new()], u64::MAX, 10, None)
+        }
     };
     let (path, earnings) = match args.scenario {
         Scenario::Earnings => ("/v1/earnings", true),
         Scenario::Packets => ("/v1/packets/{id}/claim", false),
+        Scenario::Codes => ("/s/{code}", false),
         _ => ("/v1/join", false),
     };
     Ok(Plan {
@@ -542,6 +563,7 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
         earnings,
         packets,
         admin: admin.to_string(),
+        codes,
     })
 }
 
@@ -646,14 +668,21 @@ async fn drive(
                 (k % groups, (k % groups + k / groups) % users)
             };
             let auth = ("Authorization", plan.auths[u as usize].clone());
-            let target = match &plan.packets {
-                Some(ids) => url.replace("{id}", &ids[(k % ids.len() as u64) as usize]),
-                None => url.to_string(),
+            let target = match (&plan.packets, &plan.codes) {
+                (Some(ids), _) => url.replace("{id}", &ids[(k % ids.len() as u64) as usize]),
+                (_, Some(codes)) => {
+                    url.replace("{code}", &codes[(k % codes.len() as u64) as usize])
+                }
+                _ => url.to_string(),
             };
-            let req = c
-                .post(target)
-                .insert_header(auth)
-                .content_type("application/json");
+            let req = if plan.codes.is_some() {
+                // What a phone sends after a scan: no token, HTML wanted.
+                c.get(target).insert_header(("Accept", "text/html"))
+            } else {
+                c.post(target)
+                    .insert_header(auth)
+                    .content_type("application/json")
+            };
             let body = if plan.earnings {
                 earning_body(&run, k, &plan.bodies)
             } else {
@@ -720,6 +749,27 @@ type Check = (&'static str, u64, u64);
 /// joins: every answer 200; viral: 499 admitted, the group exactly full, the rest `group_full`.
 async fn check(plan: &Plan, row: &Row, api: &Api) -> Result<Vec<Check>, String> {
     let count = |code: &str| row.outcomes.get(code).copied().unwrap_or(0);
+    if let Some(codes) = &plan.codes {
+        // Scan counts are flushed once a second.
+        actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+        let admin = plan.admin.as_str();
+        let mut scans = 0;
+        for code in codes {
+            let v = api
+                .call(
+                    Method::GET,
+                    &format!("/v1/codes/{code}"),
+                    admin,
+                    Value::Null,
+                )
+                .await?;
+            scans += v["scans"].as_u64().unwrap_or(0);
+        }
+        return Ok(vec![
+            ("200 resolved (every answer)", count("200"), row.requests),
+            ("scans counted = resolutions answered", scans, count("200")),
+        ]);
+    }
     if let Some(ids) = &plan.packets {
         let admin = plan.admin.as_str();
         let (mut recorded, mut within) = (0u64, 0u64);
