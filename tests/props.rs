@@ -80,6 +80,21 @@ proptest! {
     }
 
     #[test]
+    fn scan_code_parsing_never_panics_and_accepts_only_what_was_encoded(
+        s in ".{0,64}", t in "[A-Za-z0-9_-]{24}", id in any::<[u8; 12]>()
+    ) {
+        use qrgate::domain::code;
+        let key = [9u8; 32];
+        let _ = code::parse(&key, &s);
+        // A random 24-character code checks only with a 2^-48 chance.
+        let _ = code::parse(&key, &t);
+        let c = code::encode(&key, &code::CodeId(id));
+        prop_assert!(c.len() <= 32);
+        prop_assert_eq!(code::parse(&key, &c).map(|i| *i.as_bytes()).ok(), Some(id));
+        prop_assert!(code::parse(&[8u8; 32], &c).is_err(), "another key refuses it");
+    }
+
+    #[test]
     fn packet_checks_never_panic(total in any::<u64>(), count in any::<u32>(), used in any::<u64>(), lucky in any::<bool>()) {
         let l = packet::Limits { min_share_fen: 1, max_total_fen: 20_000, max_shares: 1000, daily_max_fen: 100_000 };
         let mode = if lucky { Mode::Lucky } else { Mode::Fixed };

@@ -298,24 +298,40 @@ pub enum JoinOutcome {
 message!(Join -> JoinOutcome { user: UserId, claims: Claims, tag: [u8; 32] } => join);
 
 impl GroupActor {
-    fn join(&mut self, m: Join) -> Step<JoinOutcome> {
-        let now = now();
-        let invite = self.invites.get(&m.claims.invite_id);
-        let admission = join::decide(&Facts {
+    /// The join decision for `user` through the invitation a token names
+    /// (`None`: a newcomer, as a landing page asks before anyone joins).
+    fn admission(
+        &self,
+        claims: &Claims,
+        tag: &[u8; 32],
+        user: Option<UserId>,
+        now: i64,
+    ) -> Result<Admission, Refusal> {
+        let invite = self.invites.get(&claims.invite_id);
+        join::decide(&Facts {
             now,
             invite,
             // blake3::Hash comparison is constant-time.
             tag_matches: invite
-                .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(m.tag)),
-            token_epoch: m.claims.epoch,
+                .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(*tag)),
+            token_epoch: claims.epoch,
             group: &self.group,
             members: self.members.len() as u32,
             pending: self.requests.len() as u32,
-            is_member: self.members.contains_key(&m.user),
-            has_pending_request: self.pending_by_user.contains_key(&m.user),
-            is_blocked: self.blocks.contains(&m.user),
-        })?;
-        let mut invite = invite.cloned().ok_or(ApiError::Internal)?;
+            is_member: user.is_some_and(|u| self.members.contains_key(&u)),
+            has_pending_request: user.is_some_and(|u| self.pending_by_user.contains_key(&u)),
+            is_blocked: user.is_some_and(|u| self.blocks.contains(&u)),
+        })
+    }
+
+    fn join(&mut self, m: Join) -> Step<JoinOutcome> {
+        let now = now();
+        let admission = self.admission(&m.claims, &m.tag, Some(m.user), now)?;
+        let mut invite = self
+            .invites
+            .get(&m.claims.invite_id)
+            .cloned()
+            .ok_or(ApiError::Internal)?;
         // Rate limits come last among the checks: a refused join costs nothing.
         // The user's own limit first, so one user cannot use up a group's quota.
         let clock = &self.shared.clock;
@@ -455,24 +471,14 @@ impl GroupActor {
     }
 
     fn preview(&mut self, m: Preview) -> Step<InvitePreview> {
-        let invite = self.invites.get(&m.claims.invite_id);
-        let admission = join::decide(&Facts {
-            now: now(),
-            invite,
-            tag_matches: invite
-                .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(m.tag)),
-            token_epoch: m.claims.epoch,
-            group: &self.group,
-            members: self.members.len() as u32,
-            pending: self.requests.len() as u32,
-            is_member: false,
-            has_pending_request: false,
-            is_blocked: false,
-        });
+        let admission = self.admission(&m.claims, &m.tag, None, now());
         done(InvitePreview {
             group: self.group.clone(),
             member_count: self.members.len() as u32,
-            expires_at: invite.map_or(0, |i| i.expires_at),
+            expires_at: self
+                .invites
+                .get(&m.claims.invite_id)
+                .map_or(0, |i| i.expires_at),
             admission,
         })
     }

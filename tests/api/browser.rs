@@ -117,6 +117,11 @@ async fn status_once(c: &Client, states: &[&str]) -> (String, String) {
     panic!("status never became {states:?}; last {seen:?}");
 }
 
+async fn text_of(c: &Client, what: Locator<'_>) -> String {
+    let el = c.find(what).await.expect("element");
+    el.text().await.expect("text")
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
@@ -140,13 +145,7 @@ async fn a_browser_opens_an_invitation_joins_and_follows_an_approval_live() {
         .await;
     let (_, _, url) = app.invite(&owner, &g, json!({})).await;
     c.goto(&url).await.expect("open the invitation");
-    let title = c
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    let title = text_of(c, Locator::Css("h1")).await;
     assert_eq!(
         title, "Night <Market>",
         "the name is shown as text, escaped"
@@ -214,24 +213,12 @@ async fn a_browser_opens_an_invitation_joins_and_follows_an_approval_live() {
         .await;
     assert_eq!(s, 204);
     c.goto(&url3).await.expect("open a revoked invitation");
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    let h1 = text_of(c, Locator::Css("h1")).await;
     assert_eq!(h1, "This invitation was revoked");
     c.goto(&format!("{}/j/not-a-token", app.base))
         .await
         .expect("open junk");
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    let h1 = text_of(c, Locator::Css("h1")).await;
     assert_eq!(h1, "This invitation link is not valid");
     b.client.clone().close().await.expect("close the browser");
 }
@@ -252,21 +239,9 @@ async fn a_browser_opens_a_red_packet_and_wins_a_share() {
     assert_eq!(s, 201, "{v}");
     let url = s_(&v["url"]);
     c.goto(&url).await.expect("open the packet");
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    let h1 = text_of(c, Locator::Css("h1")).await;
     assert_eq!(h1, "Grand opening <today>");
-    let label = c
-        .find(Locator::Css(".label"))
-        .await
-        .expect("label")
-        .text()
-        .await
-        .expect("text");
+    let label = text_of(c, Locator::Css(".label")).await;
     assert_eq!(
         label.to_lowercase(),
         "advertising",
@@ -280,13 +255,7 @@ async fn a_browser_opens_a_red_packet_and_wins_a_share() {
         .expect("click");
     let (state, text) = status_once(c, &["won", "error"]).await;
     assert_eq!(state, "won", "{text}");
-    let amount = c
-        .find(Locator::Id("amount"))
-        .await
-        .expect("amount")
-        .text()
-        .await
-        .expect("text");
+    let amount = text_of(c, Locator::Id("amount")).await;
     assert_eq!(amount, "¥1.00");
     screenshot(c, "packet-won.png").await;
     let v = app.packet(&s_(&v["id"])).await;
