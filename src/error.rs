@@ -97,7 +97,7 @@ pub enum ApiError {
     Conflict(&'static str),
 
     // ---- the server ----
-    #[error("the change could not be made durable; nothing was acknowledged")]
+    #[error("storage is unavailable: a change could not be made durable (nothing was acknowledged), or the data could not be read; retry later")]
     StorageUnavailable,
     #[error("the server is overloaded; retry shortly")]
     Overloaded,

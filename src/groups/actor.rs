@@ -448,12 +448,16 @@ pub struct InvitePreview {
 
 impl GroupActor {
     fn get_group(&mut self, m: GetGroup) -> Step<GroupInfo> {
+        // Counters are an extra for moderators: the group is still shown
+        // (from memory) when they cannot be read.
         let counters = if self.role(m.caller).is_some_and(Role::moderates) {
-            Some(
-                self.shared
-                    .counters
-                    .group(&self.shared.storage, self.id())?,
-            )
+            match self.shared.counters.group(&self.shared.storage, self.id()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(group = %self.id(), error = %e, "group counters unreadable");
+                    None
+                }
+            }
         } else {
             None
         };

@@ -217,9 +217,12 @@ fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 #[utoipa::path(
     params(("code" = String, Path)),
     responses(
-        (status = 200, body = ResolvedCode, description = "JSON, or text/html for browsers"),
-        (status = 404, body = Problem, description = "code_not_found"),
-        (status = 410, body = Problem, description = "code_expired, code_revoked"),
+        (status = 200, description = "JSON with `Accept: application/json`, otherwise the HTML page",
+            content((ResolvedCode = "application/json"), (String = "text/html"))),
+        (status = 404, description = "code_not_found (problem+json, or an HTML page for browsers)",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 410, description = "code_expired, code_revoked (problem+json, or an HTML page for browsers)",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
     ),
     tag = "codes"
 )]

@@ -121,3 +121,98 @@ async fn sigkill_right_after_an_acknowledged_write_loses_nothing() {
             .any(|m| m["user_id"] == uid.as_str()));
     }
 }
+
+/// A disk that fills up (the server's file size limit, `ulimit -f`, with
+/// SIGXFSZ ignored so writes fail with EFBIG as on a full disk): writes that
+/// cannot be made durable answer 503 `storage_unavailable`, never 2xx; reads
+/// from memory keep working (reads sled must serve may be refused, with the
+/// same 503); after a restart with room, everything acknowledged is there.
+#[actix_web::test]
+async fn a_full_disk_refuses_writes_with_503_and_keeps_serving_reads() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Full disk"})).await;
+    // The same data dir, now with a file size limit a little above what is there.
+    app.kill9();
+    let cfg = app.dir.path().join("config.toml");
+    let db = app.data_dir().join("db").join("db");
+    let size_kb = std::fs::metadata(&db).map(|m| m.len() / 1024).unwrap_or(0);
+    let limit_kb = size_kb + 2048;
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kb}; exec {} serve --config {}",
+            env!("CARGO_BIN_EXE_qrgate"),
+            cfg.display()
+        ))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    app.base = line
+        .trim()
+        .strip_prefix("qrgate listening on ")
+        .expect("listening")
+        .to_string();
+    app.child = Some(child);
+    app.client = client();
+    app.wait_healthy().await;
+    // The group's actor is now resident (in memory).
+    let (s, _) = app.get(&format!("/v1/groups/{g}"), Some(&owner)).await;
+    assert_eq!(s, 200);
+    // Write until the disk is full: big descriptions, each acknowledged or refused.
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..20_000 {
+        let (s, v) = app
+            .post(
+                "/v1/groups",
+                Some(&owner),
+                json!({"name": format!("filler {i}"), "description": "x".repeat(280)}),
+            )
+            .await;
+        match s {
+            201 => acked.push(s_(&v["id"])),
+            _ => {
+                refused = Some((s, v));
+                break;
+            }
+        }
+    }
+    let (s, v) = refused.expect("the disk never filled up");
+    assert_eq!((s, code(&v)), (503, "storage_unavailable"), "{v}");
+    // Every later write is refused too, and reads still work.
+    let (s, v) = app
+        .post("/v1/groups", Some(&owner), json!({"name": "more"}))
+        .await;
+    assert_eq!((s, code(&v)), (503, "storage_unavailable"), "{v}");
+    let (s, v) = app.get(&format!("/v1/groups/{g}"), Some(&owner)).await;
+    assert_eq!(s, 200, "reads from memory keep working: {v}");
+    // A read that needs the database may be refused too: sled rewrites pages
+    // while reading and refuses every log write after its first I/O error.
+    // It must be a clear 503, never a 2xx with wrong data or a crash.
+    let (s, v) = app
+        .get(&format!("/v1/groups/{}", acked[0]), Some(&owner))
+        .await;
+    assert!(
+        s == 200 || (s, code(&v)) == (503, "storage_unavailable"),
+        "{s} {v}"
+    );
+    eprintln!("a read from the database after the disk filled: {s}");
+    let (s, _) = app.get("/healthz", None).await;
+    assert!(s == 200 || s == 503, "healthz answers");
+    // Restart with room: everything acknowledged is there.
+    app.restart().await;
+    for id in acked.iter().rev().take(50).chain(std::iter::once(&g)) {
+        let (s, v) = app.get(&format!("/v1/groups/{id}"), Some(&owner)).await;
+        assert_eq!(s, 200, "acknowledged group {id} lost: {v}");
+    }
+    eprintln!("{} writes acknowledged before the disk filled", acked.len());
+}
