@@ -8,6 +8,7 @@ mod flow;
 mod fuzz;
 mod helpers;
 mod ledger_actors;
+mod load;
 mod ops;
 mod packets;
 mod payouts;
