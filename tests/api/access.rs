@@ -283,3 +283,126 @@ async fn money_routes_check_who_calls() {
     let (_, w) = app.get("/v1/admin/ledger/check", Some(ADMIN)).await;
     assert_eq!(w["transfers"], 0, "{w}");
 }
+
+/// The group admin column of the matrix: admins moderate (requests, blocks,
+/// any invitation) but do not own (settings, admins, bans are the owner's or
+/// the operator's).
+#[actix_web::test]
+async fn group_admins_moderate_but_do_not_own() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app
+        .group(&owner, json!({"name": "Ruled", "approval_required": true}))
+        .await;
+    let gp = format!("/v1/groups/{g}");
+    let (iid, tok, _) = app.invite(&owner, &g, json!({})).await;
+    let join = |name: &'static str| {
+        let (app, tok) = (&app, tok.clone());
+        async move {
+            let (id, t) = app.user(name).await;
+            let (s, v) = app.join(&t, &tok).await;
+            assert_eq!(s, 202, "{v}");
+            (id, t, s_(&v["request_id"]))
+        }
+    };
+    let (admin_id, admin, r) = join("admin").await;
+    assert_eq!(
+        app.post(
+            &format!("{gp}/requests/{r}/approve"),
+            Some(&owner),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, _) = app
+        .call(
+            "PUT",
+            &format!("{gp}/admins/{admin_id}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (other_id, _, r2) = join("other").await;
+    assert_eq!(
+        app.post(
+            &format!("{gp}/requests/{r2}/approve"),
+            Some(&owner),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, _, pending) = join("pending").await;
+    let (troll_id, _, _) = join("troll").await;
+
+    // Owner-only (and operator) actions: refused to the group admin.
+    let owner_only: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        (
+            "PATCH",
+            gp.clone(),
+            Some(json!({"description": "mine now"})),
+        ),
+        ("PUT", format!("{gp}/admins/{other_id}"), None),
+        ("DELETE", format!("{gp}/admins/{admin_id}"), None),
+        (
+            "POST",
+            format!("/v1/admin/groups/{g}/ban"),
+            Some(json!({"reason": "x"})),
+        ),
+    ];
+    for (m, p, b) in &owner_only {
+        let (s, v) = app.call(m, p, Some(&admin), b.clone()).await;
+        assert_eq!(
+            (s, code(&v)),
+            (403, "forbidden"),
+            "group admin {m} {p}: {v}"
+        );
+    }
+    // Moderation: allowed to the group admin.
+    let (s, v) = app.get(&format!("{gp}/requests"), Some(&admin)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .post(
+            &format!("{gp}/requests/{pending}/reject"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .post(
+            &format!("{gp}/blocks"),
+            Some(&admin),
+            json!({"user_id": troll_id}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = app
+        .call("DELETE", &format!("/v1/invites/{iid}"), Some(&admin), None)
+        .await;
+    assert_eq!(s, 204, "an admin revokes the owner's invitation: {v}");
+    // Nothing owner-only changed.
+    let (_, v) = app.get(&gp, Some(&owner)).await;
+    assert_eq!(v["status"], "active");
+    assert_ne!(v["description"], "mine now");
+    let (_, v) = app.get(&format!("{gp}/members"), Some(&owner)).await;
+    let roles: Vec<(String, String)> = v["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| (s_(&m["user_id"]), s_(&m["role"])))
+        .collect();
+    assert!(
+        roles.contains(&(admin_id.clone(), "admin".into())),
+        "{roles:?}"
+    );
+    assert!(
+        roles.contains(&(other_id.clone(), "member".into())),
+        "{roles:?}"
+    );
+}

@@ -28,11 +28,27 @@ fn run(args: &[&str]) -> Value {
 
 #[test]
 fn every_load_scenario_runs_and_checks_its_invariants() {
-    run(&["--scenario", "joins", "--groups", "20", "--users", "40", "--requests", "300"]);
+    run(&[
+        "--scenario",
+        "joins",
+        "--groups",
+        "20",
+        "--users",
+        "40",
+        "--requests",
+        "300",
+    ]);
     let v = run(&["--scenario", "viral", "--scanners", "600", "--baseline"]);
     assert!(v["ratio_pct"].as_f64().is_some_and(|r| r > 0.0), "{v}");
     assert_eq!(v["outcomes"]["joined"], 499, "{v}");
-    run(&["--scenario", "earnings", "--users", "20", "--requests", "300"]);
+    run(&[
+        "--scenario",
+        "earnings",
+        "--users",
+        "20",
+        "--requests",
+        "300",
+    ]);
     run(&["--scenario", "packets", "--users", "200", "--packets", "3"]);
     run(&["--scenario", "codes", "--codes", "20", "--requests", "300"]);
 }
