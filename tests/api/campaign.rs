@@ -1,7 +1,7 @@
 //! The crash campaign: rounds of a randomised mixed workload (joins, join
-//! requests and approvals, earnings, packet creates and claims) against the
-//! real server, each ended by `kill -9` at a random moment, then a restart and
-//! the invariants:
+//! requests and approvals, earnings, packet creates and claims, payouts
+//! through the provider simulator) against the real server, each ended by
+//! `kill -9` at a random moment, then a restart and the invariants:
 //!
 //! - the server answers `/healthz` within 5 s of the restart;
 //! - every acknowledged (2xx) write is there: memberships, approvals,
@@ -9,13 +9,16 @@
 //!   packets and claims (with the same amount);
 //! - the books check is clean (sum zero, balances equal entries, chain intact);
 //! - no group is over its member limit; no packet paid more than its total or
-//!   one user twice; every expired packet gets settled (no hold leaked).
+//!   one user twice; every expired packet gets settled (no hold leaked);
+//! - every acknowledged payout is there; at the end every payout reaches a
+//!   final state and the provider paid no payout twice.
 //!
 //! `cargo test` runs 3 short rounds with a random seed (printed). For a longer
 //! campaign, or to replay a seed:
 //! `QRGATE_CAMPAIGN_ROUNDS=20 QRGATE_CAMPAIGN_SEED=1234 cargo test --test integration campaign -- --nocapture`
 
 use super::helpers::*;
+use super::payouts::Sim;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -40,6 +43,8 @@ struct Acked {
     packets: HashMap<String, u64>,
     /// (packet, user) -> amount
     claims: HashMap<(String, String), u64>,
+    /// payout id -> its user's token
+    payouts: HashMap<String, String>,
 }
 
 struct World {
@@ -48,9 +53,11 @@ struct World {
     groups: Vec<(String, String, bool)>,
     /// (user id, token)
     users: Vec<(String, String)>,
+    /// Users with money and a linked payment account: (user id, token).
+    payees: Vec<(String, String)>,
 }
 
-async fn setup(app: &TestApp) -> World {
+async fn setup(app: &TestApp, sim: &Sim) -> World {
     let (_, owner) = app.user("owner").await;
     let mut groups = Vec::new();
     for i in 0..6 {
@@ -68,10 +75,18 @@ async fn setup(app: &TestApp) -> World {
     for i in 0..120 {
         users.push(app.user(&format!("u{i}")).await);
     }
+    let mut payees = Vec::new();
+    for i in 0..8 {
+        payees.push(
+            app.payee(sim, &format!("p{i}"), 30_000, &format!("o-p{i}"))
+                .await,
+        );
+    }
     World {
         owner,
         groups,
         users,
+        payees,
     }
 }
 
@@ -170,6 +185,23 @@ async fn step(
                 acked.borrow_mut().earnings.insert(event, (uid, amount));
             }
         }
+        90..=99 => {
+            let (p, amount) = {
+                let mut r = rng.borrow_mut();
+                (
+                    r.random_range(0..w.payees.len()),
+                    r.random_range(100..300u64),
+                )
+            };
+            let (_, ptok) = w.payees[p].clone();
+            let key = Some(format!("po-{round}-{n}"));
+            let body = Some(json!({ "amount": amount }));
+            let (s, v) = call("POST", "/v1/payouts".into(), ptok.clone(), body, key).await?;
+            if s == 202 {
+                let id = v["id"].as_str().unwrap_or_default().to_string();
+                acked.borrow_mut().payouts.insert(id, ptok);
+            }
+        }
         65..=74 => {
             let (count, ttl) = {
                 let mut r = rng.borrow_mut();
@@ -254,6 +286,10 @@ async fn check(app: &TestApp, w: &World, acked: &Acked) {
             }
         }
     }
+    for (id, tok) in &acked.payouts {
+        let (s, v) = app.get(&format!("/v1/payouts/{id}"), Some(tok)).await;
+        assert_eq!(s, 200, "acknowledged payout {id} lost: {v}");
+    }
     app.books_clean().await;
 }
 
@@ -265,8 +301,13 @@ async fn campaign(rounds: usize, seed: u64) {
     // also depends on timing (24 clients share one generator).
     let mut schedule = SmallRng::seed_from_u64(seed ^ 0x6b69_6c6c);
     let rng = RefCell::new(SmallRng::seed_from_u64(seed));
-    let mut app = TestApp::spawn_with(CONFIG).await;
-    let w = setup(&app).await;
+    let sim = Sim::start();
+    let mut app = TestApp::spawn_with(&format!(
+        "{CONFIG}{}",
+        sim.config("daily_max_count = 100000\ndaily_max_fen = 100000000\n")
+    ))
+    .await;
+    let w = setup(&app, &sim).await;
     let acked = Rc::new(RefCell::new(Acked::default()));
     for round in 0..rounds {
         let run_ms = schedule.random_range(100..1200u64);
@@ -303,13 +344,14 @@ async fn campaign(rounds: usize, seed: u64) {
         );
         let a = acked.borrow().clone();
         eprintln!(
-            "round {round}: {} requests answered, killed after {run_ms} ms, healthy {} ms after restart; acknowledged so far: {} members, {} earnings, {} packets, {} claims",
+            "round {round}: {} requests answered, killed after {run_ms} ms, healthy {} ms after restart; acknowledged so far: {} members, {} earnings, {} packets, {} claims, {} payouts",
             steps.borrow(),
             up.as_millis(),
             a.members.len(),
             a.earnings.len(),
             a.packets.len(),
-            a.claims.len()
+            a.claims.len(),
+            a.payouts.len()
         );
         check(&app, &w, &a).await;
     }
@@ -325,6 +367,20 @@ async fn campaign(rounds: usize, seed: u64) {
             assert!(Instant::now() < deadline, "packet {id} never settled: {v}");
             actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+    // Every payout reaches a final state, and none was paid twice.
+    let payouts: Vec<(String, String)> = acked
+        .borrow()
+        .payouts
+        .iter()
+        .map(|(id, tok)| (id.clone(), tok.clone()))
+        .collect();
+    for (id, tok) in &payouts {
+        app.settled(tok, id).await;
+    }
+    let mut seen = HashSet::new();
+    for t in sim.transfers().await {
+        assert!(seen.insert(s_(&t["partner_trade_no"])), "paid twice: {t}");
     }
     app.books_clean().await;
 }
