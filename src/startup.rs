@@ -190,10 +190,13 @@ pub fn build(config: Config) -> Result<Application, StartError> {
                     let path = res.request().path();
                     let route = match http::STATIC_ROUTES.iter().find(|r| **r == path) {
                         Some(r) => (*r).to_string(),
-                        None => res
-                            .request()
-                            .match_pattern()
-                            .unwrap_or_else(|| "unmatched".into()),
+                        None => match http::hot_pattern(path) {
+                            Some(r) => r.to_string(),
+                            None => res
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| "unmatched".into()),
+                        },
                     };
                     let status = res.status().as_u16();
                     let secs = started.elapsed().as_secs_f64();

@@ -215,6 +215,8 @@ fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 /// resolution of a live code counts a scan; a visitor without the `qrv`
 /// cookie gets one.
 #[utoipa::path(
+    get,
+    path = "/s/{code}",
     params(("code" = String, Path)),
     responses(
         (status = 200, description = "JSON with `Accept: application/json`, otherwise the HTML page",
@@ -226,12 +228,23 @@ fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     ),
     tag = "codes"
 )]
-#[get("/s/{code}")]
 pub async fn resolve(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // Served as the default service of the static scope `/s` (see
+    // `http::configure`): the router then needs no regex for the hottest
+    // route, and the code is the one path segment after `/s/`.
+    if req.method() != actix_web::http::Method::GET && req.method() != actix_web::http::Method::HEAD
+    {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let path = req
+        .match_info()
+        .unprocessed()
+        .strip_prefix('/')
+        .unwrap_or_default()
+        .to_string();
     let json = wants_json(&req);
     let ip = req
         .peer_addr()

@@ -85,6 +85,47 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/openapi.json",
 ];
 
+/// The pattern of the hot routes with a path parameter, found from the path
+/// alone: `match_pattern` runs the router again (a regex per route) and
+/// showed up at 9 % of a scan burst's CPU profile.
+pub fn hot_pattern(path: &str) -> Option<&'static str> {
+    let one_segment = |rest: &str| !rest.is_empty() && !rest.contains('/');
+    if path.strip_prefix("/s/").is_some_and(one_segment) {
+        return Some("/s/{code}");
+    }
+    if path.strip_prefix("/j/").is_some_and(one_segment) {
+        return Some("/j/{token}");
+    }
+    if path.strip_prefix("/p/").is_some_and(one_segment) {
+        return Some("/p/{id}");
+    }
+    path.strip_prefix("/v1/packets/")
+        .and_then(|rest| rest.strip_suffix("/claim"))
+        .filter(|id| one_segment(id))
+        .map(|_| "/v1/packets/{id}/claim")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hot_pattern;
+
+    #[test]
+    fn hot_patterns_match_exactly_one_segment() {
+        assert_eq!(hot_pattern("/s/abc"), Some("/s/{code}"));
+        assert_eq!(hot_pattern("/s/"), None);
+        assert_eq!(hot_pattern("/s/a/b"), None);
+        assert_eq!(hot_pattern("/j/tok"), Some("/j/{token}"));
+        assert_eq!(hot_pattern("/p/rp_x"), Some("/p/{id}"));
+        assert_eq!(
+            hot_pattern("/v1/packets/rp_x/claim"),
+            Some("/v1/packets/{id}/claim")
+        );
+        assert_eq!(hot_pattern("/v1/packets//claim"), None);
+        assert_eq!(hot_pattern("/v1/packets/a/b/claim"), None);
+        assert_eq!(hot_pattern("/v1/packets/rp_x"), None);
+    }
+}
+
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let limit = state.config.limits.max_body_bytes;
@@ -100,7 +141,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             }))
             // The hot route first: actix tries services in order.
             .service(invites::join)
-            .service(codes::resolve)
+            .service(web::scope("/s").default_service(web::to(codes::resolve)))
             .service(ops::healthz)
             .service(ops::metrics)
             .service(ops::openapi)
