@@ -105,27 +105,6 @@ pub fn hot_pattern(path: &str) -> Option<&'static str> {
         .map(|_| "/v1/packets/{id}/claim")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::hot_pattern;
-
-    #[test]
-    fn hot_patterns_match_exactly_one_segment() {
-        assert_eq!(hot_pattern("/s/abc"), Some("/s/{code}"));
-        assert_eq!(hot_pattern("/s/"), None);
-        assert_eq!(hot_pattern("/s/a/b"), None);
-        assert_eq!(hot_pattern("/j/tok"), Some("/j/{token}"));
-        assert_eq!(hot_pattern("/p/rp_x"), Some("/p/{id}"));
-        assert_eq!(
-            hot_pattern("/v1/packets/rp_x/claim"),
-            Some("/v1/packets/{id}/claim")
-        );
-        assert_eq!(hot_pattern("/v1/packets//claim"), None);
-        assert_eq!(hot_pattern("/v1/packets/a/b/claim"), None);
-        assert_eq!(hot_pattern("/v1/packets/rp_x"), None);
-    }
-}
-
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let limit = state.config.limits.max_body_bytes;
@@ -235,4 +214,25 @@ pub fn rfc3339(ts: i64) -> String {
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hot_pattern;
+
+    #[test]
+    fn hot_patterns_match_exactly_one_segment() {
+        assert_eq!(hot_pattern("/s/abc"), Some("/s/{code}"));
+        assert_eq!(hot_pattern("/s/"), None);
+        assert_eq!(hot_pattern("/s/a/b"), None);
+        assert_eq!(hot_pattern("/j/tok"), Some("/j/{token}"));
+        assert_eq!(hot_pattern("/p/rp_x"), Some("/p/{id}"));
+        assert_eq!(
+            hot_pattern("/v1/packets/rp_x/claim"),
+            Some("/v1/packets/{id}/claim")
+        );
+        assert_eq!(hot_pattern("/v1/packets//claim"), None);
+        assert_eq!(hot_pattern("/v1/packets/a/b/claim"), None);
+        assert_eq!(hot_pattern("/v1/packets/rp_x"), None);
+    }
 }
