@@ -204,6 +204,18 @@ impl ApiError {
         self.status().canonical_reason().unwrap_or("Error")
     }
 
+    /// A refusal by a governor limiter: `Retry-After` is when it frees up.
+    pub fn rate_limited<C: governor::clock::Clock>(
+        scope: &'static str,
+        refusal: &governor::NotUntil<C::Instant>,
+        clock: &C,
+    ) -> Self {
+        ApiError::RateLimited {
+            scope,
+            retry_after_secs: refusal.wait_time_from(clock.now()).as_secs() + 1,
+        }
+    }
+
     pub fn forbidden(why: impl Into<String>) -> Self {
         ApiError::Forbidden(why.into())
     }

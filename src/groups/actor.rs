@@ -10,7 +10,6 @@
 //! from storage, so memory never stays ahead of what was stored.
 
 use actix::prelude::*;
-use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -336,18 +335,10 @@ impl GroupActor {
         // The user's own limit first, so one user cannot use up a group's quota.
         let clock = &self.shared.clock;
         if let Err(nu) = self.shared.user_limiter.check_key(&m.user) {
-            return Err(ApiError::RateLimited {
-                scope: "joins by this user",
-                retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
-            }
-            .into());
+            return Err(ApiError::rate_limited("joins by this user", &nu, clock).into());
         }
         if let Err(nu) = self.limiter.check() {
-            return Err(ApiError::RateLimited {
-                scope: "joins into this group",
-                retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
-            }
-            .into());
+            return Err(ApiError::rate_limited("joins into this group", &nu, clock).into());
         }
         invite.uses += 1;
         let gid = self.id();

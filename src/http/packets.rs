@@ -1,7 +1,6 @@
 //! Red packets: create, look at, QR code, claim; the blacklist.
 
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
-use governor::clock::Clock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -458,10 +457,11 @@ pub async fn claim(
     }
     if let Err(nu) = state.claim_limiter.check_key(&user.0) {
         let clock = &state.groups.shared().clock;
-        return Err(ApiError::RateLimited {
-            scope: "red packet claims by this user",
-            retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
-        });
+        return Err(ApiError::rate_limited(
+            "red packet claims by this user",
+            &nu,
+            clock,
+        ));
     }
     let at = match (b.lat, b.lon) {
         (Some(lat), Some(lon)) if packet::valid_point(lat, lon) => Some((lat, lon)),

@@ -1,7 +1,6 @@
 //! Users and signing keys.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use governor::clock::Clock;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -47,10 +46,11 @@ pub async fn create_user(
     if let Some(ip) = req.peer_addr().map(|a| a.ip()).filter(|_| limited) {
         if let Err(nu) = state.ip_limiter.check_key(&ip) {
             let clock = &state.groups.shared().clock;
-            return Err(ApiError::RateLimited {
-                scope: "users created from this address",
-                retry_after_secs: nu.wait_time_from(clock.now()).as_secs() + 1,
-            });
+            return Err(ApiError::rate_limited(
+                "users created from this address",
+                &nu,
+                clock,
+            ));
         }
     }
     let user = User {
