@@ -1,4 +1,5 @@
 //! Domain rules as plain types and functions: no actors, no I/O.
+pub mod challenge;
 pub mod code;
 pub mod events;
 pub mod group;
@@ -8,4 +9,5 @@ pub mod ledger;
 pub mod packet;
 pub mod payout;
 pub mod reconcile;
+pub mod risk;
 pub mod token;

@@ -1,0 +1,323 @@
+//! Human-verification challenges, stateless until answered.
+//!
+//! A challenge id is `ch_` + base64url(payload || tag), the tag being a
+//! 16-byte keyed blake3 MAC of the payload. The payload binds the challenge
+//! to one user, one invitation (and the group's epoch) and a deadline, so
+//! issuing one writes nothing: a bot wave cannot fill storage with
+//! challenges. Answering one is single-use: the group records the tag of a
+//! passed challenge in the same write as the join it admitted.
+//!
+//! The built-in kind is proof of work: find a `solution` (1 to 64 printable
+//! ASCII characters) such that SHA-256(`id` ":" `solution`) starts with
+//! `bits` zero bits. Browsers compute SHA-256 natively (WebCrypto), so the
+//! landing page solves it without any script from elsewhere.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::ids::{GroupId, InviteId, UserId};
+use super::risk::ChallengeKind;
+
+pub const PREFIX: &str = "ch_";
+const VERSION: u8 = 1;
+const PAYLOAD: usize = 1 + 1 + 1 + 16 + 16 + 16 + 4 + 8 + 8 + 8;
+const TAG: usize = 16;
+pub const MAX_SOLUTION: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub kind: ChallengeKind,
+    /// Proof-of-work difficulty (leading zero bits).
+    pub bits: u8,
+    pub group: GroupId,
+    pub invite: InviteId,
+    pub user: UserId,
+    /// The group's epoch when issued (a ban in between burns it).
+    pub epoch: u32,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// Random, so two challenges issued in one second differ.
+    pub salt: [u8; 8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed, forged, or issued to someone else.
+    Invalid,
+    Expired,
+    /// Already answered and used for a join.
+    Used,
+    /// The answer is wrong.
+    Failed,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "invalid_challenge",
+            Refusal::Expired => "challenge_expired",
+            Refusal::Used => "challenge_used",
+            Refusal::Failed => "challenge_failed",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Invalid => 400,
+            Refusal::Expired => 410,
+            Refusal::Used => 409,
+            Refusal::Failed => 403,
+        }
+    }
+
+    pub fn detail(self) -> &'static str {
+        match self {
+            Refusal::Invalid => "the challenge id is malformed, forged or was issued to someone else",
+            Refusal::Expired => "the challenge has expired; join again to get a new one",
+            Refusal::Used => "the challenge was already used",
+            Refusal::Failed => "the answer does not solve the challenge",
+        }
+    }
+}
+
+fn kind_byte(k: ChallengeKind) -> u8 {
+    match k {
+        ChallengeKind::Pow => 1,
+        ChallengeKind::Captcha => 2,
+    }
+}
+
+fn mac(key: &[u8; 32], payload: &[u8]) -> [u8; TAG] {
+    let h = blake3::keyed_hash(key, payload);
+    let mut t = [0u8; TAG];
+    t.copy_from_slice(&h.as_bytes()[..TAG]);
+    t
+}
+
+impl Challenge {
+    fn payload(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(PAYLOAD);
+        p.push(VERSION);
+        p.push(kind_byte(self.kind));
+        p.push(self.bits);
+        p.extend_from_slice(&self.group.0);
+        p.extend_from_slice(&self.invite.0);
+        p.extend_from_slice(&self.user.0);
+        p.extend_from_slice(&self.epoch.to_be_bytes());
+        p.extend_from_slice(&self.issued_at.to_be_bytes());
+        p.extend_from_slice(&self.expires_at.to_be_bytes());
+        p.extend_from_slice(&self.salt);
+        p
+    }
+
+    /// The challenge id, and its tag (what a passed challenge is remembered by).
+    pub fn seal(&self, key: &[u8; 32]) -> (String, [u8; TAG]) {
+        let mut p = self.payload();
+        let t = mac(key, &p);
+        p.extend_from_slice(&t);
+        (format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&p)), t)
+    }
+
+    /// Decode and authenticate a challenge id (nothing about time or use).
+    pub fn open(id: &str, key: &[u8; 32]) -> Result<(Challenge, [u8; TAG]), Refusal> {
+        let b64 = id.strip_prefix(PREFIX).ok_or(Refusal::Invalid)?;
+        if b64.len() > 2 * (PAYLOAD + TAG) {
+            return Err(Refusal::Invalid);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| Refusal::Invalid)?;
+        if raw.len() != PAYLOAD + TAG {
+            return Err(Refusal::Invalid);
+        }
+        let (p, t) = raw.split_at(PAYLOAD);
+        let want = mac(key, p);
+        // blake3::Hash equality is constant-time; pad the tags into hashes.
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        a[..TAG].copy_from_slice(&want);
+        b[..TAG].copy_from_slice(t);
+        if blake3::Hash::from(a) != blake3::Hash::from(b) || p[0] != VERSION {
+            return Err(Refusal::Invalid);
+        }
+        let kind = match p[1] {
+            1 => ChallengeKind::Pow,
+            2 => ChallengeKind::Captcha,
+            _ => return Err(Refusal::Invalid),
+        };
+        let id16 = |at: usize| -> [u8; 16] {
+            let mut x = [0u8; 16];
+            x.copy_from_slice(&p[at..at + 16]);
+            x
+        };
+        let be8 = |at: usize| -> [u8; 8] {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&p[at..at + 8]);
+            x
+        };
+        let mut e = [0u8; 4];
+        e.copy_from_slice(&p[51..55]);
+        Ok((
+            Challenge {
+                kind,
+                bits: p[2],
+                group: GroupId(id16(3)),
+                invite: InviteId(id16(19)),
+                user: UserId(id16(35)),
+                epoch: u32::from_be_bytes(e),
+                issued_at: i64::from_be_bytes(be8(55)),
+                expires_at: i64::from_be_bytes(be8(63)),
+                salt: be8(71),
+            },
+            want,
+        ))
+    }
+
+    /// Whether `user` may answer it at `now` (the answer itself is checked apart).
+    pub fn admits(&self, user: UserId, now: i64) -> Result<(), Refusal> {
+        if self.user != user {
+            return Err(Refusal::Invalid);
+        }
+        if now >= self.expires_at {
+            return Err(Refusal::Expired);
+        }
+        Ok(())
+    }
+}
+
+fn leading_zero_bits(h: &[u8]) -> u32 {
+    let mut n = 0;
+    for b in h {
+        if *b == 0 {
+            n += 8;
+        } else {
+            return n + b.leading_zeros();
+        }
+    }
+    n
+}
+
+/// Whether `solution` solves the proof of work of challenge `id`.
+pub fn pow_solves(id: &str, solution: &str, bits: u8) -> bool {
+    if solution.is_empty()
+        || solution.len() > MAX_SOLUTION
+        || !solution.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return false;
+    }
+    let mut h = Sha256::new();
+    h.update(id.as_bytes());
+    h.update(b":");
+    h.update(solution.as_bytes());
+    leading_zero_bits(&h.finalize()) >= u32::from(bits)
+}
+
+/// Find a solution (what a client does; used by tests and the load harness).
+pub fn pow_solve(id: &str, bits: u8) -> String {
+    let mut base = Sha256::new();
+    base.update(id.as_bytes());
+    base.update(b":");
+    let mut n: u64 = 0;
+    loop {
+        let s = n.to_string();
+        let mut h = base.clone();
+        h.update(s.as_bytes());
+        if leading_zero_bits(&h.finalize()) >= u32::from(bits) {
+            return s;
+        }
+        n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn ch() -> Challenge {
+        Challenge {
+            kind: ChallengeKind::Pow,
+            bits: 8,
+            group: GroupId([1; 16]),
+            invite: InviteId([2; 16]),
+            user: UserId([3; 16]),
+            epoch: 4,
+            issued_at: 1_000,
+            expires_at: 1_300,
+            salt: [9; 8],
+        }
+    }
+
+    #[test]
+    fn seal_open_round_trip() {
+        let (id, tag) = ch().seal(&KEY);
+        assert!(id.starts_with(PREFIX));
+        assert!(id.len() < 140, "fits a URL path comfortably: {}", id.len());
+        let (back, t) = Challenge::open(&id, &KEY).expect("opens");
+        assert_eq!(back, ch());
+        assert_eq!(t, tag);
+    }
+
+    #[test]
+    fn forged_or_altered_ids_are_invalid() {
+        let (id, _) = ch().seal(&KEY);
+        assert_eq!(Challenge::open(&id, &[8; 32]), Err(Refusal::Invalid));
+        // flip one payload character
+        let mut b = id.clone().into_bytes();
+        b[10] = if b[10] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(b).expect("ascii");
+        assert_eq!(Challenge::open(&altered, &KEY), Err(Refusal::Invalid));
+        for bad in ["", "ch_", "ch_!!!", "xx_AAAA", &id[..id.len() - 2]] {
+            assert_eq!(Challenge::open(bad, &KEY), Err(Refusal::Invalid), "{bad}");
+        }
+        let long = format!("ch_{}", "A".repeat(10_000));
+        assert_eq!(Challenge::open(&long, &KEY), Err(Refusal::Invalid));
+    }
+
+    #[test]
+    fn bound_to_user_and_deadline() {
+        let c = ch();
+        assert_eq!(c.admits(UserId([3; 16]), 1_299), Ok(()));
+        assert_eq!(c.admits(UserId([3; 16]), 1_300), Err(Refusal::Expired));
+        assert_eq!(c.admits(UserId([4; 16]), 1_000), Err(Refusal::Invalid));
+    }
+
+    #[test]
+    fn proof_of_work() {
+        let (id, _) = ch().seal(&KEY);
+        let s = pow_solve(&id, 12);
+        assert!(pow_solves(&id, &s, 12));
+        assert!(pow_solves(&id, &s, 0));
+        // the check hashes the id: the same solution does not solve another one
+        let (other, _) = Challenge {
+            salt: [1; 8],
+            ..ch()
+        }
+        .seal(&KEY);
+        assert!(!pow_solves(&other, &s, 12));
+        for bad in ["", " ", "a b", &"9".repeat(65), "é"] {
+            assert!(!pow_solves(&id, bad, 0), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn zero_bits_counting() {
+        assert_eq!(leading_zero_bits(&[0, 0, 0x80]), 16);
+        assert_eq!(leading_zero_bits(&[0, 0x01]), 15);
+        assert_eq!(leading_zero_bits(&[0xff]), 0);
+        assert_eq!(leading_zero_bits(&[0, 0]), 16);
+    }
+
+    #[test]
+    fn codes_and_statuses() {
+        for (r, c, s) in [
+            (Refusal::Invalid, "invalid_challenge", 400),
+            (Refusal::Expired, "challenge_expired", 410),
+            (Refusal::Used, "challenge_used", 409),
+            (Refusal::Failed, "challenge_failed", 403),
+        ] {
+            assert_eq!((r.code(), r.status()), (c, s));
+        }
+    }
+}
