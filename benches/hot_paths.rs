@@ -121,6 +121,11 @@ fn invite(token: String, tag: [u8; 32]) -> Invite {
         epoch: 0,
         tag,
         token,
+        parent_id: None,
+        depth: 0,
+        stage: Default::default(),
+        stage_changed_at: 0,
+        stage_reset_at: 0,
     }
 }
 
@@ -154,6 +159,53 @@ fn bench_join(c: &mut Criterion) {
     g.bench_function("grant", |b| b.iter(|| join::decide(black_box(&grant))));
     g.bench_function("refuse_group_full", |b| {
         b.iter(|| join::decide(black_box(&full)))
+    });
+    g.finish();
+}
+
+/// Risk scoring of one join attempt: the cost the anti-abuse layer adds
+/// to every join (scoring only; the bucket upkeep is in the load harness's
+/// A/B run).
+fn bench_risk(c: &mut Criterion) {
+    use qrgate::domain::risk::{assess, escalate, gate, Bucket, Mode, Policy, Signals, Stage};
+    let p = Policy::default();
+    let mut window = Bucket {
+        attempts: 120,
+        joins: 80,
+        new_accounts: 50,
+        removed: 3,
+        flagged: 12,
+        ..Bucket::default()
+    };
+    window.refuse("group_full");
+    window.refuse("already_member");
+    let s = Signals {
+        account_age_seconds: 3_600,
+        user_recent_joins: 3,
+        device_accounts: 1,
+        invite_last_minute: 40,
+        invite_window: window.clone(),
+    };
+    let mut g = c.benchmark_group("risk");
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("assess", |b| {
+        b.iter(|| assess(black_box(&s), black_box(&p)))
+    });
+    g.bench_function("assess_escalate_gate", |b| {
+        b.iter(|| {
+            let a = assess(black_box(&s), &p);
+            let stage = escalate(Stage::Open, window.flagged, &p);
+            gate(Mode::Enforce, stage, a.flagged(&p), false)
+        })
+    });
+    g.bench_function("window_sum_10_minutes", |b| {
+        b.iter(|| {
+            let mut sum = Bucket::default();
+            for _ in 0..10 {
+                sum.add(black_box(&window));
+            }
+            sum
+        })
     });
     g.finish();
 }
@@ -195,6 +247,6 @@ fn bench_qr(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = bench_token, bench_join, bench_qr
+    targets = bench_token, bench_join, bench_risk, bench_qr
 }
 criterion_main!(benches);

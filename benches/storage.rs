@@ -27,6 +27,7 @@ fn join_write_set(g: GroupId, i: InviteId) -> WriteSet {
             joined_at: 1_800_000_000,
             via_invite: Some(i),
             invited_by: Some(UserId::random()),
+            risk: None,
         },
     );
     w.event(&Event::for_group(

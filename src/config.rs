@@ -23,6 +23,8 @@ pub struct Config {
     pub payouts: Payouts,
     pub packets: Packets,
     pub codes: Codes,
+    /// Anti-abuse on joins: risk scoring, step-up, challenges (see `domain::risk`).
+    pub risk: crate::domain::risk::Policy,
     /// The payment provider; absent: payouts and account links answer 503
     /// `provider_not_configured`.
     pub provider: Option<crate::provider::client::ProviderConfig>,
@@ -275,6 +277,7 @@ impl Default for Config {
             payouts: Payouts::default(),
             packets: Packets::default(),
             codes: Codes::default(),
+            risk: crate::domain::risk::Policy::default(),
             provider: None,
         }
     }
@@ -455,6 +458,7 @@ impl Config {
             return bad(&format!("packets.blacklist: `{u}` is not a user id"));
         }
         self.codes.validate().map_err(ConfigError::Invalid)?;
+        self.risk.validate().map_err(ConfigError::Invalid)?;
         if let Some(u) = &self.public_base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return bad("public_base_url must start with http:// or https://");

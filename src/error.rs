@@ -48,6 +48,11 @@ pub enum ApiError {
     // ---- the join workflow ----
     #[error("{}", .0.detail())]
     Join(Refusal),
+    #[error("this join looks automated: solve the challenge (`challenge`), then answer it with POST /v1/challenges/{{id}}")]
+    ChallengeRequired(Box<crate::domain::challenge::Offer>),
+    #[error("{}", .0.detail())]
+    Challenge(crate::domain::challenge::Refusal),
+
     #[error("too many requests; retry after {retry_after_secs} s ({scope})")]
     RateLimited {
         scope: &'static str,
@@ -93,6 +98,9 @@ pub enum ApiError {
     LinkCodeRejected(String),
 
     // ---- other domain conflicts ----
+    #[error("the captcha provider did not answer properly; retry later")]
+    CaptchaUnavailable,
+
     #[error("{0}")]
     Conflict(&'static str),
 
@@ -123,6 +131,9 @@ impl ApiError {
             ApiError::RequestNotFound => "request_not_found",
             ApiError::UserNotFound => "user_not_found",
             ApiError::Join(r) => r.code(),
+            ApiError::ChallengeRequired(_) => "challenge_required",
+            ApiError::Challenge(r) => r.code(),
+
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Transfer(e) => e.code(),
             ApiError::TransferNotFound => "transfer_not_found",
@@ -139,6 +150,7 @@ impl ApiError {
             ApiError::ProviderNotConfigured => "provider_not_configured",
             ApiError::ProviderUnavailable => "provider_unavailable",
             ApiError::LinkCodeRejected(_) => "link_code_invalid",
+            ApiError::CaptchaUnavailable => "captcha_unavailable",
             ApiError::Conflict(code) => code,
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
@@ -162,6 +174,10 @@ impl ApiError {
             | ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Join(r) => {
+                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            ApiError::ChallengeRequired(_) => StatusCode::FORBIDDEN,
+            ApiError::Challenge(r) => {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -193,7 +209,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::ProviderNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::ProviderUnavailable => StatusCode::BAD_GATEWAY,
+            ApiError::ProviderUnavailable | ApiError::CaptchaUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -237,6 +253,12 @@ impl From<crate::domain::packet::Refusal> for ApiError {
     }
 }
 
+impl From<crate::domain::challenge::Refusal> for ApiError {
+    fn from(r: crate::domain::challenge::Refusal) -> Self {
+        ApiError::Challenge(r)
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         ApiError::Join(r)
@@ -254,6 +276,9 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code.
     pub code: String,
+    /// `challenge_required` only: the challenge to solve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<crate::domain::challenge::Offer>,
 }
 
 impl ResponseError for ApiError {
@@ -269,6 +294,10 @@ impl ResponseError for ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             code: self.code().to_string(),
+            challenge: match self {
+                ApiError::ChallengeRequired(o) => Some((**o).clone()),
+                _ => None,
+            },
         };
         let mut resp = HttpResponse::build(status);
         resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));

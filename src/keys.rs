@@ -47,6 +47,8 @@ pub struct KeyRing {
     journal_key: [u8; 32],
     seal_key: [u8; 32],
     code_tag_key: [u8; 32],
+    challenge_key: [u8; 32],
+    device_key: [u8; 32],
     visitor_key: [u8; 32],
 }
 
@@ -183,6 +185,8 @@ impl KeyRing {
             journal_key: blake3::derive_key("qrgate 2026 ledger journal chain", &secret),
             seal_key: blake3::derive_key("qrgate 2026 token sealing", &secret),
             code_tag_key: blake3::derive_key("qrgate 2026 scan code tag", &secret),
+            challenge_key: blake3::derive_key("qrgate 2026 join challenge", &secret),
+            device_key: blake3::derive_key("qrgate 2026 device id", &secret),
             visitor_key: blake3::derive_key("qrgate 2026 scan code visitor", &secret),
         })
     }
@@ -233,6 +237,19 @@ impl KeyRing {
     }
 
     /// Keys the tags of scan codes.
+    /// MAC key of challenge ids.
+    pub fn challenge_key(&self) -> &[u8; 32] {
+        &self.challenge_key
+    }
+
+    /// Keyed hash of a client's `X-Device-Id` (the raw id is never kept).
+    pub fn device_hash(&self, device: &str) -> [u8; 16] {
+        let h = blake3::keyed_hash(&self.device_key, device.as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.as_bytes()[..16]);
+        out
+    }
+
     pub fn code_tag_key(&self) -> [u8; 32] {
         self.code_tag_key
     }

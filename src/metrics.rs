@@ -272,6 +272,65 @@ pub static CODES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static JOIN_RISK: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "qrgate_join_risk_score",
+            "Risk score of join attempts (0-100)",
+        )
+        .buckets(vec![
+            0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
+        ]),
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static JOINS_FLAGGED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_joins_flagged_total",
+        "Join attempts whose risk score reached risk.flag_score",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CHALLENGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_challenges_total",
+            "Join challenges by kind and outcome (issued, passed, or the refusal code)",
+        ),
+        &["kind", "outcome"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static INVITE_STAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_invite_stage_changes_total",
+            "Invitations stepped up to a stage, or reset by a moderator",
+        ),
+        &["stage"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static GROUPS_FLAGGED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_groups_flagged_total",
+        "Groups listed for review because most of their recent joins were flagged",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static INVITE_SCANS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_invite_scans_total",
+        "Invitation tokens checked by a landing page",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 /// Metric constructors only fail on invalid names, which are constants here.
 fn unreachable_metric<T>() -> T {
     panic!("invalid metric definition")
@@ -328,6 +387,18 @@ pub fn init() {
     }
     for e in ["created", "revoked", "forgotten"] {
         CODES.with_label_values(&[e]);
+    }
+    LazyLock::force(&JOIN_RISK);
+    LazyLock::force(&JOINS_FLAGGED);
+    LazyLock::force(&GROUPS_FLAGGED);
+    LazyLock::force(&INVITE_SCANS);
+    for k in ["pow", "captcha"] {
+        for o in ["issued", "passed", "challenge_failed", "challenge_expired"] {
+            CHALLENGES.with_label_values(&[k, o]);
+        }
+    }
+    for s in ["challenge", "approval", "paused", "reset"] {
+        INVITE_STAGES.with_label_values(&[s]);
     }
     LazyLock::force(&PAYOUTS_STUCK);
     LazyLock::force(&PROVIDER_CALLS);

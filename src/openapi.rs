@@ -29,6 +29,9 @@ use crate::http;
         http::packets::blacklist_list,
         http::codes::create_code, http::codes::get_code, http::codes::revoke_code,
         http::codes::resolve,
+        http::abuse::answer_challenge, http::abuse::joins, http::abuse::invite_analytics,
+        http::abuse::group_analytics, http::abuse::reset_invite, http::abuse::burn_branch,
+        http::abuse::remove_member, http::abuse::flagged_groups, http::abuse::clear_flag,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer, &Problems)

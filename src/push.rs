@@ -98,8 +98,12 @@ impl Hub {
             return;
         };
         // A blocked member stops hearing the group (they still get this event directly).
-        if let EventKind::MemberBlocked { group_id, user_id } = &e.kind {
-            unsubscribe_user(&mut h, *group_id, *user_id);
+        match &e.kind {
+            EventKind::MemberBlocked { group_id, user_id }
+            | EventKind::MemberRemoved {
+                group_id, user_id, ..
+            } => unsubscribe_user(&mut h, *group_id, *user_id),
+            _ => {}
         }
         let mut to: HashSet<u64> = HashSet::new();
         if let Some(g) = e.group {

@@ -74,6 +74,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         user_limiter: Arc::clone(&user_limiter),
         clock: clock.clone(),
         counters: push::CounterStore::default(),
+        signals: crate::groups::signals::SignalStore::default(),
     });
     // Shared actors start here, outside the HttpServer factory, so that every
     // worker talks to the same ones.

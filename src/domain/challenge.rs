@@ -21,7 +21,7 @@ use super::risk::ChallengeKind;
 
 pub const PREFIX: &str = "ch_";
 const VERSION: u8 = 1;
-const PAYLOAD: usize = 1 + 1 + 1 + 16 + 16 + 16 + 4 + 8 + 8 + 8;
+const PAYLOAD: usize = 1 + 1 + 1 + 16 + 16 + 16 + 4 + 8 + 8 + 8 + 1 + 1;
 const TAG: usize = 16;
 pub const MAX_SOLUTION: usize = 64;
 
@@ -39,6 +39,30 @@ pub struct Challenge {
     pub expires_at: i64,
     /// Random, so two challenges issued in one second differ.
     pub salt: [u8; 8],
+    /// The assessment of the attempt that was challenged, recorded with
+    /// the join it completes: score, reasons (bit set, see
+    /// `Reason::to_bits`; bit 7: the account was new).
+    pub score: u8,
+    pub reasons: u8,
+}
+
+/// What a client is told in a `challenge_required` problem.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Offer {
+    /// Answer with `POST /v1/challenges/{id}`.
+    pub id: String,
+    pub kind: ChallengeKind,
+    /// `pow`: find `solution` such that SHA-256(`id` ":" `solution`) starts
+    /// with `pow_bits` zero bits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow_bits: Option<u8>,
+    /// `captcha`: the provider's site key for its widget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site_key: Option<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Where to send the answer.
+    pub answer_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +97,9 @@ impl Refusal {
 
     pub fn detail(self) -> &'static str {
         match self {
-            Refusal::Invalid => "the challenge id is malformed, forged or was issued to someone else",
+            Refusal::Invalid => {
+                "the challenge id is malformed, forged or was issued to someone else"
+            }
             Refusal::Expired => "the challenge has expired; join again to get a new one",
             Refusal::Used => "the challenge was already used",
             Refusal::Failed => "the answer does not solve the challenge",
@@ -108,6 +134,8 @@ impl Challenge {
         p.extend_from_slice(&self.issued_at.to_be_bytes());
         p.extend_from_slice(&self.expires_at.to_be_bytes());
         p.extend_from_slice(&self.salt);
+        p.push(self.score);
+        p.push(self.reasons);
         p
     }
 
@@ -125,9 +153,7 @@ impl Challenge {
         if b64.len() > 2 * (PAYLOAD + TAG) {
             return Err(Refusal::Invalid);
         }
-        let raw = URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|_| Refusal::Invalid)?;
+        let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| Refusal::Invalid)?;
         if raw.len() != PAYLOAD + TAG {
             return Err(Refusal::Invalid);
         }
@@ -168,6 +194,8 @@ impl Challenge {
                 issued_at: i64::from_be_bytes(be8(55)),
                 expires_at: i64::from_be_bytes(be8(63)),
                 salt: be8(71),
+                score: p[79],
+                reasons: p[80],
             },
             want,
         ))
@@ -246,6 +274,8 @@ mod tests {
             issued_at: 1_000,
             expires_at: 1_300,
             salt: [9; 8],
+            score: 60,
+            reasons: 0b1000_0011,
         }
     }
 

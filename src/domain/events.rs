@@ -51,6 +51,28 @@ pub enum EventKind {
         group_id: GroupId,
         user_id: UserId,
     },
+    /// A member was removed by a moderator or an operator, or left.
+    MemberRemoved {
+        group_id: GroupId,
+        user_id: UserId,
+        /// None when an operator removed them.
+        by: Option<UserId>,
+        left: bool,
+    },
+    /// An invitation's step-up stage changed (sent to the group's moderators).
+    InviteStageChanged {
+        group_id: GroupId,
+        invite_id: InviteId,
+        stage: super::risk::Stage,
+        /// Flagged join attempts through it in the window.
+        flagged: u64,
+    },
+    /// A group was listed for the operator: most of its recent joins were flagged.
+    GroupFlagged {
+        group_id: GroupId,
+        attempts: u64,
+        flagged: u64,
+    },
     GroupBanned {
         group_id: GroupId,
         reason: String,

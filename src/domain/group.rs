@@ -4,6 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{GroupId, InviteId, RequestId, UserId};
+use super::risk::{Reason, Stage};
+
+/// Deepest chain of re-shared invitations (a child of a child of ...).
+pub const MAX_INVITE_DEPTH: u8 = 16;
 
 pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
 pub const DEFAULT_TTL_SECONDS: i64 = MAX_TTL_SECONDS;
@@ -55,6 +59,44 @@ pub struct Member {
     /// The invitation the member came through, and who created it (lineage).
     pub via_invite: Option<InviteId>,
     pub invited_by: Option<UserId>,
+    /// The join's risk assessment, when it scored or was challenged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<JoinRisk>,
+}
+
+/// What the risk scoring said about a join, kept with the membership (or
+/// request) for the group's moderators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinRisk {
+    pub score: u32,
+    pub reasons: Vec<Reason>,
+    /// The join went through a solved challenge.
+    #[serde(default)]
+    pub challenged: bool,
+    /// The joiner's account was new.
+    #[serde(default)]
+    pub new_account: bool,
+}
+
+/// How a membership ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Departure {
+    /// Removed by a moderator or an operator.
+    Removed,
+    Blocked,
+    /// The member left.
+    Left,
+}
+
+/// A membership that ended: kept so the lineage of who came through which
+/// invitation survives removals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FormerMember {
+    pub member: Member,
+    pub left_at: i64,
+    pub how: Departure,
+    pub by: Option<UserId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +114,20 @@ pub struct Invite {
     pub tag: [u8; 32],
     /// The token itself, so its QR code can be rendered again.
     pub token: String,
+    /// The invitation this one re-shares (lineage), and how deep it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<InviteId>,
+    #[serde(default)]
+    pub depth: u8,
+    /// Step-up stage, and when it last changed (set or reset).
+    #[serde(default)]
+    pub stage: Stage,
+    #[serde(default)]
+    pub stage_changed_at: i64,
+    /// When a moderator last reset the stage: flagged attempts before it
+    /// no longer count.
+    #[serde(default)]
+    pub stage_reset_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +138,8 @@ pub struct JoinRequest {
     pub invited_by: UserId,
     pub created_at: i64,
     pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<JoinRisk>,
 }
 
 // ---------- validated input ----------

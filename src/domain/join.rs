@@ -31,6 +31,8 @@ pub enum Refusal {
     RequestPending,
     Blocked,
     GroupFull,
+    /// Not from [`decide`]: the invitation's step-up stage paused it (see `risk`).
+    Paused,
 }
 
 impl Refusal {
@@ -45,6 +47,7 @@ impl Refusal {
             Refusal::RequestPending => "request_pending",
             Refusal::Blocked => "blocked",
             Refusal::GroupFull => "group_full",
+            Refusal::Paused => "invite_paused",
         }
     }
 
@@ -52,7 +55,7 @@ impl Refusal {
         match self {
             Refusal::InvalidToken => 400,
             Refusal::Expired | Refusal::Revoked | Refusal::Exhausted => 410,
-            Refusal::GroupBanned | Refusal::Blocked => 403,
+            Refusal::GroupBanned | Refusal::Blocked | Refusal::Paused => 403,
             Refusal::AlreadyMember | Refusal::RequestPending | Refusal::GroupFull => 409,
         }
     }
@@ -68,6 +71,7 @@ impl Refusal {
             Refusal::RequestPending => "your join request is already waiting for approval",
             Refusal::Blocked => "you have been blocked by this group",
             Refusal::GroupFull => "the group has reached its member limit",
+            Refusal::Paused => "this invitation is paused after a wave of suspicious joins; the group's moderators can reset it",
         }
     }
 }
@@ -175,6 +179,11 @@ mod tests {
             epoch: 0,
             tag: [0; 32],
             token: String::new(),
+            parent_id: None,
+            depth: 0,
+            stage: Default::default(),
+            stage_changed_at: 0,
+            stage_reset_at: 0,
         }
     }
 
@@ -351,6 +360,7 @@ mod tests {
             (Refusal::GroupFull, "group_full", 409),
             (Refusal::AlreadyMember, "already_member", 409),
             (Refusal::RequestPending, "request_pending", 409),
+            (Refusal::Paused, "invite_paused", 403),
         ];
         for (r, code, status) in all {
             assert_eq!((r.code(), r.status()), (code, status));

@@ -208,8 +208,8 @@ impl Policy {
         if self.challenge.pow_bits > 32 {
             return Err("risk.challenge.pow_bits must be at most 32".into());
         }
-        if self.challenge.ttl_seconds < 10 {
-            return Err("risk.challenge.ttl_seconds must be at least 10".into());
+        if self.challenge.ttl_seconds < 5 {
+            return Err("risk.challenge.ttl_seconds must be at least 5".into());
         }
         if self.challenge.kind == ChallengeKind::Captcha && self.challenge.captcha.is_none() {
             return Err("risk.challenge.kind = \"captcha\" needs [risk.challenge.captcha]".into());
@@ -232,6 +232,37 @@ pub enum Reason {
     InviteNewAccounts,
     InviteRemoved,
     SharedDevice,
+}
+
+impl Reason {
+    const ALL: [Reason; 7] = [
+        Reason::NewAccount,
+        Reason::UserJoinBurst,
+        Reason::InviteBurst,
+        Reason::InviteFailures,
+        Reason::InviteNewAccounts,
+        Reason::InviteRemoved,
+        Reason::SharedDevice,
+    ];
+
+    /// The reasons as a bit set (carried inside a challenge id).
+    pub fn to_bits(reasons: &[Reason]) -> u8 {
+        reasons.iter().fold(0, |acc, r| {
+            acc | Reason::ALL
+                .iter()
+                .position(|x| x == r)
+                .map_or(0, |i| 1u8 << i)
+        })
+    }
+
+    pub fn from_bits(bits: u8) -> Vec<Reason> {
+        Reason::ALL
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, r)| *r)
+            .collect()
+    }
 }
 
 /// What the server knows when a join attempt arrives.
@@ -620,6 +651,16 @@ mod tests {
     }
 
     #[test]
+    fn reasons_round_trip_as_bits() {
+        let all = Reason::ALL.to_vec();
+        assert_eq!(Reason::from_bits(Reason::to_bits(&all)), all);
+        let some = vec![Reason::NewAccount, Reason::SharedDevice];
+        assert_eq!(Reason::to_bits(&some), 0b100_0001);
+        assert_eq!(Reason::from_bits(Reason::to_bits(&some)), some);
+        assert!(Reason::from_bits(0).is_empty());
+    }
+
+    #[test]
     fn stages_only_go_up() {
         let p = Policy::default();
         assert_eq!(escalate(Stage::Open, 0, &p), Stage::Open);
@@ -691,11 +732,15 @@ mod tests {
     #[test]
     fn policy_validation() {
         assert!(Policy::default().validate().is_ok());
-        let mut p = Policy::default();
-        p.invite_failure_share = 1.5;
+        let p = Policy {
+            invite_failure_share: 1.5,
+            ..Policy::default()
+        };
         assert!(p.validate().is_err());
-        let mut p = Policy::default();
-        p.approval_after_flagged = 5;
+        let p = Policy {
+            approval_after_flagged: 5,
+            ..Policy::default()
+        };
         assert!(p.validate().is_err());
         let mut p = Policy::default();
         p.challenge.kind = ChallengeKind::Captcha;

@@ -16,7 +16,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::abuse::Entry;
+use super::analytics::{minute, Analytics};
 use super::directory::Shared;
+use super::signals::UserSignals;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Invite, JoinRequest, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
@@ -37,7 +40,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    fn user(self) -> Option<UserId> {
+    pub(super) fn user(self) -> Option<UserId> {
         match self {
             Caller::User(u) => Some(u),
             Caller::Admin => None,
@@ -64,18 +67,30 @@ fn limiter(per_minute: u32, clock: &governor::clock::DefaultClock) -> DefaultDir
 }
 
 pub struct GroupActor {
-    life: Life<GroupActor>,
-    shared: Arc<Shared>,
-    group: Group,
-    members: HashMap<UserId, Member>,
-    invites: HashMap<InviteId, Invite>,
-    requests: HashMap<RequestId, JoinRequest>,
-    pending_by_user: HashMap<UserId, RequestId>,
-    blocks: HashSet<UserId>,
-    limiter: DefaultDirectRateLimiter,
+    pub(super) life: Life<GroupActor>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) group: Group,
+    pub(super) members: HashMap<UserId, Member>,
+    pub(super) invites: HashMap<InviteId, Invite>,
+    pub(super) requests: HashMap<RequestId, JoinRequest>,
+    pub(super) pending_by_user: HashMap<UserId, RequestId>,
+    pub(super) blocks: HashSet<UserId>,
+    pub(super) limiter: DefaultDirectRateLimiter,
     /// Earliest expiry among pending requests (i64::MAX when none), so the
     /// per-message expiry check is O(1) until something is due.
-    next_expiry: i64,
+    pub(super) next_expiry: i64,
+    /// Per-minute counts of the group and its invitations.
+    pub(super) analytics: Analytics,
+    /// Tags of challenges passed here, until they expire (storage keeps
+    /// them too; memory covers the answers whose join is still in flight).
+    pub(super) used_challenges: HashMap<[u8; 16], i64>,
+    /// Listed for the operator by its join reputation.
+    pub(super) suspect: Option<crate::storage::Suspect>,
+    pub(super) suspect_limiter: DefaultDirectRateLimiter,
+    /// When an operator last cleared the listing (attempts before it no
+    /// longer count towards the reputation).
+    pub(super) flag_cleared_at: i64,
+    analytics_pruned: bool,
 }
 
 impl GroupActor {
@@ -90,9 +105,20 @@ impl GroupActor {
             .map(|r| r.expires_at)
             .min()
             .unwrap_or(i64::MAX);
+        let per_hour =
+            NonZeroU32::new(shared.config.risk.suspect_invites_per_hour).unwrap_or(NonZeroU32::MIN);
         GroupActor {
             life,
             limiter: limiter(rate, &shared.clock),
+            analytics: Analytics::new(snap.group.id, shared.config.risk.window_minutes + 1),
+            used_challenges: HashMap::new(),
+            suspect: snap.suspect,
+            suspect_limiter: RateLimiter::direct_with_clock(
+                Quota::per_hour(per_hour),
+                shared.clock.clone(),
+            ),
+            flag_cleared_at: 0,
+            analytics_pruned: false,
             pending_by_user: snap.requests.iter().map(|r| (r.user_id, r.id)).collect(),
             group: snap.group,
             members: snap.members.into_iter().map(|m| (m.user_id, m)).collect(),
@@ -104,23 +130,23 @@ impl GroupActor {
         }
     }
 
-    fn id(&self) -> GroupId {
+    pub(super) fn id(&self) -> GroupId {
         self.group.id
     }
 
-    fn role(&self, c: Caller) -> Option<Role> {
+    pub(super) fn role(&self, c: Caller) -> Option<Role> {
         match c {
             Caller::Admin => Some(Role::Owner),
             Caller::User(u) => self.members.get(&u).map(|m| m.role),
         }
     }
 
-    fn require_member(&self, c: Caller) -> Result<Role, ApiError> {
+    pub(super) fn require_member(&self, c: Caller) -> Result<Role, ApiError> {
         self.role(c)
             .ok_or_else(|| ApiError::forbidden("only members of this group may do this"))
     }
 
-    fn require_moderator(&self, c: Caller) -> Result<Role, ApiError> {
+    pub(super) fn require_moderator(&self, c: Caller) -> Result<Role, ApiError> {
         match self.role(c) {
             Some(r) if r.moderates() => Ok(r),
             _ => Err(ApiError::forbidden(
@@ -140,7 +166,7 @@ impl GroupActor {
 
     /// Submit `w` now (its place in the commit order is fixed here) and answer
     /// with `value` once it is durable.
-    fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
+    pub(super) fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
         let durable = self
             .shared
             .storage
@@ -153,15 +179,15 @@ impl GroupActor {
 
     /// Answer `value` once everything this actor submitted before is durable
     /// (for requests that change nothing because an earlier one already did).
-    fn after_pending_writes<T: Send + 'static>(&self, value: T) -> Step<T> {
+    pub(super) fn after_pending_writes<T: Send + 'static>(&self, value: T) -> Step<T> {
         Ok(self.commit(WriteSet::new(), value))
     }
 
-    fn event(&self, users: Vec<UserId>, kind: EventKind) -> Event {
+    pub(super) fn event(&self, users: Vec<UserId>, kind: EventKind) -> Event {
         Event::for_group(self.id(), users, now(), kind)
     }
 
-    fn moderators(&self) -> impl Iterator<Item = UserId> + '_ {
+    pub(super) fn moderators(&self) -> impl Iterator<Item = UserId> + '_ {
         self.members
             .values()
             .filter(|m| m.role.moderates())
@@ -230,7 +256,7 @@ impl GroupActor {
     /// Submit a write nobody waits on. It is queued at once (dropping the
     /// future does not cancel it) and the tracker keeps the actor resident
     /// until it is durable.
-    fn background(&self, w: WriteSet) {
+    pub(super) fn background(&self, w: WriteSet) {
         drop(self.commit(w, ()));
     }
 
@@ -238,12 +264,37 @@ impl GroupActor {
         let now = now();
         self.expire(now);
         self.prune_invites(now);
+        self.used_challenges.retain(|_, exp| *exp > now);
+        self.prune_analytics(now);
+        // Counts are written before the actor may be passivated (a write
+        // in flight keeps it resident until the next tick).
+        self.flush_analytics(true);
         let idle = Duration::from_secs(self.shared.config.actors.idle_timeout_seconds);
         self.life.tick(ctx, idle);
     }
 
+    /// Once per activation: drop analytics older than the retention.
+    fn prune_analytics(&mut self, now: i64) {
+        if std::mem::replace(&mut self.analytics_pruned, true) {
+            return;
+        }
+        let days = self.shared.config.risk.analytics_retention_days;
+        let before = minute(now).saturating_sub(days.saturating_mul(24 * 60));
+        match self.shared.storage.stale_analytics(self.id(), before) {
+            Ok(stale) if !stale.is_empty() => {
+                let mut w = WriteSet::new();
+                for (scope, m) in stale {
+                    w.remove_analytics(self.id(), scope, m);
+                }
+                self.background(w);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(group = %self.id(), error = %e, "analytics pruning skipped"),
+        }
+    }
+
     /// Run first in every handler (after `life.touch`): settle due requests.
-    fn catch_up(&mut self, _: &mut Context<Self>) {
+    pub(super) fn catch_up(&mut self, _: &mut Context<Self>) {
         self.expire(now());
     }
 }
@@ -294,26 +345,30 @@ pub enum JoinOutcome {
     Pending(RequestId),
 }
 
-message!(Join -> JoinOutcome { user: UserId, claims: Claims, tag: [u8; 32] } => join);
+message!(Join -> JoinOutcome {
+    user: UserId,
+    claims: Claims,
+    tag: [u8; 32],
+    // User-level risk signals (None when risk scoring is off).
+    signals: Option<UserSignals>,
+} => join);
 
 impl GroupActor {
-    /// The join decision for `user` through the invitation a token names
+    /// The join decision for `user` through invitation `invite_id`
     /// (`None`: a newcomer, as a landing page asks before anyone joins).
-    fn admission(
+    pub(super) fn admission(
         &self,
-        claims: &Claims,
-        tag: &[u8; 32],
+        invite_id: InviteId,
+        token_epoch: u32,
+        tag_ok: bool,
         user: Option<UserId>,
         now: i64,
     ) -> Result<Admission, Refusal> {
-        let invite = self.invites.get(&claims.invite_id);
         join::decide(&Facts {
             now,
-            invite,
-            // blake3::Hash comparison is constant-time.
-            tag_matches: invite
-                .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(*tag)),
-            token_epoch: claims.epoch,
+            invite: self.invites.get(&invite_id),
+            tag_matches: tag_ok,
+            token_epoch,
             group: &self.group,
             members: self.members.len() as u32,
             pending: self.requests.len() as u32,
@@ -323,85 +378,22 @@ impl GroupActor {
         })
     }
 
+    /// Whether a token's keyed tag is the one issued for its invitation.
+    fn tag_ok(&self, claims: &Claims, tag: &[u8; 32]) -> bool {
+        // blake3::Hash comparison is constant-time.
+        self.invites
+            .get(&claims.invite_id)
+            .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(*tag))
+    }
+
     fn join(&mut self, m: Join) -> Step<JoinOutcome> {
-        let now = now();
-        let admission = self.admission(&m.claims, &m.tag, Some(m.user), now)?;
-        let mut invite = self
-            .invites
-            .get(&m.claims.invite_id)
-            .cloned()
-            .ok_or(ApiError::Internal)?;
-        // Rate limits come last among the checks: a refused join costs nothing.
-        // The user's own limit first, so one user cannot use up a group's quota.
-        let clock = &self.shared.clock;
-        if let Err(nu) = self.shared.user_limiter.check_key(&m.user) {
-            return Err(ApiError::rate_limited("joins by this user", &nu, clock).into());
-        }
-        if let Err(nu) = self.limiter.check() {
-            return Err(ApiError::rate_limited("joins into this group", &nu, clock).into());
-        }
-        invite.uses += 1;
-        let gid = self.id();
-        let mut w = WriteSet::new();
-        // Only a limited invitation needs its exact use count stored with the
-        // join (it decides `invite_exhausted`); an unlimited one's count is
-        // kept by the outbox consumer, which saves a write on every join.
-        if invite.max_uses.is_some() {
-            w.invite(&invite);
-        }
-        let reply = match admission {
-            Admission::Grant => {
-                let member = Member {
-                    user_id: m.user,
-                    role: Role::Member,
-                    joined_at: now,
-                    via_invite: Some(invite.id),
-                    invited_by: Some(invite.creator_id),
-                };
-                w.member(gid, &member);
-                w.event(&self.event(
-                    vec![m.user],
-                    EventKind::MemberJoined {
-                        group_id: gid,
-                        user_id: m.user,
-                        via_invite: Some(invite.id),
-                        approved_request: None,
-                    },
-                ));
-                let reply = self.commit(w, JoinOutcome::Joined);
-                self.members.insert(m.user, member);
-                reply
-            }
-            Admission::Request => {
-                let req = JoinRequest {
-                    id: RequestId::random(),
-                    user_id: m.user,
-                    invite_id: invite.id,
-                    invited_by: invite.creator_id,
-                    created_at: now,
-                    expires_at: now + self.shared.config.limits.join_request_ttl_seconds,
-                };
-                w.request(gid, &req);
-                let mut notify = vec![m.user];
-                notify.extend(self.moderators());
-                w.event(&self.event(
-                    notify,
-                    EventKind::JoinRequested {
-                        group_id: gid,
-                        request_id: req.id,
-                        user_id: m.user,
-                        via_invite: invite.id,
-                    },
-                ));
-                let reply = self.commit(w, JoinOutcome::Pending(req.id));
-                self.next_expiry = self.next_expiry.min(req.expires_at);
-                self.pending_by_user.insert(m.user, req.id);
-                self.requests.insert(req.id, req);
-                reply
-            }
+        let entry = Entry {
+            invite_id: m.claims.invite_id,
+            token_epoch: m.claims.epoch,
+            tag_ok: self.tag_ok(&m.claims, &m.tag),
+            solved: None,
         };
-        self.invites.insert(invite.id, invite);
-        Ok(reply)
+        self.admit(m.user, entry, m.signals, now())
     }
 }
 
@@ -466,7 +458,22 @@ impl GroupActor {
     }
 
     fn preview(&mut self, m: Preview) -> Step<InvitePreview> {
-        let admission = self.admission(&m.claims, &m.tag, None, now());
+        let now = now();
+        let tag_ok = self.tag_ok(&m.claims, &m.tag);
+        let mut admission = self.admission(m.claims.invite_id, m.claims.epoch, tag_ok, None, now);
+        if tag_ok {
+            self.count_scan(m.claims.invite_id, now);
+            let paused = self
+                .invites
+                .get(&m.claims.invite_id)
+                .is_some_and(|i| i.stage == crate::domain::risk::Stage::Paused);
+            if admission.is_ok()
+                && paused
+                && self.shared.config.risk.mode == crate::domain::risk::Mode::Enforce
+            {
+                admission = Err(Refusal::Paused);
+            }
+        }
         done(InvitePreview {
             group: self.group.clone(),
             member_count: self.members.len() as u32,
@@ -513,7 +520,13 @@ impl GroupActor {
 
 // ---------------- invitations ----------------
 
-message!(CreateInvite -> Invite { creator: UserId, ttl_seconds: i64, max_uses: Option<u32> } => create_invite);
+message!(CreateInvite -> Invite {
+    creator: UserId,
+    ttl_seconds: i64,
+    max_uses: Option<u32>,
+    // Re-share this invitation (lineage): the new one is its child.
+    parent: Option<InviteId>,
+} => create_invite);
 message!(RevokeInvite -> () { caller: Caller, invite_id: InviteId } => revoke_invite);
 
 impl GroupActor {
@@ -532,6 +545,30 @@ impl GroupActor {
         if live >= cap {
             return Err(ApiError::Conflict("too_many_invites").into());
         }
+        let depth = match m.parent {
+            None => 0,
+            Some(pid) => {
+                let p = self.invites.get(&pid).ok_or_else(|| {
+                    ApiError::validation("`parent_id` is not an invitation of this group")
+                })?;
+                let burned = p.epoch != self.group.epoch;
+                if p.revoked || burned || now >= p.expires_at {
+                    return Err(ApiError::validation(
+                        "`parent_id` names an invitation that is revoked or expired",
+                    )
+                    .into());
+                }
+                if p.depth >= crate::domain::group::MAX_INVITE_DEPTH {
+                    return Err(ApiError::validation(format!(
+                        "invitations may be re-shared at most {} levels deep",
+                        crate::domain::group::MAX_INVITE_DEPTH
+                    ))
+                    .into());
+                }
+                p.depth + 1
+            }
+        };
+        self.check_invite_creation()?;
         let keys = &self.shared.keys;
         let claims = Claims {
             kid: keys.active_kid(),
@@ -557,6 +594,11 @@ impl GroupActor {
             epoch: self.group.epoch,
             tag,
             token,
+            parent_id: m.parent,
+            depth,
+            stage: crate::domain::risk::Stage::Open,
+            stage_changed_at: 0,
+            stage_reset_at: 0,
         };
         let mut w = WriteSet::new();
         w.invite(&invite);
@@ -635,6 +677,7 @@ impl GroupActor {
             joined_at: now(),
             via_invite: Some(req.invite_id),
             invited_by: Some(req.invited_by),
+            risk: req.risk.clone(),
         };
         let (r, u, by) = (req.id, req.user_id, m.caller.user());
         if m.approve {
@@ -697,9 +740,16 @@ impl GroupActor {
         }
         let gid = self.id();
         let mut w = WriteSet::new();
-        w.block(gid, m.user, now());
-        // Blocking removes the member and drops a pending request.
-        w.remove_member(gid, m.user);
+        let now = now();
+        w.block(gid, m.user, now);
+        // Blocking removes the member (keeping the lineage) and drops a pending request.
+        self.depart(
+            &mut w,
+            m.user,
+            crate::domain::group::Departure::Blocked,
+            m.caller.user(),
+            now,
+        );
         let pending = self
             .pending_by_user
             .get(&m.user)
@@ -717,7 +767,6 @@ impl GroupActor {
         ));
         let reply = self.commit(w, ());
         self.blocks.insert(m.user);
-        self.members.remove(&m.user);
         if let Some(req) = pending {
             self.forget_request(&req);
         }

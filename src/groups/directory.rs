@@ -28,6 +28,8 @@ pub struct Shared {
     pub user_limiter: Arc<DefaultKeyedRateLimiter<UserId>>,
     pub clock: DefaultClock,
     pub counters: crate::push::CounterStore,
+    /// User-level risk signals (account age, join rate, shared devices).
+    pub signals: super::signals::SignalStore,
 }
 
 #[derive(Clone)]
@@ -67,6 +69,17 @@ impl Directory {
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "expiry sweep: storage read failed"),
+            }
+            // Passed challenges are remembered only until they expire.
+            let storage = &self.shared().storage;
+            match storage.stale_used_challenges(now, 1000) {
+                Ok(w) if !w.is_empty() => {
+                    if let Err(e) = storage.commit(w).await {
+                        tracing::warn!(error = %e, "pruning passed challenges failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning passed challenges: read failed"),
             }
         }
     }
@@ -156,6 +169,7 @@ impl Directory {
                 joined_at: now,
                 via_invite: None,
                 invited_by: None,
+                risk: None,
             },
         );
         w.event(&Event::for_group(

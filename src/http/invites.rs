@@ -11,6 +11,7 @@ use super::{id, now, rfc3339, AppState};
 use crate::domain::group::{parse_max_uses, parse_ttl, GroupStatus, Invite};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::join::Refusal;
+use crate::domain::risk::Stage;
 use crate::domain::token;
 use crate::error::{ApiError, Problem};
 use crate::groups::actor::{Caller, CreateInvite, GetInvite, Join, JoinOutcome, RevokeInvite};
@@ -25,10 +26,19 @@ pub struct NewInvite {
     ttl_seconds: Option<i64>,
     /// How many joins the invitation admits; unlimited when absent.
     max_uses: Option<u32>,
+    /// Re-share a live invitation of the same group: the new one is its
+    /// child (lineage), so a leak traces to one branch and
+    /// `POST /v1/invites/{id}/burn` revokes the branch at once.
+    parent_id: Option<InviteId>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct InviteView {
+    /// The invitation this one re-shares, if any, and its depth in the chain (0: a root).
+    parent_id: Option<InviteId>,
+    depth: u8,
+    /// Step-up stage: `open`, `challenge`, `approval` or `paused`.
+    stage: Stage,
     id: InviteId,
     group_id: GroupId,
     creator_id: UserId,
@@ -69,6 +79,9 @@ fn view(
     counters: Option<Counters>,
 ) -> InviteView {
     InviteView {
+        parent_id: i.parent_id,
+        depth: i.depth,
+        stage: i.stage,
         state: state_of(&i, group_epoch, banned, now()),
         url: format!("{}/j/{}", state.base_url, i.token),
         id: i.id,
@@ -113,6 +126,7 @@ pub async fn create_invite(
                 creator: user.0,
                 ttl_seconds,
                 max_uses,
+                parent: b.parent_id,
             },
         )
         .await?;
@@ -175,6 +189,14 @@ pub async fn get_invite(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (inv, group) = load_invite(&state, who.0, &path).await?;
+    with_counters(&state, inv, &group)
+}
+
+fn with_counters(
+    state: &AppState,
+    inv: Invite,
+    group: &crate::domain::group::Group,
+) -> Result<HttpResponse, ApiError> {
     let counters = state
         .groups
         .shared()
@@ -186,7 +208,26 @@ pub async fn get_invite(
         // Unlimited invitations do not store their count with each join.
         inv.uses = u32::try_from(counters.uses).unwrap_or(u32::MAX);
     }
-    Ok(HttpResponse::Ok().json(view(&state, inv, group.epoch, banned, Some(counters))))
+    Ok(HttpResponse::Ok().json(view(state, inv, group.epoch, banned, Some(counters))))
+}
+
+/// An invitation as `GET /v1/invites/{id}` shows it, after a change.
+pub async fn invite_response(
+    state: &AppState,
+    g: GroupId,
+    inv: Invite,
+) -> Result<HttpResponse, ApiError> {
+    let (_, group) = state
+        .groups
+        .call(
+            g,
+            GetInvite {
+                caller: Caller::Admin,
+                invite_id: inv.id,
+            },
+        )
+        .await?;
+    with_counters(state, inv, &group)
 }
 
 /// Revoke an invitation (its creator, the group's owner or admins, operators).
@@ -385,7 +426,7 @@ pub struct JoinResult {
         (status = 200, body = JoinResult, description = "joined"),
         (status = 202, body = JoinResult, description = "waiting for approval"),
         (status = 400, body = Problem, description = "invalid_token"),
-        (status = 403, body = Problem, description = "group_banned, blocked"),
+        (status = 403, body = Problem, description = "group_banned, blocked, invite_paused, challenge_required (with a `challenge` to solve and answer at POST /v1/challenges/{id})"),
         (status = 409, body = Problem, description = "group_full, already_member, request_pending"),
         (status = 410, body = Problem, description = "invite_expired, invite_revoked, invite_exhausted"),
         (status = 429, body = Problem, description = "rate_limited (with Retry-After)"),
@@ -396,9 +437,17 @@ pub struct JoinResult {
 pub async fn join(
     state: web::Data<AppState>,
     user: User,
+    req: actix_web::HttpRequest,
     body: web::Json<JoinBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = join_inner(&state, user.0, &body.token).await;
+    let result = join_inner(&state, &req, user.0, &body.token).await;
+    join_reply(result)
+}
+
+/// The answer to a join (or a challenge answer that completed one), counted by outcome.
+pub fn join_reply(
+    result: Result<(JoinOutcome, GroupId), ApiError>,
+) -> Result<HttpResponse, ApiError> {
     let outcome = match &result {
         Ok((JoinOutcome::Joined, _)) => "joined",
         Ok((JoinOutcome::Pending(_), _)) => "pending",
@@ -422,6 +471,7 @@ pub async fn join(
 
 async fn join_inner(
     state: &AppState,
+    req: &actix_web::HttpRequest,
     user: UserId,
     text: &str,
 ) -> Result<(JoinOutcome, GroupId), ApiError> {
@@ -435,6 +485,7 @@ async fn join_inner(
         .group_by_ref(&parsed.claims.group_ref)?
         .ok_or_else(invalid)?;
     let tag = parsed.tag(state.keys.tag_key());
+    let signals = super::abuse::signals(state, req, user)?;
     let outcome = state
         .groups
         .call(
@@ -443,6 +494,7 @@ async fn join_inner(
                 user,
                 claims: parsed.claims,
                 tag,
+                signals,
             },
         )
         .await?;

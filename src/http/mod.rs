@@ -1,6 +1,7 @@
 //! The HTTP gateway: thin handlers that parse, authorise, call an actor and map
 //! the result. Route modules mirror the API sections of DESIGN.md.
 
+pub mod abuse;
 pub mod auth;
 pub mod codes;
 pub mod groups;
@@ -78,6 +79,7 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/admin/alerts",
     "/v1/packets",
     "/v1/admin/blacklist",
+    "/v1/admin/groups/flagged",
     "/v1/codes",
     "/v1/ws",
     "/healthz",
@@ -174,6 +176,15 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(codes::get_code)
             .service(codes::revoke_code)
             .service(ws::ws)
+            .service(abuse::answer_challenge)
+            .service(abuse::joins)
+            .service(abuse::invite_analytics)
+            .service(abuse::group_analytics)
+            .service(abuse::reset_invite)
+            .service(abuse::burn_branch)
+            .service(abuse::remove_member)
+            .service(abuse::flagged_groups)
+            .service(abuse::clear_flag)
             .default_service(web::to(not_found));
     }
 }

@@ -203,6 +203,11 @@ pub async fn invite_page(
             "It was closed by the operator.",
         ),
         Err(Refusal::GroupFull) => (409, "This group is full", "No seats are free right now."),
+        Err(Refusal::Paused) => (
+            403,
+            "This invitation is paused",
+            "It saw a wave of suspicious joins. Ask the group for another invitation, or try again later.",
+        ),
         Err(Refusal::AlreadyMember | Refusal::RequestPending | Refusal::Blocked) => {
             (200, "Invitation", "Open the app to see your groups.")
         }

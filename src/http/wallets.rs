@@ -252,6 +252,7 @@ pub async fn ledger_check(
                 report.report.findings.len()
             ),
             code: "ledger_inconsistent".into(),
+            challenge: None,
         },
         report,
     };

@@ -34,12 +34,14 @@ use tokio::sync::{oneshot, watch};
 use crate::domain::events::Event;
 use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
+mod abuse;
 mod codes;
 mod commit;
 mod ledger;
 mod packets;
 mod payouts;
 
+pub use abuse::{Scope, Suspect};
 use commit::{commit_loop, Job};
 pub use commit::{ChainHead, Tracker};
 pub use ledger::{DayAnchor, InboxItem, LedgerBooks};
@@ -84,6 +86,8 @@ pub struct GroupSnapshot {
     pub invites: Vec<Invite>,
     pub requests: Vec<JoinRequest>,
     pub blocks: Vec<UserId>,
+    /// Listed for the operator by its join reputation.
+    pub suspect: Option<Suspect>,
 }
 
 /// Counters derived from the outbox (per group and per invitation).
@@ -143,6 +147,10 @@ pub struct WriteSet {
 impl WriteSet {
     pub fn new() -> Self {
         WriteSet::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.events.is_empty() && self.journal.is_empty()
     }
 
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -465,6 +473,7 @@ impl Storage {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(GroupSnapshot {
+            suspect: self.suspect_of(id)?,
             group,
             members: self.scan(key(b"m/", &[g]))?,
             invites: self.scan(key(b"i/", &[g]))?,

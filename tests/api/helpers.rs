@@ -26,10 +26,18 @@ fn start(dir: &Path, extra_config: &str) -> (Child, String) {
     } else {
         "[codes]\npool_size = 0\npool_low_water = 0\n"
     };
+    // Tests drive hundreds of brand-new accounts through one invitation in
+    // seconds, which is what a bot wave looks like: risk scoring runs and
+    // records, but acts only in the tests that ask for it (tests/api/abuse.rs).
+    let risk = if extra_config.contains("[risk]") {
+        ""
+    } else {
+        "[risk]\nmode = \"observe\"\n"
+    };
     std::fs::write(
         &cfg,
         format!(
-            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n{codes}",
+            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n{codes}{risk}",
             data.display()
         ),
     )
@@ -186,6 +194,18 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    /// [`TestApp::call`] with extra request headers.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
         let mut req = match method {
             "GET" => self.client.get(url),
@@ -197,6 +217,9 @@ impl TestApp {
         };
         if let Some(t) = token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
         }
         let mut resp = match body {
             Some(b) => req.send_json(&b).await,

@@ -1,3 +1,4 @@
+mod abuse;
 mod access;
 mod browser;
 mod campaign;

@@ -1,0 +1,481 @@
+//! Anti-abuse routes: answering a join challenge, the lineage of an
+//! invitation, analytics, resetting a stepped-up invitation, burning a
+//! re-shared branch, removing members, and the operator's list of flagged
+//! groups.
+
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{Admin, Authed, User};
+use super::{id, now, rfc3339, AppState};
+use crate::domain::challenge::{self, Challenge};
+use crate::domain::group::JoinRisk;
+use crate::domain::ids::{GroupId, InviteId, UserId};
+use crate::domain::risk::{Bucket, ChallengeKind, Mode, Stage};
+use crate::error::{ApiError, Problem};
+use crate::groups::abuse::{
+    AnswerChallenge, BurnBranch, ClearFlag, GetAnalytics, ListJoins, RemoveMember, ResetInvite,
+};
+use crate::groups::signals::UserSignals;
+use crate::storage::Suspect;
+
+/// The user-level risk signals of a join attempt (None when scoring is off).
+pub fn signals(
+    state: &AppState,
+    req: &HttpRequest,
+    user: UserId,
+) -> Result<Option<UserSignals>, ApiError> {
+    let p = &state.config.risk;
+    if p.mode == Mode::Off {
+        return Ok(None);
+    }
+    let device = match req.headers().get("x-device-id") {
+        None => None,
+        Some(v) => {
+            let s = v
+                .to_str()
+                .ok()
+                .filter(|s| {
+                    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "`X-Device-Id` must be 1 to 128 printable ASCII characters",
+                    )
+                })?;
+            Some(state.keys.device_hash(s))
+        }
+    };
+    let store = &state.groups.shared().signals;
+    Ok(Some(store.observe(
+        &state.storage,
+        user,
+        device,
+        now(),
+        p,
+    )?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeAnswer {
+    /// `pow`: the solution found (1 to 64 printable ASCII characters).
+    solution: Option<String>,
+    /// `captcha`: the token the provider's widget gave the client.
+    response: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SiteVerify {
+    success: bool,
+}
+
+/// Ask the captcha provider whether `response` is a passed captcha
+/// (hCaptcha, reCAPTCHA and Turnstile share this "siteverify" shape).
+async fn captcha_passed(state: &AppState, response: &str) -> Result<bool, ApiError> {
+    let Some(c) = &state.config.risk.challenge.captcha else {
+        return Err(ApiError::CaptchaUnavailable);
+    };
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let mut resp = client
+        .post(&c.verify_url)
+        .send_form(&[("secret", c.secret.as_str()), ("response", response)])
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "captcha provider unreachable");
+            ApiError::CaptchaUnavailable
+        })?;
+    if !resp.status().is_success() {
+        tracing::warn!(status = %resp.status(), "captcha provider refused the check");
+        return Err(ApiError::CaptchaUnavailable);
+    }
+    let v: SiteVerify = resp.json().limit(64 * 1024).await.map_err(|e| {
+        tracing::warn!(error = %e, "captcha provider answered garbage");
+        ApiError::CaptchaUnavailable
+    })?;
+    Ok(v.success)
+}
+
+/// Answer a join challenge; a passed one completes the join it interrupted.
+#[utoipa::path(
+    params(("id" = String, Path, description = "challenge id (from the `challenge_required` problem)")),
+    request_body = ChallengeAnswer,
+    responses(
+        (status = 200, body = super::invites::JoinResult, description = "joined"),
+        (status = 202, body = super::invites::JoinResult, description = "waiting for approval"),
+        (status = 400, body = Problem, description = "invalid_challenge, validation_failed"),
+        (status = 403, body = Problem, description = "challenge_failed, and the join refusals"),
+        (status = 409, body = Problem, description = "challenge_used, and the join refusals"),
+        (status = 410, body = Problem, description = "challenge_expired, and the join refusals"),
+        (status = 502, body = Problem, description = "captcha_unavailable"),
+    ),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[post("/v1/challenges/{id}")]
+pub async fn answer_challenge(
+    state: web::Data<AppState>,
+    user: User,
+    path: web::Path<String>,
+    body: web::Json<ChallengeAnswer>,
+) -> Result<HttpResponse, ApiError> {
+    let cid = path.into_inner();
+    let (c, tag) = Challenge::open(&cid, state.keys.challenge_key())?;
+    // Checked here too so that nobody spends a captcha check on a challenge
+    // that is not theirs or is over.
+    c.admits(user.0, now())?;
+    let passed = match c.kind {
+        ChallengeKind::Pow => {
+            let s = body.solution.as_deref().ok_or_else(|| {
+                ApiError::validation("`solution` is required to answer a proof-of-work challenge")
+            })?;
+            challenge::pow_solves(&cid, s, c.bits)
+        }
+        ChallengeKind::Captcha => {
+            let r = body
+                .response
+                .as_deref()
+                .filter(|r| !r.is_empty() && r.len() <= 4096)
+                .ok_or_else(|| {
+                    ApiError::validation("`response` (1 to 4096 characters) is required to answer a captcha challenge")
+                })?;
+            captcha_passed(&state, r).await?
+        }
+    };
+    let g = c.group;
+    let result = state
+        .groups
+        .call(
+            g,
+            AnswerChallenge {
+                user: user.0,
+                challenge: c,
+                tag,
+                passed,
+            },
+        )
+        .await
+        .map(|o| (o, g));
+    super::invites::join_reply(result)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JoinsQuery {
+    /// Include the invitations re-shared from this one, at any depth.
+    branch: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JoinTraceView {
+    user_id: UserId,
+    /// The invitation of the branch the user came through.
+    via_invite: InviteId,
+    /// That invitation's creator.
+    invited_by: Option<UserId>,
+    /// `member`, `pending`, `removed`, `blocked` or `left`.
+    status: &'static str,
+    /// When they joined (or asked to).
+    at: String,
+    left_at: Option<String>,
+    /// The risk score and reasons recorded with the join.
+    risk: Option<JoinRisk>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JoinTraceList {
+    joins: Vec<JoinTraceView>,
+}
+
+/// Who joined through an invitation (lineage): members, pending requests,
+/// and former members (removed, blocked or left). The group's moderators,
+/// the invitation's creator, operators.
+#[utoipa::path(
+    params(("id" = String, Path, description = "group id"), ("iid" = String, Path, description = "invitation id"), JoinsQuery),
+    responses((status = 200, body = JoinTraceList), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[get("/v1/groups/{id}/invites/{iid}/joins")]
+pub async fn joins(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+    q: web::Query<JoinsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let g = id(GroupId::parse, &path.0)?;
+    let iid = id(InviteId::parse, &path.1)?;
+    let list = state
+        .groups
+        .call(
+            g,
+            ListJoins {
+                caller: who.0,
+                invite_id: iid,
+                branch: q.branch.unwrap_or(false),
+            },
+        )
+        .await?;
+    let joins = list
+        .into_iter()
+        .map(|t| JoinTraceView {
+            user_id: t.user_id,
+            via_invite: t.via_invite,
+            invited_by: t.invited_by,
+            status: t.status,
+            at: rfc3339(t.at),
+            left_at: t.left_at.map(rfc3339),
+            risk: t.risk,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(JoinTraceList { joins }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsQuery {
+    /// How many minutes back, 1 to 10080 (7 days). Default 60.
+    minutes: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Minute {
+    /// Start of the minute (RFC 3339).
+    at: String,
+    #[serde(flatten)]
+    counts: Bucket,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnalyticsView {
+    /// Sums over the window.
+    totals: Bucket,
+    /// Minutes with activity, oldest first.
+    series: Vec<Minute>,
+    /// Invitations only: the step-up stage.
+    stage: Option<Stage>,
+}
+
+async fn analytics(
+    state: &AppState,
+    who: Authed,
+    g: GroupId,
+    invite_id: Option<InviteId>,
+    minutes: Option<u32>,
+) -> Result<HttpResponse, ApiError> {
+    let minutes = minutes.unwrap_or(60);
+    if !(1..=7 * 24 * 60).contains(&minutes) {
+        return Err(ApiError::validation(
+            "`minutes` must be between 1 and 10080",
+        ));
+    }
+    let a = state
+        .groups
+        .call(
+            g,
+            GetAnalytics {
+                caller: who.0,
+                invite_id,
+                minutes,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(AnalyticsView {
+        totals: a.totals,
+        series: a
+            .series
+            .into_iter()
+            .map(|(m, counts)| Minute {
+                at: rfc3339(i64::from(m) * 60),
+                counts,
+            })
+            .collect(),
+        stage: a.stage,
+    }))
+}
+
+/// An invitation's analytics per minute: scans, attempts, joins, refusals
+/// by code, flagged attempts, challenges (moderators, its creator, operators).
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id"), AnalyticsQuery),
+    responses((status = 200, body = AnalyticsView), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[get("/v1/invites/{id}/analytics")]
+pub async fn invite_analytics(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<AnalyticsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let iid = id(InviteId::parse, &path)?;
+    let g = state.groups.group_by_invite(iid)?;
+    analytics(&state, who, g, Some(iid), q.minutes).await
+}
+
+/// A group's analytics per minute (moderators, operators).
+#[utoipa::path(
+    params(("id" = String, Path, description = "group id"), AnalyticsQuery),
+    responses((status = 200, body = AnalyticsView), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[get("/v1/groups/{id}/analytics")]
+pub async fn group_analytics(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    q: web::Query<AnalyticsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let g = id(GroupId::parse, &path)?;
+    analytics(&state, who, g, None, q.minutes).await
+}
+
+/// Reset a stepped-up invitation to `open` (moderators, operators).
+/// Flagged attempts before the reset no longer count towards its stage.
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id")),
+    responses((status = 200, body = super::invites::InviteView), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[post("/v1/invites/{id}/reset")]
+pub async fn reset_invite(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let iid = id(InviteId::parse, &path)?;
+    let g = state.groups.group_by_invite(iid)?;
+    let inv = state
+        .groups
+        .call(
+            g,
+            ResetInvite {
+                caller: who.0,
+                invite_id: iid,
+            },
+        )
+        .await?;
+    super::invites::invite_response(&state, g, inv).await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Burned {
+    /// Every invitation revoked by this burn (the branch's root first).
+    revoked: Vec<InviteId>,
+}
+
+/// Burn a branch: revoke an invitation and every invitation re-shared from
+/// it, at any depth (its creator, moderators, operators). Siblings and the
+/// invitation's own parent keep working.
+#[utoipa::path(
+    params(("id" = String, Path, description = "invitation id")),
+    responses((status = 200, body = Burned), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[post("/v1/invites/{id}/burn")]
+pub async fn burn_branch(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let iid = id(InviteId::parse, &path)?;
+    let g = state.groups.group_by_invite(iid)?;
+    let revoked = state
+        .groups
+        .call(
+            g,
+            BurnBranch {
+                caller: who.0,
+                invite_id: iid,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(Burned { revoked }))
+}
+
+/// Remove a member (owner, group admins for plain members, operators), or
+/// leave (the member themself; not the owner). The lineage is kept.
+#[utoipa::path(
+    params(("id" = String, Path, description = "group id"), ("user_id" = String, Path)),
+    responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem, description = "cannot_remove_owner")),
+    security(("bearer" = [])), tag = "groups"
+)]
+#[delete("/v1/groups/{id}/members/{user_id}")]
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let g = id(GroupId::parse, &path.0)?;
+    let user = id(UserId::parse, &path.1)?;
+    state
+        .groups
+        .call(
+            g,
+            RemoveMember {
+                caller: who.0,
+                user,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FlaggedGroup {
+    group_id: GroupId,
+    since: String,
+    /// The window that listed it: attempts and how many were flagged.
+    attempts: u64,
+    flagged: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FlaggedGroups {
+    groups: Vec<FlaggedGroup>,
+}
+
+/// Groups whose recent joins were mostly flagged (operators): their
+/// invitation creation is rate limited until cleared.
+#[utoipa::path(
+    responses((status = 200, body = FlaggedGroups), (status = 401, body = Problem)),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[get("/v1/admin/groups/flagged")]
+pub async fn flagged_groups(
+    state: web::Data<AppState>,
+    _: Admin,
+) -> Result<HttpResponse, ApiError> {
+    let mut list: Vec<Suspect> = state.storage.suspects()?;
+    list.sort_by_key(|s| std::cmp::Reverse(s.since));
+    let groups = list
+        .into_iter()
+        .map(|s| FlaggedGroup {
+            group_id: s.group_id,
+            since: rfc3339(s.since),
+            attempts: s.attempts,
+            flagged: s.flagged,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(FlaggedGroups { groups }))
+}
+
+/// Take a group off the flagged list (operators); attempts before now no
+/// longer count towards its reputation.
+#[utoipa::path(
+    params(("id" = String, Path, description = "group id")),
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "anti-abuse"
+)]
+#[delete("/v1/admin/groups/{id}/flag")]
+pub async fn clear_flag(
+    state: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let g = id(GroupId::parse, &path)?;
+    state.groups.call(g, ClearFlag {}).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
