@@ -223,6 +223,62 @@ async fn a_browser_opens_an_invitation_joins_and_follows_an_approval_live() {
     b.client.clone().close().await.expect("close the browser");
 }
 
+/// An invitation stepped up to `challenge`: the page solves the proof of
+/// work itself (WebCrypto) and the visitor joins without noticing.
+#[actix_web::test]
+async fn a_browser_passes_a_join_challenge_by_itself() {
+    let Some(b) = browser().await else { return };
+    let c = &b.client;
+    let app = TestApp::spawn_with(
+        "[risk]\nmode = \"enforce\"\nchallenge_after_flagged = 1\n\
+         approval_after_flagged = 100\npause_after_flagged = 100\n\
+         [risk.challenge]\npow_bits = 12\n",
+    )
+    .await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Guarded"})).await;
+    let (iid, tok, url) = app.invite(&owner, &g, json!({})).await;
+    // four accounts on one phone: the fourth is flagged and the link steps up
+    for i in 0..4 {
+        let (_, u) = app.user(&format!("farm{i}")).await;
+        app.call_with(
+            "POST",
+            "/v1/join",
+            Some(&u),
+            Some(json!({ "token": tok })),
+            &[("X-Device-Id", "one-phone")],
+        )
+        .await;
+    }
+    let (_, v) = app.get(&format!("/v1/invites/{iid}"), Some(&owner)).await;
+    assert_eq!(v["stage"], "challenge", "{v}");
+
+    c.goto(&url).await.expect("open the invitation");
+    c.find(Locator::Id("join"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let (state, text) = status_once(c, &["joined", "error"]).await;
+    assert_eq!(state, "joined", "{text}");
+    screenshot(c, "invite-challenge-passed.png").await;
+    let (_, v) = app
+        .get(&format!("/v1/groups/{g}/invites/{iid}/joins"), Some(&owner))
+        .await;
+    let challenged = v["joins"]
+        .as_array()
+        .expect("joins")
+        .iter()
+        .filter(|j| j["risk"]["challenged"] == true)
+        .count();
+    assert_eq!(
+        challenged, 1,
+        "the browser's join went through a challenge: {v}"
+    );
+    b.client.clone().close().await.expect("close the browser");
+}
+
 #[actix_web::test]
 async fn a_browser_opens_a_red_packet_and_wins_a_share() {
     let Some(b) = browser().await else { return };
