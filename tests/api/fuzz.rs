@@ -11,6 +11,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 const FIELDS: &[&str] = &[
+    "solution",
+    "response",
+    "parent_id",
     "name",
     "description",
     "member_limit",
@@ -155,6 +158,11 @@ async fn random_bodies_never_cause_a_5xx_or_a_broken_ledger() {
         ("POST", format!("/v1/admin/users/{uid}/kyc"), ADMIN),
         ("POST", "/v1/provider/notify".into(), ADMIN),
         ("POST", "/v1/admin/reconcile".into(), ADMIN),
+        (
+            "POST",
+            "/v1/challenges/ch_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+            &user,
+        ),
     ];
     let mut statuses = std::collections::BTreeMap::new();
     for (method, path, token) in &routes {
