@@ -186,6 +186,18 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    /// `call` with extra request headers (e.g. `Idempotency-Key`).
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, String)],
+    ) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
         let mut req = match method {
             "GET" => self.client.get(url),
@@ -197,6 +209,9 @@ impl TestApp {
         };
         if let Some(t) = token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        for (name, value) in headers {
+            req = req.insert_header((*name, value.as_str()));
         }
         let mut resp = match body {
             Some(b) => req.send_json(&b).await,
