@@ -860,6 +860,20 @@ async fn cross_user_actions(app: &TestApp, fx: &Fx) {
     let (s, v) = app.block(gadmin, g, spare).await;
     assert_eq!((s, code(&v)), (403, "forbidden"), "{v}");
     assert_eq!(app.call("DELETE", &admins, Some(owner), None).await.0, 204);
+    // A caller who may not block is refused before the target is looked at:
+    // the answer must not tell which user ids exist.
+    let owner_prefix = &owner_id[..owner_id.len() - 22];
+    let nobody = format!("{owner_prefix}{}", "A".repeat(22));
+    for (who, target) in [(outsider, &nobody), (outsider, spare), (member, &nobody)] {
+        let (s, v) = app.block(who, g, target).await;
+        assert_eq!((s, code(&v)), (403, "forbidden"), "block {target}: {v}");
+    }
+    let (s, v) = app.block(gadmin, g, &nobody).await;
+    assert_eq!(
+        (s, code(&v)),
+        (404, "user_not_found"),
+        "a moderator learns it: {v}"
+    );
     // A pending joiner is not a member yet.
     let joiner = &fx.victim_joiner_token;
     for (m, p) in [
