@@ -550,6 +550,19 @@ async fn every_route_times_every_caller() {
 
     cross_user_actions(&app, &fx).await;
     no_trace(&app, &fx).await;
+
+    // The cells carried these tokens (in headers, WebSocket queries and
+    // landing page paths): none of them reached the log.
+    let log = app.log();
+    assert!(log.contains("request"), "debug request logging is on");
+    for (who, secret) in fx
+        .token
+        .iter()
+        .map(|(w, t)| (format!("{w:?}"), t.as_str()))
+        .chain([("invitation".to_string(), fx.invite_token.as_str())])
+    {
+        assert!(!log.contains(secret), "the {who} token reached the log");
+    }
 }
 
 /// Users and what they own.
