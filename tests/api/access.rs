@@ -1174,17 +1174,27 @@ async fn no_trace(app: &TestApp, fx: &Fx) {
 
     // Money: the denied earnings credited nobody, the replayed keys moved nothing.
     let reasons = |tok: String| async move {
-        // The wallet (through its actor) first: it applies the credits still
-        // in its inbox, which the entries route (read from storage) does not.
-        app.balance(&tok).await;
-        let (s, v) = app.get("/v1/wallet/entries?limit=200", Some(&tok)).await;
-        assert_eq!(s, 200, "{v}");
-        v["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .map(|e| s_(&e["reason"]))
-            .collect::<Vec<String>>()
+        // Credits from other holders (a claim, an earning) reach the wallet's
+        // entries once its actor applied its inbox, which a read of the
+        // wallet starts and the entries route (read from storage) does not
+        // wait for: look again for up to 2 s.
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            app.balance(&tok).await;
+            let (s, v) = app.get("/v1/wallet/entries?limit=200", Some(&tok)).await;
+            assert_eq!(s, 200, "{v}");
+            out = v["entries"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .map(|e| s_(&e["reason"]))
+                .collect::<Vec<String>>();
+            if !out.is_empty() {
+                break;
+            }
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        out
     };
     for who in [Outsider, Member, GAdmin] {
         let r = reasons(fx.token(who).expect("user").to_string()).await;
