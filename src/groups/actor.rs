@@ -646,7 +646,7 @@ impl GroupActor {
 // ---------------- approvals and moderation ----------------
 
 message!(Decide -> UserId { caller: Caller, request_id: RequestId, approve: bool } => decide);
-message!(Block -> () { caller: Caller, user: UserId } => block);
+message!(Block -> () { caller: Caller, user: UserId, known_user: bool } => block);
 message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool } => set_admin);
 message!(UpdateSettings -> Group {
     caller: Caller,
@@ -722,6 +722,9 @@ impl GroupActor {
 
     fn block(&mut self, m: Block) -> Step<()> {
         let my_role = self.require_moderator(m.caller)?;
+        if !m.known_user {
+            return Err(ApiError::UserNotFound.into());
+        }
         if m.user == self.group.owner_id {
             return Err(ApiError::Conflict("cannot_block_owner").into());
         }

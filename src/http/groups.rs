@@ -402,9 +402,9 @@ pub async fn block(
     body: web::Json<BlockBody>,
 ) -> Result<HttpResponse, ApiError> {
     let g = gid(&path)?;
-    if state.storage.user(body.user_id)?.is_none() {
-        return Err(ApiError::UserNotFound);
-    }
+    // Whether the user exists is told to moderators only (the actor checks
+    // the caller first): others must not learn which user ids exist.
+    let known_user = state.storage.user(body.user_id)?.is_some();
     state
         .groups
         .call(
@@ -412,6 +412,7 @@ pub async fn block(
             Block {
                 caller: who.0,
                 user: body.user_id,
+                known_user,
             },
         )
         .await?;

@@ -35,7 +35,7 @@ async fn join_dev(app: &TestApp, user: &str, tok: &str, device: &str) -> (u16, V
         "/v1/join",
         Some(user),
         Some(json!({ "token": tok })),
-        &[("X-Device-Id", device)],
+        &[("X-Device-Id", device.to_string())],
     )
     .await
 }

@@ -246,7 +246,7 @@ async fn a_browser_passes_a_join_challenge_by_itself() {
             "/v1/join",
             Some(&u),
             Some(json!({ "token": tok })),
-            &[("X-Device-Id", "one-phone")],
+            &[("X-Device-Id", "one-phone".to_string())],
         )
         .await;
     }

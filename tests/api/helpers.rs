@@ -197,14 +197,14 @@ impl TestApp {
         self.call_with(method, path, token, body, &[]).await
     }
 
-    /// [`TestApp::call`] with extra request headers.
+    /// `call` with extra request headers (e.g. `Idempotency-Key`).
     pub async fn call_with(
         &self,
         method: &str,
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
-        headers: &[(&str, &str)],
+        headers: &[(&str, String)],
     ) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
         let mut req = match method {
@@ -218,8 +218,8 @@ impl TestApp {
         if let Some(t) = token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
         }
-        for (k, v) in headers {
-            req = req.insert_header((*k, *v));
+        for (name, value) in headers {
+            req = req.insert_header((*name, value.as_str()));
         }
         let mut resp = match body {
             Some(b) => req.send_json(&b).await,
