@@ -282,6 +282,8 @@ pub struct RequestView {
     invited_by: UserId,
     created_at: String,
     expires_at: String,
+    /// The join's risk score and reasons (anti-abuse), for the decision.
+    risk: Option<crate::domain::group::JoinRisk>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -312,6 +314,7 @@ pub async fn requests(
             invited_by: r.invited_by,
             created_at: rfc3339(r.created_at),
             expires_at: rfc3339(r.expires_at),
+            risk: r.risk,
         })
         .collect();
     Ok(HttpResponse::Ok().json(RequestList { requests }))
