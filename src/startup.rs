@@ -35,6 +35,8 @@ pub struct Application {
     pub storage: Storage,
     /// Its scan counts are flushed at shutdown.
     pub codes: Arc<crate::codes::Codes>,
+    /// Its groups' analytics are flushed at shutdown.
+    pub groups: Directory,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -154,7 +156,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         blacklist: std::sync::RwLock::new(blacklist),
         storage: storage.clone(),
         keys,
-        groups: directory,
+        groups: directory.clone(),
         wallets: wallets.clone(),
         provider: provider.clone(),
         payout_jobs: payout_jobs.clone(),
@@ -224,6 +226,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         addr,
         storage,
         codes,
+        groups: directory,
     })
 }
 

@@ -20,7 +20,7 @@ use crate::domain::join::{Admission, Refusal};
 use crate::domain::risk::{self, Bucket, ChallengeKind, Gate, Mode, Policy, Reason, Stage};
 use crate::error::ApiError;
 use crate::metrics;
-use crate::registry::{done, Step};
+use crate::registry::{done, Fail, Pending, Step};
 use crate::storage::{Scope, Suspect, WriteSet};
 
 fn now() -> i64 {
@@ -31,6 +31,14 @@ fn rfc3339(ts: i64) -> String {
     chrono::DateTime::from_timestamp(ts, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
+}
+
+/// A user's recent attempts through one invitation: the minute of the last
+/// counted attempt, and the minute they were last counted as flagged.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seen {
+    minute: u32,
+    flagged: Option<u32>,
 }
 
 /// How a join attempt names its invitation.
@@ -56,12 +64,20 @@ message!(AnswerChallenge -> JoinOutcome {
     // Whether the answer solves it (checked by the gateway: proof of work or captcha).
     passed: bool,
 } => answer_challenge);
-message!(ListJoins -> Vec<JoinTrace> { caller: Caller, invite_id: InviteId, branch: bool } => list_joins);
+message!(ListJoins -> JoinPage {
+    caller: Caller,
+    invite_id: InviteId,
+    branch: bool,
+    offset: usize,
+    limit: usize,
+} => list_joins);
 message!(GetAnalytics -> Analytics { caller: Caller, invite_id: Option<InviteId>, minutes: u32 } => get_analytics);
 message!(ResetInvite -> Invite { caller: Caller, invite_id: InviteId } => reset_invite);
 message!(BurnBranch -> Vec<InviteId> { caller: Caller, invite_id: InviteId } => burn_branch);
 message!(RemoveMember -> () { caller: Caller, user: UserId } => remove_member);
 message!(ClearFlag -> () {} => clear_flag);
+// Write the analytics counted so far (at shutdown); answers once durable.
+message!(FlushAnalytics -> () {} => flush_now);
 
 /// One join through an invitation, as its lineage shows it.
 #[derive(Debug, Clone)]
@@ -74,6 +90,14 @@ pub struct JoinTrace {
     pub at: i64,
     pub left_at: Option<i64>,
     pub risk: Option<JoinRisk>,
+}
+
+/// One page of a lineage listing, oldest first.
+#[derive(Debug, Clone)]
+pub struct JoinPage {
+    pub joins: Vec<JoinTrace>,
+    /// The offset of the next page, if there is one.
+    pub next_offset: Option<usize>,
 }
 
 /// Totals over the asked window and the per-minute series.
@@ -140,23 +164,32 @@ impl GroupActor {
         signals: Option<UserSignals>,
         now: i64,
     ) -> Step<JoinOutcome> {
-        let known = self
-            .invites
-            .contains_key(&e.invite_id)
-            .then_some(e.invite_id);
         let answering = e.solved.is_some();
-        // An answer was counted as an attempt when its challenge was issued.
-        if let (Some(i), false) = (known, answering) {
-            self.count(i, now, |b| b.attempts += 1);
+        let admission = self.admission(e.invite_id, e.token_epoch, e.tag_ok, Some(user), now);
+        // What an attempt adds to the invitation's signals must not be
+        // inflatable by one caller: only tokens that are the issued ones,
+        // not the caller's own state (already a member, a request pending),
+        // once per user and minute; an answer was counted when its
+        // challenge was issued.
+        let counted = !answering
+            && e.tag_ok
+            && self.invites.contains_key(&e.invite_id)
+            && !matches!(
+                admission,
+                Err(Refusal::AlreadyMember | Refusal::RequestPending)
+            )
+            && self.first_attempt(e.invite_id, user, now);
+        let known = counted.then_some(e.invite_id);
+        if counted {
+            self.count(e.invite_id, now, |b| b.attempts += 1);
         }
-        let mut admission =
-            match self.admission(e.invite_id, e.token_epoch, e.tag_ok, Some(user), now) {
-                Ok(a) => a,
-                Err(r) => {
-                    self.refused(known, r.code(), now);
-                    return Err(r.into());
-                }
-            };
+        let mut admission = match admission {
+            Ok(a) => a,
+            Err(r) => {
+                self.refused(known, r.code(), now);
+                return Err(r.into());
+            }
+        };
         let mut invite = self
             .invites
             .get(&e.invite_id)
@@ -172,23 +205,43 @@ impl GroupActor {
             self.refused(known, "rate_limited", now);
             return Err(err.into());
         }
-        let risk = match &e.solved {
-            Some((_, _, r)) => Some(r.clone()),
-            None => signals.map(|s| self.score(&invite, s, now)),
+        if let Some(d) = signals.and_then(|s| s.device) {
+            self.shared.signals.note_device(d, user);
+        }
+        let (risk, listed) = match (&e.solved, signals) {
+            (Some((_, _, r)), _) => (Some(r.clone()), None),
+            (None, Some(s)) => {
+                let (r, listed) = self.score(&invite, user, s, now);
+                (Some(r), listed)
+            }
+            (None, None) => (None, None),
         };
         let flagged = !answering
             && risk
                 .as_ref()
                 .is_some_and(|r| r.score >= self.policy().flag_score);
-        let stage = if flagged {
+        let (stage, stepped) = if flagged {
             self.step_up(&mut invite, now)
         } else {
-            invite.stage
+            (invite.stage, None)
+        };
+        // A refusal that stepped the invitation up (or listed the group)
+        // answers once that is on disk: the later write is durable only
+        // after the earlier one, and a join's own write comes after both.
+        let stored = stepped.or(listed);
+        let refuse_after = |err: ApiError| -> Step<JoinOutcome> {
+            match stored {
+                Some(durable) => Ok(Box::pin(async move {
+                    durable.await?;
+                    Err(Fail::Api(err))
+                })),
+                None => Err(err.into()),
+            }
         };
         match risk::gate(self.policy().mode, stage, flagged, answering) {
             Gate::Paused => {
                 self.refused(known, "invite_paused", now);
-                return Err(Refusal::Paused.into());
+                return refuse_after(Refusal::Paused.into());
             }
             Gate::Challenge => {
                 let offer = self.issue_challenge(user, &invite, risk.as_ref(), now);
@@ -196,7 +249,7 @@ impl GroupActor {
                 metrics::CHALLENGES
                     .with_label_values(&[kind_label(self.policy().challenge.kind), "issued"])
                     .inc();
-                return Err(ApiError::ChallengeRequired(Box::new(offer)).into());
+                return refuse_after(ApiError::ChallengeRequired(Box::new(offer)));
             }
             Gate::Approval => admission = Admission::Request,
             Gate::Pass => {}
@@ -289,9 +342,51 @@ impl GroupActor {
         Ok(reply)
     }
 
+    /// Whether this is `user`'s first attempt through `invite` this minute.
+    fn first_attempt(&mut self, invite: InviteId, user: UserId, now: i64) -> bool {
+        let m = minute(now);
+        let seen = self.seen.entry((invite, user)).or_insert(Seen {
+            minute: m.wrapping_sub(1),
+            flagged: None,
+        });
+        std::mem::replace(&mut seen.minute, m) != m
+    }
+
+    /// Whether `user` was not yet flagged through `invite` in the window
+    /// (the step-up ladder counts flagged users, not their retries).
+    fn first_flag(&mut self, invite: InviteId, user: UserId, now: i64) -> bool {
+        let (m, w) = (minute(now), self.policy().window_minutes);
+        let seen = self.seen.entry((invite, user)).or_insert(Seen {
+            minute: m,
+            flagged: None,
+        });
+        match seen.flagged {
+            Some(f) if m < f.saturating_add(w) => false,
+            _ => {
+                seen.flagged = Some(m);
+                true
+            }
+        }
+    }
+
+    /// Forget attempts older than the window.
+    pub(super) fn prune_seen(&mut self, now: i64) {
+        let (m, w) = (minute(now), self.policy().window_minutes);
+        self.seen.retain(|_, s| {
+            s.minute.saturating_add(w) > m || s.flagged.is_some_and(|f| f.saturating_add(w) > m)
+        });
+    }
+
     /// Score one attempt (not an answer: its challenge carries the score of
-    /// the attempt it interrupted); a flagged one is counted.
-    fn score(&mut self, invite: &Invite, s: UserSignals, now: i64) -> JoinRisk {
+    /// the attempt it interrupted); the first flag of a user in the window
+    /// is counted.
+    fn score(
+        &mut self,
+        invite: &Invite,
+        user: UserId,
+        s: UserSignals,
+        now: i64,
+    ) -> (JoinRisk, Option<Pending<()>>) {
         let shared = Arc::clone(&self.shared);
         let p = &shared.config.risk;
         let scope = Scope::Invite(invite.id);
@@ -308,22 +403,27 @@ impl GroupActor {
         let a = risk::assess(&signals, p);
         let flagged = a.flagged(p);
         metrics::JOIN_RISK.observe(f64::from(a.score));
+        let mut listed = None;
         if flagged {
             metrics::JOINS_FLAGGED.inc();
-            self.count(invite.id, now, |b| b.flagged += 1);
-            self.check_reputation(now);
+            if self.first_flag(invite.id, user, now) {
+                self.count(invite.id, now, |b| b.flagged += 1);
+                listed = self.check_reputation(now);
+            }
         }
-        JoinRisk {
+        let risk = JoinRisk {
             score: a.score,
             reasons: a.reasons,
             challenged: false,
             new_account: s.account_age_seconds < p.new_account_seconds,
-        }
+        };
+        (risk, listed)
     }
 
     /// Move the invitation up the step-up ladder if its flagged attempts
-    /// call for it; the change is stored and announced in the background.
-    fn step_up(&mut self, invite: &mut Invite, now: i64) -> Stage {
+    /// call for it: the stage, and the write storing and announcing a
+    /// change (durable when the future resolves).
+    fn step_up(&mut self, invite: &mut Invite, now: i64) -> (Stage, Option<Pending<()>>) {
         let shared = Arc::clone(&self.shared);
         let p = &shared.config.risk;
         let after = (invite.stage_reset_at > 0).then(|| minute(invite.stage_reset_at));
@@ -339,7 +439,7 @@ impl GroupActor {
             .flagged;
         let next = risk::escalate(invite.stage, flagged, p);
         if next == invite.stage || p.mode != Mode::Enforce {
-            return invite.stage;
+            return (invite.stage, None);
         }
         invite.stage = next;
         invite.stage_changed_at = now;
@@ -350,9 +450,9 @@ impl GroupActor {
         let mut w = WriteSet::new();
         w.invite(invite);
         w.event(&self.stage_event(invite, flagged));
-        self.background(w);
+        let durable = self.commit(w, ());
         self.invites.insert(invite.id, invite.clone());
-        next
+        (next, Some(durable))
     }
 
     fn stage_event(&self, invite: &Invite, flagged: u64) -> crate::domain::events::Event {
@@ -405,10 +505,11 @@ impl GroupActor {
         }
     }
 
-    /// List the group for the operator once most of its recent attempts are flagged.
-    fn check_reputation(&mut self, now: i64) {
+    /// List the group for the operator once most of its recent attempts
+    /// are flagged (the write, when it does).
+    fn check_reputation(&mut self, now: i64) -> Option<Pending<()>> {
         if self.suspect.is_some() || self.policy().mode == Mode::Off {
-            return;
+            return None;
         }
         let shared = Arc::clone(&self.shared);
         let p = &shared.config.risk;
@@ -417,13 +518,14 @@ impl GroupActor {
             .analytics
             .window(&shared.storage, Scope::Group, now, p.window_minutes, after);
         if !risk::suspect(&w, p) {
-            return;
+            return None;
         }
         let s = Suspect {
             group_id: self.id(),
             since: now,
             attempts: w.attempts,
             flagged: w.flagged,
+            cleared_at: None,
         };
         tracing::warn!(group = %self.id(), attempts = w.attempts, flagged = w.flagged, "group flagged for review");
         metrics::GROUPS_FLAGGED.inc();
@@ -438,21 +540,32 @@ impl GroupActor {
                 flagged: w.flagged,
             },
         ));
-        self.background(ws);
+        let durable = self.commit(ws, ());
         self.suspect = Some(s);
+        Some(durable)
     }
 
-    /// Invitation creation in a flagged group is limited (enforce mode).
-    pub(super) fn check_invite_creation(&self) -> Result<(), ApiError> {
+    /// Invitation creation in a flagged group is limited (enforce mode),
+    /// counted from the stored invitations so that a restart does not
+    /// reset the allowance.
+    pub(super) fn check_invite_creation(&self, now: i64) -> Result<(), ApiError> {
         if self.suspect.is_none() || self.policy().mode != Mode::Enforce {
             return Ok(());
         }
-        self.suspect_limiter.check().map_err(|nu| {
-            ApiError::rate_limited(
-                "invitations of a group flagged for suspicious joins",
-                &nu,
-                &self.shared.clock,
-            )
+        let hour_ago = now - 3600;
+        let recent: Vec<i64> = self
+            .invites
+            .values()
+            .map(|i| i.created_at)
+            .filter(|t| *t > hour_ago)
+            .collect();
+        if recent.len() < self.policy().suspect_invites_per_hour as usize {
+            return Ok(());
+        }
+        let oldest = recent.iter().min().copied().unwrap_or(now);
+        Err(ApiError::RateLimited {
+            scope: "invitations of a group flagged for suspicious joins",
+            retry_after_secs: u64::try_from(oldest + 3600 - now).unwrap_or(1).max(1),
         })
     }
 
@@ -515,14 +628,15 @@ impl GroupActor {
 
     /// The caller may read the lineage and analytics of `invite` (`None`:
     /// the group's): moderators, operators, and an invitation's creator.
-    fn may_inspect(&self, caller: Caller, invite: Option<&Invite>) -> Result<(), ApiError> {
+    /// Answers whether the caller moderates (creators see less).
+    fn may_inspect(&self, caller: Caller, invite: Option<&Invite>) -> Result<bool, ApiError> {
         let moderates = self.role(caller).is_some_and(Role::moderates);
         let creator = match (caller, invite) {
             (Caller::User(u), Some(i)) => i.creator_id == u && self.members.contains_key(&u),
             _ => false,
         };
         if moderates || creator {
-            Ok(())
+            Ok(moderates)
         } else {
             Err(ApiError::forbidden(
                 "only the group's owner or admins, the invitation's creator, or an operator may see this",
@@ -548,12 +662,12 @@ impl GroupActor {
         }
     }
 
-    fn list_joins(&mut self, m: ListJoins) -> Step<Vec<JoinTrace>> {
+    fn list_joins(&mut self, m: ListJoins) -> Step<JoinPage> {
         let inv = self
             .invites
             .get(&m.invite_id)
             .ok_or(ApiError::InviteNotFound)?;
-        self.may_inspect(m.caller, Some(inv))?;
+        let moderates = self.may_inspect(m.caller, Some(inv))?;
         let via: HashSet<InviteId> = if m.branch {
             self.branch(m.invite_id)
         } else {
@@ -588,7 +702,11 @@ impl GroupActor {
                 risk: r.risk.clone(),
             });
         }
-        for f in self.shared.storage.former_members(self.id())? {
+        let mut former = Vec::new();
+        for i in &via {
+            former.extend(self.shared.storage.former_members(self.id(), *i)?);
+        }
+        for f in former {
             if let Some(i) = f.member.via_invite.filter(|i| via.contains(i)) {
                 out.push(JoinTrace {
                     user_id: f.member.user_id,
@@ -606,7 +724,23 @@ impl GroupActor {
             }
         }
         out.sort_by_key(|t| (t.at, t.user_id));
-        done(out)
+        if !moderates {
+            // An invitation's creator sees who came through it, not how
+            // they were scored or why they left.
+            for t in &mut out {
+                t.risk = None;
+                if matches!(t.status, "removed" | "blocked" | "left") {
+                    t.status = "former";
+                }
+            }
+        }
+        let total = out.len();
+        let joins: Vec<JoinTrace> = out.into_iter().skip(m.offset).take(m.limit).collect();
+        let end = m.offset.saturating_add(joins.len());
+        done(JoinPage {
+            joins,
+            next_offset: (end < total).then_some(end),
+        })
     }
 
     fn get_analytics(&mut self, m: GetAnalytics) -> Step<Analytics> {
@@ -763,14 +897,22 @@ impl GroupActor {
         Ok(reply)
     }
 
-    fn clear_flag(&mut self, _: ClearFlag) -> Step<()> {
-        self.flag_cleared_at = now();
-        if self.suspect.take().is_none() {
-            return self.after_pending_writes(());
-        }
-        let mut w = WriteSet::new();
-        w.remove_suspect(self.id());
+    fn flush_now(&mut self, _: FlushAnalytics) -> Step<()> {
+        let w = self.analytics.take(now());
         Ok(self.commit(w, ()))
+    }
+
+    fn clear_flag(&mut self, _: ClearFlag) -> Step<()> {
+        let Some(mut s) = self.suspect.take() else {
+            return self.after_pending_writes(());
+        };
+        let now = now();
+        s.cleared_at = Some(now);
+        let mut w = WriteSet::new();
+        w.suspect(&s);
+        let reply = self.commit(w, ());
+        self.flag_cleared_at = now;
+        Ok(reply)
     }
 }
 

@@ -86,10 +86,14 @@ pub struct GroupActor {
     pub(super) used_challenges: HashMap<[u8; 16], i64>,
     /// Listed for the operator by its join reputation.
     pub(super) suspect: Option<crate::storage::Suspect>,
-    pub(super) suspect_limiter: DefaultDirectRateLimiter,
     /// When an operator last cleared the listing (attempts before it no
     /// longer count towards the reputation).
     pub(super) flag_cleared_at: i64,
+    /// Who attempted and who was flagged through which invitation, in the
+    /// window (so retries do not count again).
+    pub(super) seen: HashMap<(InviteId, UserId), super::abuse::Seen>,
+    /// A flush of the analytics is scheduled.
+    pub(super) flush_scheduled: bool,
     analytics_pruned: bool,
 }
 
@@ -105,19 +109,19 @@ impl GroupActor {
             .map(|r| r.expires_at)
             .min()
             .unwrap_or(i64::MAX);
-        let per_hour =
-            NonZeroU32::new(shared.config.risk.suspect_invites_per_hour).unwrap_or(NonZeroU32::MIN);
         GroupActor {
             life,
             limiter: limiter(rate, &shared.clock),
             analytics: Analytics::new(snap.group.id, shared.config.risk.window_minutes + 1),
             used_challenges: HashMap::new(),
-            suspect: snap.suspect,
-            suspect_limiter: RateLimiter::direct_with_clock(
-                Quota::per_hour(per_hour),
-                shared.clock.clone(),
-            ),
-            flag_cleared_at: 0,
+            flag_cleared_at: snap
+                .suspect
+                .as_ref()
+                .and_then(|s| s.cleared_at)
+                .unwrap_or(0),
+            suspect: snap.suspect.filter(|s| s.cleared_at.is_none()),
+            seen: HashMap::new(),
+            flush_scheduled: false,
             analytics_pruned: false,
             pending_by_user: snap.requests.iter().map(|r| (r.user_id, r.id)).collect(),
             group: snap.group,
@@ -265,6 +269,7 @@ impl GroupActor {
         self.expire(now);
         self.prune_invites(now);
         self.used_challenges.retain(|_, exp| *exp > now);
+        self.prune_seen(now);
         self.prune_analytics(now);
         // Counts are written before the actor may be passivated (a write
         // in flight keeps it resident until the next tick).
@@ -280,7 +285,11 @@ impl GroupActor {
         }
         let days = self.shared.config.risk.analytics_retention_days;
         let before = minute(now).saturating_sub(days.saturating_mul(24 * 60));
-        match self.shared.storage.stale_analytics(self.id(), before) {
+        match self
+            .shared
+            .storage
+            .stale_analytics(self.id(), before, 10_000)
+        {
             Ok(stale) if !stale.is_empty() => {
                 let mut w = WriteSet::new();
                 for (scope, m) in stale {
@@ -294,8 +303,16 @@ impl GroupActor {
     }
 
     /// Run first in every handler (after `life.touch`): settle due requests.
-    pub(super) fn catch_up(&mut self, _: &mut Context<Self>) {
+    pub(super) fn catch_up(&mut self, ctx: &mut Context<Self>) {
         self.expire(now());
+        // Whatever this message counts is written within a second.
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(super::analytics::FLUSH_EVERY, |a, _| {
+                a.flush_scheduled = false;
+                a.flush_analytics(true);
+            });
+        }
     }
 }
 
@@ -568,7 +585,7 @@ impl GroupActor {
                 p.depth + 1
             }
         };
-        self.check_invite_creation()?;
+        self.check_invite_creation(now)?;
         let keys = &self.shared.keys;
         let claims = Claims {
             kid: keys.active_kid(),

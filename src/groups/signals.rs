@@ -25,8 +25,12 @@ pub struct UserSignals {
     pub account_age_seconds: i64,
     /// Attempts in the user window, this one included.
     pub recent_joins: u32,
-    /// Distinct accounts seen with the device id (0 when none was sent).
+    /// Distinct accounts seen with the device id, this one included (0
+    /// when none was sent).
     pub device_accounts: u32,
+    /// The device's keyed hash, noted by the group once the attempt passed
+    /// the user's rate limit ([`SignalStore::note_device`]).
+    pub device: Option<[u8; 16]>,
 }
 
 /// Two fixed windows give a sliding estimate of the attempts in the last
@@ -119,25 +123,40 @@ impl SignalStore {
                 })
                 .hit(now, window)
         };
+        // Read only: the device is noted once the attempt passed the user's
+        // rate limit, so a caller cannot flood the table for free.
         let device_accounts = match device {
             None => 0,
             Some(d) => {
-                let mut shard = lock(&self.devices[usize::from(d[0]) % SHARDS]);
-                if shard.len() >= DEVICES_PER_SHARD && !shard.contains_key(&d) {
-                    shard.clear();
-                }
-                let users = shard.entry(d).or_default();
-                if !users.contains(&user) && users.len() < ACCOUNTS_PER_DEVICE {
-                    users.push(user);
-                }
-                users.len() as u32
+                let shard = lock(&self.devices[usize::from(d[0]) % SHARDS]);
+                let users = shard.get(&d);
+                let known = users.is_some_and(|u| u.contains(&user));
+                (users.map_or(0, Vec::len) + usize::from(!known)) as u32
             }
         };
         Ok(UserSignals {
             account_age_seconds: now - created,
             recent_joins,
             device_accounts,
+            device,
         })
+    }
+
+    /// Remember that `user` joins from `device`. A full shard first drops
+    /// the devices seen with a single account (what a flood of made-up ids
+    /// creates), keeping the shared ones that matter.
+    pub fn note_device(&self, device: [u8; 16], user: UserId) {
+        let mut shard = lock(&self.devices[usize::from(device[0]) % SHARDS]);
+        if shard.len() >= DEVICES_PER_SHARD && !shard.contains_key(&device) {
+            shard.retain(|_, users| users.len() > 1);
+            if shard.len() >= DEVICES_PER_SHARD {
+                shard.clear();
+            }
+        }
+        let users = shard.entry(device).or_default();
+        if !users.contains(&user) && users.len() < ACCOUNTS_PER_DEVICE {
+            users.push(user);
+        }
     }
 }
 

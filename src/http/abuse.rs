@@ -127,6 +127,9 @@ pub async fn answer_challenge(
     // Checked here too so that nobody spends a captcha check on a challenge
     // that is not theirs or is over.
     c.admits(user.0, now())?;
+    if state.storage.challenge_was_used(c.expires_at, &tag)? {
+        return Err(challenge::Refusal::Used.into());
+    }
     let passed = match c.kind {
         ChallengeKind::Pow => {
             let s = body.solution.as_deref().ok_or_else(|| {
@@ -167,6 +170,9 @@ pub async fn answer_challenge(
 pub struct JoinsQuery {
     /// Include the invitations re-shared from this one, at any depth.
     branch: Option<bool>,
+    /// Paging: skip this many (default 0), return at most `limit` (1 to 1000, default 200).
+    offset: Option<usize>,
+    limit: Option<usize>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -176,18 +182,21 @@ pub struct JoinTraceView {
     via_invite: InviteId,
     /// That invitation's creator.
     invited_by: Option<UserId>,
-    /// `member`, `pending`, `removed`, `blocked` or `left`.
+    /// `member`, `pending`, `removed`, `blocked` or `left` (an invitation's
+    /// creator who does not moderate sees `former` for the last three).
     status: &'static str,
     /// When they joined (or asked to).
     at: String,
     left_at: Option<String>,
-    /// The risk score and reasons recorded with the join.
+    /// The risk score and reasons recorded with the join (moderators only).
     risk: Option<JoinRisk>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct JoinTraceList {
     joins: Vec<JoinTraceView>,
+    /// Pass as `offset` for the next page; absent on the last one.
+    next_offset: Option<usize>,
 }
 
 /// Who joined through an invitation (lineage): members, pending requests,
@@ -207,7 +216,11 @@ pub async fn joins(
 ) -> Result<HttpResponse, ApiError> {
     let g = id(GroupId::parse, &path.0)?;
     let iid = id(InviteId::parse, &path.1)?;
-    let list = state
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::validation("`limit` must be between 1 and 1000"));
+    }
+    let page = state
         .groups
         .call(
             g,
@@ -215,10 +228,13 @@ pub async fn joins(
                 caller: who.0,
                 invite_id: iid,
                 branch: q.branch.unwrap_or(false),
+                offset: q.offset.unwrap_or(0),
+                limit,
             },
         )
         .await?;
-    let joins = list
+    let joins = page
+        .joins
         .into_iter()
         .map(|t| JoinTraceView {
             user_id: t.user_id,
@@ -230,7 +246,10 @@ pub async fn joins(
             risk: t.risk,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(JoinTraceList { joins }))
+    Ok(HttpResponse::Ok().json(JoinTraceList {
+        joins,
+        next_offset: page.next_offset,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]

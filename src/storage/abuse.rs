@@ -5,7 +5,7 @@
 //! |--------|--------------------------------------------|---------------------------|
 //! | `an/`  | group id, scope (0, or 1 + invite id), minute (u32 BE) | [`Bucket`] (written by the group's actor only) |
 //! | `cu/`  | expires at (i64 BE), challenge tag (16)    | (empty): a passed challenge, kept until it expires |
-//! | `mx/`  | group id, user id, left at (i64 BE)        | [`FormerMember`]          |
+//! | `mx/`  | group id, invite id, user id               | [`FormerMember`]: the last departure of a user who came through that invitation |
 //! | `gq/`  | group id                                   | [`Suspect`]               |
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,10 @@ pub struct Suspect {
     /// The window that listed it.
     pub attempts: u64,
     pub flagged: u64,
+    /// Set when an operator cleared the listing: the record stays so that
+    /// the attempts before it no longer count, also after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_at: Option<i64>,
 }
 
 impl WriteSet {
@@ -65,26 +69,22 @@ impl WriteSet {
         self.put(used_key(expires_at, tag), Vec::new());
     }
 
+    /// Keep a departed member's lineage (members who came through an
+    /// invitation; one record per user and invitation, the last departure).
     pub fn former_member(&mut self, g: GroupId, f: &FormerMember) {
-        self.put_json(
-            key(
-                b"mx/",
-                &[
-                    g.as_bytes(),
-                    f.member.user_id.as_bytes(),
-                    &f.left_at.to_be_bytes(),
-                ],
-            ),
-            f,
-        );
+        if let Some(i) = f.member.via_invite {
+            self.put_json(
+                key(
+                    b"mx/",
+                    &[g.as_bytes(), i.as_bytes(), f.member.user_id.as_bytes()],
+                ),
+                f,
+            );
+        }
     }
 
     pub fn suspect(&mut self, s: &Suspect) {
         self.put_json(key(b"gq/", &[s.group_id.as_bytes()]), s);
-    }
-
-    pub fn remove_suspect(&mut self, g: GroupId) {
-        self.del(key(b"gq/", &[g.as_bytes()]));
     }
 }
 
@@ -104,10 +104,21 @@ impl Storage {
         Ok(out)
     }
 
-    /// Every bucket key of a group older than minute `before` (for pruning).
-    pub fn stale_analytics(&self, g: GroupId, before: u32) -> Result<Vec<(Scope, u32)>> {
+    /// Bucket keys of a group older than minute `before` (for pruning), at
+    /// most `limit` keys looked at.
+    pub fn stale_analytics(
+        &self,
+        g: GroupId,
+        before: u32,
+        limit: usize,
+    ) -> Result<Vec<(Scope, u32)>> {
         let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(key(b"an/", &[g.as_bytes()])) {
+        for kv in self
+            .inner
+            .tree
+            .scan_prefix(key(b"an/", &[g.as_bytes()]))
+            .take(limit)
+        {
             let (k, _) = kv?;
             let rest = &k[3 + 16..];
             let (scope, m) = match rest.len() {
@@ -145,15 +156,18 @@ impl Storage {
         Ok(w)
     }
 
-    pub fn former_members(&self, g: GroupId) -> Result<Vec<FormerMember>> {
-        self.scan(key(b"mx/", &[g.as_bytes()]))
+    /// Former members who came through invitation `i` of group `g`.
+    pub fn former_members(&self, g: GroupId, i: InviteId) -> Result<Vec<FormerMember>> {
+        self.scan(key(b"mx/", &[g.as_bytes(), i.as_bytes()]))
     }
 
     pub fn suspect_of(&self, g: GroupId) -> Result<Option<Suspect>> {
         self.get(key(b"gq/", &[g.as_bytes()]))
     }
 
+    /// The groups listed now (not cleared).
     pub fn suspects(&self) -> Result<Vec<Suspect>> {
-        self.scan(b"gq/".to_vec())
+        let all: Vec<Suspect> = self.scan(b"gq/".to_vec())?;
+        Ok(all.into_iter().filter(|s| s.cleared_at.is_none()).collect())
     }
 }

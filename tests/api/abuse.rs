@@ -552,7 +552,7 @@ async fn a_group_of_flagged_joins_is_listed_and_limited() {
 mode = "enforce"
 reputation_min_attempts = 4
 reputation_flagged_share = 0.5
-suspect_invites_per_hour = 1
+suspect_invites_per_hour = 2
 "#,
     )
     .await;
@@ -570,7 +570,7 @@ suspect_invites_per_hour = 1
     assert_eq!(s_(&listed[0]["group_id"]), g);
     let (s, _) = app.get("/v1/admin/groups/flagged", Some(&owner)).await;
     assert_eq!(s, 403, "operators only");
-    // invitation creation is limited to one an hour
+    // invitation creation is limited to two an hour (the first one counts)
     let (s, v) = app
         .post(&format!("/v1/groups/{g}/invites"), Some(&owner), json!({}))
         .await;
@@ -711,4 +711,157 @@ site_key = "site-key-1"
         (502, "captcha_unavailable"),
         "{v}"
     );
+}
+
+/// One flagged account that never answers its challenges and only retries
+/// POST /v1/join cannot pause a public invitation: the ladder counts
+/// flagged users, not their retries.
+#[actix_web::test]
+async fn one_account_retrying_cannot_step_up_an_invitation() {
+    let app = TestApp::spawn_with(&ENFORCE.replace("new_account = 30", "new_account = 50")).await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Poster"})).await;
+    let (iid, tok, _) = app.invite(&owner, &g, json!({})).await;
+    let (_, bot) = app.user("bot").await;
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let (_, v) = app.join(&bot, &tok).await;
+        codes.push(s_(&v["code"]));
+    }
+    let (_, v) = app.get(&format!("/v1/invites/{iid}"), Some(&owner)).await;
+    assert_eq!(s_(&v["stage"]), "open", "{codes:?} stage={}", v["stage"]);
+    assert!(codes.iter().all(|c| c == "challenge_required"), "{codes:?}");
+}
+
+/// The caller's own state (here: a member re-joining, which no rate limit
+/// stops) is not counted against the invitation: nobody can raise
+/// `invite_burst`/`invite_failures` for every later joiner that way.
+#[actix_web::test]
+async fn refused_attempts_poison_the_invitation_signals() {
+    let app = TestApp::spawn_with(ENFORCE).await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Poster"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    for _ in 0..60 {
+        let (s, v) = app.join(&owner, &tok).await;
+        assert_eq!((s, s_(&v["code"]).as_str()), (409, "already_member"));
+    }
+    // a newcomer (fresh account, alone) is not taken for a wave
+    let (_, human) = app.user("human").await;
+    let (s, v) = app.join(&human, &tok).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, a) = app
+        .get(&format!("/v1/groups/{g}/analytics"), Some(&owner))
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        a["totals"]["attempts"], 1,
+        "only the newcomer's attempt: {a}"
+    );
+    assert_eq!(a["totals"]["refusals"], json!({}), "{a}");
+}
+
+/// README: "a kill -9 can lose the last second of counts" (and no more).
+#[actix_web::test]
+async fn analytics_survive_a_kill_after_two_seconds() {
+    let mut app = TestApp::spawn_with("").await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "G"})).await;
+    let (iid, tok, _) = app.invite(&owner, &g, json!({})).await;
+    for i in 0..3 {
+        let (_, u) = app.user(&format!("u{i}")).await;
+        assert_eq!(app.join(&u, &tok).await.0, 200);
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    app.restart().await; // kill -9
+    let (s, a) = app
+        .get(&format!("/v1/invites/{iid}/analytics"), Some(&owner))
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["totals"]["joins"], 3, "{a}");
+}
+
+/// Clearing a flagged group survives a restart, and so does the
+/// invitation-creation limit of a flagged group.
+#[actix_web::test]
+async fn a_cleared_flag_and_the_suspect_limit_survive_a_restart() {
+    let cfg = r#"
+[risk]
+mode = "enforce"
+reputation_min_attempts = 4
+reputation_flagged_share = 0.5
+suspect_invites_per_hour = 2
+"#;
+    let mut app = TestApp::spawn_with(cfg).await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Farm"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    for i in 0..6 {
+        let (_, u) = app.user(&format!("u{i}")).await;
+        app.call_with(
+            "POST",
+            "/v1/join",
+            Some(&u),
+            Some(json!({"token": tok})),
+            &[("X-Device-Id", "one-phone".to_string())],
+        )
+        .await;
+    }
+    assert_eq!(create_invite(&app, &owner, &g).await, 201);
+    assert_eq!(create_invite(&app, &owner, &g).await, 429);
+    app.restart().await;
+    assert_eq!(
+        create_invite(&app, &owner, &g).await,
+        429,
+        "limit reset by a restart"
+    );
+
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/v1/admin/groups/{g}/flag"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    app.restart().await;
+    let (_, u) = app.user("late").await;
+    app.call_with(
+        "POST",
+        "/v1/join",
+        Some(&u),
+        Some(json!({"token": tok})),
+        &[("X-Device-Id", "one-phone".to_string())],
+    )
+    .await;
+    let (_, v) = app.get("/v1/admin/groups/flagged", Some(ADMIN)).await;
+    assert_eq!(v["groups"].as_array().map(Vec::len), Some(0), "{v}");
+}
+
+/// A plain member who created an invitation sees who joined through it,
+/// not their risk scores (those are for moderators).
+#[actix_web::test]
+async fn invitation_creators_do_not_see_risk_scores() {
+    let app = TestApp::spawn_with(ENFORCE).await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "G"})).await;
+    let (_, otok, _) = app.invite(&owner, &g, json!({})).await;
+    let (_, m) = app.user("m").await;
+    assert_eq!(app.join(&m, &otok).await.0, 200);
+    let (iid, tok, _) = app.invite(&m, &g, json!({})).await;
+    let (_, x) = app.user("x").await;
+    assert_eq!(app.join(&x, &tok).await.0, 200);
+    let (s, v) = app
+        .get(&format!("/v1/groups/{g}/invites/{iid}/joins"), Some(&m))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let risk: &Value = &v["joins"][0]["risk"];
+    assert!(risk.is_null(), "{v}");
+}
+
+async fn create_invite(app: &TestApp, owner: &str, g: &str) -> u16 {
+    app.post(&format!("/v1/groups/{g}/invites"), Some(owner), json!({}))
+        .await
+        .0
 }
