@@ -141,7 +141,7 @@ pub struct LoadArgs {
     pub paysim: Option<String>,
     /// payouts, mixed: seconds to wait after the run for every payout to
     /// reach a final state.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 120)]
     pub settle_timeout: u64,
     /// ws: WebSocket connections (subscribers of the event groups).
     #[arg(long, default_value_t = 1000)]
@@ -253,8 +253,7 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
                 run_steps(&args, &api, &admin, sim_api, weights).await?
             }
             Scenario::Ws => {
-                let (baseline, window) = baseline_first(&args, Duration::from_secs(10)).await?;
-                let _ = window;
+                let (baseline, _) = baseline_first(&args, Duration::from_secs(10)).await?;
                 let wa = ws::WsArgs {
                     subscribers: args.subscribers,
                     events: args.events,
@@ -723,8 +722,9 @@ impl Api {
             attempt += 1;
             let req = self.c.request(m.clone(), &url);
             let req = req.insert_header(("Authorization", format!("Bearer {bearer}")));
-            let (retry, err) = match send(req.content_type("application/json"), body.clone()).await
-            {
+            // Admin lists (open payouts) can be large: 256 MiB at most.
+            let req = req.content_type("application/json");
+            let (retry, err) = match send_limit(req, body.clone(), 1 << 28).await {
                 Ok((s, b)) if (200..300).contains(&s) => {
                     return serde_json::from_slice(&b).map_err(|e| format!("{m} {path}: {e}"))
                 }

@@ -117,17 +117,34 @@ impl SimApi {
         })
     }
 
+    /// POST JSON to the control API; transport errors are retried (5 tries).
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
-        let req = self
-            .c
-            .post(format!("{}{path}", self.base))
-            .content_type("application/json");
-        let (s, b) = send(req, Bytes::from(body.to_string())).await?;
-        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-        if (200..300).contains(&s) {
-            Ok(v)
-        } else {
-            Err(format!("paysim POST {path}: {s} {v}"))
+        let body = Bytes::from(body.to_string());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A retry gets a client (and connection pool) of its own.
+            let c = match attempt {
+                1 => self.c.clone(),
+                _ => super::client(4),
+            };
+            let req = c
+                .post(format!("{}{path}", self.base))
+                .content_type("application/json");
+            match send(req, body.clone()).await {
+                Ok((s, b)) => {
+                    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                    return if (200..300).contains(&s) {
+                        Ok(v)
+                    } else {
+                        Err(format!("paysim POST {path}: {s} {v}"))
+                    };
+                }
+                Err(e) if attempt >= 5 => return Err(format!("paysim POST {path}: {e}")),
+                Err(_) => {
+                    actix_web::rt::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+            }
         }
     }
 

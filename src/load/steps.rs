@@ -690,7 +690,7 @@ impl Payouts {
         Some(("payout", res))
     }
 
-    /// While `done` is false, cycle the simulator's fault switches (one
+    /// While `done` is false (and for 5 s at least), cycle the simulator's fault switches (one
     /// phase every 300 ms) and post a forged notification at the server;
     /// then turn every fault off. The number of phases applied.
     pub async fn faults(&self, api: &Api, done: &Cell<bool>) -> Result<u64, String> {
@@ -704,9 +704,14 @@ impl Payouts {
                    "out_of_order": true}),
         ];
         let mut n = 0u64;
+        // At least 5 s of faults, also when the run itself is shorter: the
+        // provider calls of a short run go on after it.
+        let until = Instant::now() + Duration::from_secs(5);
         let result = async {
-            while !done.get() {
-                self.sim.faults(phases[(n % 4) as usize].clone()).await?;
+            while !done.get() || Instant::now() < until {
+                if let Err(e) = self.sim.faults(phases[(n % 4) as usize].clone()).await {
+                    eprintln!("load: fault phase {n} not applied: {e}");
+                }
                 n += 1;
                 let forged = json!({"id": format!("forged-{n}"), "event_type": "MCHTRANSFER.BILL.FINISHED",
                                     "resource": {"algorithm": "AEAD_AES_256_GCM", "ciphertext": "AAAA",
