@@ -1,9 +1,11 @@
-//! `qrgate load`: drive join traffic against a loopback server and report its capacity.
+//! `qrgate load`: drive traffic against a loopback server and report its capacity.
 //!
 //! ```text
-//! qrgate load --scenario joins|viral [--url http://127.0.0.1:PORT | --spawn] [--admin-token T]
-//!             [--connections 64] [--duration 10] [--requests N] [--groups 10000]
-//!             [--users 20000] [--scanners 20000] [--baseline] [--json]
+//! qrgate load --scenario joins|viral|earnings|packets|codes|approvals|payouts|ws|mixed
+//!             [--url http://127.0.0.1:PORT [--paysim http://127.0.0.1:PORT] | --spawn]
+//!             [--admin-token T] [--connections 64] [--duration 10] [--requests N]
+//!             [--groups N] [--users N] [--scanners 20000] [--faults] [--subscribers 1000]
+//!             [--events 200] [--mix join=25,...] [--baseline] [--json] [--plot FILE.svg]
 //! ```
 //!
 //! * `--spawn` starts `qrgate serve` as a child process with a temporary data dir, a
@@ -18,12 +20,21 @@
 //!   exactly 499 must be admitted and the rest refused with `409 group_full`.
 //!   `--bursts B` repeats this on B groups one after the other (B x scanners
 //!   requests), so the figure does not rest on a single sub-second burst.
+//! * `approvals`, `payouts`, `mixed`: see [`steps`]; `ws`: see [`ws`].
 //! * `--baseline` first drives an in-process empty actix-web handler with the same client,
 //!   requests and connections, and reports the scenario as a percentage of it.
 //!
 //! Failed checks make the command exit 1 after printing the report. The client is one
 //! actix System on this thread: `--connections` concurrent loops share one keep-alive
 //! `awc::Client`; latencies go to per-loop HDR histograms, merged at the end.
+//! A progress bar runs on stderr when stdout is a terminal (not with
+//! `--json`); `--plot` draws the run's timeline (see [`plot`]).
+
+mod plot;
+mod record;
+mod sim;
+mod steps;
+mod ws;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::{header::HeaderValue, Method};
@@ -56,9 +67,21 @@ pub enum Scenario {
     /// Scan code resolution: `GET /s/{code}` (the HTML page a phone gets)
     /// over `--codes` codes.
     Codes,
+    /// Joins into approval-required groups (100 seats) while a quarter of
+    /// the connections approve the pending requests (owners, and one in four
+    /// by the operator).
+    Approvals,
+    /// Payouts (Idempotency-Key) of funded, linked users through the
+    /// provider simulator; `--faults` turns its fault switches on meanwhile.
+    Payouts,
+    /// `--subscribers` WebSocket connections hear `--events` joins; push
+    /// latency from each join's answer to each delivery.
+    Ws,
+    /// A weighted mix (`--mix`) of the other scenarios' requests.
+    Mixed,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
     #[arg(long, value_enum)]
     pub scenario: Scenario,
@@ -80,10 +103,13 @@ pub struct LoadArgs {
     /// Stop after this many requests.
     #[arg(long)]
     pub requests: Option<u64>,
-    #[arg(long, default_value_t = 10_000)]
-    pub groups: usize,
-    #[arg(long, default_value_t = 20_000)]
-    pub users: usize,
+    /// Groups (default 10000 for joins, 1000 for approvals, 100 for mixed).
+    #[arg(long)]
+    pub groups: Option<usize>,
+    /// Users (default 20000; 2000 for approvals and mixed; 200 payees for
+    /// payouts).
+    #[arg(long)]
+    pub users: Option<usize>,
     #[arg(long, default_value_t = 20_000)]
     pub scanners: usize,
     /// viral: run this many bursts, one after the other, each on its own
@@ -102,32 +128,196 @@ pub struct LoadArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Draw latency percentiles and throughput over time into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// payouts, mixed: cycle the simulator's fault switches (timeouts, 5xx,
+    /// lost replies, duplicate, out-of-order and forged notifications)
+    /// during the run, then turn them off and wait for every payout to end.
+    #[arg(long)]
+    pub faults: bool,
+    /// Control URL of the simulator the `--url` server uses (payouts, mixed).
+    #[arg(long)]
+    pub paysim: Option<String>,
+    /// payouts, mixed: seconds to wait after the run for every payout to
+    /// reach a final state.
+    #[arg(long, default_value_t = 120)]
+    pub settle_timeout: u64,
+    /// ws: WebSocket connections (subscribers of the event groups).
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// ws: events (joins) to push.
+    #[arg(long, default_value_t = 200)]
+    pub events: usize,
+    /// ws: pause between two events, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub event_interval_ms: u64,
+    /// mixed: weights of the request kinds (join, request, approve,
+    /// earning, payout, claim, scan).
+    #[arg(long, default_value = steps::DEFAULT_MIX)]
+    pub mix: String,
+    /// `--spawn`: the server's anti-abuse mode. `observe` (default) scores
+    /// every join but never challenges: the harness's users are brand-new
+    /// accounts arriving in bursts, which is what a bot wave looks like.
+    #[arg(long, value_enum, default_value_t = RiskMode::Observe)]
+    pub risk: RiskMode,
+    /// `--spawn`: measure the scenario with risk scoring off and on
+    /// (`enforce`), interleaved over this many pairs of fresh servers, and
+    /// report what scoring costs (issue 7's target: at most 10 %).
+    #[arg(long, value_name = "PAIRS")]
+    pub risk_ab: Option<usize>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RiskMode {
+    Off,
+    Observe,
+    Enforce,
+}
+
+impl RiskMode {
+    fn config(self) -> &'static str {
+        match self {
+            RiskMode::Off => "\n[risk]\nmode = \"off\"\n",
+            RiskMode::Observe => "\n[risk]\nmode = \"observe\"\n",
+            RiskMode::Enforce => "\n[risk]\nmode = \"enforce\"\n",
+        }
+    }
+}
+
+impl LoadArgs {
+    fn groups(&self) -> usize {
+        let default = match self.scenario {
+            Scenario::Approvals => 1000,
+            Scenario::Mixed => 100,
+            _ => 10_000,
+        };
+        self.groups.unwrap_or(default)
+    }
+
+    fn users(&self) -> usize {
+        let default = match self.scenario {
+            Scenario::Approvals | Scenario::Mixed => 2000,
+            Scenario::Payouts => 200,
+            _ => 20_000,
+        };
+        self.users.unwrap_or(default)
+    }
 }
 
 pub fn run(args: LoadArgs) -> Result<(), String> {
+    match args.risk_ab {
+        None => run_one(&args).map(|_| ()),
+        Some(pairs) => risk_ab(args, pairs),
+    }
+}
+
+/// Throughput with risk scoring off and on, interleaved (off, on, off, on,
+/// ...) so that drift of the shared machine hits both alike.
+fn risk_ab(args: LoadArgs, pairs: usize) -> Result<(), String> {
+    if args.url.is_some() || pairs == 0 {
+        return Err("--risk-ab needs --spawn and at least 1 pair".into());
+    }
+    let mut rps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut base: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for pair in 0..pairs {
+        for (k, mode) in [RiskMode::Off, RiskMode::Enforce].into_iter().enumerate() {
+            let mut a = args.clone();
+            a.risk = mode;
+            a.risk_ab = None;
+            a.plot = None;
+            eprintln!("risk A/B: pair {}/{pairs}, risk {mode:?}", pair + 1);
+            let out = run_one(&a)?;
+            rps[k].push(out.row.successes_per_s);
+            if let Some(b) = out.baseline {
+                base[k].push(b.throughput_rps);
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (off, on) = (mean(&rps[0]), mean(&rps[1]));
+    let cost = 100.0 * (1.0 - on / off);
+    let summary = json!({
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "pairs": pairs,
+        "risk_off_successes_per_s": rps[0],
+        "risk_on_successes_per_s": rps[1],
+        "baseline_off_rps": base[0],
+        "baseline_on_rps": base[1],
+        "mean_off": off,
+        "mean_on": on,
+        "scoring_cost_percent": cost,
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "risk scoring A/B over {pairs} pair(s): off {off:.0}/s, on {on:.0}/s: scoring costs {cost:.1} % of the throughput (target <= 10 %)"
+        );
+    }
+    Ok(())
+}
+
+fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
     if args.connections == 0
-        || args.groups == 0
-        || args.users == 0
+        || args.groups() == 0
+        || args.users() == 0
         || args.scanners == 0
         || args.bursts == 0
         || args.packets == 0
         || args.codes == 0
+        || args.subscribers == 0
+        || args.events == 0
     {
         return Err(
-            "--connections, --groups, --users, --scanners, --bursts, --packets and --codes must be at least 1"
+            "--connections, --groups, --users, --scanners, --bursts, --packets, --codes, --subscribers and --events must be at least 1"
                 .into(),
         );
     }
-    // The guard (if any) kills the child and removes its data dir when dropped, also on error.
-    let (base, admin, _server) = match &args.url {
+    let weights = steps::parse_mix(&args.mix)?;
+    // The simulator is needed by payouts, and by mixed unless it sends no payout.
+    let wants_sim = match args.scenario {
+        Scenario::Payouts => true,
+        Scenario::Mixed => weights[4] > 0,
+        _ => false,
+    };
+    // The guards (if any) kill the children and remove their dirs when dropped, also on error.
+    let (base, admin, _server, sim_base, _sim) = match &args.url {
         Some(url) => {
             let base = loopback_base(url)?;
             let why = "the admin token is needed for setup: --admin-token or QRGATE_ADMIN_TOKEN";
-            (base, args.admin_token.clone().ok_or(why)?, None)
+            let sim_base = match (&args.paysim, wants_sim) {
+                (Some(p), true) => Some(loopback_base(p)?),
+                (None, true) => {
+                    return Err(
+                        "this scenario needs the simulator of the --url server: --paysim URL"
+                            .into(),
+                    )
+                }
+                _ => None,
+            };
+            (
+                base,
+                args.admin_token.clone().ok_or(why)?,
+                None,
+                sim_base,
+                None,
+            )
         }
         None => {
-            let (server, base, admin) = SpawnedServer::start()?;
-            (base, admin, Some(server))
+            let sim = if wants_sim {
+                Some(sim::SpawnedSim::start()?)
+            } else {
+                None
+            };
+            let mut extra = match &sim {
+                Some(s) => s.server_config()?,
+                None => String::new(),
+            };
+            extra.push_str(args.risk.config());
+            let (server, base, admin) = SpawnedServer::start(&extra)?;
+            let sim_base = sim.as_ref().map(|s| s.base.clone());
+            (base, admin, Some(server), sim_base, sim)
         }
     };
     actix_web::rt::System::new().block_on(async {
@@ -135,14 +325,278 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
             c: client(args.connections),
             base: base.clone(),
         };
-        let plan = setup(&args, &api, &admin).await?;
-        let (baseline, row) = measure(&args, &base, &plan).await?;
-        let checks = check(&plan, &row, &api).await?;
-        report(&args, &row, baseline.as_ref(), &checks)?;
-        match checks.iter().filter(|(_, got, want)| got != want).count() {
-            0 => Ok(()),
+        let sim_api = match &sim_base {
+            Some(b) => Some(sim::SimApi::new(client(16), b)?),
+            None => None,
+        };
+        let out = match args.scenario {
+            Scenario::Approvals | Scenario::Payouts | Scenario::Mixed => {
+                run_steps(&args, &api, &admin, sim_api, weights).await?
+            }
+            Scenario::Ws => {
+                let (baseline, _) = baseline_first(&args, Duration::from_secs(10)).await?;
+                let wa = ws::WsArgs {
+                    subscribers: args.subscribers,
+                    events: args.events,
+                    interval: Duration::from_millis(args.event_interval_ms),
+                    duration: Duration::from_secs(args.duration.unwrap_or(600)),
+                    show_bar: record::bar_wanted(args.json),
+                };
+                let (row, checks, extra, timeline) = ws::run(&api, &admin, &wa).await?;
+                Outcome {
+                    row,
+                    baseline,
+                    checks,
+                    extra: Some(extra),
+                    timeline,
+                }
+            }
+            _ => {
+                let plan = setup(&args, &api, &admin).await?;
+                let (baseline, row, timeline) = measure(&args, &base, &plan).await?;
+                let checks = check(&plan, &row, &api).await?;
+                Outcome {
+                    row,
+                    baseline,
+                    checks,
+                    extra: None,
+                    timeline,
+                }
+            }
+        };
+        report(&args, &out)?;
+        if let Some(path) = &args.plot {
+            let b = out.baseline.as_ref().map(|b| b.throughput_rps);
+            plot::draw(path, &out.row.name, &out.timeline, b)?;
+            eprintln!("load: plot written to {}", path.display());
+        }
+        match out
+            .checks
+            .iter()
+            .filter(|(_, got, want)| got != want)
+            .count()
+        {
+            0 => Ok(out),
             n => Err(format!("{n} check(s) failed")),
         }
+    })
+}
+
+/// A finished scenario: its row, the baseline's, the checks, scenario
+/// figures beyond the row, and the timeline.
+struct Outcome {
+    row: Row,
+    baseline: Option<Row>,
+    checks: Vec<Check>,
+    extra: Option<Value>,
+    timeline: Vec<record::Point>,
+}
+
+/// The baseline (when asked) on its own, for scenarios without a [`Plan`]:
+/// `window` clamped to 5..10 s.
+async fn baseline_first(
+    args: &LoadArgs,
+    window: Duration,
+) -> Result<(Option<Row>, Duration), String> {
+    if !args.baseline {
+        return Ok((None, window));
+    }
+    let plan = Plan {
+        name: "baseline",
+        auths: vec![HeaderValue::from_static("Bearer baseline")],
+        bodies: vec![Bytes::new()],
+        limit: u64::MAX,
+        duration: window,
+        viral: None,
+        path: "/",
+        earnings: false,
+        packets: None,
+        admin: String::new(),
+        codes: None,
+    };
+    let window = window.clamp(Duration::from_secs(5), Duration::from_secs(10));
+    let (url, handle, thread) = start_baseline()?;
+    let conc = args.connections;
+    eprintln!("load: baseline, {conc} connections, {} s", window.as_secs());
+    let rec = record::Recorder::new("baseline", u64::MAX, window, record::bar_wanted(args.json));
+    let row = drive(
+        "baseline",
+        &format!("{url}/"),
+        conc,
+        &plan,
+        Some(window),
+        &rec,
+    )
+    .await;
+    rec.finish();
+    handle.stop(false).await;
+    let _ = thread.join();
+    Ok((Some(row?), window))
+}
+
+/// approvals, payouts and mixed: set up the components, measure, settle, check.
+async fn run_steps(
+    args: &LoadArgs,
+    api: &Api,
+    admin: &str,
+    sim_api: Option<sim::SimApi>,
+    weights: [u64; 7],
+) -> Result<Outcome, String> {
+    let conc = args.connections;
+    let run = format!("{:x}", chrono::Utc::now().timestamp_millis());
+    let (groups, n_users) = (args.groups(), args.users());
+    let mut m = steps::Mixed {
+        weights,
+        joins: None,
+        approvals: None,
+        earnings: None,
+        payouts: None,
+        claims: None,
+        scans: None,
+    };
+    let (name, secs) = match args.scenario {
+        Scenario::Approvals => {
+            m.weights = [0, 1, 1, 0, 0, 0, 0];
+            let users = steps::users(api, admin, "joiner", n_users, conc).await?;
+            m.approvals = Some(steps::Approvals::setup(api, admin, groups, users, conc).await?);
+            ("approvals", 10)
+        }
+        Scenario::Payouts => {
+            m.weights = [0, 0, 0, 0, 1, 0, 0];
+            let sim = sim_api.ok_or("payouts need the simulator")?;
+            let users = steps::users(api, admin, "payee", n_users, conc).await?;
+            m.payouts = Some(steps::Payouts::setup(api, sim, admin, users, &run, conc).await?);
+            ("payouts", 10)
+        }
+        _ => {
+            let users = steps::users(api, admin, "mixed", n_users, conc).await?;
+            let w = weights;
+            if w[0] > 0 {
+                m.joins = Some(steps::Joins::setup(api, admin, groups, users.clone(), conc).await?);
+            }
+            if w[1] + w[2] > 0 {
+                let a = steps::Approvals::setup(api, admin, groups, users.clone(), conc);
+                m.approvals = Some(a.await?);
+            }
+            if w[3] > 0 {
+                let earners = steps::users(api, admin, "earner", n_users.min(200), conc).await?;
+                m.earnings = Some(steps::Earnings::new(earners, &run));
+            }
+            if w[4] > 0 {
+                let sim = sim_api.ok_or("payouts need the simulator")?;
+                let payees = steps::users(api, admin, "payee", n_users.min(100), conc).await?;
+                m.payouts = Some(steps::Payouts::setup(api, sim, admin, payees, &run, conc).await?);
+            }
+            if w[5] > 0 {
+                let c = steps::Claims::setup(api, admin, args.packets, users.clone(), conc);
+                m.claims = Some(c.await?);
+            }
+            if w[6] > 0 {
+                m.scans = Some(steps::Scans::setup(api, admin, args.codes, conc).await?);
+            }
+            ("mixed", 10)
+        }
+    };
+    let duration = Duration::from_secs(args.duration.unwrap_or(secs));
+    let limit = args.requests.unwrap_or(u64::MAX);
+    let (baseline, _) = baseline_first(args, duration).await?;
+    let bound = match limit {
+        u64::MAX => String::new(),
+        n => format!("at most {n} requests / "),
+    };
+    eprintln!(
+        "load: {name}, {conc} connections, {bound}{} s",
+        duration.as_secs()
+    );
+    let rec = record::Recorder::new(name, limit, duration, record::bar_wanted(args.json));
+    // approvals: a quarter of the connections (at least one) approve.
+    let approvers = if args.scenario == Scenario::Approvals {
+        (conc / 4).max(1)
+    } else {
+        0
+    };
+    let m = &m;
+    let done = Cell::new(false);
+    let driven = async {
+        let row = steps::drive_steps(
+            name,
+            conc,
+            limit,
+            duration,
+            Duration::ZERO,
+            &rec,
+            |w, k| async move {
+                match (&m.approvals, w < approvers) {
+                    (Some(a), true) => a.approve(api, k).await,
+                    (Some(a), false) if args.scenario == Scenario::Approvals => a.join(api).await,
+                    _ => m.step(api, admin, k).await,
+                }
+            },
+        )
+        .await;
+        done.set(true);
+        row
+    };
+    let faults = async {
+        match (&m.payouts, args.faults) {
+            (Some(p), true) => p.faults(api, &done).await.map(Some),
+            _ => Ok(None),
+        }
+    };
+    let (row, phases) = futures_util::future::join(driven, faults).await;
+    let (row, phases) = (row?, phases?);
+    let timeline = rec.finish();
+    let mut checks = Vec::new();
+    let mut extra = json!({});
+    if let Some(p) = &m.payouts {
+        let limit = Duration::from_secs(args.settle_timeout);
+        let (open, waited) = p.settle(api, admin, limit).await?;
+        eprintln!("load: payouts settled in {waited:.1} s ({open} still open)");
+        let (c, e) = p.check(api, conc).await?;
+        checks.extend(c);
+        extra["payouts"] = e;
+        extra["payouts"]["settle_s"] = json!(waited);
+        if let Some(n) = phases {
+            let (sent, refused) = p.forged.get();
+            checks.push(("forged notifications refused", refused, sent));
+            extra["payouts"]["fault_phases"] = json!(n);
+        }
+    }
+    if let Some(j) = &m.joins {
+        checks.extend(j.check(api).await?);
+    }
+    if let Some(a) = &m.approvals {
+        checks.extend(a.check(api).await?);
+    }
+    if let Some(e) = &m.earnings {
+        checks.extend(e.check(api).await?);
+    }
+    if let Some(c) = &m.claims {
+        checks.extend(c.check(api, admin).await?);
+    }
+    if let Some(s) = &m.scans {
+        checks.extend(s.check(api, admin).await?);
+    }
+    if m.payouts.is_some() || m.earnings.is_some() || m.claims.is_some() {
+        let books = api
+            .call(Method::GET, "/v1/admin/ledger/check", admin, Value::Null)
+            .await;
+        let clean = u64::from(books.is_ok_and(|b| b["findings"] == json!([])));
+        checks.push(("ledger check clean", clean, 1));
+    }
+    let no_transport = row
+        .outcomes
+        .keys()
+        .filter(|k| k.ends_with("transport_error"))
+        .count() as u64;
+    checks.push(("kinds of request with transport errors", no_transport, 0));
+    let extra = (extra != json!({})).then_some(extra);
+    Ok(Outcome {
+        row,
+        baseline,
+        checks,
+        extra,
+        timeline,
     })
 }
 
@@ -186,8 +640,9 @@ struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    /// Start the server; returns it with its base URL and admin token.
-    fn start() -> Result<(SpawnedServer, String, String), String> {
+    /// Start the server (`extra` is appended to its config); returns it
+    /// with its base URL and admin token.
+    fn start(extra: &str) -> Result<(SpawnedServer, String, String), String> {
         let dir = std::env::temp_dir().join(format!("qrgate-load-{:016x}", rand::random::<u64>()));
         let dir = TempDir(dir);
         let (data, config) = (dir.0.join("data"), dir.0.join("config.toml"));
@@ -198,8 +653,7 @@ impl SpawnedServer {
              group_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n\
              user_joins_per_minute = 1000000\nusers_per_minute_per_ip = 1000000\n\n\
              [packets]\nmax_shares = 1000000\nmax_total_fen = 100000000\n\
-             breaker_claims_per_second = 0\nclaims_per_minute_per_user = 1000000\n\n\
-             [risk]\nmode = \"observe\"\n",
+             breaker_claims_per_second = 0\nclaims_per_minute_per_user = 1000000\n{extra}",
             q(&data.to_string_lossy()),
             q(&admin)
         );
@@ -309,8 +763,17 @@ fn client(connections: usize) -> awc::Client {
 
 /// Send one request and read the whole answer: (status, body), or a transport error.
 async fn send(req: awc::ClientRequest, body: Bytes) -> Result<(u16, Bytes), String> {
+    send_limit(req, body, 1 << 20).await
+}
+
+/// [`send`] with a larger answer allowed (`limit` bytes).
+async fn send_limit(
+    req: awc::ClientRequest,
+    body: Bytes,
+    limit: usize,
+) -> Result<(u16, Bytes), String> {
     let mut resp = req.send_body(body).await.map_err(|e| e.to_string())?;
-    let bytes = resp.body().limit(1 << 20).await;
+    let bytes = resp.body().limit(limit).await;
     let bytes = bytes.map_err(|e| e.to_string())?;
     Ok((resp.status().as_u16(), bytes))
 }
@@ -340,8 +803,9 @@ impl Api {
             attempt += 1;
             let req = self.c.request(m.clone(), &url);
             let req = req.insert_header(("Authorization", format!("Bearer {bearer}")));
-            let (retry, err) = match send(req.content_type("application/json"), body.clone()).await
-            {
+            // Admin lists (open payouts) can be large: 256 MiB at most.
+            let req = req.content_type("application/json");
+            let (retry, err) = match send_limit(req, body.clone(), 1 << 28).await {
                 Ok((s, b)) if (200..300).contains(&s) => {
                     return serde_json::from_slice(&b).map_err(|e| format!("{m} {path}: {e}"))
                 }
@@ -356,6 +820,27 @@ impl Api {
             }
             actix_web::rt::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
+    }
+
+    /// One request as `bearer` (JSON body, optional `Idempotency-Key`),
+    /// sent once: (status, body) or the transport error. Measured steps use it.
+    async fn raw(
+        &self,
+        m: Method,
+        path: &str,
+        bearer: &str,
+        body: Bytes,
+        key: Option<&str>,
+    ) -> Result<(u16, Bytes), String> {
+        let mut req = self
+            .c
+            .request(m, format!("{}{path}", self.base))
+            .insert_header(("Authorization", format!("Bearer {bearer}")))
+            .content_type("application/json");
+        if let Some(k) = key {
+            req = req.insert_header(("Idempotency-Key", k.to_string()));
+        }
+        send(req, body).await
     }
 
     /// A new user (created with the admin token): its session token.
@@ -488,14 +973,14 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
     let mut codes = None;
     let (name, auths, bodies, limit, secs, viral) = match args.scenario {
         Scenario::Joins => {
-            let owners = &users("owner", (args.groups / 50).clamp(1, 300)).await?;
+            let owners = &users("owner", (args.groups() / 50).clamp(1, 300)).await?;
             let owner = |i: usize| &owners[i % owners.len()];
-            let groups = run_all("group", args.groups, conc, |i| {
+            let groups = run_all("group", args.groups(), conc, |i| {
                 api.group(owner(i), format!("load group {i}"))
             });
             let bodies = groups.await?.iter().map(|(_, t)| body(t)).collect();
-            let auths = bearers(users("user", args.users).await?)?;
-            let limit = (args.groups * args.users.min(499)) as u64;
+            let auths = bearers(users("user", args.users()).await?)?;
+            let limit = (args.groups() * args.users().min(499)) as u64;
             ("joins", auths, bodies, limit, 10, None)
         }
         Scenario::Viral => {
@@ -512,7 +997,7 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             ("viral", auths, bodies, limit, 120, Some((gids, owner)))
         }
         Scenario::Earnings => {
-            let ids = run_all("wallet user", args.users, conc, |i| async move {
+            let ids = run_all("wallet user", args.users(), conc, |i| async move {
                 let v = api
                     .call(
                         Method::POST,
@@ -529,12 +1014,12 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             ("earnings", auths, bodies, u64::MAX, 10, None)
         }
         Scenario::Packets => {
-            let auths = bearers(users("claimant", args.users).await?)?;
-            let per = args.users.div_ceil(args.packets);
+            let auths = bearers(users("claimant", args.users()).await?)?;
+            let per = args.users().div_ceil(args.packets);
             let ids = run_all("packet", args.packets, conc, |i| api.packet(admin, i, per));
             packets = Some(ids.await?);
             let bodies = vec![Bytes::from_static(b"{}")];
-            ("packets", auths, bodies, args.users as u64, 60, None)
+            ("packets", auths, bodies, args.users() as u64, 60, None)
         }
         Scenario::Codes => {
             let made = run_all("code", args.codes, conc, |i| async move {
@@ -545,6 +1030,9 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             codes = Some(made.await?);
             let auths = bearers(vec![admin.to_string()])?;
             ("codes", auths, vec![Bytes::new()], u64::MAX, 10, None)
+        }
+        Scenario::Approvals | Scenario::Payouts | Scenario::Ws | Scenario::Mixed => {
+            return Err(format!("{:?} does not run from a plan", args.scenario));
         }
     };
     let (path, earnings) = match args.scenario {
@@ -610,8 +1098,68 @@ fn histogram() -> Result<Histogram<u64>, String> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
 }
 
+/// One worker's (or a whole run's) answers: latencies, outcomes, successes,
+/// the first transport error.
+struct Tally {
+    hist: Histogram<u64>,
+    outcomes: BTreeMap<String, u64>,
+    ok: u64,
+    first_err: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Result<Tally, String> {
+        Ok(Tally {
+            hist: histogram()?,
+            outcomes: BTreeMap::new(),
+            ok: 0,
+            first_err: None,
+        })
+    }
+
+    fn merge(&mut self, other: Tally) -> Result<(), String> {
+        self.hist
+            .add(&other.hist)
+            .map_err(|e| format!("histogram: {e:?}"))?;
+        for (code, n) in other.outcomes {
+            *self.outcomes.entry(code).or_insert(0) += n;
+        }
+        self.ok += other.ok;
+        self.first_err = self.first_err.take().or(other.first_err);
+        Ok(())
+    }
+
+    fn into_row(self, name: &str, connections: usize, secs: f64) -> Row {
+        let secs = secs.max(1e-9);
+        let hist = &self.hist;
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        let requests = hist.len();
+        Row {
+            name: name.to_string(),
+            connections,
+            requests,
+            duration_s: secs,
+            throughput_rps: requests as f64 / secs,
+            successes_per_s: self.ok as f64 / secs,
+            latency_ms: Latency {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                p99_9: ms(0.999),
+                max: ms(1.0),
+            },
+            outcomes: self.outcomes,
+            first_transport_error: self.first_err,
+        }
+    }
+}
+
 /// The baseline (if asked) then the scenario, both with the plan's requests.
-async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row>, Row), String> {
+async fn measure(
+    args: &LoadArgs,
+    base: &str,
+    plan: &Plan,
+) -> Result<(Option<Row>, Row, Vec<record::Point>), String> {
     let (conc, name, limit) = (args.connections, plan.name, plan.limit);
     let secs = plan.duration.as_secs();
     let baseline = if args.baseline {
@@ -623,7 +1171,18 @@ async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row
         let window = plan
             .duration
             .clamp(Duration::from_secs(5), Duration::from_secs(10));
-        let row = drive("baseline", &format!("{url}/"), conc, plan, Some(window)).await;
+        let rec =
+            record::Recorder::new("baseline", u64::MAX, window, record::bar_wanted(args.json));
+        let row = drive(
+            "baseline",
+            &format!("{url}/"),
+            conc,
+            plan,
+            Some(window),
+            &rec,
+        )
+        .await;
+        rec.finish();
         handle.stop(false).await;
         let _ = thread.join();
         Some(row?)
@@ -631,8 +1190,17 @@ async fn measure(args: &LoadArgs, base: &str, plan: &Plan) -> Result<(Option<Row
         None
     };
     eprintln!("load: {name}, {conc} connections, at most {limit} requests / {secs} s");
-    let row = drive(name, &format!("{base}{}", plan.path), conc, plan, None).await?;
-    Ok((baseline, row))
+    let rec = record::Recorder::new(name, limit, plan.duration, record::bar_wanted(args.json));
+    let row = drive(
+        name,
+        &format!("{base}{}", plan.path),
+        conc,
+        plan,
+        None,
+        &rec,
+    )
+    .await?;
+    Ok((baseline, row, rec.finish()))
 }
 
 /// Send the plan's requests to `url` until its limit or duration, `conns` in
@@ -644,6 +1212,7 @@ async fn drive(
     conns: usize,
     plan: &Plan,
     at_least: Option<Duration>,
+    rec: &record::Recorder,
 ) -> Result<Row, String> {
     let (c, next, start) = (client(conns), Cell::new(0u64), Instant::now());
     let (limit, duration) = match at_least {
@@ -655,8 +1224,7 @@ async fn drive(
     // Event ids of one run never repeat those of an earlier run on the same server.
     let run = format!("{}-{name}", chrono::Utc::now().timestamp_millis());
     let worker = || async {
-        let (mut hist, mut outcomes, mut ok, mut first_err) =
-            (histogram()?, BTreeMap::new(), 0, None);
+        let mut t = Tally::new()?;
         while next.get() < limit && Instant::now() < deadline {
             let k = next.get();
             next.set(k + 1);
@@ -692,54 +1260,28 @@ async fn drive(
             let t0 = Instant::now();
             let res = send(req, body).await;
             let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-            hist.saturating_record(micros.max(1));
-            let key = match res {
-                Ok((status, b)) => {
-                    ok += u64::from(status == 200 || status == 201);
-                    outcome(status, &b)
-                }
+            t.hist.saturating_record(micros.max(1));
+            let (key, ok) = match res {
+                Ok((status, b)) => (outcome(status, &b), status == 200 || status == 201),
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    t.first_err.get_or_insert(e);
                     actix_web::rt::time::sleep(Duration::from_millis(10)).await; // no busy loop
-                    "transport_error".to_string()
+                    ("transport_error".to_string(), false)
                 }
             };
-            *outcomes.entry(key).or_insert(0u64) += 1;
+            t.ok += u64::from(ok);
+            rec.record(micros, ok);
+            *t.outcomes.entry(key).or_insert(0u64) += 1;
         }
-        Ok::<_, String>((hist, outcomes, ok, first_err))
+        Ok::<_, String>(t)
     };
     let parts = join_all((0..conns).map(|_| worker())).await;
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let (mut hist, mut outcomes, mut ok, mut first_transport_error) =
-        (histogram()?, BTreeMap::new(), 0, None);
+    let secs = start.elapsed().as_secs_f64();
+    let mut all = Tally::new()?;
     for part in parts {
-        let (h, o, k, e) = part?;
-        hist.add(&h).map_err(|e| format!("histogram: {e:?}"))?;
-        for (code, n) in o {
-            *outcomes.entry(code).or_insert(0) += n;
-        }
-        ok += k;
-        first_transport_error = first_transport_error.or(e);
+        all.merge(part?)?;
     }
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let requests = hist.len();
-    Ok(Row {
-        name: name.to_string(),
-        connections: conns,
-        requests,
-        duration_s: secs,
-        throughput_rps: requests as f64 / secs,
-        successes_per_s: ok as f64 / secs,
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p99_9: ms(0.999),
-            max: ms(1.0),
-        },
-        outcomes,
-        first_transport_error,
-    })
+    Ok(all.into_row(name, conns, secs))
 }
 
 // ---------------------------------------------------------------- report
@@ -850,18 +1392,17 @@ async fn check(plan: &Plan, row: &Row, api: &Api) -> Result<Vec<Check>, String> 
     ])
 }
 
-fn report(
-    args: &LoadArgs,
-    row: &Row,
-    baseline: Option<&Row>,
-    checks: &[Check],
-) -> Result<(), String> {
+fn report(args: &LoadArgs, out: &Outcome) -> Result<(), String> {
+    let (row, baseline, checks) = (&out.row, out.baseline.as_ref(), &out.checks);
     let ratio = baseline.map(|b| 100.0 * row.throughput_rps / b.throughput_rps.max(1e-9));
     if args.json {
         let mut v = serde_json::to_value(row).map_err(|e| e.to_string())?;
         v["scenario"] = json!(row.name);
         v["baseline"] = json!(baseline);
         v["ratio_pct"] = json!(ratio);
+        if let Some(extra) = &out.extra {
+            v["details"] = extra.clone();
+        }
         let c = |&(name, got, want): &Check| json!({"name": name, "ok": got == want, "got": got, "want": want});
         v["checks"] = checks.iter().map(c).collect();
         println!("{v}");
@@ -883,6 +1424,19 @@ fn report(
         println!("outcomes {}: {}", r.name, list.join(", "));
         if let Some(e) = &r.first_transport_error {
             println!("first transport error ({}): {e}", r.name);
+        }
+    }
+    if let Some(extra) = &out.extra {
+        if let Some(p) = extra.get("push_latency_ms") {
+            let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "push latency ms ({} subscribers, {} events): p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}; {} deliveries, {} missing",
+                extra["subscribers"], extra["events"], f("p50"), f("p90"), f("p99"), f("p99.9"), f("max"),
+                extra["deliveries"], extra["missing"]
+            );
+        }
+        if let Some(p) = extra.get("payouts") {
+            println!("payouts: {p}");
         }
     }
     for (name, got, want) in checks {

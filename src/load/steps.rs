@@ -1,0 +1,989 @@
+//! Scenarios made of heterogeneous steps, each one measured HTTP request:
+//! `approvals`, `payouts` and `mixed` (a weighted mix of their request kinds
+//! and of joins, earnings, claims and scans).
+//!
+//! Each kind of request is a component with its setup (public and admin API,
+//! not measured), a step (the measured request, with its bookkeeping) and its
+//! invariant checks, so `mixed` is those components side by side.
+
+use super::record::Recorder;
+use super::sim::SimApi;
+use super::{field, outcome, run_all, Api, Check, Row, Tally};
+use actix_web::http::Method;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A step's answer: its kind (the outcome's prefix) and the HTTP result;
+/// `None` when there was nothing to do (e.g. no request to approve yet).
+pub type StepOut = Option<(&'static str, Result<(u16, Bytes), String>)>;
+
+/// Run `step(worker, k)` on `conns` concurrent workers until `limit`
+/// measured steps or `duration`; `pace` is a pause between a worker's steps
+/// (not measured).
+pub async fn drive_steps<F, Fut>(
+    name: &str,
+    conns: usize,
+    limit: u64,
+    duration: Duration,
+    pace: Duration,
+    rec: &Recorder,
+    step: F,
+) -> Result<Row, String>
+where
+    F: Fn(usize, u64) -> Fut,
+    Fut: Future<Output = StepOut>,
+{
+    let (next, sent, start) = (Cell::new(0u64), Cell::new(0u64), Instant::now());
+    let deadline = start + duration;
+    let step = &step;
+    let worker = |w: usize| {
+        let (next, sent) = (&next, &sent);
+        async move {
+            let mut t = Tally::new()?;
+            while sent.get() < limit && Instant::now() < deadline {
+                let k = next.get();
+                next.set(k + 1);
+                sent.set(sent.get() + 1);
+                let t0 = Instant::now();
+                let Some((kind, res)) = step(w, k).await else {
+                    sent.set(sent.get() - 1);
+                    actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                };
+                let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let ok = t.record(micros, kind, res).await;
+                rec.record(micros, ok);
+                if !pace.is_zero() {
+                    actix_web::rt::time::sleep(pace).await;
+                }
+            }
+            Ok::<_, String>(t)
+        }
+    };
+    let parts = join_all((0..conns).map(worker)).await;
+    let secs = start.elapsed().as_secs_f64();
+    let mut all = Tally::new()?;
+    for part in parts {
+        all.merge(part?)?;
+    }
+    Ok(all.into_row(name, conns, secs))
+}
+
+impl Tally {
+    /// Count one answer under `kind outcome`; whether it was a 2xx.
+    async fn record(&mut self, micros: u64, kind: &str, res: Result<(u16, Bytes), String>) -> bool {
+        self.hist.saturating_record(micros.max(1));
+        let (key, ok) = match res {
+            Ok((s, b)) => (outcome(s, &b), (200..300).contains(&s)),
+            Err(e) => {
+                self.first_err.get_or_insert(e);
+                actix_web::rt::time::sleep(Duration::from_millis(10)).await; // no busy loop
+                ("transport_error".to_string(), false)
+            }
+        };
+        self.ok += u64::from(ok);
+        let key = if kind.is_empty() {
+            key
+        } else {
+            format!("{kind} {key}")
+        };
+        *self.outcomes.entry(key).or_insert(0) += 1;
+        ok
+    }
+}
+
+/// 2xx with a JSON body: that body.
+fn json_2xx(res: &Result<(u16, Bytes), String>) -> Option<Value> {
+    match res {
+        Ok((s, b)) if (200..300).contains(s) => serde_json::from_slice(b).ok(),
+        _ => None,
+    }
+}
+
+/// `n` users created with the admin token: (user id, session token).
+pub async fn users(
+    api: &Api,
+    admin: &str,
+    label: &str,
+    n: usize,
+    conc: usize,
+) -> Result<Vec<(String, String)>, String> {
+    run_all(label, n, conc, |i| async move {
+        let v = api
+            .call(
+                Method::POST,
+                "/v1/users",
+                admin,
+                json!({ "name": format!("load-{label}-{i}") }),
+            )
+            .await?;
+        Ok((field(&v, "user_id")?, field(&v, "token")?))
+    })
+    .await
+}
+
+/// Request `k`'s (group, user) when every group gets one join per round
+/// and every (user, group) pair is distinct for `users` rounds.
+fn pair(k: u64, groups: usize, users: usize) -> (usize, usize) {
+    let (g, u) = (groups as u64, users as u64);
+    ((k % g) as usize, ((k % g + k / g) % u) as usize)
+}
+
+/// A group joined through one invitation: id, owner's token, `{"token"}` body.
+pub struct Group {
+    pub id: String,
+    pub owner: String,
+    pub body: Bytes,
+}
+
+async fn groups(
+    api: &Api,
+    owners: &[(String, String)],
+    label: &str,
+    n: usize,
+    spec: Value,
+    conc: usize,
+) -> Result<Vec<Group>, String> {
+    let spec = &spec;
+    run_all(label, n, conc, |i| async move {
+        let owner = &owners[i % owners.len()].1;
+        let mut body = spec.clone();
+        body["name"] = json!(format!("load {label} {i}"));
+        let v = api.call(Method::POST, "/v1/groups", owner, body).await?;
+        let id = field(&v, "id")?;
+        let path = format!("/v1/groups/{id}/invites");
+        let inv = api.call(Method::POST, &path, owner, json!({})).await?;
+        let body = Bytes::from(json!({ "token": field(&inv, "token")? }).to_string());
+        Ok(Group {
+            id,
+            owner: owner.clone(),
+            body,
+        })
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- joins (open groups)
+
+/// Joins into open 500-seat groups.
+pub struct Joins {
+    groups: Vec<Group>,
+    users: Vec<(String, String)>,
+    next: Cell<u64>,
+    joined: RefCell<Vec<u64>>,
+}
+
+impl Joins {
+    pub async fn setup(
+        api: &Api,
+        admin: &str,
+        n_groups: usize,
+        users: Vec<(String, String)>,
+        conc: usize,
+    ) -> Result<Joins, String> {
+        let owners = self::users(api, admin, "owner", (n_groups / 50).clamp(1, 300), conc).await?;
+        let spec = json!({"member_limit": 500});
+        let groups = groups(api, &owners, "open group", n_groups, spec, conc).await?;
+        Ok(Joins {
+            joined: RefCell::new(vec![0; groups.len()]),
+            groups,
+            users,
+            next: Cell::new(0),
+        })
+    }
+
+    pub async fn step(&self, api: &Api) -> StepOut {
+        let k = self.next.get();
+        self.next.set(k + 1);
+        let (g, u) = pair(k, self.groups.len(), self.users.len());
+        let res = api
+            .raw(
+                Method::POST,
+                "/v1/join",
+                &self.users[u].1,
+                self.groups[g].body.clone(),
+                None,
+            )
+            .await;
+        if matches!(&res, Ok((200, _))) {
+            self.joined.borrow_mut()[g] += 1;
+        }
+        Some(("join", res))
+    }
+
+    pub async fn check(&self, api: &Api) -> Result<Vec<Check>, String> {
+        let (mut within, mut exact) = (0, 0);
+        let joined = self.joined.borrow().clone();
+        for (g, group) in self.groups.iter().enumerate() {
+            let path = format!("/v1/groups/{}", group.id);
+            let v = api
+                .call(Method::GET, &path, &group.owner, Value::Null)
+                .await?;
+            let (count, limit) = (v["member_count"].as_u64(), v["member_limit"].as_u64());
+            within += u64::from(count.zip(limit).is_some_and(|(c, l)| c <= l));
+            exact += u64::from(count == Some(1 + joined[g]));
+        }
+        let n = self.groups.len() as u64;
+        Ok(vec![
+            ("open groups within their member limit", within, n),
+            (
+                "open groups with member count = owner + joins answered 200",
+                exact,
+                n,
+            ),
+        ])
+    }
+}
+
+// ---------------------------------------------------------------- approvals
+
+/// Joins into approval-required groups (202 pending) and their approval by
+/// the owner or, one in four, the operator (admin token).
+pub struct Approvals {
+    groups: Vec<Group>,
+    users: Vec<(String, String)>,
+    admin: String,
+    next_join: Cell<u64>,
+    /// Pending requests not yet approved: (group, request id, user).
+    queue: RefCell<VecDeque<(usize, String, usize)>>,
+    requested: RefCell<Vec<u64>>,
+    approved: RefCell<Vec<Vec<usize>>>,
+}
+
+impl Approvals {
+    pub async fn setup(
+        api: &Api,
+        admin: &str,
+        n_groups: usize,
+        users: Vec<(String, String)>,
+        conc: usize,
+    ) -> Result<Approvals, String> {
+        let owners = self::users(api, admin, "moderator", (n_groups / 50).clamp(1, 300), conc);
+        let owners = owners.await?;
+        let spec = json!({"member_limit": 100, "approval_required": true});
+        let groups = groups(api, &owners, "approval group", n_groups, spec, conc).await?;
+        Ok(Approvals {
+            requested: RefCell::new(vec![0; groups.len()]),
+            approved: RefCell::new(vec![Vec::new(); groups.len()]),
+            groups,
+            users,
+            admin: admin.to_string(),
+            next_join: Cell::new(0),
+            queue: RefCell::new(VecDeque::new()),
+        })
+    }
+
+    /// A join into an approval group: 202 pending (queued for approval) or,
+    /// once members and pending requests fill the seats, 409 group_full.
+    pub async fn join(&self, api: &Api) -> StepOut {
+        let k = self.next_join.get();
+        self.next_join.set(k + 1);
+        let (g, u) = pair(k, self.groups.len(), self.users.len());
+        let res = api
+            .raw(
+                Method::POST,
+                "/v1/join",
+                &self.users[u].1,
+                self.groups[g].body.clone(),
+                None,
+            )
+            .await;
+        if let (Ok((202, _)), Some(v)) = (&res, json_2xx(&res)) {
+            if let Some(rid) = v["request_id"].as_str() {
+                self.queue.borrow_mut().push_back((g, rid.to_string(), u));
+                self.requested.borrow_mut()[g] += 1;
+            }
+        }
+        Some(("request", res))
+    }
+
+    /// Approve the oldest pending request; `None` when there is none.
+    pub async fn approve(&self, api: &Api, k: u64) -> StepOut {
+        let (g, rid, u) = self.queue.borrow_mut().pop_front()?;
+        let group = &self.groups[g];
+        let who = if k.is_multiple_of(4) {
+            &self.admin
+        } else {
+            &group.owner
+        };
+        let path = format!("/v1/groups/{}/requests/{rid}/approve", group.id);
+        let res = api
+            .raw(Method::POST, &path, who, Bytes::from_static(b"{}"), None)
+            .await;
+        if matches!(&res, Ok((200, _))) {
+            self.approved.borrow_mut()[g].push(u);
+        }
+        Some(("approve", res))
+    }
+
+    pub async fn check(&self, api: &Api) -> Result<Vec<Check>, String> {
+        let approved = self.approved.borrow().clone();
+        let requested = self.requested.borrow().clone();
+        let (mut within, mut exact, mut found, mut pending) = (0, 0, 0, 0);
+        for (g, group) in self.groups.iter().enumerate() {
+            let path = format!("/v1/groups/{}", group.id);
+            let v = api
+                .call(Method::GET, &path, &group.owner, Value::Null)
+                .await?;
+            let (count, limit) = (v["member_count"].as_u64(), v["member_limit"].as_u64());
+            within += u64::from(count.zip(limit).is_some_and(|(c, l)| c <= l));
+            pending += v["pending_requests"].as_u64().unwrap_or(u64::MAX / 4);
+            let path = format!("/v1/groups/{}/members", group.id);
+            let m = api
+                .call(Method::GET, &path, &group.owner, Value::Null)
+                .await?;
+            let ids: HashSet<&str> = m["members"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|m| m["user_id"].as_str()).collect())
+                .unwrap_or_default();
+            let want = 1 + approved[g].len() as u64;
+            exact += u64::from(count == Some(want) && ids.len() as u64 == want);
+            found += approved[g]
+                .iter()
+                .filter(|&&u| ids.contains(self.users[u].0.as_str()))
+                .count() as u64;
+        }
+        let n = self.groups.len() as u64;
+        let total_approved: u64 = approved.iter().map(|a| a.len() as u64).sum();
+        let total_requested: u64 = requested.iter().sum();
+        Ok(vec![
+            ("approval groups within their member limit", within, n),
+            ("approved requests that are members", found, total_approved),
+            (
+                "approval groups with member count = owner + approvals (count and list)",
+                exact,
+                n,
+            ),
+            (
+                "pending requests = answered 202 - approved",
+                pending,
+                total_requested - total_approved,
+            ),
+        ])
+    }
+}
+
+// ---------------------------------------------------------------- earnings
+
+/// Earnings (admin token) of 1 to 100 fen credited to a set of wallets.
+pub struct Earnings {
+    users: Vec<(String, String)>,
+    run: String,
+    next: Cell<u64>,
+    credited: RefCell<Vec<u64>>,
+}
+
+impl Earnings {
+    pub fn new(users: Vec<(String, String)>, run: &str) -> Earnings {
+        Earnings {
+            credited: RefCell::new(vec![0; users.len()]),
+            users,
+            run: run.to_string(),
+            next: Cell::new(0),
+        }
+    }
+
+    pub async fn step(&self, api: &Api, admin: &str) -> StepOut {
+        let k = self.next.get();
+        self.next.set(k + 1);
+        let u = (k % self.users.len() as u64) as usize;
+        let amount = 1 + k % 100;
+        let body = json!({"event_id": format!("load-{}-earn-{k}", self.run),
+                          "user_id": self.users[u].0, "kind": "task_completed", "amount": amount});
+        let res = api
+            .raw(
+                Method::POST,
+                "/v1/earnings",
+                admin,
+                Bytes::from(body.to_string()),
+                None,
+            )
+            .await;
+        if matches!(&res, Ok((201, _))) {
+            self.credited.borrow_mut()[u] += amount;
+        }
+        Some(("earning", res))
+    }
+
+    pub async fn check(&self, api: &Api) -> Result<Vec<Check>, String> {
+        let credited = self.credited.borrow().clone();
+        let mut equal = 0;
+        for (u, (_, token)) in self.users.iter().enumerate() {
+            let w = api
+                .call(Method::GET, "/v1/wallet", token, Value::Null)
+                .await?;
+            equal += u64::from(w["balance"].as_u64() == Some(credited[u]));
+        }
+        Ok(vec![(
+            "earning wallets: balance = earnings answered 201",
+            equal,
+            self.users.len() as u64,
+        )])
+    }
+}
+
+// ---------------------------------------------------------------- claims
+
+/// Red packet claims spread over campaign packets with a share for every user.
+pub struct Claims {
+    packets: Vec<String>,
+    users: Vec<(String, String)>,
+    next: Cell<u64>,
+    claimed: RefCell<Vec<u64>>,
+}
+
+impl Claims {
+    pub async fn setup(
+        api: &Api,
+        admin: &str,
+        n: usize,
+        users: Vec<(String, String)>,
+        conc: usize,
+    ) -> Result<Claims, String> {
+        let per = users.len();
+        let packets = run_all("packet", n, conc, |i| api.packet(admin, i, per)).await?;
+        Ok(Claims {
+            claimed: RefCell::new(vec![0; packets.len()]),
+            packets,
+            users,
+            next: Cell::new(0),
+        })
+    }
+
+    pub async fn step(&self, api: &Api) -> StepOut {
+        let k = self.next.get();
+        self.next.set(k + 1);
+        let (p, u) = pair(k, self.packets.len(), self.users.len());
+        let path = format!("/v1/packets/{}/claim", self.packets[p]);
+        let res = api
+            .raw(
+                Method::POST,
+                &path,
+                &self.users[u].1,
+                Bytes::from_static(b"{}"),
+                None,
+            )
+            .await;
+        if matches!(&res, Ok((200, _))) {
+            self.claimed.borrow_mut()[p] += 1;
+        }
+        Some(("claim", res))
+    }
+
+    pub async fn check(&self, api: &Api, admin: &str) -> Result<Vec<Check>, String> {
+        let claimed = self.claimed.borrow().clone();
+        let (mut recorded, mut within) = (0, 0);
+        for (p, id) in self.packets.iter().enumerate() {
+            let v = api
+                .call(
+                    Method::GET,
+                    &format!("/v1/packets/{id}"),
+                    admin,
+                    Value::Null,
+                )
+                .await?;
+            recorded += u64::from(v["claimed_count"].as_u64() == Some(claimed[p]));
+            let (c, t) = (v["claimed_amount"].as_u64(), v["total"].as_u64());
+            within += u64::from(c.zip(t).is_some_and(|(c, t)| c <= t));
+        }
+        let n = self.packets.len() as u64;
+        Ok(vec![
+            (
+                "packets whose claims recorded = claims answered 200",
+                recorded,
+                n,
+            ),
+            ("packets whose claims sum to at most their total", within, n),
+        ])
+    }
+}
+
+// ---------------------------------------------------------------- scans
+
+/// `GET /s/{code}` as a phone sends it.
+pub struct Scans {
+    codes: Vec<String>,
+    next: Cell<u64>,
+    answered: RefCell<Vec<u64>>,
+}
+
+impl Scans {
+    pub async fn setup(api: &Api, admin: &str, n: usize, conc: usize) -> Result<Scans, String> {
+        let codes = run_all("code", n, conc, |i| async move {
+            let body = json!({"page": "/landing", "params": {"campaign": "load-mixed", "n": i}});
+            let v = api.call(Method::POST, "/v1/codes", admin, body).await?;
+            field(&v, "code")
+        })
+        .await?;
+        Ok(Scans {
+            answered: RefCell::new(vec![0; codes.len()]),
+            codes,
+            next: Cell::new(0),
+        })
+    }
+
+    pub async fn step(&self, api: &Api) -> StepOut {
+        let k = self.next.get();
+        self.next.set(k + 1);
+        let i = (k % self.codes.len() as u64) as usize;
+        let req = api
+            .c
+            .get(format!("{}/s/{}", api.base, self.codes[i]))
+            .insert_header(("Accept", "text/html"));
+        let res = super::send(req, Bytes::new()).await;
+        if matches!(&res, Ok((200, _))) {
+            self.answered.borrow_mut()[i] += 1;
+        }
+        Some(("scan", res))
+    }
+
+    pub async fn check(&self, api: &Api, admin: &str) -> Result<Vec<Check>, String> {
+        // Scan counts are flushed once a second.
+        actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+        let answered = self.answered.borrow().clone();
+        let mut equal = 0;
+        for (i, code) in self.codes.iter().enumerate() {
+            let path = format!("/v1/codes/{code}");
+            let v = api.call(Method::GET, &path, admin, Value::Null).await?;
+            equal += u64::from(v["scans"].as_u64() == Some(answered[i]));
+        }
+        Ok(vec![(
+            "codes whose scans counted = resolutions answered 200",
+            equal,
+            self.codes.len() as u64,
+        )])
+    }
+}
+
+// ---------------------------------------------------------------- payouts
+
+struct Payee {
+    token: String,
+    funded: u64,
+}
+
+#[derive(Clone)]
+struct Acked {
+    id: String,
+    user: usize,
+    key: String,
+    amount: u64,
+}
+
+/// Payouts (with an `Idempotency-Key`) of funded users with a linked
+/// account, through the provider simulator; one step in ten sends an
+/// earlier key with its body again, which must answer the same payout.
+pub struct Payouts {
+    pub sim: SimApi,
+    payees: Vec<Payee>,
+    run: String,
+    next: Cell<u64>,
+    acked: RefCell<Vec<Acked>>,
+    replays: Cell<u64>,
+    replays_same: Cell<u64>,
+    /// Forged notifications posted at the server's webhook, and refused.
+    pub forged: Cell<(u64, u64)>,
+}
+
+/// Each payee gets 10 earnings of 10,000 fen (the default earning maximum).
+const FUND_EARNINGS: u64 = 10;
+const FUND_EACH: u64 = 10_000;
+
+impl Payouts {
+    pub async fn setup(
+        api: &Api,
+        sim: SimApi,
+        admin: &str,
+        users: Vec<(String, String)>,
+        run: &str,
+        conc: usize,
+    ) -> Result<Payouts, String> {
+        let sim_ref = &sim;
+        let users = &users;
+        let payees = run_all("payee", users.len(), conc, |i| async move {
+            let (uid, token) = &users[i];
+            for n in 0..FUND_EARNINGS {
+                let body = json!({"event_id": format!("load-{run}-fund-{i}-{n}"),
+                                  "user_id": uid, "kind": "task_completed", "amount": FUND_EACH});
+                api.call(Method::POST, "/v1/earnings", admin, body).await?;
+            }
+            let code = format!("load-{run}-{i}");
+            let openid = format!("o-load-{run}-{i}");
+            sim_ref
+                .post("/sim/codes", json!({"code": code, "openid": openid}))
+                .await?;
+            api.call(
+                Method::POST,
+                "/v1/wallet/link",
+                token,
+                json!({ "code": code }),
+            )
+            .await?;
+            Ok(Payee {
+                token: token.clone(),
+                funded: FUND_EARNINGS * FUND_EACH,
+            })
+        })
+        .await?;
+        Ok(Payouts {
+            sim,
+            payees,
+            run: run.to_string(),
+            next: Cell::new(0),
+            acked: RefCell::new(Vec::new()),
+            replays: Cell::new(0),
+            replays_same: Cell::new(0),
+            forged: Cell::new((0, 0)),
+        })
+    }
+
+    async fn post(
+        &self,
+        api: &Api,
+        user: usize,
+        key: &str,
+        amount: u64,
+    ) -> Result<(u16, Bytes), String> {
+        let body = Bytes::from(json!({ "amount": amount }).to_string());
+        let token = &self.payees[user].token;
+        api.raw(Method::POST, "/v1/payouts", token, body, Some(key))
+            .await
+    }
+
+    pub async fn step(&self, api: &Api) -> StepOut {
+        let k = self.next.get();
+        self.next.set(k + 1);
+        let replay = {
+            let acked = self.acked.borrow();
+            (k % 10 == 9 && !acked.is_empty()).then(|| {
+                let a = &acked[((k / 10) % acked.len() as u64) as usize];
+                (a.id.clone(), a.user, a.key.clone(), a.amount)
+            })
+        };
+        if let Some((id, user, key, amount)) = replay {
+            let res = self.post(api, user, &key, amount).await;
+            self.replays.set(self.replays.get() + 1);
+            let same = json_2xx(&res).is_some_and(|v| v["id"] == id.as_str());
+            self.replays_same
+                .set(self.replays_same.get() + u64::from(same));
+            return Some(("payout_replay", res));
+        }
+        let user = (k % self.payees.len() as u64) as usize;
+        let amount = 100 + (k * 37) % 200;
+        let key = format!("load-{}-{k}", self.run);
+        let res = self.post(api, user, &key, amount).await;
+        if let (Ok((202, _)), Some(v)) = (&res, json_2xx(&res)) {
+            if let Some(id) = v["id"].as_str() {
+                self.acked.borrow_mut().push(Acked {
+                    id: id.to_string(),
+                    user,
+                    key,
+                    amount,
+                });
+            }
+        }
+        Some(("payout", res))
+    }
+
+    /// While `done` is false (and for 5 s at least), cycle the simulator's fault switches (one
+    /// phase every 300 ms) and post a forged notification at the server;
+    /// then turn every fault off. The number of phases applied.
+    pub async fn faults(&self, api: &Api, done: &Cell<bool>) -> Result<u64, String> {
+        let phases = [
+            json!({"timeout_next": 2, "fail_5xx_next": 3, "lost_reply_next": 3,
+                   "duplicate_notifications": true}),
+            json!({"out_of_order": true, "batch_window_ms": 200, "duplicate_notifications": false,
+                   "fail_5xx_next": 2}),
+            json!({"forge_signatures": true, "out_of_order": false, "lost_reply_next": 2}),
+            json!({"forge_signatures": false, "timeout_next": 1, "duplicate_notifications": true,
+                   "out_of_order": true}),
+        ];
+        let mut n = 0u64;
+        // At least 5 s of faults, also when the run itself is shorter: the
+        // provider calls of a short run go on after it.
+        let until = Instant::now() + Duration::from_secs(5);
+        let result = async {
+            while !done.get() || Instant::now() < until {
+                if let Err(e) = self.sim.faults(phases[(n % 4) as usize].clone()).await {
+                    eprintln!("load: fault phase {n} not applied: {e}");
+                }
+                n += 1;
+                let forged = json!({"id": format!("forged-{n}"), "event_type": "MCHTRANSFER.BILL.FINISHED",
+                                    "resource": {"algorithm": "AEAD_AES_256_GCM", "ciphertext": "AAAA",
+                                                 "nonce": "000000000000", "associated_data": "transfer"}});
+                let req = api
+                    .c
+                    .post(format!("{}/v1/provider/notify", api.base))
+                    .insert_header(("Wechatpay-Serial", crate::paysim::PLATFORM_SERIAL))
+                    .insert_header(("Wechatpay-Timestamp", chrono::Utc::now().timestamp().to_string()))
+                    .insert_header(("Wechatpay-Nonce", format!("load{n:028}")))
+                    .insert_header(("Wechatpay-Signature", "Zm9yZ2Vk"))
+                    .content_type("application/json");
+                let refused = matches!(
+                    super::send(req, Bytes::from(forged.to_string())).await,
+                    Ok((s, _)) if (400..500).contains(&s)
+                );
+                let (sent, no) = self.forged.get();
+                self.forged.set((sent + 1, no + u64::from(refused)));
+                actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        let off = self.sim.faults_off().await;
+        result.and(off).map(|()| n)
+    }
+
+    /// Wait until no payout is open (admin view) or the deadline: the
+    /// number still open and the seconds waited.
+    pub async fn settle(
+        &self,
+        api: &Api,
+        admin: &str,
+        limit: Duration,
+    ) -> Result<(u64, f64), String> {
+        let start = Instant::now();
+        loop {
+            let v = api
+                .call(
+                    Method::GET,
+                    "/v1/admin/payouts?filter=open",
+                    admin,
+                    Value::Null,
+                )
+                .await?;
+            let open = v["payouts"].as_array().map_or(u64::MAX, |a| a.len() as u64);
+            if open == 0 || start.elapsed() >= limit {
+                return Ok((open, start.elapsed().as_secs_f64()));
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn check(&self, api: &Api, conc: usize) -> Result<(Vec<Check>, Value), String> {
+        let acked = self.acked.borrow().clone();
+        let acked = &acked;
+        let views = run_all("payout check", acked.len(), conc, |i| async move {
+            let a = &acked[i];
+            let path = format!("/v1/payouts/{}", a.id);
+            api.call(Method::GET, &path, &self.payees[a.user].token, Value::Null)
+                .await
+        })
+        .await?;
+        let transfers = self.sim.transfers().await?;
+        let mut by_ptn: HashMap<String, Vec<&Value>> = HashMap::new();
+        for t in &transfers {
+            let ptn = t["partner_trade_no"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            by_ptn.entry(ptn).or_default().push(t);
+        }
+        let (mut terminal, mut succeeded, mut failed) = (0u64, 0u64, 0u64);
+        let (mut paid_once, mut failed_unpaid, mut dup_ptn) = (0u64, 0u64, 0u64);
+        let mut paid_out = vec![0u64; self.payees.len()];
+        let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+        let mut ptns = HashSet::new();
+        for (a, v) in acked.iter().zip(&views) {
+            let status = v["status"].as_str().unwrap_or("?");
+            *statuses.entry(status.to_string()).or_insert(0) += 1;
+            let ptn = v["partner_trade_no"].as_str().unwrap_or_default();
+            dup_ptn += u64::from(!ptns.insert(ptn.to_string()));
+            let at_provider = by_ptn.get(ptn).map(Vec::as_slice).unwrap_or_default();
+            let provider_paid: Vec<&&Value> = at_provider
+                .iter()
+                .filter(|t| t["state"] == "SUCCESS")
+                .collect();
+            match status {
+                "succeeded" => {
+                    terminal += 1;
+                    succeeded += 1;
+                    paid_out[a.user] += a.amount;
+                    paid_once += u64::from(
+                        at_provider.len() == 1
+                            && provider_paid.len() == 1
+                            && provider_paid[0]["amount"].as_u64() == Some(a.amount),
+                    );
+                }
+                "failed" => {
+                    terminal += 1;
+                    failed += 1;
+                    failed_unpaid += u64::from(provider_paid.is_empty() && at_provider.len() <= 1);
+                }
+                _ => {}
+            }
+        }
+        // Transfers of ours the provider paid twice would share a number.
+        let provider_dups = by_ptn
+            .iter()
+            .filter(|(ptn, ts)| ptns.contains(ptn.as_str()) && ts.len() > 1)
+            .count() as u64;
+        // A payout sent twice under two numbers: a transfer to one of our
+        // payees that no payout of ours names.
+        let ours = format!("o-load-{}-", self.run);
+        let strays = transfers
+            .iter()
+            .filter(|t| t["openid"].as_str().is_some_and(|o| o.starts_with(&ours)))
+            .filter(|t| !ptns.contains(t["partner_trade_no"].as_str().unwrap_or_default()))
+            .count() as u64;
+        let mut wallets_ok = 0;
+        for (u, p) in self.payees.iter().enumerate() {
+            let w = api
+                .call(Method::GET, "/v1/wallet", &p.token, Value::Null)
+                .await?;
+            let want = p.funded - paid_out[u];
+            wallets_ok +=
+                u64::from(w["balance"].as_u64() == Some(want) && w["held"].as_u64() == Some(0));
+        }
+        let n = acked.len() as u64;
+        let checks = vec![
+            ("payouts final (succeeded or failed)", terminal, n),
+            ("partner trade numbers used by two payouts", dup_ptn, 0),
+            (
+                "partner trade numbers the provider holds twice",
+                provider_dups,
+                0,
+            ),
+            (
+                "provider transfers to our payees that no payout names",
+                strays,
+                0,
+            ),
+            (
+                "succeeded payouts paid by the provider exactly once, same amount",
+                paid_once,
+                succeeded,
+            ),
+            (
+                "failed payouts the provider did not pay",
+                failed_unpaid,
+                failed,
+            ),
+            (
+                "payee wallets: balance = funded - succeeded payouts, nothing held",
+                wallets_ok,
+                self.payees.len() as u64,
+            ),
+            (
+                "idempotent replays answered with the original payout",
+                self.replays_same.get(),
+                self.replays.get(),
+            ),
+        ];
+        let extra = json!({"payouts_acknowledged": n, "statuses": statuses,
+                           "provider_transfers": transfers.len(), "replays": self.replays.get()});
+        Ok((checks, extra))
+    }
+}
+
+// ---------------------------------------------------------------- mixed
+
+/// The request kinds of `mixed`, in `--mix` order.
+pub const KINDS: [&str; 7] = [
+    "join", "request", "approve", "earning", "payout", "claim", "scan",
+];
+pub const DEFAULT_MIX: &str = "join=25,request=15,approve=10,earning=15,payout=10,claim=15,scan=10";
+
+/// Parse `kind=weight,...` (kinds from [`KINDS`], missing ones weigh 0).
+pub fn parse_mix(s: &str) -> Result<[u64; 7], String> {
+    let mut w = [0u64; 7];
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--mix: `{part}` is not kind=weight"))?;
+        let i = KINDS
+            .iter()
+            .position(|n| *n == k.trim())
+            .ok_or_else(|| format!("--mix: unknown kind `{k}` (kinds: {})", KINDS.join(", ")))?;
+        w[i] = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("--mix: weight of `{k}` is not a whole number"))?;
+    }
+    if w.iter().sum::<u64>() == 0 {
+        return Err("--mix: every weight is 0".into());
+    }
+    if w[2] > 0 && w[1] == 0 {
+        return Err("--mix: approve needs request (nothing to approve otherwise)".into());
+    }
+    Ok(w)
+}
+
+/// The kind of mixed request `k`: spread evenly by a multiplicative hash.
+pub fn pick(weights: &[u64; 7], k: u64) -> usize {
+    let total: u64 = weights.iter().sum();
+    let mut x = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % total.max(1);
+    for (i, w) in weights.iter().enumerate() {
+        if x < *w {
+            return i;
+        }
+        x -= w;
+    }
+    0
+}
+
+/// The components of a mixed run (those with weight 0 are absent).
+pub struct Mixed {
+    pub weights: [u64; 7],
+    pub joins: Option<Joins>,
+    pub approvals: Option<Approvals>,
+    pub earnings: Option<Earnings>,
+    pub payouts: Option<Payouts>,
+    pub claims: Option<Claims>,
+    pub scans: Option<Scans>,
+}
+
+impl Mixed {
+    pub async fn step(&self, api: &Api, admin: &str, k: u64) -> StepOut {
+        match pick(&self.weights, k) {
+            0 => self.joins.as_ref()?.step(api).await,
+            1 => self.approvals.as_ref()?.join(api).await,
+            2 => match self.approvals.as_ref()?.approve(api, k).await {
+                Some(out) => Some(out),
+                // nothing pending yet: send a request instead
+                None => self.approvals.as_ref()?.join(api).await,
+            },
+            3 => self.earnings.as_ref()?.step(api, admin).await,
+            4 => self.payouts.as_ref()?.step(api).await,
+            5 => self.claims.as_ref()?.step(api).await,
+            _ => self.scans.as_ref()?.step(api).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_parses_and_spreads_by_weight() {
+        let w = parse_mix(DEFAULT_MIX).expect("default mix");
+        assert_eq!(w, [25, 15, 10, 15, 10, 15, 10]);
+        let mut seen = [0u64; 7];
+        for k in 0..100_000 {
+            seen[pick(&w, k)] += 1;
+        }
+        for (i, n) in seen.iter().enumerate() {
+            let want = w[i] * 1000;
+            assert!(n.abs_diff(want) < want / 10 + 50, "{i}: {n} vs {want}");
+        }
+        assert_eq!(pick(&parse_mix("scan=1").expect("one kind"), 7), 6);
+        assert!(parse_mix("join=x").is_err());
+        assert!(parse_mix("nope=1").is_err());
+        assert!(parse_mix("join=0").is_err());
+        assert!(parse_mix("approve=1").is_err());
+    }
+
+    #[test]
+    fn pairs_are_distinct_for_a_round_of_users() {
+        let mut seen = HashSet::new();
+        for k in 0..(7 * 13) {
+            assert!(seen.insert(pair(k, 7, 13)));
+        }
+    }
+}
