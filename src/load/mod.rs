@@ -331,10 +331,10 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
         };
         let out = match args.scenario {
             Scenario::Approvals | Scenario::Payouts | Scenario::Mixed => {
-                run_steps(&args, &api, &admin, sim_api, weights).await?
+                run_steps(args, &api, &admin, sim_api, weights).await?
             }
             Scenario::Ws => {
-                let (baseline, _) = baseline_first(&args, Duration::from_secs(10)).await?;
+                let (baseline, _) = baseline_first(args, Duration::from_secs(10)).await?;
                 let wa = ws::WsArgs {
                     subscribers: args.subscribers,
                     events: args.events,
@@ -352,8 +352,8 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
                 }
             }
             _ => {
-                let plan = setup(&args, &api, &admin).await?;
-                let (baseline, row, timeline) = measure(&args, &base, &plan).await?;
+                let plan = setup(args, &api, &admin).await?;
+                let (baseline, row, timeline) = measure(args, &base, &plan).await?;
                 let checks = check(&plan, &row, &api).await?;
                 Outcome {
                     row,
@@ -364,7 +364,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
                 }
             }
         };
-        report(&args, &out)?;
+        report(args, &out)?;
         if let Some(path) = &args.plot {
             let b = out.baseline.as_ref().map(|b| b.throughput_rps);
             plot::draw(path, &out.row.name, &out.timeline, b)?;
