@@ -96,8 +96,7 @@ fn serve(path: Option<PathBuf>) -> Result<(), String> {
         let _ = std::io::stdout().flush();
         tracing::info!(addr = %app.addr, "serving");
         let result = app.server.await.map_err(|e| e.to_string());
-        // Scan counts and join analytics are kept in memory for up to a second.
-        app.groups.flush_analytics().await;
+        // Scan counts are kept in memory for up to a second.
         if let Err(e) = app.codes.flush_scans().await {
             tracing::warn!(error = %e, "scan counts not stored at shutdown");
         }

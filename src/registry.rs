@@ -261,22 +261,6 @@ impl<A: Resident> Registry<A> {
         &self.env
     }
 
-    /// The entities whose actors are resident now.
-    pub fn resident(&self) -> Vec<A::Id> {
-        let mut ids = Vec::new();
-        for shard in &self.map.shards {
-            if let Ok(s) = shard.lock() {
-                ids.extend(
-                    s.slots
-                        .iter()
-                        .filter(|(_, slot)| slot.addr.connected())
-                        .map(|(id, _)| *id),
-                );
-            }
-        }
-        ids
-    }
-
     /// The entity's actor, activating it if needed.
     fn slot(&self, id: A::Id) -> Result<Slot<A>, ApiError> {
         let shard = self.map.shard(id);

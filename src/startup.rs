@@ -35,8 +35,6 @@ pub struct Application {
     pub storage: Storage,
     /// Its scan counts are flushed at shutdown.
     pub codes: Arc<crate::codes::Codes>,
-    /// Its groups' analytics are flushed at shutdown.
-    pub groups: Directory,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -156,7 +154,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         blacklist: std::sync::RwLock::new(blacklist),
         storage: storage.clone(),
         keys,
-        groups: directory.clone(),
+        groups: directory,
         wallets: wallets.clone(),
         provider: provider.clone(),
         payout_jobs: payout_jobs.clone(),
@@ -226,7 +224,6 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         addr,
         storage,
         codes,
-        groups: directory,
     })
 }
 

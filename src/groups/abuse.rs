@@ -76,8 +76,6 @@ message!(ResetInvite -> Invite { caller: Caller, invite_id: InviteId } => reset_
 message!(BurnBranch -> Vec<InviteId> { caller: Caller, invite_id: InviteId } => burn_branch);
 message!(RemoveMember -> () { caller: Caller, user: UserId } => remove_member);
 message!(ClearFlag -> () {} => clear_flag);
-// Write the analytics counted so far (at shutdown); answers once durable.
-message!(FlushAnalytics -> () {} => flush_now);
 
 /// One join through an invitation, as its lineage shows it.
 #[derive(Debug, Clone)]
@@ -895,11 +893,6 @@ impl GroupActor {
         let reply = self.commit(w, ());
         self.flush_analytics(false);
         Ok(reply)
-    }
-
-    fn flush_now(&mut self, _: FlushAnalytics) -> Step<()> {
-        let w = self.analytics.take(now());
-        Ok(self.commit(w, ()))
     }
 
     fn clear_flag(&mut self, _: ClearFlag) -> Step<()> {

@@ -328,6 +328,11 @@ impl Actor for GroupActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Best effort when stopped from outside (a shutdown): queue what was
+        // counted (a passivation flushed already, in `tick`).
+        if self.analytics.is_dirty() {
+            drop(self.shared.storage.submit(self.analytics.take(now())));
+        }
         self.life.stopped();
     }
 }

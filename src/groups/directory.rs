@@ -84,15 +84,6 @@ impl Directory {
         }
     }
 
-    /// Write every resident group's unflushed analytics (at shutdown).
-    pub async fn flush_analytics(&self) {
-        for g in self.actors.resident() {
-            if let Err(e) = self.call(g, super::abuse::FlushAnalytics {}).await {
-                tracing::warn!(group = %g, error = %e, "analytics not stored at shutdown");
-            }
-        }
-    }
-
     pub fn shared(&self) -> &Arc<Shared> {
         self.actors.env()
     }
