@@ -102,4 +102,61 @@ proptest! {
             prop_assert!(count >= 1 && total <= 20_000 && total >= u64::from(count));
         }
     }
+
+    #[test]
+    fn challenge_ids_never_panic_and_open_only_what_was_sealed(
+        s in ".{0,200}",
+        b64 in "ch_[A-Za-z0-9_-]{0,200}",
+        ids in any::<[[u8; 16]; 3]>(),
+        times in any::<(i64, i64, u32)>(),
+        extra in any::<([u8; 8], u8, u8, u8)>(),
+        solution in ".{0,80}",
+    ) {
+        use qrgate::domain::challenge::{pow_solves, Challenge};
+        use qrgate::domain::ids::{GroupId, InviteId, UserId};
+        use qrgate::domain::risk::ChallengeKind;
+        let key = [5u8; 32];
+        let _ = Challenge::open(&s, &key);
+        let _ = Challenge::open(&b64, &key);
+        let _ = pow_solves(&s, &solution, extra.1 % 33);
+        let c = Challenge {
+            kind: if extra.3 % 2 == 0 { ChallengeKind::Pow } else { ChallengeKind::Captcha },
+            bits: extra.1,
+            group: GroupId(ids[0]),
+            invite: InviteId(ids[1]),
+            user: UserId(ids[2]),
+            epoch: times.2,
+            issued_at: times.0,
+            expires_at: times.1,
+            salt: extra.0,
+            score: extra.2,
+            reasons: extra.3,
+        };
+        let (id, tag) = c.seal(&key);
+        let opened = Challenge::open(&id, &key);
+        prop_assert_eq!(opened.as_ref().map(|(c, _)| c.clone()).ok(), Some(c.clone()));
+        prop_assert_eq!(opened.map(|(_, t)| t).ok(), Some(tag));
+        prop_assert!(Challenge::open(&id, &[6u8; 32]).is_err(), "another key refuses it");
+    }
+
+    #[test]
+    fn risk_scores_stay_in_range(
+        age in any::<i64>(), joins in any::<u32>(), devices in any::<u32>(),
+        last in any::<u64>(), counts in any::<[u32; 6]>(),
+    ) {
+        use qrgate::domain::risk::{assess, Bucket, Policy, Signals};
+        let p = Policy::default();
+        let w = Bucket {
+            attempts: u64::from(counts[0]),
+            joins: u64::from(counts[1]),
+            requests: u64::from(counts[2]),
+            new_accounts: u64::from(counts[3]),
+            removed: u64::from(counts[4]),
+            refusals: [("group_full".to_string(), u64::from(counts[5]))].into(),
+            ..Bucket::default()
+        };
+        let a = assess(&Signals { account_age_seconds: age, user_recent_joins: joins, device_accounts: devices, invite_last_minute: last, invite_window: w }, &p);
+        prop_assert!(a.score <= 100);
+        prop_assert_eq!(a.score == 0, a.reasons.is_empty());
+    }
 }
