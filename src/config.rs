@@ -23,11 +23,28 @@ pub struct Config {
     pub payouts: Payouts,
     pub packets: Packets,
     pub codes: Codes,
+    pub storage: StorageCfg,
     /// Anti-abuse on joins: risk scoring, step-up, challenges (see `domain::risk`).
     pub risk: crate::domain::risk::Policy,
     /// The payment provider; absent: payouts and account links answer 503
     /// `provider_not_configured`.
     pub provider: Option<crate::provider::client::ProviderConfig>,
+}
+
+/// The embedded database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageCfg {
+    /// sled's page cache, in MiB. Resident actors hold the hot state, so the
+    /// cache mostly serves activations; it is a large part of the server's
+    /// memory when many groups are resident (BENCHMARKS.md "Memory").
+    pub cache_mb: u64,
+}
+
+impl Default for StorageCfg {
+    fn default() -> Self {
+        StorageCfg { cache_mb: 64 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +294,7 @@ impl Default for Config {
             payouts: Payouts::default(),
             packets: Packets::default(),
             codes: Codes::default(),
+            storage: StorageCfg::default(),
             risk: crate::domain::risk::Policy::default(),
             provider: None,
         }
@@ -378,6 +396,9 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.admin_token.len() < 16 {
             return bad("admin_token must be at least 16 characters");
+        }
+        if !(8..=65536).contains(&self.storage.cache_mb) {
+            return bad("storage.cache_mb must be between 8 and 65536");
         }
         let l = &self.limits;
         if l.group_joins_per_minute == 0 || l.user_joins_per_minute == 0 {

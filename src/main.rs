@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use qrgate::config::Config;
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "qrgate",

@@ -10,4 +10,5 @@ pub mod packet;
 pub mod payout;
 pub mod reconcile;
 pub mod risk;
+pub mod roster;
 pub mod token;

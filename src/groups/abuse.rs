@@ -293,7 +293,7 @@ impl GroupActor {
                     },
                 ));
                 let reply = self.commit(w, JoinOutcome::Joined);
-                self.members.insert(user, member);
+                self.members.insert(member);
                 self.count(invite.id, now, |b| {
                     b.joins += 1;
                     b.new_accounts += u64::from(new_account);
@@ -449,7 +449,7 @@ impl GroupActor {
         w.invite(invite);
         w.event(&self.stage_event(invite, flagged));
         let durable = self.commit(w, ());
-        self.invites.insert(invite.id, invite.clone());
+        self.invites.insert(invite.id, Box::new(invite.clone()));
         (next, Some(durable))
     }
 
@@ -630,7 +630,7 @@ impl GroupActor {
     fn may_inspect(&self, caller: Caller, invite: Option<&Invite>) -> Result<bool, ApiError> {
         let moderates = self.role(caller).is_some_and(Role::moderates);
         let creator = match (caller, invite) {
-            (Caller::User(u), Some(i)) => i.creator_id == u && self.members.contains_key(&u),
+            (Caller::User(u), Some(i)) => i.creator_id == u && self.members.contains(&u),
             _ => false,
         };
         if moderates || creator {
@@ -672,7 +672,7 @@ impl GroupActor {
             HashSet::from([m.invite_id])
         };
         let mut out: Vec<JoinTrace> = Vec::new();
-        for x in self.members.values() {
+        for x in self.members.members() {
             if let Some(i) = x.via_invite.filter(|i| via.contains(i)) {
                 out.push(JoinTrace {
                     user_id: x.user_id,
@@ -743,7 +743,7 @@ impl GroupActor {
 
     fn get_analytics(&mut self, m: GetAnalytics) -> Step<Analytics> {
         let inv = match m.invite_id {
-            Some(i) => Some(self.invites.get(&i).ok_or(ApiError::InviteNotFound)?),
+            Some(i) => Some(&**self.invites.get(&i).ok_or(ApiError::InviteNotFound)?),
             None => None,
         };
         self.may_inspect(m.caller, inv)?;
@@ -777,7 +777,7 @@ impl GroupActor {
         w.invite(&inv);
         w.event(&self.stage_event(&inv, 0));
         metrics::INVITE_STAGES.with_label_values(&["reset"]).inc();
-        let reply = self.commit(w, inv.clone());
+        let reply = self.commit(w, (*inv).clone());
         self.invites.insert(inv.id, inv);
         Ok(reply)
     }
@@ -790,7 +790,7 @@ impl GroupActor {
         let is_creator = m
             .caller
             .user()
-            .is_some_and(|u| root.creator_id == u && self.members.contains_key(&u));
+            .is_some_and(|u| root.creator_id == u && self.members.contains(&u));
         if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
             return Err(ApiError::forbidden(
                 "only the invitation's creator, the group's owner or admins, or an operator may burn its branch",
@@ -800,7 +800,7 @@ impl GroupActor {
         let mut burned: Vec<Invite> = self
             .branch(m.invite_id)
             .into_iter()
-            .filter_map(|i| self.invites.get(&i))
+            .filter_map(|i| self.invites.get(&i).map(Box::as_ref))
             .filter(|i| !i.revoked)
             .cloned()
             .collect();
@@ -820,7 +820,7 @@ impl GroupActor {
         let ids: Vec<InviteId> = burned.iter().map(|i| i.id).collect();
         let reply = self.commit(w, ids);
         for i in burned {
-            self.invites.insert(i.id, i);
+            self.invites.insert(i.id, Box::new(i));
         }
         Ok(reply)
     }
@@ -860,9 +860,8 @@ impl GroupActor {
     fn remove_member(&mut self, m: RemoveMember) -> Step<()> {
         let target = self
             .members
-            .get(&m.user)
-            .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?
-            .role;
+            .role(&m.user)
+            .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
         let leaving = m.caller.user() == Some(m.user);
         if target == Role::Owner {
             return Err(ApiError::Conflict("cannot_remove_owner").into());

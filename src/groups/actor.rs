@@ -24,6 +24,7 @@ use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Invite, JoinRequest, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::join::{self, Admission, Facts, Refusal};
+use crate::domain::roster::Roster;
 use crate::domain::token::Claims;
 use crate::error::ApiError;
 use crate::registry::{done, Fail, Life, Pending, Resident, Step};
@@ -70,8 +71,8 @@ pub struct GroupActor {
     pub(super) life: Life<GroupActor>,
     pub(super) shared: Arc<Shared>,
     pub(super) group: Group,
-    pub(super) members: HashMap<UserId, Member>,
-    pub(super) invites: HashMap<InviteId, Invite>,
+    pub(super) members: Roster,
+    pub(super) invites: HashMap<InviteId, Box<Invite>>,
     pub(super) requests: HashMap<RequestId, JoinRequest>,
     pub(super) pending_by_user: HashMap<UserId, RequestId>,
     pub(super) blocks: HashSet<UserId>,
@@ -125,8 +126,12 @@ impl GroupActor {
             analytics_pruned: false,
             pending_by_user: snap.requests.iter().map(|r| (r.user_id, r.id)).collect(),
             group: snap.group,
-            members: snap.members.into_iter().map(|m| (m.user_id, m)).collect(),
-            invites: snap.invites.into_iter().map(|i| (i.id, i)).collect(),
+            members: Roster::new(snap.members),
+            invites: snap
+                .invites
+                .into_iter()
+                .map(|i| (i.id, Box::new(i)))
+                .collect(),
             requests: snap.requests.into_iter().map(|r| (r.id, r)).collect(),
             blocks: snap.blocks.into_iter().collect(),
             next_expiry,
@@ -141,7 +146,7 @@ impl GroupActor {
     pub(super) fn role(&self, c: Caller) -> Option<Role> {
         match c {
             Caller::Admin => Some(Role::Owner),
-            Caller::User(u) => self.members.get(&u).map(|m| m.role),
+            Caller::User(u) => self.members.role(&u),
         }
     }
 
@@ -193,9 +198,9 @@ impl GroupActor {
 
     pub(super) fn moderators(&self) -> impl Iterator<Item = UserId> + '_ {
         self.members
-            .values()
-            .filter(|m| m.role.moderates())
-            .map(|m| m.user_id)
+            .roles()
+            .filter(|(_, r)| r.moderates())
+            .map(|(u, _)| u)
     }
 
     fn forget_request(&mut self, r: &JoinRequest) {
@@ -244,7 +249,7 @@ impl GroupActor {
             .invites
             .values()
             .filter(|i| i.expires_at + EXPIRED_INVITE_RETENTION <= now)
-            .cloned()
+            .map(|i| (**i).clone())
             .collect();
         if stale.is_empty() {
             return;
@@ -388,13 +393,13 @@ impl GroupActor {
     ) -> Result<Admission, Refusal> {
         join::decide(&Facts {
             now,
-            invite: self.invites.get(&invite_id),
+            invite: self.invites.get(&invite_id).map(Box::as_ref),
             tag_matches: tag_ok,
             token_epoch,
             group: &self.group,
             members: self.members.len() as u32,
             pending: self.requests.len() as u32,
-            is_member: user.is_some_and(|u| self.members.contains_key(&u)),
+            is_member: user.is_some_and(|u| self.members.contains(&u)),
             has_pending_request: user.is_some_and(|u| self.pending_by_user.contains_key(&u)),
             is_blocked: user.is_some_and(|u| self.blocks.contains(&u)),
         })
@@ -470,11 +475,7 @@ impl GroupActor {
             group: self.group.clone(),
             member_count: self.members.len() as u32,
             pending_count: self.requests.len() as u32,
-            my_role: m
-                .caller
-                .user()
-                .and_then(|u| self.members.get(&u))
-                .map(|x| x.role),
+            my_role: m.caller.user().and_then(|u| self.members.role(&u)),
             counters,
         })
     }
@@ -509,13 +510,13 @@ impl GroupActor {
 
     fn list_members(&mut self, m: ListMembers) -> Step<Vec<Member>> {
         self.require_member(m.caller)?;
-        let mut v: Vec<Member> = self.members.values().cloned().collect();
+        let mut v: Vec<Member> = self.members.members().collect();
         v.sort_by_key(|m| (m.joined_at, m.user_id));
         done(v)
     }
 
     fn is_member(&mut self, m: IsMember) -> Step<bool> {
-        done(self.members.contains_key(&m.user))
+        done(self.members.contains(&m.user))
     }
 
     fn get_invite(&mut self, m: GetInvite) -> Step<(Invite, Group)> {
@@ -524,7 +525,7 @@ impl GroupActor {
             .invites
             .get(&m.invite_id)
             .ok_or(ApiError::InviteNotFound)?;
-        done((i.clone(), self.group.clone()))
+        done(((**i).clone(), self.group.clone()))
     }
 
     fn list_requests(&mut self, m: ListRequests) -> Step<Vec<JoinRequest>> {
@@ -626,7 +627,7 @@ impl GroupActor {
         w.invite(&invite);
         w.invite_index(&invite);
         let reply = self.commit(w, invite.clone());
-        self.invites.insert(invite.id, invite);
+        self.invites.insert(invite.id, Box::new(invite));
         Ok(reply)
     }
 
@@ -638,7 +639,7 @@ impl GroupActor {
         let is_creator = m
             .caller
             .user()
-            .is_some_and(|u| inv.creator_id == u && self.members.contains_key(&u));
+            .is_some_and(|u| inv.creator_id == u && self.members.contains(&u));
         if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
             return Err(ApiError::forbidden(
                 "only the invitation's creator, the group's owner or admins, or an operator may revoke it",
@@ -737,7 +738,7 @@ impl GroupActor {
         self.forget_request(&req);
         if m.approve {
             // The seat was reserved by the request: approval cannot overfill.
-            self.members.insert(u, member);
+            self.members.insert(member);
         }
         Ok(reply)
     }
@@ -753,10 +754,7 @@ impl GroupActor {
         if m.caller.user() == Some(m.user) {
             return Err(ApiError::validation("you cannot block yourself").into());
         }
-        let target_is_admin = self
-            .members
-            .get(&m.user)
-            .is_some_and(|x| x.role == Role::Admin);
+        let target_is_admin = self.members.role(&m.user).is_some_and(|r| r == Role::Admin);
         if my_role == Role::Admin && target_is_admin && m.caller != Caller::Admin {
             return Err(ApiError::forbidden("only the owner may block a group admin").into());
         }
@@ -807,12 +805,12 @@ impl GroupActor {
         if member.role == Role::Owner {
             return Err(ApiError::validation("the owner's role cannot change").into());
         }
-        let mut member = member.clone();
+        let mut member = member;
         member.role = if m.admin { Role::Admin } else { Role::Member };
         let mut w = WriteSet::new();
         w.member(self.id(), &member);
         let reply = self.commit(w, ());
-        self.members.insert(m.user, member);
+        self.members.insert(member);
         Ok(reply)
     }
 

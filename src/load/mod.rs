@@ -30,6 +30,7 @@
 //! A progress bar runs on stderr when stdout is a terminal (not with
 //! `--json`); `--plot` draws the run's timeline (see [`plot`]).
 
+mod memory;
 mod plot;
 mod record;
 mod sim;
@@ -79,6 +80,10 @@ pub enum Scenario {
     Ws,
     /// A weighted mix (`--mix`) of the other scenarios' requests.
     Mixed,
+    /// Resident memory of `--groups` groups of `--members` members, all
+    /// active and then passivated, and the restart time with them on disk
+    /// (`--spawn` only: the memberships are written into its data dir).
+    Memory,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -143,6 +148,13 @@ pub struct LoadArgs {
     /// reach a final state.
     #[arg(long, default_value_t = 120)]
     pub settle_timeout: u64,
+    /// memory: members per group.
+    #[arg(long, default_value_t = 100)]
+    pub members: usize,
+    /// memory: the server's idle timeout (seconds) before an actor is
+    /// passivated; longer than the activation of every group takes.
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout: u64,
     /// ws: WebSocket connections (subscribers of the event groups).
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -208,6 +220,21 @@ impl LoadArgs {
 }
 
 pub fn run(args: LoadArgs) -> Result<(), String> {
+    if args.scenario == Scenario::Memory {
+        if args.url.is_some() {
+            return Err(
+                "--scenario memory writes its memberships into the server's data dir: use --spawn"
+                    .into(),
+            );
+        }
+        return memory::run(&memory::MemArgs {
+            groups: args.groups(),
+            members: args.members,
+            idle_timeout: args.idle_timeout,
+            connections: args.connections,
+            json: args.json,
+        });
+    }
     match args.risk_ab {
         None => run_one(&args).map(|_| ()),
         Some(pairs) => risk_ab(args, pairs),
@@ -635,16 +662,17 @@ impl Drop for TempDir {
     }
 }
 
-/// A `qrgate serve` child; on drop it is stopped (SIGTERM, then SIGKILL) and its dir removed.
-struct SpawnedServer {
-    child: Child,
-    _dir: TempDir,
+/// A throwaway data dir and config for a spawned server; removed on drop.
+struct ServerDir {
+    dir: TempDir,
+    data: PathBuf,
+    config: PathBuf,
+    admin: String,
 }
 
-impl SpawnedServer {
-    /// Start the server (`extra` is appended to its config); returns it
-    /// with its base URL and admin token.
-    fn start(extra: &str) -> Result<(SpawnedServer, String, String), String> {
+impl ServerDir {
+    /// Write the config (`extra` appended) into a fresh temporary dir.
+    fn new(extra: &str) -> Result<ServerDir, String> {
         let dir = std::env::temp_dir().join(format!("qrgate-load-{:016x}", rand::random::<u64>()));
         let dir = TempDir(dir);
         let (data, config) = (dir.0.join("data"), dir.0.join("config.toml"));
@@ -662,9 +690,37 @@ impl SpawnedServer {
         std::fs::create_dir_all(&data)
             .and_then(|()| std::fs::write(&config, text))
             .map_err(|e| format!("{}: {e}", dir.0.display()))?;
+        Ok(ServerDir {
+            dir,
+            data,
+            config,
+            admin,
+        })
+    }
+}
+
+/// A `qrgate serve` child; on drop it is stopped (SIGTERM, then SIGKILL)
+/// and its dir (if it owns one) removed.
+struct SpawnedServer {
+    child: Child,
+    _dir: Option<TempDir>,
+}
+
+impl SpawnedServer {
+    /// Start the server (`extra` is appended to its config); returns it
+    /// with its base URL and admin token.
+    fn start(extra: &str) -> Result<(SpawnedServer, String, String), String> {
+        let dir = ServerDir::new(extra)?;
+        let (mut server, base) = SpawnedServer::launch(&dir.config)?;
+        server._dir = Some(dir.dir);
+        Ok((server, base, dir.admin))
+    }
+
+    /// Start `qrgate serve --config config`; returns once it listens.
+    fn launch(config: &std::path::Path) -> Result<(SpawnedServer, String), String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut cmd = Command::new(exe);
-        cmd.arg("serve").arg("--config").arg(&config);
+        cmd.arg("serve").arg("--config").arg(config);
         for var in ["BIND", "DATA_DIR", "ADMIN_TOKEN", "PUBLIC_BASE_URL"] {
             cmd.env_remove(format!("QRGATE_{var}")); // the config file must win
         }
@@ -676,7 +732,7 @@ impl SpawnedServer {
             .spawn()
             .map_err(|e| format!("cannot start the server: {e}"))?;
         let stdout = child.stdout.take();
-        let mut server = SpawnedServer { child, _dir: dir };
+        let mut server = SpawnedServer { child, _dir: None };
         let stdout = stdout.ok_or("no stdout pipe to the server")?;
         let (tx, rx) = mpsc::channel();
         // Report the listening line, and keep draining so the child never blocks on the pipe.
@@ -690,7 +746,7 @@ impl SpawnedServer {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(base) => {
                 eprintln!("load: spawned server at {base}");
-                Ok((server, base, admin))
+                Ok((server, base))
             }
             Err(RecvTimeoutError::Timeout) => Err("the server did not start within 60 s".into()),
             Err(RecvTimeoutError::Disconnected) => {
@@ -702,10 +758,23 @@ impl SpawnedServer {
             }
         }
     }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for SpawnedServer {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // already gone (and reaped: its pid may be someone else's now)
+        }
         let pid = self.child.id().to_string();
         let term = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -1033,7 +1102,11 @@ async fn setup(args: &LoadArgs, api: &Api, admin: &str) -> Result<Plan, String> 
             let auths = bearers(vec![admin.to_string()])?;
             ("codes", auths, vec![Bytes::new()], u64::MAX, 10, None)
         }
-        Scenario::Approvals | Scenario::Payouts | Scenario::Ws | Scenario::Mixed => {
+        Scenario::Approvals
+        | Scenario::Payouts
+        | Scenario::Ws
+        | Scenario::Mixed
+        | Scenario::Memory => {
             return Err(format!("{:?} does not run from a plan", args.scenario));
         }
     };

@@ -149,7 +149,7 @@ pub(super) fn commit_loop(
             let inner = Arc::clone(inner);
             move || flush_loop(&inner, flush_rx)
         });
-    if let Err(e) = flusher {
+    if let Err(e) = &flusher {
         tracing::error!(error = %e, "cannot start the flusher thread; refusing writes");
         inner.poisoned.store(true, Ordering::SeqCst);
     }
@@ -252,6 +252,11 @@ pub(super) fn commit_loop(
         if let Err(mpsc::SendError(round)) = flush_tx.send(round) {
             fail_round(inner, round, StorageError::Closed);
         }
+    }
+    // Closed: let the flusher finish the rounds it holds.
+    drop(flush_tx);
+    if let Ok(f) = flusher {
+        let _ = f.join();
     }
 }
 

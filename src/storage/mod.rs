@@ -281,6 +281,8 @@ struct Inner {
     journal_key: [u8; 32],
     /// Set after an I/O error: sled keeps failing then, so refuse writes fast.
     poisoned: AtomicBool,
+    /// The committer thread, joined by [`Storage::shutdown`].
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// sled's log file. sled's `flush` makes it stable with
     /// `sync_file_range`, which neither flushes the drive's cache nor commits
     /// the grown file size; an `fdatasync` of the file after each flush does.
@@ -299,9 +301,15 @@ impl Storage {
     /// Open (or create) the store in `dir`. `journal_key` keys the hash
     /// chain of the ledger journal.
     pub fn open(dir: &Path, journal_key: [u8; 32]) -> Result<Storage> {
+        Storage::open_with_cache(dir, journal_key, 64 << 20)
+    }
+
+    /// [`Storage::open`] with a page cache of `cache_bytes` (sled's
+    /// `cache_capacity`).
+    pub fn open_with_cache(dir: &Path, journal_key: [u8; 32], cache_bytes: u64) -> Result<Storage> {
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .open()?;
         let tree = db.open_tree("state")?;
         let log_path = dir.join("db").join("db");
@@ -326,13 +334,17 @@ impl Storage {
             apply_lock: std::sync::RwLock::new(()),
             journal_key,
             poisoned: AtomicBool::new(false),
+            committer: Mutex::new(None),
             log,
         });
         let committer = Arc::clone(&inner);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("qrgate-committer".into())
             .spawn(move || commit_loop(committer, jobs_rx, last + 1, chain))
             .map_err(|e| StorageError::Io(format!("cannot start committer: {e}")))?;
+        if let Ok(mut c) = inner.committer.lock() {
+            *c = Some(handle);
+        }
         Ok(Storage { inner })
     }
 
@@ -412,6 +424,18 @@ impl Storage {
             g.take();
         }
         self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Close, wait for the committer to finish, and release the store (its
+    /// directory lock goes with the last handle: this one must be the last).
+    pub fn shutdown(self) -> Result<()> {
+        self.close()?;
+        let handle = self.inner.committer.lock().ok().and_then(|mut c| c.take());
+        if let Some(h) = handle {
+            h.join()
+                .map_err(|_| StorageError::Io("the committer thread panicked".into()))?;
+        }
         Ok(())
     }
 

@@ -222,3 +222,31 @@ fn the_risk_scoring_a_b_run_reports_its_cost() {
         "{summary}"
     );
 }
+
+/// `--scenario memory` seeds groups straight into the spawned server's data
+/// dir, activates them all, waits for the idle actors to be passivated, and
+/// restarts after a SIGKILL: every group must come back with its members.
+#[test]
+fn the_memory_scenario_activates_passivates_and_restarts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_qrgate"))
+        .args(["load", "--spawn", "--json", "--connections", "8"])
+        .args(["--scenario", "memory", "--groups", "300", "--members", "20"])
+        .args(["--idle-timeout", "3"])
+        .output()
+        .expect("run qrgate load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    assert_eq!(v["activated_ok"], 300, "{v}");
+    assert_eq!(v["memberships"], 6000, "{v}");
+    assert_eq!(v["resident_actors_when_active"], 300, "{v}");
+    assert_eq!(v["resident_actors_after_idle"], 0, "{v}");
+    assert!(v["rss_all_active_bytes"].as_u64() > Some(0), "{v}");
+    let checks = v["checks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(checks.len(), 4, "{v}");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{v}");
+}
