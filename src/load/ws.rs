@@ -187,18 +187,32 @@ async fn read(mut conn: impl WsConn, sh: Arc<Shared>, tally: Rc<RefCell<Tally>>)
     sh.closed.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A reader thread: its own runtime (System) opens the subscribers `mine`,
-/// reads them until `stop`, then hands back what it counted.
-fn reader_thread(
+/// One reader thread's share: the subscribers `mine` (indices), opened
+/// `conc` at a time.
+struct Reader {
     n: usize,
     mine: Vec<usize>,
     conc: usize,
     target: Target,
     sh: Arc<Shared>,
     events: usize,
+}
+
+/// A reader thread: its own runtime (System) opens the subscribers `mine`,
+/// reads them until `stop`, then hands back what it counted.
+fn reader_thread(
+    r: Reader,
     ready: oneshot::Sender<Result<(), String>>,
     stop: oneshot::Receiver<()>,
 ) -> Result<Tally, String> {
+    let Reader {
+        n,
+        mine,
+        conc,
+        target,
+        sh,
+        events,
+    } = r;
     actix_web::rt::System::new().block_on(async move {
         let tally = Rc::new(RefCell::new(Tally::new(events)?));
         let wsc = awc::Client::builder()
@@ -315,11 +329,17 @@ pub async fn run(
         let mine: Vec<usize> = (r..a.subscribers).step_by(n_readers).collect();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let (target, sh, events) = (target.clone(), Arc::clone(&shared), a.events);
-        let conc = (64 / n_readers).max(1);
+        let reader = Reader {
+            n: r,
+            mine,
+            conc: (64 / n_readers).max(1),
+            target: target.clone(),
+            sh: Arc::clone(&shared),
+            events: a.events,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("ws-reader-{r}"))
-            .spawn(move || reader_thread(r, mine, conc, target, sh, events, ready_tx, stop_rx))
+            .spawn(move || reader_thread(reader, ready_tx, stop_rx))
             .map_err(|e| format!("cannot start a reader thread: {e}"))?;
         readers.push((thread, ready_rx, stop_tx));
     }
