@@ -365,15 +365,22 @@ pub async fn run(
         &rec,
         |_, k| async move {
             let i = k as usize;
-            let res = api
-                .raw(
+            let join = || {
+                api.raw(
                     Method::POST,
                     "/v1/join",
                     &joiners[i].1,
                     groups[i / per_group].1.clone(),
                     None,
                 )
-                .await;
+            };
+            // A pooled connection left idle through the subscribers' setup
+            // may have been closed by the server (keep-alive) just as it is
+            // reused: that join never got an answer, so it is sent again once.
+            let res = match join().await {
+                Err(_) => join().await,
+                ok => ok,
+            };
             if matches!(&res, Ok((200, _))) {
                 let at = sh.nanos(Instant::now());
                 if let Some(a) = sh.answered.get(i) {
