@@ -6,6 +6,10 @@
 //! min(K, 50) member users (a user may hold many connections), and the events
 //! are spread over as many 500-seat groups as they need; every connection
 //! subscribes to all of them.
+//!
+//! The sockets are read by `readers` threads, each its own runtime (one
+//! thread reading 10k sockets queues deliveries behind each other and
+//! measures its own backlog); a delivery is timed when its frame is decoded.
 
 use super::record::{Point, Recorder};
 use super::steps::{drive_steps, users};
