@@ -5,6 +5,7 @@
 //! per-group and per-invitation counters, and records the new cursor together
 //! with those counters in one atomic batch (so counters count each event once).
 
+use bytestring::ByteString;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,14 +23,14 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// One connection's side of the hub.
 pub struct Subscription {
     pub id: u64,
-    pub rx: mpsc::Receiver<Arc<str>>,
+    pub rx: mpsc::Receiver<ByteString>,
     /// Set when the hub dropped this connection for being too slow.
     pub slow: Arc<AtomicBool>,
 }
 
 struct Conn {
     user: UserId,
-    tx: mpsc::Sender<Arc<str>>,
+    tx: mpsc::Sender<ByteString>,
     slow: Arc<AtomicBool>,
     groups: HashSet<GroupId>,
 }
@@ -122,11 +123,13 @@ impl Hub {
         let Ok(text) = render(e) else {
             return;
         };
-        let text: Arc<str> = text.into();
+        // Rendered once; every connection gets a reference-counted clone of
+        // the same bytes, which the WebSocket session sends as they are.
+        let text = ByteString::from(text);
         let mut slow = Vec::new();
         for id in to {
             if let Some(c) = h.conns.get(&id) {
-                if c.tx.try_send(Arc::clone(&text)).is_err() {
+                if c.tx.try_send(text.clone()).is_err() {
                     slow.push(id);
                 }
             }

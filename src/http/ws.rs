@@ -5,7 +5,9 @@
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use serde::Deserialize;
+use std::future::Future as _;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 use utoipa::IntoParams;
 
@@ -90,8 +92,18 @@ async fn run(
                     Some(text) => {
                         // A client that stops reading blocks the send once the
                         // socket and actix-ws's small buffer are full: give up
-                        // on it rather than hold the connection forever.
-                        match tokio::time::timeout(SEND_TIMEOUT, session.text(text.to_string())).await {
+                        // on it rather than hold the connection forever. The
+                        // send almost always completes at once: only one that
+                        // does not is given a timer (one per event and
+                        // connection costs 10k timers per event at 10k
+                        // subscribers).
+                        let mut send = std::pin::pin!(session.text(text));
+                        let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+                        let sent = match first {
+                            Poll::Ready(r) => Ok(r),
+                            Poll::Pending => tokio::time::timeout(SEND_TIMEOUT, send).await,
+                        };
+                        match sent {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break,
                             Err(_) => {

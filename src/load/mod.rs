@@ -164,6 +164,9 @@ pub struct LoadArgs {
     /// ws: pause between two events, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub event_interval_ms: u64,
+    /// ws: threads reading the subscribers' sockets (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub ws_readers: usize,
     /// mixed: weights of the request kinds (join, request, approve,
     /// earning, payout, claim, scan).
     #[arg(long, default_value = steps::DEFAULT_MIX)]
@@ -370,6 +373,10 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
                     interval: Duration::from_millis(args.event_interval_ms),
                     duration: Duration::from_secs(args.duration.unwrap_or(600)),
                     show_bar: record::bar_wanted(args.json),
+                    readers: match args.ws_readers {
+                        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                        n => n,
+                    },
                 };
                 let (row, checks, extra, timeline) = ws::run(&api, &admin, &wa).await?;
                 Outcome {
