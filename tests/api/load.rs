@@ -7,7 +7,8 @@ use super::payouts::Sim;
 use serde_json::{json, Value};
 use std::process::Command;
 
-fn run(args: &[&str]) -> Value {
+/// `qrgate load --spawn --json` with `args`: it must succeed; its report.
+fn load(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_qrgate"))
         .args(["load", "--spawn", "--json", "--connections", "8"])
         .args(args)
@@ -19,7 +20,11 @@ fn run(args: &[&str]) -> Value {
         "qrgate load {args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    serde_json::from_str(stdout.trim()).expect("one JSON report")
+}
+
+fn run(args: &[&str]) -> Value {
+    let v = load(args);
     let checks = v["checks"].as_array().cloned().unwrap_or_default();
     assert!(!checks.is_empty(), "{v}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{v}");
@@ -228,19 +233,16 @@ fn the_risk_scoring_a_b_run_reports_its_cost() {
 /// restarts after a SIGKILL: every group must come back with its members.
 #[test]
 fn the_memory_scenario_activates_passivates_and_restarts() {
-    let out = Command::new(env!("CARGO_BIN_EXE_qrgate"))
-        .args(["load", "--spawn", "--json", "--connections", "8"])
-        .args(["--scenario", "memory", "--groups", "300", "--members", "20"])
-        .args(["--idle-timeout", "3"])
-        .output()
-        .expect("run qrgate load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    let v = load(&[
+        "--scenario",
+        "memory",
+        "--groups",
+        "300",
+        "--members",
+        "20",
+        "--idle-timeout",
+        "3",
+    ]);
     assert_eq!(v["activated_ok"], 300, "{v}");
     assert_eq!(v["memberships"], 6000, "{v}");
     assert_eq!(v["resident_actors_when_active"], 300, "{v}");
