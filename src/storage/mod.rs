@@ -10,7 +10,7 @@
 //! | `s/`   | blake3(session token)| user id (16 bytes)                      |
 //! | `g/`   | group id             | [`Group`]                               |
 //! | `gr/`  | group ref (8)        | group id                                |
-//! | `m/`   | group id, user id    | [`Member`]                              |
+//! | `m/`   | group id, user id    | [`Member`] (binary, see `member.rs`; JSON before) |
 //! | `i/`   | group id, invite id  | [`Invite`]                              |
 //! | `ii/`  | invite id            | group id                                |
 //! | `r/`   | group id, request id | [`JoinRequest`] (pending only)          |
@@ -38,6 +38,7 @@ mod abuse;
 mod codes;
 mod commit;
 mod ledger;
+mod member;
 mod packets;
 mod payouts;
 
@@ -212,7 +213,10 @@ impl WriteSet {
     }
 
     pub fn member(&mut self, g: GroupId, m: &Member) {
-        self.put_json(key(b"m/", &[g.as_bytes(), m.user_id.as_bytes()]), m);
+        self.put(
+            key(b"m/", &[g.as_bytes(), m.user_id.as_bytes()]),
+            member::encode(m),
+        );
     }
 
     pub fn remove_member(&mut self, g: GroupId, u: UserId) {
@@ -499,7 +503,15 @@ impl Storage {
         Ok(Some(GroupSnapshot {
             suspect: self.suspect_of(id)?,
             group,
-            members: self.scan(key(b"m/", &[g]))?,
+            members: self
+                .inner
+                .tree
+                .scan_prefix(key(b"m/", &[g]))
+                .map(|kv| {
+                    let (k, v) = kv?;
+                    member::decode(&k, &v)
+                })
+                .collect::<Result<Vec<_>>>()?,
             invites: self.scan(key(b"i/", &[g]))?,
             requests: self.scan(key(b"r/", &[g]))?,
             blocks,
