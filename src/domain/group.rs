@@ -51,7 +51,7 @@ pub struct Group {
     pub join_rate_per_minute: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub user_id: UserId,
     pub role: Role,

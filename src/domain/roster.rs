@@ -190,15 +190,6 @@ mod tests {
         }
     }
 
-    fn same(a: &Member, b: &Member) -> bool {
-        a.user_id == b.user_id
-            && a.role == b.role
-            && a.joined_at == b.joined_at
-            && a.via_invite == b.via_invite
-            && a.invited_by == b.invited_by
-            && a.risk == b.risk
-    }
-
     #[test]
     fn a_seat_is_sixteen_bytes() {
         assert_eq!(std::mem::size_of::<Seat>(), 16);
@@ -235,11 +226,11 @@ mod tests {
         assert_eq!(r.origins.len(), 3);
         for m in &all {
             let got = r.get(&m.user_id);
-            assert!(got.as_ref().is_some_and(|g| same(g, m)), "{got:?} != {m:?}");
+            assert!(got.as_ref().is_some_and(|g| *g == *m), "{got:?} != {m:?}");
         }
         let mut listed: Vec<Member> = r.members().collect();
         listed.sort_by_key(|m| m.user_id);
-        assert!(listed.iter().zip(&all).all(|(a, b)| same(a, b)));
+        assert!(listed.iter().zip(&all).all(|(a, b)| *a == *b));
     }
 
     #[test]
@@ -253,8 +244,8 @@ mod tests {
         again.role = Role::Member;
         r.insert(again.clone());
         assert_eq!(r.len(), 2);
-        assert!(r.get(&u).is_some_and(|m| same(&m, &again)));
-        assert!(r.remove(&u).is_some_and(|m| same(&m, &again)));
+        assert!(r.get(&u).is_some_and(|m| m == again));
+        assert!(r.remove(&u).is_some_and(|m| m == again));
         assert!(!r.contains(&u));
         assert!(r.remove(&u).is_none());
     }

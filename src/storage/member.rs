@@ -129,15 +129,6 @@ mod tests {
         }
     }
 
-    fn same(a: &Member, b: &Member) -> bool {
-        a.user_id == b.user_id
-            && a.role == b.role
-            && a.joined_at == b.joined_at
-            && a.via_invite == b.via_invite
-            && a.invited_by == b.invited_by
-            && a.risk == b.risk
-    }
-
     #[test]
     fn members_round_trip_and_json_records_still_read() {
         let risk = JoinRisk {
@@ -153,9 +144,9 @@ mod tests {
         ] {
             let bytes = encode(&m);
             assert!(bytes.len() <= 82);
-            assert!(decode(b"m/x", &bytes).is_ok_and(|d| same(&d, &m)));
+            assert!(decode(b"m/x", &bytes).is_ok_and(|d| d == m));
             let json = serde_json::to_vec(&m).unwrap_or_default();
-            assert!(decode(b"m/x", &json).is_ok_and(|d| same(&d, &m)));
+            assert!(decode(b"m/x", &json).is_ok_and(|d| d == m));
         }
     }
 
