@@ -170,9 +170,12 @@ pub fn parse_user_name(s: &str) -> Result<String, String> {
     clean_text("name", s, 1, 64)
 }
 
+/// The sizes a group may have (`member_limit`).
+pub const MEMBER_TIERS: [u32; 3] = [100, 200, 500];
+
 pub fn parse_member_limit(n: Option<u32>) -> Result<u32, String> {
-    match n.unwrap_or(100) {
-        l @ (100 | 200 | 500) => Ok(l),
+    match n.unwrap_or(MEMBER_TIERS[0]) {
+        l if MEMBER_TIERS.contains(&l) => Ok(l),
         other => Err(format!(
             "`member_limit` must be 100, 200 or 500 (the group tiers); got {other}"
         )),

@@ -798,19 +798,18 @@ impl GroupActor {
 
     fn set_admin(&mut self, m: SetAdmin) -> Step<()> {
         self.require_owner(m.caller, "appoint or remove admins")?;
-        let member = self
+        let mut member = self
             .members
             .get(&m.user)
             .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
         if member.role == Role::Owner {
             return Err(ApiError::validation("the owner's role cannot change").into());
         }
-        let mut member = member;
         member.role = if m.admin { Role::Admin } else { Role::Member };
         let mut w = WriteSet::new();
         w.member(self.id(), &member);
         let reply = self.commit(w, ());
-        self.members.insert(member);
+        self.members.set_role(&m.user, member.role);
         Ok(reply)
     }
 

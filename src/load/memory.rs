@@ -12,7 +12,7 @@
 //! time that to `/healthz`.
 
 use super::{client, run_all, Api, ServerDir, SpawnedServer};
-use crate::domain::group::{Group, GroupStatus, Invite, JoinRisk, Member, Role};
+use crate::domain::group::{Group, GroupStatus, Invite, JoinRisk, Member, Role, MEMBER_TIERS};
 use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::domain::risk::{Reason, Stage};
 use crate::keys::KeyRing;
@@ -44,8 +44,20 @@ const REOPEN_EVERY: usize = 1_000_000;
 const SEED_BATCH: usize = 50_000;
 
 pub fn run(a: &MemArgs) -> Result<(), String> {
-    if a.members == 0 || a.members > 100_000 {
-        return Err("--members must be 1 to 100000".into());
+    let largest = MEMBER_TIERS[MEMBER_TIERS.len() - 1] as usize;
+    if a.members == 0 || a.members > largest {
+        return Err(format!(
+            "--members must be 1 to {largest} (the largest group tier)"
+        ));
+    }
+    if !(1..=10_000_000).contains(&a.groups)
+        || a.connections == 0
+        || !(1..=86_400).contains(&a.idle_timeout)
+    {
+        return Err(
+            "--groups must be 1 to 10000000, --idle-timeout 1 to 86400, --connections at least 1"
+                .into(),
+        );
     }
     let extra = format!("\n[actors]\nidle_timeout_seconds = {}\n", a.idle_timeout);
     let dir = ServerDir::new(&extra)?;
@@ -119,6 +131,11 @@ async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>
     let open = || Storage::open(data, keys.journal_key()).map_err(|e| e.to_string());
     let mut store = open()?;
     let now = chrono::Utc::now().timestamp();
+    // The smallest tier that holds them (`run` checked that one does).
+    let limit = MEMBER_TIERS
+        .into_iter()
+        .find(|t| *t as usize >= members)
+        .unwrap_or(MEMBER_TIERS[MEMBER_TIERS.len() - 1]);
     let mut ids: Vec<GroupId> = (0..groups).map(|_| GroupId::random()).collect();
     ids.sort_unstable();
     let mut in_flight = VecDeque::new();
@@ -134,7 +151,7 @@ async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>
             name: format!("memory group {n}"),
             description: "seeded by qrgate load --scenario memory".into(),
             owner_id: owner,
-            member_limit: members as u32,
+            member_limit: limit,
             approval_required: false,
             status: GroupStatus::Active,
             epoch: 0,

@@ -252,3 +252,22 @@ fn the_memory_scenario_activates_passivates_and_restarts() {
     assert_eq!(checks.len(), 4, "{v}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{v}");
 }
+
+/// The memory scenario refuses sizes no group can have, before it writes anything.
+#[test]
+fn the_memory_scenario_refuses_impossible_sizes() {
+    for args in [
+        ["--members", "501", "--groups", "10"],
+        ["--members", "0", "--groups", "10"],
+        ["--members", "100", "--groups", "0"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_qrgate"))
+            .args(["load", "--spawn", "--scenario", "memory"])
+            .args(args)
+            .output()
+            .expect("run qrgate load");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted: {stderr}");
+        assert!(stderr.contains("must be"), "{args:?}: {stderr}");
+    }
+}
