@@ -13,23 +13,34 @@ use std::time::Duration;
 use qrgate::domain::events::{Event, EventKind};
 use qrgate::domain::group::{Member, Role};
 use qrgate::domain::ids::{GroupId, InviteId, UserId};
+use qrgate::domain::roster::Roster;
 use qrgate::storage::{Storage, WriteSet};
 
-/// The write set of one granted join: the member record and its event.
+/// The write set of one granted join into a group of about 100: the
+/// member's bucket (the joiner and ~6 others, as `src/storage/member.rs`
+/// spreads 100 members over 16 buckets) and its event.
 fn join_write_set(g: GroupId, i: InviteId) -> WriteSet {
     let user = UserId::random();
-    let mut w = WriteSet::new();
-    w.member(
-        g,
-        &Member {
-            user_id: user,
-            role: Role::Member,
-            joined_at: 1_800_000_000,
-            via_invite: Some(i),
-            invited_by: Some(UserId::random()),
-            risk: None,
-        },
+    let member = |user_id: UserId| Member {
+        user_id,
+        role: Role::Member,
+        joined_at: 1_800_000_000,
+        via_invite: Some(i),
+        invited_by: Some(UserId([7; 16])),
+        risk: None,
+    };
+    let roster = Roster::new(
+        (0..6)
+            .map(|k| {
+                let mut id = UserId::random();
+                id.0[0] = (user.0[0] & 0xf0) | k;
+                member(id)
+            })
+            .chain([member(user)])
+            .collect(),
     );
+    let mut w = WriteSet::new();
+    w.membership(g, &roster, user);
     w.event(&Event::for_group(
         g,
         vec![user],

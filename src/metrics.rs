@@ -405,7 +405,45 @@ pub fn init() {
     LazyLock::force(&NOTIFICATIONS);
 }
 
+/// jemalloc's figures, read at each scrape: what the program holds live
+/// (`allocated`), the pages that back it (`active`), and what the allocator
+/// keeps resident (`resident`, which includes dirty pages not yet returned).
+pub static HEAP_BYTES: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    reg(prometheus::IntGaugeVec::new(
+        Opts::new(
+            "qrgate_heap_bytes",
+            "The allocator's figures (jemalloc stats): allocated, active, resident, retained",
+        ),
+        &["kind"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+/// Refresh [`HEAP_BYTES`] from jemalloc (a no-op where its stats fail,
+/// e.g. a test binary on the system allocator still reads jemalloc's own,
+/// nearly empty, arenas).
+fn refresh_heap() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return;
+    }
+    let figures = [
+        ("allocated", stats::allocated::read()),
+        ("active", stats::active::read()),
+        ("resident", stats::resident::read()),
+        ("retained", stats::retained::read()),
+    ];
+    for (kind, value) in figures {
+        if let Ok(v) = value {
+            HEAP_BYTES
+                .with_label_values(&[kind])
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 pub fn render() -> String {
+    refresh_heap();
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&REGISTRY.gather(), &mut buf) {
         tracing::error!(error = %e, "metrics encoding failed");

@@ -93,6 +93,15 @@ impl Roster {
         self.seats.iter().map(|(u, s)| self.member(*u, s))
     }
 
+    /// The members whose user id lies in `from..=to`, by user id.
+    pub fn members_between(&self, from: &UserId, to: &UserId) -> impl Iterator<Item = Member> + '_ {
+        let lo = self.seats.partition_point(|(u, _)| u < from);
+        let hi = self.seats.partition_point(|(u, _)| u <= to);
+        self.seats[lo..hi.max(lo)]
+            .iter()
+            .map(|(u, s)| self.member(*u, s))
+    }
+
     /// Add or replace `m` (keyed by its user id).
     pub fn insert(&mut self, m: Member) {
         let seat = self.seat(&m);

@@ -282,7 +282,8 @@ impl GroupActor {
                     invited_by: Some(invite.creator_id),
                     risk: risk.filter(JoinRisk::worth_keeping),
                 };
-                w.member(gid, &member);
+                self.members.insert(member);
+                w.membership(gid, &self.members, user);
                 w.event(&self.event(
                     vec![user],
                     EventKind::MemberJoined {
@@ -293,7 +294,6 @@ impl GroupActor {
                     },
                 ));
                 let reply = self.commit(w, JoinOutcome::Joined);
-                self.members.insert(member);
                 self.count(invite.id, now, |b| {
                     b.joins += 1;
                     b.new_accounts += u64::from(new_account);
@@ -839,7 +839,7 @@ impl GroupActor {
         let Some(member) = self.members.remove(&user) else {
             return;
         };
-        w.remove_member(self.id(), user);
+        w.membership(self.id(), &self.members, user);
         let via = member.via_invite;
         w.former_member(
             self.id(),

@@ -99,7 +99,8 @@ pub struct GroupActor {
 }
 
 impl GroupActor {
-    fn new(snap: GroupSnapshot, life: Life<GroupActor>, shared: Arc<Shared>) -> Self {
+    fn new(mut snap: GroupSnapshot, life: Life<GroupActor>, shared: Arc<Shared>) -> Self {
+        let legacy = std::mem::take(&mut snap.legacy_members);
         let rate = snap
             .group
             .join_rate_per_minute
@@ -110,7 +111,7 @@ impl GroupActor {
             .map(|r| r.expires_at)
             .min()
             .unwrap_or(i64::MAX);
-        GroupActor {
+        let actor = GroupActor {
             life,
             limiter: limiter(rate, &shared.clock),
             analytics: Analytics::new(snap.group.id, shared.config.risk.window_minutes + 1),
@@ -136,7 +137,17 @@ impl GroupActor {
             blocks: snap.blocks.into_iter().collect(),
             next_expiry,
             shared,
+        };
+        if !legacy.is_empty() {
+            // Members stored one record each, before the buckets: store
+            // them by bucket (until this is durable, both are read, and a
+            // bucket's copy wins).
+            let mut w = WriteSet::new();
+            w.roster(actor.id(), &actor.members);
+            w.drop_member_records(actor.id(), &legacy);
+            actor.background(w);
         }
+        actor
     }
 
     pub(super) fn id(&self) -> GroupId {
@@ -704,7 +715,9 @@ impl GroupActor {
         };
         let (r, u, by) = (req.id, req.user_id, m.caller.user());
         if m.approve {
-            w.member(gid, &member);
+            // The seat was reserved by the request: approval cannot overfill.
+            self.members.insert(member);
+            w.membership(gid, &self.members, u);
             w.event(&self.event(
                 vec![u],
                 EventKind::JoinApproved {
@@ -736,10 +749,6 @@ impl GroupActor {
         }
         let reply = self.commit(w, u);
         self.forget_request(&req);
-        if m.approve {
-            // The seat was reserved by the request: approval cannot overfill.
-            self.members.insert(member);
-        }
         Ok(reply)
     }
 
@@ -798,19 +807,18 @@ impl GroupActor {
 
     fn set_admin(&mut self, m: SetAdmin) -> Step<()> {
         self.require_owner(m.caller, "appoint or remove admins")?;
-        let mut member = self
+        let role = self
             .members
-            .get(&m.user)
+            .role(&m.user)
             .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
-        if member.role == Role::Owner {
+        if role == Role::Owner {
             return Err(ApiError::validation("the owner's role cannot change").into());
         }
-        member.role = if m.admin { Role::Admin } else { Role::Member };
+        self.members
+            .set_role(&m.user, if m.admin { Role::Admin } else { Role::Member });
         let mut w = WriteSet::new();
-        w.member(self.id(), &member);
-        let reply = self.commit(w, ());
-        self.members.set_role(&m.user, member.role);
-        Ok(reply)
+        w.membership(self.id(), &self.members, m.user);
+        Ok(self.commit(w, ()))
     }
 
     fn update_settings(&mut self, m: UpdateSettings) -> Step<Group> {

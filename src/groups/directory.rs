@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, UserId};
+use crate::domain::roster::Roster;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::registry::{Arbiters, Registry, Step};
@@ -161,17 +162,15 @@ impl Directory {
         let mut w = WriteSet::new();
         w.group(&group);
         w.group_ref(&gref, id);
-        w.member(
-            id,
-            &Member {
-                user_id: owner,
-                role: Role::Owner,
-                joined_at: now,
-                via_invite: None,
-                invited_by: None,
-                risk: None,
-            },
-        );
+        let roster = Roster::new(vec![Member {
+            user_id: owner,
+            role: Role::Owner,
+            joined_at: now,
+            via_invite: None,
+            invited_by: None,
+            risk: None,
+        }]);
+        w.membership(id, &roster, owner);
         w.event(&Event::for_group(
             id,
             vec![],

@@ -15,6 +15,7 @@ use super::{client, run_all, Api, ServerDir, SpawnedServer};
 use crate::domain::group::{Group, GroupStatus, Invite, JoinRisk, Member, Role, MEMBER_TIERS};
 use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::domain::risk::{Reason, Stage};
+use crate::domain::roster::Roster;
 use crate::keys::KeyRing;
 use crate::storage::{Storage, WriteSet};
 use actix_web::http::Method;
@@ -28,6 +29,8 @@ pub struct MemArgs {
     pub members: usize,
     /// The server's `[actors] idle_timeout_seconds`.
     pub idle_timeout: u64,
+    /// The server's `[storage] cache_mb`, if not its default.
+    pub cache_mb: Option<u64>,
     pub connections: usize,
     pub json: bool,
 }
@@ -59,7 +62,11 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    let extra = format!("\n[actors]\nidle_timeout_seconds = {}\n", a.idle_timeout);
+    let extra = format!(
+        "\n[actors]\nidle_timeout_seconds = {}\n{}",
+        a.idle_timeout,
+        super::storage_config(a.cache_mb)
+    );
     let dir = ServerDir::new(&extra)?;
     let t = Instant::now();
     let groups = actix_web::rt::System::new().block_on(seed(&dir.data, a.groups, a.members))?;
@@ -180,25 +187,27 @@ async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>
         };
         w.invite(&inv);
         w.invite_index(&inv);
-        for k in 0..members {
-            let first = k == 0;
-            w.member(
-                g,
-                &Member {
-                    user_id: if first { owner } else { users[k - 1] },
-                    role: if first { Role::Owner } else { Role::Member },
-                    joined_at: now - (members - k) as i64,
-                    via_invite: (!first).then_some(invite),
-                    invited_by: (!first).then_some(owner),
-                    risk: (k % 10 == 5).then(|| JoinRisk {
-                        score: 35,
-                        reasons: vec![Reason::NewAccount],
-                        challenged: false,
-                        new_account: true,
-                    }),
-                },
-            );
-        }
+        let roster = Roster::new(
+            (0..members)
+                .map(|k| {
+                    let first = k == 0;
+                    Member {
+                        user_id: if first { owner } else { users[k - 1] },
+                        role: if first { Role::Owner } else { Role::Member },
+                        joined_at: now - (members - k) as i64,
+                        via_invite: (!first).then_some(invite),
+                        invited_by: (!first).then_some(owner),
+                        risk: (k % 10 == 5).then(|| JoinRisk {
+                            score: 35,
+                            reasons: vec![Reason::NewAccount],
+                            challenged: false,
+                            new_account: true,
+                        }),
+                    }
+                })
+                .collect(),
+        );
+        w.roster(g, &roster);
         batched += members;
         if batched >= SEED_BATCH || n + 1 == groups {
             in_flight.push_back(store.submit(std::mem::take(&mut w)));
@@ -281,7 +290,8 @@ async fn measure(
     };
     let rss_start = rss_bytes(pid)?;
     // Actors resident before (the operator's system wallets, say) stay.
-    let before = resident_actors(&api).await?;
+    let start = scrape(&api).await?;
+    let before = start.actors;
     let t = Instant::now();
     let counts = run_all("activations", groups.len(), a.connections, |i| {
         let (api, path) = (&api, format!("/v1/groups/{}", groups[i]));
@@ -301,7 +311,8 @@ async fn measure(
     // (jemalloc's decay): read again once settled, every actor still resident.
     let settle = SETTLE.min(Duration::from_secs(a.idle_timeout) / 3);
     actix_web::rt::time::sleep(settle).await;
-    let resident = resident_actors(&api).await?;
+    let active = scrape(&api).await?;
+    let resident = active.actors;
     let rss_active = rss_bytes(pid)?;
     // One more activation when everything is warm: what a single one takes.
     let t = Instant::now();
@@ -323,7 +334,7 @@ async fn measure(
     let mut left = resident;
     while Instant::now() < deadline {
         actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-        left = resident_actors(&api).await?.saturating_sub(before);
+        left = scrape(&api).await?.actors.saturating_sub(before);
         if left == 0 {
             break;
         }
@@ -332,6 +343,7 @@ async fn measure(
     let rss_passivated = rss_bytes(pid)?;
     actix_web::rt::time::sleep(settle).await;
     let rss_idle = rss_bytes(pid)?;
+    let idle = scrape(&api).await?;
     Ok(json!({
         "groups": a.groups,
         "members": a.members,
@@ -350,11 +362,26 @@ async fn measure(
         "rss_when_passivated_bytes": rss_passivated,
         "rss_after_passivation_bytes": rss_idle,
         "rss_per_active_group_bytes": rss_active.saturating_sub(rss_start) / a.groups.max(1) as u64,
+        "heap_allocated_at_start_bytes": start.heap_allocated,
+        "heap_allocated_all_active_bytes": active.heap_allocated,
+        "heap_allocated_after_passivation_bytes": idle.heap_allocated,
+        "heap_resident_at_start_bytes": start.heap_resident,
+        "heap_resident_all_active_bytes": active.heap_resident,
+        "heap_resident_after_passivation_bytes": idle.heap_resident,
     }))
 }
 
-/// `qrgate_group_actors_resident` from `/metrics`.
-async fn resident_actors(api: &Api) -> Result<u64, String> {
+/// What the server's `/metrics` says of its actors and its heap.
+struct Scrape {
+    /// `qrgate_group_actors_resident`.
+    actors: u64,
+    /// jemalloc's live bytes and the bytes it keeps resident
+    /// (`qrgate_heap_bytes`); 0 where the server does not report them.
+    heap_allocated: u64,
+    heap_resident: u64,
+}
+
+async fn scrape(api: &Api) -> Result<Scrape, String> {
     let url = format!("{}/metrics", api.base);
     let mut res = api
         .c
@@ -368,11 +395,18 @@ async fn resident_actors(api: &Api) -> Result<u64, String> {
         .await
         .map_err(|e| format!("/metrics: {e}"))?;
     let text = String::from_utf8_lossy(&body);
-    text.lines()
-        .find_map(|l| l.strip_prefix("qrgate_group_actors_resident "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .ok_or_else(|| "no qrgate_group_actors_resident in /metrics".into())
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Ok(Scrape {
+        actors: value("qrgate_group_actors_resident")
+            .ok_or("no qrgate_group_actors_resident in /metrics")?,
+        heap_allocated: value("qrgate_heap_bytes{kind=\"allocated\"}").unwrap_or(0),
+        heap_resident: value("qrgate_heap_bytes{kind=\"resident\"}").unwrap_or(0),
+    })
 }
 
 /// The resident set of process `pid` (Linux `/proc`).
@@ -446,6 +480,15 @@ fn report(a: &MemArgs, f: &Value, checks: &[(&str, bool)]) {
         f["resident_actors_when_active"],
         kib("rss_per_active_group_bytes"),
         mib("rss_just_activated_bytes")
+    );
+    println!(
+        "  heap live / held (jemalloc)  {:>14} / {} at start, {} / {} all active, {} / {} after passivation",
+        mib("heap_allocated_at_start_bytes"),
+        mib("heap_resident_at_start_bytes"),
+        mib("heap_allocated_all_active_bytes"),
+        mib("heap_resident_all_active_bytes"),
+        mib("heap_allocated_after_passivation_bytes"),
+        mib("heap_resident_after_passivation_bytes")
     );
     println!(
         "  RSS after passivation        {:>14} ({} s later: {})",

@@ -155,6 +155,10 @@ pub struct LoadArgs {
     /// passivated; longer than the activation of every group takes.
     #[arg(long, default_value_t = 120)]
     pub idle_timeout: u64,
+    /// --spawn: the spawned server's `[storage] cache_mb` (default: the
+    /// server's own).
+    #[arg(long)]
+    pub cache_mb: Option<u64>,
     /// ws: WebSocket connections (subscribers of the event groups).
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -234,6 +238,7 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
             groups: args.groups(),
             members: args.members,
             idle_timeout: args.idle_timeout,
+            cache_mb: args.cache_mb,
             connections: args.connections,
             json: args.json,
         });
@@ -347,6 +352,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
                 None => String::new(),
             };
             extra.push_str(args.risk.config());
+            extra.push_str(&storage_config(args.cache_mb));
             let (server, base, admin) = SpawnedServer::start(&extra)?;
             let sim_base = sim.as_ref().map(|s| s.base.clone());
             (base, admin, Some(server), sim_base, sim)
@@ -670,6 +676,13 @@ impl Drop for TempDir {
 }
 
 /// A throwaway data dir and config for a spawned server; removed on drop.
+/// The `[storage]` section of a spawned server's config, if not its default.
+fn storage_config(cache_mb: Option<u64>) -> String {
+    cache_mb
+        .map(|mb| format!("\n[storage]\ncache_mb = {mb}\n"))
+        .unwrap_or_default()
+}
+
 struct ServerDir {
     dir: TempDir,
     data: PathBuf,

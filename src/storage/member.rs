@@ -1,13 +1,30 @@
-//! The stored form of a membership (`m/` records): a fixed binary layout
-//! instead of JSON, because memberships are most of the database (10M of
-//! them for 100k groups) and sled's memory grows with the size of its files
-//! (BENCHMARKS.md "Memory"). JSON records written before it still read.
+//! The stored form of memberships: a fixed binary layout instead of JSON,
+//! kept by bucket, [`BUCKETS`] records per group at most (`mb/` group id,
+//! bucket), because memberships are most of the database (10M of them for
+//! 100k groups) and sled holds a page-table entry and recovery state in
+//! memory for every 16 records it stores (its leaves split at 16 items):
+//! one record per membership cost 350 MiB of resident memory at start
+//! with 10M memberships (BENCHMARKS.md "Memory").
 //!
-//! Layout, little-endian: `0xB1` (tag and version; JSON starts with `{`),
+//! A bucket holds the members whose user id's first byte has the bucket's
+//! number in its high four bits: a contiguous range of the group's roster
+//! (sorted by user id), and since ids are random, about a sixteenth of the
+//! group each (at most ~32 of 500). A join or a removal rewrites its
+//! bucket, under 3 KB.
+//!
+//! Records of one membership each (`m/` group id, user id; binary or JSON),
+//! written before the buckets, still read: the group moves them into
+//! buckets when it is next activated (`GroupSnapshot::legacy_members`).
+//!
+//! Bucket layout: `0xB2` (tag and version), then per member its record's
+//! length (1 byte) and the record.
+//!
+//! Member record layout,
+//! little-endian: `0xB1` (tag and version; JSON starts with `{`),
 //! user id (16), role (1), joined_at (i64, 8), presence flags (1), then the
 //! invitation (16) and the inviter (16) if present, then the risk if
 //! present: score (u32, 4), reason bits (1), challenged (1), new account
-//! (1). 43 bytes without lineage or risk, at most 82.
+//! (1). 27 bytes without lineage or risk, 59 with lineage, at most 66.
 
 use super::{dec, StorageError};
 use crate::domain::group::{JoinRisk, Member, Role};
@@ -15,6 +32,55 @@ use crate::domain::ids::{InviteId, UserId};
 use crate::domain::risk::Reason;
 
 const TAG: u8 = 0xB1;
+const BUCKET_TAG: u8 = 0xB2;
+
+/// Buckets per group.
+pub const BUCKETS: u8 = 16;
+
+/// The bucket holding `u`'s membership.
+pub(super) fn bucket_of(u: &UserId) -> u8 {
+    u.as_bytes()[0] >> 4
+}
+
+/// The first and last user id of bucket `b`.
+pub(super) fn bucket_range(b: u8) -> (UserId, UserId) {
+    let (mut lo, mut hi) = ([0; 16], [0xff; 16]);
+    lo[0] = b << 4;
+    hi[0] = (b << 4) | 0x0f;
+    (UserId(lo), UserId(hi))
+}
+
+pub(super) fn encode_bucket(members: impl Iterator<Item = Member>) -> Vec<u8> {
+    let mut v = vec![BUCKET_TAG];
+    for m in members {
+        let r = encode(&m);
+        // A record is at most 66 bytes (see above).
+        v.push(u8::try_from(r.len()).unwrap_or(u8::MAX));
+        v.extend_from_slice(&r);
+    }
+    v
+}
+
+pub(super) fn decode_bucket(k: &[u8], v: &[u8]) -> Result<Vec<Member>, StorageError> {
+    let bad = |why: &str| StorageError::Corrupt("mb/".into(), why.into());
+    if v.first() != Some(&BUCKET_TAG) {
+        return Err(bad("not a member bucket"));
+    }
+    let mut out = Vec::new();
+    let mut at = 1;
+    while at < v.len() {
+        let n = usize::from(v[at]);
+        let record = v
+            .get(at + 1..at + 1 + n)
+            .ok_or_else(|| bad("short member bucket"))?;
+        if record.first() != Some(&TAG) {
+            return Err(bad("bad member record in bucket"));
+        }
+        out.push(decode(k, record)?);
+        at += 1 + n;
+    }
+    Ok(out)
+}
 const VIA: u8 = 1;
 const BY: u8 = 2;
 const RISK: u8 = 4;
@@ -143,11 +209,124 @@ mod tests {
             member(true, Some(risk)),
         ] {
             let bytes = encode(&m);
-            assert!(bytes.len() <= 82);
+            assert!(bytes.len() <= 66);
             assert!(decode(b"m/x", &bytes).is_ok_and(|d| d == m));
             let json = serde_json::to_vec(&m).unwrap_or_default();
             assert!(decode(b"m/x", &json).is_ok_and(|d| d == m));
         }
+    }
+
+    #[test]
+    fn buckets_round_trip_and_cover_every_id_once() {
+        let risk = JoinRisk {
+            score: 7,
+            reasons: vec![Reason::SharedDevice],
+            challenged: false,
+            new_account: true,
+        };
+        let members = vec![member(true, Some(risk)), member(false, None)];
+        let bytes = encode_bucket(members.clone().into_iter());
+        assert!(decode_bucket(b"mb/x", &bytes).is_ok_and(|d| d == members));
+        assert!(
+            decode_bucket(b"mb/x", &encode_bucket(std::iter::empty())).is_ok_and(|d| d.is_empty())
+        );
+        for first in 0..=255u8 {
+            let mut id = [0x5a; 16];
+            id[0] = first;
+            let b = bucket_of(&UserId(id));
+            let (lo, hi) = bucket_range(b);
+            assert!(b < BUCKETS && lo <= UserId(id) && UserId(id) <= hi);
+            for other in (0..BUCKETS).filter(|o| *o != b) {
+                let (lo, hi) = bucket_range(other);
+                assert!(UserId(id) < lo || hi < UserId(id));
+            }
+        }
+    }
+
+    /// Members stored one record each (binary or JSON, before the
+    /// buckets) still load, a bucket's copy wins over one, and once the
+    /// group's roster is written by bucket and those records dropped,
+    /// nothing is left of them.
+    #[test]
+    fn records_of_one_member_each_read_until_moved_into_buckets() {
+        use super::super::{key, Storage, WriteSet};
+        use crate::domain::group::{Group, GroupStatus};
+        use crate::domain::ids::GroupId;
+        use crate::domain::roster::Roster;
+
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Storage::open(dir.path(), [0; 32]).unwrap();
+        let g = GroupId([9; 16]);
+        let at = |first: u8, role: Role| Member {
+            user_id: UserId([first; 16]),
+            role,
+            ..member(true, None)
+        };
+        let (old, moved, newer) = (
+            at(0x11, Role::Owner),
+            at(0xe0, Role::Member),
+            at(0xe0, Role::Admin),
+        );
+        let legacy = |m: &Member| key(b"m/", &[g.as_bytes(), m.user_id.as_bytes()]);
+        let mut w = WriteSet::new();
+        w.group(&Group {
+            id: g,
+            name: "g".into(),
+            description: String::new(),
+            owner_id: old.user_id,
+            member_limit: 100,
+            approval_required: false,
+            status: GroupStatus::Active,
+            epoch: 0,
+            ban_reason: None,
+            created_at: 0,
+            join_rate_per_minute: None,
+        });
+        w.put(legacy(&old), encode(&old));
+        w.put(legacy(&moved), serde_json::to_vec(&moved).unwrap());
+        w.put(
+            key(b"mb/", &[g.as_bytes(), &[bucket_of(&newer.user_id)]]),
+            encode_bucket([newer.clone()].into_iter()),
+        );
+        rt.block_on(store.commit(w)).unwrap();
+
+        let snap = store.load_group(g).unwrap().unwrap();
+        let mut members = snap.members.clone();
+        members.sort_unstable_by_key(|m| m.user_id);
+        assert_eq!(members, vec![old.clone(), newer.clone()]);
+        assert_eq!(snap.legacy_members.len(), 2);
+
+        let mut w = WriteSet::new();
+        w.roster(g, &Roster::new(snap.members));
+        w.drop_member_records(g, &snap.legacy_members);
+        rt.block_on(store.commit(w)).unwrap();
+        let snap = store.load_group(g).unwrap().unwrap();
+        assert_eq!(snap.members, vec![old, newer]);
+        assert!(snap.legacy_members.is_empty());
+        let left = store.inner.tree.scan_prefix(key(b"m/", &[g.as_bytes()]));
+        assert_eq!(left.count(), 0);
+        let buckets = store.inner.tree.scan_prefix(key(b"mb/", &[g.as_bytes()]));
+        assert_eq!(buckets.count(), 2);
+    }
+
+    #[test]
+    fn damaged_buckets_are_errors_not_panics() {
+        let full = encode_bucket([member(true, None), member(false, None)].into_iter());
+        // Cut inside a record (a cut between two records is a valid bucket).
+        let between = 2 + encode(&member(true, None)).len();
+        for n in (0..full.len()).filter(|n| *n != 1 && *n != between) {
+            assert!(
+                decode_bucket(b"mb/x", &full[..n]).is_err(),
+                "prefix of {n} bytes"
+            );
+        }
+        let mut json = vec![BUCKET_TAG, 2];
+        json.extend_from_slice(b"{}");
+        assert!(decode_bucket(b"mb/x", &json).is_err());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! | `s/`   | blake3(session token)| user id (16 bytes)                      |
 //! | `g/`   | group id             | [`Group`]                               |
 //! | `gr/`  | group ref (8)        | group id                                |
-//! | `m/`   | group id, user id    | [`Member`] (binary, see `member.rs`; JSON before) |
+//! | `mb/`  | group id, bucket (1) | the [`Member`]s of one bucket (binary, see `member.rs`) |
+//! | `m/`   | group id, user id    | [`Member`], one each: before the buckets; read, moved on activation |
 //! | `i/`   | group id, invite id  | [`Invite`]                              |
 //! | `ii/`  | invite id            | group id                                |
 //! | `r/`   | group id, request id | [`JoinRequest`] (pending only)          |
@@ -34,6 +35,7 @@ use tokio::sync::{oneshot, watch};
 use crate::domain::events::Event;
 use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
+use crate::domain::roster::Roster;
 mod abuse;
 mod codes;
 mod commit;
@@ -84,6 +86,9 @@ pub struct User {
 pub struct GroupSnapshot {
     pub group: Group,
     pub members: Vec<Member>,
+    /// Members stored one record each (before the buckets): the actor
+    /// moves them into buckets.
+    pub legacy_members: Vec<UserId>,
     pub invites: Vec<Invite>,
     pub requests: Vec<JoinRequest>,
     pub blocks: Vec<UserId>,
@@ -212,15 +217,49 @@ impl WriteSet {
         self.put(key(b"gr/", &[r]), g.as_bytes().to_vec());
     }
 
-    pub fn member(&mut self, g: GroupId, m: &Member) {
+    /// Store `user`'s membership of `g` as `roster` now has it (present,
+    /// changed or gone): rewrites the bucket that holds `user`.
+    pub fn membership(&mut self, g: GroupId, roster: &Roster, user: UserId) {
+        self.member_bucket(g, roster, member::bucket_of(&user));
+        // A record from before the buckets must not outlive this write.
+        self.del(key(b"m/", &[g.as_bytes(), user.as_bytes()]));
+    }
+
+    /// Store every membership of `g` (a group seeded whole, or one moved
+    /// off one-record-per-member storage).
+    pub fn roster(&mut self, g: GroupId, roster: &Roster) {
+        for b in 0..member::BUCKETS {
+            self.member_bucket(g, roster, b);
+        }
+    }
+
+    /// Delete the one-record-per-member records of `users` in `g` (once
+    /// [`WriteSet::roster`] holds them).
+    pub fn drop_member_records(&mut self, g: GroupId, users: &[UserId]) {
+        for u in users {
+            self.del(key(b"m/", &[g.as_bytes(), u.as_bytes()]));
+        }
+    }
+
+    /// A membership stored the way versions before the buckets did (one
+    /// record each): for the tests that prove such data dirs still load.
+    #[doc(hidden)]
+    pub fn member_record_before_buckets(&mut self, g: GroupId, m: &Member) {
         self.put(
             key(b"m/", &[g.as_bytes(), m.user_id.as_bytes()]),
             member::encode(m),
         );
     }
 
-    pub fn remove_member(&mut self, g: GroupId, u: UserId) {
-        self.del(key(b"m/", &[g.as_bytes(), u.as_bytes()]));
+    fn member_bucket(&mut self, g: GroupId, roster: &Roster, b: u8) {
+        let k = key(b"mb/", &[g.as_bytes(), &[b]]);
+        let (from, to) = member::bucket_range(b);
+        let mut members = roster.members_between(&from, &to).peekable();
+        if members.peek().is_none() {
+            self.del(k);
+        } else {
+            self.put(k, member::encode_bucket(members));
+        }
     }
 
     pub fn invite(&mut self, i: &Invite) {
@@ -500,22 +539,49 @@ impl Storage {
                 id16(&k, &k[k.len() - 16..]).map(UserId)
             })
             .collect::<Result<Vec<_>>>()?;
+        let (members, legacy_members) = self.members_of(id)?;
         Ok(Some(GroupSnapshot {
             suspect: self.suspect_of(id)?,
             group,
-            members: self
-                .inner
-                .tree
-                .scan_prefix(key(b"m/", &[g]))
-                .map(|kv| {
-                    let (k, v) = kv?;
-                    member::decode(&k, &v)
-                })
-                .collect::<Result<Vec<_>>>()?,
+            members,
+            legacy_members,
             invites: self.scan(key(b"i/", &[g]))?,
             requests: self.scan(key(b"r/", &[g]))?,
             blocks,
         }))
+    }
+
+    /// The members of `g` from its buckets, then those only in records of
+    /// one member each (written before the buckets; a bucket's copy is
+    /// newer), whose user ids come second.
+    fn members_of(&self, g: GroupId) -> Result<(Vec<Member>, Vec<UserId>)> {
+        let mut members = Vec::new();
+        for kv in self.inner.tree.scan_prefix(key(b"mb/", &[g.as_bytes()])) {
+            let (k, v) = kv?;
+            members.extend(member::decode_bucket(&k, &v)?);
+        }
+        members.sort_unstable_by_key(|m| m.user_id);
+        let in_buckets = members.len();
+        let mut legacy = Vec::new();
+        for kv in self.inner.tree.scan_prefix(key(b"m/", &[g.as_bytes()])) {
+            let (k, v) = kv?;
+            let m = member::decode(&k, &v)?;
+            legacy.push(m.user_id);
+            let newer = members[..in_buckets]
+                .binary_search_by_key(&m.user_id, |b| b.user_id)
+                .is_ok();
+            if !newer {
+                members.push(m);
+            }
+        }
+        Ok((members, legacy))
+    }
+
+    /// How many records start with `prefix` (for tests that look at the
+    /// stored form).
+    #[doc(hidden)]
+    pub fn count_prefix(&self, prefix: &[u8]) -> usize {
+        self.inner.tree.scan_prefix(prefix).count()
     }
 
     pub fn group_counters(&self, id: GroupId) -> Result<Counters> {

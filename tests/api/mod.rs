@@ -15,5 +15,6 @@ mod packets;
 mod payouts;
 mod paysim;
 mod qr;
+mod upgrade;
 mod wallets;
 mod ws;

@@ -1,0 +1,98 @@
+//! Data dirs written by earlier versions still serve.
+
+use super::helpers::*;
+use qrgate::domain::ids::GroupId;
+use qrgate::domain::roster::Roster;
+use qrgate::storage::{Storage, WriteSet};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// Members by user id: (user id, role, via invite).
+async fn roster(app: &TestApp, g: &str, token: &str) -> Vec<(String, String, String)> {
+    let (s, v) = app
+        .get(&format!("/v1/groups/{g}/members"), Some(token))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut out: Vec<_> = v["members"]
+        .as_array()
+        .map(|a| a.iter().map(row).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn row(m: &Value) -> (String, String, String) {
+    let via = m["via_invite"].as_str().unwrap_or("none").to_string();
+    (s_(&m["user_id"]), s_(&m["role"]), via)
+}
+
+/// Count the records under `prefix` + the group id.
+fn records(data: &Path, prefix: &[u8], g: GroupId) -> usize {
+    let store = Storage::open(data, [0; 32]).expect("open the data dir");
+    let n = store.count_prefix(&[prefix, g.as_bytes()].concat());
+    store.shutdown().expect("close the data dir");
+    n
+}
+
+/// A group whose members were stored one record each (before the
+/// buckets) loads with every member, role and lineage; its first
+/// activation moves them into buckets, and joins, role changes and
+/// removals after that are kept across a kill -9.
+#[actix_web::test]
+async fn members_stored_one_record_each_still_load_and_move_into_buckets() {
+    let mut app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app
+        .group(&owner, json!({"name": "Old", "member_limit": 100}))
+        .await;
+    let (iid, tok, _) = app.invite(&owner, &g, json!({"ttl_seconds": 3600})).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let (id, t) = app.user(&format!("u{n}")).await;
+        assert_eq!(app.join(&t, &tok).await.0, 200);
+        ids.push(id);
+    }
+    let path = format!("/v1/groups/{g}/admins/{}", ids[0]);
+    assert_eq!(app.call("PUT", &path, Some(&owner), None).await.0, 204);
+    let before = roster(&app, &g, &owner).await;
+    assert_eq!(before.len(), 7);
+    assert!(before.iter().filter(|r| r.2 == iid).count() == 6);
+    app.terminate();
+
+    // Rewrite the group as an earlier version stored it.
+    let gid = GroupId::parse(&g).expect("group id");
+    let store = Storage::open(&app.data_dir(), [0; 32]).expect("open the data dir");
+    let snap = store.load_group(gid).expect("load").expect("the group");
+    assert!(snap.legacy_members.is_empty());
+    let mut w = WriteSet::new();
+    for m in &snap.members {
+        w.member_record_before_buckets(gid, m);
+    }
+    w.roster(gid, &Roster::default());
+    actix_web::rt::time::timeout(std::time::Duration::from_secs(10), store.commit(w))
+        .await
+        .expect("in time")
+        .expect("written");
+    store.shutdown().expect("close");
+    assert_eq!(records(&app.data_dir(), b"mb/", gid), 0);
+    assert_eq!(records(&app.data_dir(), b"m/", gid), 7);
+
+    app.restart().await;
+    assert_eq!(roster(&app, &g, &owner).await, before);
+    // Changes after the move: one more join, a role back, a removal.
+    let (late, t) = app.user("late").await;
+    assert_eq!(app.join(&t, &tok).await.0, 200);
+    assert_eq!(app.call("DELETE", &path, Some(&owner), None).await.0, 204);
+    let gone = format!("/v1/groups/{g}/members/{}", ids[1]);
+    assert_eq!(app.call("DELETE", &gone, Some(&owner), None).await.0, 204);
+    let after = roster(&app, &g, &owner).await;
+    assert_eq!(after.len(), 7);
+    assert!(after.iter().any(|r| r.0 == late));
+    assert!(!after.iter().any(|r| r.0 == ids[1]));
+    assert!(after.iter().any(|r| r.0 == ids[0] && r.1 == "member"));
+    app.kill9();
+    assert_eq!(records(&app.data_dir(), b"m/", gid), 0);
+    assert!(records(&app.data_dir(), b"mb/", gid) > 0);
+    app.restart().await;
+    assert_eq!(roster(&app, &g, &owner).await, after);
+}
