@@ -201,6 +201,24 @@ pub fn parse_max_uses(n: Option<u32>) -> Result<Option<u32>, String> {
     }
 }
 
+/// An active group of 100 with defaults, for unit tests.
+#[cfg(test)]
+pub fn test_group(id: GroupId, owner: UserId) -> Group {
+    Group {
+        id,
+        name: "g".into(),
+        description: String::new(),
+        owner_id: owner,
+        member_limit: 100,
+        approval_required: false,
+        status: GroupStatus::Active,
+        epoch: 0,
+        ban_reason: None,
+        created_at: 0,
+        join_rate_per_minute: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

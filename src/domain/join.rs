@@ -151,19 +151,7 @@ mod tests {
     use crate::domain::ids::{GroupId, InviteId, UserId};
 
     fn group() -> Group {
-        Group {
-            id: GroupId([1; 16]),
-            name: "g".into(),
-            description: String::new(),
-            owner_id: UserId([2; 16]),
-            member_limit: 100,
-            approval_required: false,
-            status: GroupStatus::Active,
-            epoch: 0,
-            ban_reason: None,
-            created_at: 0,
-            join_rate_per_minute: None,
-        }
+        crate::domain::group::test_group(GroupId([1; 16]), UserId([2; 16]))
     }
 
     fn invite() -> Invite {

@@ -133,10 +133,26 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
 /// rewrite pages all over the tree, and sled's memory grows with the
 /// pages written (3.5 GB after 1.5M random memberships); the store is also
 /// closed and reopened every `REOPEN_EVERY` memberships to release it.
+/// Open the seeding store; sled's background threads may hold the file
+/// lock of the handle just shut down for a moment, so a lock error is
+/// retried for up to 10 s.
+async fn open_store(data: &Path, journal_key: [u8; 32]) -> Result<Storage, String> {
+    let mut tries = 0;
+    loop {
+        match Storage::open(data, journal_key) {
+            Ok(s) => return Ok(s),
+            Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>, String> {
     let keys = KeyRing::load_or_create(data).map_err(|e| e.to_string())?;
-    let open = || Storage::open(data, keys.journal_key()).map_err(|e| e.to_string());
-    let mut store = open()?;
+    let mut store = open_store(data, keys.journal_key()).await?;
     let now = chrono::Utc::now().timestamp();
     // The smallest tier that holds them (`run` checked that one does).
     let limit = MEMBER_TIERS
@@ -223,7 +239,7 @@ async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>
                     f.await.map_err(|e| e.to_string())?;
                 }
                 store.shutdown().map_err(|e| e.to_string())?;
-                store = open()?;
+                store = open_store(data, keys.journal_key()).await?;
                 since_open = 0;
             }
         }

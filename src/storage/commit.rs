@@ -337,7 +337,7 @@ fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Applied>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Storage, StorageError, Tracker, WriteSet};
+    use super::super::{StorageError, Tracker, WriteSet};
     use std::sync::Arc;
 
     fn create(k: &str) -> WriteSet {
@@ -356,12 +356,7 @@ mod tests {
     /// lands, in the same round or after, while other writers go on.
     #[test]
     fn a_refused_write_set_stops_its_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = Storage::open(dir.path(), [0; 32]).unwrap();
+        let (_dir, rt, store) = super::super::test_store();
         rt.block_on(async {
             store.commit(create("x/taken")).await.unwrap();
             let t = Arc::new(Tracker::default());

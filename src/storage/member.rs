@@ -249,17 +249,12 @@ mod tests {
     /// nothing is left of them.
     #[test]
     fn records_of_one_member_each_read_until_moved_into_buckets() {
-        use super::super::{key, Storage, WriteSet};
-        use crate::domain::group::{Group, GroupStatus};
+        use super::super::{key, WriteSet};
+        use crate::domain::group::test_group;
         use crate::domain::ids::GroupId;
         use crate::domain::roster::Roster;
 
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = Storage::open(dir.path(), [0; 32]).unwrap();
+        let (_dir, rt, store) = super::super::test_store();
         let g = GroupId([9; 16]);
         let at = |first: u8, role: Role| Member {
             user_id: UserId([first; 16]),
@@ -273,19 +268,7 @@ mod tests {
         );
         let legacy = |m: &Member| key(b"m/", &[g.as_bytes(), m.user_id.as_bytes()]);
         let mut w = WriteSet::new();
-        w.group(&Group {
-            id: g,
-            name: "g".into(),
-            description: String::new(),
-            owner_id: old.user_id,
-            member_limit: 100,
-            approval_required: false,
-            status: GroupStatus::Active,
-            epoch: 0,
-            ban_reason: None,
-            created_at: 0,
-            join_rate_per_minute: None,
-        });
+        w.group(&test_group(g, old.user_id));
         w.put(legacy(&old), encode(&old));
         w.put(legacy(&moved), serde_json::to_vec(&moved).unwrap());
         w.put(

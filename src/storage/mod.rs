@@ -686,3 +686,16 @@ fn cursor(tree: &sled::Tree) -> Result<u64> {
         None => Ok(0),
     }
 }
+
+/// A store in a fresh temporary dir and a runtime to await its commits,
+/// for unit tests (keep the dir alive as long as the store).
+#[cfg(test)]
+fn test_store() -> (tempfile::TempDir, tokio::runtime::Runtime, Storage) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = Storage::open(dir.path(), [0; 32]).expect("open");
+    (dir, rt, store)
+}
