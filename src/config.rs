@@ -74,7 +74,12 @@ pub struct Actors {
     /// Bounded mailbox of each actor.
     pub mailbox: usize,
     /// Threads (actix arbiters) that host the entity actors; 0 = one per core.
+    /// With `on_http_workers`, they host them only until the HTTP workers run.
     pub arbiters: usize,
+    /// Host the entity actors on the HTTP workers' threads (spread by
+    /// entity), so a request served by the worker hosting its actor crosses
+    /// no thread.
+    pub on_http_workers: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +326,7 @@ impl Default for Actors {
             idle_timeout_seconds: 300,
             mailbox: 1024,
             arbiters: 0,
+            on_http_workers: true,
         }
     }
 }

@@ -87,28 +87,41 @@ pub static STORAGE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
-pub static ACTORS_RESIDENT: LazyLock<IntGauge> = LazyLock::new(|| {
-    reg(
-        IntGauge::new("qrgate_group_actors_resident", "Group actors in memory")
-            .unwrap_or_else(|_| unreachable_metric()),
-    )
-});
+/// The life cycle of one kind of resident actor (`qrgate_{kind}_actors_resident`,
+/// `qrgate_{kind}_actor_activations_total`, `qrgate_{kind}_actor_passivations_total`).
+pub struct ActorMetrics {
+    pub resident: IntGauge,
+    pub activations: IntCounter,
+    pub passivations: IntCounter,
+}
 
-pub static ACTOR_ACTIVATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
-        "qrgate_group_actor_activations_total",
-        "Group actors rebuilt from storage",
-    )
-    .unwrap_or_else(|_| unreachable_metric()))
-});
+fn actor_metrics(kind: &str, what: &str) -> ActorMetrics {
+    let gauge = |name: String, help: String| {
+        reg(IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric()))
+    };
+    let counter = |name: String, help: String| {
+        reg(IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric()))
+    };
+    ActorMetrics {
+        resident: gauge(
+            format!("qrgate_{kind}_actors_resident"),
+            format!("{what} actors in memory"),
+        ),
+        activations: counter(
+            format!("qrgate_{kind}_actor_activations_total"),
+            format!("{what} actors rebuilt from storage"),
+        ),
+        passivations: counter(
+            format!("qrgate_{kind}_actor_passivations_total"),
+            format!("Idle {} actors dropped", what.to_lowercase()),
+        ),
+    }
+}
 
-pub static ACTOR_PASSIVATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
-        "qrgate_group_actor_passivations_total",
-        "Idle group actors dropped",
-    )
-    .unwrap_or_else(|_| unreachable_metric()))
-});
+pub static GROUP_ACTORS: LazyLock<ActorMetrics> = LazyLock::new(|| actor_metrics("group", "Group"));
+
+pub static WALLET_ACTORS: LazyLock<ActorMetrics> =
+    LazyLock::new(|| actor_metrics("wallet", "Wallet"));
 
 pub static STORAGE_POISONED: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
@@ -344,9 +357,8 @@ pub fn init() {
     LazyLock::force(&FLUSH_SECONDS);
     LazyLock::force(&FLUSH_BATCH);
     LazyLock::force(&STORAGE_WRITE_SECONDS);
-    LazyLock::force(&ACTORS_RESIDENT);
-    LazyLock::force(&ACTOR_ACTIVATIONS);
-    LazyLock::force(&ACTOR_PASSIVATIONS);
+    LazyLock::force(&GROUP_ACTORS);
+    LazyLock::force(&WALLET_ACTORS);
     LazyLock::force(&OUTBOX_LAG);
     LazyLock::force(&STORAGE_POISONED);
     LazyLock::force(&WS_CONNECTIONS);

@@ -59,20 +59,64 @@ pub fn done<T: Send + 'static>(v: T) -> Step<T> {
     Ok(Box::pin(std::future::ready(Ok(v))))
 }
 
-/// The arbiters (threads) every kind of resident actor runs on.
+/// The arbiters (threads) every kind of resident actor runs on: threads of
+/// their own, or (see [`Arbiters::on_http_workers`]) the HTTP workers'.
 #[derive(Clone)]
-pub struct Arbiters(Arc<Vec<ArbiterHandle>>);
+pub struct Arbiters {
+    own: Arc<Vec<ArbiterHandle>>,
+    /// The HTTP workers' arbiters, by thread, as they registered.
+    workers: Option<Arc<std::sync::RwLock<Vec<WorkerArbiter>>>>,
+}
+
+type WorkerArbiter = (std::thread::ThreadId, ArbiterHandle);
 
 impl Arbiters {
     /// Start `n` arbiter threads (at least one).
     pub fn start(n: usize) -> Arbiters {
-        Arbiters(Arc::new(
-            (0..n.max(1)).map(|_| Arbiter::new().handle()).collect(),
-        ))
+        Arbiters {
+            own: Arc::new((0..n.max(1)).map(|_| Arbiter::new().handle()).collect()),
+            workers: None,
+        }
     }
 
-    fn pick(&self, spread: usize) -> &ArbiterHandle {
-        &self.0[spread % self.0.len()]
+    /// Host actors on the HTTP workers' threads once they register
+    /// ([`Arbiters::register_current`]); the own threads serve until then
+    /// and whenever a worker has stopped. A request handled on the worker
+    /// that hosts its actor then needs no wake-up of another thread there
+    /// and back (BENCHMARKS.md, viral burst).
+    pub fn on_http_workers(mut self) -> Arbiters {
+        self.workers = Some(Arc::default());
+        self
+    }
+
+    /// Offer the current thread's arbiter (call on each HTTP worker as it
+    /// starts); a no-op unless [`Arbiters::on_http_workers`], off an
+    /// arbiter, or for a thread already offered.
+    pub fn register_current(&self) {
+        let (Some(workers), Some(handle)) = (&self.workers, Arbiter::try_current()) else {
+            return;
+        };
+        let id = std::thread::current().id();
+        if let Ok(mut w) = workers.write() {
+            if !w.iter().any(|(t, _)| *t == id) {
+                w.push((id, handle));
+            }
+        }
+    }
+
+    fn pick(&self, spread: usize) -> ArbiterHandle {
+        if let Some(workers) = &self.workers {
+            if let Ok(w) = workers.read() {
+                if !w.is_empty() {
+                    let h = &w[spread % w.len()].1;
+                    // A stopped worker (shutting down) takes no actor.
+                    if h.spawn(std::future::ready(())) {
+                        return h.clone();
+                    }
+                }
+            }
+        }
+        self.own[spread % self.own.len()].clone()
     }
 }
 
@@ -86,6 +130,9 @@ pub trait Resident: Actor<Context = Context<Self>> + Send {
 
     /// Read the entity from storage; an error if it does not exist.
     fn load(env: &Self::Env, id: Self::Id) -> Result<Self::Snapshot, ApiError>;
+
+    /// The life-cycle metrics of this kind of actor.
+    fn metrics() -> &'static metrics::ActorMetrics;
 
     /// Build the actor from its snapshot. It keeps `life` and calls its
     /// methods (see [`Life`]).
@@ -190,7 +237,7 @@ impl<A: Resident> Life<A> {
     pub fn tick(&mut self, ctx: &mut Context<A>, idle: Duration) {
         if !self.retired && self.last_active.elapsed() >= idle && self.writes.in_flight() == 0 {
             self.retire(ctx);
-            metrics::ACTOR_PASSIVATIONS.inc();
+            A::metrics().passivations.inc();
         }
     }
 
@@ -202,8 +249,8 @@ impl<A: Resident> Life<A> {
 
     /// Start the idle timer; call from `Actor::started`.
     pub fn started(ctx: &mut Context<A>, idle_seconds: u64, tick: fn(&mut A, &mut Context<A>)) {
-        metrics::ACTORS_RESIDENT.inc();
-        metrics::ACTOR_ACTIVATIONS.inc();
+        A::metrics().resident.inc();
+        A::metrics().activations.inc();
         let every = Duration::from_secs(idle_seconds.max(1).div_ceil(2).clamp(1, 30));
         ctx.run_interval(every, tick);
     }
@@ -211,7 +258,7 @@ impl<A: Resident> Life<A> {
     /// A stop not caused by retirement (e.g. system shutdown) must also leave
     /// the registry, so nobody keeps sending to a dead mailbox.
     pub fn stopped(&mut self) {
-        metrics::ACTORS_RESIDENT.dec();
+        A::metrics().resident.dec();
         if !self.retired {
             self.map.forget(self.id, self.gen);
         }
@@ -298,7 +345,7 @@ impl<A: Resident> Registry<A> {
         let arb = self.arbiters.pick(A::spread(&id).1 as usize);
         let slot = Slot {
             gen,
-            addr: A::start_in_arbiter(arb, move |_| actor),
+            addr: A::start_in_arbiter(&arb, move |_| actor),
             room: Arc::new(tokio::sync::Semaphore::new(self.mailbox)),
         };
         map.slots.insert(id, slot.clone());
@@ -358,4 +405,56 @@ macro_rules! resident_message {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread an arbiter runs on.
+    async fn thread_of(h: &ArbiterHandle) -> std::thread::ThreadId {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(h.spawn(async move {
+            let _ = tx.send(std::thread::current().id());
+        }));
+        rx.await.expect("the arbiter ran the task")
+    }
+
+    /// Actors go to the own threads until a worker registers, then to the
+    /// workers (each registered once), and back to the own threads when a
+    /// worker has stopped; without `on_http_workers` registering is a no-op.
+    #[actix_web::test]
+    async fn actors_follow_the_registered_workers_and_fall_back() {
+        let plain = Arbiters::start(1);
+        let arbiters = Arbiters::start(1).on_http_workers();
+        let own = thread_of(&arbiters.pick(0)).await;
+
+        let worker = Arbiter::new();
+        for a in [&arbiters, &plain, &arbiters] {
+            let a = a.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            assert!(worker.spawn(async move {
+                a.register_current();
+                let _ = tx.send(());
+            }));
+            rx.await.expect("registered");
+        }
+        let worker_thread = thread_of(&worker.handle()).await;
+        assert_ne!(own, worker_thread);
+        for spread in 0..4 {
+            assert_eq!(thread_of(&arbiters.pick(spread)).await, worker_thread);
+            assert_ne!(thread_of(&plain.pick(spread)).await, worker_thread);
+        }
+        assert_eq!(
+            arbiters
+                .workers
+                .as_ref()
+                .map(|w| w.read().map(|w| w.len()).ok()),
+            Some(Some(1))
+        );
+
+        worker.stop();
+        worker.join().expect("the worker stopped");
+        assert_eq!(thread_of(&arbiters.pick(0)).await, own);
+    }
 }

@@ -79,7 +79,11 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     });
     // Shared actors start here, outside the HttpServer factory, so that every
     // worker talks to the same ones.
-    let arbiters = crate::registry::Arbiters::start(config.arbiters());
+    let mut arbiters = crate::registry::Arbiters::start(config.arbiters());
+    if config.actors.on_http_workers {
+        arbiters = arbiters.on_http_workers();
+    }
+    let worker_arbiters = arbiters.clone();
     let directory = Directory::new(shared, arbiters.clone());
     let provider = match &config.provider {
         Some(p) => {
@@ -180,6 +184,8 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     });
 
     let mut server = HttpServer::new(move || {
+        // Runs on each worker's thread as it starts.
+        worker_arbiters.register_current();
         App::new()
             .wrap_fn(|req, srv| {
                 let started = Instant::now();

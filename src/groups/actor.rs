@@ -358,6 +358,10 @@ impl Resident for GroupActor {
     type Snapshot = GroupSnapshot;
     type Env = Shared;
 
+    fn metrics() -> &'static crate::metrics::ActorMetrics {
+        &crate::metrics::GROUP_ACTORS
+    }
+
     fn load(env: &Shared, id: GroupId) -> Result<GroupSnapshot, ApiError> {
         env.storage.load_group(id)?.ok_or(ApiError::GroupNotFound)
     }

@@ -305,7 +305,7 @@ async fn measure(
         base: base.to_string(),
     };
     let rss_start = rss_bytes(pid)?;
-    // Actors resident before (the operator's system wallets, say) stay.
+    // Group actors resident before (none, unless seeding grows some) stay.
     let start = scrape(&api).await?;
     let before = start.actors;
     let t = Instant::now();

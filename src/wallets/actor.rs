@@ -368,6 +368,10 @@ impl Resident for WalletActor {
     type Snapshot = Snapshot;
     type Env = Shared;
 
+    fn metrics() -> &'static crate::metrics::ActorMetrics {
+        &crate::metrics::WALLET_ACTORS
+    }
+
     fn load(env: &Shared, h: Holder) -> Result<Snapshot, ApiError> {
         let (accounts, inbox) = env.storage.load_holder(h)?;
         let auto_payout = match h {

@@ -155,6 +155,9 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
         "qrgate_http_request_seconds_bucket",
         "qrgate_storage_flush_seconds",
         "qrgate_group_actors_resident",
+        "qrgate_wallet_actors_resident",
+        "qrgate_heap_bytes{kind=\"allocated\"}",
+        "qrgate_heap_bytes{kind=\"resident\"}",
         "qrgate_payouts_total",
         "qrgate_payouts_stuck",
         "qrgate_packets_total",
@@ -164,6 +167,12 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
     ] {
         assert!(text.contains(m), "metrics lack {m}");
     }
+    // The system wallet's actor (started with the server) is a wallet's,
+    // not a group's: no group exists here.
+    assert!(
+        text.contains("\nqrgate_group_actors_resident 0\n"),
+        "{text}"
+    );
     // SIGTERM drains and exits cleanly.
     let status = app.terminate();
     assert!(status.success(), "exit status {status:?}");
