@@ -39,11 +39,41 @@ pub struct StorageCfg {
     /// cache mostly serves activations; it is a large part of the server's
     /// memory when many groups are resident (BENCHMARKS.md "Memory").
     pub cache_mb: u64,
+    /// A checkpoint (the journal's records into sled) at least this often,
+    /// in seconds, when anything was written.
+    pub checkpoint_secs: u64,
+    /// ... and whenever this many MiB of journal were written since the last.
+    pub checkpoint_mb: u64,
+    /// Size at which a journal segment file is closed, in KiB.
+    pub segment_kb: u64,
+    /// `false` switches the journal off: nothing reaches the disk and
+    /// nothing survives a restart. Only for measuring the request path alone
+    /// (the load harness's `--no-storage`); the server warns at start.
+    pub journal: bool,
 }
 
 impl Default for StorageCfg {
     fn default() -> Self {
-        StorageCfg { cache_mb: 64 }
+        StorageCfg {
+            cache_mb: 64,
+            checkpoint_secs: 30,
+            checkpoint_mb: 64,
+            segment_kb: 16384,
+            journal: true,
+        }
+    }
+}
+
+impl StorageCfg {
+    pub fn options(&self) -> crate::storage::StorageOptions {
+        crate::storage::StorageOptions {
+            cache_bytes: self.cache_mb.saturating_mul(1 << 20),
+            checkpoint_every: std::time::Duration::from_secs(self.checkpoint_secs),
+            checkpoint_bytes: self.checkpoint_mb.saturating_mul(1 << 20),
+            segment_bytes: self.segment_kb.saturating_mul(1 << 10),
+            journal: self.journal,
+            fs: None,
+        }
     }
 }
 
@@ -405,6 +435,15 @@ impl Config {
         }
         if !(8..=65536).contains(&self.storage.cache_mb) {
             return bad("storage.cache_mb must be between 8 and 65536");
+        }
+        if !(1..=3600).contains(&self.storage.checkpoint_secs) {
+            return bad("storage.checkpoint_secs must be between 1 and 3600");
+        }
+        if !(1..=4096).contains(&self.storage.checkpoint_mb) {
+            return bad("storage.checkpoint_mb must be between 1 and 4096");
+        }
+        if !(64..=1 << 20).contains(&self.storage.segment_kb) {
+            return bad("storage.segment_kb must be between 64 and 1048576");
         }
         let l = &self.limits;
         if l.group_joins_per_minute == 0 || l.user_joins_per_minute == 0 {

@@ -56,7 +56,7 @@ pub static FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new(
             "qrgate_storage_flush_seconds",
-            "Duration of one group-commit flush",
+            "Duration of one journal append (write and fdatasync) of a group commit",
         )
         .buckets(LATENCY_BUCKETS.to_vec()),
     )
@@ -67,7 +67,7 @@ pub static FLUSH_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new(
             "qrgate_storage_commit_write_sets",
-            "Write sets applied and made durable by one group commit",
+            "Write sets made durable by one group commit (one journal frame)",
         )
         .buckets(vec![
             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
@@ -80,7 +80,7 @@ pub static STORAGE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new(
             "qrgate_storage_apply_seconds",
-            "Applying one group commit's merged batch in memory",
+            "One group commit from taking its write sets to durable (before the overlay)",
         )
         .buckets(LATENCY_BUCKETS.to_vec()),
     )
@@ -126,7 +126,44 @@ pub static WALLET_ACTORS: LazyLock<ActorMetrics> =
 pub static STORAGE_POISONED: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "qrgate_storage_failed",
-        "1 after a storage write or flush failed (writes are refused until restart)",
+        "1 after a journal fsync failed (writes are refused until restart)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static JOURNAL_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_journal_bytes_total",
+        "Bytes appended to the journal (frames with their headers)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static JOURNAL_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_journal_refused_rounds_total",
+        "Commit rounds refused because the journal write failed (disk full, I/O error)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CHECKPOINT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "qrgate_checkpoint_seconds",
+            "Duration of one checkpoint (overlay into sled, sled durable, segments deleted)",
+        )
+        .buckets(vec![
+            0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static CHECKPOINT_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_checkpoint_failures_total",
+        "Checkpoints that failed (retried; the journal keeps everything meanwhile)",
     )
     .unwrap_or_else(|_| unreachable_metric()))
 });
@@ -361,6 +398,10 @@ pub fn init() {
     LazyLock::force(&WALLET_ACTORS);
     LazyLock::force(&OUTBOX_LAG);
     LazyLock::force(&STORAGE_POISONED);
+    LazyLock::force(&JOURNAL_BYTES);
+    LazyLock::force(&JOURNAL_REFUSED);
+    LazyLock::force(&CHECKPOINT_SECONDS);
+    LazyLock::force(&CHECKPOINT_FAILED);
     LazyLock::force(&WS_CONNECTIONS);
     LazyLock::force(&WS_DROPPED);
     LazyLock::force(&QR_RENDERS);

@@ -46,9 +46,17 @@ fn per_minute(n: u32) -> Quota {
 pub fn build(config: Config) -> Result<Application, StartError> {
     metrics::init();
     let keys = Arc::new(KeyRing::load_or_create(&config.data_dir)?);
-    let cache = config.storage.cache_mb.saturating_mul(1 << 20);
-    let storage = Storage::open_with_cache(&config.data_dir, keys.journal_key(), cache)
-        .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
+    if !config.storage.journal {
+        tracing::warn!(
+            "storage.journal = false: NOTHING IS WRITTEN TO DISK and every write is lost at exit (benchmarks only)"
+        );
+    }
+    let storage = Storage::open_with(
+        &config.data_dir,
+        keys.journal_key(),
+        config.storage.options(),
+    )
+    .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
     let listener =
         TcpListener::bind(&config.bind).map_err(|e| StartError::Bind(config.bind.clone(), e))?;
     let addr = listener

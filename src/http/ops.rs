@@ -1,13 +1,27 @@
 //! Liveness, metrics and the OpenAPI document.
 
-use actix_web::{get, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use utoipa::OpenApi;
 
-/// Liveness: 200 once the server accepts requests.
-#[utoipa::path(responses((status = 200, description = "ok")), tag = "ops")]
+use crate::http::AppState;
+
+/// Liveness: 200 once the server accepts requests; 503 with the reason
+/// while storage refuses writes (a full disk, an I/O error).
+#[utoipa::path(
+    responses(
+        (status = 200, description = "ok"),
+        (status = 503, description = "writes are refused; the body says why")
+    ),
+    tag = "ops"
+)]
 #[get("/healthz")]
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match state.storage.write_refusal() {
+        None => HttpResponse::Ok().content_type("text/plain").body("ok"),
+        Some(why) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("writes refused: {why}")),
+    }
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -159,6 +159,11 @@ pub struct LoadArgs {
     /// server's own).
     #[arg(long)]
     pub cache_mb: Option<u64>,
+    /// --spawn: switch the spawned server's journal off (`[storage]
+    /// journal = false`): nothing reaches the disk, so the figures are the
+    /// request and actor path alone. For comparison only.
+    #[arg(long)]
+    pub no_storage: bool,
     /// ws: WebSocket connections (subscribers of the event groups).
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -352,7 +357,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
                 None => String::new(),
             };
             extra.push_str(args.risk.config());
-            extra.push_str(&storage_config(args.cache_mb));
+            extra.push_str(&storage_config(args.cache_mb, args.no_storage));
             let (server, base, admin) = SpawnedServer::start(&extra)?;
             let sim_base = sim.as_ref().map(|s| s.base.clone());
             (base, admin, Some(server), sim_base, sim)
@@ -677,10 +682,19 @@ impl Drop for TempDir {
 
 /// A throwaway data dir and config for a spawned server; removed on drop.
 /// The `[storage]` section of a spawned server's config, if not its default.
-fn storage_config(cache_mb: Option<u64>) -> String {
-    cache_mb
-        .map(|mb| format!("\n[storage]\ncache_mb = {mb}\n"))
-        .unwrap_or_default()
+fn storage_config(cache_mb: Option<u64>, no_storage: bool) -> String {
+    let mut s = String::new();
+    if let Some(mb) = cache_mb {
+        s.push_str(&format!("cache_mb = {mb}\n"));
+    }
+    if no_storage {
+        s.push_str("journal = false\n");
+    }
+    if s.is_empty() {
+        s
+    } else {
+        format!("\n[storage]\n{s}")
+    }
 }
 
 struct ServerDir {

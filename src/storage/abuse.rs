@@ -141,7 +141,7 @@ impl Storage {
     }
 
     pub fn challenge_was_used(&self, expires_at: i64, tag: &[u8; 16]) -> Result<bool> {
-        Ok(self.inner.tree.contains_key(used_key(expires_at, tag))?)
+        self.inner.tree.contains_key(used_key(expires_at, tag))
     }
 
     /// A write set forgetting passed challenges that expired before `now`

@@ -116,10 +116,7 @@ impl Storage {
     }
 
     pub fn code_exists(&self, id: &CodeId) -> Result<bool> {
-        Ok(self
-            .inner
-            .tree
-            .contains_key(key(b"sc/", &[id.as_bytes()]))?)
+        self.inner.tree.contains_key(key(b"sc/", &[id.as_bytes()]))
     }
 
     /// The pooled codes and their images.
@@ -147,10 +144,9 @@ impl Storage {
     }
 
     pub fn has_code_visitor(&self, id: &CodeId, visitor: &[u8; 16]) -> Result<bool> {
-        Ok(self
-            .inner
+        self.inner
             .tree
-            .contains_key(key(b"sv/", &[id.as_bytes(), visitor]))?)
+            .contains_key(key(b"sv/", &[id.as_bytes(), visitor]))
     }
 
     pub fn code_visitors(&self, id: &CodeId) -> Result<Vec<[u8; 16]>> {

@@ -1,13 +1,15 @@
-//! The committer: two threads that turn queued write sets into durable
-//! state (group commit). See the module docs of `storage` for the whole picture.
+//! The committer: the thread that turns queued write sets into durable
+//! rounds of the journal (group commit). See the module docs of `storage`
+//! for the whole picture.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
+use super::journal::AppendError;
 pub use super::ledger::ChainHead;
-use super::{key, Inner, Result, StorageError, WriteSet};
+use super::{Inner, Result, StorageError, WriteSet};
 use crate::metrics;
 
 /// One write set waiting for the committer, and whom to tell.
@@ -78,81 +80,145 @@ impl Drop for Job {
     }
 }
 
-fn sync_log(log: &std::fs::File) -> Result<()> {
-    log.sync_data()
-        .map_err(|e| StorageError::Io(format!("fdatasync of the log failed: {e}")))
-}
-
-/// Most write sets merged into one batch.
+/// Most write sets in one round (one journal frame).
 const MAX_JOBS_PER_COMMIT: usize = 4096;
 
-/// Keeps a record near 4 KiB: a sled leaf holds up to 16 items and must stay
-/// below sled's blob threshold (a quarter of a 512 KiB segment).
-const EVENTS_PER_RECORD: usize = 16;
+/// Version of the round payload layout (first byte of every frame).
+const ROUND_V1: u8 = 1;
 
-/// A JSON array of encoded events, stored under the seq of its first event.
-struct OutboxRecord {
-    first: u64,
-    len: usize,
-    bytes: Vec<u8>,
+/// One round as a journal frame's payload:
+///
+/// ```text
+/// u8 version (1)
+/// u32 LE  number of records, then each: u8 kind (0 delete, 1 put),
+///         u32 LE key length, key, and for a put u32 LE value length, value
+/// u64 LE  seq of the first event
+/// u32 LE  number of events, then each: u32 LE length, the event (JSON)
+/// ```
+///
+/// Every record is a whole-record put or delete, so replaying a frame twice
+/// leaves the same state (the ledger's chain records are puts too).
+pub(super) struct Round {
+    pub(super) ops: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    pub(super) first_event: u64,
+    pub(super) events: Vec<Vec<u8>>,
 }
 
-impl OutboxRecord {
-    fn new(first: u64) -> Self {
-        OutboxRecord {
-            first,
-            len: 0,
-            bytes: vec![b'['],
-        }
-    }
-
-    fn push(&mut self, event: &[u8]) {
-        if self.len > 0 {
-            self.bytes.push(b',');
-        }
-        self.bytes.extend_from_slice(event);
-        self.len += 1;
-    }
-
-    fn finish_into(mut self, batch: &mut sled::Batch) {
-        if self.len > 0 {
-            self.bytes.push(b']');
-            batch.insert(key(b"o/", &[&self.first.to_be_bytes()]), self.bytes);
+impl Round {
+    pub(super) fn last_event(&self) -> u64 {
+        if self.events.is_empty() {
+            0
+        } else {
+            self.first_event + self.events.len() as u64 - 1
         }
     }
 }
 
-/// A round the applier has applied in memory, waiting for the flusher.
-struct Applied {
-    jobs: Vec<Job>,
-    /// Highest outbox seq in this round or before it.
-    last_seq: u64,
-    result: Result<()>,
+fn put_u32(buf: &mut Vec<u8>, n: usize) {
+    buf.extend_from_slice(&(n as u32).to_le_bytes());
 }
 
-/// Group commit, stage 1 (applier): take every write set queued so far,
-/// apply them as one atomic sled batch (assigning outbox seqs in order), and
-/// hand the round to the flusher. The next round is applied while the
-/// flusher waits on the disk (sled's own flush excludes applies, but the
-/// fdatasync that follows it does not).
-pub(super) fn commit_loop(
-    inner: Arc<Inner>,
-    rx: mpsc::Receiver<Job>,
-    mut next_seq: u64,
-    mut chain: ChainHead,
+/// Append a round's payload to `buf` (a journal frame buffer).
+fn encode_round(
+    buf: &mut Vec<u8>,
+    ops: &[(Vec<u8>, Option<sled::IVec>)],
+    first_event: u64,
+    events: &[Vec<u8>],
 ) {
-    let inner = &inner;
-    let (flush_tx, flush_rx) = mpsc::channel::<Applied>();
-    let flusher = std::thread::Builder::new()
-        .name("qrgate-flusher".into())
-        .spawn({
-            let inner = Arc::clone(inner);
-            move || flush_loop(&inner, flush_rx)
-        });
-    if let Err(e) = &flusher {
-        tracing::error!(error = %e, "cannot start the flusher thread; refusing writes");
-        inner.poisoned.store(true, Ordering::SeqCst);
+    buf.push(ROUND_V1);
+    put_u32(buf, ops.len());
+    for (k, v) in ops {
+        buf.push(u8::from(v.is_some()));
+        put_u32(buf, k.len());
+        buf.extend_from_slice(k);
+        if let Some(v) = v {
+            put_u32(buf, v.len());
+            buf.extend_from_slice(v);
+        }
     }
+    buf.extend_from_slice(&first_event.to_le_bytes());
+    put_u32(buf, events.len());
+    for e in events {
+        put_u32(buf, e.len());
+        buf.extend_from_slice(e);
+    }
+}
+
+/// Read a round back from a frame's payload.
+pub(super) fn decode_round(p: &[u8]) -> std::result::Result<Round, String> {
+    struct Cur<'a>(&'a [u8]);
+    impl<'a> Cur<'a> {
+        fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+            if self.0.len() < n {
+                return Err("round payload cut short".into());
+            }
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            Ok(a)
+        }
+        fn u32(&mut self) -> std::result::Result<usize, String> {
+            let b = self.take(4)?;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        }
+        fn u64(&mut self) -> std::result::Result<u64, String> {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(self.take(8)?);
+            Ok(u64::from_le_bytes(a))
+        }
+    }
+    let mut c = Cur(p);
+    let v = c.take(1)?[0];
+    if v != ROUND_V1 {
+        return Err(format!("unknown round version {v}"));
+    }
+    let n = c.u32()?;
+    let mut ops = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let kind = c.take(1)?[0];
+        let kl = c.u32()?;
+        let k = c.take(kl)?.to_vec();
+        let v = match kind {
+            0 => None,
+            1 => {
+                let vl = c.u32()?;
+                Some(sled::IVec::from(c.take(vl)?))
+            }
+            k => return Err(format!("unknown record kind {k}")),
+        };
+        ops.push((k, v));
+    }
+    let first_event = c.u64()?;
+    let n = c.u32()?;
+    let mut events = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let l = c.u32()?;
+        events.push(c.take(l)?.to_vec());
+    }
+    if !c.0.is_empty() {
+        return Err("bytes after the round".into());
+    }
+    Ok(Round {
+        ops,
+        first_event,
+        events,
+    })
+}
+
+/// What the committer carries from round to round.
+pub(super) struct Cursor {
+    /// Seq the next event gets.
+    pub(super) next_seq: u64,
+    pub(super) chain: ChainHead,
+}
+
+/// Group commit: take every write set queued so far, check it, give its
+/// ledger records their place in the hash chain and its events their seqs,
+/// and write the whole round as one journal frame (one `pwrite`, one
+/// `fdatasync`). Only then is the round applied to the overlay (reads see
+/// it), its events handed to the outbox, and its writers answered. While a
+/// round is on its way to the disk the next one queues up.
+pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: Cursor) {
+    let inner = &inner;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS_PER_COMMIT {
@@ -162,17 +228,11 @@ pub(super) fn commit_loop(
             }
         }
         let started = Instant::now();
-        let mut batch = sled::Batch::default();
-        let mut seq = next_seq;
-        let mut writes = false;
-        let chain_before = chain.clone();
+        let chain_before = cur.chain.clone();
+        let mut ops: Vec<(Vec<u8>, Option<sled::IVec>)> = Vec::new();
+        let mut events: Vec<Vec<u8>> = Vec::new();
         // Keys created in this round, for write sets that create keys.
         let mut created: std::collections::HashSet<Vec<u8>> = Default::default();
-        // The round's events go into outbox records of up to
-        // EVENTS_PER_RECORD events: one sled write (and later one delete) per
-        // record instead of per event, and records stay far below sled's
-        // blob threshold (large values go to separate files sled never fsyncs).
-        let mut record = OutboxRecord::new(next_seq);
         let mut refused = Vec::new();
         for (n, j) in jobs.iter_mut().enumerate() {
             // A writer whose earlier write set was refused has memory ahead
@@ -192,75 +252,161 @@ pub(super) fn commit_loop(
                 created.extend(j.w.creates.drain(..));
             }
             for (k, v) in j.w.ops.drain(..) {
-                writes = true;
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
-                }
+                ops.push((k, v.map(sled::IVec::from)));
             }
             for r in j.w.journal.drain(..) {
-                writes = true;
-                let (k, v) = chain.append(&r);
-                batch.insert(k, v);
+                let (k, v) = cur.chain.append(&r);
+                ops.push((k, Some(sled::IVec::from(v))));
             }
-            for e in j.w.events.drain(..) {
-                writes = true;
-                record.push(&e);
-                seq += 1;
-                if record.len == EVENTS_PER_RECORD {
-                    record.finish_into(&mut batch);
-                    record = OutboxRecord::new(seq);
-                }
-            }
+            events.append(&mut j.w.events);
         }
         // Refused write sets applied nothing: answer them now.
         for (n, k) in refused.into_iter().rev() {
             let j = jobs.remove(n);
             j.answer(Err(StorageError::Exists(k)));
         }
-        for (k, v) in chain.day_anchors() {
-            batch.insert(k, v);
+        for (k, v) in cur.chain.day_anchors() {
+            ops.push((k, Some(sled::IVec::from(v))));
         }
-        record.finish_into(&mut batch);
+        let first_event = cur.next_seq;
         let result = if inner.poisoned.load(Ordering::Relaxed) {
             Err(StorageError::Io(
                 "storage failed earlier; restart the server".into(),
             ))
-        } else if writes {
-            match inner.apply_lock.read() {
-                Ok(_applying) => inner.tree.apply_batch(batch).map_err(StorageError::from),
-                Err(_) => Err(StorageError::Io("apply lock poisoned".into())),
-            }
+        } else if ops.is_empty() && events.is_empty() {
+            // Barriers only: every earlier round is durable already.
+            Ok(None)
         } else {
-            Ok(())
+            write_round(inner, &ops, first_event, &events)
         };
-        match &result {
-            Ok(()) => next_seq = seq,
-            // Nothing after a failed round may be applied or acknowledged:
-            // later write sets may depend on it (their actor's memory does).
+        metrics::STORAGE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
+        metrics::FLUSH_BATCH.observe(jobs.len() as f64);
+        match result {
+            Ok(pos) => {
+                let n_events = events.len() as u64;
+                if let Err(e) = publish_round(inner, pos, ops, first_event, events) {
+                    poison(inner, &e);
+                    for j in jobs {
+                        j.answer(Err(e.clone()));
+                    }
+                    continue;
+                }
+                cur.next_seq += n_events;
+                for j in jobs {
+                    j.answer(Ok(()));
+                }
+            }
             Err(e) => {
-                chain = chain_before.clone();
-                poison(inner, e)
+                cur.chain = chain_before;
+                for j in jobs {
+                    j.answer(Err(e.clone()));
+                }
             }
         }
-        metrics::STORAGE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
-        let round = Applied {
-            jobs,
-            last_seq: next_seq - 1,
-            result,
-        };
-        if let Err(mpsc::SendError(round)) = flush_tx.send(round) {
-            fail_round(inner, round, StorageError::Closed);
-        }
-    }
-    // Closed: let the flusher finish the rounds it holds.
-    drop(flush_tx);
-    if let Ok(f) = flusher {
-        let _ = f.join();
     }
 }
 
-/// The first of `keys` that exists in the tree or was created this round.
+/// Write one round to the journal and make it durable.
+fn write_round(
+    inner: &Inner,
+    ops: &[(Vec<u8>, Option<sled::IVec>)],
+    first_event: u64,
+    events: &[Vec<u8>],
+) -> Result<Option<u64>> {
+    let mut journal = inner
+        .journal
+        .lock()
+        .map_err(|_| StorageError::Io("journal lock poisoned".into()))?;
+    let Some(j) = journal.as_mut() else {
+        // Storage switched off (benchmarks): nothing reaches the disk.
+        return Ok(Some(inner.applied_pos.load(Ordering::SeqCst) + 1));
+    };
+    let size: usize = ops
+        .iter()
+        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
+        .sum::<usize>()
+        + events.iter().map(|e| 4 + e.len()).sum::<usize>()
+        + 17;
+    let mut buf = super::journal::frame_buffer(size);
+    encode_round(&mut buf, ops, first_event, events);
+    let last_event = if events.is_empty() {
+        0
+    } else {
+        first_event + events.len() as u64 - 1
+    };
+    let started = Instant::now();
+    let appended = j.append(&mut buf, last_event);
+    metrics::FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+    match appended {
+        Ok(pos) => {
+            inner.refusing.store(false, Ordering::SeqCst);
+            let since = inner
+                .since_checkpoint
+                .fetch_add(buf.len() as u64, Ordering::SeqCst)
+                + buf.len() as u64;
+            metrics::JOURNAL_BYTES.inc_by(buf.len() as u64);
+            if since >= inner.opts.checkpoint_bytes {
+                inner.wake_checkpointer();
+            }
+            Ok(Some(pos))
+        }
+        Err(AppendError::Refused(e)) => {
+            if !inner.refusing.swap(true, Ordering::SeqCst) {
+                tracing::error!(error = %e, "journal write failed; refusing writes until one succeeds");
+            }
+            metrics::JOURNAL_REFUSED.inc();
+            Err(StorageError::Io(format!("journal write failed: {e}")))
+        }
+        Err(e @ AppendError::Fatal(_)) => {
+            let e = StorageError::Io(e.to_string());
+            poison(inner, &e);
+            Err(e)
+        }
+    }
+}
+
+/// A durable round becomes visible: the overlay takes its records, the
+/// outbox its events, and the durable watermark moves.
+fn publish_round(
+    inner: &Inner,
+    pos: Option<u64>,
+    ops: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    first_event: u64,
+    events: Vec<Vec<u8>>,
+) -> Result<()> {
+    let n = events.len() as u64;
+    {
+        let _applying = inner
+            .apply_lock
+            .read()
+            .map_err(|_| StorageError::Io("apply lock poisoned".into()))?;
+        inner.tree.apply(ops)?;
+        if let Some(p) = pos {
+            inner.applied_pos.store(p, Ordering::SeqCst);
+        }
+        if n > 0 {
+            inner
+                .outbox
+                .lock()
+                .map_err(|_| StorageError::Io("outbox lock poisoned".into()))?
+                .insert(first_event, events);
+            inner
+                .last_event
+                .store(first_event + n - 1, Ordering::SeqCst);
+        }
+    }
+    if n > 0 {
+        let d = first_event + n - 1;
+        inner.durable_tx.send_if_modified(|v| {
+            let changed = *v < d;
+            *v = (*v).max(d);
+            changed
+        });
+    }
+    Ok(())
+}
+
+/// The first of `keys` that exists or was created this round.
 fn first_existing(
     inner: &Inner,
     keys: &[Vec<u8>],
@@ -271,67 +417,10 @@ fn first_existing(
         .map(|k| String::from_utf8_lossy(k).into_owned())
 }
 
-fn poison(inner: &Inner, e: &StorageError) {
+pub(super) fn poison(inner: &Inner, e: &StorageError) {
     if !inner.poisoned.swap(true, Ordering::SeqCst) {
-        tracing::error!(error = %e, "storage write or flush failed; refusing further writes");
+        tracing::error!(error = %e, "storage fsync or apply failed; refusing further writes until a restart");
         metrics::STORAGE_POISONED.set(1);
-    }
-}
-
-fn fail_round(inner: &Inner, round: Applied, e: StorageError) {
-    poison(inner, &e);
-    for j in round.jobs {
-        j.answer(Err(e.clone()));
-    }
-}
-
-/// Group commit, stage 2 (flusher): one fsync for every round applied so
-/// far, then answer all their write sets and advance the durable watermark.
-fn flush_loop(inner: &Inner, rx: mpsc::Receiver<Applied>) {
-    let mut failed: Option<StorageError> = None;
-    while let Ok(first) = rx.recv() {
-        let mut rounds = vec![first];
-        while let Ok(r) = rx.try_recv() {
-            rounds.push(r);
-        }
-        let started = Instant::now();
-        let flushed = match &failed {
-            // Once anything failed, nothing later is acknowledged.
-            Some(e) => Err(e.clone()),
-            None => inner
-                .db
-                .flush()
-                .map_err(StorageError::from)
-                .and_then(|_| sync_log(&inner.log)),
-        };
-        if let Err(e) = &flushed {
-            failed.get_or_insert_with(|| e.clone());
-        }
-        metrics::FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
-        let mut durable = None;
-        for round in rounds {
-            metrics::FLUSH_BATCH.observe(round.jobs.len() as f64);
-            match (&round.result, &flushed) {
-                (Ok(()), Ok(())) => {
-                    durable = Some(round.last_seq);
-                    for j in round.jobs {
-                        j.answer(Ok(()));
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    let e = e.clone();
-                    failed.get_or_insert_with(|| e.clone());
-                    fail_round(inner, round, e);
-                }
-            }
-        }
-        if let Some(d) = durable {
-            inner.durable_tx.send_if_modified(|v| {
-                let changed = *v < d;
-                *v = (*v).max(d);
-                changed
-            });
-        }
     }
 }
 

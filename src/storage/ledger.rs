@@ -190,7 +190,7 @@ fn seq_at(k: &[u8]) -> Result<u64> {
 }
 
 /// Where the chain stands after the last stored record.
-pub(super) fn chain_head(tree: &sled::Tree, key: [u8; 32]) -> Result<ChainHead> {
+pub(super) fn chain_head(tree: &super::kv::Kv, key: [u8; 32]) -> Result<ChainHead> {
     let mut c = ChainHead {
         key,
         next: 1,

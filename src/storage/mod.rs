@@ -19,17 +19,28 @@
 //! | `b/`   | group id, user id    | blocked-at (i64)                        |
 //! | `cg/`  | group id             | [`Counters`] kept by the outbox consumer|
 //! | `ci/`  | invite id            | [`Counters`]                            |
-//! | `o/`   | first seq (u64 BE)   | JSON array of the [`Event`]s of one group commit |
+//! | `o/`   | first seq (u64 BE)   | JSON array of [`Event`]s: the outbox before the journal; read once, deleted when consumed |
 //! | `x/outbox_cursor` |           | last consumed seq (u64 BE)              |
+//! | `x/checkpoint` |              | journal position and last event seq sled holds (u64 BE each) |
 //!
-//! Durability: [`Storage::submit`] queues a write set for the committer thread,
-//! which applies every queued set as one atomic batch and flushes once (group
-//! commit); the returned future resolves when the set is on disk.
+//! Durability: the journal (`journal.rs`, files in `<data>/journal/`) is the
+//! store of record. [`Storage::submit`] queues a write set for the committer
+//! thread, which writes every queued set as one journal frame with one
+//! `fdatasync` (group commit); the returned future resolves when the frame
+//! is on disk. Only then does the round reach the overlay (`kv.rs`), an
+//! in-memory map of every record written since the last checkpoint, which
+//! every read consults before sled. Events ride in the same frame and wait
+//! in memory for the outbox consumer. The checkpointer (`checkpoint.rs`)
+//! moves the overlay into sled every `checkpoint_secs` or
+//! `checkpoint_mb` of journal, coalesced, and then deletes the journal
+//! segments sled holds. Recovery replays the frames after sled's position.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use crate::domain::events::Event;
@@ -37,8 +48,11 @@ use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::roster::Roster;
 mod abuse;
+mod checkpoint;
 mod codes;
 mod commit;
+pub mod journal;
+mod kv;
 mod ledger;
 mod member;
 mod packets;
@@ -47,6 +61,8 @@ mod payouts;
 pub use abuse::{Scope, Suspect};
 use commit::{commit_loop, Job};
 pub use commit::{ChainHead, Tracker};
+use journal::{Journal, JournalFs};
+use kv::Kv;
 pub use ledger::{DayAnchor, InboxItem, LedgerBooks};
 pub use packets::{BlacklistEntry, KeyRecord, PacketRecords};
 pub use payouts::{LargeTransaction, Link};
@@ -313,23 +329,105 @@ fn due_key(expires_at: i64, g: GroupId, r: RequestId) -> Vec<u8> {
     )
 }
 
+/// For the crash tests: `QRGATE_CRASH_AT=<name>` makes the process abort
+/// (as `kill -9` would, at a known moment) when it reaches the named point:
+/// `checkpoint_synced` (sled durable, segments not yet deleted),
+/// `segment_created` (a new segment file exists, nothing written to it),
+/// `replayed` (recovery replayed the journal, the server not yet serving).
+pub(crate) fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("QRGATE_CRASH_AT").ok());
+    if at.as_deref() == Some(name) {
+        eprintln!("QRGATE_CRASH_AT={name}: aborting here");
+        std::process::abort();
+    }
+}
+
+/// How the store runs; [`StorageOptions::default`] is what `config.toml`
+/// defaults to.
+#[derive(Clone)]
+pub struct StorageOptions {
+    /// sled's page cache.
+    pub cache_bytes: u64,
+    /// A checkpoint at least this often (when anything was written).
+    pub checkpoint_every: Duration,
+    /// ... and whenever this much journal was written since the last one.
+    pub checkpoint_bytes: u64,
+    /// A journal segment is closed once it holds this much.
+    pub segment_bytes: u64,
+    /// `false` switches the journal off: nothing is written to disk and
+    /// nothing survives a restart. For measuring the request path alone.
+    pub journal: bool,
+    /// The file system under the journal (fault injection in tests).
+    pub fs: Option<Arc<dyn JournalFs>>,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            cache_bytes: 64 << 20,
+            checkpoint_every: Duration::from_secs(30),
+            checkpoint_bytes: 64 << 20,
+            segment_bytes: 16 << 20,
+            journal: true,
+            fs: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Wake {
+    now: bool,
+    stop: bool,
+}
+
 struct Inner {
     db: sled::Db,
-    tree: sled::Tree,
+    /// The read view: the overlay over sled.
+    tree: Kv,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     durable_tx: watch::Sender<u64>,
     /// The committer holds it (shared) while applying a round; a reader that
     /// needs a consistent view of everything holds it exclusively.
     apply_lock: std::sync::RwLock<()>,
     journal_key: [u8; 32],
-    /// Set after an I/O error: sled keeps failing then, so refuse writes fast.
+    /// `None` when the journal is switched off.
+    journal: Mutex<Option<Journal>>,
+    journal_dir: PathBuf,
+    /// Events durable in the journal and not yet consumed: first seq of a
+    /// round -> its encoded events.
+    outbox: Mutex<BTreeMap<u64, Vec<Vec<u8>>>>,
+    /// Outbox records that came from sled's `o/` (data dirs from before
+    /// the journal): deleted from sled when consumed.
+    legacy_outbox: Mutex<std::collections::HashSet<u64>>,
+    /// The last journal position and event seq applied to the overlay.
+    applied_pos: AtomicU64,
+    last_event: AtomicU64,
+    /// Journal bytes written since the last checkpoint began.
+    since_checkpoint: AtomicU64,
+    checkpoint_lock: Mutex<()>,
+    wake: (Mutex<Wake>, Condvar),
+    opts: StorageOptions,
+    /// Set after an fsync error: nothing written since can be trusted.
     poisoned: AtomicBool,
-    /// The committer thread, joined by [`Storage::shutdown`].
-    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set while journal writes fail (a full disk); cleared by the next
+    /// write that succeeds.
+    refusing: AtomicBool,
+    /// The committer and checkpointer threads, joined by [`Storage::shutdown`].
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// sled's log file. sled's `flush` makes it stable with
     /// `sync_file_range`, which neither flushes the drive's cache nor commits
     /// the grown file size; an `fdatasync` of the file after each flush does.
     log: std::fs::File,
+}
+
+impl Inner {
+    fn wake_checkpointer(&self) {
+        if let Ok(mut w) = self.wake.0.lock() {
+            w.now = true;
+            self.wake.1.notify_one();
+        }
+    }
 }
 
 /// Handle to the store; cheap to clone.
@@ -344,30 +442,82 @@ impl Storage {
     /// Open (or create) the store in `dir`. `journal_key` keys the hash
     /// chain of the ledger journal.
     pub fn open(dir: &Path, journal_key: [u8; 32]) -> Result<Storage> {
-        Storage::open_with_cache(dir, journal_key, 64 << 20)
+        Storage::open_with(dir, journal_key, StorageOptions::default())
     }
 
     /// [`Storage::open`] with a page cache of `cache_bytes` (sled's
     /// `cache_capacity`).
     pub fn open_with_cache(dir: &Path, journal_key: [u8; 32], cache_bytes: u64) -> Result<Storage> {
+        let opts = StorageOptions {
+            cache_bytes,
+            ..StorageOptions::default()
+        };
+        Storage::open_with(dir, journal_key, opts)
+    }
+
+    /// Open with every option: sled's checkpoint, then the journal's frames
+    /// after it replayed into the overlay and the outbox.
+    pub fn open_with(dir: &Path, journal_key: [u8; 32], opts: StorageOptions) -> Result<Storage> {
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(cache_bytes)
+            .cache_capacity(opts.cache_bytes)
             .open()?;
-        let tree = db.open_tree("state")?;
+        let sled_tree = db.open_tree("state")?;
         let log_path = dir.join("db").join("db");
         let log = std::fs::File::open(&log_path)
             .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", log_path.display())))?;
-        let last = match tree.scan_prefix(b"o/").next_back() {
-            Some(kv) => {
-                let (k, v) = kv?;
-                let events: Vec<serde_json::Value> = dec(&k, &v)?;
-                seq_of(&k)? + (events.len() as u64).saturating_sub(1)
-            }
-            None => cursor(&tree)?,
+        let (ckpt_pos, ckpt_event) = checkpoint::read_position(&sled_tree)?;
+        let tree = Kv::new(sled_tree);
+        let mut last_event = ckpt_event;
+        // The outbox as sled held it before the journal.
+        let mut outbox: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut legacy = std::collections::HashSet::new();
+        for kv in tree.sled.scan_prefix(b"o/") {
+            let (k, v) = kv?;
+            let first = seq_of(&k)?;
+            let events: Vec<serde_json::Value> = dec(&k, &v)?;
+            let events = events.iter().map(enc).collect::<Result<Vec<_>>>()?;
+            last_event = last_event.max(first + (events.len() as u64).saturating_sub(1));
+            legacy.insert(first);
+            outbox.insert(first, events);
+        }
+        let journal_dir = dir.join("journal");
+        let mut replayed: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+        let mut last_pos = ckpt_pos;
+        let journal = if opts.journal {
+            let fs = opts
+                .fs
+                .clone()
+                .unwrap_or_else(|| Arc::new(journal::RealFs) as Arc<dyn JournalFs>);
+            let j = Journal::open(&journal_dir, fs, opts.segment_bytes, ckpt_pos, |pos, p| {
+                let round = commit::decode_round(p)?;
+                let last = round.last_event();
+                if pos > ckpt_pos {
+                    tree.apply(round.ops).map_err(|e| e.to_string())?;
+                }
+                if !round.events.is_empty() {
+                    replayed.push((round.first_event, round.events));
+                }
+                Ok(last)
+            })
+            .map_err(|e| StorageError::Io(e.to_string()))?;
+            last_pos = last_pos.max(j.next_position() - 1);
+            Some(j)
+        } else {
+            None
         };
+        crash_point("replayed");
+        let consumed = cursor(&tree)?;
+        for (first, events) in replayed {
+            let last = first + events.len() as u64 - 1;
+            last_event = last_event.max(last);
+            if last > consumed {
+                outbox.insert(first, events);
+            }
+        }
+        last_event = last_event.max(consumed);
         let chain = ledger::chain_head(&tree, journal_key)?;
-        let (durable_tx, _) = watch::channel(last);
+        let (durable_tx, _) = watch::channel(last_event);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             db,
@@ -376,17 +526,42 @@ impl Storage {
             durable_tx,
             apply_lock: std::sync::RwLock::new(()),
             journal_key,
+            journal: Mutex::new(journal),
+            journal_dir,
+            outbox: Mutex::new(outbox),
+            legacy_outbox: Mutex::new(legacy),
+            applied_pos: AtomicU64::new(last_pos),
+            last_event: AtomicU64::new(last_event),
+            since_checkpoint: AtomicU64::new(0),
+            checkpoint_lock: Mutex::new(()),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
+            opts,
             poisoned: AtomicBool::new(false),
-            committer: Mutex::new(None),
+            refusing: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
             log,
         });
         let committer = Arc::clone(&inner);
-        let handle = std::thread::Builder::new()
+        let cur = commit::Cursor {
+            next_seq: last_event + 1,
+            chain,
+        };
+        let mut threads = vec![std::thread::Builder::new()
             .name("qrgate-committer".into())
-            .spawn(move || commit_loop(committer, jobs_rx, last + 1, chain))
-            .map_err(|e| StorageError::Io(format!("cannot start committer: {e}")))?;
-        if let Ok(mut c) = inner.committer.lock() {
-            *c = Some(handle);
+            .spawn(move || commit_loop(committer, jobs_rx, cur))
+            .map_err(|e| StorageError::Io(format!("cannot start committer: {e}")))?];
+        if inner.opts.journal {
+            let checkpointer = Arc::clone(&inner);
+            let every = inner.opts.checkpoint_every;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("qrgate-checkpoint".into())
+                    .spawn(move || checkpoint::run_loop(checkpointer, every))
+                    .map_err(|e| StorageError::Io(format!("cannot start checkpointer: {e}")))?,
+            );
+        }
+        if let Ok(mut t) = inner.threads.lock() {
+            *t = threads;
         }
         Ok(Storage { inner })
     }
@@ -461,23 +636,84 @@ impl Storage {
         self.inner.poisoned.load(Ordering::Relaxed)
     }
 
-    /// Stop the committer after the queued work and flush (graceful shutdown).
+    /// Why writes are refused right now, if they are.
+    pub fn write_refusal(&self) -> Option<&'static str> {
+        if self.inner.poisoned.load(Ordering::Relaxed) {
+            Some("storage failed (fsync); restart the server")
+        } else if self.inner.refusing.load(Ordering::Relaxed) {
+            Some("journal writes are failing (disk full or I/O error)")
+        } else {
+            None
+        }
+    }
+
+    /// Write a checkpoint now (sled takes the overlay; covered journal
+    /// segments are deleted). Returns the journal position it holds.
+    pub fn checkpoint(&self) -> Result<u64> {
+        checkpoint::run(&self.inner)
+    }
+
+    /// Journal position and bytes, overlay records (for metrics and tests).
+    pub fn journal_stats(&self) -> (u64, u64, usize, usize) {
+        let (bytes, segments) = match self.inner.journal.lock() {
+            Ok(j) => j
+                .as_ref()
+                .map_or((0, 0), |j| (j.bytes(), j.segments().len())),
+            Err(_) => (0, 0),
+        };
+        (
+            self.inner.applied_pos.load(Ordering::SeqCst),
+            bytes,
+            segments,
+            self.inner.tree.overlay_len(),
+        )
+    }
+
+    /// Graceful shutdown: the committer finishes the queued work and stops
+    /// (later submits answer [`StorageError::Closed`]), then a last
+    /// checkpoint leaves the next start nothing to replay.
     pub fn close(&self) -> Result<()> {
         if let Ok(mut g) = self.inner.jobs.lock() {
             g.take();
+        }
+        self.stop_threads()?;
+        if self.inner.opts.journal && !self.is_poisoned() {
+            checkpoint::run(&self.inner)?;
         }
         self.inner.db.flush()?;
         Ok(())
     }
 
-    /// Close, wait for the committer to finish, and release the store (its
-    /// directory lock goes with the last handle: this one must be the last).
+    /// [`close`](Self::close) and release the store (its directory lock
+    /// goes with the last handle: this one must be the last).
     pub fn shutdown(self) -> Result<()> {
-        self.close()?;
-        let handle = self.inner.committer.lock().ok().and_then(|mut c| c.take());
-        if let Some(h) = handle {
+        self.close()
+    }
+
+    /// Stop without a checkpoint, as a crash would (the journal alone
+    /// holds what came after the last checkpoint): for tests of recovery.
+    #[doc(hidden)]
+    pub fn abandon(self) {
+        if let Ok(mut g) = self.inner.jobs.lock() {
+            g.take();
+        }
+        let _ = self.stop_threads();
+    }
+
+    fn stop_threads(&self) -> Result<()> {
+        if let Ok(mut w) = self.inner.wake.0.lock() {
+            w.stop = true;
+            self.inner.wake.1.notify_all();
+        }
+        let threads = self
+            .inner
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for h in threads {
             h.join()
-                .map_err(|_| StorageError::Io("the committer thread panicked".into()))?;
+                .map_err(|_| StorageError::Io("a storage thread panicked".into()))?;
         }
         Ok(())
     }
@@ -603,30 +839,36 @@ impl Storage {
         cursor(&self.inner.tree)
     }
 
-    /// Events with `cursor < seq <= upto`, in order.
-    /// Outbox records holding the events `cursor < seq <= upto`, in order, as
-    /// (record key, events with their seqs). Records are consumed whole.
+    /// Outbox records holding the events `cursor < seq <= upto`, in order,
+    /// as (seq of the first, events with their seqs). Records are consumed whole.
     pub fn outbox_range(&self, cursor: u64, upto: u64) -> Result<Vec<(u64, Vec<Event>)>> {
-        let lo = (cursor + 1).to_be_bytes();
-        let hi = upto.to_be_bytes();
-        self.inner
-            .tree
-            .range(key(b"o/", &[&lo])..=key(b"o/", &[&hi]))
-            .map(|kv| {
-                let (k, v) = kv?;
-                let first = seq_of(&k)?;
-                let mut events: Vec<Event> = dec(&k, &v)?;
-                for (n, e) in events.iter_mut().enumerate() {
+        let outbox = self
+            .inner
+            .outbox
+            .lock()
+            .map_err(|_| StorageError::Io("outbox lock poisoned".into()))?;
+        outbox
+            .range(cursor + 1..=upto)
+            .map(|(first, raw)| {
+                let mut events = Vec::with_capacity(raw.len());
+                for (n, bytes) in raw.iter().enumerate() {
+                    let mut e: Event = serde_json::from_slice(bytes).map_err(|e| {
+                        StorageError::Corrupt(
+                            format!("outbox event {}", first + n as u64),
+                            e.to_string(),
+                        )
+                    })?;
                     e.seq = first + n as u64;
+                    events.push(e);
                 }
-                Ok((first, events))
+                Ok((*first, events))
             })
             .collect()
     }
 
     /// Record that the outbox records `records` (all events up to `upto`) were
-    /// consumed: remove them, store the counters they produced and the new
-    /// cursor, in one atomic write set.
+    /// consumed: store the counters they produced and the new cursor in one
+    /// durable write set, then let the records go.
     pub async fn consume_outbox(
         &self,
         records: &[u64],
@@ -635,8 +877,10 @@ impl Storage {
         invites: &[(InviteId, Counters)],
     ) -> Result<()> {
         let mut w = WriteSet::new();
-        for seq in records {
-            w.del(key(b"o/", &[&seq.to_be_bytes()]));
+        if let Ok(legacy) = self.inner.legacy_outbox.lock() {
+            for seq in records.iter().filter(|s| legacy.contains(s)) {
+                w.del(key(b"o/", &[&seq.to_be_bytes()]));
+            }
         }
         for (g, c) in groups {
             w.put_json(key(b"cg/", &[g.as_bytes()]), c);
@@ -645,7 +889,18 @@ impl Storage {
             w.put_json(key(b"ci/", &[i.as_bytes()]), c);
         }
         w.put(CURSOR.to_vec(), upto.to_be_bytes().to_vec());
-        self.submit(w).await
+        self.submit(w).await?;
+        if let Ok(mut outbox) = self.inner.outbox.lock() {
+            for seq in records {
+                outbox.remove(seq);
+            }
+        }
+        if let Ok(mut legacy) = self.inner.legacy_outbox.lock() {
+            for seq in records {
+                legacy.remove(seq);
+            }
+        }
+        Ok(())
     }
 
     /// Groups with join requests that expire at or before `now`.
@@ -674,7 +929,7 @@ fn seq_of(k: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(tail))
 }
 
-fn cursor(tree: &sled::Tree) -> Result<u64> {
+fn cursor(tree: &Kv) -> Result<u64> {
     match tree.get(CURSOR)? {
         Some(v) => {
             let b: [u8; 8] = v

@@ -14,9 +14,11 @@ pub struct TestApp {
     pub child: Option<Child>,
     extra_config: String,
     pub client: awc::Client,
+    /// Environment for the server process (e.g. `QRGATE_CRASH_AT`).
+    pub env: Vec<(String, String)>,
 }
 
-fn start(dir: &Path, extra_config: &str) -> (Child, String) {
+fn start(dir: &Path, extra_config: &str, env: &[(String, String)]) -> (Child, String) {
     let cfg = dir.join("config.toml");
     let data = dir.join("data");
     // No scan code pool unless a test asks for one: every server would
@@ -55,6 +57,8 @@ fn start(dir: &Path, extra_config: &str) -> (Child, String) {
         .env_remove("QRGATE_DATA_DIR")
         .env_remove("QRGATE_ADMIN_TOKEN")
         .env_remove("QRGATE_PUBLIC_BASE_URL")
+        .env_remove("QRGATE_CRASH_AT")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -122,13 +126,14 @@ impl TestApp {
     /// `extra_config` is TOML appended to the config (e.g. a `[limits]` table).
     pub async fn spawn_with(extra_config: &str) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (child, base) = start(dir.path(), extra_config);
+        let (child, base) = start(dir.path(), extra_config, &[]);
         let app = TestApp {
             base,
             dir,
             child: Some(child),
             extra_config: extra_config.to_string(),
             client: client(),
+            env: Vec::new(),
         };
         app.wait_healthy().await;
         app
@@ -172,7 +177,7 @@ impl TestApp {
     /// Start again on the same data dir (new port).
     pub async fn restart(&mut self) {
         self.kill9();
-        let (child, base) = start(self.dir.path(), &self.extra_config);
+        let (child, base) = start(self.dir.path(), &self.extra_config, &self.env);
         self.child = Some(child);
         self.base = base;
         self.client = client();

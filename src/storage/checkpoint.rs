@@ -1,0 +1,175 @@
+//! The checkpoint: what the overlay holds goes into sled, coalesced (one
+//! record per key however often it was written since the last checkpoint;
+//! a record created and deleted in between never reaches sled), then sled
+//! is made durable, and only then are the journal segments it covers (and
+//! whose events the outbox has consumed) deleted.
+//!
+//! sled's `x/checkpoint` record says which journal position the checkpoint
+//! holds and the last event seq at that position; recovery replays the
+//! frames after it.
+
+use sled::IVec;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::kv::Map;
+use super::{Inner, Result, StorageError};
+use crate::metrics;
+
+pub(super) const CHECKPOINT: &[u8] = b"x/checkpoint";
+
+/// Records per sled batch: a crash between batches leaves sled with part of
+/// the checkpoint under the old position, which replay makes whole again.
+const BATCH: usize = 8192;
+
+/// (journal position, last event seq) of the checkpoint in sled.
+pub(super) fn read_position(tree: &sled::Tree) -> Result<(u64, u64)> {
+    match tree.get(CHECKPOINT)? {
+        None => Ok((0, 0)),
+        Some(v) if v.len() == 16 => {
+            let mut a = [0u8; 8];
+            let mut b = [0u8; 8];
+            a.copy_from_slice(&v[..8]);
+            b.copy_from_slice(&v[8..]);
+            Ok((u64::from_be_bytes(a), u64::from_be_bytes(b)))
+        }
+        Some(_) => Err(StorageError::Corrupt(
+            "x/checkpoint".into(),
+            "length".into(),
+        )),
+    }
+}
+
+/// Run one checkpoint now. One at a time; returns the position it holds.
+pub(super) fn run(inner: &Inner) -> Result<u64> {
+    let _one = inner
+        .checkpoint_lock
+        .lock()
+        .map_err(|_| StorageError::Io("checkpoint lock poisoned".into()))?;
+    let started = Instant::now();
+    // 1. Freeze the overlay at a round boundary.
+    let (frozen, pos, last_event) = {
+        let _quiet = inner
+            .apply_lock
+            .write()
+            .map_err(|_| StorageError::Io("apply lock poisoned".into()))?;
+        let mut g = inner
+            .tree
+            .overlay
+            .write()
+            .map_err(|_| StorageError::Io("overlay lock poisoned".into()))?;
+        let active = std::mem::take(&mut g.active);
+        let frozen = match g.frozen.take() {
+            // An earlier checkpoint failed: take its records too.
+            Some(old) => {
+                let mut m: Map = Arc::try_unwrap(old).unwrap_or_else(|a| (*a).clone());
+                m.extend(active);
+                Arc::new(m)
+            }
+            None => Arc::new(active),
+        };
+        g.frozen = Some(Arc::clone(&frozen));
+        inner.since_checkpoint.store(0, Ordering::SeqCst);
+        (
+            frozen,
+            inner.applied_pos.load(Ordering::SeqCst),
+            inner.last_event.load(Ordering::SeqCst),
+        )
+    };
+    // 2. Into sled, then durable.
+    let mut batch = sled::Batch::default();
+    let mut n = 0usize;
+    let mut written = 0usize;
+    for (k, v) in frozen.iter() {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.clone()),
+            None => {
+                if !inner.tree.sled.contains_key(k)? {
+                    continue;
+                }
+                batch.remove(k.as_slice());
+            }
+        }
+        n += 1;
+        written += 1;
+        if n == BATCH {
+            inner.tree.sled.apply_batch(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    let mut mark = Vec::with_capacity(16);
+    mark.extend_from_slice(&pos.to_be_bytes());
+    mark.extend_from_slice(&last_event.to_be_bytes());
+    batch.insert(CHECKPOINT, IVec::from(mark));
+    inner.tree.sled.apply_batch(batch)?;
+    inner.db.flush()?;
+    inner
+        .log
+        .sync_data()
+        .map_err(|e| StorageError::Io(format!("fdatasync of sled's log failed: {e}")))?;
+    super::crash_point("checkpoint_synced");
+    // 3. sled holds it: reads go there now.
+    if let Ok(mut g) = inner.tree.overlay.write() {
+        g.frozen = None;
+    }
+    // 4. The journal segments it covers, once the outbox is past them too.
+    let consumed = super::cursor(&inner.tree)?;
+    let gone = match inner.journal.lock() {
+        Ok(mut j) => match j.as_mut() {
+            Some(j) => j.detach_through(pos, consumed),
+            None => Vec::new(),
+        },
+        Err(_) => return Err(StorageError::Io("journal lock poisoned".into())),
+    };
+    if !gone.is_empty() {
+        for path in &gone {
+            std::fs::remove_file(path)
+                .map_err(|e| StorageError::Io(format!("cannot remove {}: {e}", path.display())))?;
+        }
+        super::journal::sync_dir(&inner.journal_dir)
+            .map_err(|e| StorageError::Io(format!("cannot sync the journal dir: {e}")))?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    metrics::CHECKPOINT_SECONDS.observe(secs);
+    tracing::debug!(
+        position = pos,
+        records = written,
+        segments_deleted = gone.len(),
+        ms = secs * 1000.0,
+        "checkpoint"
+    );
+    Ok(pos)
+}
+
+/// The checkpointer thread: a checkpoint every `every`, or sooner when the
+/// committer says the journal grew past the configured size.
+pub(super) fn run_loop(inner: Arc<Inner>, every: Duration) {
+    loop {
+        let stop = {
+            let Ok(g) = inner.wake.0.lock() else { return };
+            let Ok((mut g, _)) = inner
+                .wake
+                .1
+                .wait_timeout_while(g, every, |w| !w.stop && !w.now)
+            else {
+                return;
+            };
+            g.now = false;
+            g.stop
+        };
+        if stop {
+            return;
+        }
+        if inner.poisoned.load(Ordering::SeqCst) {
+            continue;
+        }
+        if inner.applied_pos.load(Ordering::SeqCst) == 0 && inner.tree.overlay_len() == 0 {
+            continue;
+        }
+        if let Err(e) = run(&inner) {
+            metrics::CHECKPOINT_FAILED.inc();
+            tracing::error!(error = %e, "checkpoint failed; the journal keeps everything, retrying later");
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The read view: what the journal holds since the last checkpoint (the
+//! overlay, in memory) over what sled holds (the checkpoint). Every read
+//! consults the overlay first; a `None` in it is a delete not yet in sled.
+//!
+//! The overlay has two generations: `active` takes the committer's rounds;
+//! a checkpoint freezes it (`frozen`), writes it to sled, and drops it once
+//! sled is durable. Reads see active, then frozen, then sled, so the view
+//! does not change while a checkpoint runs.
+
+use sled::IVec;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, RwLock};
+
+use super::{Result, StorageError};
+
+pub(super) type Map = BTreeMap<Vec<u8>, Option<IVec>>;
+
+#[derive(Default)]
+pub(super) struct Generations {
+    pub(super) active: Map,
+    pub(super) frozen: Option<Arc<Map>>,
+}
+
+pub(super) struct Kv {
+    pub(super) sled: sled::Tree,
+    pub(super) overlay: RwLock<Generations>,
+}
+
+fn poisoned() -> StorageError {
+    StorageError::Io("overlay lock poisoned".into())
+}
+
+impl Kv {
+    pub(super) fn new(sled: sled::Tree) -> Kv {
+        Kv {
+            sled,
+            overlay: RwLock::new(Generations::default()),
+        }
+    }
+
+    /// What the overlay says of `k`: `Some(None)` deleted, `None` ask sled.
+    fn in_overlay(&self, k: &[u8]) -> Result<Option<Option<IVec>>> {
+        let g = self.overlay.read().map_err(|_| poisoned())?;
+        if let Some(v) = g.active.get(k) {
+            return Ok(Some(v.clone()));
+        }
+        Ok(g.frozen.as_ref().and_then(|f| f.get(k).cloned()))
+    }
+
+    pub(super) fn get<K: AsRef<[u8]>>(&self, k: K) -> Result<Option<IVec>> {
+        let k = k.as_ref();
+        match self.in_overlay(k)? {
+            Some(v) => Ok(v),
+            None => Ok(self.sled.get(k)?),
+        }
+    }
+
+    pub(super) fn contains_key<K: AsRef<[u8]>>(&self, k: K) -> Result<bool> {
+        Ok(self.get(k)?.is_some())
+    }
+
+    /// The overlay's records in `range`, active over frozen.
+    fn overlay_range(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+    ) -> Result<VecDeque<(IVec, Option<IVec>)>> {
+        let g = self.overlay.read().map_err(|_| poisoned())?;
+        let r = (lo, hi);
+        let active = g.active.range::<[u8], _>(r);
+        let Some(frozen) = g.frozen.as_ref() else {
+            return Ok(active
+                .map(|(k, v)| (IVec::from(k.as_slice()), v.clone()))
+                .collect());
+        };
+        let mut merged: BTreeMap<&[u8], &Option<IVec>> = frozen
+            .range::<[u8], _>(r)
+            .map(|(k, v)| (k.as_slice(), v))
+            .collect();
+        for (k, v) in active {
+            merged.insert(k.as_slice(), v);
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(k, v)| (IVec::from(k), v.clone()))
+            .collect())
+    }
+
+    pub(super) fn range<R: RangeBounds<Vec<u8>>>(&self, r: R) -> Merged {
+        let lo = r.start_bound().map(|v| v.as_slice());
+        let hi = r.end_bound().map(|v| v.as_slice());
+        let over = self.overlay_range(lo, hi);
+        let base = self.sled.range::<&[u8], _>((lo, hi));
+        Merged::new(over, base)
+    }
+
+    pub(super) fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Merged {
+        let p = prefix.as_ref();
+        let over = self
+            .overlay_range(Bound::Included(p), Bound::Unbounded)
+            .map(|mut v| {
+                let n = v.iter().take_while(|(k, _)| k.starts_with(p)).count();
+                v.truncate(n);
+                v
+            });
+        Merged::new(over, self.sled.scan_prefix(p))
+    }
+
+    /// Apply one round of puts and deletes (the committer, after the round
+    /// is durable in the journal).
+    pub(super) fn apply(
+        &self,
+        ops: impl IntoIterator<Item = (Vec<u8>, Option<IVec>)>,
+    ) -> Result<()> {
+        let mut g = self.overlay.write().map_err(|_| poisoned())?;
+        for (k, v) in ops {
+            g.active.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// Records in the overlay (both generations).
+    pub(super) fn overlay_len(&self) -> usize {
+        self.overlay
+            .read()
+            .map(|g| g.active.len() + g.frozen.as_ref().map_or(0, |f| f.len()))
+            .unwrap_or(0)
+    }
+}
+
+/// Overlay records merged over a sled iterator, in key order both ways.
+pub(super) struct Merged {
+    over: VecDeque<(IVec, Option<IVec>)>,
+    base: sled::Iter,
+    front: Option<(IVec, IVec)>,
+    back: Option<(IVec, IVec)>,
+    error: Option<StorageError>,
+}
+
+impl Merged {
+    fn new(over: Result<VecDeque<(IVec, Option<IVec>)>>, base: sled::Iter) -> Merged {
+        let (over, error) = match over {
+            Ok(o) => (o, None),
+            Err(e) => (VecDeque::new(), Some(e)),
+        };
+        Merged {
+            over,
+            base,
+            front: None,
+            back: None,
+            error,
+        }
+    }
+}
+
+impl Iterator for Merged {
+    type Item = Result<(IVec, IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        loop {
+            if self.front.is_none() {
+                match self.base.next() {
+                    Some(Ok(kv)) => self.front = Some(kv),
+                    Some(Err(e)) => return Some(Err(e.into())),
+                    // Met the other end: what it peeked is next.
+                    None => self.front = self.back.take(),
+                }
+            }
+            let order = match (self.over.front(), &self.front) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((o, _)), Some((b, _))) => o.cmp(b),
+            };
+            match order {
+                std::cmp::Ordering::Greater => return self.front.take().map(Ok),
+                eq_or_less => {
+                    if eq_or_less == std::cmp::Ordering::Equal {
+                        self.front = None;
+                    }
+                    if let Some((k, Some(v))) = self.over.pop_front() {
+                        return Some(Ok((k, v)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl DoubleEndedIterator for Merged {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        loop {
+            if self.back.is_none() {
+                match self.base.next_back() {
+                    Some(Ok(kv)) => self.back = Some(kv),
+                    Some(Err(e)) => return Some(Err(e.into())),
+                    None => self.back = self.front.take(),
+                }
+            }
+            let order = match (self.over.back(), &self.back) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Greater,
+                (None, Some(_)) => std::cmp::Ordering::Less,
+                (Some((o, _)), Some((b, _))) => o.cmp(b),
+            };
+            match order {
+                std::cmp::Ordering::Less => return self.back.take().map(Ok),
+                eq_or_greater => {
+                    if eq_or_greater == std::cmp::Ordering::Equal {
+                        self.back = None;
+                    }
+                    if let Some((k, Some(v))) = self.over.pop_back() {
+                        return Some(Ok((k, v)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv() -> (tempfile::TempDir, Kv) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .temporary(true)
+            .open()
+            .unwrap();
+        let t = db.open_tree("t").unwrap();
+        (dir, Kv::new(t))
+    }
+
+    fn keys(it: impl Iterator<Item = Result<(IVec, IVec)>>) -> Vec<String> {
+        it.map(|kv| {
+            let (k, v) = kv.unwrap();
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(&k),
+                String::from_utf8_lossy(&v)
+            )
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_overlay_shadows_sled_both_ways_and_across_generations() {
+        let (_d, kv) = kv();
+        for k in ["a/1", "a/2", "a/4", "a/6", "b/1"] {
+            kv.sled.insert(k, "s").unwrap();
+        }
+        kv.apply([
+            (b"a/2".to_vec(), None),
+            (b"a/3".to_vec(), Some(IVec::from("f"))),
+            (b"a/6".to_vec(), Some(IVec::from("f"))),
+        ])
+        .unwrap();
+        // Freeze what is there (as a checkpoint does), then write more.
+        {
+            let mut g = kv.overlay.write().unwrap();
+            let a = std::mem::take(&mut g.active);
+            g.frozen = Some(Arc::new(a));
+        }
+        kv.apply([
+            (b"a/3".to_vec(), None),
+            (b"a/5".to_vec(), Some(IVec::from("o"))),
+            (b"a/0".to_vec(), Some(IVec::from("o"))),
+        ])
+        .unwrap();
+        let want = ["a/0=o", "a/1=s", "a/4=s", "a/5=o", "a/6=f"];
+        assert_eq!(keys(kv.scan_prefix("a/")), want);
+        let rev: Vec<_> = want.iter().rev().map(|s| s.to_string()).collect();
+        assert_eq!(keys(kv.scan_prefix("a/").rev()), rev);
+        assert_eq!(
+            keys(kv.range(b"a/1".to_vec()..b"a/5".to_vec())),
+            ["a/1=s", "a/4=s"]
+        );
+        assert_eq!(
+            keys(kv.range(b"a/1".to_vec()..=b"a/5".to_vec()).rev().take(2)),
+            ["a/5=o", "a/4=s"]
+        );
+        // Both ends at once meet in the middle without repeats.
+        let mut it = kv.scan_prefix("a/");
+        let mut got = vec![];
+        loop {
+            match (it.next(), it.next_back()) {
+                (None, None) => break,
+                (a, b) => {
+                    got.extend(a.map(|x| x.unwrap().0));
+                    got.extend(b.map(|x| x.unwrap().0));
+                }
+            }
+        }
+        got.sort();
+        assert_eq!(got.len(), 5);
+        got.dedup();
+        assert_eq!(got.len(), 5, "no key twice");
+        assert_eq!(kv.get("a/2").unwrap(), None);
+        assert_eq!(kv.get("a/3").unwrap(), None);
+        assert_eq!(kv.get("a/6").unwrap(), Some(IVec::from("f")));
+        assert_eq!(kv.get("b/1").unwrap(), Some(IVec::from("s")));
+        assert!(!kv.contains_key("a/2").unwrap());
+    }
+}
