@@ -6,6 +6,8 @@
 //! transfers submitted together and awaited; transfers/s = 1024 / time.
 //! - `spread`: earnings into 1,000 different wallets (1,000 actors).
 //! - `hot`: earnings into one wallet (one actor serialises them all).
+//! - `durable_transfers_no_storage`: the same with the journal switched
+//!   off (`StorageOptions::journal = false`): the actor path alone.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,19 +17,28 @@ use std::time::{Duration, Instant};
 use qrgate::config::Config;
 use qrgate::domain::ids::UserId;
 use qrgate::registry::Arbiters;
-use qrgate::storage::Storage;
+use qrgate::storage::{Storage, StorageOptions};
 use qrgate::wallets::{Shared, Wallets};
 
 const IN_FLIGHT: u64 = 1024;
 
 fn ledger(c: &mut Criterion) {
+    run(c, "durable_transfers", true);
+    run(c, "durable_transfers_no_storage", false);
+}
+
+fn run(c: &mut Criterion, group: &str, journal: bool) {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => panic!("tempdir: {e}"),
     };
     let sys = actix_web::rt::System::new();
     let wallets = sys.block_on(async {
-        let storage = match Storage::open(dir.path(), [3; 32]) {
+        let opts = StorageOptions {
+            journal,
+            ..StorageOptions::default()
+        };
+        let storage = match Storage::open_with(dir.path(), [3; 32], opts) {
             Ok(s) => s,
             Err(e) => panic!("open: {e}"),
         };
@@ -40,7 +51,7 @@ fn ledger(c: &mut Criterion) {
         )
     });
     let next = AtomicU64::new(0);
-    let mut g = c.benchmark_group("durable_transfers");
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(IN_FLIGHT));
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(10));

@@ -34,7 +34,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Drive load against a server (see the README's capacity section).
-    Load(qrgate::load::LoadArgs),
+    Load(Box<qrgate::load::LoadArgs>),
     /// Run the payment-provider simulator (tests and local development).
     Paysim(qrgate::paysim::PaysimArgs),
     /// Match the provider's daily bill against our payouts (calls a running
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         None => serve(None),
         Some(Command::Serve { config }) => serve(config),
         Some(Command::Keygen { config }) => keygen(config),
-        Some(Command::Load(args)) => qrgate::load::run(args),
+        Some(Command::Load(args)) => qrgate::load::run(*args),
         Some(Command::Reconcile(args)) => match qrgate::admin_cli::reconcile(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(2),

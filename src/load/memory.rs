@@ -65,7 +65,7 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
     let extra = format!(
         "\n[actors]\nidle_timeout_seconds = {}\n{}",
         a.idle_timeout,
-        super::storage_config(a.cache_mb, false)
+        super::storage_config(a.cache_mb, false, None)
     );
     let dir = ServerDir::new(&extra)?;
     let t = Instant::now();

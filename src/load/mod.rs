@@ -35,6 +35,7 @@ mod plot;
 mod record;
 mod sim;
 mod steps;
+mod storage;
 mod ws;
 
 use actix_web::dev::ServerHandle;
@@ -164,6 +165,10 @@ pub struct LoadArgs {
     /// request and actor path alone. For comparison only.
     #[arg(long)]
     pub no_storage: bool,
+    /// --spawn: the spawned server's `[storage] checkpoint_secs`, so that a
+    /// run spans several checkpoints (default: the server's own, 30 s).
+    #[arg(long)]
+    pub checkpoint_secs: Option<u64>,
     /// ws: WebSocket connections (subscribers of the event groups).
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -357,7 +362,11 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
                 None => String::new(),
             };
             extra.push_str(args.risk.config());
-            extra.push_str(&storage_config(args.cache_mb, args.no_storage));
+            extra.push_str(&storage_config(
+                args.cache_mb,
+                args.no_storage,
+                args.checkpoint_secs,
+            ));
             let (server, base, admin) = SpawnedServer::start(&extra)?;
             let sim_base = sim.as_ref().map(|s| s.base.clone());
             (base, admin, Some(server), sim_base, sim)
@@ -400,7 +409,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
             }
             _ => {
                 let plan = setup(args, &api, &admin).await?;
-                let (baseline, row, timeline) = measure(args, &base, &plan).await?;
+                let (baseline, row, timeline) = measure(args, &api, &plan).await?;
                 let checks = check(&plan, &row, &api).await?;
                 Outcome {
                     row,
@@ -682,10 +691,13 @@ impl Drop for TempDir {
 
 /// A throwaway data dir and config for a spawned server; removed on drop.
 /// The `[storage]` section of a spawned server's config, if not its default.
-fn storage_config(cache_mb: Option<u64>, no_storage: bool) -> String {
+fn storage_config(cache_mb: Option<u64>, no_storage: bool, checkpoint_secs: Option<u64>) -> String {
     let mut s = String::new();
     if let Some(mb) = cache_mb {
         s.push_str(&format!("cache_mb = {mb}\n"));
+    }
+    if let Some(secs) = checkpoint_secs {
+        s.push_str(&format!("checkpoint_secs = {secs}\n"));
     }
     if no_storage {
         s.push_str("journal = false\n");
@@ -1266,9 +1278,10 @@ impl Tally {
 /// The baseline (if asked) then the scenario, both with the plan's requests.
 async fn measure(
     args: &LoadArgs,
-    base: &str,
+    api: &Api,
     plan: &Plan,
 ) -> Result<(Option<Row>, Row, Vec<record::Point>), String> {
+    let base = api.base.as_str();
     let (conc, name, limit) = (args.connections, plan.name, plan.limit);
     let secs = plan.duration.as_secs();
     let baseline = if args.baseline {
@@ -1299,6 +1312,8 @@ async fn measure(
         None
     };
     eprintln!("load: {name}, {conc} connections, at most {limit} requests / {secs} s");
+    let before = storage::scrape(api).await;
+    let started = Instant::now();
     let rec = record::Recorder::new(name, limit, plan.duration, record::bar_wanted(args.json));
     let row = drive(
         name,
@@ -1309,7 +1324,14 @@ async fn measure(
         &rec,
     )
     .await?;
-    Ok((baseline, row, rec.finish()))
+    let timeline = rec.finish();
+    if let (Some(b), Some(a)) = (before, storage::scrape(api).await) {
+        eprintln!(
+            "load: {}",
+            storage::line(b, a, started.elapsed().as_secs_f64())
+        );
+    }
+    Ok((baseline, row, timeline))
 }
 
 /// Send the plan's requests to `url` until its limit or duration, `conns` in

@@ -83,12 +83,12 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     let mut written = 0usize;
     for (k, v) in frozen.iter() {
         match v {
-            Some(v) => batch.insert(k.as_slice(), v.clone()),
+            Some(v) => batch.insert(k, v.clone()),
             None => {
                 if !inner.tree.sled.contains_key(k)? {
                     continue;
                 }
-                batch.remove(k.as_slice());
+                batch.remove(k);
             }
         }
         n += 1;
@@ -142,9 +142,25 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     Ok(pos)
 }
 
+/// Run this thread at a lower CPU priority (nice 10): a checkpoint is
+/// background work that must keep up over minutes, while requests want the
+/// cores now. Only this thread: Linux applies `setpriority` per thread.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take no pointers; failure only leaves
+    // the priority as it was.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10)
+    };
+    if rc != 0 {
+        tracing::debug!("checkpointer: cannot lower its priority");
+    }
+}
+
 /// The checkpointer thread: a checkpoint every `every`, or sooner when the
 /// committer says the journal grew past the configured size.
 pub(super) fn run_loop(inner: Arc<Inner>, every: Duration) {
+    lower_priority();
     loop {
         let stop = {
             let Ok(g) = inner.wake.0.lock() else { return };

@@ -8,13 +8,68 @@
 //! does not change while a checkpoint runs.
 
 use sled::IVec;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, RwLock};
 
 use super::{Result, StorageError};
 
-pub(super) type Map = BTreeMap<Vec<u8>, Option<IVec>>;
+/// Records by key (`None`: deleted). A hash map answers point reads and
+/// rewrites of a key already there (most writes: a bucket, an account) in
+/// one lookup; the ordered set of keys, touched only when a key is new,
+/// serves scans and ranges.
+#[derive(Clone, Default)]
+pub(super) struct Map {
+    values: HashMap<Arc<[u8]>, Option<IVec>, foldhash::fast::RandomState>,
+    keys: BTreeSet<Arc<[u8]>>,
+}
+
+impl Map {
+    pub(super) fn get(&self, k: &[u8]) -> Option<&Option<IVec>> {
+        self.values.get(k)
+    }
+
+    pub(super) fn insert(&mut self, k: Vec<u8>, v: Option<IVec>) {
+        if let Some(slot) = self.values.get_mut(k.as_slice()) {
+            *slot = v;
+            return;
+        }
+        let k: Arc<[u8]> = k.into();
+        self.keys.insert(Arc::clone(&k));
+        self.values.insert(k, v);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Records in key order within the bounds.
+    pub(super) fn range<'a>(
+        &'a self,
+        r: (Bound<&'a [u8]>, Bound<&'a [u8]>),
+    ) -> impl Iterator<Item = (&'a [u8], &'a Option<IVec>)> + 'a {
+        self.keys
+            .range::<[u8], _>(r)
+            .filter_map(|k| self.values.get(k).map(|v| (&k[..], v)))
+    }
+
+    /// Every record in key order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &Option<IVec>)> {
+        self.range((Bound::Unbounded, Bound::Unbounded))
+    }
+
+    /// Take every record of `later` over these.
+    pub(super) fn extend(&mut self, later: Map) {
+        for (k, v) in later.values {
+            if let Some(slot) = self.values.get_mut(&k) {
+                *slot = v;
+            } else {
+                self.keys.insert(Arc::clone(&k));
+                self.values.insert(k, v);
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Generations {
@@ -60,26 +115,25 @@ impl Kv {
         Ok(self.get(k)?.is_some())
     }
 
-    /// The overlay's records in `range`, active over frozen.
+    /// The overlay's records in `range` (and under `prefix`, if given),
+    /// active over frozen.
     fn overlay_range(
         &self,
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
+        prefix: Option<&[u8]>,
     ) -> Result<VecDeque<(IVec, Option<IVec>)>> {
+        let under = |k: &[u8]| prefix.is_none_or(|p| k.starts_with(p));
         let g = self.overlay.read().map_err(|_| poisoned())?;
         let r = (lo, hi);
-        let active = g.active.range::<[u8], _>(r);
+        let active = g.active.range(r).take_while(|(k, _)| under(k));
         let Some(frozen) = g.frozen.as_ref() else {
-            return Ok(active
-                .map(|(k, v)| (IVec::from(k.as_slice()), v.clone()))
-                .collect());
+            return Ok(active.map(|(k, v)| (IVec::from(k), v.clone())).collect());
         };
-        let mut merged: BTreeMap<&[u8], &Option<IVec>> = frozen
-            .range::<[u8], _>(r)
-            .map(|(k, v)| (k.as_slice(), v))
-            .collect();
+        let mut merged: BTreeMap<&[u8], &Option<IVec>> =
+            frozen.range(r).take_while(|(k, _)| under(k)).collect();
         for (k, v) in active {
-            merged.insert(k.as_slice(), v);
+            merged.insert(k, v);
         }
         Ok(merged
             .into_iter()
@@ -90,20 +144,14 @@ impl Kv {
     pub(super) fn range<R: RangeBounds<Vec<u8>>>(&self, r: R) -> Merged {
         let lo = r.start_bound().map(|v| v.as_slice());
         let hi = r.end_bound().map(|v| v.as_slice());
-        let over = self.overlay_range(lo, hi);
+        let over = self.overlay_range(lo, hi, None);
         let base = self.sled.range::<&[u8], _>((lo, hi));
         Merged::new(over, base)
     }
 
     pub(super) fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Merged {
         let p = prefix.as_ref();
-        let over = self
-            .overlay_range(Bound::Included(p), Bound::Unbounded)
-            .map(|mut v| {
-                let n = v.iter().take_while(|(k, _)| k.starts_with(p)).count();
-                v.truncate(n);
-                v
-            });
+        let over = self.overlay_range(Bound::Included(p), Bound::Unbounded, Some(p));
         Merged::new(over, self.sled.scan_prefix(p))
     }
 

@@ -234,11 +234,11 @@ impl WriteSet {
     }
 
     /// Store `user`'s membership of `g` as `roster` now has it (present,
-    /// changed or gone): rewrites the bucket that holds `user`.
+    /// changed or gone): rewrites the bucket that holds `user`. (Records
+    /// from before the buckets are moved and dropped when the group is
+    /// activated, in a write set ordered before this one by its actor.)
     pub fn membership(&mut self, g: GroupId, roster: &Roster, user: UserId) {
         self.member_bucket(g, roster, member::bucket_of(&user));
-        // A record from before the buckets must not outlive this write.
-        self.del(key(b"m/", &[g.as_bytes(), user.as_bytes()]));
     }
 
     /// Store every membership of `g` (a group seeded whole, or one moved

@@ -113,6 +113,7 @@ fn load(
     app: &TestApp,
     w: &World,
     acked: &Arc<Mutex<Acked>>,
+    wave: usize,
     spread_us: u64,
 ) -> Vec<actix_web::rt::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
