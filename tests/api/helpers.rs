@@ -125,7 +125,11 @@ impl TestApp {
 
     /// `extra_config` is TOML appended to the config (e.g. a `[limits]` table).
     pub async fn spawn_with(extra_config: &str) -> TestApp {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(tempfile::tempdir().expect("tempdir"), extra_config).await
+    }
+
+    /// Start on `dir`, whose `data/` may hold a data dir already.
+    pub async fn spawn_in(dir: tempfile::TempDir, extra_config: &str) -> TestApp {
         let (child, base) = start(dir.path(), extra_config, &[]);
         let app = TestApp {
             base,

@@ -96,3 +96,110 @@ async fn members_stored_one_record_each_still_load_and_move_into_buckets() {
     app.restart().await;
     assert_eq!(roster(&app, &g, &owner).await, after);
 }
+
+/// A data dir written by the release before the journal (sled only, the
+/// outbox in sled's `o/` records, its last events not yet consumed when it
+/// was killed): `tests/fixtures/make-datadir-before-journal.py` made it
+/// with that release's binary. It opens with everything in it, carries on
+/// in the new layout (a journal beside sled), and its old outbox is
+/// consumed once and removed.
+#[actix_web::test]
+async fn a_data_dir_written_before_the_journal_opens_and_carries_on() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let expect: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("datadir-before-journal.json")).expect("read"),
+    )
+    .expect("json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(fixtures.join("datadir-before-journal.tar.gz"))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    assert!(!dir.path().join("data/journal").exists());
+    // It holds events its outbox had not consumed when it was killed.
+    let store = Storage::open(&dir.path().join("data"), [0; 32]).expect("open");
+    assert!(store.count_prefix(b"o/") > 0, "unconsumed outbox records");
+    store.abandon();
+    let mut app = TestApp::spawn_in(dir, "").await;
+    assert!(
+        app.data_dir().join("journal").is_dir(),
+        "the journal is created"
+    );
+    let tok = |name: &str| s_(&expect["users"][name]["token"]);
+    let owner = tok("owner");
+    let g = s_(&expect["group"]);
+    for round in 0..2 {
+        // Memberships, with every member the old release acknowledged.
+        let (s, v) = app
+            .get(&format!("/v1/groups/{g}/members"), Some(&owner))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let ids: Vec<String> = v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| s_(&m["user_id"]))
+            .collect();
+        for m in expect["members"].as_array().expect("members") {
+            assert!(ids.contains(&s_(m)), "round {round}: member {m} kept");
+        }
+        // The pending request, the wallets, the packet and the scan code.
+        let ga = s_(&expect["approval_group"]);
+        let (s, v) = app
+            .get(&format!("/v1/groups/{ga}/requests"), Some(&owner))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["requests"][0]["id"], expect["request_id"], "{v}");
+        // Alice's earnings, 300 of them held by her packet.
+        let earned = expect["alice_balance"].as_i64().expect("balance");
+        let w = app.wallet(&tok("alice")).await;
+        assert_eq!(
+            (w["balance"].as_i64(), w["available"].as_i64()),
+            (Some(earned), Some(earned - 300)),
+            "{w}"
+        );
+        assert_eq!(
+            app.balance(&tok("bob")).await,
+            expect["bob_claim"].as_i64().expect("claim")
+        );
+        let (s, v) = app
+            .claim(&tok("bob"), &s_(&expect["packet"]), json!({}))
+            .await;
+        assert_eq!((s, code(&v)), (409, "already_claimed"), "{v}");
+        let (s, v) = app
+            .get(&format!("/v1/codes/{}", s_(&expect["code"])), Some(ADMIN))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        app.books_clean().await;
+        // Every join is counted once: the old outbox's last events included.
+        let joins = 16 + round;
+        let mut counted = Value::Null;
+        for _ in 0..100 {
+            let (_, v) = app.get(&format!("/v1/groups/{g}"), Some(&owner)).await;
+            if v["counters"]["joins"] == joins {
+                counted = v;
+                break;
+            }
+            counted = v;
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(counted["counters"]["joins"], joins, "{counted}");
+        if round == 0 {
+            // The old invitation (signed under the old key) still admits,
+            // and what is written now lands in the journal.
+            let (_, t) = app.user("newcomer").await;
+            assert_eq!(app.join(&t, &s_(&expect["invite_token"])).await.0, 200);
+            app.kill9();
+            app.restart().await;
+        }
+    }
+    app.terminate();
+    // After a graceful stop sled holds everything, the old outbox gone.
+    let store = Storage::open(&app.data_dir(), [0; 32]).expect("open");
+    assert_eq!(store.count_prefix(b"o/"), 0, "old outbox records removed");
+    store.shutdown().expect("close");
+}
