@@ -39,6 +39,13 @@ impl Map {
         self.values.insert(k, v);
     }
 
+    /// Forget `k` altogether (not a delete: sled never had it).
+    pub(super) fn forget(&mut self, k: &[u8]) {
+        if self.values.remove(k).is_some() {
+            self.keys.remove(k);
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.values.len()
     }
@@ -156,13 +163,38 @@ impl Kv {
     }
 
     /// Apply one round of puts and deletes (the committer, after the round
-    /// is durable in the journal).
+    /// is durable in the journal). A delete of a record that neither sled
+    /// nor the frozen generation holds leaves nothing behind, so records
+    /// created and deleted between two checkpoints (inbox postings, outbox
+    /// records) cost nothing later: no tombstone to scan past, nothing for
+    /// the checkpoint to write.
     pub(super) fn apply(
         &self,
         ops: impl IntoIterator<Item = (Vec<u8>, Option<IVec>)>,
     ) -> Result<()> {
+        // Whether sled holds each deleted key, asked before taking the lock:
+        // only the checkpoint writes sled, and only keys of the frozen
+        // generation, which are looked at under the lock.
+        let ops: Vec<(Vec<u8>, Option<IVec>, bool)> = ops
+            .into_iter()
+            .map(|(k, v)| {
+                let in_sled = v.is_none() && self.sled.contains_key(&k)?;
+                Ok((k, v, in_sled))
+            })
+            .collect::<Result<_>>()?;
         let mut g = self.overlay.write().map_err(|_| poisoned())?;
-        for (k, v) in ops {
+        for (k, v, in_sled) in ops {
+            if v.is_none() && !in_sled {
+                let frozen_put = g
+                    .frozen
+                    .as_ref()
+                    .and_then(|f| f.get(&k))
+                    .is_some_and(|v| v.is_some());
+                if !frozen_put {
+                    g.active.forget(&k);
+                    continue;
+                }
+            }
             g.active.insert(k, v);
         }
         Ok(())
@@ -357,5 +389,19 @@ mod tests {
         assert_eq!(kv.get("a/6").unwrap(), Some(IVec::from("f")));
         assert_eq!(kv.get("b/1").unwrap(), Some(IVec::from("s")));
         assert!(!kv.contains_key("a/2").unwrap());
+    }
+
+    #[test]
+    fn a_record_created_and_deleted_between_checkpoints_leaves_nothing() {
+        let (_d, kv) = kv();
+        kv.sled.insert("q/in-sled", "s").unwrap();
+        kv.apply([(b"q/new".to_vec(), Some(IVec::from("v")))])
+            .unwrap();
+        kv.apply([(b"q/new".to_vec(), None), (b"q/in-sled".to_vec(), None)])
+            .unwrap();
+        assert_eq!(kv.overlay_len(), 1, "only the delete sled needs");
+        assert_eq!(kv.get("q/in-sled").unwrap(), None);
+        assert_eq!(kv.get("q/new").unwrap(), None);
+        assert_eq!(kv.scan_prefix("q/").count(), 0);
     }
 }
