@@ -1,6 +1,7 @@
 //! The checkpoint: what the overlay holds goes into sled, coalesced (one
 //! record per key however often it was written since the last checkpoint;
-//! a record created and deleted in between never reaches sled), then sled
+//! a record created and deleted in between never reaches sled; ledger
+//! entries and chain records gathered into pages, `pages.rs`), then sled
 //! is made durable, and only then are the journal segments it covers (and
 //! whose events the outbox has consumed) deleted.
 //!
@@ -9,12 +10,13 @@
 //! frames after it.
 
 use sled::IVec;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::kv::Map;
-use super::{Inner, Result, StorageError};
+use super::{pages, Inner, Result, StorageError};
 use crate::metrics;
 
 pub(super) const CHECKPOINT: &[u8] = b"x/checkpoint";
@@ -81,7 +83,13 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     let mut batch = sled::Batch::default();
     let mut n = 0usize;
     let mut written = 0usize;
+    // Ledger entries and chain records go into pages (`pages.rs`).
+    let mut paged: BTreeMap<Vec<u8>, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
     for (k, v) in frozen.iter() {
+        if let (Some(v), Some((page, seq))) = (v, pages::page_of(k)) {
+            paged.entry(page).or_default().insert(seq, v.to_vec());
+            continue;
+        }
         match v {
             Some(v) => batch.insert(k, v.clone()),
             None => {
@@ -91,6 +99,17 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
                 batch.remove(k);
             }
         }
+        n += 1;
+        written += 1;
+        if n == BATCH {
+            inner.tree.sled.apply_batch(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    for (page, items) in paged {
+        let old = inner.tree.sled.get(&page)?;
+        let value = pages::merge(&page, old.as_deref(), items)?;
+        batch.insert(page, value);
         n += 1;
         written += 1;
         if n == BATCH {

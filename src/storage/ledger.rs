@@ -19,7 +19,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{dec, enc, key, Result, Storage, StorageError, WriteSet};
+use std::collections::BTreeMap;
+
+use super::{dec, enc, key, pages, Result, Storage, StorageError, WriteSet};
 use crate::domain::ids::TransferId;
 use crate::domain::ledger::{Account, AccountId, Entry, Holder, JournalRecord, Posting, Transfer};
 
@@ -199,9 +201,23 @@ pub(super) fn chain_head(tree: &super::kv::Kv, key: [u8; 32]) -> Result<ChainHea
         dirty: false,
         closed: Vec::new(),
     };
+    // The last chain record: flat (the overlay, or sled before the pages)
+    // or the last item of the last page, whichever is later.
+    let mut last: Option<(u64, Vec<u8>)> = None;
     if let Some(kv) = tree.scan_prefix(b"lj/").next_back() {
         let (k, v) = kv?;
-        c.next = seq_at(&k)? + 1;
+        last = Some((seq_at(&k)?, v.to_vec()));
+    }
+    if let Some(kv) = tree.sled.scan_prefix(b"lJ/").next_back() {
+        let (k, v) = kv?;
+        if let Some((seq, body)) = pages::decode(&k, &v)?.pop() {
+            if last.as_ref().is_none_or(|(s, _)| *s < seq) {
+                last = Some((seq, body.to_vec()));
+            }
+        }
+    }
+    if let Some((seq, v)) = last {
+        c.next = seq + 1;
         c.head = v
             .get(..32)
             .and_then(|h| h.try_into().ok())
@@ -304,21 +320,37 @@ impl Storage {
         self.get(key(b"lt/", &[id.as_bytes()]))
     }
 
-    /// Up to `limit` entries of `account`, newest first, with seq below `before`.
+    /// Up to `limit` entries of `account`, newest first, with seq below
+    /// `before`: the flat records (since the last checkpoint, or from
+    /// before the pages) merged with the pages.
     pub fn entries(&self, a: &AccountId, before: Option<u64>, limit: usize) -> Result<Vec<Entry>> {
-        let lo = entry_prefix(a);
-        let mut hi = lo.clone();
-        hi.extend_from_slice(&before.unwrap_or(u64::MAX).to_be_bytes());
-        self.inner
-            .tree
-            .range(lo..hi)
-            .rev()
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                dec(&k, &v)
-            })
-            .collect()
+        let before = before.unwrap_or(u64::MAX);
+        let prefix = entry_prefix(a);
+        let account = &prefix[3..];
+        let mut hi = prefix.clone();
+        hi.extend_from_slice(&before.to_be_bytes());
+        let mut found: BTreeMap<u64, Entry> = BTreeMap::new();
+        for kv in self.inner.tree.range(prefix.clone()..hi).rev().take(limit) {
+            let (k, v) = kv?;
+            let e: Entry = dec(&k, &v)?;
+            found.insert(e.seq, e);
+        }
+        let lo = pages::entry_page_key(account, 0);
+        let top = pages::entry_page_key(account, before.saturating_sub(1));
+        let mut from_pages = 0;
+        for kv in self.inner.tree.sled.range(lo..=top).rev() {
+            let (k, v) = kv?;
+            for (seq, body) in pages::decode(&k, &v)?.into_iter().rev() {
+                if seq < before && from_pages < limit {
+                    found.entry(seq).or_insert(dec(&k, body)?);
+                    from_pages += 1;
+                }
+            }
+            if from_pages >= limit {
+                break;
+            }
+        }
+        Ok(found.into_values().rev().take(limit).collect())
     }
 
     /// Pending transfers whose timeout is at or before `now`, with their holder.
@@ -354,7 +386,19 @@ impl Storage {
             .write()
             .map_err(|_| StorageError::Io("apply lock poisoned".into()))?;
         let accounts = self.scan(b"la/".to_vec())?;
-        let entries = self.scan(b"le/".to_vec())?;
+        // Entries: flat records and pages, each (account, seq) once.
+        let mut entries: BTreeMap<(AccountId, u64), Entry> = BTreeMap::new();
+        for e in self.scan::<Entry>(b"le/".to_vec())? {
+            entries.insert((e.account.clone(), e.seq), e);
+        }
+        for kv in self.inner.tree.sled.scan_prefix(b"lE/") {
+            let (k, v) = kv?;
+            for (_, body) in pages::decode(&k, &v)? {
+                let e: Entry = dec(&k, body)?;
+                entries.entry((e.account.clone(), e.seq)).or_insert(e);
+            }
+        }
+        let entries: Vec<Entry> = entries.into_values().collect();
         let in_flight = self
             .scan::<InboxItem>(b"lq/".to_vec())?
             .into_iter()
@@ -366,9 +410,21 @@ impl Storage {
         let mut prev = [0u8; 32];
         let mut expect = 1u64;
         let mut heads = std::collections::HashMap::new();
+        // Chain records: flat ones (newer, or from before the pages) over
+        // the pages, in seq order.
+        let mut chain: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for kv in self.inner.tree.sled.scan_prefix(b"lJ/") {
+            let (k, v) = kv?;
+            for (seq, body) in pages::decode(&k, &v)? {
+                chain.insert(seq, body.to_vec());
+            }
+        }
         for kv in self.inner.tree.scan_prefix(b"lj/") {
             let (k, v) = kv?;
-            let seq = seq_at(&k)?;
+            chain.insert(seq_at(&k)?, v.to_vec());
+        }
+        for (seq, v) in chain {
+            let k = key(b"lj/", &[&seq.to_be_bytes()]);
             if seq != expect {
                 chain_findings.push(format!(
                     "journal: record {expect} is missing (next is {seq})"

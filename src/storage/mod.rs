@@ -56,6 +56,7 @@ mod kv;
 mod ledger;
 mod member;
 mod packets;
+mod pages;
 mod payouts;
 
 pub use abuse::{Scope, Suspect};

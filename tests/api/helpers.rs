@@ -324,3 +324,23 @@ pub fn s_(v: &Value) -> String {
 pub fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("")
 }
+
+/// Open a data dir in process. sled releases the directory lock of a
+/// handle just closed from a background thread, a moment after the close
+/// returns: retry that (and only that) for a few seconds.
+pub fn open_storage(
+    data: &Path,
+    key: [u8; 32],
+    opts: qrgate::storage::StorageOptions,
+) -> qrgate::storage::Storage {
+    for _ in 0..100 {
+        match qrgate::storage::Storage::open_with(data, key, opts.clone()) {
+            Ok(s) => return s,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("open {}: {e}", data.display()),
+        }
+    }
+    panic!("{} stayed locked", data.display());
+}

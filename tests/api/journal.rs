@@ -85,7 +85,7 @@ fn open(dir: &Path, fs: Option<FaultyFs>) -> Storage {
         fs: fs.map(|f| Arc::new(f) as Arc<dyn JournalFs>),
         ..StorageOptions::default()
     };
-    Storage::open_with(dir, [5; 32], opts).expect("open")
+    super::helpers::open_storage(dir, [5; 32], opts)
 }
 
 fn user(n: u8) -> (WriteSet, UserId) {
@@ -209,7 +209,7 @@ async fn checkpoints_move_writes_into_sled_and_cut_the_journal() {
         segment_bytes: 4096,
         ..StorageOptions::default()
     };
-    let s = Storage::open_with(dir.path(), [5; 32], opts.clone()).expect("open");
+    let s = super::helpers::open_storage(dir.path(), [5; 32], opts.clone());
     for n in 0..60 {
         write(&s, n).await.expect("write");
     }
@@ -224,7 +224,7 @@ async fn checkpoints_move_writes_into_sled_and_cut_the_journal() {
         write(&s, n).await.expect("write");
     }
     s.abandon(); // as a crash: the last ten are in the journal only
-    let s = Storage::open_with(dir.path(), [5; 32], opts).expect("reopen");
+    let s = super::helpers::open_storage(dir.path(), [5; 32], opts);
     for n in 0..70 {
         assert!(present(&s, n), "write {n} kept");
     }

@@ -3,7 +3,7 @@
 use super::helpers::*;
 use qrgate::domain::ids::GroupId;
 use qrgate::domain::roster::Roster;
-use qrgate::storage::{Storage, WriteSet};
+use qrgate::storage::WriteSet;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -28,7 +28,7 @@ fn row(m: &Value) -> (String, String, String) {
 
 /// Count the records under `prefix` + the group id.
 fn records(data: &Path, prefix: &[u8], g: GroupId) -> usize {
-    let store = Storage::open(data, [0; 32]).expect("open the data dir");
+    let store = open_storage(data, [0; 32], Default::default());
     let n = store.count_prefix(&[prefix, g.as_bytes()].concat());
     store.shutdown().expect("close the data dir");
     n
@@ -61,7 +61,7 @@ async fn members_stored_one_record_each_still_load_and_move_into_buckets() {
 
     // Rewrite the group as an earlier version stored it.
     let gid = GroupId::parse(&g).expect("group id");
-    let store = Storage::open(&app.data_dir(), [0; 32]).expect("open the data dir");
+    let store = open_storage(&app.data_dir(), [0; 32], Default::default());
     let snap = store.load_group(gid).expect("load").expect("the group");
     assert!(snap.legacy_members.is_empty());
     let mut w = WriteSet::new();
@@ -121,7 +121,7 @@ async fn a_data_dir_written_before_the_journal_opens_and_carries_on() {
     assert!(status.success());
     assert!(!dir.path().join("data/journal").exists());
     // It holds events its outbox had not consumed when it was killed.
-    let store = Storage::open(&dir.path().join("data"), [0; 32]).expect("open");
+    let store = open_storage(&dir.path().join("data"), [0; 32], Default::default());
     assert!(store.count_prefix(b"o/") > 0, "unconsumed outbox records");
     store.abandon();
     let mut app = TestApp::spawn_in(dir, "").await;
@@ -199,7 +199,7 @@ async fn a_data_dir_written_before_the_journal_opens_and_carries_on() {
     }
     app.terminate();
     // After a graceful stop sled holds everything, the old outbox gone.
-    let store = Storage::open(&app.data_dir(), [0; 32]).expect("open");
+    let store = open_storage(&app.data_dir(), [0; 32], Default::default());
     assert_eq!(store.count_prefix(b"o/"), 0, "old outbox records removed");
     store.shutdown().expect("close");
 }

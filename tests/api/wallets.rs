@@ -371,16 +371,20 @@ async fn the_books_check_finds_edited_balances_and_journal_records() {
     {
         let db = sled::open(app.data_dir().join("db")).expect("open db");
         let tree = db.open_tree("state").expect("tree");
-        // Undo the balance edit, then change an amount inside journal record 2.
+        // Undo the balance edit, then change a field inside journal record
+        // 2 (which the checkpoint at the graceful stop put in the first
+        // page of chain records, `lJ/` page 0).
         set_credits(&tree, &alice, 300);
-        let mut jkey = b"lj/".to_vec();
-        jkey.extend_from_slice(&2u64.to_be_bytes());
-        let rec = tree.get(&jkey).expect("get").expect("journal record 2");
-        let text = String::from_utf8_lossy(&rec[32..])
-            .replace("\"user_data\":\"t-1\"", "\"user_data\":\"t-X\"");
-        let mut edited = rec[..32].to_vec();
-        edited.extend_from_slice(text.as_bytes());
-        assert_ne!(edited, rec.to_vec(), "the edit changed the record");
+        let mut jkey = b"lJ/".to_vec();
+        jkey.extend_from_slice(&0u64.to_be_bytes());
+        let page = tree.get(&jkey).expect("get").expect("chain page 0");
+        let (from, to) = (&b"\"user_data\":\"t-1\""[..], &b"\"user_data\":\"t-X\""[..]);
+        let at = page
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("record 2 in the page");
+        let mut edited = page.to_vec();
+        edited[at..at + to.len()].copy_from_slice(to);
         tree.insert(&jkey, edited).expect("insert");
         db.flush().expect("flush");
     }
@@ -392,4 +396,55 @@ async fn the_books_check_finds_edited_balances_and_journal_records() {
         findings.contains("record 2 does not match the chain"),
         "{findings}"
     );
+}
+
+/// Entries that a checkpoint moved into pages and entries written since
+/// read back as one history: newest first, every one once, paged with
+/// `before`, the balances running down to the first credit.
+#[actix_web::test]
+async fn entries_read_across_checkpointed_pages_and_newer_records() {
+    let mut app = TestApp::spawn().await;
+    let (alice, tok) = app.user("alice").await;
+    for n in 0..37u64 {
+        let (s, v) = app.earn(&format!("p-{n}"), &alice, 1 + n).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // A graceful stop ends with a checkpoint: these 37 go into pages.
+    app.terminate();
+    app.restart().await;
+    for n in 37..45u64 {
+        let (s, v) = app.earn(&format!("p-{n}"), &alice, 1 + n).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut seen = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let path = match before {
+            Some(b) => format!("/v1/wallet/entries?limit=10&before={b}"),
+            None => "/v1/wallet/entries?limit=10".to_string(),
+        };
+        let (s, v) = app.get(&path, Some(&tok)).await;
+        assert_eq!(s, 200, "{v}");
+        for e in v["entries"].as_array().expect("entries") {
+            seen.push((
+                e["seq"].as_u64().expect("seq"),
+                e["balance"].as_i64().expect("balance"),
+            ));
+        }
+        match v["next_before"].as_u64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (0..45).rev().collect::<Vec<_>>(),
+        "every entry once, newest first"
+    );
+    // Balance after entry n: 1 + 2 + ... + (n + 1).
+    for (seq, balance) in &seen {
+        assert_eq!(*balance as u64, (seq + 1) * (seq + 2) / 2, "entry {seq}");
+    }
+    app.books_clean().await;
 }
