@@ -13,17 +13,7 @@ async fn sigkill_during_joins_loses_no_acknowledged_join() {
     )
     .await;
     let (_, owner) = app.user("owner").await;
-    let mut groups = Vec::new();
-    for i in 0..8 {
-        let g = app
-            .group(
-                &owner,
-                json!({"name": format!("g{i}"), "member_limit": 500}),
-            )
-            .await;
-        let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
-        groups.push((g, tok));
-    }
+    let groups = app.open_groups(&owner, 8).await;
     let mut users = Vec::new();
     for i in 0..600 {
         users.push(app.user(&format!("u{i}")).await);

@@ -278,6 +278,20 @@ impl TestApp {
         (s_(&v["id"]), s_(&v["token"]), s_(&v["url"]))
     }
 
+    /// `n` groups of 500 seats owned by `owner`, each with an open
+    /// invitation: (group id, invitation token).
+    pub async fn open_groups(&self, owner: &str, n: usize) -> Vec<(String, String)> {
+        let mut groups = Vec::new();
+        for i in 0..n {
+            let g = self
+                .group(owner, json!({"name": format!("g{i}"), "member_limit": 500}))
+                .await;
+            let (_, tok, _) = self.invite(owner, &g, json!({})).await;
+            groups.push((g, tok));
+        }
+        groups
+    }
+
     pub async fn block(&self, token: &str, group: &str, user: &str) -> (u16, Value) {
         self.post(
             &format!("/v1/groups/{group}/blocks"),

@@ -40,23 +40,12 @@ struct World {
 
 async fn world(app: &TestApp, users: usize) -> World {
     let (_, owner) = app.user("owner").await;
-    let mut groups = Vec::new();
-    for i in 0..4 {
-        let g = app
-            .group(
-                &owner,
-                json!({"name": format!("g{i}"), "member_limit": 500}),
-            )
-            .await;
-        let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
-        groups.push((g, tok));
-    }
+    let groups = app.open_groups(&owner, 4).await;
     let (sender, sender_tok) = app.user("sender").await;
     let (s, v) = app.earn(&format!("fund-{sender}"), &sender, 10_000).await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = app
-        .post_with_key(
-            "/v1/packets",
+        .create_packet(
             &sender_tok,
             "packet-1",
             json!({"total": 10_000, "count": 1000, "mode": "lucky"}),
@@ -77,20 +66,6 @@ async fn world(app: &TestApp, users: usize) -> World {
 }
 
 impl TestApp {
-    async fn post_with_key(&self, path: &str, token: &str, key: &str, body: Value) -> (u16, Value) {
-        let mut r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .insert_header(("Authorization", format!("Bearer {token}")))
-            .insert_header(("Idempotency-Key", key.to_string()))
-            .send_json(&body)
-            .await
-            .expect("request");
-        let s = r.status().as_u16();
-        let v = serde_json::from_slice(&r.body().await.expect("body")).unwrap_or(Value::Null);
-        (s, v)
-    }
-
     /// Wait until the server process has exited (an abort at a crash point).
     async fn exited(&mut self) {
         for _ in 0..400 {
