@@ -8,7 +8,12 @@
 //! | `lq/`  | holder, 0, transfer id, side (1)      | [`InboxItem`]: a posting on its way to its holder |
 //! | `lx/`  | expires_at (i64 BE), holder, 0, transfer id | (empty): pending transfers by timeout |
 //! | `lj/`  | journal seq (u64 BE)                  | chain hash (32) then [`JournalRecord`] |
+//! | `lE/`  | account id, 0, page (u64 BE)          | a page of `le/` entries (sled only, `pages.rs`) |
+//! | `lJ/`  | page (u64 BE)                         | a page of `lj/` records (sled only, `pages.rs`) |
 //! | `jd/`  | day (`YYYY-MM-DD`)                    | [`DayAnchor`]                 |
+//!
+//! `le/` and `lj/` records live in the journal and the overlay until a
+//! checkpoint gathers them into pages; readers merge both.
 //!
 //! The journal is one hash chain: record `n` stores
 //! `blake3_keyed(journal_key, hash(n-1) || n (u64 BE) || record)`, the first

@@ -1,8 +1,10 @@
-//! The one place that knows sled: trees, key layout, encodings, durability.
+//! The one place that knows the disk: the journal, sled's trees, key layout, encodings, durability.
 //!
-//! Everything lives in one sled tree so that a [`WriteSet`] (all the records
-//! one state change touches, plus its outbox events) is applied atomically
-//! with `apply_batch`. Keys are a short ASCII prefix and fixed-width binary ids:
+//! A [`WriteSet`] holds all the records one state change touches, plus its
+//! outbox events; a commit round of them is one journal frame, so a write
+//! set is on disk whole or not at all. Records are keyed by a short ASCII
+//! prefix and fixed-width binary ids, the same keys in the journal, the
+//! overlay and sled's one tree (`state`):
 //!
 //! | prefix | key                  | value                                   |
 //! |--------|----------------------|-----------------------------------------|

@@ -249,14 +249,21 @@ async fn event_seqs_have_no_gaps_and_unconsumed_events_survive_crashes() {
         let cursor = s.outbox_cursor().expect("cursor");
         assert_eq!(cursor, consumed, "round {round}: the cursor is durable");
         let upto = *s.durable_seq().borrow();
-        assert_eq!(upto, written, "round {round}: seqs go on from the last durable one");
+        assert_eq!(
+            upto, written,
+            "round {round}: seqs go on from the last durable one"
+        );
         let seqs: Vec<u64> = s
             .outbox_range(cursor, upto)
             .expect("outbox")
             .into_iter()
             .flat_map(|(_, events)| events.into_iter().map(|e| e.seq))
             .collect();
-        assert_eq!(seqs, (cursor + 1..=upto).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(
+            seqs,
+            (cursor + 1..=upto).collect::<Vec<_>>(),
+            "round {round}"
+        );
         // Write more, some rounds together.
         let pending: Vec<_> = (0..25)
             .map(|n| {
@@ -289,7 +296,9 @@ async fn event_seqs_have_no_gaps_and_unconsumed_events_survive_crashes() {
             firsts.push(*first);
             last = first + events.len() as u64 - 1;
         }
-        s.consume_outbox(&firsts, last, &[], &[]).await.expect("consumed");
+        s.consume_outbox(&firsts, last, &[], &[])
+            .await
+            .expect("consumed");
         consumed = last;
         if round == 2 {
             s.checkpoint().expect("checkpoint after consuming");
