@@ -113,8 +113,17 @@ pub struct Segment {
     /// Highest event seq in its frames (0: none), so segments holding
     /// events the outbox has not consumed are kept.
     pub max_event: u64,
+    /// Bytes of whole frames.
     pub bytes: u64,
+    /// Bytes of the file written (frames, then zeros): appends below this
+    /// overwrite blocks the file already has, so their `fdatasync` has no
+    /// file size or block allocation to commit.
+    pub allocated: u64,
 }
+
+/// How far ahead of the frames a segment is zero-filled at a time.
+const GROW: u64 = 4 << 20;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 pub struct Journal {
     dir: PathBuf,
@@ -235,9 +244,14 @@ impl Journal {
                 last: first - 1,
                 max_event: 0,
                 bytes: 0,
+                allocated: buf.len() as u64,
             };
             let mut off = 0usize;
             while off < buf.len() {
+                // Zeros to the end: the part filled ahead, not yet written.
+                if buf[off..].iter().all(|b| *b == 0) {
+                    break;
+                }
                 match parse_at(&buf, off, Some(want)) {
                     Ok((pos, end)) => {
                         let ev = replay(pos, &buf[off + HEADER..end]).map_err(|e| {
@@ -257,8 +271,13 @@ impl Journal {
                             Bad::Invalid(w) => w,
                         };
                         if !is_last || valid_frame_after(&buf, off + 1, want) {
+                            let place = if is_last {
+                                "whole frames follow it"
+                            } else {
+                                "later segments follow it"
+                            };
                             return Err(OpenError::Corrupt(format!(
-                                "{} offset {off}: {why}; whole frames follow it, so this is not a torn write (refusing to skip data)",
+                                "{} offset {off}: {why}; {place}, so this is not a torn write (refusing to skip data)",
                                 path.display()
                             )));
                         }
@@ -270,6 +289,7 @@ impl Journal {
                         );
                         file.set_len(off as u64).map_err(|e| io_err(&path, e))?;
                         file.sync_data().map_err(|e| io_err(&path, e))?;
+                        seg.allocated = off as u64;
                         break;
                     }
                 }
@@ -302,6 +322,7 @@ impl Journal {
                     last: next - 1,
                     max_event: 0,
                     bytes: 0,
+                    allocated: 0,
                 });
                 f
             }
@@ -349,12 +370,30 @@ impl Journal {
             return Err(AppendError::Refused(io::Error::other("no active segment")));
         };
         let off = seg.bytes;
+        let end = off + buf.len() as u64;
+        if end > seg.allocated {
+            // Zero-fill ahead: this round's fdatasync commits the new size
+            // and blocks once, and the rounds after it only overwrite.
+            let target = end.max(seg.allocated + GROW.min(self.segment_bytes));
+            let mut at = seg.allocated;
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64) as usize;
+                if let Err(e) = self.active.write_at(&ZEROS[..n], at) {
+                    // Zeros past the frames read as the end: nothing to undo.
+                    seg.allocated = at;
+                    return Err(AppendError::Refused(e));
+                }
+                at += n as u64;
+            }
+            seg.allocated = target;
+        }
         if let Err(e) = self.active.write_at(buf, off) {
             // Cut back whatever part of the frame reached the file; if even
             // that fails, the frame is torn at the tail and recovery cuts it.
             if let Err(cut) = self.active.set_len(off) {
                 tracing::error!(error = %cut, "journal: cannot cut a failed write back");
             }
+            seg.allocated = off;
             return Err(AppendError::Refused(e));
         }
         self.active.sync_data().map_err(AppendError::Fatal)?;
@@ -385,6 +424,7 @@ impl Journal {
             last: first - 1,
             max_event: 0,
             bytes: 0,
+            allocated: 0,
         });
         Ok(())
     }
@@ -479,12 +519,22 @@ mod tests {
     fn a_torn_tail_is_cut_back_to_the_last_whole_frame() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = reopen(dir.path(), 0).unwrap();
-        frames(&mut j, &[b"kept", b"torn frame"]);
+        frames(&mut j, &[b"kept"]);
         drop(j);
         let seg = only_segment(dir.path());
-        let len = std::fs::metadata(&seg).unwrap().len();
+        // The file is zero-filled ahead of its frames.
+        assert!(std::fs::metadata(&seg).unwrap().len() > (HEADER + 4) as u64);
+        // A frame cut short after the first: its first 20 bytes, then zeros.
+        let mut torn = frame_buffer(10);
+        torn.extend_from_slice(b"torn frame");
+        torn[0..4].copy_from_slice(&10u32.to_le_bytes());
+        torn[8..16].copy_from_slice(&2u64.to_le_bytes());
+        let sum = crc(&torn[8..]);
+        torn[4..8].copy_from_slice(&sum.to_le_bytes());
+        use std::os::unix::fs::FileExt;
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(len - 3).unwrap();
+        f.write_all_at(&torn[..20], (HEADER + 4) as u64).unwrap();
+        drop(f);
         let (mut j, seen) = reopen(dir.path(), 0).unwrap();
         assert_eq!(seen, vec![(1, b"kept".to_vec())]);
         assert_eq!(
@@ -492,13 +542,18 @@ mod tests {
             (HEADER + 4) as u64,
             "cut back"
         );
-        // Zeros past the end (a file grown but never written) are torn too.
+        // And appends go on from there, zero-filling again.
         frames(&mut j, &[b"next"]);
         drop(j);
-        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(4096).unwrap();
         let (_, seen) = reopen(dir.path(), 0).unwrap();
         assert_eq!(seen.last().unwrap(), &(2, b"next".to_vec()));
+        // Garbage past the zeros (not at the frames' end) is torn too.
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(b"\x07garbage", len).unwrap();
+        drop(f);
+        let (_, seen) = reopen(dir.path(), 0).unwrap();
+        assert_eq!(seen.len(), 2);
     }
 
     #[test]
