@@ -128,9 +128,16 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         .sync_data()
         .map_err(|e| StorageError::Io(format!("fdatasync of sled's log failed: {e}")))?;
     super::crash_point("checkpoint_synced");
-    // 3. sled holds it: reads go there now.
-    if let Ok(mut g) = inner.tree.overlay.write() {
-        g.frozen = None;
+    // 3. sled holds it: reads go there now. Not while a round is being
+    // applied: its deletes decided against sled and the frozen records.
+    {
+        let _quiet = inner
+            .apply_lock
+            .write()
+            .map_err(|_| StorageError::Io("apply lock poisoned".into()))?;
+        if let Ok(mut g) = inner.tree.overlay.write() {
+            g.frozen = None;
+        }
     }
     // 4. The journal segments it covers, once the outbox is past them too.
     let consumed = super::cursor(&inner.tree)?;

@@ -385,6 +385,13 @@ impl Storage {
     /// Read the whole ledger for the books check. Commits wait while it
     /// reads, so the view is consistent (an admin operation: it is O(ledger)).
     pub fn ledger_books(&self) -> Result<LedgerBooks> {
+        // No checkpoint either: one moving records from the overlay into
+        // sled's pages while these scans run could hide them from both.
+        let _no_checkpoint = self
+            .inner
+            .checkpoint_lock
+            .lock()
+            .map_err(|_| StorageError::Io("checkpoint lock poisoned".into()))?;
         let _quiet = self
             .inner
             .apply_lock
