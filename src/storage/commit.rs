@@ -106,11 +106,16 @@ pub(super) struct Round {
 
 impl Round {
     pub(super) fn last_event(&self) -> u64 {
-        if self.events.is_empty() {
-            0
-        } else {
-            self.first_event + self.events.len() as u64 - 1
-        }
+        last_event(self.first_event, self.events.len())
+    }
+}
+
+/// The seq of the last of `n` events from `first` (0: none).
+fn last_event(first: u64, n: usize) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        first + n as u64 - 1
     }
 }
 
@@ -329,13 +334,8 @@ fn write_round(
         + 17;
     let mut buf = super::journal::frame_buffer(size);
     encode_round(&mut buf, ops, first_event, events);
-    let last_event = if events.is_empty() {
-        0
-    } else {
-        first_event + events.len() as u64 - 1
-    };
     let started = Instant::now();
-    let appended = j.append(&mut buf, last_event);
+    let appended = j.append(&mut buf, last_event(first_event, events.len()));
     metrics::FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
     match appended {
         Ok(pos) => {

@@ -448,16 +448,6 @@ impl Storage {
         Storage::open_with(dir, journal_key, StorageOptions::default())
     }
 
-    /// [`Storage::open`] with a page cache of `cache_bytes` (sled's
-    /// `cache_capacity`).
-    pub fn open_with_cache(dir: &Path, journal_key: [u8; 32], cache_bytes: u64) -> Result<Storage> {
-        let opts = StorageOptions {
-            cache_bytes,
-            ..StorageOptions::default()
-        };
-        Storage::open_with(dir, journal_key, opts)
-    }
-
     /// Open with every option: sled's checkpoint, then the journal's frames
     /// after it replayed into the overlay and the outbox.
     pub fn open_with(dir: &Path, journal_key: [u8; 32], opts: StorageOptions) -> Result<Storage> {
