@@ -21,8 +21,9 @@ use crate::metrics;
 
 pub(super) const CHECKPOINT: &[u8] = b"x/checkpoint";
 
-/// Records per sled batch: a crash between batches leaves sled with part of
-/// the checkpoint under the old position, which replay makes whole again.
+/// Records per sled batch: a crash before the mark is durable leaves sled
+/// with part of the checkpoint under the old position, which replay makes
+/// whole again.
 const BATCH: usize = 8192;
 
 /// (journal position, last event seq) of the checkpoint in sled.
@@ -117,16 +118,18 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
             n = 0;
         }
     }
+    inner.tree.sled.apply_batch(batch)?;
+    // The records are durable before the mark that names them is written:
+    // sled does not promise that a crash keeps its batches as a prefix, so
+    // a mark recovered without some batch before it would skip records
+    // that replay alone can restore.
+    sled_durable(inner)?;
+    super::crash_point("checkpoint_records_synced");
     let mut mark = Vec::with_capacity(16);
     mark.extend_from_slice(&pos.to_be_bytes());
     mark.extend_from_slice(&last_event.to_be_bytes());
-    batch.insert(CHECKPOINT, IVec::from(mark));
-    inner.tree.sled.apply_batch(batch)?;
-    inner.db.flush()?;
-    inner
-        .log
-        .sync_data()
-        .map_err(|e| StorageError::Io(format!("fdatasync of sled's log failed: {e}")))?;
+    inner.tree.sled.insert(CHECKPOINT, IVec::from(mark))?;
+    sled_durable(inner)?;
     super::crash_point("checkpoint_synced");
     // 3. sled holds it: reads go there now. Not while a round is being
     // applied: its deletes decided against sled and the frozen records.
@@ -166,6 +169,15 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         "checkpoint"
     );
     Ok(pos)
+}
+
+/// Everything written to sled so far is on disk.
+fn sled_durable(inner: &Inner) -> Result<()> {
+    inner.db.flush()?;
+    inner
+        .log
+        .sync_data()
+        .map_err(|e| StorageError::Io(format!("fdatasync of sled's log failed: {e}")))
 }
 
 /// Run this thread at a lower CPU priority (nice 10): a checkpoint is
