@@ -168,6 +168,14 @@ pub static CHECKPOINT_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static TRANSFER_RUNS: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_transfer_runs",
+        "Sorted runs holding checkpointed transfers (merged as they grow: about log2 of their count)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static OUTBOX_LAG: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "qrgate_outbox_lag_events",
@@ -402,6 +410,7 @@ pub fn init() {
     LazyLock::force(&JOURNAL_REFUSED);
     LazyLock::force(&CHECKPOINT_SECONDS);
     LazyLock::force(&CHECKPOINT_FAILED);
+    LazyLock::force(&TRANSFER_RUNS);
     LazyLock::force(&WS_CONNECTIONS);
     LazyLock::force(&WS_DROPPED);
     LazyLock::force(&QR_RENDERS);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::kv::Map;
-use super::{pages, Inner, Result, StorageError};
+use super::{pages, runs, Inner, Result, StorageError};
 use crate::metrics;
 
 pub(super) const CHECKPOINT: &[u8] = b"x/checkpoint";
@@ -86,9 +86,17 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     let mut written = 0usize;
     // Ledger entries and chain records go into pages (`pages.rs`).
     let mut paged: BTreeMap<Vec<u8>, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
+    // Transfers go into a sorted run (`runs.rs`).
+    let mut transfers: Vec<runs::Record> = Vec::new();
     for (k, v) in frozen.iter() {
         if let (Some(v), Some((page, seq))) = (v, pages::page_of(k)) {
             paged.entry(page).or_default().insert(seq, v.to_vec());
+            continue;
+        }
+        if let Some(id) = k.strip_prefix(runs::PREFIX) {
+            if v.is_some() || inner.tree.runs.get(&inner.tree.sled, k)?.is_some() {
+                transfers.push((id.to_vec(), v.clone()));
+            }
             continue;
         }
         match v {
@@ -118,6 +126,21 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
             n = 0;
         }
     }
+    let run = if transfers.is_empty() {
+        None
+    } else {
+        let mut sink = |k: Vec<u8>, v: IVec| -> Result<()> {
+            batch.insert(k, v);
+            n += 1;
+            written += 1;
+            if n == BATCH {
+                inner.tree.sled.apply_batch(std::mem::take(&mut batch))?;
+                n = 0;
+            }
+            Ok(())
+        };
+        Some(inner.tree.runs.write(transfers, &mut sink)?)
+    };
     inner.tree.sled.apply_batch(batch)?;
     // The records are durable before the mark that names them is written:
     // sled does not promise that a crash keeps its batches as a prefix, so
@@ -128,9 +151,17 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     let mut mark = Vec::with_capacity(16);
     mark.extend_from_slice(&pos.to_be_bytes());
     mark.extend_from_slice(&last_event.to_be_bytes());
-    inner.tree.sled.insert(CHECKPOINT, IVec::from(mark))?;
+    let mut marks = sled::Batch::default();
+    marks.insert(CHECKPOINT, IVec::from(mark));
+    if let Some(run) = &run {
+        marks.insert(runs::MANIFEST, inner.tree.runs.manifest_with(run)?);
+    }
+    inner.tree.sled.apply_batch(marks)?;
     sled_durable(inner)?;
     super::crash_point("checkpoint_synced");
+    if let Some(run) = run {
+        inner.tree.runs.publish(run)?;
+    }
     // 3. sled holds it: reads go there now. Not while a round is being
     // applied: its deletes decided against sled and the frozen records.
     {
@@ -159,12 +190,22 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         super::journal::sync_dir(&inner.journal_dir)
             .map_err(|e| StorageError::Io(format!("cannot sync the journal dir: {e}")))?;
     }
+    // 5. Merge transfer runs (binary-counter style, `runs.rs`).
+    let merges = inner
+        .tree
+        .runs
+        .compact(&inner.tree.sled, &|| sled_durable(inner))?;
+    let (run_count, in_runs) = inner.tree.runs.stats();
+    metrics::TRANSFER_RUNS.set(run_count as i64);
     let secs = started.elapsed().as_secs_f64();
     metrics::CHECKPOINT_SECONDS.observe(secs);
     tracing::debug!(
         position = pos,
         records = written,
         segments_deleted = gone.len(),
+        transfer_runs = run_count,
+        transfers_in_runs = in_runs,
+        run_merges = merges,
         ms = secs * 1000.0,
         "checkpoint"
     );

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, RwLock};
 
+use super::runs::{self, Runs};
 use super::{Result, StorageError};
 
 /// Records by key (`None`: deleted). A hash map answers point reads and
@@ -87,6 +88,8 @@ pub(super) struct Generations {
 pub(super) struct Kv {
     pub(super) sled: sled::Tree,
     pub(super) overlay: RwLock<Generations>,
+    /// Transfers (`lt/`) below the overlay: sorted runs, not sled records.
+    pub(super) runs: Runs,
 }
 
 fn poisoned() -> StorageError {
@@ -94,11 +97,12 @@ fn poisoned() -> StorageError {
 }
 
 impl Kv {
-    pub(super) fn new(sled: sled::Tree) -> Kv {
-        Kv {
+    pub(super) fn open(sled: sled::Tree) -> Result<Kv> {
+        Ok(Kv {
+            runs: Runs::open(&sled)?,
             sled,
             overlay: RwLock::new(Generations::default()),
-        }
+        })
     }
 
     /// What the overlay says of `k`: `Some(None)` deleted, `None` ask sled.
@@ -114,8 +118,17 @@ impl Kv {
         let k = k.as_ref();
         match self.in_overlay(k)? {
             Some(v) => Ok(v),
-            None => Ok(self.sled.get(k)?),
+            None => self.below_overlay(k),
         }
+    }
+
+    /// What the checkpoint holds of `k`: the transfer runs for `lt/` keys
+    /// (point reads only: scans do not see them), sled for the rest.
+    fn below_overlay(&self, k: &[u8]) -> Result<Option<IVec>> {
+        if k.starts_with(runs::PREFIX) {
+            return Ok(self.runs.get(&self.sled, k)?.flatten());
+        }
+        Ok(self.sled.get(k)?)
     }
 
     pub(super) fn contains_key<K: AsRef<[u8]>>(&self, k: K) -> Result<bool> {
@@ -178,7 +191,7 @@ impl Kv {
         let ops: Vec<(Vec<u8>, Option<IVec>, bool)> = ops
             .into_iter()
             .map(|(k, v)| {
-                let in_sled = v.is_none() && self.sled.contains_key(&k)?;
+                let in_sled = v.is_none() && self.below_overlay(&k)?.is_some();
                 Ok((k, v, in_sled))
             })
             .collect::<Result<_>>()?;
@@ -319,7 +332,7 @@ mod tests {
             .open()
             .unwrap();
         let t = db.open_tree("t").unwrap();
-        (dir, Kv::new(t))
+        (dir, Kv::open(t).unwrap())
     }
 
     fn keys(it: impl Iterator<Item = Result<(IVec, IVec)>>) -> Vec<String> {
@@ -423,7 +436,7 @@ mod concurrent_tests {
             .open()
             .unwrap();
         let t = db.open_tree("t").unwrap();
-        let kv = Kv::new(t.clone());
+        let kv = Kv::open(t.clone()).unwrap();
         // Even keys in the overlay; the writer puts even or odd keys into
         // sled and takes the odd ones out again.
         for i in 0..2000u32 {

@@ -3,7 +3,7 @@
 //! | prefix | key                                   | value                         |
 //! |--------|---------------------------------------|-------------------------------|
 //! | `la/`  | account id                            | [`Account`]                   |
-//! | `lt/`  | transfer id (16)                      | [`Transfer`] (created once, status updated) |
+//! | `lt/`  | transfer id (16)                      | [`Transfer`] (created once, status updated; checkpointed into sorted runs, `runs.rs`) |
 //! | `le/`  | account id, 0, seq (u64 BE)           | [`Entry`] (wallets only)      |
 //! | `lq/`  | holder, 0, transfer id, side (1)      | [`InboxItem`]: a posting on its way to its holder |
 //! | `lx/`  | expires_at (i64 BE), holder, 0, transfer id | (empty): pending transfers by timeout |

@@ -60,6 +60,7 @@ mod member;
 mod packets;
 mod pages;
 mod payouts;
+mod runs;
 
 pub use abuse::{Scope, Suspect};
 use commit::{commit_loop, Job};
@@ -460,7 +461,7 @@ impl Storage {
         let log = std::fs::File::open(&log_path)
             .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", log_path.display())))?;
         let (ckpt_pos, ckpt_event) = checkpoint::read_position(&sled_tree)?;
-        let tree = Kv::new(sled_tree);
+        let tree = Kv::open(sled_tree)?;
         let mut last_event = ckpt_event;
         // The outbox as sled held it before the journal.
         let mut outbox: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();

@@ -248,14 +248,18 @@ async fn aborts_in_a_checkpoint_a_roll_over_and_recovery_lose_nothing() {
     let mut app = TestApp::spawn_with(SMALL).await;
     let w = world(&app, 120).await;
     let acked: Arc<Mutex<Acked>> = Arc::default();
-    for point in [
+    for (wave, point) in [
         "checkpoint_records_synced",
         "checkpoint_synced",
         "segment_created",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         app.env = vec![("QRGATE_CRASH_AT".into(), point.into())];
         app.restart().await;
-        let tasks = load(&app, &w, &acked, 0, 2000);
+        // A new wave of earnings each time, so every point sees writes.
+        let tasks = load(&app, &w, &acked, wave, 2000);
         app.exited().await;
         for t in tasks {
             let _ = t.await;
