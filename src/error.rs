@@ -335,6 +335,12 @@ impl From<crate::storage::StorageError> for ApiError {
             tracing::warn!(key = %k, "write set refused: record exists");
             return ApiError::Conflict("concurrent_update");
         }
+        if let crate::storage::StorageError::Fenced(entity) = &e {
+            // A stale owner (another writer took the entity over): it
+            // applied nothing and is rebuilt from storage.
+            tracing::warn!(%entity, "write set refused: another writer owns the entity");
+            return ApiError::StorageUnavailable;
+        }
         tracing::error!(error = %e, "storage error");
         ApiError::StorageUnavailable
     }

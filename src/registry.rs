@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
 use crate::metrics;
-use crate::storage::Tracker;
+use crate::storage::{Fence, Storage, Tracker};
 
 const SHARDS: usize = 64;
 /// How long a request may wait for room in an actor's mailbox before `overloaded`.
@@ -122,6 +122,8 @@ impl Arbiters {
 
 /// An entity kind whose actors live in a [`Registry`].
 pub trait Resident: Actor<Context = Context<Self>> + Send {
+    /// Names the kind of entity (with the id, the entity a fence guards).
+    const KIND: &'static str;
     type Id: Copy + Eq + Hash + Send + Sync + std::fmt::Display + 'static;
     /// What the actor is rebuilt from.
     type Snapshot: Send + 'static;
@@ -130,6 +132,9 @@ pub trait Resident: Actor<Context = Context<Self>> + Send {
 
     /// Read the entity from storage; an error if it does not exist.
     fn load(env: &Self::Env, id: Self::Id) -> Result<Self::Snapshot, ApiError>;
+
+    /// The storage the actor writes to (its writes carry a [`Fence`]).
+    fn storage(env: &Self::Env) -> &Storage;
 
     /// The life-cycle metrics of this kind of actor.
     fn metrics() -> &'static metrics::ActorMetrics;
@@ -207,12 +212,20 @@ pub struct Life<A: Resident> {
     /// Write sets not yet durable (the actor stays resident until 0), and
     /// whether one failed (memory may then be ahead of storage).
     pub writes: Arc<Tracker>,
+    /// This activation owns its entity since this journal position.
+    fence: Fence,
 }
 
 impl<A: Resident> Life<A> {
     /// The entity this actor is.
     pub fn id(&self) -> A::Id {
         self.id
+    }
+
+    /// For every write set of this activation: refused if another writer
+    /// wrote the entity after this activation read it.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Refuse if retired; a failed write retires the actor (once earlier
@@ -315,7 +328,7 @@ impl<A: Resident> Registry<A> {
         // The storage read happens outside the shard lock, so other entities
         // of the shard are not held up by it. If an actor of this entity
         // retired meanwhile (it may have written after our read), read again.
-        let (snap, mut map) = loop {
+        let (snap, since, mut map) = loop {
             let retirements = {
                 let map = lock()?;
                 if let Some(s) = map.live(id) {
@@ -323,13 +336,14 @@ impl<A: Resident> Registry<A> {
                 }
                 map.retirements
             };
+            let since = A::storage(&self.env).position();
             let snap = A::load(&self.env, id)?;
             let map = lock()?;
             if let Some(s) = map.live(id) {
                 return Ok(s); // activated by someone else meanwhile
             }
             if map.retirements == retirements {
-                break (snap, map);
+                break (snap, since, map);
             }
         };
         let gen = self.map.next_gen.fetch_add(1, Ordering::Relaxed);
@@ -340,6 +354,7 @@ impl<A: Resident> Registry<A> {
             last_active: Instant::now(),
             retired: false,
             writes: Arc::default(),
+            fence: Fence::new(&format!("{}/{id}", A::KIND), since),
         };
         let actor = A::activate(snap, life, Arc::clone(&self.env));
         let arb = self.arbiters.pick(A::spread(&id).1 as usize);

@@ -186,7 +186,8 @@ impl GroupActor {
 
     /// Submit `w` now (its place in the commit order is fixed here) and answer
     /// with `value` once it is durable.
-    pub(super) fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
+    pub(super) fn commit<T: Send + 'static>(&self, mut w: WriteSet, value: T) -> Pending<T> {
+        w.fence(self.life.fence());
         let durable = self
             .shared
             .storage
@@ -357,6 +358,11 @@ impl Resident for GroupActor {
     type Id = GroupId;
     type Snapshot = GroupSnapshot;
     type Env = Shared;
+    const KIND: &'static str = "group";
+
+    fn storage(env: &Shared) -> &crate::storage::Storage {
+        &env.storage
+    }
 
     fn metrics() -> &'static crate::metrics::ActorMetrics {
         &crate::metrics::GROUP_ACTORS

@@ -2,7 +2,8 @@
 //! rounds of the journal (group commit). See the module docs of `storage`
 //! for the whole picture.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -23,10 +24,22 @@ pub(super) struct Job {
 /// has write sets not yet durable and whether one of them failed. The
 /// committer updates it, so it stays right even if nobody awaits the future
 /// returned by [`Storage::submit_tracked`] (e.g. the client went away).
-#[derive(Default)]
 pub struct Tracker {
     in_flight: AtomicUsize,
     failed: AtomicBool,
+    /// Tells writers apart for [`super::Fence`].
+    id: u64,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Tracker {
+            in_flight: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl Tracker {
@@ -214,6 +227,9 @@ pub(super) struct Cursor {
     /// Seq the next event gets.
     pub(super) next_seq: u64,
     pub(super) chain: ChainHead,
+    /// Per fenced entity: the position it was last written at, and by
+    /// which writer (entities written since this process started).
+    pub(super) positions: HashMap<u64, (u64, u64), foldhash::fast::RandomState>,
 }
 
 /// Group commit: take every write set queued so far, check it, give its
@@ -239,19 +255,41 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
         // Keys created in this round, for write sets that create keys.
         let mut created: std::collections::HashSet<Vec<u8>> = Default::default();
         let mut refused = Vec::new();
+        // Fenced entities written in this round, by writer.
+        let mut fenced: HashMap<u64, u64, foldhash::fast::RandomState> = HashMap::default();
         for (n, j) in jobs.iter_mut().enumerate() {
             // A writer whose earlier write set was refused has memory ahead
             // of storage: nothing more of it may land until it is rebuilt.
             if j.tracker.as_ref().is_some_and(|t| t.failed()) {
-                refused.push((n, "an earlier write set of this writer".to_string()));
+                refused.push((
+                    n,
+                    StorageError::Exists("an earlier write set of this writer".to_string()),
+                ));
                 continue;
+            }
+            if let Some(f) = j.w.fence.take().filter(|_| !j.w.is_empty()) {
+                let writer = j.tracker.as_ref().map_or(0, |t| t.id);
+                let last = fenced
+                    .get(&f.entity)
+                    .map(|w| (u64::MAX, *w))
+                    .or_else(|| cur.positions.get(&f.entity).copied());
+                if let Some((pos, by)) = last {
+                    if by != writer && pos > f.since {
+                        if let Some(t) = &j.tracker {
+                            t.fail();
+                        }
+                        refused.push((n, StorageError::Fenced(f.name.to_string())));
+                        continue;
+                    }
+                }
+                fenced.insert(f.entity, writer);
             }
             if !j.w.creates.is_empty() {
                 if let Some(k) = first_existing(inner, &j.w.creates, &created) {
                     if let Some(t) = &j.tracker {
                         t.fail();
                     }
-                    refused.push((n, k));
+                    refused.push((n, StorageError::Exists(k)));
                     continue;
                 }
                 created.extend(j.w.creates.drain(..));
@@ -266,9 +304,9 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
             events.append(&mut j.w.events);
         }
         // Refused write sets applied nothing: answer them now.
-        for (n, k) in refused.into_iter().rev() {
+        for (n, e) in refused.into_iter().rev() {
             let j = jobs.remove(n);
-            j.answer(Err(StorageError::Exists(k)));
+            j.answer(Err(e));
         }
         for (k, v) in cur.chain.day_anchors() {
             ops.push((k, Some(sled::IVec::from(v))));
@@ -297,6 +335,11 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
                     continue;
                 }
                 cur.next_seq += n_events;
+                if let Some(pos) = pos {
+                    for (entity, writer) in fenced {
+                        cur.positions.insert(entity, (pos, writer));
+                    }
+                }
                 for j in jobs {
                     j.answer(Ok(()));
                 }
@@ -465,5 +508,70 @@ mod tests {
         assert!(store.inner.tree.get("x/after").unwrap().is_none());
         assert!(store.inner.tree.get("x/later").unwrap().is_none());
         assert!(store.inner.tree.get("x/other").unwrap().is_some());
+    }
+
+    fn fenced(k: &str, f: &super::super::Fence) -> WriteSet {
+        let mut w = put(k);
+        w.fence(f.clone());
+        w
+    }
+
+    /// One writer per entity: a writer that read the entity before another
+    /// writer wrote it is refused (and stopped); the owner, other entities
+    /// and writers that read after the write go on.
+    #[test]
+    fn a_fence_refuses_a_writer_that_read_before_another_wrote() {
+        use super::super::Fence;
+        let (_dir, rt, store) = super::super::test_store();
+        rt.block_on(async {
+            let (old, new) = (Arc::new(Tracker::default()), Arc::new(Tracker::default()));
+            let read_at = store.position();
+            let old_fence = Fence::new("group/g_1", read_at);
+            store
+                .submit_tracked(fenced("g/1/a", &old_fence), Some(Arc::clone(&old)))
+                .await
+                .unwrap();
+            // A second owner reads after that write and writes.
+            let new_fence = Fence::new("group/g_1", store.position());
+            store
+                .submit_tracked(fenced("g/1/b", &new_fence), Some(Arc::clone(&new)))
+                .await
+                .unwrap();
+            // The first owner's next write is refused; it wrote before, but
+            // read before the other writer's write.
+            let r = store
+                .submit_tracked(fenced("g/1/c", &old_fence), Some(Arc::clone(&old)))
+                .await;
+            assert!(
+                matches!(r, Err(StorageError::Fenced(ref e)) if e == "group/g_1"),
+                "{r:?}"
+            );
+            assert!(old.failed());
+            // The owner goes on; another entity of the stale writer's age is fine.
+            store
+                .submit_tracked(fenced("g/1/d", &new_fence), Some(Arc::clone(&new)))
+                .await
+                .unwrap();
+            let other = Arc::new(Tracker::default());
+            store
+                .submit_tracked(
+                    fenced("g/2/a", &Fence::new("group/g_2", read_at)),
+                    Some(other),
+                )
+                .await
+                .unwrap();
+            // Two writers racing in one round: the second is refused.
+            let (x, y) = (Arc::new(Tracker::default()), Arc::new(Tracker::default()));
+            let f = Fence::new("group/g_3", store.position());
+            let a = store.submit_tracked(fenced("g/3/x", &f), Some(x));
+            let b = store.submit_tracked(fenced("g/3/y", &f), Some(y));
+            let (a, b) = (a.await, b.await);
+            assert!(
+                a.is_ok() != b.is_ok(),
+                "exactly one of two racing writers lands"
+            );
+        });
+        assert!(store.inner.tree.get("g/1/c").unwrap().is_none());
+        assert!(store.inner.tree.get("g/1/d").unwrap().is_some());
     }
 }

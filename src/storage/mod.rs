@@ -82,6 +82,11 @@ pub enum StorageError {
     /// A write set was refused because a key it creates exists (nothing applied).
     #[error("a record it creates exists already: {0}")]
     Exists(String),
+    /// A write set was refused because another writer wrote its entity after
+    /// the position its writer read it at (nothing applied): the writer is
+    /// stale and must be rebuilt.
+    #[error("another writer wrote {0} since this one read it")]
+    Fenced(String),
 }
 
 impl From<sled::Error> for StorageError {
@@ -167,7 +172,36 @@ pub struct WriteSet {
     creates: Vec<Vec<u8>>,
     /// Encoded journal records; their seq and chain hash are assigned at commit.
     journal: Vec<Vec<u8>>,
+    /// The entity this write set writes, and since when its writer owns it.
+    fence: Option<Fence>,
     error: Option<StorageError>,
+}
+
+/// One writer per entity: a write set carrying a fence is refused
+/// ([`StorageError::Fenced`]) when another writer wrote the same entity
+/// after position `since` (the journal position its writer read the entity
+/// at, [`Storage::position`]). Writers are told apart by their
+/// [`Tracker`]. On one node the registry keeps one actor per entity and the
+/// fence never trips; a replicated log behind the same interface (cluster
+/// mode) trips it when two nodes briefly both think they own an entity.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    entity: u64,
+    name: Arc<str>,
+    since: u64,
+}
+
+impl Fence {
+    pub fn new(entity: &str, since: u64) -> Fence {
+        let h = blake3::hash(entity.as_bytes());
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&h.as_bytes()[..8]);
+        Fence {
+            entity: u64::from_le_bytes(a),
+            name: entity.into(),
+            since,
+        }
+    }
 }
 
 impl WriteSet {
@@ -177,6 +211,11 @@ impl WriteSet {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.events.is_empty() && self.journal.is_empty()
+    }
+
+    /// Write as the owner of an entity since a position (see [`Fence`]).
+    pub fn fence(&mut self, f: Fence) {
+        self.fence = Some(f);
     }
 
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -539,6 +578,7 @@ impl Storage {
         let cur = commit::Cursor {
             next_seq: last_event + 1,
             chain,
+            positions: Default::default(),
         };
         let mut threads = vec![std::thread::Builder::new()
             .name("qrgate-committer".into())
@@ -624,6 +664,12 @@ impl Storage {
     /// Resolve once everything submitted before this call is durable.
     pub async fn barrier(&self) -> Result<()> {
         self.submit(WriteSet::new()).await
+    }
+
+    /// The journal position reads reflect now: an entity read after this
+    /// call reflects every write up to it (the `since` of a [`Fence`]).
+    pub fn position(&self) -> u64 {
+        self.inner.applied_pos.load(Ordering::SeqCst)
     }
 
     pub fn is_poisoned(&self) -> bool {

@@ -85,7 +85,8 @@ pub struct Executed {
 }
 
 impl WalletActor {
-    pub(super) fn commit<T: Send + 'static>(&self, w: WriteSet, value: T) -> Pending<T> {
+    pub(super) fn commit<T: Send + 'static>(&self, mut w: WriteSet, value: T) -> Pending<T> {
+        w.fence(self.life.fence());
         let durable = self
             .env
             .storage
@@ -367,6 +368,11 @@ impl Resident for WalletActor {
     type Id = Holder;
     type Snapshot = Snapshot;
     type Env = Shared;
+    const KIND: &'static str = "wallet";
+
+    fn storage(env: &Shared) -> &crate::storage::Storage {
+        &env.storage
+    }
 
     fn metrics() -> &'static crate::metrics::ActorMetrics {
         &crate::metrics::WALLET_ACTORS
