@@ -1,8 +1,8 @@
 //! Prometheus metrics, registered once in a process-wide registry.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -164,6 +164,14 @@ pub static CHECKPOINT_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "qrgate_checkpoint_failures_total",
         "Checkpoints that failed (retried; the journal keeps everything meanwhile)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static COMMIT_STALL_SECONDS: LazyLock<Counter> = LazyLock::new(|| {
+    reg(Counter::new(
+        "qrgate_commit_stall_seconds_total",
+        "Time commit rounds waited for a checkpoint because the journal since the last one passed twice checkpoint_mb",
     )
     .unwrap_or_else(|_| unreachable_metric()))
 });
@@ -411,6 +419,7 @@ pub fn init() {
     LazyLock::force(&CHECKPOINT_SECONDS);
     LazyLock::force(&CHECKPOINT_FAILED);
     LazyLock::force(&TRANSFER_RUNS);
+    LazyLock::force(&COMMIT_STALL_SECONDS);
     LazyLock::force(&WS_CONNECTIONS);
     LazyLock::force(&WS_DROPPED);
     LazyLock::force(&QR_RENDERS);

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 pub struct MemArgs {
     pub groups: usize,
     pub members: usize,
+    /// Ledger entries to seed after the memberships.
+    pub entries: u64,
     /// The server's `[actors] idle_timeout_seconds`.
     pub idle_timeout: u64,
     /// The server's `[storage] cache_mb`, if not its default.
@@ -69,7 +71,13 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
     );
     let dir = ServerDir::new(&extra)?;
     let t = Instant::now();
-    let groups = actix_web::rt::System::new().block_on(seed(&dir.data, a.groups, a.members))?;
+    let groups = actix_web::rt::System::new().block_on(async {
+        let groups = seed(&dir.data, a.groups, a.members).await?;
+        if a.entries > 0 {
+            seed_ledger(&dir.data, a.entries).await?;
+        }
+        Ok::<_, String>(groups)
+    })?;
     let seed_s = t.elapsed().as_secs_f64();
     let memberships = (a.groups * a.members) as u64;
     eprintln!(
@@ -99,6 +107,7 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
     })?;
     drop(server);
     figures["seed_s"] = json!(seed_s);
+    figures["ledger_entries"] = json!(a.entries);
     figures["first_start_s"] = json!(start_s);
     figures["restart_after_kill_s"] = json!(restart_s);
     figures["rss_after_restart_bytes"] = json!(rss_restarted);
@@ -254,6 +263,73 @@ async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>
     }
     store.shutdown().map_err(|e| e.to_string())?;
     Ok(ids)
+}
+
+/// Earnings of `ENTRIES_PER_WALLET` each into `entries / ENTRIES_PER_WALLET`
+/// wallets, as the wallets' actors write them (the transfer, its chain
+/// record, the wallet's entry and account, the revenue account), in write
+/// sets of `LEDGER_BATCH`. Ends without a checkpoint (as a kill would), so
+/// the journal written since the last one is replayed at the next start.
+async fn seed_ledger(data: &Path, entries: u64) -> Result<(), String> {
+    use crate::domain::ids::TransferId;
+    use crate::domain::ledger::{
+        self, Account, AccountId, Entry, JournalRecord, Kind, Reason, Spec,
+    };
+    const ENTRIES_PER_WALLET: u64 = 1_000;
+    const LEDGER_BATCH: u64 = 5_000;
+    let keys = KeyRing::load_or_create(data).map_err(|e| e.to_string())?;
+    let store = open_store(data, keys.journal_key()).await?;
+    let now = chrono::Utc::now().timestamp();
+    let mut revenue = Account::open(AccountId::Revenue("task_completed".into()));
+    let mut wallet = Account::open(AccountId::Wallet(UserId::random()));
+    let mut in_flight = VecDeque::new();
+    let mut w = WriteSet::new();
+    let (mut last, start) = (Instant::now(), Instant::now());
+    for i in 0..entries {
+        if i > 0 && i % ENTRIES_PER_WALLET == 0 {
+            w.account(&wallet);
+            wallet = Account::open(AccountId::Wallet(UserId::random()));
+        }
+        let spec = Spec {
+            id: TransferId::derive("earning", &[b"seed", &i.to_le_bytes()]),
+            debit: revenue.id.clone(),
+            credit: wallet.id.clone(),
+            amount: 1 + i % 500,
+            kind: Kind::Single,
+            reason: Reason::Earning,
+            user_data: String::new(),
+        };
+        let d = ledger::decide(&spec, &revenue, None, now).map_err(|e| format!("{e:?}"))?;
+        revenue.apply(&d.debit).map_err(|e| format!("{e:?}"))?;
+        wallet.apply(&d.credit()).map_err(|e| format!("{e:?}"))?;
+        w.new_transfer(&d.transfer);
+        w.journal(&JournalRecord {
+            transfer: d.transfer.clone(),
+            debit: d.debit,
+            credit: d.credit(),
+        });
+        w.entry(&Entry::of(&d.transfer, &wallet, d.credit()));
+        if (i + 1) % LEDGER_BATCH == 0 || i + 1 == entries {
+            w.account(&wallet);
+            w.account(&revenue);
+            in_flight.push_back(store.submit(std::mem::take(&mut w)));
+            if in_flight.len() > 2 {
+                if let Some(f) = in_flight.pop_front() {
+                    f.await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if last.elapsed() >= Duration::from_secs(5) {
+            last = Instant::now();
+            let rate = (i + 1) as f64 / start.elapsed().as_secs_f64();
+            eprintln!("seed: {}/{entries} ledger entries ({rate:.0}/s)", i + 1);
+        }
+    }
+    for f in in_flight {
+        f.await.map_err(|e| e.to_string())?;
+    }
+    store.abandon();
+    Ok(())
 }
 
 /// Launch on `dir` and time it until `/healthz` answers 200.

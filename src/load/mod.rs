@@ -152,6 +152,11 @@ pub struct LoadArgs {
     /// memory: members per group.
     #[arg(long, default_value_t = 100)]
     pub members: usize,
+    /// memory: also seed this many ledger entries (earnings, 1,000 per
+    /// wallet), leaving the last writes in the journal, not checkpointed,
+    /// so the first start replays a full journal.
+    #[arg(long, default_value_t = 0)]
+    pub entries: u64,
     /// memory: the server's idle timeout (seconds) before an actor is
     /// passivated; longer than the activation of every group takes.
     #[arg(long, default_value_t = 120)]
@@ -247,6 +252,7 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
         return memory::run(&memory::MemArgs {
             groups: args.groups(),
             members: args.members,
+            entries: args.entries,
             idle_timeout: args.idle_timeout,
             cache_mb: args.cache_mb,
             connections: args.connections,

@@ -248,6 +248,7 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
                 Err(_) => break,
             }
         }
+        keep_within_checkpoints(inner);
         let started = Instant::now();
         let chain_before = cur.chain.clone();
         let mut ops: Vec<(Vec<u8>, Option<sled::IVec>)> = Vec::new();
@@ -352,6 +353,34 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
             }
         }
     }
+}
+
+/// Writes past this many times `checkpoint_bytes` since the last
+/// checkpoint began wait for the next one: the overlay (memory) and the
+/// replay at start stay bounded when writes outrun the checkpoints.
+const STALL_AFTER: u64 = 2;
+/// ... but not longer than this per round: a checkpoint that keeps failing
+/// (sled's disk full) must not stop writes the journal can still take.
+const STALL_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn keep_within_checkpoints(inner: &Inner) {
+    let limit = inner.opts.checkpoint_bytes.saturating_mul(STALL_AFTER);
+    if !inner.opts.journal || inner.since_checkpoint.load(Ordering::SeqCst) < limit {
+        return;
+    }
+    let started = Instant::now();
+    inner.wake_checkpointer();
+    while inner.since_checkpoint.load(Ordering::SeqCst) >= limit
+        && !inner.poisoned.load(Ordering::Relaxed)
+        && !inner.stopping()
+    {
+        if started.elapsed() >= STALL_AT_MOST {
+            tracing::warn!("checkpoints are not keeping up; writing on beyond the overlay's bound");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    metrics::COMMIT_STALL_SECONDS.inc_by(started.elapsed().as_secs_f64());
 }
 
 /// Write one round to the journal and make it durable.

@@ -9,7 +9,8 @@
 //! | prefix | key                  | value                                   |
 //! |--------|----------------------|-----------------------------------------|
 //! | `u/`   | user id              | [`User`] (JSON)                         |
-//! | `s/`   | blake3(session token)| user id (16 bytes)                      |
+//! | `s/`   | blake3(session token)| a session (`domain::session::encode`: user, created, expires) |
+//! | `sr/`  | user id              | sessions created before this (ms, i64 BE) are revoked |
 //! | `g/`   | group id             | [`Group`]                               |
 //! | `gr/`  | group ref (8)        | group id                                |
 //! | `mb/`  | group id, bucket (1) | the [`Member`]s of one bucket (binary, see `member.rs`) |
@@ -258,9 +259,23 @@ impl WriteSet {
         }
     }
 
-    pub fn user(&mut self, u: &User, session_hash: &[u8; 32]) {
-        self.put_json(key(b"u/", &[u.id.as_bytes()]), u);
-        self.put(key(b"s/", &[session_hash]), u.id.as_bytes().to_vec());
+    pub fn session(&mut self, session_hash: &[u8; 32], s: &crate::domain::session::Session) {
+        self.put(
+            key(b"s/", &[session_hash]),
+            crate::domain::session::encode(s),
+        );
+    }
+
+    pub fn end_session(&mut self, session_hash: &[u8; 32]) {
+        self.del(key(b"s/", &[session_hash]));
+    }
+
+    /// Every session of `user` created before `not_before_ms` is revoked.
+    pub fn sessions_revoked(&mut self, user: UserId, not_before_ms: i64) {
+        self.put(
+            key(b"sr/", &[user.as_bytes()]),
+            not_before_ms.to_be_bytes().to_vec(),
+        );
     }
 
     /// A user's record alone (its sessions stay).
@@ -465,6 +480,11 @@ struct Inner {
 }
 
 impl Inner {
+    /// [`Storage::shutdown`] or [`Storage::close`] began.
+    fn stopping(&self) -> bool {
+        self.wake.0.lock().map_or(true, |w| w.stop)
+    }
+
     fn wake_checkpointer(&self) {
         if let Ok(mut w) = self.wake.0.lock() {
             w.now = true;
@@ -785,8 +805,28 @@ impl Storage {
             .collect()
     }
 
-    pub fn user_by_session(&self, session_hash: &[u8; 32]) -> Result<Option<UserId>> {
-        Ok(self.get_id(key(b"s/", &[session_hash]))?.map(UserId))
+    pub fn session(
+        &self,
+        session_hash: &[u8; 32],
+    ) -> Result<Option<crate::domain::session::Session>> {
+        let k = key(b"s/", &[session_hash]);
+        match self.inner.tree.get(&k)? {
+            None => Ok(None),
+            Some(v) => crate::domain::session::decode(&v)
+                .map(Some)
+                .ok_or_else(|| StorageError::Corrupt("s/".into(), "session record".into())),
+        }
+    }
+
+    /// Sessions of `user` created before this (ms) are revoked; 0 if never.
+    pub fn sessions_revoked_before(&self, user: UserId) -> Result<i64> {
+        let k = key(b"sr/", &[user.as_bytes()]);
+        match self.inner.tree.get(&k)? {
+            None => Ok(0),
+            Some(v) => Ok(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StorageError::Corrupt("sr/".into(), "revocation record".into())
+            })?)),
+        }
     }
 
     pub fn user(&self, id: UserId) -> Result<Option<User>> {

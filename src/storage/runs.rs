@@ -18,9 +18,10 @@
 //! A lookup asks the overlay first (`kv.rs`), then the runs newest first
 //! (each run's filter, in memory, says whether to read one chunk), then the
 //! flat `lt/` records older data dirs hold. Runs merge like a binary
-//! counter: whenever the newest holds at least as many records as the one
-//! before it, the two become one. So there are O(log n) runs and each
-//! transfer is rewritten O(log n) times, a chunk at a time.
+//! counter (whenever the newest holds at least as many records as the one
+//! before it, the two become one) up to [`MERGE_MAX`] records: each
+//! transfer is rewritten at most ~log2(MERGE_MAX / run) times, a chunk at
+//! a time, and a miss costs one filter probe per large run.
 
 use fastbloom::BloomFilter;
 use sled::IVec;
@@ -39,6 +40,10 @@ const CHUNK: usize = 16;
 /// Filter words per sled record (4 KiB).
 const PIECE: usize = 512;
 const BITS_PER_KEY: usize = 10;
+/// Runs grow by merging up to this many records; larger ones stay as they
+/// are. A merge then rewrites at most ~80 MB, and a lookup that misses
+/// probes one in-memory filter per 128k transfers (80 for 10M).
+const MERGE_MAX: u64 = 1 << 18;
 const HASHES: u32 = 7;
 
 /// One record of a run: the key after [`PREFIX`], and its value (`None`: deleted).
@@ -227,14 +232,23 @@ fn encode_manifest<'a>(runs: impl Iterator<Item = &'a Run>) -> IVec {
 }
 
 fn remove_run(sled: &sled::Tree, run: u64) -> Result<()> {
-    let mut batch = sled::Batch::default();
-    for kv in sled.range(chunk_key(run, &[])..chunk_key(run + 1, &[])) {
-        batch.remove(kv?.0);
+    let ranges = [
+        chunk_key(run, &[])..chunk_key(run + 1, &[]),
+        filter_key(run, 0)..filter_key(run + 1, 0),
+    ];
+    for r in ranges {
+        let keys: Vec<IVec> = sled
+            .range(r)
+            .keys()
+            .collect::<std::result::Result<_, _>>()?;
+        for part in keys.chunks(4096) {
+            let mut batch = sled::Batch::default();
+            for k in part {
+                batch.remove(k.clone());
+            }
+            sled.apply_batch(batch)?;
+        }
     }
-    for kv in sled.range(filter_key(run, 0)..filter_key(run + 1, 0)) {
-        batch.remove(kv?.0);
-    }
-    sled.apply_batch(batch)?;
     Ok(())
 }
 
@@ -363,7 +377,9 @@ impl Runs {
             let (older, newer) = {
                 let live = self.live.read().map_err(|_| poisoned())?;
                 match live.as_slice() {
-                    [.., a, b] if b.records >= a.records => (Arc::clone(a), Arc::clone(b)),
+                    [.., a, b] if b.records >= a.records && a.records + b.records <= MERGE_MAX => {
+                        (Arc::clone(a), Arc::clone(b))
+                    }
                     _ => return Ok(merges),
                 }
             };
