@@ -72,7 +72,17 @@ fn resolve(t: &Target) -> Result<(String, String), String> {
         .unwrap_or_else(|| format!("http://{}", cfg.bind))
         .trim_end_matches('/')
         .to_string();
-    let token = t.admin_token.clone().unwrap_or(cfg.admin_token);
+    let token = match t.admin_token.clone() {
+        Some(t) => t,
+        None if cfg.admin_token.is_empty() => {
+            crate::keys::admin_token(&cfg.data_dir, false)
+                .map_err(|e| {
+                    format!("no admin token: none configured and {e}; pass --admin-token")
+                })?
+                .0
+        }
+        None => cfg.admin_token,
+    };
     Ok((url, token))
 }
 

@@ -4,13 +4,26 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// The token the example config and older versions shipped with.
+pub const SHIPPED_ADMIN_TOKEN: &str = "dev-admin-token-change-me";
+
+/// Whether `bind` (host:port) listens on a loopback address only.
+fn loopback(bind: &str) -> bool {
+    if let Ok(a) = bind.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    bind.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// host:port to listen on. Port 0 picks a free port (printed at start).
     pub bind: String,
     pub data_dir: PathBuf,
-    /// Operator token (`Authorization: Bearer ...` on admin routes).
+    /// Operator token (`Authorization: Bearer ...` on admin routes). Empty:
+    /// the one in `{data_dir}/admin.token`, generated on first start.
     pub admin_token: String,
     /// Base of the links put in QR codes; defaults to `http://{bind}`.
     pub public_base_url: Option<String>,
@@ -18,6 +31,7 @@ pub struct Config {
     pub workers: usize,
     pub limits: Limits,
     pub actors: Actors,
+    pub sessions: Sessions,
     pub websocket: WebSocket,
     pub wallets: Wallets,
     pub payouts: Payouts,
@@ -94,6 +108,26 @@ pub struct Limits {
     pub join_request_ttl_seconds: i64,
     /// Live (unexpired, unrevoked) invitations one group may have at once.
     pub max_live_invites_per_group: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// A session ends this many days after its last use (sliding; the
+    /// expiry is moved at most once a day). 1 to 3650.
+    pub lifetime_days: u32,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions { lifetime_days: 30 }
+    }
+}
+
+impl Sessions {
+    pub fn lifetime_seconds(&self) -> i64 {
+        i64::from(self.lifetime_days) * 86_400
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,11 +353,12 @@ impl Default for Config {
         Config {
             bind: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
-            admin_token: "dev-admin-token-change-me".into(),
+            admin_token: String::new(),
             public_base_url: None,
             workers: 0,
             limits: Limits::default(),
             actors: Actors::default(),
+            sessions: Sessions::default(),
             websocket: WebSocket::default(),
             wallets: Wallets::default(),
             payouts: Payouts::default(),
@@ -430,8 +465,22 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if self.admin_token.len() < 16 {
-            return bad("admin_token must be at least 16 characters");
+        if !self.admin_token.is_empty() {
+            if self.admin_token.len() < 16 {
+                return bad("admin_token must be at least 16 characters");
+            }
+            if (self.admin_token == SHIPPED_ADMIN_TOKEN || self.admin_token.len() < 32)
+                && !loopback(&self.bind)
+            {
+                return bad(
+                    "admin_token is the example value or shorter than 32 characters, which is \
+                     allowed only on a loopback bind: set a long random one (or leave it unset to \
+                     use the one generated into the data dir's admin.token)",
+                );
+            }
+        }
+        if !(1..=3650).contains(&self.sessions.lifetime_days) {
+            return bad("sessions.lifetime_days must be between 1 and 3650");
         }
         if !(8..=65536).contains(&self.storage.cache_mb) {
             return bad("storage.cache_mb must be between 8 and 65536");
@@ -613,6 +662,28 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_weak_admin_token_is_refused_off_loopback() {
+        let with = |bind: &str, token: &str| Config {
+            bind: bind.into(),
+            admin_token: token.into(),
+            ..Config::default()
+        };
+        let long = "k".repeat(40);
+        for bind in ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"] {
+            assert!(with(bind, SHIPPED_ADMIN_TOKEN).validate().is_ok(), "{bind}");
+        }
+        for bind in ["0.0.0.0:8080", "10.0.0.5:80", "[::]:8080", "example.com:80"] {
+            assert!(
+                with(bind, SHIPPED_ADMIN_TOKEN).validate().is_err(),
+                "{bind}"
+            );
+            assert!(with(bind, &"k".repeat(31)).validate().is_err(), "{bind}");
+            assert!(with(bind, &long).validate().is_ok(), "{bind}");
+            assert!(with(bind, "").validate().is_ok(), "unset: generated");
+        }
     }
 
     #[test]

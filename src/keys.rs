@@ -83,6 +83,10 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
 /// Write a secret atomically and durably: a temp file, fsync, rename (which
 /// refuses to replace an existing file), fsync of the directory.
 fn write_secret(path: &Path, bytes: &[u8; 32]) -> Result<(), KeyError> {
+    write_secret_text(path, &hex(bytes))
+}
+
+fn write_secret_text(path: &Path, text: &str) -> Result<(), KeyError> {
     let io = |e| KeyError::Io(path.to_path_buf(), e);
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -92,7 +96,7 @@ fn write_secret(path: &Path, bytes: &[u8; 32]) -> Result<(), KeyError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(hex(bytes).as_bytes()).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
     std::fs::hard_link(&tmp, path).map_err(io)?;
@@ -108,6 +112,29 @@ fn write_secret(path: &Path, bytes: &[u8; 32]) -> Result<(), KeyError> {
 fn read_secret(path: &Path) -> Result<[u8; 32], KeyError> {
     let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io(path.to_path_buf(), e))?;
     unhex32(&text).ok_or_else(|| KeyError::Bad(path.to_path_buf()))
+}
+
+/// Where the generated admin token lives (when the config sets none).
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// The admin token of a data dir whose config sets none: read from
+/// `admin.token`, or generated there (mode 0600) on first start. Returns
+/// the token and whether it was generated now. The token itself is never
+/// logged; callers say where it is.
+pub fn admin_token(data_dir: &Path, create: bool) -> Result<(String, bool), KeyError> {
+    let path = admin_token_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 32 => return Ok((t.trim().to_string(), false)),
+        Ok(_) => return Err(KeyError::Bad(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+        Err(e) => return Err(KeyError::Io(path, e)),
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| KeyError::Io(data_dir.to_path_buf(), e))?;
+    let token = format!("qra_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+    write_secret_text(&path, &token)?;
+    Ok((token, true))
 }
 
 /// Create a new signing key in `data_dir`; it becomes the active key at the

@@ -27,6 +27,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Check the config file (with the environment's overrides) and exit: 0
+    /// when the server would start with it, 1 with the reason.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Create a new signing key in the data dir; it signs new invitations from
     /// the next start, and older keys keep verifying until their invitations expire.
     Keygen {
@@ -61,6 +67,9 @@ fn main() -> ExitCode {
         None => serve(None),
         Some(Command::Serve { config }) => serve(config),
         Some(Command::Keygen { config }) => keygen(config),
+        Some(Command::CheckConfig { config }) => Config::load(config.as_deref())
+            .map(|_| println!("config ok"))
+            .map_err(|e| e.to_string()),
         Some(Command::Load(args)) => qrgate::load::run(*args),
         Some(Command::Reconcile(args)) => match qrgate::admin_cli::reconcile(args) {
             Ok(true) => Ok(()),

@@ -10,7 +10,8 @@ use crate::http;
     info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger; red packets; scan codes. Errors are RFC 7807 problem+json with a stable `code`."),
     paths(
         http::ops::healthz, http::ops::metrics, http::ops::openapi,
-        http::users::create_user, http::users::keys,
+        http::users::create_user, http::users::keys, http::users::logout,
+        http::users::revoke_sessions, http::users::issue_session,
         http::groups::create_group, http::groups::get_group, http::groups::update_group,
         http::groups::members, http::groups::set_admin, http::groups::unset_admin,
         http::groups::requests, http::groups::approve, http::groups::reject,

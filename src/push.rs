@@ -20,18 +20,26 @@ use crate::storage::{Counters, Storage, StorageError};
 /// Close code sent to a WebSocket client that fell too far behind.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
+/// Close code sent when the connection's session ended (logout, revoked).
+pub const CLOSE_SESSION_ENDED: u16 = 4001;
+
 /// One connection's side of the hub.
 pub struct Subscription {
     pub id: u64,
     pub rx: mpsc::Receiver<ByteString>,
     /// Set when the hub dropped this connection for being too slow.
     pub slow: Arc<AtomicBool>,
+    /// Set when the hub dropped it because its session ended.
+    pub ended: Arc<AtomicBool>,
 }
 
 struct Conn {
     user: UserId,
+    /// blake3 of the session token it was opened with.
+    session: Option<[u8; 32]>,
     tx: mpsc::Sender<ByteString>,
     slow: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
     groups: HashSet<GroupId>,
 }
 
@@ -58,24 +66,52 @@ impl Hub {
         }
     }
 
-    pub fn connect(&self, user: UserId) -> Option<Subscription> {
+    pub fn connect(&self, user: UserId, session: Option<[u8; 32]>) -> Option<Subscription> {
         let mut h = self.inner.lock().ok()?;
         h.next += 1;
         let id = h.next;
         let (tx, rx) = mpsc::channel(self.queue);
         let slow = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
         h.conns.insert(
             id,
             Conn {
                 user,
+                session,
                 tx,
                 slow: Arc::clone(&slow),
+                ended: Arc::clone(&ended),
                 groups: HashSet::new(),
             },
         );
         h.by_user.entry(user).or_default().insert(id);
         metrics::WS_CONNECTIONS.inc();
-        Some(Subscription { id, rx, slow })
+        Some(Subscription {
+            id,
+            rx,
+            slow,
+            ended,
+        })
+    }
+
+    /// Drop the connections whose (user, session) `ended` says ended: each
+    /// closes with [`CLOSE_SESSION_ENDED`].
+    pub fn end_sessions(&self, ended: impl Fn(UserId, Option<[u8; 32]>) -> bool) {
+        let Ok(mut h) = self.inner.lock() else {
+            return;
+        };
+        let gone: Vec<u64> = h
+            .conns
+            .iter()
+            .filter(|(_, c)| ended(c.user, c.session))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(c) = h.conns.get(&id) {
+                c.ended.store(true, Ordering::SeqCst);
+            }
+            remove(&mut h, id);
+        }
     }
 
     pub fn subscribe(&self, conn: u64, group: GroupId) {
@@ -453,8 +489,8 @@ mod tests {
         let hub = Hub::new(2);
         let (g, other) = (GroupId([1; 16]), GroupId([2; 16]));
         let (alice, bob) = (UserId([1; 16]), UserId([2; 16]));
-        let mut a = hub.connect(alice).unwrap();
-        let mut b = hub.connect(bob).unwrap();
+        let mut a = hub.connect(alice, None).unwrap();
+        let mut b = hub.connect(bob, None).unwrap();
         hub.subscribe(b.id, g);
         hub.publish(&ev(g, vec![]));
         assert!(a.rx.try_recv().is_err(), "alice is not subscribed to g");

@@ -135,6 +135,18 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             Arc::clone(&keys),
         ));
     }
+    let admin_token = if config.admin_token.is_empty() {
+        let (token, generated) = crate::keys::admin_token(&config.data_dir, true)?;
+        let path = crate::keys::admin_token_path(&config.data_dir);
+        if generated {
+            tracing::warn!(path = %path.display(), "no admin_token configured: generated one into this file (keep it secret)");
+        } else {
+            tracing::info!(path = %path.display(), "admin token read from the data dir");
+        }
+        token
+    } else {
+        config.admin_token.clone()
+    };
     let mut blacklist: std::collections::HashSet<_> = storage
         .blacklist()
         .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?
@@ -153,9 +165,10 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     codes.start(stale_pool);
     let state = web::Data::new(AppState {
         codes: Arc::clone(&codes),
-        admin_hash: blake3::hash(config.admin_token.as_bytes()),
+        admin_hash: blake3::hash(admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
         sessions: quick_cache::sync::Cache::new(200_000),
+        revoked: Default::default(),
         ip_limiter: RateLimiter::dashmap_with_clock(
             per_minute(config.limits.users_per_minute_per_ip),
             clock.clone(),

@@ -11,4 +11,5 @@ pub mod payout;
 pub mod reconcile;
 pub mod risk;
 pub mod roster;
+pub mod session;
 pub mod token;

@@ -10,8 +10,10 @@ use std::pin::Pin;
 
 use super::AppState;
 use crate::domain::ids::{random_bytes, UserId};
+use crate::domain::session::{self, Session, Verdict};
 use crate::error::ApiError;
 use crate::groups::Caller;
+use crate::storage::WriteSet;
 
 pub const SESSION_PREFIX: &str = "qrs_";
 
@@ -50,17 +52,73 @@ pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
         return Err(ApiError::Unauthorized);
     }
     let hash = session_hash(token);
-    // Sessions never change once issued, so a hit needs no storage read.
-    if let Some(u) = state.sessions.get(&hash) {
-        return Ok(Caller::User(u));
-    }
-    match state.storage.user_by_session(&hash)? {
-        Some(u) => {
-            state.sessions.insert(hash, u);
-            Ok(Caller::User(u))
+    session_user(state, &hash).map(Caller::User)
+}
+
+/// The user a session speaks for, if it is live: expired and revoked
+/// sessions answer 401. Slides the session's expiry (a durable write not
+/// awaited, at most once a day per session).
+fn session_user(state: &AppState, hash: &[u8; 32]) -> Result<UserId, ApiError> {
+    let s = match state.sessions.get(hash) {
+        Some(s) => s,
+        None => {
+            let s = state.storage.session(hash)?.ok_or(ApiError::Unauthorized)?;
+            let before = state.storage.sessions_revoked_before(s.user)?;
+            if before > 0 {
+                if let Ok(mut r) = state.revoked.write() {
+                    r.insert(s.user, before);
+                }
+            }
+            state.sessions.insert(*hash, s);
+            s
         }
-        None => Err(ApiError::Unauthorized),
+    };
+    let before = state
+        .revoked
+        .read()
+        .map_err(|_| ApiError::Internal)?
+        .get(&s.user)
+        .copied()
+        .unwrap_or(0);
+    let lifetime = state.config.sessions.lifetime_seconds();
+    match session::check(&s, super::now(), lifetime, before) {
+        Verdict::Ended => {
+            state.sessions.remove(hash);
+            Err(ApiError::Unauthorized)
+        }
+        Verdict::Valid(None) => Ok(s.user),
+        Verdict::Valid(Some(expires_at)) => {
+            let slid = Session {
+                expires_at: Some(expires_at),
+                ..s
+            };
+            state.sessions.insert(*hash, slid);
+            let mut w = WriteSet::new();
+            w.session(hash, &slid);
+            // Queued now, in order; the request does not wait for it.
+            drop(state.storage.submit(w));
+            Ok(s.user)
+        }
     }
+}
+
+/// A new session for `user`, its token, and its record to write.
+pub fn issue(state: &AppState, user: UserId) -> (String, [u8; 32], Session) {
+    let (token, hash) = new_session();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let s = Session {
+        user,
+        created_at_ms: now_ms,
+        expires_at: Some(now_ms / 1000 + state.config.sessions.lifetime_seconds()),
+    };
+    (token, hash, s)
+}
+
+/// The bearer token's session hash (for logout).
+pub fn bearer_session(req: &HttpRequest) -> Option<[u8; 32]> {
+    bearer(req)
+        .filter(|t| t.starts_with(SESSION_PREFIX))
+        .map(session_hash)
 }
 
 /// Whether the request carries the operator token (without requiring any auth).

@@ -52,8 +52,12 @@ pub struct AppState {
     pub claim_limiter: DefaultKeyedRateLimiter<crate::domain::ids::UserId>,
     /// Users who may neither send nor claim red packets.
     pub blacklist: std::sync::RwLock<std::collections::HashSet<crate::domain::ids::UserId>>,
-    /// blake3(session token) -> user, for sessions seen recently.
-    pub sessions: quick_cache::sync::Cache<[u8; 32], crate::domain::ids::UserId>,
+    /// blake3(session token) -> session, for sessions seen recently.
+    pub sessions: quick_cache::sync::Cache<[u8; 32], crate::domain::session::Session>,
+    /// Users whose sessions were revoked, and before when (ms). Filled from
+    /// storage when a session is first seen (every session is, after a
+    /// start) and by revocations; never evicted, unlike `sessions`.
+    pub revoked: std::sync::RwLock<std::collections::HashMap<crate::domain::ids::UserId, i64>>,
     /// Scan codes: the pool, the binding cache, scan counters.
     pub codes: Arc<crate::codes::Codes>,
 }
@@ -63,6 +67,7 @@ pub struct AppState {
 pub const STATIC_ROUTES: &[&str] = &[
     "/v1/join",
     "/v1/users",
+    "/v1/sessions/current",
     "/v1/groups",
     "/v1/keys",
     "/v1/wallet",
@@ -127,6 +132,9 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(ops::metrics)
             .service(ops::openapi)
             .service(users::create_user)
+            .service(users::logout)
+            .service(users::revoke_sessions)
+            .service(users::issue_session)
             .service(users::keys)
             .service(groups::create_group)
             .service(groups::get_group)

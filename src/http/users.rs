@@ -1,10 +1,10 @@
 //! Users and signing keys.
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{auth, now, AppState};
+use super::{auth, id, now, AppState};
 use crate::domain::group::parse_user_name;
 use crate::domain::ids::UserId;
 use crate::error::{ApiError, Problem};
@@ -23,6 +23,9 @@ pub struct CreatedUser {
     user_id: UserId,
     /// Bearer session token. Shown once; the server keeps only its hash.
     token: String,
+    /// When the session ends unless used (unix seconds); each use moves it
+    /// to `sessions.lifetime_days` ahead, at most once a day.
+    expires_at: i64,
 }
 
 /// Create a user and a session token.
@@ -59,13 +62,15 @@ pub async fn create_user(
         created_at: now(),
         kyc_verified: false,
     };
-    let (token, hash) = auth::new_session();
+    let (token, hash, session) = auth::issue(&state, user.id);
     let mut w = WriteSet::new();
-    w.user(&user, &hash);
+    w.user_record(&user);
+    w.session(&hash, &session);
     state.storage.commit(w).await?;
     Ok(HttpResponse::Created().json(CreatedUser {
         user_id: user.id,
         token,
+        expires_at: session.expires_at.unwrap_or(0),
     }))
 }
 
@@ -83,4 +88,87 @@ pub async fn keys(state: web::Data<AppState>) -> HttpResponse {
         .json(Jwks {
             keys: state.keys.jwks(now()),
         })
+}
+
+/// End the calling session (logout): the token answers 401 from now on,
+/// and WebSockets opened with it close with code 4001.
+#[utoipa::path(
+    responses((status = 204), (status = 401, body = Problem)),
+    security(("bearer" = [])), tag = "users"
+)]
+#[delete("/v1/sessions/current")]
+pub async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    _user: auth::User,
+) -> Result<HttpResponse, ApiError> {
+    let hash = auth::bearer_session(&req).ok_or(ApiError::Unauthorized)?;
+    let mut w = WriteSet::new();
+    w.end_session(&hash);
+    state.storage.commit(w).await?;
+    state.sessions.remove(&hash);
+    state.hub.end_sessions(|_, s| s == Some(hash));
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Revoke every session of a user (admin token): each answers 401 from now
+/// on, on every route, and their WebSockets close with code 4001.
+#[utoipa::path(
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/users/{id}/sessions/revoke")]
+pub async fn revoke_sessions(
+    state: web::Data<AppState>,
+    _admin: auth::Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = id(UserId::parse, &path)?;
+    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    // Sessions created up to this millisecond end; one issued after does not.
+    let before = chrono::Utc::now().timestamp_millis() + 1;
+    let mut w = WriteSet::new();
+    w.sessions_revoked(uid, before);
+    state.storage.commit(w).await?;
+    state
+        .revoked
+        .write()
+        .map_err(|_| ApiError::Internal)?
+        .insert(uid, before);
+    state.hub.end_sessions(|u, _| u == uid);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IssuedSession {
+    /// Bearer session token. Shown once; the server keeps only its hash.
+    token: String,
+    /// When the session ends unless used (unix seconds).
+    expires_at: i64,
+}
+
+/// A new session for an existing user (admin token): the app's backend
+/// logs its users in with it.
+#[utoipa::path(
+    params(("id" = String, Path)),
+    responses((status = 201, body = IssuedSession), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/users/{id}/sessions")]
+pub async fn issue_session(
+    state: web::Data<AppState>,
+    _admin: auth::Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = id(UserId::parse, &path)?;
+    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    let (token, hash, session) = auth::issue(&state, uid);
+    let mut w = WriteSet::new();
+    w.session(&hash, &session);
+    state.storage.commit(w).await?;
+    Ok(HttpResponse::Created().json(IssuedSession {
+        token,
+        expires_at: session.expires_at.unwrap_or(0),
+    }))
 }

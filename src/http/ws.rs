@@ -16,7 +16,7 @@ use crate::domain::ids::{GroupId, UserId};
 use crate::error::ApiError;
 use crate::groups::actor::IsMember;
 use crate::groups::Caller;
-use crate::push::CLOSE_SLOW_CONSUMER;
+use crate::push::{CLOSE_SESSION_ENDED, CLOSE_SLOW_CONSUMER};
 
 #[derive(Deserialize, IntoParams)]
 pub struct WsQuery {
@@ -67,17 +67,21 @@ pub async fn ws(
         ))
     })?;
     let stream = stream.max_frame_size(MAX_FRAME);
-    actix_web::rt::spawn(run(state, user, session, stream));
+    let hash = token
+        .starts_with(auth::SESSION_PREFIX)
+        .then(|| auth::session_hash(token));
+    actix_web::rt::spawn(run(state, user, hash, session, stream));
     Ok(resp)
 }
 
 async fn run(
     state: web::Data<AppState>,
     user: UserId,
+    hash: Option<[u8; 32]>,
     mut session: actix_ws::Session,
     mut stream: actix_ws::MessageStream,
 ) {
-    let Some(mut sub) = state.hub.connect(user) else {
+    let Some(mut sub) = state.hub.connect(user, hash) else {
         let _ = session.close(None).await;
         return;
     };
@@ -113,7 +117,12 @@ async fn run(
                         }
                     }
                     None => {
-                        if sub.slow.load(Ordering::SeqCst) {
+                        if sub.ended.load(Ordering::SeqCst) {
+                            close = Some(CloseReason {
+                                code: CloseCode::Other(CLOSE_SESSION_ENDED),
+                                description: Some("session ended".into()),
+                            });
+                        } else if sub.slow.load(Ordering::SeqCst) {
                             close = Some(CloseReason {
                                 code: CloseCode::Other(CLOSE_SLOW_CONSUMER),
                                 description: Some("slow consumer: too many undelivered events".into()),

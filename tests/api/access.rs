@@ -26,8 +26,8 @@ enum Who {
     Anon,
     /// The owner's session token with one character changed.
     Forged,
-    /// A well-formed session token that was never issued (sessions do not
-    /// expire and cannot be revoked, so this is what an expired one would be).
+    /// A well-formed session token that was never issued (an expired or
+    /// revoked one answers the same: `tests/api/sessions.rs`).
     Unknown,
     /// A user with no role in the group (but a wallet, a linked account...).
     Outsider,
@@ -123,6 +123,9 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/admin/alerts",                              op_only(200)),
     ("GET",    "/v1/admin/reports/large-transactions",          op_only(200)),
     ("POST",   "/v1/admin/users/{id}/kyc",                      op_only(204)),
+    ("POST",   "/v1/admin/users/{id}/sessions",                 op_only(201)),
+    ("POST",   "/v1/admin/users/{id}/sessions/revoke",          op_only(204)),
+    ("DELETE", "/v1/sessions/current",                          [U, U, U, s(204), s(204), s(204), s(204), F]),
     ("POST",   "/v1/admin/reconcile",                           op_only(200)),
     ("GET",    "/v1/admin/reconcile/{date}",                    op_only(200)),
     // Red packets
@@ -365,6 +368,15 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         ("GET", "/v1/admin/reports/large-transactions") => {
             req(format!("/v1/admin/reports/large-transactions?from={DAY}"))
         }
+        // Denied callers try to log in as, or lock out, the owner.
+        ("POST", "/v1/admin/users/{id}/sessions") => {
+            let user = if who == Op { &fx.spare } else { fx.id(Owner) };
+            req(format!("/v1/admin/users/{user}/sessions"))
+        }
+        ("POST", "/v1/admin/users/{id}/sessions/revoke") => {
+            req(format!("/v1/admin/users/{}/sessions/revoke", fx.id(Owner)))
+        }
+        ("DELETE", "/v1/sessions/current") => req(route),
         ("POST", "/v1/admin/users/{id}/kyc") => {
             let user = if who == Op {
                 &fx.spare
@@ -476,6 +488,39 @@ async fn cell(app: &TestApp, fx: &Fx, method: &str, route: &str, who: Who) -> (u
         let (s, v) = app.get(&path, None).await;
         assert_eq!(s, status, "GET /v1/ws as {who:?} without upgrade: {v}");
         return (s, v);
+    }
+    if route == "/v1/sessions/current" && matches!(who, Outsider | Member | GAdmin | Owner) {
+        // Each user logs out of a session of its own made for this cell, so
+        // its column's token keeps working for the other rows.
+        let (s, v) = app
+            .post(
+                &format!("/v1/admin/users/{}/sessions", fx.id(who)),
+                Some(ADMIN),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let t = s_(&v["token"]);
+        let answer = app.call_with(method, route, Some(&t), None, &[]).await;
+        let (after, _) = app.get("/v1/wallet", Some(&t)).await;
+        assert_eq!(after, 401, "a logged-out session answers 401");
+        return answer;
+    }
+    if route == "/v1/admin/users/{id}/sessions/revoke" && who == Op {
+        // The operator revokes a user made for it, not one of the columns.
+        let (victim, tok) = app.user("revoked by the matrix").await;
+        let answer = app
+            .call_with(
+                method,
+                &format!("/v1/admin/users/{victim}/sessions/revoke"),
+                token,
+                None,
+                &[],
+            )
+            .await;
+        let (after, _) = app.get("/v1/wallet", Some(&tok)).await;
+        assert_eq!(after, 401, "a revoked session answers 401");
+        return answer;
     }
     let r = request(fx, method, route, who);
     app.call_with(method, &r.path, token, r.body, &r.headers)

@@ -36,10 +36,17 @@ fn start(dir: &Path, extra_config: &str, env: &[(String, String)]) -> (Child, St
     } else {
         "[risk]\nmode = \"observe\"\n"
     };
+    // A test that sets its own (or no) admin token says so at the top of
+    // its extra config.
+    let admin = if extra_config.contains("admin_token") {
+        String::new()
+    } else {
+        format!("admin_token = \"{ADMIN}\"\n")
+    };
     std::fs::write(
         &cfg,
         format!(
-            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nworkers = 2\n{extra_config}\n{codes}{risk}",
+            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{admin}workers = 2\n{extra_config}\n{codes}{risk}",
             data.display()
         ),
     )

@@ -91,15 +91,12 @@ fn open(dir: &Path, fs: Option<FaultyFs>) -> Storage {
 fn user(n: u8) -> (WriteSet, UserId) {
     let id = UserId([n; 16]);
     let mut w = WriteSet::new();
-    w.user(
-        &User {
-            id,
-            name: format!("u{n}"),
-            created_at: 0,
-            kyc_verified: false,
-        },
-        &[n; 32],
-    );
+    w.user_record(&User {
+        id,
+        name: format!("u{n}"),
+        created_at: 0,
+        kyc_verified: false,
+    });
     (w, id)
 }
 

@@ -17,6 +17,7 @@ mod payouts;
 mod paysim;
 mod qr;
 mod recovery;
+mod sessions;
 mod upgrade;
 mod wallets;
 mod ws;

@@ -1,0 +1,209 @@
+//! Who may act as whom: the admin token a server starts with, and user
+//! sessions that end (logout, revocation, expiry) and can be issued again.
+
+use super::helpers::*;
+use super::ws::connect;
+use awc::ws;
+use futures_util::StreamExt;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The next close frame's code (answering nothing else), within 5 s.
+async fn closed_with(conn: &mut super::ws::Conn) -> Option<u16> {
+    let fut = async {
+        loop {
+            match conn.next().await {
+                Some(Ok(ws::Frame::Close(reason))) => return reason.map(|r| u16::from(r.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    };
+    actix_web::rt::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("closed within 5 s")
+}
+
+#[actix_web::test]
+async fn with_no_admin_token_configured_one_is_generated_into_the_data_dir() {
+    let mut app = TestApp::spawn_with("admin_token = \"\"\n").await;
+    let path = app.data_dir().join("admin.token");
+    let token = std::fs::read_to_string(&path).expect("admin.token written");
+    assert!(token.len() >= 32, "a long token: {token}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "readable by the owner only");
+    let (s, v) = app.get("/v1/admin/ledger/check", Some(&token)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app.get("/v1/admin/ledger/check", Some(ADMIN)).await;
+    assert_eq!(s, 401, "no other token is the admin's");
+    assert!(
+        app.log().contains("admin.token"),
+        "the log says where it is"
+    );
+    assert!(!app.log().contains(&token), "never the token itself");
+    // The same token after a restart.
+    app.restart().await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+    let (s, _) = app.get("/v1/admin/ledger/check", Some(&token)).await;
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn the_example_admin_token_is_refused_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    for (bind, token, ok) in [
+        ("0.0.0.0:0", "dev-admin-token-change-me", false),
+        ("0.0.0.0:0", "only-twenty-six-characters", false),
+        ("127.0.0.1:0", "dev-admin-token-change-me", true),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!(
+                "bind = \"{bind}\"\ndata_dir = \"{}\"\nadmin_token = \"{token}\"\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_qrgate"))
+            .args(["check-config", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run qrgate");
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.success(), ok, "{bind} {token}: {text}");
+        if !ok {
+            assert!(text.contains("loopback"), "says why: {text}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn logout_ends_that_session_only_and_closes_its_websockets() {
+    let app = TestApp::spawn().await;
+    let (alice, first) = app.user("alice").await;
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{alice}/sessions"),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let second = s_(&v["token"]);
+    assert!(v["expires_at"].as_i64().unwrap() > chrono::Utc::now().timestamp() + 29 * 86_400);
+    let mut ws1 = connect(&app, &first).await;
+    let mut ws2 = connect(&app, &second).await;
+    assert_eq!(app.get("/v1/wallet", Some(&first)).await.0, 200);
+
+    let (s, v) = app
+        .call_with("DELETE", "/v1/sessions/current", Some(&first), None, &[])
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = app.get("/v1/wallet", Some(&first)).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"));
+    assert_eq!(closed_with(&mut ws1).await, Some(4001));
+    // The other session goes on, its WebSocket too.
+    assert_eq!(app.get("/v1/wallet", Some(&second)).await.0, 200);
+    let open = actix_web::rt::time::timeout(Duration::from_millis(300), ws2.next()).await;
+    assert!(
+        !matches!(open, Ok(Some(Ok(ws::Frame::Close(_)))) | Ok(None)),
+        "the other session's socket stays open: {open:?}"
+    );
+    // A logged-out token cannot open a WebSocket either.
+    let (s, _) = app.get(&format!("/v1/ws?token={first}"), None).await;
+    assert_eq!(s, 401);
+}
+
+#[actix_web::test]
+async fn revocation_ends_every_session_at_once_durably_and_a_new_one_works() {
+    let mut app = TestApp::spawn().await;
+    let (bob, first) = app.user("bob").await;
+    let issue = |app: &TestApp| {
+        let (base, client) = (app.base.clone(), app.client.clone());
+        let bob = bob.clone();
+        async move {
+            let mut r = client
+                .post(format!("{base}/v1/admin/users/{bob}/sessions"))
+                .insert_header(("Authorization", format!("Bearer {ADMIN}")))
+                .send_json(&json!({}))
+                .await
+                .expect("issue");
+            assert_eq!(r.status().as_u16(), 201);
+            let v: serde_json::Value = r.json().await.expect("json");
+            s_(&v["token"])
+        }
+    };
+    let second = issue(&app).await;
+    // Both are cached by a request first.
+    assert_eq!(app.get("/v1/wallet", Some(&first)).await.0, 200);
+    assert_eq!(app.get("/v1/wallet", Some(&second)).await.0, 200);
+    let mut ws = connect(&app, &second).await;
+
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{bob}/sessions/revoke"),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    for t in [&first, &second] {
+        let (s, v) = app.get("/v1/wallet", Some(t)).await;
+        assert_eq!((s, code(&v)), (401, "unauthorized"));
+    }
+    assert_eq!(closed_with(&mut ws).await, Some(4001));
+    // The app's backend logs bob in again.
+    let third = issue(&app).await;
+    assert_eq!(app.get("/v1/wallet", Some(&third)).await.0, 200);
+    // Durable: after a kill -9, still ended; the new one still works.
+    app.restart().await;
+    for t in [&first, &second] {
+        assert_eq!(app.get("/v1/wallet", Some(t)).await.0, 401);
+    }
+    assert_eq!(app.get("/v1/wallet", Some(&third)).await.0, 200);
+    // Unknown users: 404, nothing issued.
+    let nobody = "u_AAAAAAAAAAAAAAAAAAAAAA";
+    for path in ["sessions", "sessions/revoke"] {
+        let (s, v) = app
+            .post(
+                &format!("/v1/admin/users/{nobody}/{path}"),
+                Some(ADMIN),
+                json!({}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (404, "user_not_found"), "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn an_expired_session_answers_401() {
+    let mut app = TestApp::spawn().await;
+    let (carol, token) = app.user("carol").await;
+    assert_eq!(app.get("/v1/wallet", Some(&token)).await.0, 200);
+    // Move its expiry into the past, as a month without use would.
+    app.kill9();
+    {
+        let data = app.data_dir();
+        let key = qrgate::keys::KeyRing::load_or_create(&data)
+            .unwrap()
+            .journal_key();
+        let store = open_storage(&data, key, Default::default());
+        let hash = *blake3::hash(token.as_bytes()).as_bytes();
+        let mut s = store.session(&hash).unwrap().expect("stored");
+        assert_eq!(s.user.to_string(), carol);
+        s.expires_at = Some(chrono::Utc::now().timestamp() - 1);
+        let mut w = qrgate::storage::WriteSet::new();
+        w.session(&hash, &s);
+        store.commit(w).await.unwrap();
+        store.shutdown().unwrap();
+    }
+    app.restart().await;
+    let (s, v) = app.get("/v1/wallet", Some(&token)).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"));
+}
