@@ -94,7 +94,7 @@ fn session_user(state: &AppState, hash: &[u8; 32]) -> Result<UserId, ApiError> {
             };
             state.sessions.insert(*hash, slid);
             let mut w = WriteSet::new();
-            w.session(hash, &slid);
+            w.session_expiry(hash, expires_at);
             // Queued now, in order; the request does not wait for it.
             drop(state.storage.submit(w));
             Ok(s.user)

@@ -10,6 +10,7 @@
 //! |--------|----------------------|-----------------------------------------|
 //! | `u/`   | user id              | [`User`] (JSON)                         |
 //! | `s/`   | blake3(session token)| a session (`domain::session::encode`: user, created, expires) |
+//! | `se/`  | blake3(session token)| its expiry moved later (i64 BE), apart from `s/` so a late move never revives an ended session |
 //! | `sr/`  | user id              | sessions created before this (ms, i64 BE) are revoked |
 //! | `g/`   | group id             | [`Group`]                               |
 //! | `gr/`  | group ref (8)        | group id                                |
@@ -266,8 +267,14 @@ impl WriteSet {
         );
     }
 
+    /// A session's expiry moved (it slides with use).
+    pub fn session_expiry(&mut self, session_hash: &[u8; 32], expires_at: i64) {
+        self.put(key(b"se/", &[session_hash]), expires_at.to_be_bytes().to_vec());
+    }
+
     pub fn end_session(&mut self, session_hash: &[u8; 32]) {
         self.del(key(b"s/", &[session_hash]));
+        self.del(key(b"se/", &[session_hash]));
     }
 
     /// Every session of `user` created before `not_before_ms` is revoked.
@@ -810,12 +817,18 @@ impl Storage {
         session_hash: &[u8; 32],
     ) -> Result<Option<crate::domain::session::Session>> {
         let k = key(b"s/", &[session_hash]);
-        match self.inner.tree.get(&k)? {
-            None => Ok(None),
-            Some(v) => crate::domain::session::decode(&v)
-                .map(Some)
-                .ok_or_else(|| StorageError::Corrupt("s/".into(), "session record".into())),
+        let Some(v) = self.inner.tree.get(&k)? else {
+            return Ok(None);
+        };
+        let mut s = crate::domain::session::decode(&v)
+            .ok_or_else(|| StorageError::Corrupt("s/".into(), "session record".into()))?;
+        if let Some(v) = self.inner.tree.get(key(b"se/", &[session_hash]))? {
+            let moved = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StorageError::Corrupt("se/".into(), "session expiry".into())
+            })?);
+            s.expires_at = Some(s.expires_at.map_or(moved, |at| at.max(moved)));
         }
+        Ok(Some(s))
     }
 
     /// Sessions of `user` created before this (ms) are revoked; 0 if never.
