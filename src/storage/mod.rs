@@ -518,6 +518,7 @@ impl Storage {
     /// Open with every option: sled's checkpoint, then the journal's frames
     /// after it replayed into the overlay and the outbox.
     pub fn open_with(dir: &Path, journal_key: [u8; 32], opts: StorageOptions) -> Result<Storage> {
+        let started = std::time::Instant::now();
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(opts.cache_bytes)
@@ -527,7 +528,9 @@ impl Storage {
         let log = std::fs::File::open(&log_path)
             .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", log_path.display())))?;
         let (ckpt_pos, ckpt_event) = checkpoint::read_position(&sled_tree)?;
+        let sled_ms = started.elapsed().as_millis();
         let tree = Kv::open(sled_tree)?;
+        let runs_ms = started.elapsed().as_millis() - sled_ms;
         let mut last_event = ckpt_event;
         // The outbox as sled held it before the journal.
         let mut outbox: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
@@ -543,6 +546,8 @@ impl Storage {
         }
         let journal_dir = dir.join("journal");
         let mut replayed: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+        let (mut frames, mut bytes) = (0u64, 0usize);
+        let replay_started = std::time::Instant::now();
         let mut last_pos = ckpt_pos;
         let journal = if opts.journal {
             let fs = opts
@@ -553,6 +558,8 @@ impl Storage {
                 let round = commit::decode_round(p)?;
                 let last = round.last_event();
                 if pos > ckpt_pos {
+                    frames += 1;
+                    bytes += p.len();
                     tree.apply(round.ops).map_err(|e| e.to_string())?;
                 }
                 if !round.events.is_empty() {
@@ -566,6 +573,14 @@ impl Storage {
         } else {
             None
         };
+        tracing::info!(
+            sled_ms,
+            runs_ms,
+            replayed_frames = frames,
+            replayed_mb = bytes as f64 / 1e6,
+            replay_ms = replay_started.elapsed().as_millis(),
+            "storage opened"
+        );
         crash_point("replayed");
         let consumed = cursor(&tree)?;
         for (first, events) in replayed {
