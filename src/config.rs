@@ -32,6 +32,7 @@ pub struct Config {
     pub limits: Limits,
     pub actors: Actors,
     pub sessions: Sessions,
+    pub metrics: Metrics,
     pub websocket: WebSocket,
     pub wallets: Wallets,
     pub payouts: Payouts,
@@ -108,6 +109,14 @@ pub struct Limits {
     pub join_request_ttl_seconds: i64,
     /// Live (unexpired, unrevoked) invitations one group may have at once.
     pub max_live_invites_per_group: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Serve `/metrics` to anyone. Off: it needs the admin token (Prometheus
+    /// sends it with `authorization: {credentials: ...}` in its scrape config).
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +368,7 @@ impl Default for Config {
             limits: Limits::default(),
             actors: Actors::default(),
             sessions: Sessions::default(),
+            metrics: Metrics::default(),
             websocket: WebSocket::default(),
             wallets: Wallets::default(),
             payouts: Payouts::default(),

@@ -121,6 +121,16 @@ pub fn bearer_session(req: &HttpRequest) -> Option<[u8; 32]> {
         .map(session_hash)
 }
 
+/// Refuse unless the request carries the operator token: 401 without a
+/// valid token, 403 for a user's session.
+pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let token = bearer(req).ok_or(ApiError::Unauthorized)?;
+    match resolve(state, token)? {
+        Caller::Admin => Ok(()),
+        Caller::User(_) => Err(ApiError::forbidden("this route needs the admin token")),
+    }
+}
+
 /// Whether the request carries the operator token (without requiring any auth).
 pub fn is_admin(state: &AppState, req: &HttpRequest) -> bool {
     bearer(req).is_some_and(|t| blake3::hash(t.as_bytes()) == state.admin_hash)

@@ -1,9 +1,10 @@
 //! Liveness, metrics and the OpenAPI document.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use utoipa::OpenApi;
 
-use crate::http::AppState;
+use crate::error::ApiError;
+use crate::http::{auth, AppState};
 
 /// Liveness: 200 once the server accepts requests; 503 with the reason
 /// while storage refuses writes (a full disk, an I/O error).
@@ -24,13 +25,26 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus metrics in the text exposition format.
-#[utoipa::path(responses((status = 200, description = "Prometheus text")), tag = "ops")]
+/// Prometheus metrics in the text exposition format: the admin token, unless
+/// `[metrics] public = true`.
+#[utoipa::path(
+    responses(
+        (status = 200, description = "Prometheus text"),
+        (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)
+    ),
+    security(("bearer" = [])), tag = "ops"
+)]
 #[get("/metrics")]
-pub async fn metrics() -> HttpResponse {
-    HttpResponse::Ok()
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.metrics.public {
+        auth::require_admin(&state, &req)?;
+    }
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render())
+        .body(crate::metrics::render()))
 }
 
 /// This document.

@@ -93,7 +93,11 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
     let (server, base, restart_s) = start_timed(&dir)?;
     let rss_restarted = rss_bytes(server.pid())?;
     let checked = actix_web::rt::System::new().block_on(async {
-        let api = Api { c: client(4), base };
+        let api = Api {
+            c: client(4),
+            base,
+            admin: dir.admin.clone(),
+        };
         // One group read back after the SIGKILL restart.
         let v = api
             .call(
@@ -379,6 +383,7 @@ async fn measure(
     let api = Api {
         c: client(a.connections),
         base: base.to_string(),
+        admin: admin.to_string(),
     };
     let rss_start = rss_bytes(pid)?;
     // Group actors resident before (none, unless seeding grows some) stay.
@@ -478,6 +483,7 @@ async fn scrape(api: &Api) -> Result<Scrape, String> {
     let mut res = api
         .c
         .get(url)
+        .insert_header(("Authorization", format!("Bearer {}", api.admin)))
         .send()
         .await
         .map_err(|e| format!("/metrics: {e}"))?;

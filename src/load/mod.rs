@@ -382,6 +382,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
         let api = Api {
             c: client(args.connections),
             base: base.clone(),
+            admin: admin.clone(),
         };
         let sim_api = match &sim_base {
             Some(b) => Some(sim::SimApi::new(client(16), b)?),
@@ -905,6 +906,8 @@ async fn send_limit(
 struct Api {
     c: awc::Client,
     base: String,
+    /// The admin token, for `/metrics` (not public by default).
+    admin: String,
 }
 
 impl Api {

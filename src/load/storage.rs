@@ -18,6 +18,7 @@ pub(super) async fn scrape(api: &Api) -> Option<Figures> {
     let mut res = api
         .c
         .get(format!("{}/metrics", api.base))
+        .insert_header(("Authorization", format!("Bearer {}", api.admin)))
         .send()
         .await
         .ok()?;

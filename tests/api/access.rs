@@ -77,7 +77,7 @@ const MATRIX: &[Row] = &[
     //                                                         anon forged unknown outsider member  gadmin  owner   admin token
     // Operations and public reads
     ("GET",    "/healthz",                                      PUBLIC),
-    ("GET",    "/metrics",                                      PUBLIC),
+    ("GET",    "/metrics",                                      op_only(200)),
     ("GET",    "/openapi.json",                                 PUBLIC),
     ("GET",    "/v1/keys",                                      PUBLIC),
     ("POST",   "/v1/users",                                     [s(201); 8]),

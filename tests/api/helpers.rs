@@ -317,6 +317,7 @@ impl TestApp {
         let mut r = self
             .client
             .get(format!("{}/metrics", self.base))
+            .insert_header(("Authorization", format!("Bearer {ADMIN}")))
             .send()
             .await
             .expect("metrics");

@@ -143,9 +143,15 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     let (s, _) = app.get("/healthz", None).await;
     assert_eq!(s, 200);
+    // Not public by default: the admin token reads it.
+    let (s, v) = app.get("/metrics", None).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"));
+    let (_, user) = app.user("curious").await;
+    assert_eq!(app.get("/metrics", Some(&user)).await.0, 403);
     let mut r = app
         .client
         .get(format!("{}/metrics", app.base))
+        .insert_header(("Authorization", format!("Bearer {ADMIN}")))
         .send()
         .await
         .unwrap();
@@ -176,4 +182,18 @@ async fn openapi_covers_every_route_and_metrics_and_health_answer() {
     // SIGTERM drains and exits cleanly.
     let status = app.terminate();
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[actix_web::test]
+async fn metrics_can_be_made_public() {
+    let app = TestApp::spawn_with("[metrics]\npublic = true\n").await;
+    let mut r = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("qrgate_http_requests_total"));
 }
