@@ -18,7 +18,7 @@ use crate::http;
         http::groups::block, http::groups::ban, http::groups::unban,
         http::invites::create_invite, http::invites::get_invite, http::invites::revoke_invite,
         http::invites::qr_png, http::invites::qr_svg, http::invites::card_png,
-        http::invites::join, http::ws::ws,
+        http::invites::join, http::ws::ws, http::ws::ticket,
         http::wallets::wallet, http::wallets::entries, http::wallets::earn,
         http::wallets::ledger_check,
         http::payouts::link, http::payouts::set_auto_payout, http::payouts::create_payout, http::payouts::list_payouts,

@@ -169,6 +169,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         qr_cache: quick_cache::sync::Cache::new(4096),
         sessions: quick_cache::sync::Cache::new(200_000),
         revoked: Default::default(),
+        ws_tickets: quick_cache::sync::Cache::new(100_000),
         ip_limiter: RateLimiter::dashmap_with_clock(
             per_minute(config.limits.users_per_minute_per_ip),
             clock.clone(),

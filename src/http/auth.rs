@@ -58,7 +58,7 @@ pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
 /// The user a session speaks for, if it is live: expired and revoked
 /// sessions answer 401. Slides the session's expiry (a durable write not
 /// awaited, at most once a day per session).
-fn session_user(state: &AppState, hash: &[u8; 32]) -> Result<UserId, ApiError> {
+pub fn session_user(state: &AppState, hash: &[u8; 32]) -> Result<UserId, ApiError> {
     let s = match state.sessions.get(hash) {
         Some(s) => s,
         None => {

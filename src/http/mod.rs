@@ -58,6 +58,8 @@ pub struct AppState {
     /// storage when a session is first seen (every session is, after a
     /// start) and by revocations; never evicted, unlike `sessions`.
     pub revoked: std::sync::RwLock<std::collections::HashMap<crate::domain::ids::UserId, i64>>,
+    /// WebSocket tickets: blake3(ticket) -> who may open one socket, until when.
+    pub ws_tickets: quick_cache::sync::Cache<[u8; 32], ws::Ticket>,
     /// Scan codes: the pool, the binding cache, scan counters.
     pub codes: Arc<crate::codes::Codes>,
 }
@@ -87,6 +89,7 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/admin/groups/flagged",
     "/v1/codes",
     "/v1/ws",
+    "/v1/ws/ticket",
     "/healthz",
     "/metrics",
     "/openapi.json",
@@ -132,6 +135,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(ops::metrics)
             .service(ops::openapi)
             .service(users::create_user)
+            .service(ws::ticket)
             .service(users::logout)
             .service(users::revoke_sessions)
             .service(users::issue_session)

@@ -1,18 +1,25 @@
-//! `GET /v1/ws?token=<session token>`: a user's own events, plus the events of
+//! `GET /v1/ws?ticket=<ticket>` (from `POST /v1/ws/ticket`; or `?token=<session
+//! token>`, which proxies may log): a user's own events, plus the events of
 //! groups the user subscribes to (members only) with `{"subscribe":"group:<id>"}`.
-//! A connection whose queue fills up is closed with code 4008 (slow consumer).
+//! A connection whose queue fills up is closed with code 4008 (slow consumer);
+//! one whose session ends (logout, revocation), with 4001.
 
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::Deserialize;
+use serde::Serialize;
 use std::future::Future as _;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
+use std::time::Instant;
 use utoipa::IntoParams;
+use utoipa::ToSchema;
 
 use super::{auth, AppState};
-use crate::domain::ids::{GroupId, UserId};
+use crate::domain::ids::{random_bytes, GroupId, UserId};
 use crate::error::ApiError;
 use crate::groups::actor::IsMember;
 use crate::groups::Caller;
@@ -20,8 +27,94 @@ use crate::push::{CLOSE_SESSION_ENDED, CLOSE_SLOW_CONSUMER};
 
 #[derive(Deserialize, IntoParams)]
 pub struct WsQuery {
-    /// The user's session token (browsers cannot set headers on WebSocket requests).
+    /// A ticket from `POST /v1/ws/ticket`: single use, 60 s.
+    ticket: Option<String>,
+    /// The user's session token (browsers cannot set headers on WebSocket
+    /// requests). Works, but URLs end up in proxy logs: prefer a ticket.
     token: Option<String>,
+}
+
+/// Who may open one WebSocket, until when.
+#[derive(Clone, Copy)]
+pub struct Ticket {
+    user: UserId,
+    session: Option<[u8; 32]>,
+    until: Instant,
+}
+
+const TICKET_PREFIX: &str = "qrt_";
+const TICKET_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Serialize, ToSchema)]
+pub struct IssuedTicket {
+    /// Pass as `GET /v1/ws?ticket=...`; good for one connection.
+    ticket: String,
+    /// Seconds it stays valid.
+    expires_in: u64,
+}
+
+/// A single-use ticket to open the caller's WebSocket within 60 s, so that
+/// the session token never travels in a URL.
+#[utoipa::path(
+    responses((status = 201, body = IssuedTicket), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = [])), tag = "events"
+)]
+#[post("/v1/ws/ticket")]
+pub async fn ticket(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: auth::User,
+) -> Result<HttpResponse, ApiError> {
+    let ticket = format!(
+        "{TICKET_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    );
+    state.ws_tickets.insert(
+        *blake3::hash(ticket.as_bytes()).as_bytes(),
+        Ticket {
+            user: user.0,
+            session: auth::bearer_session(&req),
+            until: Instant::now() + TICKET_TTL,
+        },
+    );
+    Ok(HttpResponse::Created().json(IssuedTicket {
+        ticket,
+        expires_in: TICKET_TTL.as_secs(),
+    }))
+}
+
+/// The user (and session) a ticket or token opens a socket for.
+fn caller(state: &AppState, q: &WsQuery) -> Result<(UserId, Option<[u8; 32]>), ApiError> {
+    if let Some(t) = q.ticket.as_deref() {
+        let hash = *blake3::hash(t.as_bytes()).as_bytes();
+        // Removed as it is used: a ticket opens one socket.
+        let (_, t) = state
+            .ws_tickets
+            .remove(&hash)
+            .ok_or(ApiError::Unauthorized)?;
+        if t.until <= Instant::now() {
+            return Err(ApiError::Unauthorized);
+        }
+        // Its session may have ended since.
+        if let Some(s) = &t.session {
+            if auth::session_user(state, s)? != t.user {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        return Ok((t.user, t.session));
+    }
+    let token = q.token.as_deref().ok_or(ApiError::Unauthorized)?;
+    match auth::resolve(state, token)? {
+        Caller::User(u) => Ok((
+            u,
+            token
+                .starts_with(auth::SESSION_PREFIX)
+                .then(|| auth::session_hash(token)),
+        )),
+        Caller::Admin => Err(ApiError::forbidden(
+            "WebSocket events belong to users; use a session token",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -51,25 +144,13 @@ pub async fn ws(
     body: web::Payload,
     q: web::Query<WsQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let token = q.token.as_deref().ok_or(ApiError::Unauthorized)?;
-    let user = match auth::resolve(&state, token)? {
-        Caller::User(u) => u,
-        Caller::Admin => {
-            return Err(ApiError::forbidden(
-                "WebSocket events belong to users; use a session token",
-            )
-            .into())
-        }
-    };
+    let (user, hash) = caller(&state, &q)?;
     let (resp, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
         ApiError::validation(format!(
             "this route is a WebSocket: send an upgrade request ({e})"
         ))
     })?;
     let stream = stream.max_frame_size(MAX_FRAME);
-    let hash = token
-        .starts_with(auth::SESSION_PREFIX)
-        .then(|| auth::session_hash(token));
     actix_web::rt::spawn(run(state, user, hash, session, stream));
     Ok(resp)
 }

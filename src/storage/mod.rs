@@ -269,7 +269,10 @@ impl WriteSet {
 
     /// A session's expiry moved (it slides with use).
     pub fn session_expiry(&mut self, session_hash: &[u8; 32], expires_at: i64) {
-        self.put(key(b"se/", &[session_hash]), expires_at.to_be_bytes().to_vec());
+        self.put(
+            key(b"se/", &[session_hash]),
+            expires_at.to_be_bytes().to_vec(),
+        );
     }
 
     pub fn end_session(&mut self, session_hash: &[u8; 32]) {
@@ -838,9 +841,11 @@ impl Storage {
         let mut s = crate::domain::session::decode(&v)
             .ok_or_else(|| StorageError::Corrupt("s/".into(), "session record".into()))?;
         if let Some(v) = self.inner.tree.get(key(b"se/", &[session_hash]))? {
-            let moved = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                StorageError::Corrupt("se/".into(), "session expiry".into())
-            })?);
+            let moved = i64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("se/".into(), "session expiry".into()))?,
+            );
             s.expires_at = Some(s.expires_at.map_or(moved, |at| at.max(moved)));
         }
         Ok(Some(s))

@@ -106,6 +106,7 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/invites/{id}/card.png",                     [U, U, U, F,      s(200), s(200), s(200), s(200)]),
     ("POST",   "/v1/join",                                      [U, U, U, s(202), e(409, "already_member"), e(409, "already_member"), e(409, "already_member"), F]),
     ("GET",    "/v1/ws",                                        [U, U, U, s(101), s(101), s(101), s(101), F]),
+    ("POST",   "/v1/ws/ticket",                                 [U, U, U, s(201), s(201), s(201), s(201), F]),
     // Wallets and payouts: always the caller's own
     ("GET",    "/v1/wallet",                                    USERS),
     ("GET",    "/v1/wallet/entries",                            USERS),
@@ -377,6 +378,7 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
             req(format!("/v1/admin/users/{}/sessions/revoke", fx.id(Owner)))
         }
         ("DELETE", "/v1/sessions/current") => req(route),
+        ("POST", "/v1/ws/ticket") => req(route),
         ("POST", "/v1/admin/users/{id}/kyc") => {
             let user = if who == Op {
                 &fx.spare

@@ -207,3 +207,56 @@ async fn an_expired_session_answers_401() {
     let (s, v) = app.get("/v1/wallet", Some(&token)).await;
     assert_eq!((s, code(&v)), (401, "unauthorized"));
 }
+
+#[actix_web::test]
+async fn a_websocket_ticket_opens_one_socket_and_dies_with_its_session() {
+    let app = TestApp::spawn().await;
+    let (dana, token) = app.user("dana").await;
+    let ticket = |app: &TestApp, token: &str| {
+        let (base, client, token) = (app.base.clone(), app.client.clone(), token.to_string());
+        async move {
+            let mut r = client
+                .post(format!("{base}/v1/ws/ticket"))
+                .insert_header(("Authorization", format!("Bearer {token}")))
+                .send()
+                .await
+                .expect("ticket");
+            assert_eq!(r.status().as_u16(), 201);
+            let v: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(v["expires_in"], 60);
+            s_(&v["ticket"])
+        }
+    };
+    let open = |app: &TestApp, ticket: &str| {
+        awc::Client::new()
+            .ws(format!("{}/v1/ws?ticket={ticket}", app.base))
+            .connect()
+    };
+    let t = ticket(&app, &token).await;
+    let (_, mut conn) = open(&app, &t).await.expect("the ticket opens a socket");
+    match actix_web::rt::time::timeout(Duration::from_secs(5), conn.next()).await {
+        Ok(Some(Ok(ws::Frame::Text(b)))) => {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["user_id"], dana.as_str());
+        }
+        other => panic!("no hello: {other:?}"),
+    }
+    // Once only.
+    let (s, v) = app.get(&format!("/v1/ws?ticket={t}"), None).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "a used ticket");
+    let (s, _) = app.get("/v1/ws?ticket=qrt_never-issued", None).await;
+    assert_eq!(s, 401);
+    // A ticket of a session that ended meanwhile opens nothing; the socket
+    // the session opened closes.
+    let unused = ticket(&app, &token).await;
+    let (s, _) = app
+        .call_with("DELETE", "/v1/sessions/current", Some(&token), None, &[])
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(closed_with(&mut conn).await, Some(4001));
+    let (s, _) = app.get(&format!("/v1/ws?ticket={unused}"), None).await;
+    assert_eq!(s, 401, "the session ended after the ticket was issued");
+    // The admin token is nobody's: no ticket.
+    let (s, _) = app.post("/v1/ws/ticket", Some(ADMIN), json!({})).await;
+    assert_eq!(s, 403);
+}
