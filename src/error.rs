@@ -30,6 +30,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    #[error("this account is frozen by the operator: it may read, log out and be credited, not join, claim, create packets or codes, or pay out")]
+    AccountFrozen,
 
     // ---- what is addressed ----
     #[error("no route matches this path")]
@@ -130,6 +132,7 @@ impl ApiError {
             ApiError::InviteNotFound => "invite_not_found",
             ApiError::RequestNotFound => "request_not_found",
             ApiError::UserNotFound => "user_not_found",
+            ApiError::AccountFrozen => "account_frozen",
             ApiError::Join(r) => r.code(),
             ApiError::ChallengeRequired(_) => "challenge_required",
             ApiError::Challenge(r) => r.code(),
@@ -166,7 +169,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::AccountFrozen => StatusCode::FORBIDDEN,
             ApiError::RouteNotFound
             | ApiError::GroupNotFound
             | ApiError::InviteNotFound

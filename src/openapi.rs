@@ -11,7 +11,8 @@ use crate::http;
     paths(
         http::ops::healthz, http::ops::metrics, http::ops::openapi,
         http::users::create_user, http::users::keys, http::users::logout,
-        http::users::revoke_sessions, http::users::issue_session,
+        http::users::revoke_sessions, http::users::issue_session, http::users::freeze_user,
+        http::users::unfreeze_user,
         http::groups::create_group, http::groups::get_group, http::groups::update_group,
         http::groups::members, http::groups::set_admin, http::groups::unset_admin,
         http::groups::requests, http::groups::approve, http::groups::reject,

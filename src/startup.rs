@@ -147,13 +147,13 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     } else {
         config.admin_token.clone()
     };
-    let mut blacklist: std::collections::HashSet<_> = storage
-        .blacklist()
+    let mut frozen: std::collections::HashSet<_> = storage
+        .frozen()
         .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?
         .into_iter()
         .map(|e| e.user_id)
         .collect();
-    blacklist.extend(
+    frozen.extend(
         config
             .packets
             .blacklist
@@ -178,7 +178,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             per_minute(config.packets.claims_per_minute_per_user),
             clock,
         ),
-        blacklist: std::sync::RwLock::new(blacklist),
+        frozen: std::sync::RwLock::new(frozen),
         storage: storage.clone(),
         keys,
         groups: directory,

@@ -73,8 +73,6 @@ pub enum Refusal {
         "claims on this red packet are paused for {retry_after_secs} s: too many claims too fast"
     )]
     Paused { retry_after_secs: u64 },
-    #[error("this account may not send or claim red packets")]
-    Blacklisted,
 }
 
 impl Refusal {
@@ -91,7 +89,6 @@ impl Refusal {
             Refusal::AlreadyClaimed => "already_claimed",
             Refusal::OutsideGeofence { .. } => "outside_geofence",
             Refusal::Paused { .. } => "packet_paused",
-            Refusal::Blacklisted => "blacklisted",
         }
     }
 
@@ -100,7 +97,7 @@ impl Refusal {
             Refusal::DailyAmount { .. } | Refusal::AlreadyClaimed => 409,
             Refusal::NotFound => 404,
             Refusal::Expired | Refusal::Empty => 410,
-            Refusal::OutsideGeofence { .. } | Refusal::Blacklisted => 403,
+            Refusal::OutsideGeofence { .. } => 403,
             Refusal::Paused { .. } => 503,
             _ => 422,
         }

@@ -122,6 +122,7 @@ pub async fn answer_challenge(
     path: web::Path<String>,
     body: web::Json<ChallengeAnswer>,
 ) -> Result<HttpResponse, ApiError> {
+    super::not_frozen(&state, user.0)?;
     let cid = path.into_inner();
     let (c, tag) = Challenge::open(&cid, state.keys.challenge_key())?;
     // Checked here too so that nobody spends a captcha check on a challenge

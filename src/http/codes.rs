@@ -120,6 +120,9 @@ pub async fn create_code(
     who: Authed,
     body: web::Json<NewCode>,
 ) -> Result<HttpResponse, ApiError> {
+    if let crate::groups::Caller::User(u) = &who.0 {
+        super::not_frozen(&state, *u)?;
+    }
     let b = body.into_inner();
     let c = state
         .codes

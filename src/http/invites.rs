@@ -475,6 +475,7 @@ async fn join_inner(
     user: UserId,
     text: &str,
 ) -> Result<(JoinOutcome, GroupId), ApiError> {
+    super::not_frozen(state, user)?;
     let invalid = || ApiError::from(Refusal::InvalidToken);
     let parsed = token::parse(text).map_err(|_| invalid())?;
     if state.keys.verifying_key(parsed.claims.kid).is_none() {

@@ -50,8 +50,9 @@ pub struct AppState {
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Red packet claims per user.
     pub claim_limiter: DefaultKeyedRateLimiter<crate::domain::ids::UserId>,
-    /// Users who may neither send nor claim red packets.
-    pub blacklist: std::sync::RwLock<std::collections::HashSet<crate::domain::ids::UserId>>,
+    /// Frozen users (the admin API's and `packets.blacklist`'s): they may
+    /// not join, claim, create packets or codes, or pay out.
+    pub frozen: std::sync::RwLock<std::collections::HashSet<crate::domain::ids::UserId>>,
     /// blake3(session token) -> session, for sessions seen recently.
     pub sessions: quick_cache::sync::Cache<[u8; 32], crate::domain::session::Session>,
     /// Users whose sessions were revoked, and before when (ms). Filled from
@@ -139,6 +140,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(users::logout)
             .service(users::revoke_sessions)
             .service(users::issue_session)
+            .service(users::freeze_user)
+            .service(users::unfreeze_user)
             .service(users::keys)
             .service(groups::create_group)
             .service(groups::get_group)
@@ -225,6 +228,15 @@ fn query_error(e: QueryPayloadError) -> ApiError {
 }
 
 /// Parse a path id, mapping a malformed one to `invalid_id`.
+/// Refuse a frozen user (403 `account_frozen`).
+pub fn not_frozen(state: &AppState, u: crate::domain::ids::UserId) -> Result<(), ApiError> {
+    match state.frozen.read() {
+        Ok(f) if !f.contains(&u) => Ok(()),
+        Ok(_) => Err(ApiError::AccountFrozen),
+        Err(_) => Err(ApiError::Internal),
+    }
+}
+
 pub fn id<T>(parse: fn(&str) -> Result<T, BadId>, s: &str) -> Result<T, ApiError> {
     parse(s).map_err(|e| ApiError::InvalidId(e.to_string()))
 }

@@ -13,7 +13,7 @@ use crate::domain::ledger::{valid_kind, AccountId};
 use crate::domain::packet::{self, ClaimAsk, Geofence, Mode, Packet, Referral, Refusal};
 use crate::error::{ApiError, Problem};
 use crate::groups::Caller;
-use crate::storage::{BlacklistEntry, WriteSet};
+use crate::storage::BlacklistEntry;
 use crate::wallets::PacketState;
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -156,14 +156,6 @@ fn view(state: &AppState, s: PacketState) -> PacketView {
     }
 }
 
-fn blacklisted(state: &AppState, u: UserId) -> bool {
-    state
-        .blacklist
-        .read()
-        .map(|b| b.contains(&u))
-        .unwrap_or(true)
-}
-
 /// Build the packet a request asks for (not checked against amounts and
 /// daily totals: the funder's actor does that).
 fn draft(state: &AppState, who: &Caller, b: &NewPacket) -> Result<Packet, ApiError> {
@@ -189,9 +181,7 @@ fn draft(state: &AppState, who: &Caller, b: &NewPacket) -> Result<Packet, ApiErr
     }
     let (funder, sender, merchant) = match (who, &b.merchant) {
         (Caller::User(u), None) => {
-            if blacklisted(state, *u) {
-                return Err(Refusal::Blacklisted.into());
-            }
+            super::not_frozen(state, *u)?;
             (AccountId::Wallet(*u), Some(*u), None)
         }
         (Caller::User(_), Some(_)) => {
@@ -279,7 +269,7 @@ fn draft(state: &AppState, who: &Caller, b: &NewPacket) -> Result<Packet, ApiErr
     params(("Idempotency-Key" = String, Header)),
     responses(
         (status = 201, body = PacketView), (status = 200, body = PacketView, description = "a retry"),
-        (status = 400, body = Problem), (status = 403, body = Problem, description = "blacklisted, forbidden"),
+        (status = 400, body = Problem), (status = 403, body = Problem, description = "account_frozen, forbidden"),
         (status = 409, body = Problem, description = "insufficient_funds, daily_packet_limit"),
         (status = 422, body = Problem, description = "packet_* limits, idempotency_key_reused"),
     ),
@@ -430,7 +420,7 @@ pub struct ClaimResult {
     request_body(content = ClaimBody, description = "optional"),
     responses(
         (status = 200, body = ClaimResult),
-        (status = 403, body = Problem, description = "outside_geofence, blacklisted"),
+        (status = 403, body = Problem, description = "outside_geofence, account_frozen"),
         (status = 404, body = Problem, description = "packet_not_found"),
         (status = 409, body = Problem, description = "already_claimed"),
         (status = 410, body = Problem, description = "packet_empty, packet_expired"),
@@ -452,9 +442,7 @@ pub async fn claim(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
     };
-    if blacklisted(&state, user.0) {
-        return Err(Refusal::Blacklisted.into());
-    }
+    super::not_frozen(&state, user.0)?;
     if let Err(nu) = state.claim_limiter.check_key(&user.0) {
         let clock = &state.groups.shared().clock;
         return Err(ApiError::rate_limited(
@@ -499,7 +487,8 @@ pub struct BlacklistBody {
     reason: String,
 }
 
-/// Refuse a user as sender and claimant of red packets.
+/// Freeze a user (an alias of `POST /v1/admin/users/{id}/freeze` that
+/// answers with the entry).
 #[utoipa::path(
     params(("user_id" = String, Path)),
     request_body = BlacklistBody,
@@ -514,26 +503,11 @@ pub async fn blacklist_add(
     body: web::Json<BlacklistBody>,
 ) -> Result<HttpResponse, ApiError> {
     let u = id(UserId::parse, &path)?;
-    if body.reason.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "reason must be at most 200 characters",
-        ));
-    }
-    let e = BlacklistEntry {
-        user_id: u,
-        reason: body.reason.clone(),
-        at: now(),
-    };
-    let mut w = WriteSet::new();
-    w.blacklist(&e);
-    state.storage.commit(w).await?;
-    if let Ok(mut b) = state.blacklist.write() {
-        b.insert(u);
-    }
-    Ok(HttpResponse::Ok().json(e))
+    Ok(HttpResponse::Ok().json(super::users::freeze(&state, u, &body.reason).await?))
 }
 
-/// Lift a user's blacklisting (one from `packets.blacklist` in the config stays).
+/// Unfreeze a user (an alias of `POST /v1/admin/users/{id}/unfreeze`; one
+/// from `packets.blacklist` in the config stays).
 #[utoipa::path(
     params(("user_id" = String, Path)),
     responses((status = 204), (status = 403, body = Problem)),
@@ -546,22 +520,11 @@ pub async fn blacklist_remove(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let u = id(UserId::parse, &path)?;
-    let mut w = WriteSet::new();
-    w.unblacklist(u);
-    state.storage.commit(w).await?;
-    let from_config = state
-        .config
-        .packets
-        .blacklist
-        .iter()
-        .any(|s| *s == u.to_string());
-    if let (Ok(mut b), false) = (state.blacklist.write(), from_config) {
-        b.remove(&u);
-    }
+    super::users::unfreeze(&state, u).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Blacklisted users (admin API entries; config entries are listed with reason `config`).
+/// Frozen users (admin API entries; config entries are listed with reason `config`).
 #[utoipa::path(
     responses((status = 200, body = [BlacklistEntry]), (status = 403, body = Problem)),
     security(("bearer" = [])), tag = "packets"
@@ -571,7 +534,7 @@ pub async fn blacklist_list(
     state: web::Data<AppState>,
     _: Admin,
 ) -> Result<HttpResponse, ApiError> {
-    let mut list = state.storage.blacklist()?;
+    let mut list = state.storage.frozen()?;
     for s in &state.config.packets.blacklist {
         if let Ok(u) = UserId::parse(s) {
             if !list.iter().any(|e| e.user_id == u) {

@@ -89,6 +89,7 @@ pub async fn create_payout(
     req: HttpRequest,
     body: web::Json<NewPayout>,
 ) -> Result<HttpResponse, ApiError> {
+    super::not_frozen(&state, user.0)?;
     if state.provider.is_none() {
         return Err(ApiError::ProviderNotConfigured);
     }

@@ -172,3 +172,100 @@ pub async fn issue_session(
         expires_at: session.expires_at.unwrap_or(0),
     }))
 }
+
+/// Freeze `u` for `reason` (durable, then in force at once).
+pub async fn freeze(
+    state: &AppState,
+    u: UserId,
+    reason: &str,
+) -> Result<crate::storage::BlacklistEntry, ApiError> {
+    if reason.chars().count() > 200 {
+        return Err(ApiError::validation(
+            "reason must be at most 200 characters",
+        ));
+    }
+    let e = crate::storage::BlacklistEntry {
+        user_id: u,
+        reason: reason.to_string(),
+        at: now(),
+    };
+    let mut w = WriteSet::new();
+    w.freeze(&e);
+    state.storage.commit(w).await?;
+    state
+        .frozen
+        .write()
+        .map_err(|_| ApiError::Internal)?
+        .insert(u);
+    Ok(e)
+}
+
+/// Unfreeze `u` (one frozen by `packets.blacklist` in the config stays).
+pub async fn unfreeze(state: &AppState, u: UserId) -> Result<(), ApiError> {
+    let mut w = WriteSet::new();
+    w.unfreeze(u);
+    state.storage.commit(w).await?;
+    let from_config = state
+        .config
+        .packets
+        .blacklist
+        .iter()
+        .any(|s| *s == u.to_string());
+    if !from_config {
+        state
+            .frozen
+            .write()
+            .map_err(|_| ApiError::Internal)?
+            .remove(&u);
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeBody {
+    /// Why (kept for the record), up to 200 characters.
+    #[serde(default)]
+    reason: String,
+}
+
+/// Freeze a user (admin token): they may still read, log out and be
+/// credited, but not join, claim, create packets or codes, or pay out (403
+/// `account_frozen`). Durable; in force at once.
+#[utoipa::path(
+    params(("id" = String, Path)),
+    request_body = FreezeBody,
+    responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/users/{id}/freeze")]
+pub async fn freeze_user(
+    state: web::Data<AppState>,
+    _admin: auth::Admin,
+    path: web::Path<String>,
+    body: web::Json<FreezeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = id(UserId::parse, &path)?;
+    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    freeze(&state, uid, &body.reason).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Unfreeze a user (admin token; one frozen by `packets.blacklist` in the
+/// config stays frozen).
+#[utoipa::path(
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/users/{id}/unfreeze")]
+pub async fn unfreeze_user(
+    state: web::Data<AppState>,
+    _admin: auth::Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = id(UserId::parse, &path)?;
+    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    unfreeze(&state, uid).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,4 +1,4 @@
-//! Red packets, their claims, and the blacklist.
+//! Red packets, their claims, and frozen users.
 //!
 //! | prefix | key                                   | value                         |
 //! |--------|---------------------------------------|-------------------------------|
@@ -78,11 +78,13 @@ impl WriteSet {
         self.put(key(b"ko/", &[p.as_bytes()]), opens.to_be_bytes().to_vec());
     }
 
-    pub fn blacklist(&mut self, e: &BlacklistEntry) {
+    /// Freeze a user (the record kept its name from the packets-only
+    /// blacklist it replaced).
+    pub fn freeze(&mut self, e: &BlacklistEntry) {
         self.put_json(key(b"kb/", &[e.user_id.as_bytes()]), e);
     }
 
-    pub fn unblacklist(&mut self, u: UserId) {
+    pub fn unfreeze(&mut self, u: UserId) {
         self.del(key(b"kb/", &[u.as_bytes()]));
     }
 }
@@ -146,7 +148,8 @@ impl Storage {
         Ok(out)
     }
 
-    pub fn blacklist(&self) -> Result<Vec<BlacklistEntry>> {
+    /// Frozen users (admin API entries).
+    pub fn frozen(&self) -> Result<Vec<BlacklistEntry>> {
         self.scan(b"kb/".to_vec())
     }
 }

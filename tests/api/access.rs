@@ -124,6 +124,8 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/admin/alerts",                              op_only(200)),
     ("GET",    "/v1/admin/reports/large-transactions",          op_only(200)),
     ("POST",   "/v1/admin/users/{id}/kyc",                      op_only(204)),
+    ("POST",   "/v1/admin/users/{id}/freeze",                   op_only(204)),
+    ("POST",   "/v1/admin/users/{id}/unfreeze",                 op_only(204)),
     ("POST",   "/v1/admin/users/{id}/sessions",                 op_only(201)),
     ("POST",   "/v1/admin/users/{id}/sessions/revoke",          op_only(204)),
     ("DELETE", "/v1/sessions/current",                          [U, U, U, s(204), s(204), s(204), s(204), F]),
@@ -376,6 +378,20 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         }
         ("POST", "/v1/admin/users/{id}/sessions/revoke") => {
             req(format!("/v1/admin/users/{}/sessions/revoke", fx.id(Owner)))
+        }
+        // Denied callers try to freeze, or unfreeze, someone else.
+        ("POST", "/v1/admin/users/{id}/freeze") => {
+            let user = if who == Op { &fx.spare } else { fx.id(Owner) };
+            req(format!("/v1/admin/users/{user}/freeze"))
+                .body(json!({"reason": format!("by {name}")}))
+        }
+        ("POST", "/v1/admin/users/{id}/unfreeze") => {
+            let user = if who == Op {
+                &fx.spare
+            } else {
+                &fx.blacklisted
+            };
+            req(format!("/v1/admin/users/{user}/unfreeze")).body(json!({}))
         }
         ("DELETE", "/v1/sessions/current") => req(route),
         ("POST", "/v1/ws/ticket") => req(route),

@@ -501,7 +501,7 @@ async fn risk_controls_rate_limit_blacklist_breaker_and_geofence() {
     assert_eq!(s, 200, "{v}");
     let open = new("o", json!({"total": 100, "count": 10, "mode": "fixed"})).await;
     let (s, v) = app.claim(&carol, &open, json!({})).await;
-    assert_eq!((s, code(&v)), (403, "blacklisted"), "{v}");
+    assert_eq!((s, code(&v)), (403, "account_frozen"), "{v}");
     let (s, v) = app
         .create_packet(
             &carol,
@@ -509,7 +509,7 @@ async fn risk_controls_rate_limit_blacklist_breaker_and_geofence() {
             json!({"total": 10, "count": 1, "mode": "fixed"}),
         )
         .await;
-    assert_eq!((s, code(&v)), (403, "blacklisted"), "{v}");
+    assert_eq!((s, code(&v)), (403, "account_frozen"), "{v}");
     let (s, v) = app.get("/v1/admin/blacklist", Some(ADMIN)).await;
     assert_eq!(
         (s, v[0]["reason"].as_str()),

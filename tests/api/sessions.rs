@@ -260,3 +260,119 @@ async fn a_websocket_ticket_opens_one_socket_and_dies_with_its_session() {
     let (s, _) = app.post("/v1/ws/ticket", Some(ADMIN), json!({})).await;
     assert_eq!(s, 403);
 }
+
+#[actix_web::test]
+async fn a_frozen_account_reads_and_is_credited_but_acts_on_nothing() {
+    let mut app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Freeze"})).await;
+    // The group's only use: its invitation.
+    let (_, invite, _) = app.invite(&owner, &g, json!({})).await;
+    let (eve, eve_tok) = app.user("eve").await;
+    let (s, v) = app.earn("before-freeze", &eve, 500).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{eve}/freeze"),
+            Some(&owner),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (403, "forbidden"), "users cannot freeze");
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{eve}/freeze"),
+            Some(ADMIN),
+            json!({"reason": "chargebacks"}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let refused = |app: &TestApp, tok: &str| {
+        let (app_base, client, tok, invite) = (
+            app.base.clone(),
+            app.client.clone(),
+            tok.to_string(),
+            invite.clone(),
+        );
+        async move {
+            let call = |method: &'static str, path: String, body: serde_json::Value| {
+                let (client, base, tok) = (client.clone(), app_base.clone(), tok.clone());
+                async move {
+                    let mut r = client
+                        .request(method.parse().unwrap(), format!("{base}{path}"))
+                        .insert_header(("Authorization", format!("Bearer {tok}")))
+                        .insert_header(("Idempotency-Key", "freeze-test-1"))
+                        .send_json(&body)
+                        .await
+                        .expect("call");
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    (r.status().as_u16(), v)
+                }
+            };
+            vec![
+                (
+                    "join",
+                    call("POST", "/v1/join".into(), json!({"token": invite})).await,
+                ),
+                (
+                    "packet",
+                    call(
+                        "POST",
+                        "/v1/packets".into(),
+                        json!({"total": 10, "count": 1, "mode": "fixed"}),
+                    )
+                    .await,
+                ),
+                (
+                    "code",
+                    call("POST", "/v1/codes".into(), json!({"page": "/landing"})).await,
+                ),
+                (
+                    "payout",
+                    call("POST", "/v1/payouts".into(), json!({"amount": 100})).await,
+                ),
+            ]
+        }
+    };
+    for (what, (s, v)) in refused(&app, &eve_tok).await {
+        assert_eq!((s, code(&v)), (403, "account_frozen"), "{what}: {v}");
+    }
+    // Reads and earnings still work; durable across a kill.
+    app.restart().await;
+    for (what, (s, v)) in refused(&app, &eve_tok).await {
+        assert_eq!(
+            (s, code(&v)),
+            (403, "account_frozen"),
+            "{what} after a restart: {v}"
+        );
+    }
+    let (s, v) = app.earn("while-frozen", &eve, 100).await;
+    assert_eq!(s, 201, "earnings still credit: {v}");
+    assert_eq!(app.balance(&eve_tok).await, 600);
+    let (s, v) = app.get("/v1/admin/blacklist", Some(ADMIN)).await;
+    assert_eq!(
+        (s, v[0]["user_id"].as_str()),
+        (200, Some(eve.as_str())),
+        "listed: {v}"
+    );
+    // Unfrozen: the join goes through.
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{eve}/unfreeze"),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = app.join(&eve_tok, &invite).await;
+    assert_eq!(s, 200, "{v}");
+    let nobody = "u_AAAAAAAAAAAAAAAAAAAAAA";
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{nobody}/freeze"),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (404, "user_not_found"));
+}
