@@ -201,6 +201,9 @@ pub struct Payouts {
     pub notify_url: Option<String>,
     /// Refresh a linked account's access token this long before it expires.
     pub refresh_before_seconds: i64,
+    /// After a user links a different payout account, their payouts wait
+    /// this long (a stolen session's quickest theft is a re-link). 0: none.
+    pub relink_cooling_hours: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -323,6 +326,7 @@ impl Default for Payouts {
             retry_factor: 1.0,
             notify_url: None,
             refresh_before_seconds: 600,
+            relink_cooling_hours: 24,
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    #[error("a payout is in progress: the payout account can be changed once it is over")]
+    LinkChangeBlocked,
+    #[error("payouts wait {retry_after_secs} s more after a change of payout account")]
+    PayoutCoolingOff { retry_after_secs: u64 },
     #[error("this account is frozen by the operator: it may read, log out and be credited, not join, claim, create packets or codes, or pay out")]
     AccountFrozen,
 
@@ -133,6 +137,8 @@ impl ApiError {
             ApiError::RequestNotFound => "request_not_found",
             ApiError::UserNotFound => "user_not_found",
             ApiError::AccountFrozen => "account_frozen",
+            ApiError::LinkChangeBlocked => "link_change_blocked",
+            ApiError::PayoutCoolingOff { .. } => "payout_cooling_off",
             ApiError::Join(r) => r.code(),
             ApiError::ChallengeRequired(_) => "challenge_required",
             ApiError::Challenge(r) => r.code(),
@@ -169,7 +175,10 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::AccountFrozen => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_)
+            | ApiError::AccountFrozen
+            | ApiError::PayoutCoolingOff { .. } => StatusCode::FORBIDDEN,
+            ApiError::LinkChangeBlocked => StatusCode::CONFLICT,
             ApiError::RouteNotFound
             | ApiError::GroupNotFound
             | ApiError::InviteNotFound
@@ -315,6 +324,7 @@ impl ResponseError for ApiError {
             ApiError::CodeQuotaExceeded {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            ApiError::PayoutCoolingOff { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         } {
             resp.insert_header((header::RETRY_AFTER, secs.max(1).to_string()));

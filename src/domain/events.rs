@@ -80,6 +80,11 @@ pub enum EventKind {
     GroupUnbanned {
         group_id: GroupId,
     },
+    /// The user's payout account changed to another one (sent to the user:
+    /// if they did not do it, their session is someone else's too).
+    LinkChanged {
+        openid_hint: String,
+    },
     /// A payout changed state (sent to its user).
     PayoutUpdated {
         payout_id: PayoutId,

@@ -258,6 +258,13 @@ pub fn backoff_ms(attempts: u32, factor: f64) -> i64 {
     ms.max(50)
 }
 
+/// Seconds a payout must still wait after the payout account was changed
+/// at `relinked_at` (`None`: it need not).
+pub fn cooling_left(relinked_at: Option<i64>, now: i64, hours: u32) -> Option<u64> {
+    let until = relinked_at?.saturating_add(i64::from(hours) * 3600);
+    (until > now).then(|| (until - now) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -298,10 +298,14 @@ pub struct LinkView {
 
 /// Link the caller's payment account: the server exchanges the OAuth code
 /// with the provider and keeps the tokens sealed. Payouts go to this account.
+/// Changing it to another account is refused while a payout is open (409
+/// `link_change_blocked`), tells the user (`link_changed`), and holds
+/// payouts for `payouts.relink_cooling_hours` (403 `payout_cooling_off`).
 #[utoipa::path(
     request_body = LinkBody,
     responses(
         (status = 200, body = LinkView), (status = 400, body = Problem),
+        (status = 409, body = Problem, description = "link_change_blocked"),
         (status = 502, body = Problem), (status = 503, body = Problem)
     ),
     security(("bearer" = [])), tag = "payouts"
@@ -331,6 +335,7 @@ pub async fn link(
         expires_at: now.saturating_add(tokens.expires_in),
         linked_at: now,
         refreshed_at: now,
+        relinked_at: None,
     };
     state.wallets.set_link(user.0, link).await?;
     Ok(HttpResponse::Ok().json(LinkView {

@@ -30,6 +30,10 @@ pub struct Link {
     pub expires_at: i64,
     pub linked_at: i64,
     pub refreshed_at: i64,
+    /// When an earlier link to another account was replaced by this one:
+    /// payouts wait `payouts.relink_cooling_hours` from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relinked_at: Option<i64>,
 }
 
 /// One entry of the large-transaction report.

@@ -120,6 +120,15 @@ impl WalletActor {
         let usage = self.usage(user, &day)?;
         payout::check(m.amount, link.is_some(), kyc, usage, &cfg.limits())
             .map_err(ApiError::Payout)?;
+        if let Some(wait) = link
+            .as_ref()
+            .and_then(|l| payout::cooling_left(l.relinked_at, now, cfg.relink_cooling_hours))
+        {
+            return Err(ApiError::PayoutCoolingOff {
+                retry_after_secs: wait,
+            }
+            .into());
+        }
         let id = PayoutId::random();
         let partner_trade_no = payout::partner_trade_no(user, &m.key);
         let hold = Spec {
@@ -342,12 +351,49 @@ impl WalletActor {
         }
     }
 
+    /// Link a payout account. Changing it to another one is refused while a
+    /// payout is open, tells the user (`link_changed`), and holds payouts
+    /// for the cooling period.
     fn set_link(&mut self, m: SetLink) -> Step<()> {
         let user = self.user()?;
+        let mut link = m.link;
         let mut w = WriteSet::new();
-        w.link(user, &m.link);
+        if let Some(old) = self.env.storage.link(user)? {
+            if old.openid == link.openid {
+                link.relinked_at = old.relinked_at;
+            } else {
+                let open = self
+                    .env
+                    .storage
+                    .user_payouts(user, 1000)?
+                    .iter()
+                    .chain(self.payouts.recent.values().map(|(_, p)| p))
+                    .any(|p| !p.state.is_final());
+                if open {
+                    return Err(ApiError::LinkChangeBlocked.into());
+                }
+                link.relinked_at = Some(link.linked_at);
+                w.event(&Event::for_users(
+                    vec![user],
+                    link.linked_at,
+                    EventKind::LinkChanged {
+                        openid_hint: hint(&link.openid),
+                    },
+                ));
+            }
+        }
+        w.link(user, &link);
         Ok(self.commit(w, ()))
     }
+}
+
+/// The last 4 characters of an openid, for a notice the user recognises.
+fn hint(openid: &str) -> String {
+    let n = openid.chars().count();
+    format!(
+        "…{}",
+        openid.chars().skip(n.saturating_sub(4)).collect::<String>()
+    )
 }
 
 fn updated_event(p: &Payout) -> Event {

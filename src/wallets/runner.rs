@@ -268,6 +268,7 @@ pub async fn refresh_links(
                 expires_at: now.saturating_add(tokens.expires_in),
                 linked_at: link.linked_at,
                 refreshed_at: now,
+                relinked_at: link.relinked_at,
             };
             // Only if the user did not re-link meanwhile.
             if let Err(e) = wallets.refresh_link(user, link.linked_at, fresh).await {

@@ -758,3 +758,84 @@ async fn large_transactions_are_reported_and_tokens_refreshed() {
     let (_, v) = app.get("/v1/wallet/link", Some(&unlinked)).await;
     assert_eq!(v["linked"], false);
 }
+
+#[actix_web::test]
+async fn a_relink_waits_for_open_payouts_tells_the_user_and_holds_payouts() {
+    let sim = Sim::start();
+    let app = server(&sim, "").await;
+    let (_, tok) = app.payee(&sim, "relinker", 1000, "o-first").await;
+    let (s, v) = sim
+        .post("/sim/faults", json!({"auto_complete": false}))
+        .await;
+    assert!(s < 300, "{v}");
+    let (s, v) = app.payout(&tok, "k-open", 100).await;
+    assert_eq!(s, 202, "{v}");
+    let ptn = s_(&v["partner_trade_no"]);
+    let id = s_(&v["id"]);
+    let link = |code: &'static str, openid: &'static str| {
+        let (app, sim, tok) = (&app, &sim, tok.clone());
+        async move {
+            let (s, v) = sim
+                .post("/sim/codes", json!({"code": code, "openid": openid}))
+                .await;
+            assert!(s < 300, "{v}");
+            app.post("/v1/wallet/link", Some(&tok), json!({"code": code}))
+                .await
+        }
+    };
+    // Another account while a payout is open: refused, the link unchanged.
+    let (s, v) = link("c-second", "o-second").await;
+    assert_eq!((s, code(&v)), (409, "link_change_blocked"), "{v}");
+    let (_, l) = app.get("/v1/wallet/link", Some(&tok)).await;
+    assert_eq!(l["openid"], "o-first", "{l}");
+    let (s, v) = sim
+        .post(
+            "/sim/complete",
+            json!({"partner_trade_no": ptn, "state": "SUCCESS"}),
+        )
+        .await;
+    assert!(s < 300, "{v}");
+    assert_eq!(app.settled(&tok, &id).await["status"], "succeeded");
+    // Over: the change goes through, and the user hears of it.
+    let mut ws = super::ws::connect(&app, &tok).await;
+    let (s, v) = link("c-third", "o-third").await;
+    assert_eq!(s, 200, "{v}");
+    let e = super::ws::next_of(&mut ws, "link_changed").await;
+    assert_eq!(e["openid_hint"], "…hird", "{e}");
+    // Payouts wait for the cooling period (24 h by default).
+    let mut r = app
+        .client
+        .post(format!("{}/v1/payouts", app.base))
+        .insert_header(("Authorization", format!("Bearer {tok}")))
+        .insert_header(("Idempotency-Key", "k-after-relink"))
+        .send_json(&json!({ "amount": 100 }))
+        .await
+        .expect("payout");
+    assert_eq!(r.status().as_u16(), 403);
+    let wait: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .expect("Retry-After");
+    assert!((86_000..=86_400).contains(&wait), "{wait}");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(code(&v), "payout_cooling_off", "{v}");
+}
+
+#[actix_web::test]
+async fn without_a_cooling_period_a_relinked_user_pays_out_at_once() {
+    let sim = Sim::start();
+    let app = server(&sim, "relink_cooling_hours = 0").await;
+    let (_, tok) = app.payee(&sim, "mover", 1000, "o-old").await;
+    let (s, v) = sim
+        .post("/sim/codes", json!({"code": "c-new", "openid": "o-new"}))
+        .await;
+    assert!(s < 300, "{v}");
+    let (s, v) = app
+        .post("/v1/wallet/link", Some(&tok), json!({"code": "c-new"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app.payout(&tok, "k-now", 100).await;
+    assert_eq!(s, 202, "{v}");
+}
