@@ -148,6 +148,11 @@ impl Storage {
         Ok(out)
     }
 
+    /// Whether the admin API froze `u` (the config's list is not here).
+    pub fn is_frozen(&self, u: UserId) -> Result<bool> {
+        self.inner.tree.contains_key(key(b"kb/", &[u.as_bytes()]))
+    }
+
     /// Frozen users (admin API entries).
     pub fn frozen(&self) -> Result<Vec<BlacklistEntry>> {
         self.scan(b"kb/".to_vec())

@@ -112,6 +112,17 @@ impl WalletActor {
                 },
             ));
         }
+        // Whatever asks (the user, or an automatic payout after an earning).
+        let from_config = self
+            .env
+            .config
+            .packets
+            .blacklist
+            .iter()
+            .any(|s| *s == user.to_string());
+        if from_config || self.env.storage.is_frozen(user)? {
+            return Err(ApiError::AccountFrozen.into());
+        }
         let now = self.now();
         let cfg = self.env.config.payouts.clone();
         let link = self.env.storage.link(user)?;

@@ -839,3 +839,58 @@ async fn without_a_cooling_period_a_relinked_user_pays_out_at_once() {
     let (s, v) = app.payout(&tok, "k-now", 100).await;
     assert_eq!(s, 202, "{v}");
 }
+
+#[actix_web::test]
+async fn a_frozen_account_is_credited_but_pays_nothing_out_automatically() {
+    let sim = Sim::start();
+    let app = server(&sim, "").await;
+    let (uid, tok) = app.payee(&sim, "ice", 0, "o-ice").await;
+    let (s, v) = app
+        .call(
+            "PUT",
+            "/v1/wallet/auto-payout",
+            Some(&tok),
+            Some(json!({"threshold": 500})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{uid}/freeze"),
+            Some(ADMIN),
+            json!({"reason": "review"}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, _) = app.earn("ice-1", &uid, 800).await;
+    assert_eq!(s, 201, "credited while frozen");
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
+    assert_eq!(
+        v["payouts"].as_array().map(Vec::len),
+        Some(0),
+        "no automatic payout: {v}"
+    );
+    assert_eq!(app.balance(&tok).await, 800);
+    // Unfrozen: the next earning crosses the threshold again and pays out.
+    let (s, _) = app
+        .post(
+            &format!("/v1/admin/users/{uid}/unfreeze"),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = app.earn("ice-2", &uid, 100).await;
+    assert_eq!(s, 201);
+    let mut paid = false;
+    for _ in 0..100 {
+        let (_, v) = app.get("/v1/payouts", Some(&tok)).await;
+        if v["payouts"].as_array().is_some_and(|a| !a.is_empty()) {
+            paid = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(paid, "an automatic payout once unfrozen");
+}
