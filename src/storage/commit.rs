@@ -603,4 +603,52 @@ mod tests {
         assert!(store.inner.tree.get("g/1/c").unwrap().is_none());
         assert!(store.inner.tree.get("g/1/d").unwrap().is_some());
     }
+
+    /// Once the journal since the last checkpoint passes twice the trigger,
+    /// a round waits for the next checkpoint (here held back by the test),
+    /// and goes on as soon as it ran.
+    #[test]
+    fn writes_wait_for_a_checkpoint_when_they_outrun_it() {
+        use super::super::{Storage, StorageOptions};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let opts = StorageOptions {
+            checkpoint_bytes: 4096,
+            checkpoint_every: Duration::from_secs(3600),
+            ..StorageOptions::default()
+        };
+        let store = Storage::open_with(dir.path(), [0; 32], opts).unwrap();
+        let big = |n: usize| {
+            let mut w = WriteSet::new();
+            w.put(format!("x/{n}").into_bytes(), vec![7; 1024]);
+            w
+        };
+        rt.block_on(async {
+            let held = store.inner.checkpoint_lock.lock().unwrap();
+            // Up to twice the trigger goes through at once.
+            for n in 0..7 {
+                store.commit(big(n)).await.unwrap();
+            }
+            let mut n = 7;
+            let mut stalled = Box::pin(store.commit(big(n)));
+            while tokio::time::timeout(Duration::from_millis(300), &mut stalled)
+                .await
+                .is_ok()
+            {
+                n += 1;
+                assert!(n < 12, "a round past twice the trigger waits");
+                stalled = Box::pin(store.commit(big(n)));
+            }
+            drop(held);
+            tokio::time::timeout(Duration::from_secs(5), stalled)
+                .await
+                .expect("goes on once a checkpoint ran")
+                .unwrap();
+        });
+        assert!(store.inner.tree.get(b"x/7").unwrap().is_some());
+    }
 }
