@@ -627,8 +627,17 @@ mod tests {
             w.put(format!("x/{n}").into_bytes(), vec![7; 1024]);
             w
         };
+        // The checkpoint lock, held by another thread until told to let go.
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let inner = Arc::clone(&store.inner);
+        let holder = std::thread::spawn(move || {
+            let _held = inner.checkpoint_lock.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        locked_rx.recv().unwrap();
         rt.block_on(async {
-            let held = store.inner.checkpoint_lock.lock().unwrap();
             // Up to twice the trigger goes through at once.
             for n in 0..7 {
                 store.commit(big(n)).await.unwrap();
@@ -643,12 +652,13 @@ mod tests {
                 assert!(n < 12, "a round past twice the trigger waits");
                 stalled = Box::pin(store.commit(big(n)));
             }
-            drop(held);
+            release_tx.send(()).unwrap();
             tokio::time::timeout(Duration::from_secs(5), stalled)
                 .await
                 .expect("goes on once a checkpoint ran")
                 .unwrap();
         });
+        holder.join().unwrap();
         assert!(store.inner.tree.get(b"x/7").unwrap().is_some());
     }
 }
