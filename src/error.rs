@@ -30,6 +30,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    #[error("this API key lacks the scope `{0}` this route needs")]
+    InsufficientScope(&'static str),
+    #[error("API key not found")]
+    ApiKeyNotFound,
     #[error("a payout is in progress: the payout account can be changed once it is over")]
     LinkChangeBlocked,
     #[error("payouts wait {retry_after_secs} s more after a change of payout account")]
@@ -137,6 +141,8 @@ impl ApiError {
             ApiError::RequestNotFound => "request_not_found",
             ApiError::UserNotFound => "user_not_found",
             ApiError::AccountFrozen => "account_frozen",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::ApiKeyNotFound => "api_key_not_found",
             ApiError::LinkChangeBlocked => "link_change_blocked",
             ApiError::PayoutCoolingOff { .. } => "payout_cooling_off",
             ApiError::Join(r) => r.code(),
@@ -177,13 +183,15 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_)
             | ApiError::AccountFrozen
+            | ApiError::InsufficientScope(_)
             | ApiError::PayoutCoolingOff { .. } => StatusCode::FORBIDDEN,
             ApiError::LinkChangeBlocked => StatusCode::CONFLICT,
             ApiError::RouteNotFound
             | ApiError::GroupNotFound
             | ApiError::InviteNotFound
             | ApiError::RequestNotFound
-            | ApiError::UserNotFound => StatusCode::NOT_FOUND,
+            | ApiError::UserNotFound
+            | ApiError::ApiKeyNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Join(r) => {
                 StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)

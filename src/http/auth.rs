@@ -8,7 +8,7 @@ use base64::Engine;
 use std::future::{ready, Future};
 use std::pin::Pin;
 
-use super::AppState;
+use super::{api_keys, AppState};
 use crate::domain::ids::{random_bytes, UserId};
 use crate::domain::session::{self, Session, Verdict};
 use crate::error::ApiError;
@@ -123,17 +123,16 @@ pub fn bearer_session(req: &HttpRequest) -> Option<[u8; 32]> {
 
 /// Refuse unless the request carries the operator token: 401 without a
 /// valid token, 403 for a user's session.
-pub fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let token = bearer(req).ok_or(ApiError::Unauthorized)?;
-    match resolve(state, token)? {
+pub fn require_admin(_state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    match caller_of(req)? {
         Caller::Admin => Ok(()),
         Caller::User(_) => Err(ApiError::forbidden("this route needs the admin token")),
     }
 }
 
 /// Whether the request carries the operator token (without requiring any auth).
-pub fn is_admin(state: &AppState, req: &HttpRequest) -> bool {
-    bearer(req).is_some_and(|t| blake3::hash(t.as_bytes()) == state.admin_hash)
+pub fn is_admin(_state: &AppState, req: &HttpRequest) -> bool {
+    bearer(req).is_some() && matches!(caller_of(req), Ok(Caller::Admin))
 }
 
 /// The user a request's bearer token names, if any (for routes open to
@@ -150,7 +149,24 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
         .app_data::<web::Data<AppState>>()
         .ok_or(ApiError::Internal)?;
     let token = bearer(req).ok_or(ApiError::Unauthorized)?;
+    if token.starts_with(api_keys::API_KEY_PREFIX) {
+        return key_caller(state, req, token);
+    }
     resolve(state, token)
+}
+
+/// An API key acts as the operator on the routes its scopes name (403
+/// `insufficient_scope` elsewhere); an unknown or revoked key is 401.
+fn key_caller(state: &AppState, req: &HttpRequest, key: &str) -> Result<Caller, ApiError> {
+    let keys = state.api_keys.read().map_err(|_| ApiError::Internal)?;
+    let k = keys
+        .get(&api_keys::key_hash(key))
+        .ok_or(ApiError::Unauthorized)?;
+    match api_keys::scope_of(req) {
+        Some(scope) if k.scopes.iter().any(|s| s == scope) => Ok(Caller::Admin),
+        Some(scope) => Err(ApiError::InsufficientScope(scope)),
+        None => Err(ApiError::InsufficientScope("admin token")),
+    }
 }
 
 /// Any authenticated caller: a user or the operator.

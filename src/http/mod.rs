@@ -2,6 +2,7 @@
 //! the result. Route modules mirror the API sections of DESIGN.md.
 
 pub mod abuse;
+pub mod api_keys;
 pub mod auth;
 pub mod codes;
 pub mod groups;
@@ -59,6 +60,8 @@ pub struct AppState {
     /// storage when a session is first seen (every session is, after a
     /// start) and by revocations; never evicted, unlike `sessions`.
     pub revoked: std::sync::RwLock<std::collections::HashMap<crate::domain::ids::UserId, i64>>,
+    /// API keys by blake3(key) (all of them: the operator makes few).
+    pub api_keys: std::sync::RwLock<std::collections::HashMap<[u8; 32], crate::storage::ApiKey>>,
     /// WebSocket tickets: blake3(ticket) -> who may open one socket, until when.
     pub ws_tickets: quick_cache::sync::Cache<[u8; 32], ws::Ticket>,
     /// Scan codes: the pool, the binding cache, scan counters.
@@ -91,6 +94,7 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/codes",
     "/v1/ws",
     "/v1/ws/ticket",
+    "/v1/admin/api-keys",
     "/healthz",
     "/metrics",
     "/openapi.json",
@@ -136,6 +140,9 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(ops::metrics)
             .service(ops::openapi)
             .service(users::create_user)
+            .service(api_keys::create)
+            .service(api_keys::list)
+            .service(api_keys::revoke)
             .service(ws::ticket)
             .service(users::logout)
             .service(users::revoke_sessions)

@@ -12,6 +12,7 @@
 //! | `s/`   | blake3(session token)| a session (`domain::session::encode`: user, created, expires) |
 //! | `se/`  | blake3(session token)| its expiry moved later (i64 BE), apart from `s/` so a late move never revives an ended session |
 //! | `sr/`  | user id              | sessions created before this (ms, i64 BE) are revoked |
+//! | `ak/`  | API key id           | [`ApiKey`] (JSON; the key's blake3 hash, never the key) |
 //! | `g/`   | group id             | [`Group`]                               |
 //! | `gr/`  | group ref (8)        | group id                                |
 //! | `mb/`  | group id, bucket (1) | the [`Member`]s of one bucket (binary, see `member.rs`) |
@@ -107,6 +108,17 @@ pub struct User {
     /// Identity verified (KYC) by the operator; large payouts need it.
     #[serde(default)]
     pub kyc_verified: bool,
+}
+
+/// A scoped API key of the operator's services (`http/api_keys.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// blake3 of the key, base64url.
+    pub hash: String,
+    pub created_at: i64,
 }
 
 /// Everything a GroupActor needs to rebuild itself.
@@ -265,6 +277,14 @@ impl WriteSet {
             key(b"s/", &[session_hash]),
             crate::domain::session::encode(s),
         );
+    }
+
+    pub fn api_key(&mut self, k: &ApiKey) {
+        self.put_json(key(b"ak/", &[k.id.as_bytes()]), k);
+    }
+
+    pub fn api_key_revoked(&mut self, k: &ApiKey) {
+        self.del(key(b"ak/", &[k.id.as_bytes()]));
     }
 
     /// A session's expiry moved (it slides with use).
@@ -849,6 +869,11 @@ impl Storage {
             s.expires_at = Some(s.expires_at.map_or(moved, |at| at.max(moved)));
         }
         Ok(Some(s))
+    }
+
+    /// Every API key.
+    pub fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        self.scan(b"ak/".to_vec())
     }
 
     /// Sessions of `user` created before this (ms) are revoked; 0 if never.

@@ -376,3 +376,130 @@ async fn a_frozen_account_reads_and_is_credited_but_acts_on_nothing() {
         .await;
     assert_eq!((s, code(&v)), (404, "user_not_found"));
 }
+
+#[actix_web::test]
+async fn an_api_key_acts_as_the_operator_within_its_scopes_only() {
+    let app = TestApp::spawn().await;
+    let (uid, tok) = app.user("worker").await;
+    let key = |scopes: serde_json::Value| {
+        let (base, client) = (app.base.clone(), app.client.clone());
+        async move {
+            let mut r = client
+                .post(format!("{base}/v1/admin/api-keys"))
+                .insert_header(("Authorization", format!("Bearer {ADMIN}")))
+                .send_json(&json!({"name": "backend", "scopes": scopes}))
+                .await
+                .expect("create key");
+            let v: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(r.status().as_u16(), 201, "{v}");
+            (s_(&v["id"]), s_(&v["key"]))
+        }
+    };
+    let (earn_id, earn) = key(json!(["earnings:write"])).await;
+    let (_, reports) = key(json!(["reports:read", "sessions:write"])).await;
+    let (_, moderation) = key(json!(["moderation"])).await;
+    let earning = json!({"event_id": "k-1", "user_id": uid, "kind": "task_completed", "amount": 5});
+    let (s, v) = app.post("/v1/earnings", Some(&earn), earning.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    for (who, path) in [(&reports, "/v1/earnings"), (&moderation, "/v1/earnings")] {
+        let (s, v) = app.post(path, Some(who), earning.clone()).await;
+        assert_eq!((s, code(&v)), (403, "insufficient_scope"), "{v}");
+    }
+    assert_eq!(
+        app.get("/v1/admin/ledger/check", Some(&reports)).await.0,
+        200
+    );
+    assert_eq!(app.get("/metrics", Some(&reports)).await.0, 200);
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{uid}/sessions"),
+            Some(&reports),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = app.get("/v1/admin/ledger/check", Some(&earn)).await;
+    assert_eq!((s, code(&v)), (403, "insufficient_scope"), "{v}");
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{uid}/freeze"),
+            Some(&moderation),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    // Keys manage no keys; they are not users either.
+    let (s, v) = app.get("/v1/admin/api-keys", Some(&moderation)).await;
+    assert_eq!((s, code(&v)), (403, "insufficient_scope"), "{v}");
+    let (s, _) = app.get("/v1/wallet", Some(&earn)).await;
+    assert_eq!(s, 403);
+    assert_eq!(app.get("/v1/wallet", Some(&tok)).await.0, 200);
+    // Listed without the key; stored hashed.
+    let (s, list) = app.get("/v1/admin/api-keys", Some(ADMIN)).await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
+    assert!(!list.to_string().contains(&earn), "never the key: {list}");
+    // Bad scopes and names.
+    for body in [
+        json!({"name": "x", "scopes": []}),
+        json!({"name": "x", "scopes": ["root"]}),
+        json!({"name": "", "scopes": ["moderation"]}),
+    ] {
+        let (s, v) = app.post("/v1/admin/api-keys", Some(ADMIN), body).await;
+        assert_eq!((s, code(&v)), (400, "validation_failed"), "{v}");
+    }
+    // Revoked: 401 at once; an unknown id 404.
+    let (s, _) = app
+        .call(
+            "DELETE",
+            &format!("/v1/admin/api-keys/{earn_id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, v) = app.post("/v1/earnings", Some(&earn), earning).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+    let (s, v) = app
+        .call("DELETE", "/v1/admin/api-keys/ak_nope", Some(ADMIN), None)
+        .await;
+    assert_eq!((s, code(&v)), (404, "api_key_not_found"), "{v}");
+}
+
+#[actix_web::test]
+async fn api_keys_survive_a_restart_and_are_stored_hashed() {
+    let mut app = TestApp::spawn().await;
+    let (s, v) = app
+        .post(
+            "/v1/admin/api-keys",
+            Some(ADMIN),
+            json!({"name": "ops", "scopes": ["reports:read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let key = s_(&v["key"]);
+    app.restart().await;
+    assert_eq!(app.get("/v1/admin/ledger/check", Some(&key)).await.0, 200);
+    app.kill9();
+    let mut found = false;
+    for entry in walk(&app.data_dir()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        found |= bytes.windows(key.len()).any(|w| w == key.as_bytes());
+    }
+    assert!(!found, "the key itself is in no file of the data dir");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,239 @@
+//! Scoped API keys for the operator's own services: a key acts as the
+//! operator on the routes its scopes name, and nowhere else. Keys are shown
+//! once and stored hashed; the admin token stays for bootstrap.
+
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::auth::Admin;
+use super::{now, AppState};
+use crate::domain::ids::random_bytes;
+use crate::error::{ApiError, Problem};
+use crate::storage::{ApiKey, WriteSet};
+
+pub const API_KEY_PREFIX: &str = "qrk_";
+
+/// Every scope a key may hold.
+pub const SCOPES: [&str; 8] = [
+    "earnings:write",
+    "sessions:write",
+    "reports:read",
+    "moderation",
+    "payouts:admin",
+    "codes:write",
+    "webhooks:admin",
+    "campaigns:write",
+];
+
+/// The scope a key needs on each route that takes the admin token (method,
+/// route as declared). A route not here takes no key.
+pub const ROUTE_SCOPES: &[(&str, &str, &str)] = &[
+    ("POST", "/v1/earnings", "earnings:write"),
+    ("POST", "/v1/users", "sessions:write"),
+    ("POST", "/v1/admin/users/{id}/sessions", "sessions:write"),
+    (
+        "POST",
+        "/v1/admin/users/{id}/sessions/revoke",
+        "sessions:write",
+    ),
+    ("GET", "/metrics", "reports:read"),
+    ("GET", "/v1/admin/ledger/check", "reports:read"),
+    (
+        "GET",
+        "/v1/admin/reports/large-transactions",
+        "reports:read",
+    ),
+    ("GET", "/v1/admin/payouts", "payouts:admin"),
+    ("GET", "/v1/admin/alerts", "payouts:admin"),
+    ("POST", "/v1/admin/users/{id}/kyc", "payouts:admin"),
+    ("POST", "/v1/admin/reconcile", "payouts:admin"),
+    ("GET", "/v1/admin/reconcile/{date}", "payouts:admin"),
+    ("POST", "/v1/codes", "codes:write"),
+    ("GET", "/v1/codes/{code}", "codes:write"),
+    ("DELETE", "/v1/codes/{code}", "codes:write"),
+    ("POST", "/v1/packets", "campaigns:write"),
+    ("GET", "/v1/groups/{id}", "moderation"),
+    ("PATCH", "/v1/groups/{id}", "moderation"),
+    ("GET", "/v1/groups/{id}/members", "moderation"),
+    ("PUT", "/v1/groups/{id}/admins/{user_id}", "moderation"),
+    ("DELETE", "/v1/groups/{id}/admins/{user_id}", "moderation"),
+    ("GET", "/v1/groups/{id}/requests", "moderation"),
+    (
+        "POST",
+        "/v1/groups/{id}/requests/{rid}/approve",
+        "moderation",
+    ),
+    (
+        "POST",
+        "/v1/groups/{id}/requests/{rid}/reject",
+        "moderation",
+    ),
+    ("POST", "/v1/groups/{id}/blocks", "moderation"),
+    ("DELETE", "/v1/groups/{id}/members/{user_id}", "moderation"),
+    ("POST", "/v1/admin/groups/{id}/ban", "moderation"),
+    ("POST", "/v1/admin/groups/{id}/unban", "moderation"),
+    ("GET", "/v1/admin/groups/flagged", "moderation"),
+    ("DELETE", "/v1/admin/groups/{id}/flag", "moderation"),
+    ("GET", "/v1/invites/{id}", "moderation"),
+    ("DELETE", "/v1/invites/{id}", "moderation"),
+    ("GET", "/v1/invites/{id}/qr.png", "moderation"),
+    ("GET", "/v1/invites/{id}/qr.svg", "moderation"),
+    ("GET", "/v1/invites/{id}/card.png", "moderation"),
+    ("GET", "/v1/invites/{id}/analytics", "moderation"),
+    ("POST", "/v1/invites/{id}/reset", "moderation"),
+    ("POST", "/v1/invites/{id}/burn", "moderation"),
+    ("GET", "/v1/groups/{id}/analytics", "moderation"),
+    ("GET", "/v1/groups/{id}/invites/{iid}/joins", "moderation"),
+    ("POST", "/v1/admin/users/{id}/freeze", "moderation"),
+    ("POST", "/v1/admin/users/{id}/unfreeze", "moderation"),
+    ("GET", "/v1/admin/blacklist", "moderation"),
+    ("PUT", "/v1/admin/blacklist/{user_id}", "moderation"),
+    ("DELETE", "/v1/admin/blacklist/{user_id}", "moderation"),
+];
+
+/// The scope `req`'s route needs from a key, if a key may call it at all.
+pub fn scope_of(req: &HttpRequest) -> Option<&'static str> {
+    let pattern = req.match_pattern()?;
+    let method = req.method().as_str();
+    ROUTE_SCOPES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == pattern)
+        .map(|(_, _, s)| *s)
+}
+
+pub fn key_hash(key: &str) -> [u8; 32] {
+    *blake3::hash(key.as_bytes()).as_bytes()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// 1 to 64 characters, for the operator's eyes.
+    name: String,
+    /// At least one of: earnings:write, sessions:write, reports:read,
+    /// moderation, payouts:admin, codes:write, webhooks:admin, campaigns:write.
+    scopes: Vec<String>,
+}
+
+/// A key as listed (never the key itself).
+#[derive(serde::Serialize, ToSchema)]
+pub struct ApiKeyView {
+    id: String,
+    name: String,
+    scopes: Vec<String>,
+    created_at: i64,
+    /// The key: present only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+impl ApiKeyView {
+    fn of(k: &ApiKey, key: Option<String>) -> ApiKeyView {
+        ApiKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            scopes: k.scopes.clone(),
+            created_at: k.created_at,
+            key,
+        }
+    }
+}
+
+/// Create a key (admin token only): shown once in this answer, stored hashed.
+#[utoipa::path(
+    request_body = NewApiKey,
+    responses((status = 201, body = ApiKeyView), (status = 400, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/api-keys")]
+pub async fn create(
+    state: web::Data<AppState>,
+    _: Admin,
+    body: web::Json<NewApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(ApiError::validation("name must be 1 to 64 characters"));
+    }
+    let mut scopes = body.scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(ApiError::validation(format!(
+            "scopes must be a non-empty list of: {}",
+            SCOPES.join(", ")
+        )));
+    }
+    let key = format!(
+        "{API_KEY_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    );
+    let k = ApiKey {
+        id: format!("ak_{}", URL_SAFE_NO_PAD.encode(random_bytes::<12>())),
+        name: name.to_string(),
+        scopes,
+        hash: URL_SAFE_NO_PAD.encode(key_hash(&key)),
+        created_at: now(),
+    };
+    let mut w = WriteSet::new();
+    w.api_key(&k);
+    state.storage.commit(w).await?;
+    state
+        .api_keys
+        .write()
+        .map_err(|_| ApiError::Internal)?
+        .insert(key_hash(&key), k.clone());
+    Ok(HttpResponse::Created().json(ApiKeyView::of(&k, Some(key))))
+}
+
+/// The keys (admin token only), never the keys themselves.
+#[utoipa::path(
+    responses((status = 200, body = [ApiKeyView]), (status = 403, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[get("/v1/admin/api-keys")]
+pub async fn list(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
+    let mut keys: Vec<ApiKeyView> = state
+        .api_keys
+        .read()
+        .map_err(|_| ApiError::Internal)?
+        .values()
+        .map(|k| ApiKeyView::of(k, None))
+        .collect();
+    keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(HttpResponse::Ok().json(keys))
+}
+
+/// Revoke a key (admin token only): it answers 401 from now on.
+#[utoipa::path(
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[delete("/v1/admin/api-keys/{id}")]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    _: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let found = state
+        .api_keys
+        .read()
+        .map_err(|_| ApiError::Internal)?
+        .iter()
+        .find(|(_, k)| k.id == *path)
+        .map(|(h, k)| (*h, k.clone()));
+    let (hash, k) = found.ok_or(ApiError::ApiKeyNotFound)?;
+    let mut w = WriteSet::new();
+    w.api_key_revoked(&k);
+    state.storage.commit(w).await?;
+    state
+        .api_keys
+        .write()
+        .map_err(|_| ApiError::Internal)?
+        .remove(&hash);
+    Ok(HttpResponse::NoContent().finish())
+}
