@@ -208,6 +208,10 @@ struct Fx {
     blacklisted: String,
     /// An API key's id (the operator revokes it; the others try to).
     api_key: String,
+    /// A user the operator froze, and a session revoked by the operator.
+    frozen_id: String,
+    frozen_token: String,
+    revoked_token: String,
     bill: String,
 }
 
@@ -555,6 +559,46 @@ async fn cell(app: &TestApp, fx: &Fx, method: &str, route: &str, who: Who) -> (u
         .await
 }
 
+/// What a frozen user gets where the outsider gets `outsider`: refused on
+/// the routes a freeze closes; `None` where the outsider's request cannot be
+/// repeated by another user (a single-use link code, the outsider's own
+/// logout).
+fn frozen_expects(method: &str, route: &str, outsider: Exp) -> Option<Exp> {
+    match (method, route) {
+        ("POST", "/v1/wallet/link") | ("DELETE", "/v1/sessions/current") => None,
+        (
+            "POST",
+            "/v1/join"
+            | "/v1/challenges/{id}"
+            | "/v1/packets"
+            | "/v1/codes"
+            | "/v1/payouts"
+            | "/v1/packets/{id}/claim",
+        ) => Some(e(403, "account_frozen")),
+        _ => Some(outsider),
+    }
+}
+
+/// The outsider's request of a row, sent with another caller's token.
+async fn derived_cell(
+    app: &TestApp,
+    fx: &Fx,
+    method: &str,
+    route: &str,
+    token: &str,
+) -> (u16, Value) {
+    if route == "/v1/ws" {
+        let status = ws_status(app, Some(token)).await;
+        if status == 101 {
+            return (101, Value::Null);
+        }
+        return app.get(&format!("/v1/ws?token={token}"), None).await;
+    }
+    let r = request(fx, method, route, Outsider);
+    app.call_with(method, &r.path, Some(token), r.body, &r.headers)
+        .await
+}
+
 fn matches(exp: Exp, status: u16, body: &Value) -> bool {
     match exp {
         Exp::Is(st) => status == st,
@@ -644,7 +688,9 @@ async fn every_route_times_every_caller() {
         "routes declared in src/http without a row in the access matrix: {missing:?}"
     );
 
-    // Every cell.
+    // Every cell; then two callers derived from the columns: a revoked
+    // session answers as the never-issued one does, and a frozen user as
+    // the outsider does, except where a freeze refuses.
     let mut wrong = Vec::new();
     let mut cells = 0;
     for (method, route, expected) in MATRIX {
@@ -659,6 +705,25 @@ async fn every_route_times_every_caller() {
                 ));
             }
         }
+        for (name, token, exp) in [
+            ("a revoked session", &fx.revoked_token, Some(expected[2])),
+            (
+                "a frozen user",
+                &fx.frozen_token,
+                frozen_expects(method, route, expected[3]),
+            ),
+        ] {
+            let Some(exp) = exp else { continue };
+            let (status, body) = derived_cell(&app, &fx, method, route, token).await;
+            cells += 1;
+            if !matches(exp, status, &body) {
+                let body = body.to_string();
+                wrong.push(format!(
+                    "{method} {route} as {name}: expected {exp:?}, got {status} {}",
+                    &body[..body.len().min(300)]
+                ));
+            }
+        }
     }
     assert!(
         wrong.is_empty(),
@@ -666,7 +731,9 @@ async fn every_route_times_every_caller() {
         wrong.len(),
         wrong.join("\n")
     );
-    assert_eq!(cells, MATRIX.len() * COLUMNS.len());
+    // The columns, and two derived cells a row but for the two rows a
+    // frozen user cannot repeat.
+    assert_eq!(cells, MATRIX.len() * (COLUMNS.len() + 2) - 2);
 
     cross_user_actions(&app, &fx).await;
     no_trace(&app, &fx).await;
@@ -827,6 +894,24 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
         .await;
     assert_eq!(s, 201, "{v}");
     let api_key = s_(&v["id"]);
+    let (frozen_id, frozen_token) = app.user("frozen caller").await;
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{frozen_id}/freeze"),
+            Some(ADMIN),
+            json!({"reason": "matrix"}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (revoked_id, revoked_token) = app.user("revoked caller").await;
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/users/{revoked_id}/sessions/revoke"),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
     let (blacklisted, _) = app.user("bad").await;
     let (s, v) = app
         .call(
@@ -896,6 +981,9 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
         code_revoke,
         blacklisted,
         api_key,
+        frozen_id,
+        frozen_token,
+        revoked_token,
         bill,
     }
 }
@@ -1307,7 +1395,11 @@ async fn no_trace(app: &TestApp, fx: &Fx) {
         .iter()
         .map(|e| s_(&e["user_id"]))
         .collect();
-    assert_eq!(listed, BTreeSet::from([fx.blacklisted.clone()]), "{v}");
+    assert_eq!(
+        listed,
+        BTreeSet::from([fx.blacklisted.clone(), fx.frozen_id.clone()]),
+        "{v}"
+    );
 
     // Money: the denied earnings credited nobody, the replayed keys moved nothing.
     let reasons = |tok: String| async move {
