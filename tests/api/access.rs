@@ -212,6 +212,8 @@ struct Fx {
     frozen_id: String,
     frozen_token: String,
     revoked_token: String,
+    /// (scope, an API key holding that scope alone), one per scope.
+    scope_keys: Vec<(String, String)>,
     bill: String,
 }
 
@@ -579,6 +581,25 @@ fn frozen_expects(method: &str, route: &str, outsider: Exp) -> Option<Exp> {
     }
 }
 
+/// What a key holding only `scope` gets on a row (`None`: not tried).
+fn scope_expects(method: &str, route: &str, row: &[Exp; 8], scope: &str) -> Option<Exp> {
+    let anon_ok = matches!(row[0], Exp::Is(st) if st < 400);
+    if anon_ok {
+        return None; // public: a token is not looked at
+    }
+    if row.iter().all(|c| *c == U) || route == "/v1/ws" {
+        return Some(e(401, "")); // signed by the provider; WebSockets take users only
+    }
+    let named = qrgate::http::api_keys::ROUTE_SCOPES
+        .iter()
+        .any(|(m, r, s)| *m == method && *r == route && *s == scope);
+    match (named, method) {
+        (true, "GET") => Some(row[7]),
+        (true, _) => None,
+        (false, _) => Some(e(403, "insufficient_scope")),
+    }
+}
+
 /// The outsider's request of a row, sent with another caller's token.
 async fn derived_cell(
     app: &TestApp,
@@ -705,6 +726,33 @@ async fn every_route_times_every_caller() {
                 ));
             }
         }
+        // A column per scope: a key whose scope the route does not name is
+        // refused (no side effects); one whose scope it names reads what
+        // the operator reads (GETs only: writes are not repeated here).
+        for (scope, key) in &fx.scope_keys {
+            let Some(exp) = scope_expects(method, route, expected, scope) else {
+                continue;
+            };
+            let (status, body) = if *route == "/v1/ws" {
+                (ws_status(&app, Some(key)).await, Value::Null)
+            } else {
+                let r = request(&fx, method, route, Op);
+                app.call_with(method, &r.path, Some(key), r.body, &r.headers)
+                    .await
+            };
+            cells += 1;
+            let ok = match exp {
+                Exp::Is(st) => status == st,
+                Exp::Refused(st, c) => status == st && (c.is_empty() || code(&body) == c),
+            };
+            if !ok {
+                let body = body.to_string();
+                wrong.push(format!(
+                    "{method} {route} with a {scope} key: expected {exp:?}, got {status} {}",
+                    &body[..body.len().min(300)]
+                ));
+            }
+        }
         for (name, token, exp) in [
             ("a revoked session", &fx.revoked_token, Some(expected[2])),
             (
@@ -731,9 +779,19 @@ async fn every_route_times_every_caller() {
         wrong.len(),
         wrong.join("\n")
     );
-    // The columns, and two derived cells a row but for the two rows a
-    // frozen user cannot repeat.
-    assert_eq!(cells, MATRIX.len() * (COLUMNS.len() + 2) - 2);
+    // The columns, the scope keys' cells, and two derived cells a row but
+    // for the two rows a frozen user cannot repeat.
+    let scoped: usize = MATRIX
+        .iter()
+        .map(|(m, r, row)| {
+            fx.scope_keys
+                .iter()
+                .filter(|(s, _)| scope_expects(m, r, row, s).is_some())
+                .count()
+        })
+        .sum();
+    assert!(scoped > MATRIX.len() * 4, "most rows are tried with keys");
+    assert_eq!(cells, MATRIX.len() * (COLUMNS.len() + 2) - 2 + scoped);
 
     cross_user_actions(&app, &fx).await;
     no_trace(&app, &fx).await;
@@ -894,6 +952,18 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
         .await;
     assert_eq!(s, 201, "{v}");
     let api_key = s_(&v["id"]);
+    let mut scope_keys = Vec::new();
+    for scope in qrgate::http::api_keys::SCOPES {
+        let (s, v) = app
+            .post(
+                "/v1/admin/api-keys",
+                Some(ADMIN),
+                json!({"name": scope, "scopes": [scope]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        scope_keys.push((scope.to_string(), s_(&v["key"])));
+    }
     let (frozen_id, frozen_token) = app.user("frozen caller").await;
     let (s, v) = app
         .post(
@@ -984,6 +1054,7 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
         frozen_id,
         frozen_token,
         revoked_token,
+        scope_keys,
         bill,
     }
 }
