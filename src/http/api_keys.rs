@@ -1,112 +1,19 @@
-//! Scoped API keys for the operator's own services: a key acts as the
-//! operator on the routes its scopes name, and nowhere else. Keys are shown
-//! once and stored hashed; the admin token stays for bootstrap.
+//! Scoped API keys for the operator's own services: creating, listing and
+//! revoking them. A key acts as the operator on the routes its scopes name
+//! (`auth::ROUTE_SCOPES`), and nowhere else. Keys are shown once and stored
+//! hashed; the admin token stays for bootstrap.
 
-use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::Admin;
+use super::auth::{key_hash, Admin, API_KEY_PREFIX, SCOPES};
 use super::{now, AppState};
 use crate::domain::ids::random_bytes;
 use crate::error::{ApiError, Problem};
 use crate::storage::{ApiKey, WriteSet};
-
-pub const API_KEY_PREFIX: &str = "qrk_";
-
-/// Every scope a key may hold.
-pub const SCOPES: [&str; 8] = [
-    "earnings:write",
-    "sessions:write",
-    "reports:read",
-    "moderation",
-    "payouts:admin",
-    "codes:write",
-    "webhooks:admin",
-    "campaigns:write",
-];
-
-/// The scope a key needs on each route that takes the admin token (method,
-/// route as declared). A route not here takes no key.
-pub const ROUTE_SCOPES: &[(&str, &str, &str)] = &[
-    ("POST", "/v1/earnings", "earnings:write"),
-    ("POST", "/v1/users", "sessions:write"),
-    ("POST", "/v1/admin/users/{id}/sessions", "sessions:write"),
-    (
-        "POST",
-        "/v1/admin/users/{id}/sessions/revoke",
-        "sessions:write",
-    ),
-    ("GET", "/metrics", "reports:read"),
-    ("GET", "/v1/admin/ledger/check", "reports:read"),
-    (
-        "GET",
-        "/v1/admin/reports/large-transactions",
-        "reports:read",
-    ),
-    ("GET", "/v1/admin/payouts", "payouts:admin"),
-    ("GET", "/v1/admin/alerts", "payouts:admin"),
-    ("POST", "/v1/admin/users/{id}/kyc", "payouts:admin"),
-    ("POST", "/v1/admin/reconcile", "payouts:admin"),
-    ("GET", "/v1/admin/reconcile/{date}", "payouts:admin"),
-    ("POST", "/v1/codes", "codes:write"),
-    ("GET", "/v1/codes/{code}", "codes:write"),
-    ("DELETE", "/v1/codes/{code}", "codes:write"),
-    ("POST", "/v1/packets", "campaigns:write"),
-    ("GET", "/v1/groups/{id}", "moderation"),
-    ("PATCH", "/v1/groups/{id}", "moderation"),
-    ("GET", "/v1/groups/{id}/members", "moderation"),
-    ("PUT", "/v1/groups/{id}/admins/{user_id}", "moderation"),
-    ("DELETE", "/v1/groups/{id}/admins/{user_id}", "moderation"),
-    ("GET", "/v1/groups/{id}/requests", "moderation"),
-    (
-        "POST",
-        "/v1/groups/{id}/requests/{rid}/approve",
-        "moderation",
-    ),
-    (
-        "POST",
-        "/v1/groups/{id}/requests/{rid}/reject",
-        "moderation",
-    ),
-    ("POST", "/v1/groups/{id}/blocks", "moderation"),
-    ("DELETE", "/v1/groups/{id}/members/{user_id}", "moderation"),
-    ("POST", "/v1/admin/groups/{id}/ban", "moderation"),
-    ("POST", "/v1/admin/groups/{id}/unban", "moderation"),
-    ("GET", "/v1/admin/groups/flagged", "moderation"),
-    ("DELETE", "/v1/admin/groups/{id}/flag", "moderation"),
-    ("GET", "/v1/invites/{id}", "moderation"),
-    ("DELETE", "/v1/invites/{id}", "moderation"),
-    ("GET", "/v1/invites/{id}/qr.png", "moderation"),
-    ("GET", "/v1/invites/{id}/qr.svg", "moderation"),
-    ("GET", "/v1/invites/{id}/card.png", "moderation"),
-    ("GET", "/v1/invites/{id}/analytics", "moderation"),
-    ("POST", "/v1/invites/{id}/reset", "moderation"),
-    ("POST", "/v1/invites/{id}/burn", "moderation"),
-    ("GET", "/v1/groups/{id}/analytics", "moderation"),
-    ("GET", "/v1/groups/{id}/invites/{iid}/joins", "moderation"),
-    ("POST", "/v1/admin/users/{id}/freeze", "moderation"),
-    ("POST", "/v1/admin/users/{id}/unfreeze", "moderation"),
-    ("GET", "/v1/admin/blacklist", "moderation"),
-    ("PUT", "/v1/admin/blacklist/{user_id}", "moderation"),
-    ("DELETE", "/v1/admin/blacklist/{user_id}", "moderation"),
-];
-
-/// The scope `req`'s route needs from a key, if a key may call it at all.
-pub fn scope_of(req: &HttpRequest) -> Option<&'static str> {
-    let pattern = req.match_pattern()?;
-    let method = req.method().as_str();
-    ROUTE_SCOPES
-        .iter()
-        .find(|(m, p, _)| *m == method && *p == pattern)
-        .map(|(_, _, s)| *s)
-}
-
-pub fn key_hash(key: &str) -> [u8; 32] {
-    *blake3::hash(key.as_bytes()).as_bytes()
-}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,7 @@ use base64::Engine;
 use std::future::{ready, Future};
 use std::pin::Pin;
 
-use super::{api_keys, AppState};
+use super::AppState;
 use crate::domain::ids::{random_bytes, UserId};
 use crate::domain::session::{self, Session, Verdict};
 use crate::error::ApiError;
@@ -149,7 +149,7 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
         .app_data::<web::Data<AppState>>()
         .ok_or(ApiError::Internal)?;
     let token = bearer(req).ok_or(ApiError::Unauthorized)?;
-    if token.starts_with(api_keys::API_KEY_PREFIX) {
+    if token.starts_with(API_KEY_PREFIX) {
         return key_caller(state, req, token);
     }
     resolve(state, token)
@@ -159,10 +159,8 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
 /// `insufficient_scope` elsewhere); an unknown or revoked key is 401.
 fn key_caller(state: &AppState, req: &HttpRequest, key: &str) -> Result<Caller, ApiError> {
     let keys = state.api_keys.read().map_err(|_| ApiError::Internal)?;
-    let k = keys
-        .get(&api_keys::key_hash(key))
-        .ok_or(ApiError::Unauthorized)?;
-    match api_keys::scope_of(req) {
+    let k = keys.get(&key_hash(key)).ok_or(ApiError::Unauthorized)?;
+    match scope_of(req) {
         Some(scope) if k.scopes.iter().any(|s| s == scope) => Ok(Caller::Admin),
         Some(scope) => Err(ApiError::InsufficientScope(scope)),
         None => Err(ApiError::InsufficientScope("admin token")),
@@ -215,4 +213,98 @@ impl FromRequest for Admin {
             Err(e) => Err(e),
         }))
     }
+}
+
+pub const API_KEY_PREFIX: &str = "qrk_";
+
+/// Every scope a key may hold.
+pub const SCOPES: [&str; 8] = [
+    "earnings:write",
+    "sessions:write",
+    "reports:read",
+    "moderation",
+    "payouts:admin",
+    "codes:write",
+    "webhooks:admin",
+    "campaigns:write",
+];
+
+/// The scope a key needs on each route that takes the admin token (method,
+/// route as declared). A route not here takes no key.
+pub const ROUTE_SCOPES: &[(&str, &str, &str)] = &[
+    ("POST", "/v1/earnings", "earnings:write"),
+    ("POST", "/v1/users", "sessions:write"),
+    ("POST", "/v1/admin/users/{id}/sessions", "sessions:write"),
+    (
+        "POST",
+        "/v1/admin/users/{id}/sessions/revoke",
+        "sessions:write",
+    ),
+    ("GET", "/metrics", "reports:read"),
+    ("GET", "/v1/admin/ledger/check", "reports:read"),
+    (
+        "GET",
+        "/v1/admin/reports/large-transactions",
+        "reports:read",
+    ),
+    ("GET", "/v1/admin/payouts", "payouts:admin"),
+    ("GET", "/v1/admin/alerts", "payouts:admin"),
+    ("POST", "/v1/admin/users/{id}/kyc", "payouts:admin"),
+    ("POST", "/v1/admin/reconcile", "payouts:admin"),
+    ("GET", "/v1/admin/reconcile/{date}", "payouts:admin"),
+    ("POST", "/v1/codes", "codes:write"),
+    ("GET", "/v1/codes/{code}", "codes:write"),
+    ("DELETE", "/v1/codes/{code}", "codes:write"),
+    ("POST", "/v1/packets", "campaigns:write"),
+    ("GET", "/v1/groups/{id}", "moderation"),
+    ("PATCH", "/v1/groups/{id}", "moderation"),
+    ("GET", "/v1/groups/{id}/members", "moderation"),
+    ("PUT", "/v1/groups/{id}/admins/{user_id}", "moderation"),
+    ("DELETE", "/v1/groups/{id}/admins/{user_id}", "moderation"),
+    ("GET", "/v1/groups/{id}/requests", "moderation"),
+    (
+        "POST",
+        "/v1/groups/{id}/requests/{rid}/approve",
+        "moderation",
+    ),
+    (
+        "POST",
+        "/v1/groups/{id}/requests/{rid}/reject",
+        "moderation",
+    ),
+    ("POST", "/v1/groups/{id}/blocks", "moderation"),
+    ("DELETE", "/v1/groups/{id}/members/{user_id}", "moderation"),
+    ("POST", "/v1/admin/groups/{id}/ban", "moderation"),
+    ("POST", "/v1/admin/groups/{id}/unban", "moderation"),
+    ("GET", "/v1/admin/groups/flagged", "moderation"),
+    ("DELETE", "/v1/admin/groups/{id}/flag", "moderation"),
+    ("GET", "/v1/invites/{id}", "moderation"),
+    ("DELETE", "/v1/invites/{id}", "moderation"),
+    ("GET", "/v1/invites/{id}/qr.png", "moderation"),
+    ("GET", "/v1/invites/{id}/qr.svg", "moderation"),
+    ("GET", "/v1/invites/{id}/card.png", "moderation"),
+    ("GET", "/v1/invites/{id}/analytics", "moderation"),
+    ("POST", "/v1/invites/{id}/reset", "moderation"),
+    ("POST", "/v1/invites/{id}/burn", "moderation"),
+    ("GET", "/v1/groups/{id}/analytics", "moderation"),
+    ("GET", "/v1/groups/{id}/invites/{iid}/joins", "moderation"),
+    ("POST", "/v1/admin/users/{id}/freeze", "moderation"),
+    ("POST", "/v1/admin/users/{id}/unfreeze", "moderation"),
+    ("GET", "/v1/admin/blacklist", "moderation"),
+    ("PUT", "/v1/admin/blacklist/{user_id}", "moderation"),
+    ("DELETE", "/v1/admin/blacklist/{user_id}", "moderation"),
+];
+
+/// The scope `req`'s route needs from a key, if a key may call it at all.
+pub fn scope_of(req: &HttpRequest) -> Option<&'static str> {
+    let pattern = req.match_pattern()?;
+    let method = req.method().as_str();
+    ROUTE_SCOPES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == pattern)
+        .map(|(_, _, s)| *s)
+}
+
+pub fn key_hash(key: &str) -> [u8; 32] {
+    *blake3::hash(key.as_bytes()).as_bytes()
 }

@@ -590,7 +590,7 @@ fn scope_expects(method: &str, route: &str, row: &[Exp; 8], scope: &str) -> Opti
     if row.iter().all(|c| *c == U) || route == "/v1/ws" {
         return Some(e(401, "")); // signed by the provider; WebSockets take users only
     }
-    let named = qrgate::http::api_keys::ROUTE_SCOPES
+    let named = qrgate::http::auth::ROUTE_SCOPES
         .iter()
         .any(|(m, r, s)| *m == method && *r == route && *s == scope);
     match (named, method) {
@@ -953,7 +953,7 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
     assert_eq!(s, 201, "{v}");
     let api_key = s_(&v["id"]);
     let mut scope_keys = Vec::new();
-    for scope in qrgate::http::api_keys::SCOPES {
+    for scope in qrgate::http::auth::SCOPES {
         let (s, v) = app
             .post(
                 "/v1/admin/api-keys",
@@ -1572,7 +1572,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// the key management itself, which takes the admin token alone.
 #[test]
 fn every_route_the_operator_calls_names_the_scope_a_key_needs() {
-    use qrgate::http::api_keys::ROUTE_SCOPES;
+    use qrgate::http::auth::ROUTE_SCOPES;
     let mut want: BTreeSet<(String, String)> = BTreeSet::new();
     for (method, route, cells) in MATRIX {
         let op_ok = matches!(cells[7], Exp::Is(st) if st < 300);
