@@ -39,7 +39,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Drive load against a server (see the README's capacity section).
+    /// Drive load against a server (see docs/capacity.md).
     Load(Box<qrgate::load::LoadArgs>),
     /// Run the payment-provider simulator (tests and local development).
     Paysim(qrgate::paysim::PaysimArgs),

@@ -96,7 +96,7 @@ impl Modify for Problems {
                             ResponseBuilder::new()
                                 .description(
                                     "An error, as RFC 7807 problem+json; switch on `code` \
-                                 (see the README's error table).",
+                                 (see docs/api.md, Errors).",
                                 )
                                 .content(
                                     PROBLEM,

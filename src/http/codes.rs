@@ -17,7 +17,7 @@ use crate::domain::code::{Binding, Tally};
 use crate::domain::ids::UserId;
 use crate::error::{ApiError, Problem};
 
-/// The visitor cookie (see the README: counting scans).
+/// The visitor cookie (see docs/pages-and-codes.md: counting scans).
 const VISITOR_COOKIE: &str = "qrv";
 
 fn empty_object() -> Value {

@@ -42,7 +42,7 @@ pub struct InviteView {
     id: InviteId,
     group_id: GroupId,
     creator_id: UserId,
-    /// `base64url(message || ed25519 signature)`; see the README for the layout.
+    /// `base64url(message || ed25519 signature)`; see docs/api.md for the layout.
     token: String,
     /// `{public_base_url}/j/{token}`, the content of the QR code.
     url: String,

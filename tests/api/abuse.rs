@@ -761,7 +761,7 @@ async fn refused_attempts_poison_the_invitation_signals() {
     assert_eq!(a["totals"]["refusals"], json!({}), "{a}");
 }
 
-/// README: "a kill -9 can lose the last second of counts" (and no more).
+/// docs/anti-abuse.md: "a kill -9 can lose the last second of counts" (and no more).
 #[actix_web::test]
 async fn analytics_survive_a_kill_after_two_seconds() {
     let mut app = TestApp::spawn_with("").await;
