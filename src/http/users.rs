@@ -124,8 +124,7 @@ pub async fn revoke_sessions(
     _admin: auth::Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = id(UserId::parse, &path)?;
-    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    let uid = existing_user(&state, &path)?;
     // Sessions created up to this millisecond end; one issued after does not.
     let before = chrono::Utc::now().timestamp_millis() + 1;
     let mut w = WriteSet::new();
@@ -161,8 +160,7 @@ pub async fn issue_session(
     _admin: auth::Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = id(UserId::parse, &path)?;
-    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    let uid = existing_user(&state, &path)?;
     let (token, hash, session) = auth::issue(&state, uid);
     let mut w = WriteSet::new();
     w.session(&hash, &session);
@@ -245,8 +243,7 @@ pub async fn freeze_user(
     path: web::Path<String>,
     body: web::Json<FreezeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = id(UserId::parse, &path)?;
-    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    let uid = existing_user(&state, &path)?;
     freeze(&state, uid, &body.reason).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -264,8 +261,14 @@ pub async fn unfreeze_user(
     _admin: auth::Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = id(UserId::parse, &path)?;
-    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    let uid = existing_user(&state, &path)?;
     unfreeze(&state, uid).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The user a path names: 400 if it is no user id, 404 if nobody has it.
+fn existing_user(state: &AppState, path: &str) -> Result<UserId, ApiError> {
+    let uid = id(UserId::parse, path)?;
+    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    Ok(uid)
 }

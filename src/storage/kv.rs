@@ -419,24 +419,13 @@ mod tests {
         assert_eq!(kv.get("q/new").unwrap(), None);
         assert_eq!(kv.scan_prefix("q/").count(), 0);
     }
-}
-
-#[cfg(test)]
-mod concurrent_tests {
-    use super::*;
 
     /// A scan yields each key once, in order, both ways, while sled's tree
     /// changes under it (as when a checkpoint writes the same range).
     #[test]
     fn a_scan_while_sled_changes_yields_each_key_once_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .temporary(true)
-            .open()
-            .unwrap();
-        let t = db.open_tree("t").unwrap();
-        let kv = Kv::open(t.clone()).unwrap();
+        let (_dir, kv) = kv();
+        let t = kv.sled.clone();
         // Even keys in the overlay; the writer puts even or odd keys into
         // sled and takes the odd ones out again.
         for i in 0..2000u32 {
