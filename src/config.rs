@@ -61,6 +61,11 @@ pub struct StorageCfg {
     pub checkpoint_mb: u64,
     /// Size at which a journal segment file is closed, in KiB.
     pub segment_kb: u64,
+    /// sled is closed and opened again (a pause of cold reads, about a
+    /// second) once checkpoints wrote this many MiB to it since it last
+    /// opened; an open scans what sled wrote since the previous one, so this
+    /// bounds the start after a crash. 0: never.
+    pub sled_reopen_mb: f64,
     /// `false` switches the journal off: nothing reaches the disk and
     /// nothing survives a restart. Only for measuring the request path alone
     /// (the load harness's `--no-storage`); the server warns at start.
@@ -74,6 +79,7 @@ impl Default for StorageCfg {
             checkpoint_secs: 30,
             checkpoint_mb: 64,
             segment_kb: 16384,
+            sled_reopen_mb: 256.0,
             journal: true,
         }
     }
@@ -86,6 +92,7 @@ impl StorageCfg {
             checkpoint_every: std::time::Duration::from_secs(self.checkpoint_secs),
             checkpoint_bytes: self.checkpoint_mb.saturating_mul(1 << 20),
             segment_bytes: self.segment_kb.saturating_mul(1 << 10),
+            sled_reopen_bytes: (self.sled_reopen_mb * (1u64 << 20) as f64) as u64,
             journal: self.journal,
             fs: None,
         }
@@ -504,6 +511,9 @@ impl Config {
         }
         if !(1..=4096).contains(&self.storage.checkpoint_mb) {
             return bad("storage.checkpoint_mb must be between 1 and 4096");
+        }
+        if !(0.0..=1048576.0).contains(&self.storage.sled_reopen_mb) {
+            return bad("storage.sled_reopen_mb must be between 0 (never) and 1048576");
         }
         if !(64..=1 << 20).contains(&self.storage.segment_kb) {
             return bad("storage.segment_kb must be between 64 and 1048576");

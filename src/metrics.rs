@@ -168,6 +168,14 @@ pub static CHECKPOINT_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static SLED_REOPENS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_sled_reopens_total",
+        "Times sled was closed and opened again to keep its next open's recovery scan short (storage.sled_reopen_mb)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static COMMIT_STALL_SECONDS: LazyLock<Counter> = LazyLock::new(|| {
     reg(Counter::new(
         "qrgate_commit_stall_seconds_total",
@@ -418,6 +426,7 @@ pub fn init() {
     LazyLock::force(&JOURNAL_REFUSED);
     LazyLock::force(&CHECKPOINT_SECONDS);
     LazyLock::force(&CHECKPOINT_FAILED);
+    LazyLock::force(&SLED_REOPENS);
     LazyLock::force(&TRANSFER_RUNS);
     LazyLock::force(&COMMIT_STALL_SECONDS);
     LazyLock::force(&WS_CONNECTIONS);

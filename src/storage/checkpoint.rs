@@ -81,72 +81,62 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         )
     };
     // 2. Into sled, then durable.
+    let sled = inner.tree.sled.get()?;
     let mut batch = sled::Batch::default();
     let mut n = 0usize;
     let mut written = 0usize;
+    let mut bytes = 0usize;
     // Ledger entries and chain records go into pages (`pages.rs`).
     let mut paged: BTreeMap<Vec<u8>, BTreeMap<u64, Vec<u8>>> = BTreeMap::new();
     // Transfers go into a sorted run (`runs.rs`).
     let mut transfers: Vec<runs::Record> = Vec::new();
+    let mut put = |batch: &mut sled::Batch, k: &[u8], v: Option<IVec>| -> Result<()> {
+        bytes += k.len() + v.as_ref().map_or(0, |v| v.len());
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
+        }
+        n += 1;
+        written += 1;
+        if n == BATCH {
+            sled.tree.apply_batch(std::mem::take(batch))?;
+            n = 0;
+        }
+        Ok(())
+    };
     for (k, v) in frozen.iter() {
         if let (Some(v), Some((page, seq))) = (v, pages::page_of(k)) {
             paged.entry(page).or_default().insert(seq, v.to_vec());
             continue;
         }
         if let Some(id) = k.strip_prefix(runs::PREFIX) {
-            if v.is_some() || inner.tree.runs.get(&inner.tree.sled, k)?.is_some() {
+            if v.is_some() || inner.tree.runs.get(&sled.tree, k)?.is_some() {
                 transfers.push((id.to_vec(), v.clone()));
             }
             continue;
         }
-        match v {
-            Some(v) => batch.insert(k, v.clone()),
-            None => {
-                if !inner.tree.sled.contains_key(k)? {
-                    continue;
-                }
-                batch.remove(k);
-            }
+        if v.is_none() && !sled.tree.contains_key(k)? {
+            continue;
         }
-        n += 1;
-        written += 1;
-        if n == BATCH {
-            inner.tree.sled.apply_batch(std::mem::take(&mut batch))?;
-            n = 0;
-        }
+        put(&mut batch, k, v.clone())?;
     }
     for (page, items) in paged {
-        let old = inner.tree.sled.get(&page)?;
+        let old = sled.tree.get(&page)?;
         let value = pages::merge(&page, old.as_deref(), items)?;
-        batch.insert(page, value);
-        n += 1;
-        written += 1;
-        if n == BATCH {
-            inner.tree.sled.apply_batch(std::mem::take(&mut batch))?;
-            n = 0;
-        }
+        put(&mut batch, &page, Some(IVec::from(value)))?;
     }
     let run = if transfers.is_empty() {
         None
     } else {
-        let mut sink = |k: Vec<u8>, v: IVec| -> Result<()> {
-            batch.insert(k, v);
-            n += 1;
-            written += 1;
-            if n == BATCH {
-                inner.tree.sled.apply_batch(std::mem::take(&mut batch))?;
-                n = 0;
-            }
-            Ok(())
-        };
+        let mut sink = |k: Vec<u8>, v: IVec| put(&mut batch, &k, Some(v));
         Some(inner.tree.runs.write(transfers, &mut sink)?)
     };
-    inner.tree.sled.apply_batch(batch)?;
+    sled.tree.apply_batch(batch)?;
     // The records are durable before the mark that names them is written:
     // sled does not promise that a crash keeps its batches as a prefix, so
     // a mark recovered without some batch before it would skip records
     // that replay alone can restore.
-    sled_durable(inner)?;
+    sled.durable()?;
     super::crash_point("checkpoint_records_synced");
     let mut mark = Vec::with_capacity(16);
     mark.extend_from_slice(&pos.to_be_bytes());
@@ -156,8 +146,8 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     if let Some(run) = &run {
         marks.insert(runs::MANIFEST, inner.tree.runs.manifest_with(run)?);
     }
-    inner.tree.sled.apply_batch(marks)?;
-    sled_durable(inner)?;
+    sled.tree.apply_batch(marks)?;
+    sled.durable()?;
     super::crash_point("checkpoint_synced");
     if let Some(run) = run {
         inner.tree.runs.publish(run)?;
@@ -191,10 +181,22 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
             .map_err(|e| StorageError::Io(format!("cannot sync the journal dir: {e}")))?;
     }
     // 5. Merge transfer runs (binary-counter style, `runs.rs`).
-    let merges = inner
-        .tree
-        .runs
-        .compact(&inner.tree.sled, &|| sled_durable(inner))?;
+    let (merges, merged_bytes) = inner.tree.runs.compact(&sled.tree, &|| sled.durable())?;
+    drop(sled);
+    inner.tree.sled.wrote((bytes + merged_bytes) as u64);
+    // 6. sled's next open scans what it wrote since its last one: reopen
+    // it now and then to keep that (and the next start) short.
+    let reopen = inner.opts.sled_reopen_bytes;
+    if reopen > 0 && inner.tree.sled.written() >= reopen {
+        match inner.tree.sled.reopen(Duration::from_secs(2)) {
+            Ok(true) => metrics::SLED_REOPENS.inc(),
+            Ok(false) => tracing::warn!("sled was busy; reopening it at a later checkpoint"),
+            Err(e) => {
+                tracing::error!(error = %e, "sled did not reopen; reads of checkpointed data fail until it does");
+                return Err(e);
+            }
+        }
+    }
     let (run_count, in_runs) = inner.tree.runs.stats();
     metrics::TRANSFER_RUNS.set(run_count as i64);
     let secs = started.elapsed().as_secs_f64();
@@ -210,15 +212,6 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         "checkpoint"
     );
     Ok(pos)
-}
-
-/// Everything written to sled so far is on disk.
-fn sled_durable(inner: &Inner) -> Result<()> {
-    inner.db.flush()?;
-    inner
-        .log
-        .sync_data()
-        .map_err(|e| StorageError::Io(format!("fdatasync of sled's log failed: {e}")))
 }
 
 /// Run this thread at a lower CPU priority (nice 10): a checkpoint is

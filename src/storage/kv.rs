@@ -13,6 +13,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, RwLock};
 
 use super::runs::{self, Runs};
+use super::sled_slot::{Sled, SledSlot};
 use super::{Result, StorageError};
 
 /// Records by key (`None`: deleted). A hash map answers point reads and
@@ -86,7 +87,7 @@ pub(super) struct Generations {
 }
 
 pub(super) struct Kv {
-    pub(super) sled: sled::Tree,
+    pub(super) sled: SledSlot,
     pub(super) overlay: RwLock<Generations>,
     /// Transfers (`lt/`) below the overlay: sorted runs, not sled records.
     pub(super) runs: Runs,
@@ -97,9 +98,9 @@ fn poisoned() -> StorageError {
 }
 
 impl Kv {
-    pub(super) fn open(sled: sled::Tree) -> Result<Kv> {
+    pub(super) fn open(sled: SledSlot) -> Result<Kv> {
         Ok(Kv {
-            runs: Runs::open(&sled)?,
+            runs: Runs::open(&sled.get()?.tree)?,
             sled,
             overlay: RwLock::new(Generations::default()),
         })
@@ -125,10 +126,14 @@ impl Kv {
     /// What the checkpoint holds of `k`: the transfer runs for `lt/` keys
     /// (point reads only: scans do not see them), sled for the rest.
     fn below_overlay(&self, k: &[u8]) -> Result<Option<IVec>> {
+        Self::in_checkpoint(&self.runs, &*self.sled.get()?, k)
+    }
+
+    fn in_checkpoint(runs: &Runs, sled: &Sled, k: &[u8]) -> Result<Option<IVec>> {
         if k.starts_with(runs::PREFIX) {
-            return Ok(self.runs.get(&self.sled, k)?.flatten());
+            return Ok(runs.get(&sled.tree, k)?.flatten());
         }
-        Ok(self.sled.get(k)?)
+        Ok(sled.tree.get(k)?)
     }
 
     pub(super) fn contains_key<K: AsRef<[u8]>>(&self, k: K) -> Result<bool> {
@@ -165,14 +170,38 @@ impl Kv {
         let lo = r.start_bound().map(|v| v.as_slice());
         let hi = r.end_bound().map(|v| v.as_slice());
         let over = self.overlay_range(lo, hi, None);
-        let base = self.sled.range::<&[u8], _>((lo, hi));
-        Merged::new(over, base)
+        Merged::new(over, self.sled_range(lo, hi))
     }
 
     pub(super) fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Merged {
         let p = prefix.as_ref();
         let over = self.overlay_range(Bound::Included(p), Bound::Unbounded, Some(p));
-        Merged::new(over, self.sled.scan_prefix(p))
+        Merged::new(over, self.sled_scan(p))
+    }
+
+    /// sled's records in `range` alone, for prefixes only the checkpoint
+    /// writes (ledger pages).
+    pub(super) fn checkpoint_range<R: RangeBounds<Vec<u8>>>(&self, r: R) -> Merged {
+        let lo = r.start_bound().map(|v| v.as_slice());
+        let hi = r.end_bound().map(|v| v.as_slice());
+        Merged::new(Ok(VecDeque::new()), self.sled_range(lo, hi))
+    }
+
+    /// sled's records under `prefix` alone (see [`checkpoint_range`](Self::checkpoint_range)).
+    pub(super) fn checkpoint_scan<P: AsRef<[u8]>>(&self, prefix: P) -> Merged {
+        Merged::new(Ok(VecDeque::new()), self.sled_scan(prefix.as_ref()))
+    }
+
+    fn sled_range(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Result<(Arc<Sled>, sled::Iter)> {
+        let s = self.sled.get()?;
+        let it = s.tree.range::<&[u8], _>((lo, hi));
+        Ok((s, it))
+    }
+
+    fn sled_scan(&self, p: &[u8]) -> Result<(Arc<Sled>, sled::Iter)> {
+        let s = self.sled.get()?;
+        let it = s.tree.scan_prefix(p);
+        Ok((s, it))
     }
 
     /// Apply one round of puts and deletes (the committer, after the round
@@ -187,11 +216,18 @@ impl Kv {
     ) -> Result<()> {
         // Whether sled holds each deleted key, asked before taking the lock:
         // only the checkpoint writes sled, and only keys of the frozen
-        // generation, which are looked at under the lock.
+        // generation, which are looked at under the lock. While sled is
+        // being reopened, every delete is kept (the checkpoint drops those
+        // sled does not hold) rather than waiting for it.
+        let sled = self.sled.try_get();
         let ops: Vec<(Vec<u8>, Option<IVec>, bool)> = ops
             .into_iter()
             .map(|(k, v)| {
-                let in_sled = v.is_none() && self.below_overlay(&k)?.is_some();
+                let in_sled = v.is_none()
+                    && match &sled {
+                        Some(s) => Self::in_checkpoint(&self.runs, s, &k)?.is_some(),
+                        None => true,
+                    };
                 Ok((k, v, in_sled))
             })
             .collect::<Result<_>>()?;
@@ -227,21 +263,27 @@ pub(super) struct Merged {
     over: VecDeque<(IVec, Option<IVec>)>,
     /// Fused: a sled iterator asked again after its end may start over
     /// (and yield keys already passed) when the tree changed meanwhile.
-    base: std::iter::Fuse<sled::Iter>,
+    base: Option<std::iter::Fuse<sled::Iter>>,
+    /// Held while the iterator lives, so sled is not reopened under it.
+    _sled: Option<Arc<Sled>>,
     front: Option<(IVec, IVec)>,
     back: Option<(IVec, IVec)>,
     error: Option<StorageError>,
 }
 
 impl Merged {
-    fn new(over: Result<VecDeque<(IVec, Option<IVec>)>>, base: sled::Iter) -> Merged {
-        let (over, error) = match over {
-            Ok(o) => (o, None),
-            Err(e) => (VecDeque::new(), Some(e)),
+    fn new(
+        over: Result<VecDeque<(IVec, Option<IVec>)>>,
+        base: Result<(Arc<Sled>, sled::Iter)>,
+    ) -> Merged {
+        let (over, base, sled, error) = match (over, base) {
+            (Ok(o), Ok((s, b))) => (o, Some(b.fuse()), Some(s), None),
+            (Err(e), _) | (_, Err(e)) => (VecDeque::new(), None, None, Some(e)),
         };
         Merged {
             over,
-            base: base.fuse(),
+            base,
+            _sled: sled,
             front: None,
             back: None,
             error,
@@ -258,7 +300,7 @@ impl Iterator for Merged {
         }
         loop {
             if self.front.is_none() {
-                match self.base.next() {
+                match self.base.as_mut().and_then(|b| b.next()) {
                     Some(Ok(kv)) => self.front = Some(kv),
                     Some(Err(e)) => return Some(Err(e.into())),
                     // Met the other end: what it peeked is next.
@@ -293,7 +335,7 @@ impl DoubleEndedIterator for Merged {
         }
         loop {
             if self.back.is_none() {
-                match self.base.next_back() {
+                match self.base.as_mut().and_then(|b| b.next_back()) {
                     Some(Ok(kv)) => self.back = Some(kv),
                     Some(Err(e)) => return Some(Err(e.into())),
                     None => self.back = self.front.take(),
@@ -326,13 +368,12 @@ mod tests {
 
     fn kv() -> (tempfile::TempDir, Kv) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .temporary(true)
-            .open()
-            .unwrap();
-        let t = db.open_tree("t").unwrap();
-        (dir, Kv::open(t).unwrap())
+        let slot = SledSlot::open(dir.path(), 1 << 20).unwrap();
+        (dir, Kv::open(slot).unwrap())
+    }
+
+    fn tree(kv: &Kv) -> sled::Tree {
+        kv.sled.get().unwrap().tree.clone()
     }
 
     fn keys(it: impl Iterator<Item = Result<(IVec, IVec)>>) -> Vec<String> {
@@ -351,7 +392,7 @@ mod tests {
     fn the_overlay_shadows_sled_both_ways_and_across_generations() {
         let (_d, kv) = kv();
         for k in ["a/1", "a/2", "a/4", "a/6", "b/1"] {
-            kv.sled.insert(k, "s").unwrap();
+            tree(&kv).insert(k, "s").unwrap();
         }
         kv.apply([
             (b"a/2".to_vec(), None),
@@ -409,7 +450,7 @@ mod tests {
     #[test]
     fn a_record_created_and_deleted_between_checkpoints_leaves_nothing() {
         let (_d, kv) = kv();
-        kv.sled.insert("q/in-sled", "s").unwrap();
+        tree(&kv).insert("q/in-sled", "s").unwrap();
         kv.apply([(b"q/new".to_vec(), Some(IVec::from("v")))])
             .unwrap();
         kv.apply([(b"q/new".to_vec(), None), (b"q/in-sled".to_vec(), None)])
@@ -425,7 +466,7 @@ mod tests {
     #[test]
     fn a_scan_while_sled_changes_yields_each_key_once_in_order() {
         let (_dir, kv) = kv();
-        let t = kv.sled.clone();
+        let t = tree(&kv);
         // Even keys in the overlay; the writer puts even or odd keys into
         // sled and takes the odd ones out again.
         for i in 0..2000u32 {

@@ -213,7 +213,7 @@ pub(super) fn chain_head(tree: &super::kv::Kv, key: [u8; 32]) -> Result<ChainHea
         let (k, v) = kv?;
         last = Some((seq_at(&k)?, v.to_vec()));
     }
-    if let Some(kv) = tree.sled.scan_prefix(b"lJ/").next_back() {
+    if let Some(kv) = tree.checkpoint_scan(b"lJ/").next_back() {
         let (k, v) = kv?;
         if let Some((seq, body)) = pages::decode(&k, &v)?.pop() {
             if last.as_ref().is_none_or(|(s, _)| *s < seq) {
@@ -343,7 +343,7 @@ impl Storage {
         let lo = pages::entry_page_key(account, 0);
         let top = pages::entry_page_key(account, before.saturating_sub(1));
         let mut from_pages = 0;
-        for kv in self.inner.tree.sled.range(lo..=top).rev() {
+        for kv in self.inner.tree.checkpoint_range(lo..=top).rev() {
             let (k, v) = kv?;
             for (seq, body) in pages::decode(&k, &v)?.into_iter().rev() {
                 if seq < before && from_pages < limit {
@@ -403,7 +403,7 @@ impl Storage {
         for e in self.scan::<Entry>(b"le/".to_vec())? {
             entries.insert((e.account.clone(), e.seq), e);
         }
-        for kv in self.inner.tree.sled.scan_prefix(b"lE/") {
+        for kv in self.inner.tree.checkpoint_scan(b"lE/") {
             let (k, v) = kv?;
             for (_, body) in pages::decode(&k, &v)? {
                 let e: Entry = dec(&k, body)?;
@@ -425,7 +425,7 @@ impl Storage {
         // Chain records: flat ones (newer, or from before the pages) over
         // the pages, in seq order.
         let mut chain: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for kv in self.inner.tree.sled.scan_prefix(b"lJ/") {
+        for kv in self.inner.tree.checkpoint_scan(b"lJ/") {
             let (k, v) = kv?;
             for (seq, body) in pages::decode(&k, &v)? {
                 chain.insert(seq, body.to_vec());

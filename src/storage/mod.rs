@@ -64,6 +64,7 @@ mod packets;
 mod pages;
 mod payouts;
 mod runs;
+mod sled_slot;
 
 pub use abuse::{Scope, Suspect};
 use commit::{commit_loop, Job};
@@ -443,6 +444,10 @@ pub struct StorageOptions {
     pub checkpoint_bytes: u64,
     /// A journal segment is closed once it holds this much.
     pub segment_bytes: u64,
+    /// sled is closed and opened again once the checkpoints gave it this
+    /// much since it last opened (0: never): its next open, at the next
+    /// start, scans about that much (`sled_slot.rs`).
+    pub sled_reopen_bytes: u64,
     /// `false` switches the journal off: nothing is written to disk and
     /// nothing survives a restart. For measuring the request path alone.
     pub journal: bool,
@@ -457,6 +462,7 @@ impl Default for StorageOptions {
             checkpoint_every: Duration::from_secs(30),
             checkpoint_bytes: 64 << 20,
             segment_bytes: 16 << 20,
+            sled_reopen_bytes: 256 << 20,
             journal: true,
             fs: None,
         }
@@ -470,7 +476,6 @@ struct Wake {
 }
 
 struct Inner {
-    db: sled::Db,
     /// The read view: the overlay over sled.
     tree: Kv,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -503,10 +508,6 @@ struct Inner {
     refusing: AtomicBool,
     /// The committer and checkpointer threads, joined by [`Storage::shutdown`].
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// sled's log file. sled's `flush` makes it stable with
-    /// `sync_file_range`, which neither flushes the drive's cache nor commits
-    /// the grown file size; an `fdatasync` of the file after each flush does.
-    log: std::fs::File,
 }
 
 impl Inner {
@@ -542,23 +543,16 @@ impl Storage {
     /// after it replayed into the overlay and the outbox.
     pub fn open_with(dir: &Path, journal_key: [u8; 32], opts: StorageOptions) -> Result<Storage> {
         let started = std::time::Instant::now();
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(opts.cache_bytes)
-            .open()?;
-        let sled_tree = db.open_tree("state")?;
-        let log_path = dir.join("db").join("db");
-        let log = std::fs::File::open(&log_path)
-            .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", log_path.display())))?;
-        let (ckpt_pos, ckpt_event) = checkpoint::read_position(&sled_tree)?;
+        let slot = sled_slot::SledSlot::open(&dir.join("db"), opts.cache_bytes)?;
+        let (ckpt_pos, ckpt_event) = checkpoint::read_position(&slot.get()?.tree)?;
         let sled_ms = started.elapsed().as_millis();
-        let tree = Kv::open(sled_tree)?;
+        let tree = Kv::open(slot)?;
         let runs_ms = started.elapsed().as_millis() - sled_ms;
         let mut last_event = ckpt_event;
         // The outbox as sled held it before the journal.
         let mut outbox: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
         let mut legacy = std::collections::HashSet::new();
-        for kv in tree.sled.scan_prefix(b"o/") {
+        for kv in tree.checkpoint_scan(b"o/") {
             let (k, v) = kv?;
             let first = seq_of(&k)?;
             let events: Vec<serde_json::Value> = dec(&k, &v)?;
@@ -618,7 +612,6 @@ impl Storage {
         let (durable_tx, _) = watch::channel(last_event);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
-            db,
             tree,
             jobs: Mutex::new(Some(jobs_tx)),
             durable_tx,
@@ -637,7 +630,6 @@ impl Storage {
             poisoned: AtomicBool::new(false),
             refusing: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
-            log,
         });
         let committer = Arc::clone(&inner);
         let cur = commit::Cursor {
@@ -785,7 +777,7 @@ impl Storage {
         if self.inner.opts.journal && !self.is_poisoned() {
             checkpoint::run(&self.inner)?;
         }
-        self.inner.db.flush()?;
+        self.inner.tree.sled.get()?.durable()?;
         Ok(())
     }
 

@@ -366,13 +366,13 @@ impl Runs {
 
     /// Merge the two newest runs while the newest is at least as large as
     /// the one before it. `durable` makes sled's writes so far durable.
-    /// Returns how many merges ran.
+    /// Returns how many merges ran and the bytes they wrote.
     pub(super) fn compact(
         &self,
         sled: &sled::Tree,
         durable: &dyn Fn() -> Result<()>,
-    ) -> Result<usize> {
-        let mut merges = 0;
+    ) -> Result<(usize, usize)> {
+        let (mut merges, mut bytes) = (0, 0);
         loop {
             let (older, newer) = {
                 let live = self.live.read().map_err(|_| poisoned())?;
@@ -380,13 +380,14 @@ impl Runs {
                     [.., a, b] if b.records >= a.records && a.records + b.records <= MERGE_MAX => {
                         (Arc::clone(a), Arc::clone(b))
                     }
-                    _ => return Ok(merges),
+                    _ => return Ok((merges, bytes)),
                 }
             };
             let id = self.next_id.fetch_add(1, Ordering::SeqCst);
             let mut batch = sled::Batch::default();
             let mut n = 0;
             let mut sink = |k: Vec<u8>, v: IVec| -> Result<()> {
+                bytes += k.len() + v.len();
                 batch.insert(k, v);
                 n += 1;
                 if n == 4096 {
@@ -558,9 +559,9 @@ mod tests {
         assert_eq!(runs.stats().0, 3);
         // 1000, 200, 1: nothing to merge; one more of 300 merges with 1,
         // then with 200 (501 >= 200), not with 1000.
-        assert_eq!(runs.compact(&t, &|| Ok(())).unwrap(), 0);
+        assert_eq!(runs.compact(&t, &|| Ok(())).unwrap().0, 0);
         checkpoint(&t, &runs, 2000..2300, "c");
-        assert_eq!(runs.compact(&t, &|| Ok(())).unwrap(), 2);
+        assert_eq!(runs.compact(&t, &|| Ok(())).unwrap().0, 2);
         assert_eq!(runs.stats(), (2, 1000 + 501));
         let check = |runs: &Runs| {
             for i in (0..1000).chain(2000..2300) {

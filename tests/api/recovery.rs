@@ -19,8 +19,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A checkpoint every second, 64 KiB segments, no rate limits in the way.
-const SMALL: &str = "[storage]\ncheckpoint_secs = 1\nsegment_kb = 64\n\
+/// A checkpoint every second, 64 KiB segments, sled reopened after every
+/// 50 KiB the checkpoints write, no rate limits in the way.
+const SMALL: &str = "[storage]\ncheckpoint_secs = 1\nsegment_kb = 64\nsled_reopen_mb = 0.05\n\
 [limits]\ngroup_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\nuser_joins_per_minute = 60000\n\
 [packets]\nclaims_per_minute_per_user = 1000\n";
 
@@ -227,6 +228,10 @@ async fn campaign(seed: u64) {
         "nothing was acknowledged"
     );
     verify(&app, &w, &a).await;
+    eprintln!(
+        "seed {seed}: sled reopened {} times",
+        app.log().matches("sled reopened").count()
+    );
 }
 
 /// Two seeds in `cargo test`; more with
