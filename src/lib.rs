@@ -14,7 +14,6 @@ pub mod http;
 pub mod keys;
 pub mod load;
 pub mod metrics;
-pub mod openapi;
 pub mod paysim;
 pub mod provider;
 pub mod push;

@@ -1,170 +1,22 @@
-//! Anti-abuse routes: answering a join challenge, the lineage of an
+//! Anti-abuse routes: the lineage of an
 //! invitation, analytics, resetting a stepped-up invitation, burning a
 //! re-shared branch, removing members, and the operator's list of flagged
 //! groups.
 
-use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Admin, Authed, User};
-use super::{id, now, rfc3339, AppState};
-use crate::domain::challenge::{self, Challenge};
+use super::auth::{Admin, Authed};
+use super::{id, rfc3339, AppState};
 use crate::domain::group::JoinRisk;
 use crate::domain::ids::{GroupId, InviteId, UserId};
-use crate::domain::risk::{Bucket, ChallengeKind, Mode, Stage};
+use crate::domain::risk::{Bucket, Stage};
 use crate::error::{ApiError, Problem};
 use crate::groups::abuse::{
-    AnswerChallenge, BurnBranch, ClearFlag, GetAnalytics, ListJoins, RemoveMember, ResetInvite,
+    BurnBranch, ClearFlag, GetAnalytics, ListJoins, RemoveMember, ResetInvite,
 };
-use crate::groups::signals::UserSignals;
 use crate::storage::Suspect;
-
-/// The user-level risk signals of a join attempt (None when scoring is off).
-pub fn signals(
-    state: &AppState,
-    req: &HttpRequest,
-    user: UserId,
-) -> Result<Option<UserSignals>, ApiError> {
-    let p = &state.config.risk;
-    if p.mode == Mode::Off {
-        return Ok(None);
-    }
-    let device = match req.headers().get("x-device-id") {
-        None => None,
-        Some(v) => {
-            let s = v
-                .to_str()
-                .ok()
-                .filter(|s| {
-                    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    ApiError::validation(
-                        "`X-Device-Id` must be 1 to 128 printable ASCII characters",
-                    )
-                })?;
-            Some(state.keys.device_hash(s))
-        }
-    };
-    let store = &state.groups.shared().signals;
-    Ok(Some(store.observe(
-        &state.storage,
-        user,
-        device,
-        now(),
-        p,
-    )?))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChallengeAnswer {
-    /// `pow`: the solution found (1 to 64 printable ASCII characters).
-    solution: Option<String>,
-    /// `captcha`: the token the provider's widget gave the client.
-    response: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct SiteVerify {
-    success: bool,
-}
-
-/// Ask the captcha provider whether `response` is a passed captcha
-/// (hCaptcha, reCAPTCHA and Turnstile share this "siteverify" shape).
-async fn captcha_passed(state: &AppState, response: &str) -> Result<bool, ApiError> {
-    let Some(c) = &state.config.risk.challenge.captcha else {
-        return Err(ApiError::CaptchaUnavailable);
-    };
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .finish();
-    let mut resp = client
-        .post(&c.verify_url)
-        .send_form(&[("secret", c.secret.as_str()), ("response", response)])
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "captcha provider unreachable");
-            ApiError::CaptchaUnavailable
-        })?;
-    if !resp.status().is_success() {
-        tracing::warn!(status = %resp.status(), "captcha provider refused the check");
-        return Err(ApiError::CaptchaUnavailable);
-    }
-    let v: SiteVerify = resp.json().limit(64 * 1024).await.map_err(|e| {
-        tracing::warn!(error = %e, "captcha provider answered garbage");
-        ApiError::CaptchaUnavailable
-    })?;
-    Ok(v.success)
-}
-
-/// Answer a join challenge; a passed one completes the join it interrupted.
-#[utoipa::path(
-    params(("id" = String, Path, description = "challenge id (from the `challenge_required` problem)")),
-    request_body = ChallengeAnswer,
-    responses(
-        (status = 200, body = super::invites::JoinResult, description = "joined"),
-        (status = 202, body = super::invites::JoinResult, description = "waiting for approval"),
-        (status = 400, body = Problem, description = "invalid_challenge, validation_failed"),
-        (status = 403, body = Problem, description = "challenge_failed, and the join refusals"),
-        (status = 409, body = Problem, description = "challenge_used, and the join refusals"),
-        (status = 410, body = Problem, description = "challenge_expired, and the join refusals"),
-        (status = 502, body = Problem, description = "captcha_unavailable"),
-    ),
-    security(("bearer" = [])), tag = "anti-abuse"
-)]
-#[post("/v1/challenges/{id}")]
-pub async fn answer_challenge(
-    state: web::Data<AppState>,
-    user: User,
-    path: web::Path<String>,
-    body: web::Json<ChallengeAnswer>,
-) -> Result<HttpResponse, ApiError> {
-    super::not_frozen(&state, user.0)?;
-    let cid = path.into_inner();
-    let (c, tag) = Challenge::open(&cid, state.keys.challenge_key())?;
-    // Checked here too so that nobody spends a captcha check on a challenge
-    // that is not theirs or is over.
-    c.admits(user.0, now())?;
-    if state.storage.challenge_was_used(c.expires_at, &tag)? {
-        return Err(challenge::Refusal::Used.into());
-    }
-    let passed = match c.kind {
-        ChallengeKind::Pow => {
-            let s = body.solution.as_deref().ok_or_else(|| {
-                ApiError::validation("`solution` is required to answer a proof-of-work challenge")
-            })?;
-            challenge::pow_solves(&cid, s, c.bits)
-        }
-        ChallengeKind::Captcha => {
-            let r = body
-                .response
-                .as_deref()
-                .filter(|r| !r.is_empty() && r.len() <= 4096)
-                .ok_or_else(|| {
-                    ApiError::validation("`response` (1 to 4096 characters) is required to answer a captcha challenge")
-                })?;
-            captcha_passed(&state, r).await?
-        }
-    };
-    let g = c.group;
-    let result = state
-        .groups
-        .call(
-            g,
-            AnswerChallenge {
-                user: user.0,
-                challenge: c,
-                tag,
-                passed,
-            },
-        )
-        .await
-        .map(|o| (o, g));
-    super::invites::join_reply(result)
-}
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -1,4 +1,4 @@
-//! Invitations: create, read, revoke, QR images, and the join behind a scan.
+//! Invitations: create, read, revoke, and their QR images and cards.
 
 use actix_web::http::header;
 use actix_web::{delete, get, post, web, HttpResponse};
@@ -9,12 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Authed, User};
 use super::{id, now, rfc3339, AppState};
 use crate::domain::group::{parse_max_uses, parse_ttl, GroupStatus, Invite};
-use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
+use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::domain::join::Refusal;
 use crate::domain::risk::Stage;
-use crate::domain::token;
 use crate::error::{ApiError, Problem};
-use crate::groups::actor::{Caller, CreateInvite, GetInvite, Join, JoinOutcome, RevokeInvite};
+use crate::groups::actor::{Caller, CreateInvite, GetInvite, RevokeInvite};
 use crate::metrics;
 use crate::qr;
 use crate::storage::Counters;
@@ -402,102 +401,4 @@ pub async fn card_png(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     image(state, who, &path, Kind::Card, None).await
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JoinBody {
-    /// The invitation token (from the QR code's URL).
-    token: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct JoinResult {
-    /// `joined` (200) or `pending` (202, waiting for approval).
-    status: &'static str,
-    group_id: GroupId,
-    request_id: Option<RequestId>,
-}
-
-/// Join a group through an invitation token: a membership (200) or a join request (202).
-#[utoipa::path(
-    request_body = JoinBody,
-    responses(
-        (status = 200, body = JoinResult, description = "joined"),
-        (status = 202, body = JoinResult, description = "waiting for approval"),
-        (status = 400, body = Problem, description = "invalid_token"),
-        (status = 403, body = Problem, description = "group_banned, blocked, invite_paused, challenge_required (with a `challenge` to solve and answer at POST /v1/challenges/{id})"),
-        (status = 409, body = Problem, description = "group_full, already_member, request_pending"),
-        (status = 410, body = Problem, description = "invite_expired, invite_revoked, invite_exhausted"),
-        (status = 429, body = Problem, description = "rate_limited (with Retry-After)"),
-    ),
-    security(("bearer" = [])), tag = "invitations"
-)]
-#[post("/v1/join")]
-pub async fn join(
-    state: web::Data<AppState>,
-    user: User,
-    req: actix_web::HttpRequest,
-    body: web::Json<JoinBody>,
-) -> Result<HttpResponse, ApiError> {
-    let result = join_inner(&state, &req, user.0, &body.token).await;
-    join_reply(result)
-}
-
-/// The answer to a join (or a challenge answer that completed one), counted by outcome.
-pub fn join_reply(
-    result: Result<(JoinOutcome, GroupId), ApiError>,
-) -> Result<HttpResponse, ApiError> {
-    let outcome = match &result {
-        Ok((JoinOutcome::Joined, _)) => "joined",
-        Ok((JoinOutcome::Pending(_), _)) => "pending",
-        Err(e) => e.code(),
-    };
-    metrics::JOIN_OUTCOMES.with_label_values(&[outcome]).inc();
-    let (outcome, group_id) = result?;
-    Ok(match outcome {
-        JoinOutcome::Joined => HttpResponse::Ok().json(JoinResult {
-            status: "joined",
-            group_id,
-            request_id: None,
-        }),
-        JoinOutcome::Pending(rid) => HttpResponse::Accepted().json(JoinResult {
-            status: "pending",
-            group_id,
-            request_id: Some(rid),
-        }),
-    })
-}
-
-async fn join_inner(
-    state: &AppState,
-    req: &actix_web::HttpRequest,
-    user: UserId,
-    text: &str,
-) -> Result<(JoinOutcome, GroupId), ApiError> {
-    super::not_frozen(state, user)?;
-    let invalid = || ApiError::from(Refusal::InvalidToken);
-    let parsed = token::parse(text).map_err(|_| invalid())?;
-    if state.keys.verifying_key(parsed.claims.kid).is_none() {
-        return Err(invalid());
-    }
-    let g = state
-        .groups
-        .group_by_ref(&parsed.claims.group_ref)?
-        .ok_or_else(invalid)?;
-    let tag = parsed.tag(state.keys.tag_key());
-    let signals = super::abuse::signals(state, req, user)?;
-    let outcome = state
-        .groups
-        .call(
-            g,
-            Join {
-                user,
-                claims: parsed.claims,
-                tag,
-                signals,
-            },
-        )
-        .await?;
-    Ok((outcome, g))
 }

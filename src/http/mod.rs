@@ -7,6 +7,8 @@ pub mod auth;
 pub mod codes;
 pub mod groups;
 pub mod invites;
+pub mod joins;
+pub mod openapi;
 pub mod ops;
 pub mod packets;
 pub mod pages;
@@ -134,11 +136,11 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                 ApiError::InvalidId(format!("bad path parameter: {e}")).into()
             }))
             // The hot route first: actix tries services in order.
-            .service(invites::join)
+            .service(joins::join)
             .service(web::scope("/s").default_service(web::to(codes::resolve)))
             .service(ops::healthz)
             .service(ops::metrics)
-            .service(ops::openapi)
+            .service(openapi::document)
             .service(users::create_user)
             .service(api_keys::create)
             .service(api_keys::list)
@@ -198,7 +200,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(codes::get_code)
             .service(codes::revoke_code)
             .service(ws::ws)
-            .service(abuse::answer_challenge)
+            .service(joins::answer_challenge)
             .service(abuse::joins)
             .service(abuse::invite_analytics)
             .service(abuse::group_analytics)

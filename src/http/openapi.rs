@@ -1,40 +1,40 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document, generated from the handlers' annotations, and
+//! its route.
 
+use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-
-use crate::http;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger; red packets; scan codes. Errors are RFC 7807 problem+json with a stable `code`."),
     paths(
-        http::ops::healthz, http::ops::metrics, http::ops::openapi,
-        http::users::create_user, http::users::keys, http::users::logout,
-        http::users::revoke_sessions, http::users::issue_session, http::users::freeze_user,
-        http::users::unfreeze_user, http::api_keys::create, http::api_keys::list,
-        http::api_keys::revoke,
-        http::groups::create_group, http::groups::get_group, http::groups::update_group,
-        http::groups::members, http::groups::set_admin, http::groups::unset_admin,
-        http::groups::requests, http::groups::approve, http::groups::reject,
-        http::groups::block, http::groups::ban, http::groups::unban,
-        http::invites::create_invite, http::invites::get_invite, http::invites::revoke_invite,
-        http::invites::qr_png, http::invites::qr_svg, http::invites::card_png,
-        http::invites::join, http::ws::ws, http::ws::ticket,
-        http::wallets::wallet, http::wallets::entries, http::wallets::earn,
-        http::wallets::ledger_check,
-        http::payouts::link, http::payouts::set_auto_payout, http::payouts::create_payout, http::payouts::list_payouts,
-        http::payouts::get_payout, http::payouts::provider_notify, http::payouts::admin_payouts,
-        http::payouts::large_transactions, http::payouts::set_kyc, http::payouts::reconcile, http::payouts::alerts,
-        http::payouts::link_status, http::payouts::reconciliation,
-        http::packets::create_packet, http::packets::get_packet, http::packets::qr_png,
-        http::packets::claim, http::packets::blacklist_add, http::packets::blacklist_remove,
-        http::packets::blacklist_list,
-        http::codes::create_code, http::codes::get_code, http::codes::revoke_code,
-        http::codes::resolve,
-        http::abuse::answer_challenge, http::abuse::joins, http::abuse::invite_analytics,
-        http::abuse::group_analytics, http::abuse::reset_invite, http::abuse::burn_branch,
-        http::abuse::remove_member, http::abuse::flagged_groups, http::abuse::clear_flag,
+        super::ops::healthz, super::ops::metrics, super::openapi::document,
+        super::users::create_user, super::users::keys, super::users::logout,
+        super::users::revoke_sessions, super::users::issue_session, super::users::freeze_user,
+        super::users::unfreeze_user, super::api_keys::create, super::api_keys::list,
+        super::api_keys::revoke,
+        super::groups::create_group, super::groups::get_group, super::groups::update_group,
+        super::groups::members, super::groups::set_admin, super::groups::unset_admin,
+        super::groups::requests, super::groups::approve, super::groups::reject,
+        super::groups::block, super::groups::ban, super::groups::unban,
+        super::invites::create_invite, super::invites::get_invite, super::invites::revoke_invite,
+        super::invites::qr_png, super::invites::qr_svg, super::invites::card_png,
+        super::joins::join, super::ws::ws, super::ws::ticket,
+        super::wallets::wallet, super::wallets::entries, super::wallets::earn,
+        super::wallets::ledger_check,
+        super::payouts::link, super::payouts::set_auto_payout, super::payouts::create_payout, super::payouts::list_payouts,
+        super::payouts::get_payout, super::payouts::provider_notify, super::payouts::admin_payouts,
+        super::payouts::large_transactions, super::payouts::set_kyc, super::payouts::reconcile, super::payouts::alerts,
+        super::payouts::link_status, super::payouts::reconciliation,
+        super::packets::create_packet, super::packets::get_packet, super::packets::qr_png,
+        super::packets::claim, super::packets::blacklist_add, super::packets::blacklist_remove,
+        super::packets::blacklist_list,
+        super::codes::create_code, super::codes::get_code, super::codes::revoke_code,
+        super::codes::resolve,
+        super::joins::answer_challenge, super::abuse::joins, super::abuse::invite_analytics,
+        super::abuse::group_analytics, super::abuse::reset_invite, super::abuse::burn_branch,
+        super::abuse::remove_member, super::abuse::flagged_groups, super::abuse::clear_flag,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer, &Problems)
@@ -108,4 +108,11 @@ impl Modify for Problems {
             }
         }
     }
+}
+
+/// This document.
+#[utoipa::path(operation_id = "openapi", responses((status = 200, description = "OpenAPI 3.1 JSON")), tag = "ops")]
+#[get("/openapi.json")]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
 }

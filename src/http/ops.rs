@@ -1,7 +1,6 @@
-//! Liveness, metrics and the OpenAPI document.
+//! Liveness and metrics.
 
 use actix_web::{get, web, HttpRequest, HttpResponse};
-use utoipa::OpenApi;
 
 use crate::error::ApiError;
 use crate::http::{auth, AppState};
@@ -45,11 +44,4 @@ pub async fn metrics(
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::render()))
-}
-
-/// This document.
-#[utoipa::path(responses((status = 200, description = "OpenAPI 3.1 JSON")), tag = "ops")]
-#[get("/openapi.json")]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
 }

@@ -60,11 +60,11 @@ pub struct WalletActor {
     /// Inbox items read but not applied yet.
     inbox: Vec<InboxItem>,
     /// Payout state of this activation (see [`super::payouts`]).
-    pub(super) payouts: super::payouts::PayoutMemory,
+    pub(super) payouts: super::memory::PayoutMemory,
     /// For a packet's holder: the packet, its claims and breaker.
-    pub(super) packet: Option<super::packets::PacketMemory>,
+    pub(super) packet: Option<super::memory::PacketMemory>,
     /// Packets this holder funded recently, and its daily packet total.
-    pub(super) sends: super::packets::SendMemory,
+    pub(super) sends: super::memory::SendMemory,
     /// A drain's write set is in flight: the inbox is not read again before
     /// it lands, so no item is applied twice.
     draining: bool,
@@ -415,9 +415,9 @@ impl Resident for WalletActor {
             gen: 0,
             inbox: snap.inbox,
             draining: false,
-            payouts: super::payouts::PayoutMemory::with_auto(snap.auto_payout),
-            packet: snap.packet.map(super::packets::PacketMemory::new),
-            sends: super::packets::SendMemory::default(),
+            payouts: super::memory::PayoutMemory::with_auto(snap.auto_payout),
+            packet: snap.packet.map(super::memory::PacketMemory::new),
+            sends: super::memory::SendMemory::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! transfers, earnings, and the books check.
 
 pub mod actor;
+pub mod memory;
 pub mod packets;
 pub mod payouts;
 pub mod runner;

@@ -21,74 +21,21 @@
 //! The hold has no ledger timeout on purpose: a timeout would release the
 //! whole hold, including shares already paid from the escrow.
 
-use std::collections::{HashMap, HashSet};
-
 use super::actor::WalletActor;
 use super::Wallets;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::ids::{PacketId, TransferId, UserId};
 use crate::domain::ledger::{AccountId, Holder, Kind, Reason, Spec};
-use crate::domain::packet::{self, Breaker, Claim, ClaimAsk, Closed, Gate, Packet, Refusal, Tally};
+use crate::domain::packet::{self, Claim, ClaimAsk, Closed, Gate, Packet, Refusal, Tally};
 use crate::error::ApiError;
 use crate::metrics;
 use crate::registry::{done, Fail, Step};
-use crate::storage::{KeyRecord, PacketRecords, WriteSet};
+use crate::storage::{KeyRecord, WriteSet};
 use crate::wallet_message as message;
 
 impl From<Refusal> for Fail {
     fn from(r: Refusal) -> Self {
         Fail::Api(r.into())
-    }
-}
-
-/// A packet as its actor keeps it.
-pub struct PacketMemory {
-    packet: Packet,
-    claims: Vec<Claim>,
-    by_user: HashSet<UserId>,
-    tally: Tally,
-    breaker: Breaker,
-    opens: u64,
-    opens_stored: u64,
-    /// When its settlement is due: its expiry, or when it emptied.
-    close_at: i64,
-}
-
-impl PacketMemory {
-    pub fn new(r: PacketRecords) -> Self {
-        let mut tally = Tally::default();
-        for c in &r.claims {
-            tally.add(c);
-        }
-        let close_at = match r.claims.last() {
-            Some(c) if tally.claims >= r.packet.count => c.at,
-            _ => r.packet.expires_at,
-        };
-        PacketMemory {
-            by_user: r.claims.iter().map(|c| c.user).collect(),
-            claims: r.claims,
-            tally,
-            breaker: Breaker::default(),
-            opens: r.opens,
-            opens_stored: r.opens,
-            close_at,
-            packet: r.packet,
-        }
-    }
-}
-
-/// Packets a funder's actor created and storage may not have yet, and the
-/// funder's daily total.
-#[derive(Default)]
-pub struct SendMemory {
-    by_key: HashMap<[u8; 32], (u64, Packet, String)>,
-    usage: Option<(String, u64)>,
-}
-
-impl SendMemory {
-    /// Storage has every record of a generation below `gen`.
-    pub fn forget_before(&mut self, gen: u64) {
-        self.by_key.retain(|_, (g, _, _)| *g >= gen);
     }
 }
 

@@ -7,8 +7,6 @@
 //! provider said with [`PayoutProgress`], and the actor applies it through
 //! [`payout::advance`].
 
-use std::collections::HashMap;
-
 use super::actor::WalletActor;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::ids::{PayoutId, TransferId, UserId};
@@ -19,32 +17,6 @@ use crate::metrics;
 use crate::registry::{Fail, Step};
 use crate::storage::{LargeTransaction, Link, WriteSet};
 use crate::wallet_message as message;
-
-/// Payout state of one activation: records written but maybe not applied
-/// yet (found here first), and today's usage (this actor is its only writer).
-#[derive(Default)]
-pub struct PayoutMemory {
-    recent: HashMap<PayoutId, (u64, Payout)>,
-    by_key: HashMap<[u8; 32], (u64, PayoutId)>,
-    usage: Option<(String, DayUsage)>,
-    /// The user's automatic payout threshold, if they opted in.
-    auto: Option<u64>,
-}
-
-impl PayoutMemory {
-    pub fn with_auto(auto: Option<u64>) -> Self {
-        PayoutMemory {
-            auto,
-            ..Default::default()
-        }
-    }
-
-    /// Storage has every entry of a generation below `gen`.
-    pub fn forget_before(&mut self, gen: u64) {
-        self.recent.retain(|_, (g, _)| *g >= gen);
-        self.by_key.retain(|_, (g, _)| *g >= gen);
-    }
-}
 
 /// The answer to [`RequestPayout`]: the payout, and whether this call made it.
 #[derive(Debug, Clone)]
