@@ -74,6 +74,22 @@ impl Sim {
             other => other["transfers"].as_array().cloned().unwrap_or_default(),
         }
     }
+
+    /// Wait until the payout job has sent `partner_trade_no` (it sends
+    /// after the 202, in the background).
+    pub async fn wait_for(&self, partner_trade_no: &str) {
+        for _ in 0..100 {
+            let sent = self.transfers().await;
+            if sent
+                .iter()
+                .any(|t| t["partner_trade_no"] == partner_trade_no)
+            {
+                return;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the provider never received {partner_trade_no}");
+    }
 }
 
 impl TestApp {
@@ -788,6 +804,7 @@ async fn a_relink_waits_for_open_payouts_tells_the_user_and_holds_payouts() {
     assert_eq!((s, code(&v)), (409, "link_change_blocked"), "{v}");
     let (_, l) = app.get("/v1/wallet/link", Some(&tok)).await;
     assert_eq!(l["openid"], "o-first", "{l}");
+    sim.wait_for(&ptn).await;
     let (s, v) = sim
         .post(
             "/sim/complete",
