@@ -144,7 +144,7 @@ pub fn generate(data_dir: &Path) -> Result<String, KeyError> {
     std::fs::create_dir_all(&dir).map_err(|e| KeyError::Io(dir.clone(), e))?;
     let seed: [u8; 32] = random_bytes();
     let kid = kid_of(&SigningKey::from_bytes(&seed).verifying_key());
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::now();
     write_secret(&dir.join(format!("{now:012}-{kid:08x}.ed25519")), &seed)?;
     Ok(format!("{kid:08x}"))
 }
@@ -354,7 +354,7 @@ mod tests {
             c.verifying_key(a.active_kid()).is_some(),
             "old key still verifies"
         );
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::now();
         assert_eq!(c.jwks(now).len(), 2);
         assert_eq!(
             c.jwks(now + MAX_TTL_SECONDS + 10).len(),

@@ -5,6 +5,7 @@
 //! WebSocket hub; `http` the thin gateway; `startup` wires them together.
 
 pub mod admin_cli;
+pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod domain;

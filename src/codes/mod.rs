@@ -9,6 +9,7 @@
 pub mod pool;
 pub mod scans;
 
+use crate::clock::now;
 use actix_web::web;
 use bytes::Bytes;
 use serde_json::Value;
@@ -56,10 +57,6 @@ pub struct Codes {
     quotas: Mutex<HashMap<UserId, Quota>>,
     /// Revocations and forgetting, one at a time (both rewrite bindings).
     rewriting: tokio::sync::Mutex<()>,
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 impl Codes {

@@ -9,6 +9,7 @@
 //! actor is poisoned: it retires at its next message and the group is rebuilt
 //! from storage, so memory never stays ahead of what was stored.
 
+use crate::clock::now;
 use actix::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
@@ -16,14 +17,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::abuse::Entry;
 use super::analytics::{minute, Analytics};
-use super::directory::Shared;
-use super::signals::UserSignals;
+use super::shared::Shared;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Invite, JoinRequest, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
-use crate::domain::join::{self, Admission, Facts, Refusal};
+use crate::domain::join::{Admission, Refusal};
 use crate::domain::roster::Roster;
 use crate::domain::token::Claims;
 use crate::error::ApiError;
@@ -53,10 +52,6 @@ impl From<Refusal> for Fail {
     fn from(r: Refusal) -> Self {
         Fail::Api(r.into())
     }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 fn limiter(per_minute: u32, clock: &governor::clock::DefaultClock) -> DefaultDirectRateLimiter {
@@ -92,7 +87,7 @@ pub struct GroupActor {
     pub(super) flag_cleared_at: i64,
     /// Who attempted and who was flagged through which invitation, in the
     /// window (so retries do not count again).
-    pub(super) seen: HashMap<(InviteId, UserId), super::abuse::Seen>,
+    pub(super) seen: HashMap<(InviteId, UserId), super::analytics::Seen>,
     /// A flush of the analytics is scheduled.
     pub(super) flush_scheduled: bool,
     analytics_pruned: bool,
@@ -383,66 +378,6 @@ impl Resident for GroupActor {
 
 macro_rules! message {
     ($($t:tt)*) => { $crate::resident_message!(GroupActor, catch_up; $($t)*); };
-}
-
-// ---------------- join ----------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinOutcome {
-    Joined,
-    Pending(RequestId),
-}
-
-message!(Join -> JoinOutcome {
-    user: UserId,
-    claims: Claims,
-    tag: [u8; 32],
-    // User-level risk signals (None when risk scoring is off).
-    signals: Option<UserSignals>,
-} => join);
-
-impl GroupActor {
-    /// The join decision for `user` through invitation `invite_id`
-    /// (`None`: a newcomer, as a landing page asks before anyone joins).
-    pub(super) fn admission(
-        &self,
-        invite_id: InviteId,
-        token_epoch: u32,
-        tag_ok: bool,
-        user: Option<UserId>,
-        now: i64,
-    ) -> Result<Admission, Refusal> {
-        join::decide(&Facts {
-            now,
-            invite: self.invites.get(&invite_id).map(Box::as_ref),
-            tag_matches: tag_ok,
-            token_epoch,
-            group: &self.group,
-            members: self.members.len() as u32,
-            pending: self.requests.len() as u32,
-            is_member: user.is_some_and(|u| self.members.contains(&u)),
-            has_pending_request: user.is_some_and(|u| self.pending_by_user.contains_key(&u)),
-            is_blocked: user.is_some_and(|u| self.blocks.contains(&u)),
-        })
-    }
-
-    /// Whether a token's keyed tag is the one issued for its invitation.
-    fn tag_ok(&self, claims: &Claims, tag: &[u8; 32]) -> bool {
-        // blake3::Hash comparison is constant-time.
-        self.invites
-            .get(&claims.invite_id)
-            .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(*tag))
-    }
-
-    fn join(&mut self, m: Join) -> Step<JoinOutcome> {
-        let entry = Entry {
-            invite_id: m.claims.invite_id,
-            token_epoch: m.claims.epoch,
-            tag_ok: self.tag_ok(&m.claims, &m.tag),
-            solved: None,
-        };
-        self.admit(m.user, entry, m.signals, now())
-    }
 }
 
 // ---------------- reads ----------------

@@ -21,6 +21,14 @@ pub fn minute(now: i64) -> u32 {
     u32::try_from(now.max(0) / 60).unwrap_or(u32::MAX)
 }
 
+/// A user's recent attempts through one invitation: the minute of the last
+/// counted attempt, and the minute they were last counted as flagged.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub minute: u32,
+    pub flagged: Option<u32>,
+}
+
 pub struct Analytics {
     group: GroupId,
     /// Minutes kept in memory behind the current one.

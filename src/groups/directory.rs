@@ -2,36 +2,21 @@
 //! that find a group first (by reference or invitation), group creation, and
 //! the expiry sweeper.
 
-use governor::clock::DefaultClock;
-use governor::DefaultKeyedRateLimiter;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::actor::{GroupActor, Sweep};
-use crate::config::Config;
+use super::shared::Shared;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::group::{Group, GroupStatus, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::domain::roster::Roster;
 use crate::error::ApiError;
-use crate::keys::KeyRing;
 use crate::registry::{Arbiters, Registry, Step};
-use crate::storage::{Storage, WriteSet};
+use crate::storage::WriteSet;
 
 /// Cached id mappings (group ref -> group, invitation -> group); they never change.
 const MAPPING_CACHE: usize = 200_000;
-
-/// What every group actor needs from the process.
-pub struct Shared {
-    pub config: Config,
-    pub storage: Storage,
-    pub keys: Arc<KeyRing>,
-    pub user_limiter: Arc<DefaultKeyedRateLimiter<UserId>>,
-    pub clock: DefaultClock,
-    pub counters: crate::push::CounterStore,
-    /// User-level risk signals (account age, join rate, shared devices).
-    pub signals: super::signals::SignalStore,
-}
 
 #[derive(Clone)]
 pub struct Directory {
@@ -60,7 +45,7 @@ impl Directory {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
-            let now = chrono::Utc::now().timestamp();
+            let now = crate::clock::now();
             match self.shared().storage.groups_with_due_requests(now, 1000) {
                 Ok(groups) => {
                     for g in groups {
@@ -135,7 +120,7 @@ impl Directory {
         member_limit: u32,
         approval_required: bool,
     ) -> Result<Group, ApiError> {
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::now();
         let keys = &self.shared().keys;
         // 64-bit references: a collision is astronomically unlikely, but a
         // reference must name exactly one group, so draw again if it happens.

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Admin, Authed};
-use super::{id, rfc3339, AppState};
+use super::{id, AppState};
+use crate::clock::rfc3339;
 use crate::domain::group::JoinRisk;
 use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::domain::risk::{Bucket, Stage};
 use crate::error::{ApiError, Problem};
-use crate::groups::abuse::{
+use crate::groups::moderation::{
     BurnBranch, ClearFlag, GetAnalytics, ListJoins, RemoveMember, ResetInvite,
 };
 use crate::storage::Suspect;

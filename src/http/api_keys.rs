@@ -10,7 +10,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::auth::{key_hash, Admin, API_KEY_PREFIX, SCOPES};
-use super::{now, AppState};
+use super::AppState;
+use crate::clock::now;
 use crate::domain::ids::random_bytes;
 use crate::error::{ApiError, Problem};
 use crate::storage::{ApiKey, WriteSet};

@@ -81,7 +81,7 @@ pub fn session_user(state: &AppState, hash: &[u8; 32]) -> Result<UserId, ApiErro
         .copied()
         .unwrap_or(0);
     let lifetime = state.config.sessions.lifetime_seconds();
-    match session::check(&s, super::now(), lifetime, before) {
+    match session::check(&s, crate::clock::now(), lifetime, before) {
         Verdict::Ended => {
             state.sessions.remove(hash);
             Err(ApiError::Unauthorized)
@@ -105,7 +105,7 @@ pub fn session_user(state: &AppState, hash: &[u8; 32]) -> Result<UserId, ApiErro
 /// A new session for `user`, its token, and its record to write.
 pub fn issue(state: &AppState, user: UserId) -> (String, [u8; 32], Session) {
     let (token, hash) = new_session();
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = crate::clock::now_ms();
     let s = Session {
         user,
         created_at_ms: now_ms,

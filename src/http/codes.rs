@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use super::auth::Authed;
 use super::pages::{render_code_page, render_missing_page};
-use super::{rfc3339, AppState};
+use super::AppState;
+use crate::clock::rfc3339;
 use crate::codes::Codes;
 use crate::domain::code::{Binding, Tally};
 use crate::domain::ids::UserId;
@@ -163,7 +164,7 @@ pub async fn get_code(
         url: state.codes.url(&b.code),
         page: b.page.clone(),
         params: b.params.clone(),
-        status: b.status(super::now()).as_str(),
+        status: b.status(crate::clock::now()).as_str(),
         created_at: rfc3339(b.created_at),
         expires_at: b.expires_at.map(rfc3339),
         revoked_at: b.revoked_at.map(rfc3339),

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{Admin, Authed, User};
-use super::{id, rfc3339, AppState};
+use super::{id, AppState};
+use crate::clock::rfc3339;
 use crate::domain::group::{
     parse_description, parse_group_name, parse_member_limit, Group, GroupStatus, JoinRequest,
     Member, Role,

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authed, User};
-use super::{id, now, rfc3339, AppState};
+use super::{id, AppState};
+use crate::clock::{now, rfc3339};
 use crate::domain::group::{parse_max_uses, parse_ttl, GroupStatus, Invite};
 use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::domain::join::Refusal;

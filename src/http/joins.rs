@@ -8,15 +8,15 @@ use std::time::Duration;
 use utoipa::ToSchema;
 
 use super::auth::User;
-use super::{now, AppState};
+use super::AppState;
+use crate::clock::now;
 use crate::domain::challenge::{self, Challenge};
 use crate::domain::ids::{GroupId, RequestId, UserId};
 use crate::domain::join::Refusal;
 use crate::domain::risk::{ChallengeKind, Mode};
 use crate::domain::token;
 use crate::error::{ApiError, Problem};
-use crate::groups::abuse::AnswerChallenge;
-use crate::groups::actor::{Join, JoinOutcome};
+use crate::groups::join::{AnswerChallenge, Join, JoinOutcome};
 use crate::groups::signals::UserSignals;
 use crate::metrics;
 

@@ -250,16 +250,6 @@ pub fn id<T>(parse: fn(&str) -> Result<T, BadId>, s: &str) -> Result<T, ApiError
     parse(s).map_err(|e| ApiError::InvalidId(e.to_string()))
 }
 
-pub fn rfc3339(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 #[cfg(test)]
 mod tests {
     use super::hot_pattern;

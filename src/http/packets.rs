@@ -7,7 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Admin, Authed, User};
 use super::payouts::idempotency_key;
-use super::{id, now, rfc3339, AppState};
+use super::{id, AppState};
+use crate::clock::{now, rfc3339};
 use crate::domain::ids::{random_bytes, PacketId, TransferId, UserId};
 use crate::domain::ledger::{valid_kind, AccountId};
 use crate::domain::packet::{self, ClaimAsk, Geofence, Mode, Packet, Referral, Refusal};
@@ -114,7 +115,7 @@ fn view(state: &AppState, s: PacketState) -> PacketView {
         (None, false) if now >= p.expires_at => "expired",
         _ => "open",
     };
-    let paused = s.paused_until_ms > chrono::Utc::now().timestamp_millis();
+    let paused = s.paused_until_ms > crate::clock::now_ms();
     PacketView {
         id: p.id,
         status,

@@ -7,7 +7,8 @@ use actix_web::http::StatusCode;
 use actix_web::{get, web, HttpResponse};
 use askama::Template;
 
-use super::{id, rfc3339, AppState};
+use super::{id, AppState};
+use crate::clock::rfc3339;
 use crate::domain::ids::PacketId;
 use crate::domain::join::{Admission, Refusal};
 use crate::domain::token;
@@ -240,7 +241,7 @@ pub async fn packet_page(
     };
     let p = &s.packet;
     let left = p.count.saturating_sub(s.tally.claims);
-    let expired = chrono::Utc::now().timestamp() >= p.expires_at || p.closed.is_some();
+    let expired = crate::clock::now() >= p.expires_at || p.closed.is_some();
     let page = PacketPage {
         id: pid.to_string(),
         message: &p.message,

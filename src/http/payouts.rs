@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Admin, User};
-use super::{id, rfc3339, AppState};
+use super::{id, AppState};
+use crate::clock::rfc3339;
 use crate::domain::ids::{PayoutId, UserId};
 use crate::domain::payout::{Payout, PayoutState};
 use crate::error::{ApiError, Problem};
@@ -183,7 +184,7 @@ pub async fn admin_payouts(
     _admin: Admin,
     q: web::Query<AdminPayoutsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::now();
     let stuck_after = state.config.payouts.stuck_after_seconds;
     let storage = state.storage.clone();
     let filter = q.filter.clone();
@@ -327,7 +328,7 @@ pub async fn link(
         ));
     }
     let tokens = client.exchange_code(code).await.map_err(provider_error)?;
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::now();
     let link = Link {
         openid: tokens.openid.clone(),
         access_token: state.keys.seal(&tokens.access_token).map_err(seal_error)?,
@@ -411,7 +412,7 @@ async fn notify(
         signature: header("Wechatpay-Signature"),
         serial: header("Wechatpay-Serial"),
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::now();
     let result = client.verify_notification(&h, body, now).map_err(|e| {
         // The body is not logged: it is what a forger controls.
         tracing::warn!(error = %e, serial = %h.serial, "provider notification rejected");
@@ -602,7 +603,7 @@ pub struct Alerts {
 #[get("/v1/admin/alerts")]
 pub async fn alerts(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, ApiError> {
     let storage = state.storage.clone();
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::now();
     let after = state.config.payouts.stuck_after_seconds;
     let (failed, stuck) = web::block(move || -> Result<_, ApiError> {
         let failed = storage

@@ -4,7 +4,8 @@ use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{auth, id, now, AppState};
+use super::{auth, id, AppState};
+use crate::clock::now;
 use crate::domain::group::parse_user_name;
 use crate::domain::ids::UserId;
 use crate::error::{ApiError, Problem};
@@ -126,7 +127,7 @@ pub async fn revoke_sessions(
 ) -> Result<HttpResponse, ApiError> {
     let uid = existing_user(&state, &path)?;
     // Sessions created up to this millisecond end; one issued after does not.
-    let before = chrono::Utc::now().timestamp_millis() + 1;
+    let before = crate::clock::now_ms() + 1;
     let mut w = WriteSet::new();
     w.sessions_revoked(uid, before);
     state.storage.commit(w).await?;

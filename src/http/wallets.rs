@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Admin, User};
-use super::{rfc3339, AppState};
+use super::AppState;
+use crate::clock::rfc3339;
 use crate::domain::ids::{TransferId, UserId};
 use crate::domain::ledger::{valid_kind, AccountId, Entry, Transfer};
 use crate::error::{ApiError, Problem};

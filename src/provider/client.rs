@@ -84,6 +84,7 @@
 //! definitive answer that the request changed nothing (`status: 0` means it
 //! was refused locally, before anything was sent).
 
+use crate::clock::now;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -571,10 +572,6 @@ fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, ClientError> {
     })
 }
 
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 struct Inner {
     /// `scheme://authority` without a trailing slash.
     origin: String,
@@ -964,7 +961,7 @@ impl ProviderClient {
                     reply.status
                 ))
             })?;
-            self.verify_signed(headers, &reply.body, unix_now())?;
+            self.verify_signed(headers, &reply.body, now())?;
         }
         Ok(reply)
     }
@@ -993,7 +990,7 @@ impl ProviderClient {
             .insert_header(("Accept", "application/json"))
             .insert_header(("User-Agent", concat!("qrgate/", env!("CARGO_PKG_VERSION"))));
         if signed {
-            let auth = self.authorization(&method, url, unix_now(), &body)?;
+            let auth = self.authorization(&method, url, now(), &body)?;
             request = request.insert_header(("Authorization", auth));
         }
         let sent = if method == Method::POST {

@@ -22,6 +22,7 @@
 //! verifies. Each UTC day's stretch of the chain has an anchor (its first and
 //! last seq and its head hash) that operators can copy elsewhere.
 
+use crate::clock::today;
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
@@ -130,10 +131,6 @@ fn chain_hash(key: &[u8; 32], prev: &[u8; 32], seq: u64, record: &[u8]) -> [u8; 
     h.update(&seq.to_be_bytes());
     h.update(record);
     *h.finalize().as_bytes()
-}
-
-fn today() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
 impl ChainHead {

@@ -9,6 +9,7 @@
 //! one write set per batch ([`WalletActor::drain`]); the books check counts
 //! inbox items as postings in flight.
 
+use crate::clock::now;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,10 +33,6 @@ impl From<ledger::TransferError> for Fail {
     fn from(e: ledger::TransferError) -> Self {
         Fail::Api(e.into())
     }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 /// What a WalletActor is rebuilt from.

@@ -75,7 +75,7 @@ impl Wallets {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
-            let now = chrono::Utc::now().timestamp();
+            let now = crate::clock::now();
             // The system holder applies its inbox on its own timer; this
             // wakes it again if it retired (e.g. after a failed write).
             if let Err(e) = self.actors.call(Holder::System, Drain).await {

@@ -23,6 +23,7 @@
 
 use super::actor::WalletActor;
 use super::Wallets;
+use crate::clock::now_ms;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::ids::{PacketId, TransferId, UserId};
 use crate::domain::ledger::{AccountId, Holder, Kind, Reason, Spec};
@@ -64,10 +65,6 @@ pub struct PacketState {
     pub opens: u64,
     /// Claims paused by the circuit breaker until then (unix ms; 0: never).
     pub paused_until_ms: i64,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn event(to: Vec<UserId>, at: i64, kind: EventKind) -> Event {

@@ -8,6 +8,7 @@
 //! [`payout::advance`].
 
 use super::actor::WalletActor;
+use crate::clock::now_ms;
 use crate::domain::events::{Event, EventKind};
 use crate::domain::ids::{PayoutId, TransferId, UserId};
 use crate::domain::ledger::{AccountId, Holder, Kind, Reason, Spec};
@@ -23,10 +24,6 @@ use crate::wallet_message as message;
 pub struct Requested {
     pub payout: Payout,
     pub fresh: bool,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn settle_id(kind: &str, p: &Payout) -> TransferId {

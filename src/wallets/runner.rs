@@ -82,7 +82,7 @@ impl Runner {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
-            let now_ms = chrono::Utc::now().timestamp_millis();
+            let now_ms = crate::clock::now_ms();
             let storage = self.wallets.storage().clone();
             let due = match storage.due_payouts(now_ms, 256) {
                 Ok(d) => d,
@@ -129,7 +129,7 @@ impl Runner {
                 return;
             }
         };
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = crate::clock::now_ms();
         if p.state.is_final() || p.next_attempt_at.is_none_or(|t| t > now_ms) {
             return;
         }
@@ -224,7 +224,7 @@ pub async fn refresh_links(
     loop {
         every.tick().await;
         let before = wallets.actors.env().config.payouts.refresh_before_seconds;
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::now();
         let links = match wallets.storage().links() {
             Ok(l) => l,
             Err(e) => {

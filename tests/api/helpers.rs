@@ -65,6 +65,7 @@ fn start(dir: &Path, extra_config: &str, env: &[(String, String)]) -> (Child, St
         .env_remove("QRGATE_ADMIN_TOKEN")
         .env_remove("QRGATE_PUBLIC_BASE_URL")
         .env_remove("QRGATE_CRASH_AT")
+        .env_remove("QRGATE_CLOCK_OFFSET_SECS")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))

@@ -208,6 +208,39 @@ async fn an_expired_session_answers_401() {
     assert_eq!((s, code(&v)), (401, "unauthorized"));
 }
 
+/// The server's clock moved (`QRGATE_CLOCK_OFFSET_SECS`) instead of a
+/// month of waiting: a session used today still works 29 days on, and one
+/// left unused past `sessions.lifetime_days` (30) ends; a fresh login works.
+#[actix_web::test]
+async fn a_month_without_use_ends_a_session() {
+    let mut app = TestApp::spawn().await;
+    let (_, token) = app.user("erin").await;
+    assert_eq!(app.get("/v1/wallet", Some(&token)).await.0, 200);
+    let days = |d: i64| {
+        (
+            "QRGATE_CLOCK_OFFSET_SECS".to_string(),
+            (d * 86_400).to_string(),
+        )
+    };
+    app.env = vec![days(29)];
+    app.restart().await;
+    assert_eq!(
+        app.get("/v1/wallet", Some(&token)).await.0,
+        200,
+        "29 days on"
+    );
+    app.env = vec![days(29 + 31)];
+    app.restart().await;
+    let (s, v) = app.get("/v1/wallet", Some(&token)).await;
+    assert_eq!(
+        (s, code(&v)),
+        (401, "unauthorized"),
+        "31 days after its last use"
+    );
+    let (_, fresh) = app.user("frank").await;
+    assert_eq!(app.get("/v1/wallet", Some(&fresh)).await.0, 200);
+}
+
 #[actix_web::test]
 async fn a_websocket_ticket_opens_one_socket_and_dies_with_its_session() {
     let app = TestApp::spawn().await;

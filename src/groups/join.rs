@@ -1,45 +1,54 @@
-//! The GroupActor's anti-abuse side: the join path with risk scoring,
-//! per-invitation step-up and challenges; lineage (who came through which
-//! invitation, re-shared branches, burning a branch); member removal that
-//! keeps the lineage; analytics; and the group's reputation.
-//!
-//! The rules are in `domain::risk` and `domain::challenge`; this file
-//! gathers the facts, applies the outcome and records it.
+//! A join in the group's actor: the join through a scanned invitation and
+//! the answer to its challenge. The actor gathers the facts (the group, the
+//! invitation, the caller, the user's risk signals, the limits), the rules
+//! in `domain::join`, `domain::risk` and `domain::challenge` decide, and
+//! this file applies the decision: admit, queue for approval, challenge,
+//! or refuse, with the invitation's step-up, the per-minute counts and the
+//! group's reputation.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::actor::{Caller, GroupActor, JoinOutcome};
-use super::analytics::minute;
+use super::actor::GroupActor;
+use super::analytics::{minute, Seen};
 use super::signals::UserSignals;
+use crate::clock::{now, rfc3339};
 use crate::domain::challenge::{self, Challenge, Offer};
 use crate::domain::events::EventKind;
-use crate::domain::group::{Departure, FormerMember, Invite, JoinRequest, JoinRisk, Member, Role};
+use crate::domain::group::{Invite, JoinRequest, JoinRisk, Member, Role};
 use crate::domain::ids::{random_bytes, InviteId, RequestId, UserId};
-use crate::domain::join::{Admission, Refusal};
+use crate::domain::join::{self, Admission, Facts, Refusal};
 use crate::domain::risk::{self, Bucket, ChallengeKind, Gate, Mode, Policy, Reason, Stage};
+use crate::domain::token::Claims;
 use crate::error::ApiError;
 use crate::metrics;
-use crate::registry::{done, Fail, Pending, Step};
+use crate::registry::{Fail, Pending, Step};
 use crate::storage::{Scope, Suspect, WriteSet};
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+macro_rules! message {
+    ($($t:tt)*) => { $crate::resident_message!(GroupActor, catch_up; $($t)*); };
 }
 
-fn rfc3339(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined,
+    Pending(RequestId),
 }
 
-/// A user's recent attempts through one invitation: the minute of the last
-/// counted attempt, and the minute they were last counted as flagged.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Seen {
-    minute: u32,
-    flagged: Option<u32>,
-}
+message!(Join -> JoinOutcome {
+    user: UserId,
+    claims: Claims,
+    tag: [u8; 32],
+    // User-level risk signals (None when risk scoring is off).
+    signals: Option<UserSignals>,
+} => join);
+
+message!(AnswerChallenge -> JoinOutcome {
+    user: UserId,
+    challenge: Challenge,
+    tag: [u8; 16],
+    // Whether the answer solves it (checked by the gateway: proof of work or captcha).
+    passed: bool,
+} => answer_challenge);
 
 /// How a join attempt names its invitation.
 pub(super) struct Entry {
@@ -53,66 +62,13 @@ pub(super) struct Entry {
     pub solved: Option<([u8; 16], i64, JoinRisk)>,
 }
 
-macro_rules! message {
-    ($($t:tt)*) => { $crate::resident_message!(GroupActor, catch_up; $($t)*); };
-}
-
-message!(AnswerChallenge -> JoinOutcome {
-    user: UserId,
-    challenge: Challenge,
-    tag: [u8; 16],
-    // Whether the answer solves it (checked by the gateway: proof of work or captcha).
-    passed: bool,
-} => answer_challenge);
-message!(ListJoins -> JoinPage {
-    caller: Caller,
-    invite_id: InviteId,
-    branch: bool,
-    offset: usize,
-    limit: usize,
-} => list_joins);
-message!(GetAnalytics -> Analytics { caller: Caller, invite_id: Option<InviteId>, minutes: u32 } => get_analytics);
-message!(ResetInvite -> Invite { caller: Caller, invite_id: InviteId } => reset_invite);
-message!(BurnBranch -> Vec<InviteId> { caller: Caller, invite_id: InviteId } => burn_branch);
-message!(RemoveMember -> () { caller: Caller, user: UserId } => remove_member);
-message!(ClearFlag -> () {} => clear_flag);
-
-/// One join through an invitation, as its lineage shows it.
-#[derive(Debug, Clone)]
-pub struct JoinTrace {
-    pub user_id: UserId,
-    pub via_invite: InviteId,
-    pub invited_by: Option<UserId>,
-    /// `member`, `pending`, `removed`, `blocked` or `left`.
-    pub status: &'static str,
-    pub at: i64,
-    pub left_at: Option<i64>,
-    pub risk: Option<JoinRisk>,
-}
-
-/// One page of a lineage listing, oldest first.
-#[derive(Debug, Clone)]
-pub struct JoinPage {
-    pub joins: Vec<JoinTrace>,
-    /// The offset of the next page, if there is one.
-    pub next_offset: Option<usize>,
-}
-
-/// Totals over the asked window and the per-minute series.
-#[derive(Debug, Clone)]
-pub struct Analytics {
-    pub totals: Bucket,
-    pub series: Vec<(u32, Bucket)>,
-    pub stage: Option<Stage>,
-}
-
 impl GroupActor {
     fn policy(&self) -> &Policy {
         &self.shared.config.risk
     }
 
     /// Count in the invitation's bucket and the group's.
-    fn count(&mut self, invite: InviteId, now: i64, f: impl Fn(&mut Bucket)) {
+    pub(super) fn count(&mut self, invite: InviteId, now: i64, f: impl Fn(&mut Bucket)) {
         let shared = Arc::clone(&self.shared);
         self.analytics
             .bump(&shared.storage, Scope::Invite(invite), now, &f);
@@ -453,7 +409,11 @@ impl GroupActor {
         (next, Some(durable))
     }
 
-    fn stage_event(&self, invite: &Invite, flagged: u64) -> crate::domain::events::Event {
+    pub(super) fn stage_event(
+        &self,
+        invite: &Invite,
+        flagged: u64,
+    ) -> crate::domain::events::Event {
         crate::domain::events::Event::for_users(
             self.moderators().collect(),
             now(),
@@ -624,287 +584,46 @@ impl GroupActor {
         out
     }
 
-    /// The caller may read the lineage and analytics of `invite` (`None`:
-    /// the group's): moderators, operators, and an invitation's creator.
-    /// Answers whether the caller moderates (creators see less).
-    fn may_inspect(&self, caller: Caller, invite: Option<&Invite>) -> Result<bool, ApiError> {
-        let moderates = self.role(caller).is_some_and(Role::moderates);
-        let creator = match (caller, invite) {
-            (Caller::User(u), Some(i)) => i.creator_id == u && self.members.contains(&u),
-            _ => false,
-        };
-        if moderates || creator {
-            Ok(moderates)
-        } else {
-            Err(ApiError::forbidden(
-                "only the group's owner or admins, the invitation's creator, or an operator may see this",
-            ))
-        }
-    }
-
-    /// `root` and every invitation re-shared from it, at any depth.
-    fn branch(&self, root: InviteId) -> HashSet<InviteId> {
-        let mut set = HashSet::from([root]);
-        // Children are few and shallow (depth <= MAX_INVITE_DEPTH): repeat
-        // until no invitation joins the set.
-        loop {
-            let before = set.len();
-            for i in self.invites.values() {
-                if i.parent_id.is_some_and(|p| set.contains(&p)) {
-                    set.insert(i.id);
-                }
-            }
-            if set.len() == before {
-                return set;
-            }
-        }
-    }
-
-    fn list_joins(&mut self, m: ListJoins) -> Step<JoinPage> {
-        let inv = self
-            .invites
-            .get(&m.invite_id)
-            .ok_or(ApiError::InviteNotFound)?;
-        let moderates = self.may_inspect(m.caller, Some(inv))?;
-        let via: HashSet<InviteId> = if m.branch {
-            self.branch(m.invite_id)
-        } else {
-            HashSet::from([m.invite_id])
-        };
-        let mut out: Vec<JoinTrace> = Vec::new();
-        for x in self.members.members() {
-            if let Some(i) = x.via_invite.filter(|i| via.contains(i)) {
-                out.push(JoinTrace {
-                    user_id: x.user_id,
-                    via_invite: i,
-                    invited_by: x.invited_by,
-                    status: "member",
-                    at: x.joined_at,
-                    left_at: None,
-                    risk: x.risk.clone(),
-                });
-            }
-        }
-        for r in self
-            .requests
-            .values()
-            .filter(|r| via.contains(&r.invite_id))
-        {
-            out.push(JoinTrace {
-                user_id: r.user_id,
-                via_invite: r.invite_id,
-                invited_by: Some(r.invited_by),
-                status: "pending",
-                at: r.created_at,
-                left_at: None,
-                risk: r.risk.clone(),
-            });
-        }
-        let mut former = Vec::new();
-        for i in &via {
-            former.extend(self.shared.storage.former_members(self.id(), *i)?);
-        }
-        for f in former {
-            if let Some(i) = f.member.via_invite.filter(|i| via.contains(i)) {
-                out.push(JoinTrace {
-                    user_id: f.member.user_id,
-                    via_invite: i,
-                    invited_by: f.member.invited_by,
-                    status: match f.how {
-                        Departure::Removed => "removed",
-                        Departure::Blocked => "blocked",
-                        Departure::Left => "left",
-                    },
-                    at: f.member.joined_at,
-                    left_at: Some(f.left_at),
-                    risk: f.member.risk,
-                });
-            }
-        }
-        out.sort_by_key(|t| (t.at, t.user_id));
-        if !moderates {
-            // An invitation's creator sees who came through it, not how
-            // they were scored or why they left.
-            for t in &mut out {
-                t.risk = None;
-                if matches!(t.status, "removed" | "blocked" | "left") {
-                    t.status = "former";
-                }
-            }
-        }
-        let total = out.len();
-        let joins: Vec<JoinTrace> = out.into_iter().skip(m.offset).take(m.limit).collect();
-        let end = m.offset.saturating_add(joins.len());
-        done(JoinPage {
-            joins,
-            next_offset: (end < total).then_some(end),
-        })
-    }
-
-    fn get_analytics(&mut self, m: GetAnalytics) -> Step<Analytics> {
-        let inv = match m.invite_id {
-            Some(i) => Some(&**self.invites.get(&i).ok_or(ApiError::InviteNotFound)?),
-            None => None,
-        };
-        self.may_inspect(m.caller, inv)?;
-        let stage = inv.map(|i| i.stage);
-        let scope = m.invite_id.map_or(Scope::Group, Scope::Invite);
-        let from = minute(now()).saturating_sub(m.minutes.saturating_sub(1));
-        let series = self.analytics.series(&self.shared.storage, scope, from)?;
-        let mut totals = Bucket::default();
-        for (_, b) in &series {
-            totals.add(b);
-        }
-        done(Analytics {
-            totals,
-            series,
-            stage,
-        })
-    }
-
-    fn reset_invite(&mut self, m: ResetInvite) -> Step<Invite> {
-        self.require_moderator(m.caller)?;
-        let mut inv = self
-            .invites
-            .get(&m.invite_id)
-            .cloned()
-            .ok_or(ApiError::InviteNotFound)?;
-        let now = now();
-        inv.stage = Stage::Open;
-        inv.stage_changed_at = now;
-        inv.stage_reset_at = now;
-        let mut w = WriteSet::new();
-        w.invite(&inv);
-        w.event(&self.stage_event(&inv, 0));
-        metrics::INVITE_STAGES.with_label_values(&["reset"]).inc();
-        let reply = self.commit(w, (*inv).clone());
-        self.invites.insert(inv.id, inv);
-        Ok(reply)
-    }
-
-    fn burn_branch(&mut self, m: BurnBranch) -> Step<Vec<InviteId>> {
-        let root = self
-            .invites
-            .get(&m.invite_id)
-            .ok_or(ApiError::InviteNotFound)?;
-        let is_creator = m
-            .caller
-            .user()
-            .is_some_and(|u| root.creator_id == u && self.members.contains(&u));
-        if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
-            return Err(ApiError::forbidden(
-                "only the invitation's creator, the group's owner or admins, or an operator may burn its branch",
-            )
-            .into());
-        }
-        let mut burned: Vec<Invite> = self
-            .branch(m.invite_id)
-            .into_iter()
-            .filter_map(|i| self.invites.get(&i).map(Box::as_ref))
-            .filter(|i| !i.revoked)
-            .cloned()
-            .collect();
-        burned.sort_by_key(|i| (i.depth, i.created_at, i.id));
-        let mut w = WriteSet::new();
-        for i in &mut burned {
-            i.revoked = true;
-            w.invite(i);
-            w.event(&self.event(
-                vec![],
-                EventKind::InviteRevoked {
-                    group_id: self.id(),
-                    invite_id: i.id,
-                },
-            ));
-        }
-        let ids: Vec<InviteId> = burned.iter().map(|i| i.id).collect();
-        let reply = self.commit(w, ids);
-        for i in burned {
-            self.invites.insert(i.id, Box::new(i));
-        }
-        Ok(reply)
-    }
-
-    /// A membership ends: the member record goes, a former-member record
-    /// keeps the lineage, and a removal counts against the invitation it
-    /// came through (the "later removed" signal).
-    pub(super) fn depart(
-        &mut self,
-        w: &mut WriteSet,
-        user: UserId,
-        how: Departure,
-        by: Option<UserId>,
+    /// The join decision for `user` through invitation `invite_id`
+    /// (`None`: a newcomer, as a landing page asks before anyone joins).
+    pub(super) fn admission(
+        &self,
+        invite_id: InviteId,
+        token_epoch: u32,
+        tag_ok: bool,
+        user: Option<UserId>,
         now: i64,
-    ) {
-        let Some(member) = self.members.remove(&user) else {
-            return;
-        };
-        w.membership(self.id(), &self.members, user);
-        let via = member.via_invite;
-        w.former_member(
-            self.id(),
-            &FormerMember {
-                member,
-                left_at: now,
-                how,
-                by,
-            },
-        );
-        if let (Some(i), false) = (via, how == Departure::Left) {
-            if self.invites.contains_key(&i) {
-                self.count(i, now, |b| b.removed += 1);
-            }
-        }
+    ) -> Result<Admission, Refusal> {
+        join::decide(&Facts {
+            now,
+            invite: self.invites.get(&invite_id).map(Box::as_ref),
+            tag_matches: tag_ok,
+            token_epoch,
+            group: &self.group,
+            members: self.members.len() as u32,
+            pending: self.requests.len() as u32,
+            is_member: user.is_some_and(|u| self.members.contains(&u)),
+            has_pending_request: user.is_some_and(|u| self.pending_by_user.contains_key(&u)),
+            is_blocked: user.is_some_and(|u| self.blocks.contains(&u)),
+        })
     }
 
-    fn remove_member(&mut self, m: RemoveMember) -> Step<()> {
-        let target = self
-            .members
-            .role(&m.user)
-            .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
-        let leaving = m.caller.user() == Some(m.user);
-        if target == Role::Owner {
-            return Err(ApiError::Conflict("cannot_remove_owner").into());
-        }
-        if !leaving {
-            let my_role = self.require_moderator(m.caller)?;
-            if my_role == Role::Admin && target == Role::Admin && m.caller != Caller::Admin {
-                return Err(ApiError::forbidden("only the owner may remove a group admin").into());
-            }
-        }
-        let now = now();
-        let how = if leaving {
-            Departure::Left
-        } else {
-            Departure::Removed
-        };
-        let mut w = WriteSet::new();
-        w.event(&self.event(
-            vec![m.user],
-            EventKind::MemberRemoved {
-                group_id: self.id(),
-                user_id: m.user,
-                by: m.caller.user(),
-                left: leaving,
-            },
-        ));
-        self.depart(&mut w, m.user, how, m.caller.user(), now);
-        let reply = self.commit(w, ());
-        self.flush_analytics(false);
-        Ok(reply)
+    /// Whether a token's keyed tag is the one issued for its invitation.
+    pub(super) fn tag_ok(&self, claims: &Claims, tag: &[u8; 32]) -> bool {
+        // blake3::Hash comparison is constant-time.
+        self.invites
+            .get(&claims.invite_id)
+            .is_some_and(|i| blake3::Hash::from(i.tag) == blake3::Hash::from(*tag))
     }
 
-    fn clear_flag(&mut self, _: ClearFlag) -> Step<()> {
-        let Some(mut s) = self.suspect.take() else {
-            return self.after_pending_writes(());
+    fn join(&mut self, m: Join) -> Step<JoinOutcome> {
+        let entry = Entry {
+            invite_id: m.claims.invite_id,
+            token_epoch: m.claims.epoch,
+            tag_ok: self.tag_ok(&m.claims, &m.tag),
+            solved: None,
         };
-        let now = now();
-        s.cleared_at = Some(now);
-        let mut w = WriteSet::new();
-        w.suspect(&s);
-        let reply = self.commit(w, ());
-        self.flag_cleared_at = now;
-        Ok(reply)
+        self.admit(m.user, entry, m.signals, now())
     }
 }
 
