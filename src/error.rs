@@ -3,7 +3,8 @@
 //! Every error a client can see is an [`ApiError`]: it knows its HTTP status and
 //! its machine-readable `code`, and renders as RFC 7807 `application/problem+json`.
 //! The table in [`ApiError::code`]/[`ApiError::status`] is the contract: codes
-//! never change meaning once published.
+//! never change meaning once published. The domain's refusals name their
+//! codes; their HTTP statuses are decided here, and only here.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -72,6 +73,12 @@ pub enum ApiError {
     // ---- the ledger ----
     #[error("{0}")]
     Transfer(crate::domain::ledger::TransferError),
+    /// The books check found something; `report` is its whole answer.
+    #[error("the books do not hold: {findings} finding(s)")]
+    LedgerInconsistent {
+        findings: usize,
+        report: Box<serde_json::Value>,
+    },
     #[error("transfer not found")]
     TransferNotFound,
 
@@ -111,8 +118,14 @@ pub enum ApiError {
     #[error("the captcha provider did not answer properly; retry later")]
     CaptchaUnavailable,
 
-    #[error("{0}")]
-    Conflict(&'static str),
+    #[error("another request changed this at the same moment; retry")]
+    ConcurrentUpdate,
+    #[error("the group's owner cannot be removed")]
+    CannotRemoveOwner,
+    #[error("the group's owner cannot be blocked")]
+    CannotBlockOwner,
+    #[error("the group has as many live invitations as it may have; revoke one first")]
+    TooManyInvites,
 
     // ---- the server ----
     #[error("storage is unavailable: a change could not be made durable (nothing was acknowledged), or the data could not be read; retry later")]
@@ -152,6 +165,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Transfer(e) => e.code(),
             ApiError::TransferNotFound => "transfer_not_found",
+            ApiError::LedgerInconsistent { .. } => "ledger_inconsistent",
             ApiError::Payout(r) => r.code(),
             ApiError::Packet(r) => r.code(),
             ApiError::CodeNotFound => "code_not_found",
@@ -166,7 +180,10 @@ impl ApiError {
             ApiError::ProviderUnavailable => "provider_unavailable",
             ApiError::LinkCodeRejected(_) => "link_code_invalid",
             ApiError::CaptchaUnavailable => "captcha_unavailable",
-            ApiError::Conflict(code) => code,
+            ApiError::ConcurrentUpdate => "concurrent_update",
+            ApiError::CannotRemoveOwner => "cannot_remove_owner",
+            ApiError::CannotBlockOwner => "cannot_block_owner",
+            ApiError::TooManyInvites => "too_many_invites",
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::Internal => "internal",
@@ -194,11 +211,23 @@ impl ApiError {
             | ApiError::ApiKeyNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Join(r) => {
-                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
+                use crate::domain::join::Refusal::*;
+                match r {
+                    InvalidToken => StatusCode::BAD_REQUEST,
+                    Expired | Revoked | Exhausted => StatusCode::GONE,
+                    GroupBanned | Blocked | Paused => StatusCode::FORBIDDEN,
+                    AlreadyMember | RequestPending | GroupFull => StatusCode::CONFLICT,
+                }
             }
             ApiError::ChallengeRequired(_) => StatusCode::FORBIDDEN,
             ApiError::Challenge(r) => {
-                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST)
+                use crate::domain::challenge::Refusal::*;
+                match r {
+                    Invalid => StatusCode::BAD_REQUEST,
+                    Expired => StatusCode::GONE,
+                    Used => StatusCode::CONFLICT,
+                    Failed => StatusCode::FORBIDDEN,
+                }
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Transfer(e) => {
@@ -216,10 +245,27 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Payout(r) => {
-                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+                use crate::domain::payout::Refusal::*;
+                match r {
+                    NotLinked | DailyAmount { .. } => StatusCode::CONFLICT,
+                    BelowMinimum(_) | AboveMaximum(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    DailyCount(_) => StatusCode::TOO_MANY_REQUESTS,
+                    KycRequired(_) => StatusCode::FORBIDDEN,
+                }
             }
             ApiError::Packet(r) => {
-                StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+                use crate::domain::packet::Refusal::*;
+                match r {
+                    DailyAmount { .. } | AlreadyClaimed => StatusCode::CONFLICT,
+                    NotFound => StatusCode::NOT_FOUND,
+                    Expired | Empty => StatusCode::GONE,
+                    OutsideGeofence { .. } => StatusCode::FORBIDDEN,
+                    Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    BadCount(_)
+                    | BelowShareMinimum { .. }
+                    | AboveMaximum(_)
+                    | NotDivisible { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                }
             }
             ApiError::CodeNotFound => StatusCode::NOT_FOUND,
             ApiError::CodeExpired | ApiError::CodeRevoked => StatusCode::GONE,
@@ -230,7 +276,11 @@ impl ApiError {
             }
             ApiError::ProviderNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ProviderUnavailable | ApiError::CaptchaUnavailable => StatusCode::BAD_GATEWAY,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::LedgerInconsistent { .. }
+            | ApiError::ConcurrentUpdate
+            | ApiError::CannotRemoveOwner
+            | ApiError::CannotBlockOwner
+            | ApiError::TooManyInvites => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -299,6 +349,9 @@ pub struct Problem {
     /// `challenge_required` only: the challenge to solve.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<crate::domain::challenge::Offer>,
+    /// `ledger_inconsistent` only: the books check with its findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 impl ResponseError for ApiError {
@@ -316,6 +369,10 @@ impl ResponseError for ApiError {
             code: self.code().to_string(),
             challenge: match self {
                 ApiError::ChallengeRequired(o) => Some((**o).clone()),
+                _ => None,
+            },
+            report: match self {
+                ApiError::LedgerInconsistent { report, .. } => Some((**report).clone()),
                 _ => None,
             },
         };
@@ -354,7 +411,7 @@ impl From<crate::storage::StorageError> for ApiError {
             // Two writers raced to create the same record; the loser applied
             // nothing and may simply retry.
             tracing::warn!(key = %k, "write set refused: record exists");
-            return ApiError::Conflict("concurrent_update");
+            return ApiError::ConcurrentUpdate;
         }
         if let crate::storage::StorageError::Fenced(entity) = &e {
             // A stale owner (another writer took the entity over): it
@@ -364,5 +421,119 @@ impl From<crate::storage::StorageError> for ApiError {
         }
         tracing::error!(error = %e, "storage error");
         ApiError::StorageUnavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{challenge, join, packet, payout};
+
+    fn pair(e: impl Into<ApiError>) -> (&'static str, u16) {
+        let e = e.into();
+        (e.code(), e.status().as_u16())
+    }
+
+    #[test]
+    fn join_refusals_match_the_contract() {
+        use join::Refusal;
+        let all = [
+            (Refusal::InvalidToken, "invalid_token", 400),
+            (Refusal::Expired, "invite_expired", 410),
+            (Refusal::Revoked, "invite_revoked", 410),
+            (Refusal::Exhausted, "invite_exhausted", 410),
+            (Refusal::GroupBanned, "group_banned", 403),
+            (Refusal::Blocked, "blocked", 403),
+            (Refusal::GroupFull, "group_full", 409),
+            (Refusal::AlreadyMember, "already_member", 409),
+            (Refusal::RequestPending, "request_pending", 409),
+            (Refusal::Paused, "invite_paused", 403),
+        ];
+        for (r, code, status) in all {
+            assert_eq!(pair(r), (code, status));
+        }
+    }
+
+    #[test]
+    fn challenge_refusals_match_the_contract() {
+        use challenge::Refusal;
+        for (r, c, s) in [
+            (Refusal::Invalid, "invalid_challenge", 400),
+            (Refusal::Expired, "challenge_expired", 410),
+            (Refusal::Used, "challenge_used", 409),
+            (Refusal::Failed, "challenge_failed", 403),
+        ] {
+            assert_eq!(pair(r), (c, s));
+        }
+    }
+
+    #[test]
+    fn packet_and_payout_refusals_have_their_statuses() {
+        for r in [
+            packet::Refusal::BadCount(1),
+            packet::Refusal::AboveMaximum(1),
+        ] {
+            let (code, status) = pair(r);
+            assert!(code.starts_with("packet_") && status == 422);
+        }
+        for r in [
+            payout::Refusal::NotLinked,
+            payout::Refusal::DailyCount(1),
+            payout::Refusal::KycRequired(1),
+        ] {
+            let (code, status) = pair(ApiError::Payout(r));
+            assert!(!code.is_empty() && status >= 400);
+        }
+    }
+
+    #[test]
+    fn the_former_conflicts_keep_their_codes() {
+        for (e, c) in [
+            (ApiError::ConcurrentUpdate, "concurrent_update"),
+            (ApiError::CannotRemoveOwner, "cannot_remove_owner"),
+            (ApiError::CannotBlockOwner, "cannot_block_owner"),
+            (ApiError::TooManyInvites, "too_many_invites"),
+        ] {
+            assert_eq!(pair(e), (c, 409));
+        }
+    }
+
+    /// Every code the API can answer is in the reference's error table
+    /// (`docs/api.md`), read from the `code()` tables of the error and the
+    /// domain's refusals.
+    #[test]
+    fn every_code_is_in_the_api_reference() {
+        let docs = include_str!("../docs/api.md");
+        let sources = [
+            include_str!("error.rs"),
+            include_str!("domain/join.rs"),
+            include_str!("domain/challenge.rs"),
+            include_str!("domain/ledger.rs"),
+            include_str!("domain/packet.rs"),
+            include_str!("domain/payout.rs"),
+        ];
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for src in sources {
+            let Some(start) = src.find("pub fn code(") else {
+                continue;
+            };
+            let body = &src[start..];
+            let body = &body[..body.find("\n    }\n").unwrap_or(body.len())];
+            for arm in body.split("=> \"").skip(1) {
+                let code = &arm[..arm.find('"').unwrap_or(0)];
+                seen += 1;
+                let listed = docs.contains(&format!("`{code}`"))
+                    || code
+                        .char_indices()
+                        .filter(|(_, c)| *c == '_')
+                        .any(|(i, _)| docs.contains(&format!("`…{}`", &code[i..])));
+                if !listed {
+                    missing.push(code.to_string());
+                }
+            }
+        }
+        assert!(seen > 60, "read {seen} codes");
+        assert!(missing.is_empty(), "not in docs/api.md: {missing:?}");
     }
 }

@@ -86,15 +86,6 @@ impl Refusal {
         }
     }
 
-    pub fn status(self) -> u16 {
-        match self {
-            Refusal::Invalid => 400,
-            Refusal::Expired => 410,
-            Refusal::Used => 409,
-            Refusal::Failed => 403,
-        }
-    }
-
     pub fn detail(self) -> &'static str {
         match self {
             Refusal::Invalid => {
@@ -337,17 +328,5 @@ mod tests {
         assert_eq!(leading_zero_bits(&[0, 0x01]), 15);
         assert_eq!(leading_zero_bits(&[0xff]), 0);
         assert_eq!(leading_zero_bits(&[0, 0]), 16);
-    }
-
-    #[test]
-    fn codes_and_statuses() {
-        for (r, c, s) in [
-            (Refusal::Invalid, "invalid_challenge", 400),
-            (Refusal::Expired, "challenge_expired", 410),
-            (Refusal::Used, "challenge_used", 409),
-            (Refusal::Failed, "challenge_failed", 403),
-        ] {
-            assert_eq!((r.code(), r.status()), (c, s));
-        }
     }
 }

@@ -51,15 +51,6 @@ impl Refusal {
         }
     }
 
-    pub fn status(self) -> u16 {
-        match self {
-            Refusal::InvalidToken => 400,
-            Refusal::Expired | Refusal::Revoked | Refusal::Exhausted => 410,
-            Refusal::GroupBanned | Refusal::Blocked | Refusal::Paused => 403,
-            Refusal::AlreadyMember | Refusal::RequestPending | Refusal::GroupFull => 409,
-        }
-    }
-
     pub fn detail(self) -> &'static str {
         match self {
             Refusal::InvalidToken => "the invitation token is malformed, forged or unknown",
@@ -334,24 +325,5 @@ mod tests {
         assert_eq!(free_seats(100, 99, 1), 0);
         assert_eq!(free_seats(100, 120, 0), 0, "never underflows");
         assert_eq!(free_seats(500, 250, 50), 200);
-    }
-
-    #[test]
-    fn codes_and_statuses_match_the_contract() {
-        let all = [
-            (Refusal::InvalidToken, "invalid_token", 400),
-            (Refusal::Expired, "invite_expired", 410),
-            (Refusal::Revoked, "invite_revoked", 410),
-            (Refusal::Exhausted, "invite_exhausted", 410),
-            (Refusal::GroupBanned, "group_banned", 403),
-            (Refusal::Blocked, "blocked", 403),
-            (Refusal::GroupFull, "group_full", 409),
-            (Refusal::AlreadyMember, "already_member", 409),
-            (Refusal::RequestPending, "request_pending", 409),
-            (Refusal::Paused, "invite_paused", 403),
-        ];
-        for (r, code, status) in all {
-            assert_eq!((r.code(), r.status()), (code, status));
-        }
     }
 }

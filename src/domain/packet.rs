@@ -92,17 +92,6 @@ impl Refusal {
         }
     }
 
-    pub fn status(&self) -> u16 {
-        match self {
-            Refusal::DailyAmount { .. } | Refusal::AlreadyClaimed => 409,
-            Refusal::NotFound => 404,
-            Refusal::Expired | Refusal::Empty => 410,
-            Refusal::OutsideGeofence { .. } => 403,
-            Refusal::Paused { .. } => 503,
-            _ => 422,
-        }
-    }
-
     /// Seconds a client should wait before retrying, where that helps.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
@@ -629,9 +618,6 @@ mod tests {
             Ok(()),
             "exactly the daily total"
         );
-        for r in [Refusal::BadCount(1), Refusal::AboveMaximum(1)] {
-            assert!(r.code().starts_with("packet_") && r.status() == 422);
-        }
     }
 
     #[test]

@@ -109,15 +109,6 @@ impl Refusal {
             Refusal::KycRequired(_) => "kyc_required",
         }
     }
-
-    pub fn status(&self) -> u16 {
-        match self {
-            Refusal::NotLinked | Refusal::DailyAmount { .. } => 409,
-            Refusal::BelowMinimum(_) | Refusal::AboveMaximum(_) => 422,
-            Refusal::DailyCount(_) => 429,
-            Refusal::KycRequired(_) => 403,
-        }
-    }
 }
 
 /// The risk checks, in this order: linked account, per-payout bounds, KYC,
@@ -327,13 +318,6 @@ mod tests {
                 used: 45_000
             })
         );
-        for r in [
-            Refusal::NotLinked,
-            Refusal::DailyCount(1),
-            Refusal::KycRequired(1),
-        ] {
-            assert!(!r.code().is_empty() && r.status() >= 400);
-        }
     }
 
     #[test]

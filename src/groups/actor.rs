@@ -522,7 +522,7 @@ impl GroupActor {
             .filter(|i| !i.revoked && i.expires_at > now)
             .count();
         if live >= cap {
-            return Err(ApiError::Conflict("too_many_invites").into());
+            return Err(ApiError::TooManyInvites.into());
         }
         let depth = match m.parent {
             None => 0,
@@ -703,7 +703,7 @@ impl GroupActor {
             return Err(ApiError::UserNotFound.into());
         }
         if m.user == self.group.owner_id {
-            return Err(ApiError::Conflict("cannot_block_owner").into());
+            return Err(ApiError::CannotBlockOwner.into());
         }
         if m.caller.user() == Some(m.user) {
             return Err(ApiError::validation("you cannot block yourself").into());

@@ -304,7 +304,7 @@ impl GroupActor {
             .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
         let leaving = m.caller.user() == Some(m.user);
         if target == Role::Owner {
-            return Err(ApiError::Conflict("cannot_remove_owner").into());
+            return Err(ApiError::CannotRemoveOwner.into());
         }
         if !leaving {
             let my_role = self.require_moderator(m.caller)?;

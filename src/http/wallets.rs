@@ -215,13 +215,6 @@ pub async fn earn(
     })
 }
 
-#[derive(Serialize, ToSchema)]
-struct InconsistentBooks {
-    #[serde(flatten)]
-    problem: Problem,
-    report: BooksCheck,
-}
-
 /// Verify the ledger (admin token): every posting sums to zero, every
 /// account equals its entries and the journal, no wallet is overdrawn, and
 /// the journal's hash chain holds. 409 `ledger_inconsistent` with the
@@ -243,21 +236,8 @@ pub async fn ledger_check(
         findings = report.report.findings.len(),
         "ledger check failed"
     );
-    let body = InconsistentBooks {
-        problem: Problem {
-            kind: "https://qrgate.dev/problems/ledger_inconsistent".into(),
-            title: "Conflict".into(),
-            status: 409,
-            detail: format!(
-                "the books do not hold: {} finding(s)",
-                report.report.findings.len()
-            ),
-            code: "ledger_inconsistent".into(),
-            challenge: None,
-        },
-        report,
-    };
-    Ok(HttpResponse::Conflict()
-        .content_type("application/problem+json")
-        .json(body))
+    Err(ApiError::LedgerInconsistent {
+        findings: report.report.findings.len(),
+        report: Box::new(serde_json::to_value(&report).map_err(|_| ApiError::Internal)?),
+    })
 }

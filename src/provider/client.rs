@@ -226,7 +226,7 @@ impl ClientError {
 }
 
 /// The `Wechatpay-*` headers of a notification, as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotifyHeaders {
     /// `Wechatpay-Timestamp`.
     pub timestamp: String,
