@@ -16,8 +16,29 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::payout::{Payout, PayoutState};
-use crate::provider::bill::BillRow;
-use crate::provider::notify::TransferState;
+
+/// Where the bill says a transfer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The user has the money.
+    Succeeded,
+    /// Failed or cancelled: the money stayed with the merchant.
+    Failed,
+    /// Not final yet at the provider.
+    Open,
+}
+
+/// One transfer as the provider's bill states it (the provider's adapter
+/// reads its bill format into these).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillLine {
+    pub partner_trade_no: String,
+    /// In fen.
+    pub amount: i64,
+    pub outcome: Outcome,
+    /// The provider's own name of the state, shown in a break.
+    pub status: String,
+}
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
@@ -62,20 +83,20 @@ fn ours(p: &Payout) -> Side {
     }
 }
 
-fn theirs(r: &BillRow) -> Side {
+fn theirs(r: &BillLine) -> Side {
     Side {
         amount: r.amount,
-        status: r.status.as_str().to_string(),
+        status: r.status.clone(),
     }
 }
 
-fn status_agrees(p: &Payout, r: &BillRow) -> bool {
-    match r.status {
-        TransferState::Success => p.state == PayoutState::Succeeded,
-        TransferState::Fail | TransferState::Cancelled => p.state == PayoutState::Failed,
+fn status_agrees(p: &Payout, r: &BillLine) -> bool {
+    match r.outcome {
+        Outcome::Succeeded => p.state == PayoutState::Succeeded,
+        Outcome::Failed => p.state == PayoutState::Failed,
         // Not final at the provider: we must not be final either way... except
         // a failure we recorded from a definitive refusal cannot be in the bill.
-        _ => !p.state.is_final(),
+        Outcome::Open => !p.state.is_final(),
     }
 }
 
@@ -84,7 +105,7 @@ fn status_agrees(p: &Payout, r: &BillRow) -> bool {
 /// `partner_trade_no`, for bill rows of transfers created on another day).
 pub fn reconcile(
     date: &str,
-    rows: &[BillRow],
+    rows: &[BillLine],
     day_payouts: &[Payout],
     lookup: &dyn Fn(&str) -> Option<Payout>,
 ) -> Report {
@@ -217,20 +238,12 @@ mod tests {
         }
     }
 
-    fn row(no: &str, amount: i64, status: TransferState) -> BillRow {
-        BillRow {
-            transfer_time: chrono::NaiveDate::from_ymd_opt(2026, 11, 23)
-                .and_then(|d| d.and_hms_opt(10, 0, 0))
-                .unwrap_or_default(),
-            mchid: "m".into(),
-            appid: "a".into(),
+    fn row(no: &str, amount: i64, outcome: Outcome) -> BillLine {
+        BillLine {
             partner_trade_no: no.into(),
-            transfer_bill_no: format!("B{no}"),
-            openid: "o".into(),
             amount,
-            status,
-            description: String::new(),
-            fail_reason: None,
+            outcome,
+            status: format!("{outcome:?}").to_uppercase(),
         }
     }
 
@@ -246,12 +259,12 @@ mod tests {
             payout("F", 600, Failed, true),     // bill says FAIL: matches
         ];
         let rows = vec![
-            row("A", 100, TransferState::Success),
-            row("B", 250, TransferState::Success),
-            row("C", 300, TransferState::Fail),
-            row("F", 600, TransferState::Fail),
-            row("Z", 700, TransferState::Success), // unknown to us
-            row("Y", 50, TransferState::Success),  // an older payout of ours, found by lookup
+            row("A", 100, Outcome::Succeeded),
+            row("B", 250, Outcome::Succeeded),
+            row("C", 300, Outcome::Failed),
+            row("F", 600, Outcome::Failed),
+            row("Z", 700, Outcome::Succeeded), // unknown to us
+            row("Y", 50, Outcome::Succeeded),  // an older payout of ours, found by lookup
         ];
         let older = payout("Y", 50, Succeeded, true);
         let lookup = move |no: &str| (no == "Y").then(|| older.clone());
@@ -281,7 +294,7 @@ mod tests {
     #[test]
     fn clean_books_have_no_breaks() {
         let ours = vec![payout("A", 1, PayoutState::Succeeded, true)];
-        let rows = vec![row("A", 1, TransferState::Success)];
+        let rows = vec![row("A", 1, Outcome::Succeeded)];
         let r = reconcile("d", &rows, &ours, &|_| None);
         assert!(r.breaks.is_empty());
         assert_eq!(r.matched, 1);

@@ -518,7 +518,8 @@ pub async fn reconcile(
             .into_iter()
             .map(|p| (p.partner_trade_no.clone(), p))
             .collect();
-        let report = crate::domain::reconcile::reconcile(&day, &bill.rows, &of_day, &|no| {
+        let lines: Vec<_> = bill.rows.iter().map(|r| r.line()).collect();
+        let report = crate::domain::reconcile::reconcile(&day, &lines, &of_day, &|no| {
             by_no.get(no).cloned()
         });
         let mut w = WriteSet::new();
