@@ -43,7 +43,7 @@ pub struct Config {
     pub risk: crate::domain::risk::Policy,
     /// The payment provider; absent: payouts and account links answer 503
     /// `provider_not_configured`.
-    pub provider: Option<crate::provider::client::ProviderConfig>,
+    pub provider: Option<qrgate_provider::client::ProviderConfig>,
 }
 
 /// The embedded database.

@@ -40,9 +40,13 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Drive load against a server (see docs/capacity.md).
-    Load(Box<qrgate::load::LoadArgs>),
+    Load(Box<qrgate_load::LoadArgs>),
+    /// Fill a data dir straight through storage, for the load harness's
+    /// memory scenario (prints the group ids).
+    #[command(hide = true)]
+    Seed(qrgate::seed::SeedArgs),
     /// Run the payment-provider simulator (tests and local development).
-    Paysim(qrgate::paysim::PaysimArgs),
+    Paysim(qrgate_paysim::PaysimArgs),
     /// Match the provider's daily bill against our payouts (calls a running
     /// server's admin API); exit status 2 when there are breaks.
     Reconcile(qrgate::admin_cli::ReconcileArgs),
@@ -70,7 +74,8 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { config }) => Config::load(config.as_deref())
             .map(|_| println!("config ok"))
             .map_err(|e| e.to_string()),
-        Some(Command::Load(args)) => qrgate::load::run(*args),
+        Some(Command::Load(args)) => qrgate_load::run(*args),
+        Some(Command::Seed(args)) => qrgate::seed::run(args),
         Some(Command::Reconcile(args)) => match qrgate::admin_cli::reconcile(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(2),
@@ -78,7 +83,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Report(kind)) => qrgate::admin_cli::report(kind),
         Some(Command::VerifyPacket(args)) => qrgate::admin_cli::verify_packet(args),
-        Some(Command::Paysim(args)) => qrgate::paysim::run(args),
+        Some(Command::Paysim(args)) => qrgate_paysim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

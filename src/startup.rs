@@ -25,7 +25,7 @@ pub enum StartError {
     #[error("cannot open storage in {0}: {1}")]
     Storage(String, crate::storage::StorageError),
     #[error("[provider]: {0}")]
-    Provider(crate::provider::client::ClientError),
+    Provider(qrgate_provider::client::ClientError),
 }
 
 /// A server bound to its port, not yet awaited.
@@ -95,7 +95,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     let directory = Directory::new(shared, arbiters.clone());
     let provider = match &config.provider {
         Some(p) => {
-            Some(crate::provider::client::ProviderClient::new(p).map_err(StartError::Provider)?)
+            Some(qrgate_provider::client::ProviderClient::new(p).map_err(StartError::Provider)?)
         }
         None => None,
     };

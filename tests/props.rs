@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use qrgate::domain::packet::{self, Mode};
-use qrgate::provider::{bill, money, notify};
+use qrgate_provider::{bill, money, notify};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]

@@ -40,7 +40,7 @@ pub struct AppState {
     pub groups: Directory,
     pub wallets: crate::wallets::Wallets,
     /// The payment provider, when configured.
-    pub provider: Option<crate::provider::client::ProviderClient>,
+    pub provider: Option<qrgate_provider::client::ProviderClient>,
     /// The latest rejected provider notifications (for the alerts route).
     pub rejected_notifications: std::sync::Mutex<std::collections::VecDeque<payouts::Rejection>>,
     /// Wakes the payout job (a payout was requested).

@@ -11,9 +11,9 @@ use crate::domain::ids::{PayoutId, UserId};
 use crate::domain::payout::{Payout, PayoutState};
 use crate::error::{ApiError, Problem};
 use crate::metrics;
-use crate::provider::client::{ClientError, NotifyHeaders, TransferStatus};
 use crate::storage::{LargeTransaction, Link, WriteSet};
 use crate::wallets::runner;
+use qrgate_provider::client::{ClientError, NotifyHeaders, TransferStatus};
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -502,7 +502,7 @@ pub async fn reconcile(
             })?
         }
     };
-    let bill = crate::provider::bill::parse_bill(&text)
+    let bill = qrgate_provider::bill::parse_bill(&text)
         .map_err(|e| ApiError::validation(format!("the bill does not parse: {e}")))?;
     let storage = state.storage.clone();
     let cfg = state.config.payouts.clone();
@@ -518,7 +518,7 @@ pub async fn reconcile(
             .into_iter()
             .map(|p| (p.partner_trade_no.clone(), p))
             .collect();
-        let lines: Vec<_> = bill.rows.iter().map(|r| r.line()).collect();
+        let lines: Vec<_> = bill.rows.iter().map(bill_line).collect();
         let report = crate::domain::reconcile::reconcile(&day, &lines, &of_day, &|no| {
             by_no.get(no).cloned()
         });
@@ -678,5 +678,21 @@ pub async fn reconciliation(
     {
         Some(r) => Ok(HttpResponse::Ok().json(r)),
         None => Err(ApiError::ReportNotFound),
+    }
+}
+
+/// A row of the provider's bill as reconciliation reads it.
+fn bill_line(r: &qrgate_provider::BillRow) -> crate::domain::reconcile::BillLine {
+    use crate::domain::reconcile::{BillLine, Outcome};
+    use qrgate_provider::TransferState;
+    BillLine {
+        partner_trade_no: r.partner_trade_no.clone(),
+        amount: r.amount,
+        outcome: match r.status {
+            TransferState::Success => Outcome::Succeeded,
+            TransferState::Fail | TransferState::Cancelled => Outcome::Failed,
+            _ => Outcome::Open,
+        },
+        status: r.status.as_str().to_string(),
     }
 }

@@ -16,10 +16,10 @@ use super::Wallets;
 use crate::domain::ids::PayoutId;
 use crate::domain::payout::{is_stuck, Answer, Payout, PayoutState};
 use crate::metrics;
-use crate::provider::client::{
+use qrgate_provider::client::{
     CheckName, ClientError, ProviderClient, TransferRequest, TransferStatus,
 };
-use crate::provider::notify::TransferState;
+use qrgate_provider::notify::TransferState;
 
 /// Payouts handled at once.
 const CONCURRENCY: usize = 16;

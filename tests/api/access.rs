@@ -992,7 +992,7 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    let bill = qrgate::provider::bill::write_bill(&qrgate::provider::bill::Bill { rows: vec![] })
+    let bill = qrgate_provider::bill::write_bill(&qrgate_provider::bill::Bill { rows: vec![] })
         .expect("empty bill");
     let (s, v) = app
         .post(

@@ -448,7 +448,7 @@ async fn reconciliation_names_each_break() {
     assert_eq!((s, code(&v)), (404, "report_not_found"));
 
     // The CLI with a bill file: exit 0 when it matches, 2 with a break.
-    let row = |no: &str, amount: i64| qrgate::provider::bill::BillRow {
+    let row = |no: &str, amount: i64| qrgate_provider::bill::BillRow {
         transfer_time: chrono::Utc::now().naive_utc() + chrono::Duration::hours(8),
         mchid: "1900000001".into(),
         appid: "wx-qrgate-sim".into(),
@@ -456,16 +456,15 @@ async fn reconciliation_names_each_break() {
         transfer_bill_no: format!("B{}", &no[2..12]),
         openid: "o-fay".into(),
         amount,
-        status: qrgate::provider::notify::TransferState::Success,
+        status: qrgate_provider::notify::TransferState::Success,
         description: "qrgate payout".into(),
         fail_reason: None,
     };
     let mut rows: Vec<_> = ptns.iter().zip(100..).map(|(no, a)| row(no, a)).collect();
-    let run = |rows: &Vec<qrgate::provider::bill::BillRow>| {
-        let text = qrgate::provider::bill::write_bill(&qrgate::provider::bill::Bill {
-            rows: rows.clone(),
-        })
-        .expect("write bill");
+    let run = |rows: &Vec<qrgate_provider::bill::BillRow>| {
+        let text =
+            qrgate_provider::bill::write_bill(&qrgate_provider::bill::Bill { rows: rows.clone() })
+                .expect("write bill");
         let file = app.dir.path().join("bill.csv");
         std::fs::write(&file, text).expect("bill file");
         std::process::Command::new(env!("CARGO_BIN_EXE_qrgate"))

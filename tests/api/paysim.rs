@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use qrgate::paysim;
-use qrgate::provider::bill::parse_bill;
-use qrgate::provider::client::{
+use qrgate_paysim as paysim;
+use qrgate_provider::bill::parse_bill;
+use qrgate_provider::client::{
     CheckName, ClientError, NotifyHeaders, ProviderClient, ProviderConfig, TransferRequest,
 };
-use qrgate::provider::notify::{TransferResult, TransferState};
+use qrgate_provider::notify::{TransferResult, TransferState};
 
 /// The simulator process; killed on drop.
 struct Sim {

@@ -719,7 +719,7 @@ impl Payouts {
                 let req = api
                     .c
                     .post(format!("{}/v1/provider/notify", api.base))
-                    .insert_header(("Wechatpay-Serial", crate::paysim::PLATFORM_SERIAL))
+                    .insert_header(("Wechatpay-Serial", qrgate_paysim::PLATFORM_SERIAL))
                     .insert_header(("Wechatpay-Timestamp", chrono::Utc::now().timestamp().to_string()))
                     .insert_header(("Wechatpay-Nonce", format!("load{n:028}")))
                     .insert_header(("Wechatpay-Signature", "Zm9yZ2Vk"))

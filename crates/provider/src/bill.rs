@@ -241,23 +241,6 @@ pub struct BillRow {
     pub fail_reason: Option<String>,
 }
 
-impl BillRow {
-    /// The row as reconciliation reads it.
-    pub fn line(&self) -> crate::domain::reconcile::BillLine {
-        use crate::domain::reconcile::Outcome;
-        crate::domain::reconcile::BillLine {
-            partner_trade_no: self.partner_trade_no.clone(),
-            amount: self.amount,
-            outcome: match self.status {
-                TransferState::Success => Outcome::Succeeded,
-                TransferState::Fail | TransferState::Cancelled => Outcome::Failed,
-                _ => Outcome::Open,
-            },
-            status: self.status.as_str().to_string(),
-        }
-    }
-}
-
 /// The summary row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BillSummary {

@@ -1,5 +1,5 @@
 //! `qrgate paysim`: a payment-provider simulator speaking the protocol of
-//! [`crate::provider::client`] (WeChat Pay style OAuth, transfers to a
+//! [`qrgate_provider::client`] (WeChat Pay style OAuth, transfers to a
 //! user's balance, queries, daily bills and signed, encrypted
 //! notifications), with a control API to inject faults. State is in memory.
 //!
@@ -90,9 +90,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::provider::client::ProviderConfig;
-use crate::provider::notify;
-use crate::provider::sign::{self, ResponseHeaders, RsaPrivateKey, RsaPublicKey, SignError};
+use qrgate_provider::client::ProviderConfig;
+use qrgate_provider::notify;
+use qrgate_provider::sign::{self, ResponseHeaders, RsaPrivateKey, RsaPublicKey, SignError};
 
 /// Merchant id.
 pub const MCHID: &str = "1900000001";
@@ -424,7 +424,7 @@ mod tests {
 
         // The merchant side can be built from the same dir.
         let cfg = merchant_config("http://127.0.0.1:1", &keys_dir).expect("config");
-        crate::provider::client::ProviderClient::new(&cfg).expect("client");
+        qrgate_provider::client::ProviderClient::new(&cfg).expect("client");
 
         // A mismatched public key is refused, not silently replaced.
         std::fs::copy(

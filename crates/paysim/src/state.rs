@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::provider::bill::{Bill, BillRow};
-use crate::provider::client::{self, TransferBody, TransferReply};
-use crate::provider::notify::{TransferResult, TransferState};
+use qrgate_provider::bill::{Bill, BillRow};
+use qrgate_provider::client::{self, TransferBody, TransferReply};
+use qrgate_provider::notify::{TransferResult, TransferState};
 
 use super::{APPID, MCHID};
 
@@ -565,7 +565,7 @@ impl State {
         };
         let transfer_time = match extra.transfer_time.as_deref() {
             None => now.naive_local(),
-            Some(s) => NaiveDateTime::parse_from_str(s, crate::provider::bill::TIME_FORMAT)
+            Some(s) => NaiveDateTime::parse_from_str(s, qrgate_provider::bill::TIME_FORMAT)
                 .map_err(|_| bad("transfer_time must be YYYY-MM-DD HH:MM:SS"))?,
         };
         let seq = self.next_seq();
@@ -586,7 +586,7 @@ impl State {
         let check = Bill {
             rows: vec![row.clone()],
         };
-        crate::provider::bill::write_bill(&check).map_err(|e| bad(&e.to_string()))?;
+        qrgate_provider::bill::write_bill(&check).map_err(|e| bad(&e.to_string()))?;
         self.extras.push(row.clone());
         Ok(row)
     }
@@ -664,7 +664,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::bill::{parse_bill, write_bill};
+    use qrgate_provider::bill::{parse_bill, write_bill};
 
     fn body(no: &str, openid: &str, amount: u64) -> TransferBody {
         TransferBody {

@@ -13,10 +13,10 @@ use serde_json::json;
 use super::notifier;
 use super::state::{self, BillExtra, BillOverride, CreateFault, FaultsPatch, Notice, Refusal};
 use super::{Sim, APPID, APP_SECRET, COMPLETE_AFTER, MCHID, MERCHANT_SERIAL, TIMEOUT_HOLD};
-use crate::provider::bill;
-use crate::provider::client::{ErrorReply, TransferBody};
-use crate::provider::notify::{self, TransferState};
-use crate::provider::sign;
+use qrgate_provider::bill;
+use qrgate_provider::client::{ErrorReply, TransferBody};
+use qrgate_provider::notify::{self, TransferState};
+use qrgate_provider::sign;
 
 type Data = web::Data<Sim>;
 
@@ -438,7 +438,7 @@ async fn add_code(sim: Data, body: web::Json<AddCode>) -> HttpResponse {
         openid,
         real_name,
     } = body.into_inner();
-    if code.is_empty() || code.len() > 512 || !crate::provider::client::valid_openid(&openid) {
+    if code.is_empty() || code.len() > 512 || !qrgate_provider::client::valid_openid(&openid) {
         return refused((400, "PARAM_ERROR", "invalid code or openid".into()));
     }
     let mut st = sim.lock();

@@ -84,7 +84,6 @@
 //! definitive answer that the request changed nothing (`status: 0` means it
 //! was refused locally, before anything was sent).
 
-use crate::clock::now;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -570,6 +569,13 @@ fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, ClientError> {
             .ok_or_else(|| ClientError::Protocol("OAuth answer without expires_in".into()))?,
         scope: reply.scope.unwrap_or_default(),
     })
+}
+
+/// Unix seconds of the system clock: the provider checks the timestamps
+/// it is sent against its own clock, so this is never the server's (moved)
+/// clock.
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 struct Inner {

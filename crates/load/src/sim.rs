@@ -79,7 +79,7 @@ impl SpawnedSim {
     /// of a load run's way.
     pub fn server_config(&self) -> Result<String, String> {
         let keys = self.dir.0.join("keys");
-        let key_file = keys.join(crate::paysim::API_V3_KEY_FILE);
+        let key_file = keys.join(qrgate_paysim::API_V3_KEY_FILE);
         let key = std::fs::read_to_string(&key_file)
             .map_err(|e| format!("{}: {e}", key_file.display()))?;
         let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
@@ -91,13 +91,13 @@ impl SpawnedSim {
              [payouts]\nretry_factor = 0.01\nkyc_above_fen = 1000000000\n\
              daily_max_count = 1000000000\ndaily_max_fen = 1000000000000\n",
             q(&self.base),
-            q(crate::paysim::MCHID),
-            q(crate::paysim::APPID),
-            q(crate::paysim::APP_SECRET),
-            path(crate::paysim::MERCHANT_PRIVATE_FILE),
-            q(crate::paysim::MERCHANT_SERIAL),
-            path(crate::paysim::PLATFORM_PUBLIC_FILE),
-            q(crate::paysim::PLATFORM_SERIAL),
+            q(qrgate_paysim::MCHID),
+            q(qrgate_paysim::APPID),
+            q(qrgate_paysim::APP_SECRET),
+            path(qrgate_paysim::MERCHANT_PRIVATE_FILE),
+            q(qrgate_paysim::MERCHANT_SERIAL),
+            path(qrgate_paysim::PLATFORM_PUBLIC_FILE),
+            q(qrgate_paysim::PLATFORM_SERIAL),
             q(key.trim()),
         ))
     }

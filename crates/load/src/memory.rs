@@ -2,9 +2,10 @@
 //! whether it falls back once idle actors are passivated, and how long a
 //! restart with that many memberships on disk takes.
 //!
-//! The memberships are written straight into a fresh data dir through the
-//! storage module (the same write sets the server makes; going through the
-//! API would take hours for 10M joins), before the server ever runs on it.
+//! The memberships are written straight into a fresh data dir by
+//! `qrgate seed` (the same write sets the server makes, through its storage
+//! module; going through the API would take hours for 10M joins), before
+//! the server ever runs on it.
 //! Then: start the server and time it to `/healthz`; read its RSS; activate
 //! every group (`GET /v1/groups/{id}`, which rebuilds the actor from
 //! storage) and check each has its M members; read RSS; wait until the idle
@@ -12,16 +13,10 @@
 //! time that to `/healthz`.
 
 use super::{client, run_all, Api, ServerDir, SpawnedServer};
-use crate::domain::group::{Group, GroupStatus, Invite, JoinRisk, Member, Role, MEMBER_TIERS};
-use crate::domain::ids::{GroupId, InviteId, UserId};
-use crate::domain::risk::{Reason, Stage};
-use crate::domain::roster::Roster;
-use crate::keys::KeyRing;
-use crate::storage::{Storage, WriteSet};
 use actix_web::http::Method;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct MemArgs {
@@ -42,19 +37,7 @@ pub struct MemArgs {
 /// the actors are still resident at the reading).
 const SETTLE: Duration = Duration::from_secs(12);
 
-/// Memberships written before the seeding store is reopened.
-const REOPEN_EVERY: usize = 1_000_000;
-
-/// Memberships per write set while seeding (one group commit each).
-const SEED_BATCH: usize = 50_000;
-
 pub fn run(a: &MemArgs) -> Result<(), String> {
-    let largest = MEMBER_TIERS[MEMBER_TIERS.len() - 1] as usize;
-    if a.members == 0 || a.members > largest {
-        return Err(format!(
-            "--members must be 1 to {largest} (the largest group tier)"
-        ));
-    }
     if !(1..=10_000_000).contains(&a.groups)
         || a.connections == 0
         || !(1..=86_400).contains(&a.idle_timeout)
@@ -71,13 +54,7 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
     );
     let dir = ServerDir::new(&extra)?;
     let t = Instant::now();
-    let groups = actix_web::rt::System::new().block_on(async {
-        let groups = seed(&dir.data, a.groups, a.members).await?;
-        if a.entries > 0 {
-            seed_ledger(&dir.data, a.entries).await?;
-        }
-        Ok::<_, String>(groups)
-    })?;
+    let groups = seed(&dir.data, a)?;
     let seed_s = t.elapsed().as_secs_f64();
     let memberships = (a.groups * a.members) as u64;
     eprintln!(
@@ -138,202 +115,36 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
     }
 }
 
-/// Write `groups` groups of `members` members (the owner and the rest
-/// through one invitation of the owner's, a tenth of them with a risk
-/// score), `SEED_BATCH` memberships per durable write set, two in flight.
-///
-/// Keys go in ascending order (sorted group ids): random inserts make sled
-/// rewrite pages all over the tree, and sled's memory grows with the
-/// pages written (3.5 GB after 1.5M random memberships); the store is also
-/// closed and reopened every `REOPEN_EVERY` memberships to release it.
-/// Open the seeding store; sled's background threads may hold the file
-/// lock of the handle just shut down for a moment, so a lock error is
-/// retried for up to 10 s.
-async fn open_store(data: &Path, journal_key: [u8; 32]) -> Result<Storage, String> {
-    let mut tries = 0;
-    loop {
-        match Storage::open(data, journal_key) {
-            Ok(s) => return Ok(s),
-            Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
-                tries += 1;
-                actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+/// `qrgate seed` into `data`: the seeded groups' ids.
+fn seed(data: &Path, a: &MemArgs) -> Result<Vec<String>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let out = Command::new(exe)
+        .arg("seed")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--groups", &a.groups.to_string()])
+        .args(["--members", &a.members.to_string()])
+        .args(["--entries", &a.entries.to_string()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run qrgate seed: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("qrgate seed failed ({})", out.status));
     }
-}
-
-async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>, String> {
-    let keys = KeyRing::load_or_create(data).map_err(|e| e.to_string())?;
-    let mut store = open_store(data, keys.journal_key()).await?;
-    let now = chrono::Utc::now().timestamp();
-    // The smallest tier that holds them (`run` checked that one does).
-    let limit = MEMBER_TIERS
-        .into_iter()
-        .find(|t| *t as usize >= members)
-        .unwrap_or(MEMBER_TIERS[MEMBER_TIERS.len() - 1]);
-    let mut ids: Vec<GroupId> = (0..groups).map(|_| GroupId::random()).collect();
-    ids.sort_unstable();
-    let mut in_flight = VecDeque::new();
-    let mut w = WriteSet::new();
-    let (mut batched, mut since_open) = (0, 0);
-    let (mut last, start) = (Instant::now(), Instant::now());
-    for (n, &g) in ids.iter().enumerate() {
-        let (owner, invite) = (UserId::random(), InviteId::random());
-        let mut users: Vec<UserId> = (1..members).map(|_| UserId::random()).collect();
-        users.sort_unstable();
-        w.group(&Group {
-            id: g,
-            name: format!("memory group {n}"),
-            description: "seeded by qrgate load --scenario memory".into(),
-            owner_id: owner,
-            member_limit: limit,
-            approval_required: false,
-            status: GroupStatus::Active,
-            epoch: 0,
-            ban_reason: None,
-            created_at: now,
-            join_rate_per_minute: None,
-        });
-        let inv = Invite {
-            id: invite,
-            group_id: g,
-            creator_id: owner,
-            created_at: now,
-            expires_at: now + 30 * 86_400,
-            max_uses: None,
-            uses: members.saturating_sub(1) as u32,
-            revoked: false,
-            epoch: 0,
-            tag: [7; 32],
-            // As long as a real token (kind, ids, expiry, signature).
-            token: "x".repeat(150),
-            parent_id: None,
-            depth: 0,
-            stage: Stage::Open,
-            stage_changed_at: 0,
-            stage_reset_at: 0,
-        };
-        w.invite(&inv);
-        w.invite_index(&inv);
-        let roster = Roster::new(
-            (0..members)
-                .map(|k| {
-                    let first = k == 0;
-                    Member {
-                        user_id: if first { owner } else { users[k - 1] },
-                        role: if first { Role::Owner } else { Role::Member },
-                        joined_at: now - (members - k) as i64,
-                        via_invite: (!first).then_some(invite),
-                        invited_by: (!first).then_some(owner),
-                        risk: (k % 10 == 5).then(|| JoinRisk {
-                            score: 35,
-                            reasons: vec![Reason::NewAccount],
-                            challenged: false,
-                            new_account: true,
-                        }),
-                    }
-                })
-                .collect(),
-        );
-        w.roster(g, &roster);
-        batched += members;
-        if batched >= SEED_BATCH || n + 1 == groups {
-            in_flight.push_back(store.submit(std::mem::take(&mut w)));
-            since_open += batched;
-            batched = 0;
-            if in_flight.len() > 2 {
-                if let Some(f) = in_flight.pop_front() {
-                    f.await.map_err(|e| e.to_string())?;
-                }
-            }
-            if since_open >= REOPEN_EVERY && n + 1 < groups {
-                for f in in_flight.drain(..) {
-                    f.await.map_err(|e| e.to_string())?;
-                }
-                store.shutdown().map_err(|e| e.to_string())?;
-                store = open_store(data, keys.journal_key()).await?;
-                since_open = 0;
-            }
-        }
-        if last.elapsed() >= Duration::from_secs(5) {
-            last = Instant::now();
-            let rate = ((n + 1) * members) as f64 / start.elapsed().as_secs_f64();
-            eprintln!("seed: {}/{groups} groups ({rate:.0} memberships/s)", n + 1);
-        }
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if ids.len() != a.groups {
+        return Err(format!(
+            "qrgate seed wrote {} of {} groups",
+            ids.len(),
+            a.groups
+        ));
     }
-    for f in in_flight {
-        f.await.map_err(|e| e.to_string())?;
-    }
-    store.shutdown().map_err(|e| e.to_string())?;
     Ok(ids)
-}
-
-/// Earnings of `ENTRIES_PER_WALLET` each into `entries / ENTRIES_PER_WALLET`
-/// wallets, as the wallets' actors write them (the transfer, its chain
-/// record, the wallet's entry and account, the revenue account), in write
-/// sets of `LEDGER_BATCH`. Ends without a checkpoint (as a kill would), so
-/// the journal written since the last one is replayed at the next start.
-async fn seed_ledger(data: &Path, entries: u64) -> Result<(), String> {
-    use crate::domain::ids::TransferId;
-    use crate::domain::ledger::{
-        self, Account, AccountId, Entry, JournalRecord, Kind, Reason, Spec,
-    };
-    const ENTRIES_PER_WALLET: u64 = 1_000;
-    const LEDGER_BATCH: u64 = 5_000;
-    let keys = KeyRing::load_or_create(data).map_err(|e| e.to_string())?;
-    let store = open_store(data, keys.journal_key()).await?;
-    let now = chrono::Utc::now().timestamp();
-    let mut revenue = Account::open(AccountId::Revenue("task_completed".into()));
-    let mut wallet = Account::open(AccountId::Wallet(UserId::random()));
-    let mut in_flight = VecDeque::new();
-    let mut w = WriteSet::new();
-    let (mut last, start) = (Instant::now(), Instant::now());
-    for i in 0..entries {
-        if i > 0 && i % ENTRIES_PER_WALLET == 0 {
-            w.account(&wallet);
-            wallet = Account::open(AccountId::Wallet(UserId::random()));
-        }
-        let spec = Spec {
-            id: TransferId::derive("earning", &[b"seed", &i.to_le_bytes()]),
-            debit: revenue.id.clone(),
-            credit: wallet.id.clone(),
-            amount: 1 + i % 500,
-            kind: Kind::Single,
-            reason: Reason::Earning,
-            user_data: String::new(),
-        };
-        let d = ledger::decide(&spec, &revenue, None, now).map_err(|e| format!("{e:?}"))?;
-        revenue.apply(&d.debit).map_err(|e| format!("{e:?}"))?;
-        wallet.apply(&d.credit()).map_err(|e| format!("{e:?}"))?;
-        w.new_transfer(&d.transfer);
-        w.journal(&JournalRecord {
-            transfer: d.transfer.clone(),
-            debit: d.debit,
-            credit: d.credit(),
-        });
-        w.entry(&Entry::of(&d.transfer, &wallet, d.credit()));
-        if (i + 1) % LEDGER_BATCH == 0 || i + 1 == entries {
-            w.account(&wallet);
-            w.account(&revenue);
-            in_flight.push_back(store.submit(std::mem::take(&mut w)));
-            if in_flight.len() > 2 {
-                if let Some(f) = in_flight.pop_front() {
-                    f.await.map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        if last.elapsed() >= Duration::from_secs(5) {
-            last = Instant::now();
-            let rate = (i + 1) as f64 / start.elapsed().as_secs_f64();
-            eprintln!("seed: {}/{entries} ledger entries ({rate:.0}/s)", i + 1);
-        }
-    }
-    for f in in_flight {
-        f.await.map_err(|e| e.to_string())?;
-    }
-    store.abandon();
-    Ok(())
 }
 
 /// Launch on `dir` and time it until `/healthz` answers 200.
@@ -377,7 +188,7 @@ async fn measure(
     server: &SpawnedServer,
     base: &str,
     admin: &str,
-    groups: &[GroupId],
+    groups: &[String],
 ) -> Result<Value, String> {
     let pid = server.pid();
     let api = Api {
