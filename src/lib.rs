@@ -4,6 +4,7 @@
 //! `storage` the only module that knows sled; `push` the outbox consumer and
 //! WebSocket hub; `http` the thin gateway; `startup` wires them together.
 
+pub mod accounts;
 pub mod admin_cli;
 pub mod clock;
 pub mod codes;

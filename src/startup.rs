@@ -147,35 +147,8 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     } else {
         config.admin_token.clone()
     };
-    let mut api_keys = std::collections::HashMap::new();
-    for k in storage
-        .api_keys()
-        .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?
-    {
-        use base64::Engine;
-        let mut h = [0u8; 32];
-        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&k.hash) {
-            Ok(b) if b.len() == 32 => h.copy_from_slice(&b),
-            _ => {
-                tracing::error!(id = %k.id, "API key record with a bad hash: ignored");
-                continue;
-            }
-        }
-        api_keys.insert(h, k);
-    }
-    let mut frozen: std::collections::HashSet<_> = storage
-        .frozen()
-        .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?
-        .into_iter()
-        .map(|e| e.user_id)
-        .collect();
-    frozen.extend(
-        config
-            .packets
-            .blacklist
-            .iter()
-            .filter_map(|u| crate::domain::ids::UserId::parse(u).ok()),
-    );
+    let accounts = crate::accounts::Accounts::load(&storage, &config)
+        .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
     let (codes, stale_pool) = crate::codes::Codes::open(&config, storage.clone(), &keys, &base_url)
         .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
     codes.start(stale_pool);
@@ -183,10 +156,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         codes: Arc::clone(&codes),
         admin_hash: blake3::hash(admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
-        sessions: quick_cache::sync::Cache::new(200_000),
-        revoked: Default::default(),
         ws_tickets: quick_cache::sync::Cache::new(100_000),
-        api_keys: std::sync::RwLock::new(api_keys),
         ip_limiter: RateLimiter::dashmap_with_clock(
             per_minute(config.limits.users_per_minute_per_ip),
             clock.clone(),
@@ -195,7 +165,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             per_minute(config.packets.claims_per_minute_per_user),
             clock,
         ),
-        frozen: std::sync::RwLock::new(frozen),
+        accounts,
         storage: storage.clone(),
         keys,
         groups: directory,

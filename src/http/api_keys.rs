@@ -4,17 +4,13 @@
 //! hashed; the admin token stays for bootstrap.
 
 use actix_web::{delete, get, post, web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::{key_hash, Admin, API_KEY_PREFIX, SCOPES};
+use super::auth::{Admin, SCOPES};
 use super::AppState;
-use crate::clock::now;
-use crate::domain::ids::random_bytes;
 use crate::error::{ApiError, Problem};
-use crate::storage::{ApiKey, WriteSet};
+use crate::storage::ApiKey;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,25 +71,7 @@ pub async fn create(
             SCOPES.join(", ")
         )));
     }
-    let key = format!(
-        "{API_KEY_PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-    );
-    let k = ApiKey {
-        id: format!("ak_{}", URL_SAFE_NO_PAD.encode(random_bytes::<12>())),
-        name: name.to_string(),
-        scopes,
-        hash: URL_SAFE_NO_PAD.encode(key_hash(&key)),
-        created_at: now(),
-    };
-    let mut w = WriteSet::new();
-    w.api_key(&k);
-    state.storage.commit(w).await?;
-    state
-        .api_keys
-        .write()
-        .map_err(|_| ApiError::Internal)?
-        .insert(key_hash(&key), k.clone());
+    let (k, key) = state.accounts.create_api_key(name, scopes).await?;
     Ok(HttpResponse::Created().json(ApiKeyView::of(&k, Some(key))))
 }
 
@@ -105,10 +83,9 @@ pub async fn create(
 #[get("/v1/admin/api-keys")]
 pub async fn list(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, ApiError> {
     let mut keys: Vec<ApiKeyView> = state
-        .api_keys
-        .read()
-        .map_err(|_| ApiError::Internal)?
-        .values()
+        .accounts
+        .api_keys()?
+        .iter()
         .map(|k| ApiKeyView::of(k, None))
         .collect();
     keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -127,21 +104,6 @@ pub async fn revoke(
     _: Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let found = state
-        .api_keys
-        .read()
-        .map_err(|_| ApiError::Internal)?
-        .iter()
-        .find(|(_, k)| k.id == *path)
-        .map(|(h, k)| (*h, k.clone()));
-    let (hash, k) = found.ok_or(ApiError::ApiKeyNotFound)?;
-    let mut w = WriteSet::new();
-    w.api_key_revoked(&k);
-    state.storage.commit(w).await?;
-    state
-        .api_keys
-        .write()
-        .map_err(|_| ApiError::Internal)?
-        .remove(&hash);
+    state.accounts.revoke_api_key(&path).await?;
     Ok(HttpResponse::NoContent().finish())
 }

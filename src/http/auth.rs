@@ -3,33 +3,14 @@
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::future::{ready, Future};
 use std::pin::Pin;
 
 use super::AppState;
-use crate::domain::ids::{random_bytes, UserId};
-use crate::domain::session::{self, Session, Verdict};
+use crate::accounts::{key_hash, session_hash, API_KEY_PREFIX, SESSION_PREFIX};
+use crate::domain::ids::UserId;
 use crate::error::ApiError;
 use crate::groups::Caller;
-use crate::storage::WriteSet;
-
-pub const SESSION_PREFIX: &str = "qrs_";
-
-/// A new session token and the hash that is stored.
-pub fn new_session() -> (String, [u8; 32]) {
-    let token = format!(
-        "{SESSION_PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-    );
-    let hash = session_hash(&token);
-    (token, hash)
-}
-
-pub fn session_hash(token: &str) -> [u8; 32] {
-    *blake3::hash(token.as_bytes()).as_bytes()
-}
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
     let v = req.headers().get(actix_web::http::header::AUTHORIZATION)?;
@@ -51,67 +32,10 @@ pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     if !token.starts_with(SESSION_PREFIX) {
         return Err(ApiError::Unauthorized);
     }
-    let hash = session_hash(token);
-    session_user(state, &hash).map(Caller::User)
-}
-
-/// The user a session speaks for, if it is live: expired and revoked
-/// sessions answer 401. Slides the session's expiry (a durable write not
-/// awaited, at most once a day per session).
-pub fn session_user(state: &AppState, hash: &[u8; 32]) -> Result<UserId, ApiError> {
-    let s = match state.sessions.get(hash) {
-        Some(s) => s,
-        None => {
-            let s = state.storage.session(hash)?.ok_or(ApiError::Unauthorized)?;
-            let before = state.storage.sessions_revoked_before(s.user)?;
-            if before > 0 {
-                if let Ok(mut r) = state.revoked.write() {
-                    r.insert(s.user, before);
-                }
-            }
-            state.sessions.insert(*hash, s);
-            s
-        }
-    };
-    let before = state
-        .revoked
-        .read()
-        .map_err(|_| ApiError::Internal)?
-        .get(&s.user)
-        .copied()
-        .unwrap_or(0);
-    let lifetime = state.config.sessions.lifetime_seconds();
-    match session::check(&s, crate::clock::now(), lifetime, before) {
-        Verdict::Ended => {
-            state.sessions.remove(hash);
-            Err(ApiError::Unauthorized)
-        }
-        Verdict::Valid(None) => Ok(s.user),
-        Verdict::Valid(Some(expires_at)) => {
-            let slid = Session {
-                expires_at: Some(expires_at),
-                ..s
-            };
-            state.sessions.insert(*hash, slid);
-            let mut w = WriteSet::new();
-            w.session_expiry(hash, expires_at);
-            // Queued now, in order; the request does not wait for it.
-            drop(state.storage.submit(w));
-            Ok(s.user)
-        }
-    }
-}
-
-/// A new session for `user`, its token, and its record to write.
-pub fn issue(state: &AppState, user: UserId) -> (String, [u8; 32], Session) {
-    let (token, hash) = new_session();
-    let now_ms = crate::clock::now_ms();
-    let s = Session {
-        user,
-        created_at_ms: now_ms,
-        expires_at: Some(now_ms / 1000 + state.config.sessions.lifetime_seconds()),
-    };
-    (token, hash, s)
+    state
+        .accounts
+        .session_user(&session_hash(token))
+        .map(Caller::User)
 }
 
 /// The bearer token's session hash (for logout).
@@ -158,8 +82,10 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
 /// An API key acts as the operator on the routes its scopes name (403
 /// `insufficient_scope` elsewhere); an unknown or revoked key is 401.
 fn key_caller(state: &AppState, req: &HttpRequest, key: &str) -> Result<Caller, ApiError> {
-    let keys = state.api_keys.read().map_err(|_| ApiError::Internal)?;
-    let k = keys.get(&key_hash(key)).ok_or(ApiError::Unauthorized)?;
+    let k = state
+        .accounts
+        .api_key(&key_hash(key))?
+        .ok_or(ApiError::Unauthorized)?;
     match scope_of(req) {
         Some(scope) if k.scopes.iter().any(|s| s == scope) => Ok(Caller::Admin),
         Some(scope) => Err(ApiError::InsufficientScope(scope)),
@@ -214,8 +140,6 @@ impl FromRequest for Admin {
         }))
     }
 }
-
-pub const API_KEY_PREFIX: &str = "qrk_";
 
 /// Every scope a key may hold.
 pub const SCOPES: [&str; 8] = [
@@ -303,8 +227,4 @@ pub fn scope_of(req: &HttpRequest) -> Option<&'static str> {
         .iter()
         .find(|(m, p, _)| *m == method && *p == pattern)
         .map(|(_, _, s)| *s)
-}
-
-pub fn key_hash(key: &str) -> [u8; 32] {
-    *blake3::hash(key.as_bytes()).as_bytes()
 }

@@ -53,17 +53,8 @@ pub struct AppState {
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Red packet claims per user.
     pub claim_limiter: DefaultKeyedRateLimiter<crate::domain::ids::UserId>,
-    /// Frozen users (the admin API's and `packets.blacklist`'s): they may
-    /// not join, claim, create packets or codes, or pay out.
-    pub frozen: std::sync::RwLock<std::collections::HashSet<crate::domain::ids::UserId>>,
-    /// blake3(session token) -> session, for sessions seen recently.
-    pub sessions: quick_cache::sync::Cache<[u8; 32], crate::domain::session::Session>,
-    /// Users whose sessions were revoked, and before when (ms). Filled from
-    /// storage when a session is first seen (every session is, after a
-    /// start) and by revocations; never evicted, unlike `sessions`.
-    pub revoked: std::sync::RwLock<std::collections::HashMap<crate::domain::ids::UserId, i64>>,
-    /// API keys by blake3(key) (all of them: the operator makes few).
-    pub api_keys: std::sync::RwLock<std::collections::HashMap<[u8; 32], crate::storage::ApiKey>>,
+    /// Users, sessions, freezes and API keys.
+    pub accounts: crate::accounts::Accounts,
     /// WebSocket tickets: blake3(ticket) -> who may open one socket, until when.
     pub ws_tickets: quick_cache::sync::Cache<[u8; 32], ws::Ticket>,
     /// Scan codes: the pool, the binding cache, scan counters.
@@ -239,11 +230,10 @@ fn query_error(e: QueryPayloadError) -> ApiError {
 /// Parse a path id, mapping a malformed one to `invalid_id`.
 /// Refuse a frozen user (403 `account_frozen`).
 pub fn not_frozen(state: &AppState, u: crate::domain::ids::UserId) -> Result<(), ApiError> {
-    match state.frozen.read() {
-        Ok(f) if !f.contains(&u) => Ok(()),
-        Ok(_) => Err(ApiError::AccountFrozen),
-        Err(_) => Err(ApiError::Internal),
+    if state.accounts.is_frozen(u)? {
+        return Err(ApiError::AccountFrozen);
     }
+    Ok(())
 }
 
 pub fn id<T>(parse: fn(&str) -> Result<T, BadId>, s: &str) -> Result<T, ApiError> {

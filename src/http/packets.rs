@@ -504,7 +504,7 @@ pub async fn blacklist_add(
     body: web::Json<BlacklistBody>,
 ) -> Result<HttpResponse, ApiError> {
     let u = id(UserId::parse, &path)?;
-    Ok(HttpResponse::Ok().json(super::users::freeze(&state, u, &body.reason).await?))
+    Ok(HttpResponse::Ok().json(state.accounts.freeze(u, &body.reason).await?))
 }
 
 /// Unfreeze a user (an alias of `POST /v1/admin/users/{id}/unfreeze`; one
@@ -521,7 +521,7 @@ pub async fn blacklist_remove(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let u = id(UserId::parse, &path)?;
-    super::users::unfreeze(&state, u).await?;
+    state.accounts.unfreeze(u).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

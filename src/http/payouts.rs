@@ -275,11 +275,7 @@ pub async fn set_kyc(
     body: web::Json<KycBody>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = id(UserId::parse, &path)?;
-    let mut user = state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
-    user.kyc_verified = body.verified;
-    let mut w = WriteSet::new();
-    w.user_record(&user);
-    state.storage.commit(w).await?;
+    state.accounts.set_kyc(uid, body.verified).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

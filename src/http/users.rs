@@ -10,7 +10,6 @@ use crate::domain::group::parse_user_name;
 use crate::domain::ids::UserId;
 use crate::error::{ApiError, Problem};
 use crate::keys::Jwk;
-use crate::storage::{User, WriteSet};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -57,17 +56,7 @@ pub async fn create_user(
             ));
         }
     }
-    let user = User {
-        id: UserId::random(),
-        name,
-        created_at: now(),
-        kyc_verified: false,
-    };
-    let (token, hash, session) = auth::issue(&state, user.id);
-    let mut w = WriteSet::new();
-    w.user_record(&user);
-    w.session(&hash, &session);
-    state.storage.commit(w).await?;
+    let (user, token, session) = state.accounts.create_user(name).await?;
     Ok(HttpResponse::Created().json(CreatedUser {
         user_id: user.id,
         token,
@@ -104,10 +93,7 @@ pub async fn logout(
     _user: auth::User,
 ) -> Result<HttpResponse, ApiError> {
     let hash = auth::bearer_session(&req).ok_or(ApiError::Unauthorized)?;
-    let mut w = WriteSet::new();
-    w.end_session(&hash);
-    state.storage.commit(w).await?;
-    state.sessions.remove(&hash);
+    state.accounts.end_session(&hash).await?;
     state.hub.end_sessions(|_, s| s == Some(hash));
     Ok(HttpResponse::NoContent().finish())
 }
@@ -126,16 +112,7 @@ pub async fn revoke_sessions(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = existing_user(&state, &path)?;
-    // Sessions created up to this millisecond end; one issued after does not.
-    let before = crate::clock::now_ms() + 1;
-    let mut w = WriteSet::new();
-    w.sessions_revoked(uid, before);
-    state.storage.commit(w).await?;
-    state
-        .revoked
-        .write()
-        .map_err(|_| ApiError::Internal)?
-        .insert(uid, before);
+    state.accounts.revoke_sessions(uid).await?;
     state.hub.end_sessions(|u, _| u == uid);
     Ok(HttpResponse::NoContent().finish())
 }
@@ -162,62 +139,11 @@ pub async fn issue_session(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = existing_user(&state, &path)?;
-    let (token, hash, session) = auth::issue(&state, uid);
-    let mut w = WriteSet::new();
-    w.session(&hash, &session);
-    state.storage.commit(w).await?;
+    let (token, session) = state.accounts.issue_session(uid).await?;
     Ok(HttpResponse::Created().json(IssuedSession {
         token,
         expires_at: session.expires_at.unwrap_or(0),
     }))
-}
-
-/// Freeze `u` for `reason` (durable, then in force at once).
-pub async fn freeze(
-    state: &AppState,
-    u: UserId,
-    reason: &str,
-) -> Result<crate::storage::BlacklistEntry, ApiError> {
-    if reason.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "reason must be at most 200 characters",
-        ));
-    }
-    let e = crate::storage::BlacklistEntry {
-        user_id: u,
-        reason: reason.to_string(),
-        at: now(),
-    };
-    let mut w = WriteSet::new();
-    w.freeze(&e);
-    state.storage.commit(w).await?;
-    state
-        .frozen
-        .write()
-        .map_err(|_| ApiError::Internal)?
-        .insert(u);
-    Ok(e)
-}
-
-/// Unfreeze `u` (one frozen by `packets.blacklist` in the config stays).
-pub async fn unfreeze(state: &AppState, u: UserId) -> Result<(), ApiError> {
-    let mut w = WriteSet::new();
-    w.unfreeze(u);
-    state.storage.commit(w).await?;
-    let from_config = state
-        .config
-        .packets
-        .blacklist
-        .iter()
-        .any(|s| *s == u.to_string());
-    if !from_config {
-        state
-            .frozen
-            .write()
-            .map_err(|_| ApiError::Internal)?
-            .remove(&u);
-    }
-    Ok(())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -245,7 +171,7 @@ pub async fn freeze_user(
     body: web::Json<FreezeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = existing_user(&state, &path)?;
-    freeze(&state, uid, &body.reason).await?;
+    state.accounts.freeze(uid, &body.reason).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -263,13 +189,15 @@ pub async fn unfreeze_user(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = existing_user(&state, &path)?;
-    unfreeze(&state, uid).await?;
+    state.accounts.unfreeze(uid).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// The user a path names: 400 if it is no user id, 404 if nobody has it.
-fn existing_user(state: &AppState, path: &str) -> Result<UserId, ApiError> {
+pub fn existing_user(state: &AppState, path: &str) -> Result<UserId, ApiError> {
     let uid = id(UserId::parse, path)?;
-    state.storage.user(uid)?.ok_or(ApiError::UserNotFound)?;
+    if !state.accounts.exists(uid)? {
+        return Err(ApiError::UserNotFound);
+    }
     Ok(uid)
 }

@@ -97,7 +97,7 @@ fn caller(state: &AppState, q: &WsQuery) -> Result<(UserId, Option<[u8; 32]>), A
         }
         // Its session may have ended since.
         if let Some(s) = &t.session {
-            if auth::session_user(state, s)? != t.user {
+            if state.accounts.session_user(s)? != t.user {
                 return Err(ApiError::Unauthorized);
             }
         }
@@ -108,8 +108,8 @@ fn caller(state: &AppState, q: &WsQuery) -> Result<(UserId, Option<[u8; 32]>), A
         Caller::User(u) => Ok((
             u,
             token
-                .starts_with(auth::SESSION_PREFIX)
-                .then(|| auth::session_hash(token)),
+                .starts_with(crate::accounts::SESSION_PREFIX)
+                .then(|| crate::accounts::session_hash(token)),
         )),
         Caller::Admin => Err(ApiError::forbidden(
             "WebSocket events belong to users; use a session token",
