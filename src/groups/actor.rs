@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::analytics::{minute, Analytics};
 use super::shared::Shared;
 use crate::domain::events::{Event, EventKind};
-use crate::domain::group::{Group, GroupStatus, Invite, JoinRequest, Member, Role};
+use crate::domain::group::{Group, Invite, JoinRequest, Member, Role};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::join::{Admission, Refusal};
 use crate::domain::roster::Roster;
@@ -54,7 +54,10 @@ impl From<Refusal> for Fail {
     }
 }
 
-fn limiter(per_minute: u32, clock: &governor::clock::DefaultClock) -> DefaultDirectRateLimiter {
+pub(super) fn limiter(
+    per_minute: u32,
+    clock: &governor::clock::DefaultClock,
+) -> DefaultDirectRateLimiter {
     // One shared clock: creating one per limiter costs a CPUID probe.
     RateLimiter::direct_with_clock(
         Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN)),
@@ -170,7 +173,7 @@ impl GroupActor {
         }
     }
 
-    fn require_owner(&self, c: Caller, what: &str) -> Result<(), ApiError> {
+    pub(super) fn require_owner(&self, c: Caller, what: &str) -> Result<(), ApiError> {
         match self.role(c) {
             Some(Role::Owner) => Ok(()),
             _ => Err(ApiError::forbidden(format!(
@@ -210,7 +213,7 @@ impl GroupActor {
             .map(|(u, _)| u)
     }
 
-    fn forget_request(&mut self, r: &JoinRequest) {
+    pub(super) fn forget_request(&mut self, r: &JoinRequest) {
         self.requests.remove(&r.id);
         self.pending_by_user.remove(&r.user_id);
         self.next_expiry = self
@@ -494,338 +497,5 @@ impl GroupActor {
     /// `touch` already expired what was due.
     fn sweep(&mut self, _: Sweep) -> Step<()> {
         done(())
-    }
-}
-
-// ---------------- invitations ----------------
-
-message!(CreateInvite -> Invite {
-    creator: UserId,
-    ttl_seconds: i64,
-    max_uses: Option<u32>,
-    // Re-share this invitation (lineage): the new one is its child.
-    parent: Option<InviteId>,
-} => create_invite);
-message!(RevokeInvite -> () { caller: Caller, invite_id: InviteId } => revoke_invite);
-
-impl GroupActor {
-    fn create_invite(&mut self, m: CreateInvite) -> Step<Invite> {
-        self.require_member(Caller::User(m.creator))?;
-        if self.group.status == GroupStatus::Banned {
-            return Err(Refusal::GroupBanned.into());
-        }
-        let now = now();
-        let cap = self.shared.config.limits.max_live_invites_per_group;
-        let live = self
-            .invites
-            .values()
-            .filter(|i| !i.revoked && i.expires_at > now)
-            .count();
-        if live >= cap {
-            return Err(ApiError::TooManyInvites.into());
-        }
-        let depth = match m.parent {
-            None => 0,
-            Some(pid) => {
-                let p = self.invites.get(&pid).ok_or_else(|| {
-                    ApiError::validation("`parent_id` is not an invitation of this group")
-                })?;
-                let burned = p.epoch != self.group.epoch;
-                if p.revoked || burned || now >= p.expires_at {
-                    return Err(ApiError::validation(
-                        "`parent_id` names an invitation that is revoked or expired",
-                    )
-                    .into());
-                }
-                if p.depth >= crate::domain::group::MAX_INVITE_DEPTH {
-                    return Err(ApiError::validation(format!(
-                        "invitations may be re-shared at most {} levels deep",
-                        crate::domain::group::MAX_INVITE_DEPTH
-                    ))
-                    .into());
-                }
-                p.depth + 1
-            }
-        };
-        self.check_invite_creation(now)?;
-        let keys = &self.shared.keys;
-        let claims = Claims {
-            kid: keys.active_kid(),
-            invite_id: InviteId::random(),
-            group_ref: keys.group_ref(self.id()),
-            epoch: self.group.epoch,
-            creator_ref: keys.creator_ref(m.creator),
-            expires_at: now + m.ttl_seconds,
-        };
-        let token = keys.sign(claims);
-        let tag = crate::domain::token::parse(&token)
-            .map_err(|_| ApiError::Internal)?
-            .tag(keys.tag_key());
-        let invite = Invite {
-            id: claims.invite_id,
-            group_id: self.id(),
-            creator_id: m.creator,
-            created_at: now,
-            expires_at: claims.expires_at,
-            max_uses: m.max_uses,
-            uses: 0,
-            revoked: false,
-            epoch: self.group.epoch,
-            tag,
-            token,
-            parent_id: m.parent,
-            depth,
-            stage: crate::domain::risk::Stage::Open,
-            stage_changed_at: 0,
-            stage_reset_at: 0,
-        };
-        let mut w = WriteSet::new();
-        w.invite(&invite);
-        w.invite_index(&invite);
-        let reply = self.commit(w, invite.clone());
-        self.invites.insert(invite.id, Box::new(invite));
-        Ok(reply)
-    }
-
-    fn revoke_invite(&mut self, m: RevokeInvite) -> Step<()> {
-        let inv = self
-            .invites
-            .get(&m.invite_id)
-            .ok_or(ApiError::InviteNotFound)?;
-        let is_creator = m
-            .caller
-            .user()
-            .is_some_and(|u| inv.creator_id == u && self.members.contains(&u));
-        if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
-            return Err(ApiError::forbidden(
-                "only the invitation's creator, the group's owner or admins, or an operator may revoke it",
-            )
-            .into());
-        }
-        if inv.revoked {
-            return self.after_pending_writes(());
-        }
-        let mut inv = inv.clone();
-        inv.revoked = true;
-        let mut w = WriteSet::new();
-        w.invite(&inv);
-        w.event(&self.event(
-            vec![],
-            EventKind::InviteRevoked {
-                group_id: self.id(),
-                invite_id: inv.id,
-            },
-        ));
-        let reply = self.commit(w, ());
-        self.invites.insert(inv.id, inv);
-        Ok(reply)
-    }
-}
-
-// ---------------- approvals and moderation ----------------
-
-message!(Decide -> UserId { caller: Caller, request_id: RequestId, approve: bool } => decide);
-message!(Block -> () { caller: Caller, user: UserId, known_user: bool } => block);
-message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool } => set_admin);
-message!(UpdateSettings -> Group {
-    caller: Caller,
-    description: Option<String>,
-    approval_required: Option<bool>,
-    join_rate_per_minute: Option<u32>,
-} => update_settings);
-// Operator moderation: ban (burns every invitation by bumping the epoch) or unban.
-message!(SetBanned -> Group { banned: bool, reason: String } => set_banned);
-
-impl GroupActor {
-    fn decide(&mut self, m: Decide) -> Step<UserId> {
-        self.require_moderator(m.caller)?;
-        let req = self
-            .requests
-            .get(&m.request_id)
-            .cloned()
-            .ok_or(ApiError::RequestNotFound)?;
-        if m.approve && self.group.status == GroupStatus::Banned {
-            return Err(Refusal::GroupBanned.into());
-        }
-        let gid = self.id();
-        let mut w = WriteSet::new();
-        w.remove_request(gid, &req);
-        let member = Member {
-            user_id: req.user_id,
-            role: Role::Member,
-            joined_at: now(),
-            via_invite: Some(req.invite_id),
-            invited_by: Some(req.invited_by),
-            risk: req.risk.clone(),
-        };
-        let (r, u, by) = (req.id, req.user_id, m.caller.user());
-        if m.approve {
-            // The seat was reserved by the request: approval cannot overfill.
-            self.members.insert(member);
-            w.membership(gid, &self.members, u);
-            w.event(&self.event(
-                vec![u],
-                EventKind::JoinApproved {
-                    group_id: gid,
-                    request_id: r,
-                    user_id: u,
-                    decided_by: by,
-                },
-            ));
-            w.event(&self.event(
-                vec![],
-                EventKind::MemberJoined {
-                    group_id: gid,
-                    user_id: u,
-                    via_invite: Some(req.invite_id),
-                    approved_request: Some(r),
-                },
-            ));
-        } else {
-            w.event(&self.event(
-                vec![u],
-                EventKind::JoinRejected {
-                    group_id: gid,
-                    request_id: r,
-                    user_id: u,
-                    decided_by: by,
-                },
-            ));
-        }
-        let reply = self.commit(w, u);
-        self.forget_request(&req);
-        Ok(reply)
-    }
-
-    fn block(&mut self, m: Block) -> Step<()> {
-        let my_role = self.require_moderator(m.caller)?;
-        if !m.known_user {
-            return Err(ApiError::UserNotFound.into());
-        }
-        if m.user == self.group.owner_id {
-            return Err(ApiError::CannotBlockOwner.into());
-        }
-        if m.caller.user() == Some(m.user) {
-            return Err(ApiError::validation("you cannot block yourself").into());
-        }
-        let target_is_admin = self.members.role(&m.user).is_some_and(|r| r == Role::Admin);
-        if my_role == Role::Admin && target_is_admin && m.caller != Caller::Admin {
-            return Err(ApiError::forbidden("only the owner may block a group admin").into());
-        }
-        if self.blocks.contains(&m.user) {
-            return self.after_pending_writes(());
-        }
-        let gid = self.id();
-        let mut w = WriteSet::new();
-        let now = now();
-        w.block(gid, m.user, now);
-        // Blocking removes the member (keeping the lineage) and drops a pending request.
-        self.depart(
-            &mut w,
-            m.user,
-            crate::domain::group::Departure::Blocked,
-            m.caller.user(),
-            now,
-        );
-        let pending = self
-            .pending_by_user
-            .get(&m.user)
-            .and_then(|rid| self.requests.get(rid))
-            .cloned();
-        if let Some(req) = &pending {
-            w.remove_request(gid, req);
-        }
-        w.event(&self.event(
-            vec![m.user],
-            EventKind::MemberBlocked {
-                group_id: gid,
-                user_id: m.user,
-            },
-        ));
-        let reply = self.commit(w, ());
-        self.blocks.insert(m.user);
-        if let Some(req) = pending {
-            self.forget_request(&req);
-        }
-        Ok(reply)
-    }
-
-    fn set_admin(&mut self, m: SetAdmin) -> Step<()> {
-        self.require_owner(m.caller, "appoint or remove admins")?;
-        let role = self
-            .members
-            .role(&m.user)
-            .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
-        if role == Role::Owner {
-            return Err(ApiError::validation("the owner's role cannot change").into());
-        }
-        self.members
-            .set_role(&m.user, if m.admin { Role::Admin } else { Role::Member });
-        let mut w = WriteSet::new();
-        w.membership(self.id(), &self.members, m.user);
-        Ok(self.commit(w, ()))
-    }
-
-    fn update_settings(&mut self, m: UpdateSettings) -> Step<Group> {
-        self.require_owner(m.caller, "change its settings")?;
-        let max = self.shared.config.limits.group_joins_per_minute_max;
-        if let Some(r) = m.join_rate_per_minute {
-            if r == 0 || r > max {
-                return Err(ApiError::validation(format!(
-                    "`join_rate_per_minute` must be between 1 and {max}"
-                ))
-                .into());
-            }
-        }
-        let mut g = self.group.clone();
-        if let Some(d) = m.description {
-            g.description = d;
-        }
-        if let Some(a) = m.approval_required {
-            g.approval_required = a;
-        }
-        if m.join_rate_per_minute.is_some() {
-            g.join_rate_per_minute = m.join_rate_per_minute;
-        }
-        let mut w = WriteSet::new();
-        w.group(&g);
-        let reply = self.commit(w, g.clone());
-        if let Some(r) = m.join_rate_per_minute {
-            self.limiter = limiter(r, &self.shared.clock);
-        }
-        self.group = g;
-        Ok(reply)
-    }
-
-    fn set_banned(&mut self, m: SetBanned) -> Step<Group> {
-        if (self.group.status == GroupStatus::Banned) == m.banned {
-            return self.after_pending_writes(self.group.clone());
-        }
-        let mut g = self.group.clone();
-        let kind = if m.banned {
-            g.status = GroupStatus::Banned;
-            g.epoch = g.epoch.wrapping_add(1);
-            g.ban_reason = Some(m.reason.clone());
-            EventKind::GroupBanned {
-                group_id: g.id,
-                reason: m.reason,
-            }
-        } else {
-            g.status = GroupStatus::Active;
-            g.ban_reason = None;
-            EventKind::GroupUnbanned { group_id: g.id }
-        };
-        let mut w = WriteSet::new();
-        w.group(&g);
-        // Pending joiners learn that their request will not be decided.
-        let notify = if m.banned {
-            self.pending_by_user.keys().copied().collect()
-        } else {
-            vec![]
-        };
-        w.event(&self.event(notify, kind));
-        let reply = self.commit(w, g.clone());
-        self.group = g;
-        Ok(reply)
     }
 }

@@ -1,7 +1,8 @@
 //! Group actors and the directory that activates and passivates them.
 //!
-//! - `actor.rs`: the actor's state, its reads, invitations and the
-//!   moderators' decisions on requests, blocks, admins and settings;
+//! - `actor.rs`: the actor's state, activation, timers and reads;
+//! - `invites.rs`: creating and revoking invitations;
+//! - `decisions.rs`: approvals, blocks, admins, settings and bans;
 //! - `join.rs`: a join and the answer to its challenge;
 //! - `moderation.rs`: lineage, analytics, resets, burns and removals;
 //! - `analytics.rs`, `signals.rs`: the per-minute counts and the user-level
@@ -10,7 +11,9 @@
 //! - `directory.rs`: finding, creating and sweeping groups.
 pub mod actor;
 pub mod analytics;
+pub mod decisions;
 pub mod directory;
+pub mod invites;
 pub mod join;
 pub mod moderation;
 pub mod shared;

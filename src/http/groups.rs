@@ -13,10 +13,8 @@ use crate::domain::group::{
 };
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::error::{ApiError, Problem};
-use crate::groups::actor::{
-    Block, Caller, Decide, GetGroup, GroupInfo, ListMembers, ListRequests, SetAdmin, SetBanned,
-    UpdateSettings,
-};
+use crate::groups::actor::{Caller, GetGroup, GroupInfo, ListMembers, ListRequests};
+use crate::groups::decisions::{Block, Decide, SetAdmin, SetBanned, UpdateSettings};
 use crate::storage::Counters;
 
 #[derive(Deserialize, ToSchema)]

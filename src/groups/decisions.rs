@@ -1,0 +1,223 @@
+//! Decisions in the group's actor: a moderator approving or rejecting a
+//! join request, blocking, naming admins, the owner's settings, and the
+//! operator's ban.
+
+use super::actor::{limiter, Caller, GroupActor};
+use crate::clock::now;
+use crate::domain::events::EventKind;
+use crate::domain::group::{Group, GroupStatus, Member, Role};
+use crate::domain::ids::{RequestId, UserId};
+use crate::domain::join::Refusal;
+use crate::error::ApiError;
+use crate::registry::Step;
+use crate::storage::WriteSet;
+
+macro_rules! message {
+    ($($t:tt)*) => { $crate::resident_message!(GroupActor, catch_up; $($t)*); };
+}
+
+message!(Decide -> UserId { caller: Caller, request_id: RequestId, approve: bool } => decide);
+message!(Block -> () { caller: Caller, user: UserId, known_user: bool } => block);
+message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool } => set_admin);
+message!(UpdateSettings -> Group {
+    caller: Caller,
+    description: Option<String>,
+    approval_required: Option<bool>,
+    join_rate_per_minute: Option<u32>,
+} => update_settings);
+// Operator moderation: ban (burns every invitation by bumping the epoch) or unban.
+message!(SetBanned -> Group { banned: bool, reason: String } => set_banned);
+
+impl GroupActor {
+    fn decide(&mut self, m: Decide) -> Step<UserId> {
+        self.require_moderator(m.caller)?;
+        let req = self
+            .requests
+            .get(&m.request_id)
+            .cloned()
+            .ok_or(ApiError::RequestNotFound)?;
+        if m.approve && self.group.status == GroupStatus::Banned {
+            return Err(Refusal::GroupBanned.into());
+        }
+        let gid = self.id();
+        let mut w = WriteSet::new();
+        w.remove_request(gid, &req);
+        let member = Member {
+            user_id: req.user_id,
+            role: Role::Member,
+            joined_at: now(),
+            via_invite: Some(req.invite_id),
+            invited_by: Some(req.invited_by),
+            risk: req.risk.clone(),
+        };
+        let (r, u, by) = (req.id, req.user_id, m.caller.user());
+        if m.approve {
+            // The seat was reserved by the request: approval cannot overfill.
+            self.members.insert(member);
+            w.membership(gid, &self.members, u);
+            w.event(&self.event(
+                vec![u],
+                EventKind::JoinApproved {
+                    group_id: gid,
+                    request_id: r,
+                    user_id: u,
+                    decided_by: by,
+                },
+            ));
+            w.event(&self.event(
+                vec![],
+                EventKind::MemberJoined {
+                    group_id: gid,
+                    user_id: u,
+                    via_invite: Some(req.invite_id),
+                    approved_request: Some(r),
+                },
+            ));
+        } else {
+            w.event(&self.event(
+                vec![u],
+                EventKind::JoinRejected {
+                    group_id: gid,
+                    request_id: r,
+                    user_id: u,
+                    decided_by: by,
+                },
+            ));
+        }
+        let reply = self.commit(w, u);
+        self.forget_request(&req);
+        Ok(reply)
+    }
+
+    fn block(&mut self, m: Block) -> Step<()> {
+        let my_role = self.require_moderator(m.caller)?;
+        if !m.known_user {
+            return Err(ApiError::UserNotFound.into());
+        }
+        if m.user == self.group.owner_id {
+            return Err(ApiError::CannotBlockOwner.into());
+        }
+        if m.caller.user() == Some(m.user) {
+            return Err(ApiError::validation("you cannot block yourself").into());
+        }
+        let target_is_admin = self.members.role(&m.user).is_some_and(|r| r == Role::Admin);
+        if my_role == Role::Admin && target_is_admin && m.caller != Caller::Admin {
+            return Err(ApiError::forbidden("only the owner may block a group admin").into());
+        }
+        if self.blocks.contains(&m.user) {
+            return self.after_pending_writes(());
+        }
+        let gid = self.id();
+        let mut w = WriteSet::new();
+        let now = now();
+        w.block(gid, m.user, now);
+        // Blocking removes the member (keeping the lineage) and drops a pending request.
+        self.depart(
+            &mut w,
+            m.user,
+            crate::domain::group::Departure::Blocked,
+            m.caller.user(),
+            now,
+        );
+        let pending = self
+            .pending_by_user
+            .get(&m.user)
+            .and_then(|rid| self.requests.get(rid))
+            .cloned();
+        if let Some(req) = &pending {
+            w.remove_request(gid, req);
+        }
+        w.event(&self.event(
+            vec![m.user],
+            EventKind::MemberBlocked {
+                group_id: gid,
+                user_id: m.user,
+            },
+        ));
+        let reply = self.commit(w, ());
+        self.blocks.insert(m.user);
+        if let Some(req) = pending {
+            self.forget_request(&req);
+        }
+        Ok(reply)
+    }
+
+    fn set_admin(&mut self, m: SetAdmin) -> Step<()> {
+        self.require_owner(m.caller, "appoint or remove admins")?;
+        let role = self
+            .members
+            .role(&m.user)
+            .ok_or_else(|| ApiError::validation("that user is not a member of this group"))?;
+        if role == Role::Owner {
+            return Err(ApiError::validation("the owner's role cannot change").into());
+        }
+        self.members
+            .set_role(&m.user, if m.admin { Role::Admin } else { Role::Member });
+        let mut w = WriteSet::new();
+        w.membership(self.id(), &self.members, m.user);
+        Ok(self.commit(w, ()))
+    }
+
+    fn update_settings(&mut self, m: UpdateSettings) -> Step<Group> {
+        self.require_owner(m.caller, "change its settings")?;
+        let max = self.shared.config.limits.group_joins_per_minute_max;
+        if let Some(r) = m.join_rate_per_minute {
+            if r == 0 || r > max {
+                return Err(ApiError::validation(format!(
+                    "`join_rate_per_minute` must be between 1 and {max}"
+                ))
+                .into());
+            }
+        }
+        let mut g = self.group.clone();
+        if let Some(d) = m.description {
+            g.description = d;
+        }
+        if let Some(a) = m.approval_required {
+            g.approval_required = a;
+        }
+        if m.join_rate_per_minute.is_some() {
+            g.join_rate_per_minute = m.join_rate_per_minute;
+        }
+        let mut w = WriteSet::new();
+        w.group(&g);
+        let reply = self.commit(w, g.clone());
+        if let Some(r) = m.join_rate_per_minute {
+            self.limiter = limiter(r, &self.shared.clock);
+        }
+        self.group = g;
+        Ok(reply)
+    }
+
+    fn set_banned(&mut self, m: SetBanned) -> Step<Group> {
+        if (self.group.status == GroupStatus::Banned) == m.banned {
+            return self.after_pending_writes(self.group.clone());
+        }
+        let mut g = self.group.clone();
+        let kind = if m.banned {
+            g.status = GroupStatus::Banned;
+            g.epoch = g.epoch.wrapping_add(1);
+            g.ban_reason = Some(m.reason.clone());
+            EventKind::GroupBanned {
+                group_id: g.id,
+                reason: m.reason,
+            }
+        } else {
+            g.status = GroupStatus::Active;
+            g.ban_reason = None;
+            EventKind::GroupUnbanned { group_id: g.id }
+        };
+        let mut w = WriteSet::new();
+        w.group(&g);
+        // Pending joiners learn that their request will not be decided.
+        let notify = if m.banned {
+            self.pending_by_user.keys().copied().collect()
+        } else {
+            vec![]
+        };
+        w.event(&self.event(notify, kind));
+        let reply = self.commit(w, g.clone());
+        self.group = g;
+        Ok(reply)
+    }
+}

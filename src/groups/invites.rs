@@ -1,0 +1,140 @@
+//! Invitations in the group's actor: creating one (limits, lineage, the
+//! signed token) and revoking one.
+
+use super::actor::{Caller, GroupActor};
+use crate::clock::now;
+use crate::domain::events::EventKind;
+use crate::domain::group::{GroupStatus, Invite, Role};
+use crate::domain::ids::{InviteId, UserId};
+use crate::domain::join::Refusal;
+use crate::domain::token::Claims;
+use crate::error::ApiError;
+use crate::registry::Step;
+use crate::storage::WriteSet;
+
+macro_rules! message {
+    ($($t:tt)*) => { $crate::resident_message!(GroupActor, catch_up; $($t)*); };
+}
+
+message!(CreateInvite -> Invite {
+    creator: UserId,
+    ttl_seconds: i64,
+    max_uses: Option<u32>,
+    // Re-share this invitation (lineage): the new one is its child.
+    parent: Option<InviteId>,
+} => create_invite);
+message!(RevokeInvite -> () { caller: Caller, invite_id: InviteId } => revoke_invite);
+
+impl GroupActor {
+    fn create_invite(&mut self, m: CreateInvite) -> Step<Invite> {
+        self.require_member(Caller::User(m.creator))?;
+        if self.group.status == GroupStatus::Banned {
+            return Err(Refusal::GroupBanned.into());
+        }
+        let now = now();
+        let cap = self.shared.config.limits.max_live_invites_per_group;
+        let live = self
+            .invites
+            .values()
+            .filter(|i| !i.revoked && i.expires_at > now)
+            .count();
+        if live >= cap {
+            return Err(ApiError::TooManyInvites.into());
+        }
+        let depth = match m.parent {
+            None => 0,
+            Some(pid) => {
+                let p = self.invites.get(&pid).ok_or_else(|| {
+                    ApiError::validation("`parent_id` is not an invitation of this group")
+                })?;
+                let burned = p.epoch != self.group.epoch;
+                if p.revoked || burned || now >= p.expires_at {
+                    return Err(ApiError::validation(
+                        "`parent_id` names an invitation that is revoked or expired",
+                    )
+                    .into());
+                }
+                if p.depth >= crate::domain::group::MAX_INVITE_DEPTH {
+                    return Err(ApiError::validation(format!(
+                        "invitations may be re-shared at most {} levels deep",
+                        crate::domain::group::MAX_INVITE_DEPTH
+                    ))
+                    .into());
+                }
+                p.depth + 1
+            }
+        };
+        self.check_invite_creation(now)?;
+        let keys = &self.shared.keys;
+        let claims = Claims {
+            kid: keys.active_kid(),
+            invite_id: InviteId::random(),
+            group_ref: keys.group_ref(self.id()),
+            epoch: self.group.epoch,
+            creator_ref: keys.creator_ref(m.creator),
+            expires_at: now + m.ttl_seconds,
+        };
+        let token = keys.sign(claims);
+        let tag = crate::domain::token::parse(&token)
+            .map_err(|_| ApiError::Internal)?
+            .tag(keys.tag_key());
+        let invite = Invite {
+            id: claims.invite_id,
+            group_id: self.id(),
+            creator_id: m.creator,
+            created_at: now,
+            expires_at: claims.expires_at,
+            max_uses: m.max_uses,
+            uses: 0,
+            revoked: false,
+            epoch: self.group.epoch,
+            tag,
+            token,
+            parent_id: m.parent,
+            depth,
+            stage: crate::domain::risk::Stage::Open,
+            stage_changed_at: 0,
+            stage_reset_at: 0,
+        };
+        let mut w = WriteSet::new();
+        w.invite(&invite);
+        w.invite_index(&invite);
+        let reply = self.commit(w, invite.clone());
+        self.invites.insert(invite.id, Box::new(invite));
+        Ok(reply)
+    }
+
+    fn revoke_invite(&mut self, m: RevokeInvite) -> Step<()> {
+        let inv = self
+            .invites
+            .get(&m.invite_id)
+            .ok_or(ApiError::InviteNotFound)?;
+        let is_creator = m
+            .caller
+            .user()
+            .is_some_and(|u| inv.creator_id == u && self.members.contains(&u));
+        if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
+            return Err(ApiError::forbidden(
+                "only the invitation's creator, the group's owner or admins, or an operator may revoke it",
+            )
+            .into());
+        }
+        if inv.revoked {
+            return self.after_pending_writes(());
+        }
+        let mut inv = inv.clone();
+        inv.revoked = true;
+        let mut w = WriteSet::new();
+        w.invite(&inv);
+        w.event(&self.event(
+            vec![],
+            EventKind::InviteRevoked {
+                group_id: self.id(),
+                invite_id: inv.id,
+            },
+        ));
+        let reply = self.commit(w, ());
+        self.invites.insert(inv.id, inv);
+        Ok(reply)
+    }
+}
