@@ -1,4 +1,5 @@
 //! Domain rules as plain types and functions: no actors, no I/O.
+pub mod books;
 pub mod challenge;
 pub mod code;
 pub mod events;

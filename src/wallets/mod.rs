@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::domain::books::{self, CheckReport};
 use crate::domain::ids::{TransferId, UserId};
-use crate::domain::ledger::{self, Account, AccountId, CheckReport, Holder, Kind, Reason, Spec};
+use crate::domain::ledger::{self, Account, AccountId, Holder, Kind, Reason, Spec};
 use crate::error::ApiError;
 use crate::registry::{Arbiters, Registry};
 use crate::storage::{DayAnchor, Storage};
@@ -206,14 +207,14 @@ impl Wallets {
         Ok(self.storage().payout(id)?)
     }
 
-    /// Verify the books (see [`ledger::check`]) and the journal's hash chain.
+    /// Verify the books (see [`books::check`]) and the journal's hash chain.
     /// Reads the whole ledger while commits wait: an operator's tool.
     pub async fn check(&self) -> Result<BooksCheck, ApiError> {
         let storage = self.storage().clone();
         let books = actix_web::web::block(move || storage.ledger_books())
             .await
             .map_err(|_| ApiError::Internal)??;
-        let mut report = ledger::check(&ledger::Books {
+        let mut report = books::check(&books::Books {
             accounts: &books.accounts,
             entries: &books.entries,
             journal: &books.journal,
