@@ -7,8 +7,9 @@
 //! - [`notify`]: the AES-256-GCM encrypted `MCHTRANSFER.BILL.FINISHED`
 //!   notification.
 //! - [`bill`]: the backtick-prefixed daily transfer bill.
+//! - [`wire`]: the requests and answers of the transfer API and their limits.
 //! - [`client`]: the merchant-side HTTP adapter (OAuth, transfers, queries,
-//!   bills, notification checks) and the wire protocol it speaks.
+//!   bills, notification checks).
 //!
 //! Each module has its own error enum; [`ProviderError`] wraps them all for
 //! callers that want a single type (`?` converts).
@@ -25,7 +26,9 @@ pub mod bill;
 pub mod client;
 pub mod money;
 pub mod notify;
+mod reply;
 pub mod sign;
+pub mod wire;
 
 use thiserror::Error;
 

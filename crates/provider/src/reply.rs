@@ -1,0 +1,162 @@
+//! Reading what the provider answers: status classes, signatures needed,
+//! error bodies, transfer and OAuth replies; and query strings.
+
+use serde::Deserialize;
+
+use super::client::{ClientError, NotifyHeaders};
+use super::wire::*;
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub(crate) fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode_query_value(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// What an answer looked like on the wire.
+#[derive(Debug)]
+pub(crate) struct RawReply {
+    pub(crate) status: u16,
+    pub(crate) headers: Option<NotifyHeaders>,
+    pub(crate) body: bytes::Bytes,
+}
+
+pub(crate) fn body_snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut snippet: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        snippet.push('…');
+    }
+    snippet
+}
+
+/// Classifies a transfer/query/bill answer whose signature (if the status
+/// needed one) has been checked. `Ok(body)` for 2xx.
+pub(crate) fn classify(reply: &RawReply) -> Result<&[u8], ClientError> {
+    let status = reply.status;
+    match status {
+        200..=299 => Ok(&reply.body),
+        408 | 429 => Err(ClientError::Unavailable(format!(
+            "HTTP {status}: {}",
+            body_snippet(&reply.body)
+        ))),
+        400..=499 => {
+            let err: ErrorReply = serde_json::from_slice(&reply.body).map_err(|e| {
+                ClientError::Protocol(format!("HTTP {status} with an unreadable error body: {e}"))
+            })?;
+            Err(ClientError::Rejected {
+                status,
+                code: err.code,
+                message: err.message,
+            })
+        }
+        500..=599 => Err(ClientError::Unavailable(format!(
+            "HTTP {status}: {}",
+            body_snippet(&reply.body)
+        ))),
+        _ => Err(ClientError::Protocol(format!(
+            "unexpected HTTP status {status}"
+        ))),
+    }
+}
+
+/// Whether an answer must carry a valid signature before it is believed:
+/// everything the client reads (2xx, and 4xx business errors other than
+/// 408/429).
+pub(crate) fn needs_signature(status: u16) -> bool {
+    status < 500 && status != 408 && status != 429
+}
+
+pub(crate) fn transfer_status(reply: TransferReply) -> Result<TransferStatus, ClientError> {
+    if reply.transfer_bill_no.is_empty() {
+        return Err(ClientError::Protocol("empty transfer_bill_no".into()));
+    }
+    Ok(TransferStatus {
+        partner_trade_no: reply.partner_trade_no,
+        transfer_bill_no: reply.transfer_bill_no,
+        state: reply.state,
+        amount: reply.amount,
+        openid: reply.openid,
+        fail_reason: reply.fail_reason.filter(|r| !r.is_empty()),
+        update_time: reply.update_time,
+    })
+}
+
+#[derive(Deserialize)]
+struct OAuthReply {
+    #[serde(default)]
+    errcode: Option<i64>,
+    #[serde(default)]
+    errmsg: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    openid: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+pub(crate) fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, ClientError> {
+    match status {
+        200 => {}
+        408 | 429 | 500..=599 => {
+            return Err(ClientError::Unavailable(format!(
+                "HTTP {status}: {}",
+                body_snippet(body)
+            )))
+        }
+        400..=499 => {
+            return Err(ClientError::Rejected {
+                status,
+                code: format!("HTTP_{status}"),
+                message: body_snippet(body),
+            })
+        }
+        _ => {
+            return Err(ClientError::Protocol(format!(
+                "unexpected HTTP status {status}"
+            )))
+        }
+    }
+    let reply: OAuthReply = serde_json::from_slice(body)
+        .map_err(|e| ClientError::Protocol(format!("unreadable OAuth answer: {e}")))?;
+    if let Some(errcode) = reply.errcode.filter(|c| *c != 0) {
+        return Err(ClientError::Rejected {
+            status,
+            code: errcode.to_string(),
+            message: reply.errmsg.unwrap_or_default(),
+        });
+    }
+    let field = |value: Option<String>, name: &str| {
+        value
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ClientError::Protocol(format!("OAuth answer without {name}")))
+    };
+    Ok(OAuthTokens {
+        access_token: field(reply.access_token, "access_token")?,
+        refresh_token: field(reply.refresh_token, "refresh_token")?,
+        openid: field(reply.openid, "openid")?,
+        expires_in: reply
+            .expires_in
+            .ok_or_else(|| ClientError::Protocol("OAuth answer without expires_in".into()))?,
+        scope: reply.scope.unwrap_or_default(),
+    })
+}
