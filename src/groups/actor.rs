@@ -173,6 +173,21 @@ impl GroupActor {
         }
     }
 
+    /// Whether `c` may manage invitation `inv` (revoke it, burn its
+    /// branch): its creator while still a member, the group's owner or
+    /// admins, or an operator. `what` names the action in the refusal.
+    pub(super) fn may_manage(&self, c: Caller, inv: &Invite, what: &str) -> Result<(), ApiError> {
+        let is_creator = c
+            .user()
+            .is_some_and(|u| inv.creator_id == u && self.members.contains(&u));
+        if is_creator || self.role(c).is_some_and(Role::moderates) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "only the invitation's creator, the group's owner or admins, or an operator may {what}"
+        )))
+    }
+
     pub(super) fn require_owner(&self, c: Caller, what: &str) -> Result<(), ApiError> {
         match self.role(c) {
             Some(Role::Owner) => Ok(()),

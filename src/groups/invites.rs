@@ -4,7 +4,7 @@
 use super::actor::{Caller, GroupActor};
 use crate::clock::now;
 use crate::domain::events::EventKind;
-use crate::domain::group::{GroupStatus, Invite, Role};
+use crate::domain::group::{GroupStatus, Invite};
 use crate::domain::ids::{InviteId, UserId};
 use crate::domain::join::Refusal;
 use crate::domain::token::Claims;
@@ -109,16 +109,7 @@ impl GroupActor {
             .invites
             .get(&m.invite_id)
             .ok_or(ApiError::InviteNotFound)?;
-        let is_creator = m
-            .caller
-            .user()
-            .is_some_and(|u| inv.creator_id == u && self.members.contains(&u));
-        if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
-            return Err(ApiError::forbidden(
-                "only the invitation's creator, the group's owner or admins, or an operator may revoke it",
-            )
-            .into());
-        }
+        self.may_manage(m.caller, inv, "revoke it")?;
         if inv.revoked {
             return self.after_pending_writes(());
         }

@@ -227,16 +227,7 @@ impl GroupActor {
             .invites
             .get(&m.invite_id)
             .ok_or(ApiError::InviteNotFound)?;
-        let is_creator = m
-            .caller
-            .user()
-            .is_some_and(|u| root.creator_id == u && self.members.contains(&u));
-        if !is_creator && !self.role(m.caller).is_some_and(Role::moderates) {
-            return Err(ApiError::forbidden(
-                "only the invitation's creator, the group's owner or admins, or an operator may burn its branch",
-            )
-            .into());
-        }
+        self.may_manage(m.caller, root, "burn its branch")?;
         let mut burned: Vec<Invite> = self
             .branch(m.invite_id)
             .into_iter()
