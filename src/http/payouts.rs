@@ -11,7 +11,7 @@ use crate::domain::ids::{PayoutId, UserId};
 use crate::domain::payout::{Payout, PayoutState};
 use crate::error::{ApiError, Problem};
 use crate::metrics;
-use crate::storage::{LargeTransaction, Link, WriteSet};
+use crate::storage::{LargeTransaction, Link};
 use crate::wallets::runner;
 use qrgate_provider::client::{ClientError, NotifyHeaders, TransferStatus};
 
@@ -500,35 +500,7 @@ pub async fn reconcile(
     };
     let bill = qrgate_provider::bill::parse_bill(&text)
         .map_err(|e| ApiError::validation(format!("the bill does not parse: {e}")))?;
-    let storage = state.storage.clone();
-    let cfg = state.config.payouts.clone();
-    let day = date.clone();
-    let report = web::block(move || -> Result<_, ApiError> {
-        let all = storage.all_payouts()?;
-        let of_day: Vec<Payout> = all
-            .iter()
-            .filter(|p| cfg.day_of(p.created_at) == day)
-            .cloned()
-            .collect();
-        let by_no: std::collections::HashMap<String, Payout> = all
-            .into_iter()
-            .map(|p| (p.partner_trade_no.clone(), p))
-            .collect();
-        let lines: Vec<_> = bill.rows.iter().map(bill_line).collect();
-        let report = crate::domain::reconcile::reconcile(&day, &lines, &of_day, &|no| {
-            by_no.get(no).cloned()
-        });
-        let mut w = WriteSet::new();
-        w.reconciliation(&day, &report);
-        Ok((report, w))
-    })
-    .await
-    .map_err(|_| ApiError::Internal)??;
-    let (report, w) = report;
-    state.storage.commit(w).await?;
-    if !report.breaks.is_empty() {
-        tracing::warn!(date = %date, breaks = report.breaks.len(), "reconciliation found breaks");
-    }
+    let report = state.wallets.reconcile(date, bill).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -674,21 +646,5 @@ pub async fn reconciliation(
     {
         Some(r) => Ok(HttpResponse::Ok().json(r)),
         None => Err(ApiError::ReportNotFound),
-    }
-}
-
-/// A row of the provider's bill as reconciliation reads it.
-fn bill_line(r: &qrgate_provider::BillRow) -> crate::domain::reconcile::BillLine {
-    use crate::domain::reconcile::{BillLine, Outcome};
-    use qrgate_provider::TransferState;
-    BillLine {
-        partner_trade_no: r.partner_trade_no.clone(),
-        amount: r.amount,
-        outcome: match r.status {
-            TransferState::Success => Outcome::Succeeded,
-            TransferState::Fail | TransferState::Cancelled => Outcome::Failed,
-            _ => Outcome::Open,
-        },
-        status: r.status.as_str().to_string(),
     }
 }

@@ -6,6 +6,7 @@ pub mod actor;
 pub mod memory;
 pub mod packets;
 pub mod payouts;
+pub mod reconcile;
 pub mod runner;
 
 use serde::Serialize;
