@@ -1542,29 +1542,10 @@ async fn secrets_never_reach_the_logs() {
         assert!(!log.contains(secret), "a secret leaked into the log");
     }
     // Only hashes are stored: the raw session token is not in the data files.
-    let mut found = false;
-    for entry in walk(&app.data_dir()) {
-        let bytes = std::fs::read(&entry).unwrap_or_default();
-        if bytes.windows(owner.len()).any(|w| w == owner.as_bytes()) {
-            found = true;
-        }
-    }
-    assert!(!found, "session token stored in clear");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    assert!(
+        !super::helpers::any_file_holds(&app.data_dir(), owner.as_bytes()),
+        "session token stored in clear"
+    );
 }
 
 /// Every route a key may call is in the scope table, and only those: the

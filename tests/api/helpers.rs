@@ -367,3 +367,21 @@ pub fn open_storage(
     }
     panic!("{} stayed locked", data.display());
 }
+
+/// Whether any file under `dir` (recursively) contains `needle`.
+pub fn any_file_holds(dir: &Path, needle: &[u8]) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            any_file_holds(&p, needle)
+        } else {
+            std::fs::read(&p)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        }
+    })
+}

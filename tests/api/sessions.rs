@@ -514,25 +514,8 @@ async fn api_keys_survive_a_restart_and_are_stored_hashed() {
     app.restart().await;
     assert_eq!(app.get("/v1/admin/ledger/check", Some(&key)).await.0, 200);
     app.kill9();
-    let mut found = false;
-    for entry in walk(&app.data_dir()) {
-        let bytes = std::fs::read(&entry).unwrap_or_default();
-        found |= bytes.windows(key.len()).any(|w| w == key.as_bytes());
-    }
-    assert!(!found, "the key itself is in no file of the data dir");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    assert!(
+        !super::helpers::any_file_holds(&app.data_dir(), key.as_bytes()),
+        "the key itself is in no file of the data dir"
+    );
 }
