@@ -298,7 +298,7 @@ impl ApiError {
     ) -> Self {
         ApiError::RateLimited {
             scope,
-            retry_after_secs: refusal.wait_time_from(clock.now()).as_secs() + 1,
+            retry_after_secs: retry_after_secs(refusal, clock),
         }
     }
 
@@ -309,6 +309,14 @@ impl ApiError {
     pub fn validation(why: impl Into<String>) -> Self {
         ApiError::Validation(why.into())
     }
+}
+
+/// Whole seconds until a governor limiter that refused frees up (at least 1).
+pub fn retry_after_secs<C: governor::clock::Clock>(
+    refusal: &governor::NotUntil<C::Instant>,
+    clock: &C,
+) -> u64 {
+    refusal.wait_time_from(clock.now()).as_secs() + 1
 }
 
 impl From<crate::domain::ledger::TransferError> for ApiError {

@@ -1,6 +1,10 @@
-//! The join decision: one pure function from what the group knows to an
-//! admission or a refusal. The GroupActor gathers the facts, calls [`decide`],
-//! then applies its rate limiters and persists the outcome.
+//! The join decision, in one place and in order: [`plan`] takes what the
+//! group knows of the invitation and the caller ([`decide`]'s facts) and
+//! asks for the costly facts (a rate-limit token, a risk score, a step-up)
+//! only when the decision reaches them, so a refused join costs nothing it
+//! did not need. It returns the plan: refuse (with the reason), throttle,
+//! challenge, or admit (as a member or as a join request). The group actor
+//! gathers the facts, answers the questions and applies the plan.
 //!
 //! Order of checks (first failing check wins):
 //! 1. the invitation exists in the group and the token is byte-for-byte the
@@ -14,11 +18,17 @@
 //! 8. no pending request                                     -> `request_pending`
 //! 9. not blocked by the group                               -> `blocked`
 //! 10. a seat is free (members + pending requests < limit)   -> `group_full`
+//! 11. the user's own join rate                              -> `rate_limited`
+//! 12. the attempt's risk; a flagged one may step the invitation up, and the
+//!     stage gates the join (see `risk::gate`)   -> `invite_paused`, `challenge_required`
+//! 13. the group's join rate (after the challenge, so challenged attempts
+//!     do not use it)                                        -> `rate_limited`
 //!
-//! then (in the actor) the per-group and per-user rate limits (`rate_limited`),
-//! then a grant, or a join request when the group requires approval.
+//! then a grant, or a join request when the group (or the invitation's
+//! stage) requires approval.
 
-use super::group::{Group, GroupStatus, Invite};
+use super::group::{Group, GroupStatus, Invite, JoinRisk};
+use super::risk::{self, Gate, Policy, Stage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -133,6 +143,76 @@ pub fn decide(f: &Facts) -> Result<Admission, Refusal> {
     } else {
         Admission::Grant
     })
+}
+
+/// Whose join rate refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    User,
+    Group,
+}
+
+/// What [`plan`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Refused by the rules, or paused by the invitation's stage.
+    Refuse(Refusal),
+    /// Refused by a join rate: retry after this many seconds.
+    Throttle(Quota, u64),
+    /// Answer `challenge_required`, carrying the attempt's risk.
+    Challenge(Option<JoinRisk>),
+    /// Admit as a member or as a join request, with the risk to keep.
+    Admit(Admission, Option<JoinRisk>),
+}
+
+/// The facts [`plan`] asks for only when it needs them: each costs
+/// something (a rate-limit token, a score that is counted, a stored step).
+pub trait Inputs {
+    /// Take one join from the user's own quota (`Err`: seconds to wait).
+    fn user_quota(&mut self) -> Result<(), u64>;
+    /// The attempt's risk (`None`: scoring is off). For an answer to a
+    /// challenge, the risk of the attempt it interrupted.
+    fn risk(&mut self) -> Option<JoinRisk>;
+    /// The invitation's stage after a flagged attempt (it may step up).
+    fn step_up(&mut self) -> Stage;
+    /// Take one join from the group's quota (`Err`: seconds to wait).
+    fn group_quota(&mut self) -> Result<(), u64>;
+}
+
+/// One attempt as [`plan`] sees it.
+pub struct Attempt {
+    /// [`decide`]'s answer on the invitation and the caller.
+    pub checked: Result<Admission, Refusal>,
+    /// The invitation's stage before this attempt.
+    pub stage: Stage,
+    /// The attempt answers a challenge the caller solved.
+    pub answering: bool,
+}
+
+/// The whole join decision, in the order of the module's table.
+pub fn plan(a: &Attempt, p: &Policy, inputs: &mut impl Inputs) -> Plan {
+    let mut admission = match a.checked {
+        Ok(admission) => admission,
+        Err(r) => return Plan::Refuse(r),
+    };
+    // The user's own limit first, so one user cannot use up a group's quota.
+    if let Err(wait) = inputs.user_quota() {
+        return Plan::Throttle(Quota::User, wait);
+    }
+    let risk = inputs.risk();
+    // An answer was scored (and counted) when its challenge was issued.
+    let flagged = !a.answering && risk.as_ref().is_some_and(|r| r.score >= p.flag_score);
+    let stage = if flagged { inputs.step_up() } else { a.stage };
+    match risk::gate(p.mode, stage, flagged, a.answering) {
+        Gate::Paused => return Plan::Refuse(Refusal::Paused),
+        Gate::Challenge => return Plan::Challenge(risk),
+        Gate::Approval => admission = Admission::Request,
+        Gate::Pass => {}
+    }
+    if let Err(wait) = inputs.group_quota() {
+        return Plan::Throttle(Quota::Group, wait);
+    }
+    Plan::Admit(admission, risk)
 }
 
 #[cfg(test)]
@@ -325,5 +405,153 @@ mod tests {
         assert_eq!(free_seats(100, 99, 1), 0);
         assert_eq!(free_seats(100, 120, 0), 0, "never underflows");
         assert_eq!(free_seats(500, 250, 50), 200);
+    }
+
+    /// Answers [`plan`]'s questions from fixed values and records which
+    /// were asked.
+    #[derive(Default)]
+    struct Fake {
+        user_wait: Option<u64>,
+        group_wait: Option<u64>,
+        score: Option<u32>,
+        stepped_to: Option<Stage>,
+        asked: Vec<&'static str>,
+    }
+
+    impl Inputs for Fake {
+        fn user_quota(&mut self) -> Result<(), u64> {
+            self.asked.push("user");
+            self.user_wait.map_or(Ok(()), Err)
+        }
+        fn risk(&mut self) -> Option<JoinRisk> {
+            self.asked.push("risk");
+            self.score.map(|score| JoinRisk {
+                score,
+                reasons: vec![],
+                challenged: false,
+                new_account: false,
+            })
+        }
+        fn step_up(&mut self) -> Stage {
+            self.asked.push("step_up");
+            self.stepped_to.unwrap_or(Stage::Open)
+        }
+        fn group_quota(&mut self) -> Result<(), u64> {
+            self.asked.push("group");
+            self.group_wait.map_or(Ok(()), Err)
+        }
+    }
+
+    fn attempt(checked: Result<Admission, Refusal>, stage: Stage, answering: bool) -> Attempt {
+        Attempt {
+            checked,
+            stage,
+            answering,
+        }
+    }
+
+    fn risk_of(score: u32) -> Option<JoinRisk> {
+        Some(JoinRisk {
+            score,
+            reasons: vec![],
+            challenged: false,
+            new_account: false,
+        })
+    }
+
+    #[test]
+    fn a_refused_attempt_asks_for_nothing() {
+        let mut f = Fake::default();
+        let a = attempt(Err(Refusal::GroupFull), Stage::Open, false);
+        assert_eq!(
+            plan(&a, &Policy::default(), &mut f),
+            Plan::Refuse(Refusal::GroupFull)
+        );
+        assert!(f.asked.is_empty());
+    }
+
+    #[test]
+    fn the_users_own_rate_comes_before_scoring() {
+        let mut f = Fake {
+            user_wait: Some(7),
+            score: Some(99),
+            ..Fake::default()
+        };
+        let a = attempt(Ok(Admission::Grant), Stage::Open, false);
+        assert_eq!(
+            plan(&a, &Policy::default(), &mut f),
+            Plan::Throttle(Quota::User, 7)
+        );
+        assert_eq!(f.asked, ["user"]);
+    }
+
+    #[test]
+    fn a_flagged_attempt_steps_up_and_is_challenged_without_using_the_groups_rate() {
+        let p = Policy::default();
+        let mut f = Fake {
+            score: Some(p.flag_score),
+            group_wait: Some(3),
+            ..Fake::default()
+        };
+        let a = attempt(Ok(Admission::Grant), Stage::Open, false);
+        assert_eq!(plan(&a, &p, &mut f), Plan::Challenge(risk_of(p.flag_score)));
+        assert_eq!(f.asked, ["user", "risk", "step_up"]);
+    }
+
+    #[test]
+    fn an_attempt_below_the_flag_is_admitted_through_the_groups_rate() {
+        let p = Policy::default();
+        let mut f = Fake {
+            score: Some(p.flag_score - 1),
+            ..Fake::default()
+        };
+        let a = attempt(Ok(Admission::Grant), Stage::Open, false);
+        assert_eq!(
+            plan(&a, &p, &mut f),
+            Plan::Admit(Admission::Grant, risk_of(p.flag_score - 1))
+        );
+        assert_eq!(f.asked, ["user", "risk", "group"]);
+        f.group_wait = Some(2);
+        f.asked.clear();
+        assert_eq!(plan(&a, &p, &mut f), Plan::Throttle(Quota::Group, 2));
+    }
+
+    #[test]
+    fn an_answer_is_not_flagged_again_and_an_approval_stage_queues_it() {
+        let p = Policy::default();
+        let mut f = Fake {
+            score: Some(100),
+            ..Fake::default()
+        };
+        let a = attempt(Ok(Admission::Grant), Stage::Challenge, true);
+        assert_eq!(
+            plan(&a, &p, &mut f),
+            Plan::Admit(Admission::Grant, risk_of(100))
+        );
+        assert!(!f.asked.contains(&"step_up"));
+        let a = attempt(Ok(Admission::Grant), Stage::Approval, true);
+        assert_eq!(
+            plan(&a, &p, &mut f),
+            Plan::Admit(Admission::Request, risk_of(100))
+        );
+    }
+
+    #[test]
+    fn a_step_to_paused_refuses_and_observe_mode_never_gates() {
+        let mut p = Policy::default();
+        let mut f = Fake {
+            score: Some(100),
+            stepped_to: Some(Stage::Paused),
+            ..Fake::default()
+        };
+        let a = attempt(Ok(Admission::Grant), Stage::Open, false);
+        assert_eq!(plan(&a, &p, &mut f), Plan::Refuse(Refusal::Paused));
+        p.mode = risk::Mode::Observe;
+        f.asked.clear();
+        assert_eq!(
+            plan(&a, &p, &mut f),
+            Plan::Admit(Admission::Grant, risk_of(100))
+        );
+        assert_eq!(f.asked, ["user", "risk", "step_up", "group"]);
     }
 }

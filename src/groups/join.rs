@@ -1,10 +1,10 @@
 //! A join in the group's actor: the join through a scanned invitation and
 //! the answer to its challenge. The actor gathers the facts (the group, the
-//! invitation, the caller, the user's risk signals, the limits), the rules
-//! in `domain::join`, `domain::risk` and `domain::challenge` decide, and
-//! this file applies the decision: admit, queue for approval, challenge,
-//! or refuse, with the invitation's step-up, the per-minute counts and the
-//! group's reputation.
+//! invitation, the caller), [`join::plan`] decides in one place, asking
+//! this file for the costly facts when it needs them (the user's and the
+//! group's join rates, the risk score, the invitation's step-up: [`Asked`]),
+//! and this file applies the plan: admit, queue for approval, challenge,
+//! or refuse, with the per-minute counts and the group's reputation.
 
 use std::sync::Arc;
 
@@ -16,10 +16,10 @@ use crate::domain::challenge::{self, Challenge, Offer};
 use crate::domain::events::EventKind;
 use crate::domain::group::{Invite, JoinRequest, JoinRisk, Member, Role};
 use crate::domain::ids::{random_bytes, InviteId, RequestId, UserId};
-use crate::domain::join::{self, Admission, Facts, Refusal};
-use crate::domain::risk::{self, Bucket, ChallengeKind, Gate, Mode, Policy, Reason, Stage};
+use crate::domain::join::{self, Admission, Facts, Plan, Quota, Refusal};
+use crate::domain::risk::{self, Bucket, ChallengeKind, Mode, Policy, Reason, Stage};
 use crate::domain::token::Claims;
-use crate::error::ApiError;
+use crate::error::{retry_after_secs, ApiError};
 use crate::metrics;
 use crate::registry::{Fail, Pending, Step};
 use crate::storage::{Scope, Suspect, WriteSet};
@@ -119,7 +119,7 @@ impl GroupActor {
         now: i64,
     ) -> Step<JoinOutcome> {
         let answering = e.solved.is_some();
-        let admission = self.admission(e.invite_id, e.token_epoch, e.tag_ok, Some(user), now);
+        let checked = self.admission(e.invite_id, e.token_epoch, e.tag_ok, Some(user), now);
         // What an attempt adds to the invitation's signals must not be
         // inflatable by one caller: only tokens that are the issued ones,
         // not the caller's own state (already a member, a request pending),
@@ -129,7 +129,7 @@ impl GroupActor {
             && e.tag_ok
             && self.invites.contains_key(&e.invite_id)
             && !matches!(
-                admission,
+                checked,
                 Err(Refusal::AlreadyMember | Refusal::RequestPending)
             )
             && self.first_attempt(e.invite_id, user, now);
@@ -137,82 +137,58 @@ impl GroupActor {
         if counted {
             self.count(e.invite_id, now, |b| b.attempts += 1);
         }
-        let mut admission = match admission {
-            Ok(a) => a,
-            Err(r) => {
-                self.refused(known, r.code(), now);
-                return Err(r.into());
-            }
+        let invite = self.invites.get(&e.invite_id).cloned();
+        let attempt = join::Attempt {
+            checked,
+            stage: invite.as_ref().map_or(Stage::Open, |i| i.stage),
+            answering,
         };
-        let mut invite = self
-            .invites
-            .get(&e.invite_id)
-            .cloned()
-            .ok_or(ApiError::Internal)?;
-        // Rate limits come last among the checks: a refused join costs
-        // nothing. The user's own limit first, so one user cannot use up a
-        // group's quota; the group's after the challenge, so challenged
-        // attempts do not use it either.
-        let clock = &self.shared.clock;
-        if let Err(nu) = self.shared.user_limiter.check_key(&user) {
-            let err = ApiError::rate_limited("joins by this user", &nu, clock);
-            self.refused(known, "rate_limited", now);
-            return Err(err.into());
-        }
-        if let Some(d) = signals.and_then(|s| s.device) {
-            self.shared.signals.note_device(d, user);
-        }
-        let (risk, listed) = match (&e.solved, signals) {
-            (Some((_, _, r)), _) => (Some(r.clone()), None),
-            (None, Some(s)) => {
-                let (r, listed) = self.score(&invite, user, s, now);
-                (Some(r), listed)
-            }
-            (None, None) => (None, None),
+        let shared = Arc::clone(&self.shared);
+        let mut asked = Asked {
+            actor: self,
+            user,
+            invite,
+            signals,
+            solved: e.solved.as_ref().map(|(_, _, r)| r.clone()),
+            now,
+            listed: None,
+            stepped: None,
         };
-        let flagged = !answering
-            && risk
-                .as_ref()
-                .is_some_and(|r| r.score >= self.policy().flag_score);
-        let (stage, stepped) = if flagged {
-            self.step_up(&mut invite, now)
-        } else {
-            (invite.stage, None)
-        };
+        let plan = join::plan(&attempt, &shared.config.risk, &mut asked);
         // A refusal that stepped the invitation up (or listed the group)
         // answers once that is on disk: the later write is durable only
         // after the earlier one, and a join's own write comes after both.
-        let stored = stepped.or(listed);
-        let refuse_after = |err: ApiError| -> Step<JoinOutcome> {
-            match stored {
-                Some(durable) => Ok(Box::pin(async move {
-                    durable.await?;
-                    Err(Fail::Api(err))
-                })),
-                None => Err(err.into()),
+        let stored = asked.stepped.take().or(asked.listed.take());
+        let invite = asked.invite.take();
+        let (admission, risk, mut invite) = match (plan, invite) {
+            (Plan::Refuse(r), _) => {
+                self.refused(known, r.code(), now);
+                return after(stored, r.into());
             }
-        };
-        match risk::gate(self.policy().mode, stage, flagged, answering) {
-            Gate::Paused => {
-                self.refused(known, "invite_paused", now);
-                return refuse_after(Refusal::Paused.into());
+            (Plan::Throttle(quota, retry_after_secs), _) => {
+                let scope = match quota {
+                    Quota::User => "joins by this user",
+                    Quota::Group => "joins into this group",
+                };
+                self.refused(known, "rate_limited", now);
+                let err = ApiError::RateLimited {
+                    scope,
+                    retry_after_secs,
+                };
+                return after(stored, err);
             }
-            Gate::Challenge => {
+            (Plan::Challenge(risk), Some(invite)) => {
                 let offer = self.issue_challenge(user, &invite, risk.as_ref(), now);
                 self.count(invite.id, now, |b| b.challenges_issued += 1);
                 metrics::CHALLENGES
                     .with_label_values(&[kind_label(self.policy().challenge.kind), "issued"])
                     .inc();
-                return refuse_after(ApiError::ChallengeRequired(Box::new(offer)));
+                return after(stored, ApiError::ChallengeRequired(Box::new(offer)));
             }
-            Gate::Approval => admission = Admission::Request,
-            Gate::Pass => {}
-        }
-        if let Err(nu) = self.limiter.check() {
-            let err = ApiError::rate_limited("joins into this group", &nu, &self.shared.clock);
-            self.refused(known, "rate_limited", now);
-            return Err(err.into());
-        }
+            (Plan::Admit(admission, risk), Some(invite)) => (admission, risk, invite),
+            // The plan admits or challenges only an invitation the group has.
+            (Plan::Challenge(_) | Plan::Admit(..), None) => return Err(ApiError::Internal.into()),
+        };
         invite.uses += 1;
         let gid = self.id();
         let mut w = WriteSet::new();
@@ -624,6 +600,73 @@ impl GroupActor {
             solved: None,
         };
         self.admit(m.user, entry, m.signals, now())
+    }
+}
+
+/// The answer to a refused attempt, once `stored` (a step-up or a listing
+/// the attempt caused) is on disk.
+fn after(stored: Option<Pending<()>>, err: ApiError) -> Step<JoinOutcome> {
+    match stored {
+        Some(durable) => Ok(Box::pin(async move {
+            durable.await?;
+            Err(Fail::Api(err))
+        })),
+        None => Err(err.into()),
+    }
+}
+
+/// The group actor answering [`join::plan`]'s questions for one attempt,
+/// keeping the writes they caused.
+struct Asked<'a> {
+    actor: &'a mut GroupActor,
+    user: UserId,
+    /// The attempt's invitation as it will be stored (a step-up changes it).
+    invite: Option<Box<Invite>>,
+    signals: Option<UserSignals>,
+    /// For an answer: the risk of the attempt its challenge interrupted.
+    solved: Option<JoinRisk>,
+    now: i64,
+    listed: Option<Pending<()>>,
+    stepped: Option<Pending<()>>,
+}
+
+impl join::Inputs for Asked<'_> {
+    fn user_quota(&mut self) -> Result<(), u64> {
+        let shared = &self.actor.shared;
+        shared
+            .user_limiter
+            .check_key(&self.user)
+            .map_err(|nu| retry_after_secs(&nu, &shared.clock))
+    }
+
+    fn risk(&mut self) -> Option<JoinRisk> {
+        if let Some(d) = self.signals.and_then(|s| s.device) {
+            self.actor.shared.signals.note_device(d, self.user);
+        }
+        if let Some(r) = &self.solved {
+            return Some(r.clone());
+        }
+        let (signals, invite) = (self.signals?, self.invite.as_deref()?);
+        let (risk, listed) = self.actor.score(invite, self.user, signals, self.now);
+        self.listed = listed;
+        Some(risk)
+    }
+
+    fn step_up(&mut self) -> Stage {
+        let Some(invite) = self.invite.as_deref_mut() else {
+            return Stage::Open;
+        };
+        let (stage, stepped) = self.actor.step_up(invite, self.now);
+        self.stepped = stepped;
+        stage
+    }
+
+    fn group_quota(&mut self) -> Result<(), u64> {
+        let actor = &self.actor;
+        actor
+            .limiter
+            .check()
+            .map_err(|nu| retry_after_secs(&nu, &actor.shared.clock))
     }
 }
 
