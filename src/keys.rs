@@ -202,20 +202,37 @@ impl KeyRing {
             signing = Some(sk);
         }
         let signing = signing.ok_or_else(|| KeyError::Bad(dir.clone()))?;
-        Ok(KeyRing {
+        Ok(KeyRing::from_parts(signing, keys, &secret))
+    }
+
+    /// Keys that live only in memory (a fresh signing key and secret), for
+    /// unit tests of actors: nothing signed with them outlives the process.
+    pub fn ephemeral() -> KeyRing {
+        let signing = SigningKey::from_bytes(&random_bytes());
+        let vk = signing.verifying_key();
+        let keys = vec![KeyEntry {
+            kid: kid_of(&vk),
+            key: vk,
+            retired_at: None,
+        }];
+        KeyRing::from_parts(signing, keys, &random_bytes())
+    }
+
+    fn from_parts(signing: SigningKey, keys: Vec<KeyEntry>, secret: &[u8; 32]) -> KeyRing {
+        KeyRing {
             kid: kid_of(&signing.verifying_key()),
             signing,
             keys,
-            tag_key: blake3::derive_key("qrgate 2026 invitation token tag", &secret),
-            group_ref_key: blake3::derive_key("qrgate 2026 group reference", &secret),
-            creator_ref_key: blake3::derive_key("qrgate 2026 creator reference", &secret),
-            journal_key: blake3::derive_key("qrgate 2026 ledger journal chain", &secret),
-            seal_key: blake3::derive_key("qrgate 2026 token sealing", &secret),
-            code_tag_key: blake3::derive_key("qrgate 2026 scan code tag", &secret),
-            challenge_key: blake3::derive_key("qrgate 2026 join challenge", &secret),
-            device_key: blake3::derive_key("qrgate 2026 device id", &secret),
-            visitor_key: blake3::derive_key("qrgate 2026 scan code visitor", &secret),
-        })
+            tag_key: blake3::derive_key("qrgate 2026 invitation token tag", secret),
+            group_ref_key: blake3::derive_key("qrgate 2026 group reference", secret),
+            creator_ref_key: blake3::derive_key("qrgate 2026 creator reference", secret),
+            journal_key: blake3::derive_key("qrgate 2026 ledger journal chain", secret),
+            seal_key: blake3::derive_key("qrgate 2026 token sealing", secret),
+            code_tag_key: blake3::derive_key("qrgate 2026 scan code tag", secret),
+            challenge_key: blake3::derive_key("qrgate 2026 join challenge", secret),
+            device_key: blake3::derive_key("qrgate 2026 device id", secret),
+            visitor_key: blake3::derive_key("qrgate 2026 scan code visitor", secret),
+        }
     }
 
     pub fn active_kid(&self) -> u32 {

@@ -22,3 +22,6 @@ pub mod signals;
 pub use actor::Caller;
 pub use directory::Directory;
 pub use shared::Shared;
+
+#[cfg(test)]
+mod tests;

@@ -278,6 +278,36 @@ impl Storage {
     pub fn open_with(dir: &Path, journal_key: [u8; 32], opts: StorageOptions) -> Result<Storage> {
         let started = std::time::Instant::now();
         let slot = sled_slot::SledSlot::open(&dir.join("db"), opts.cache_bytes)?;
+        Storage::start(slot, dir, journal_key, opts, started)
+    }
+
+    /// A store in memory, for unit tests of actors: the same records, reads
+    /// and write sets as on disk, without a journal and over a temporary
+    /// sled, so nothing survives it and nothing is fsynced. Integration,
+    /// crash and upgrade tests use [`open`](Self::open).
+    pub fn in_memory() -> Result<Storage> {
+        let opts = StorageOptions {
+            cache_bytes: 8 << 20,
+            journal: false,
+            ..StorageOptions::default()
+        };
+        let slot = sled_slot::SledSlot::temporary(opts.cache_bytes)?;
+        Storage::start(
+            slot,
+            Path::new(""),
+            [0; 32],
+            opts,
+            std::time::Instant::now(),
+        )
+    }
+
+    fn start(
+        slot: sled_slot::SledSlot,
+        dir: &Path,
+        journal_key: [u8; 32],
+        opts: StorageOptions,
+        started: std::time::Instant,
+    ) -> Result<Storage> {
         let (ckpt_pos, ckpt_event) = checkpoint::read_position(&slot.get()?.tree)?;
         let sled_ms = started.elapsed().as_millis();
         let tree = Kv::open(slot)?;

@@ -27,8 +27,9 @@ pub(super) struct Sled {
     pub(super) tree: sled::Tree,
     /// sled's `flush` makes its log stable with `sync_file_range`, which
     /// neither flushes the drive's cache nor commits the grown file size;
-    /// an `fdatasync` of the file after each flush does.
-    log: File,
+    /// an `fdatasync` of the file after each flush does. `None` for a
+    /// temporary sled.
+    log: Option<File>,
 }
 
 impl Sled {
@@ -41,15 +42,37 @@ impl Sled {
         let log_path = dir.join("db");
         let log = File::open(&log_path)
             .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", log_path.display())))?;
-        Ok(Sled { db, tree, log })
+        Ok(Sled {
+            db,
+            tree,
+            log: Some(log),
+        })
+    }
+
+    /// A sled that lives in memory (`/dev/shm` where there is one) and is
+    /// gone when dropped.
+    fn temporary(cache_bytes: u64) -> Result<Sled> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        let tree = db.open_tree("state")?;
+        Ok(Sled {
+            db,
+            tree,
+            log: None,
+        })
     }
 
     /// Everything written to sled so far is on disk.
     pub(super) fn durable(&self) -> Result<()> {
         self.db.flush()?;
-        self.log
-            .sync_data()
-            .map_err(|e| StorageError::Io(format!("fdatasync of sled's log failed: {e}")))
+        match &self.log {
+            Some(log) => log
+                .sync_data()
+                .map_err(|e| StorageError::Io(format!("fdatasync of sled's log failed: {e}"))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -60,7 +83,8 @@ struct State {
 
 /// The one sled of a store, reopenable.
 pub(super) struct SledSlot {
-    dir: PathBuf,
+    /// `None`: a temporary sled, never reopened.
+    dir: Option<PathBuf>,
     cache_bytes: u64,
     state: Mutex<State>,
     changed: Condvar,
@@ -75,8 +99,17 @@ fn poisoned() -> StorageError {
 impl SledSlot {
     pub(super) fn open(dir: &Path, cache_bytes: u64) -> Result<SledSlot> {
         let sled = Sled::open(dir, cache_bytes)?;
-        Ok(SledSlot {
-            dir: dir.to_path_buf(),
+        Ok(Self::holding(sled, Some(dir.to_path_buf()), cache_bytes))
+    }
+
+    /// A temporary sled (see [`Sled::temporary`]).
+    pub(super) fn temporary(cache_bytes: u64) -> Result<SledSlot> {
+        Ok(Self::holding(Sled::temporary(cache_bytes)?, None, cache_bytes))
+    }
+
+    fn holding(sled: Sled, dir: Option<PathBuf>, cache_bytes: u64) -> SledSlot {
+        SledSlot {
+            dir,
             cache_bytes,
             state: Mutex::new(State {
                 current: Some(Arc::new(sled)),
@@ -84,7 +117,7 @@ impl SledSlot {
             }),
             changed: Condvar::new(),
             written: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The handle; waits while a reopen runs. After a reopen that failed,
@@ -97,7 +130,10 @@ impl SledSlot {
         if let Some(sled) = &s.current {
             return Ok(Arc::clone(sled));
         }
-        let sled = Arc::new(Sled::open(&self.dir, self.cache_bytes)?);
+        let Some(dir) = &self.dir else {
+            return Err(StorageError::Io("the temporary sled is gone".into()));
+        };
+        let sled = Arc::new(Sled::open(dir, self.cache_bytes)?);
         s.current = Some(Arc::clone(&sled));
         Ok(sled)
     }
@@ -125,6 +161,9 @@ impl SledSlot {
     /// not finish in time (nothing changed). An error leaves no handle:
     /// the next [`get`](Self::get) tries to open sled again.
     pub(super) fn reopen(&self, drain: Duration) -> Result<bool> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(false);
+        };
         let old = {
             let mut s = self.state.lock().map_err(|_| poisoned())?;
             if s.reopening {
@@ -150,7 +189,7 @@ impl SledSlot {
         let mut result = Err(StorageError::Io("sled did not reopen".into()));
         // The file lock can outlive the handle by a moment.
         for _ in 0..50 {
-            result = Sled::open(&self.dir, self.cache_bytes);
+            result = Sled::open(&dir, self.cache_bytes);
             match &result {
                 Err(StorageError::Io(m)) if m.contains("lock") => {
                     std::thread::sleep(Duration::from_millis(100))
