@@ -228,3 +228,6 @@ impl Wallets {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
