@@ -14,6 +14,7 @@ use std::sync::RwLock;
 
 use crate::clock::{now, now_ms};
 use crate::config::Config;
+use crate::domain::group::UserName;
 use crate::domain::ids::{random_bytes, UserId};
 use crate::domain::session::{self, Session, Verdict};
 use crate::error::ApiError;
@@ -94,10 +95,10 @@ impl Accounts {
     // ---- users ----
 
     /// A new user and its first session: (the user, the session token, the session).
-    pub async fn create_user(&self, name: String) -> Result<(User, String, Session), ApiError> {
+    pub async fn create_user(&self, name: UserName) -> Result<(User, String, Session), ApiError> {
         let user = User {
             id: UserId::random(),
-            name,
+            name: name.into_string(),
             created_at: now(),
             kyc_verified: false,
         };

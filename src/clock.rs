@@ -47,9 +47,43 @@ pub fn rfc3339(ts: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A calendar day (UTC) named in a request, validated once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Day(chrono::NaiveDate);
+
+impl Day {
+    /// `YYYY-MM-DD`.
+    pub fn parse(s: &str) -> Result<Day, String> {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map(Day)
+            .map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))
+    }
+
+    pub fn date(self) -> chrono::NaiveDate {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Day {
+    /// `YYYY-MM-DD`, the form storage keys use.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_parse_once_and_print_as_keys() {
+        assert_eq!(
+            Day::parse("2026-12-06").map(|d| d.to_string()),
+            Ok("2026-12-06".into())
+        );
+        assert!(Day::parse("2026-13-01").is_err());
+        assert!(Day::parse("yesterday").is_err());
+    }
 
     #[test]
     fn formats_utc() {

@@ -158,27 +158,72 @@ fn clean_text(field: &str, s: &str, min: usize, max: usize) -> Result<String, St
     Ok(t.to_string())
 }
 
-pub fn parse_group_name(s: &str) -> Result<String, String> {
-    clean_text("name", s, 1, 64)
+macro_rules! text_field {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $min:expr, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Trimmed; refused outside its length or with control characters.
+            pub fn parse(s: &str) -> Result<Self, String> {
+                clean_text($field, s, $min, $max).map($name)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+    };
 }
 
-pub fn parse_description(s: &str) -> Result<String, String> {
-    clean_text("description", s, 0, 280)
-}
-
-pub fn parse_user_name(s: &str) -> Result<String, String> {
-    clean_text("name", s, 1, 64)
-}
+text_field!(
+    /// A group's name: 1 to 64 characters.
+    GroupName, "name", 1, 64
+);
+text_field!(
+    /// A group's description: at most 280 characters.
+    Description, "description", 0, 280
+);
+text_field!(
+    /// A user's display name: 1 to 64 characters.
+    UserName, "name", 1, 64
+);
+text_field!(
+    /// Why the operator banned a group: at most 280 characters.
+    BanReason, "reason", 0, 280
+);
 
 /// The sizes a group may have (`member_limit`).
 pub const MEMBER_TIERS: [u32; 3] = [100, 200, 500];
 
-pub fn parse_member_limit(n: Option<u32>) -> Result<u32, String> {
-    match n.unwrap_or(MEMBER_TIERS[0]) {
-        l if MEMBER_TIERS.contains(&l) => Ok(l),
-        other => Err(format!(
-            "`member_limit` must be 100, 200 or 500 (the group tiers); got {other}"
-        )),
+/// A group's size, one of [`MEMBER_TIERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLimit(u32);
+
+impl MemberLimit {
+    /// `None` is the smallest tier.
+    pub fn parse(n: Option<u32>) -> Result<Self, String> {
+        match n.unwrap_or(MEMBER_TIERS[0]) {
+            l if MEMBER_TIERS.contains(&l) => Ok(MemberLimit(l)),
+            other => Err(format!(
+                "`member_limit` must be 100, 200 or 500 (the group tiers); got {other}"
+            )),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Any size, for unit tests that need a small group.
+    #[cfg(test)]
+    pub fn unchecked(n: u32) -> Self {
+        MemberLimit(n)
     }
 }
 
@@ -225,9 +270,9 @@ mod tests {
 
     #[test]
     fn limits_and_ttl() {
-        assert_eq!(parse_member_limit(None), Ok(100));
-        assert_eq!(parse_member_limit(Some(500)), Ok(500));
-        assert!(parse_member_limit(Some(101)).is_err());
+        assert_eq!(MemberLimit::parse(None).map(MemberLimit::get), Ok(100));
+        assert_eq!(MemberLimit::parse(Some(500)).map(MemberLimit::get), Ok(500));
+        assert!(MemberLimit::parse(Some(101)).is_err());
         assert_eq!(parse_ttl(None), Ok(604_800));
         assert_eq!(parse_ttl(Some(604_800)), Ok(604_800));
         assert!(parse_ttl(Some(604_801)).unwrap_err().contains("7 days"));
@@ -239,10 +284,14 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(parse_group_name("  Hikers  ").unwrap(), "Hikers");
-        assert!(parse_group_name("   ").is_err());
-        assert!(parse_group_name(&"x".repeat(65)).is_err());
-        assert!(parse_group_name(&"登".repeat(64)).is_ok());
-        assert!(parse_group_name("a\u{0}b").is_err());
+        assert_eq!(GroupName::parse("  Hikers  ").unwrap().as_str(), "Hikers");
+        assert!(GroupName::parse("   ").is_err());
+        assert!(GroupName::parse(&"x".repeat(65)).is_err());
+        assert!(GroupName::parse(&"登".repeat(64)).is_ok());
+        assert!(GroupName::parse("a\u{0}b").is_err());
+        assert!(Description::parse("").is_ok());
+        assert!(BanReason::parse(&"x".repeat(281))
+            .unwrap_err()
+            .contains("`reason`"));
     }
 }

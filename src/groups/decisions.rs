@@ -5,7 +5,7 @@
 use super::actor::{limiter, Caller, GroupActor};
 use crate::clock::now;
 use crate::domain::events::EventKind;
-use crate::domain::group::{Group, GroupStatus, Member, Role};
+use crate::domain::group::{BanReason, Description, Group, GroupStatus, Member, Role};
 use crate::domain::ids::{RequestId, UserId};
 use crate::domain::join::Refusal;
 use crate::error::ApiError;
@@ -21,12 +21,12 @@ message!(Block -> () { caller: Caller, user: UserId, known_user: bool } => block
 message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool } => set_admin);
 message!(UpdateSettings -> Group {
     caller: Caller,
-    description: Option<String>,
+    description: Option<Description>,
     approval_required: Option<bool>,
     join_rate_per_minute: Option<u32>,
 } => update_settings);
 // Operator moderation: ban (burns every invitation by bumping the epoch) or unban.
-message!(SetBanned -> Group { banned: bool, reason: String } => set_banned);
+message!(SetBanned -> Group { banned: bool, reason: BanReason } => set_banned);
 
 impl GroupActor {
     fn decide(&mut self, m: Decide) -> Step<UserId> {
@@ -171,7 +171,7 @@ impl GroupActor {
         }
         let mut g = self.group.clone();
         if let Some(d) = m.description {
-            g.description = d;
+            g.description = d.into_string();
         }
         if let Some(a) = m.approval_required {
             g.approval_required = a;
@@ -197,10 +197,11 @@ impl GroupActor {
         let kind = if m.banned {
             g.status = GroupStatus::Banned;
             g.epoch = g.epoch.wrapping_add(1);
-            g.ban_reason = Some(m.reason.clone());
+            let reason = m.reason.into_string();
+            g.ban_reason = Some(reason.clone());
             EventKind::GroupBanned {
                 group_id: g.id,
-                reason: m.reason,
+                reason,
             }
         } else {
             g.status = GroupStatus::Active;

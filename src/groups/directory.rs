@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::actor::{GroupActor, Sweep};
 use super::shared::Shared;
 use crate::domain::events::{Event, EventKind};
-use crate::domain::group::{Group, GroupStatus, Member, Role};
+use crate::domain::group::{Description, Group, GroupName, GroupStatus, Member, MemberLimit, Role};
 use crate::domain::ids::{GroupId, InviteId, UserId};
 use crate::domain::roster::Roster;
 use crate::error::ApiError;
@@ -115,9 +115,9 @@ impl Directory {
     pub async fn create_group(
         &self,
         owner: UserId,
-        name: String,
-        description: String,
-        member_limit: u32,
+        name: GroupName,
+        description: Description,
+        member_limit: MemberLimit,
         approval_required: bool,
     ) -> Result<Group, ApiError> {
         let now = crate::clock::now();
@@ -133,10 +133,10 @@ impl Directory {
         };
         let group = Group {
             id,
-            name,
-            description,
+            name: name.into_string(),
+            description: description.into_string(),
             owner_id: owner,
-            member_limit,
+            member_limit: member_limit.get(),
             approval_required,
             status: GroupStatus::Active,
             epoch: 0,

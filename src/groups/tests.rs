@@ -14,7 +14,7 @@ use super::join::{Join, JoinOutcome};
 use super::signals::{SignalStore, UserSignals};
 use super::{Caller, Directory, Shared};
 use crate::config::Config;
-use crate::domain::group::{Group, Invite};
+use crate::domain::group::{Description, Group, GroupName, Invite, MemberLimit};
 use crate::domain::ids::{GroupId, UserId};
 use crate::domain::join::Refusal;
 use crate::domain::token;
@@ -74,7 +74,13 @@ impl World {
 
     async fn group(&self, owner: UserId, limit: u32, approval: bool) -> Group {
         self.groups
-            .create_group(owner, "Hikers".into(), String::new(), limit, approval)
+            .create_group(
+                owner,
+                GroupName::parse("Hikers").expect("a valid name"),
+                Description::default(),
+                MemberLimit::unchecked(limit),
+                approval,
+            )
             .await
             .expect("group created")
     }
@@ -181,11 +187,19 @@ async fn a_request_holds_a_seat_until_a_moderator_decides() {
         approve: true,
     };
     let stranger = w.groups.call(g.id, decide(Caller::User(b))).await;
-    assert!(matches!(stranger, Err(ApiError::Forbidden(_))), "{stranger:?}");
+    assert!(
+        matches!(stranger, Err(ApiError::Forbidden(_))),
+        "{stranger:?}"
+    );
 
     let rebuilt = w.reactivated();
     let listed = rebuilt
-        .call(g.id, ListRequests { caller: Caller::User(owner) })
+        .call(
+            g.id,
+            ListRequests {
+                caller: Caller::User(owner),
+            },
+        )
         .await
         .expect("the owner lists requests");
     assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), [req]);
@@ -235,7 +249,9 @@ async fn a_flagged_attempt_is_challenged_and_uses_no_group_quota() {
         device_accounts: 0,
         device: None,
     };
-    let challenged = w.join(&w.groups, g.id, &inv, fresh, Some(new_account)).await;
+    let challenged = w
+        .join(&w.groups, g.id, &inv, fresh, Some(new_account))
+        .await;
     assert!(
         matches!(challenged, Err(ApiError::ChallengeRequired(_))),
         "{challenged:?}"

@@ -8,8 +8,7 @@ use super::auth::{Admin, Authed, User};
 use super::{id, AppState};
 use crate::clock::rfc3339;
 use crate::domain::group::{
-    parse_description, parse_group_name, parse_member_limit, Group, GroupStatus, JoinRequest,
-    Member, Role,
+    BanReason, Description, Group, GroupName, GroupStatus, JoinRequest, Member, MemberLimit, Role,
 };
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::error::{ApiError, Problem};
@@ -100,10 +99,10 @@ pub async fn create_group(
     body: web::Json<NewGroup>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let name = parse_group_name(&b.name).map_err(ApiError::Validation)?;
+    let name = GroupName::parse(&b.name).map_err(ApiError::Validation)?;
     let description =
-        parse_description(b.description.as_deref().unwrap_or("")).map_err(ApiError::Validation)?;
-    let limit = parse_member_limit(b.member_limit).map_err(ApiError::Validation)?;
+        Description::parse(b.description.as_deref().unwrap_or("")).map_err(ApiError::Validation)?;
+    let limit = MemberLimit::parse(b.member_limit).map_err(ApiError::Validation)?;
     let g = state
         .groups
         .create_group(
@@ -160,7 +159,7 @@ pub async fn update_group(
     let g = gid(&path)?;
     let b = body.into_inner();
     let description = match b.description {
-        Some(d) => Some(parse_description(&d).map_err(ApiError::Validation)?),
+        Some(d) => Some(Description::parse(&d).map_err(ApiError::Validation)?),
         None => None,
     };
     state
@@ -432,7 +431,7 @@ async fn set_banned(
     state: &AppState,
     g: &str,
     banned: bool,
-    reason: String,
+    reason: BanReason,
 ) -> Result<HttpResponse, ApiError> {
     let g = gid(g)?;
     state.groups.call(g, SetBanned { banned, reason }).await?;
@@ -463,7 +462,7 @@ pub async fn ban(
     body: web::Json<BanBody>,
 ) -> Result<HttpResponse, ApiError> {
     let reason = body.into_inner().reason;
-    let reason = crate::domain::group::parse_description(&reason).map_err(ApiError::Validation)?;
+    let reason = BanReason::parse(&reason).map_err(ApiError::Validation)?;
     set_banned(&state, &path, true, reason).await
 }
 
@@ -479,5 +478,5 @@ pub async fn unban(
     _admin: Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    set_banned(&state, &path, false, String::new()).await
+    set_banned(&state, &path, false, BanReason::default()).await
 }

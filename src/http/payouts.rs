@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Admin, User};
 use super::{id, AppState};
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, Day};
 use crate::domain::ids::{PayoutId, UserId};
 use crate::domain::payout::{Payout, PayoutState};
 use crate::error::{ApiError, Problem};
@@ -225,10 +225,8 @@ pub struct LargeTransactionReport {
     transactions: Vec<LargeTransaction>,
 }
 
-fn parse_day(s: &str) -> Result<String, ApiError> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .map_err(|_| ApiError::validation(format!("`{s}` is not a date (YYYY-MM-DD)")))
+fn parse_day(s: &str) -> Result<Day, ApiError> {
+    Day::parse(s).map_err(ApiError::Validation)
 }
 
 /// Transfers and daily payout totals at or above
@@ -247,10 +245,12 @@ pub async fn large_transactions(
     let from = parse_day(&q.from)?;
     let to = match &q.to {
         Some(t) => parse_day(t)?,
-        None => from.clone(),
+        None => from,
     };
     Ok(HttpResponse::Ok().json(LargeTransactionReport {
-        transactions: state.storage.large_transactions(&from, &to)?,
+        transactions: state
+            .storage
+            .large_transactions(&from.to_string(), &to.to_string())?,
     }))
 }
 
@@ -490,9 +490,7 @@ pub async fn reconcile(
                 .provider
                 .as_ref()
                 .ok_or(ApiError::ProviderNotConfigured)?;
-            let day = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
-                .map_err(|_| ApiError::validation("bad date"))?;
-            client.download_bill(day).await.map_err(|e| {
+            client.download_bill(date.date()).await.map_err(|e| {
                 tracing::warn!(error = %e, "bill download failed");
                 ApiError::ProviderUnavailable
             })?
@@ -642,7 +640,7 @@ pub async fn reconciliation(
     let date = parse_day(&path)?;
     match state
         .storage
-        .reconciliation::<crate::domain::reconcile::Report>(&date)?
+        .reconciliation::<crate::domain::reconcile::Report>(&date.to_string())?
     {
         Some(r) => Ok(HttpResponse::Ok().json(r)),
         None => Err(ApiError::ReportNotFound),

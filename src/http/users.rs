@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::{auth, id, AppState};
 use crate::clock::now;
-use crate::domain::group::parse_user_name;
+use crate::domain::group::UserName;
 use crate::domain::ids::UserId;
 use crate::error::{ApiError, Problem};
 use crate::keys::Jwk;
@@ -43,7 +43,7 @@ pub async fn create_user(
     req: HttpRequest,
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = parse_user_name(&body.name).map_err(ApiError::Validation)?;
+    let name = UserName::parse(&body.name).map_err(ApiError::Validation)?;
     // Service backends creating users with the admin token are not limited per address.
     let limited = !auth::is_admin(&state, &req);
     if let Some(ip) = req.peer_addr().map(|a| a.ip()).filter(|_| limited) {

@@ -104,7 +104,11 @@ impl SledSlot {
 
     /// A temporary sled (see [`Sled::temporary`]).
     pub(super) fn temporary(cache_bytes: u64) -> Result<SledSlot> {
-        Ok(Self::holding(Sled::temporary(cache_bytes)?, None, cache_bytes))
+        Ok(Self::holding(
+            Sled::temporary(cache_bytes)?,
+            None,
+            cache_bytes,
+        ))
     }
 
     fn holding(sled: Sled, dir: Option<PathBuf>, cache_bytes: u64) -> SledSlot {

@@ -5,6 +5,7 @@
 use qrgate_provider::{Bill, BillRow, TransferState};
 
 use super::Wallets;
+use crate::clock::Day;
 use crate::domain::payout::Payout;
 use crate::domain::reconcile::{self, BillLine, Outcome, Report};
 use crate::error::ApiError;
@@ -25,9 +26,10 @@ fn line(r: &BillRow) -> BillLine {
 }
 
 impl Wallets {
-    /// Reconcile `bill`, the provider's bill of business day `day`
-    /// (`YYYY-MM-DD`), and store the report.
-    pub async fn reconcile(&self, day: String, bill: Bill) -> Result<Report, ApiError> {
+    /// Reconcile `bill`, the provider's bill of business day `day`, and
+    /// store the report.
+    pub async fn reconcile(&self, day: Day, bill: Bill) -> Result<Report, ApiError> {
+        let day = day.to_string();
         let storage = self.storage().clone();
         let cfg = self.actors.env().config.payouts.clone();
         let (report, w) = actix_web::web::block(move || -> Result<_, ApiError> {
