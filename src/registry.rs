@@ -27,6 +27,9 @@ use crate::storage::{Fence, Storage, Tracker};
 const SHARDS: usize = 64;
 /// How long a request may wait for room in an actor's mailbox before `overloaded`.
 const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for an actor whose write failed to settle
+/// before `storage_unavailable`.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Failure of a message: an API error, or "this actor was passivated, ask the
 /// registry again" (nothing was applied).
@@ -34,6 +37,10 @@ const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Fail {
     Api(ApiError),
     Retired,
+    /// A write of this actor failed while others were still in flight: it
+    /// retires once they settle, so ask again in a moment (nothing was
+    /// applied).
+    Settling,
 }
 
 impl From<ApiError> for Fail {
@@ -234,7 +241,7 @@ impl<A: Resident> Life<A> {
     pub fn touch(&mut self, ctx: &mut Context<A>) -> Result<(), Fail> {
         if !self.retired && self.writes.failed() {
             if self.writes.in_flight() > 0 {
-                return Err(ApiError::StorageUnavailable.into());
+                return Err(Fail::Settling);
             }
             tracing::warn!(id = %self.id, "a write failed; rebuilding from storage");
             self.retire(ctx);
@@ -369,15 +376,18 @@ impl<A: Resident> Registry<A> {
 
     /// Send `msg` to the entity's actor and await its answer. Waits for room
     /// in the actor's bounded mailbox (503 `overloaded` after 10 s); retried
-    /// on a fresh activation if the actor was retiring (it then applied
-    /// nothing).
+    /// on a fresh activation if the actor was retiring, and again after a
+    /// moment while a failed write of the actor settles (up to 2 s, then 503
+    /// `storage_unavailable`): either way it applied nothing.
     pub async fn call<M, R>(&self, id: A::Id, msg: M) -> Result<R, ApiError>
     where
         M: Message<Result = Step<R>> + Clone + Send + 'static,
         A: Handler<M>,
         R: Send + 'static,
     {
-        for _ in 0..4 {
+        let settle_by = Instant::now() + SETTLE_TIMEOUT;
+        let mut retired = 0;
+        while retired < 4 {
             let slot = self.slot(id)?;
             let answer = {
                 let _room = tokio::time::timeout(ROOM_TIMEOUT, slot.room.acquire())
@@ -391,11 +401,16 @@ impl<A: Resident> Registry<A> {
                 Ok(Ok(pending)) => {
                     return pending.await.map_err(|f| match f {
                         Fail::Api(e) => e,
-                        Fail::Retired => ApiError::Internal,
+                        Fail::Retired | Fail::Settling => ApiError::Internal,
                     })
                 }
                 Ok(Err(Fail::Api(e))) => return Err(e),
-                Ok(Err(Fail::Retired)) | Err(MailboxError::Closed) => continue,
+                Ok(Err(Fail::Retired)) | Err(MailboxError::Closed) => retired += 1,
+                // Its writes in flight land within a commit round or two.
+                Ok(Err(Fail::Settling)) if Instant::now() < settle_by => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                Ok(Err(Fail::Settling)) => return Err(ApiError::StorageUnavailable),
                 Err(MailboxError::Timeout) => return Err(ApiError::Overloaded),
             }
         }

@@ -33,9 +33,7 @@ fn code_id(k: &[u8], at: usize) -> Result<CodeId> {
     k.get(at..at + ID_LEN)
         .and_then(|s| <[u8; ID_LEN]>::try_from(s).ok())
         .map(CodeId)
-        .ok_or_else(|| {
-            StorageError::Corrupt(String::from_utf8_lossy(k).into_owned(), "code id".into())
-        })
+        .ok_or_else(|| StorageError::Corrupt(super::commit::printable_key(k), "code id".into()))
 }
 
 impl WriteSet {

@@ -268,8 +268,9 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
                 ));
                 continue;
             }
-            if let Some(f) = j.w.fence.take().filter(|_| !j.w.is_empty()) {
-                let writer = j.tracker.as_ref().map_or(0, |t| t.id);
+            let writer = j.tracker.as_ref().map_or(0, |t| t.id);
+            let fence = j.w.fence.take().filter(|_| !j.w.is_empty());
+            if let Some(f) = &fence {
                 let last = fenced
                     .get(&f.entity)
                     .map(|w| (u64::MAX, *w))
@@ -283,7 +284,6 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
                         continue;
                     }
                 }
-                fenced.insert(f.entity, writer);
             }
             if !j.w.creates.is_empty() {
                 if let Some(k) = first_existing(inner, &j.w.creates, &created) {
@@ -294,6 +294,13 @@ pub(super) fn commit_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Job>, mut cur: C
                     continue;
                 }
                 created.extend(j.w.creates.drain(..));
+            }
+            // Only a write set that lands makes its writer the entity's last:
+            // a refused one wrote nothing, and the writer that replaces it
+            // (activated after the refusal was answered, possibly before
+            // this round is published) must not be fenced by it.
+            if let Some(f) = fence {
+                fenced.insert(f.entity, writer);
             }
             for (k, v) in j.w.ops.drain(..) {
                 ops.push((k, v.map(sled::IVec::from)));
@@ -486,7 +493,19 @@ fn first_existing(
 ) -> Option<String> {
     keys.iter()
         .find(|k| created.contains(*k) || inner.tree.contains_key(k).unwrap_or(true))
-        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .map(|k| printable_key(k))
+}
+
+/// A key for a log line: its ASCII prefix (up to the first `/`), then the
+/// binary rest in hex.
+pub(super) fn printable_key(k: &[u8]) -> String {
+    let cut = k.iter().position(|b| *b == b'/').map_or(0, |i| i + 1);
+    let (prefix, rest) = k.split_at(cut);
+    let mut out = String::from_utf8_lossy(prefix).into_owned();
+    for b in rest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 pub(super) fn poison(inner: &Inner, e: &StorageError) {
@@ -543,6 +562,34 @@ mod tests {
         let mut w = put(k);
         w.fence(f.clone());
         w
+    }
+
+    /// A write set refused because a record it creates exists wrote
+    /// nothing, so it does not fence the writer that replaces its writer,
+    /// even one that read before the refused round was published.
+    #[test]
+    fn a_refused_create_does_not_fence_the_next_owner() {
+        use super::super::Fence;
+        let (_dir, rt, store) = super::super::test_store();
+        rt.block_on(async {
+            store.commit(create("x/taken")).await.unwrap();
+            let read_at = store.position();
+            let f = Fence::new("wallet/u_1", read_at);
+            let mut refused = create("x/taken");
+            refused.fence(f.clone());
+            let old = Arc::new(Tracker::default());
+            let r = store.submit_tracked(refused, Some(Arc::clone(&old)));
+            // Another writer's write in the same round gives it a position.
+            let other = store.submit(put("x/other"));
+            assert!(matches!(r.await, Err(StorageError::Exists(_))));
+            other.await.unwrap();
+            assert!(old.failed());
+            let new = Arc::new(Tracker::default());
+            store
+                .submit_tracked(fenced("x/mine", &f), Some(new))
+                .await
+                .unwrap();
+        });
     }
 
     /// One writer per entity: a writer that read the entity before another

@@ -143,13 +143,12 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 
 fn dec<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T> {
     serde_json::from_slice(v)
-        .map_err(|e| StorageError::Corrupt(String::from_utf8_lossy(k).into_owned(), e.to_string()))
+        .map_err(|e| StorageError::Corrupt(commit::printable_key(k), e.to_string()))
 }
 
 fn id16(k: &[u8], v: &[u8]) -> Result<[u8; 16]> {
-    v.try_into().map_err(|_| {
-        StorageError::Corrupt(String::from_utf8_lossy(k).into_owned(), "id length".into())
-    })
+    v.try_into()
+        .map_err(|_| StorageError::Corrupt(commit::printable_key(k), "id length".into()))
 }
 
 /// For the crash tests: `QRGATE_CRASH_AT=<name>` makes the process abort

@@ -71,7 +71,7 @@ pub(super) fn encode(items: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
 pub(super) fn decode<'a>(k: &[u8], v: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>> {
     let bad = || {
         StorageError::Corrupt(
-            String::from_utf8_lossy(k).into_owned(),
+            super::commit::printable_key(k),
             "ledger page cut short".into(),
         )
     };

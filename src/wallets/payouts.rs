@@ -297,7 +297,7 @@ impl WalletActor {
             Err(Fail::Api(e)) => {
                 tracing::info!(user = %user, code = e.code(), "automatic payout not made")
             }
-            Err(Fail::Retired) => {}
+            Err(Fail::Retired | Fail::Settling) => {}
         }
     }
 
