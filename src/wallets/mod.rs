@@ -3,6 +3,7 @@
 //! transfers, earnings, and the books check.
 
 pub mod actor;
+pub mod ledger_core;
 pub mod memory;
 pub mod packets;
 pub mod payouts;
@@ -20,8 +21,9 @@ use crate::domain::ledger::{self, Account, AccountId, Holder, Kind, Reason, Spec
 use crate::error::ApiError;
 use crate::registry::{Arbiters, Registry};
 use crate::storage::{DayAnchor, Storage};
-use actor::{Drain, Execute, ExpireDue, GetAccount};
-pub use actor::{Executed, WalletActor};
+pub use actor::WalletActor;
+pub use ledger_core::Executed;
+use ledger_core::{Drain, Execute, ExpireDue, GetAccount};
 pub use packets::{Claimed, Created, PacketState};
 pub use payouts::Requested;
 use payouts::{PayoutProgress, RefreshLink, RequestPayout, SetAutoPayout, SetLink};
@@ -62,7 +64,7 @@ impl Wallets {
         // postings left from before a restart are applied.
         let sys = w.clone();
         actix::spawn(async move {
-            if let Err(e) = sys.actors.call(Holder::System, Drain).await {
+            if let Err(e) = sys.actors.call(Holder::System, Drain {}).await {
                 tracing::error!(error = %e, "cannot start the system wallet actor");
             }
         });
@@ -80,7 +82,7 @@ impl Wallets {
             let now = crate::clock::now();
             // The system holder applies its inbox on its own timer; this
             // wakes it again if it retired (e.g. after a failed write).
-            if let Err(e) = self.actors.call(Holder::System, Drain).await {
+            if let Err(e) = self.actors.call(Holder::System, Drain {}).await {
                 tracing::warn!(error = %e, "system wallet actor unavailable");
             }
             match self.storage().due_pending(now, 1000) {

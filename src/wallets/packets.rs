@@ -22,8 +22,9 @@
 //! whole hold, including shares already paid from the escrow.
 
 use super::actor::WalletActor;
+use super::ledger_core::LedgerActor;
 use super::Wallets;
-use crate::clock::now_ms;
+use crate::clock::{now, now_ms};
 use crate::domain::events::{Event, EventKind};
 use crate::domain::ids::{PacketId, TransferId, UserId};
 use crate::domain::ledger::{AccountId, Holder, Kind, Reason, Spec};
@@ -73,7 +74,7 @@ fn event(to: Vec<UserId>, at: i64, kind: EventKind) -> Event {
 
 impl WalletActor {
     fn packet_id(&self) -> Result<PacketId, Fail> {
-        match self.holder {
+        match self.ledger.holder() {
             Holder::Packet(p) => Ok(p),
             _ => Err(ApiError::Internal.into()),
         }
@@ -85,14 +86,17 @@ impl WalletActor {
                 return Ok(*u);
             }
         }
-        let u = self.env.storage.packet_day_usage(self.holder, day)?;
+        let u = self
+            .env
+            .storage
+            .packet_day_usage(self.ledger.holder(), day)?;
         self.sends.usage = Some((day.to_string(), u));
         Ok(u)
     }
 
     fn create_packet(&mut self, m: CreatePacket) -> Step<Created> {
         let p = m.packet;
-        let funder = self.holder;
+        let funder = self.ledger.holder();
         if p.funder.holder() != funder {
             tracing::error!(packet = %p.id, holder = %funder, "packet routed to the wrong funder");
             return Err(ApiError::Internal.into());
@@ -146,7 +150,7 @@ impl WalletActor {
             user_data: p.id.to_string(),
         };
         let mut w = WriteSet::new();
-        let staged = self.stage(&hold, &mut w)?;
+        let staged = self.ledger.stage(&hold, &mut w)?;
         w.new_packet(&p);
         w.packet_key(
             funder,
@@ -166,13 +170,13 @@ impl WalletActor {
                 fresh: true,
             },
         );
-        self.adopt(staged);
+        self.ledger.adopt(staged);
         if daily {
             self.sends.usage = Some((day, used + p.total));
         }
         self.sends
             .by_key
-            .insert(m.key_hash, (self.gen, p, m.request_hash));
+            .insert(m.key_hash, (self.ledger.gen(), p, m.request_hash));
         metrics::PACKETS.with_label_values(&["created"]).inc();
         Ok(answer)
     }
@@ -245,8 +249,8 @@ impl WalletActor {
             reason: Reason::PacketClaim,
             user_data: pid.to_string(),
         };
-        let staged = self.stage(&share, &mut w)?;
-        self.adopt(staged);
+        let staged = self.ledger.stage(&share, &mut w)?;
+        self.ledger.adopt(staged);
         if let (Some(referrer), true) = (claim.referrer, pay.bonus > 0) {
             let bonus = Spec {
                 id: TransferId::derive("packet referral", &[pid.as_bytes(), user.as_bytes()]),
@@ -257,8 +261,8 @@ impl WalletActor {
                 reason: Reason::Referral,
                 user_data: pid.to_string(),
             };
-            match self.stage(&bonus, &mut w) {
-                Ok(s) => self.adopt(s),
+            match self.ledger.stage(&bonus, &mut w) {
+                Ok(s) => self.ledger.adopt(s),
                 Err(e) => {
                     // The share is in memory but will not be written:
                     // rebuild from storage before anything else.
@@ -334,7 +338,7 @@ impl WalletActor {
     /// that settles its hold, answered once every claim so far is durable.
     fn begin_close(&mut self, _: BeginClose) -> Step<Option<Spec>> {
         let pid = self.packet_id()?;
-        let now = self.now();
+        let now = now();
         let mem = self.packet.as_ref().ok_or(Refusal::NotFound)?;
         let p = &mem.packet;
         if p.closed.is_some() || (mem.tally.claims < p.count && now < p.expires_at) {
@@ -361,7 +365,7 @@ impl WalletActor {
     /// The hold is settled: record the packet closed, reveal its seed.
     fn finish_close(&mut self, _: FinishClose) -> Step<()> {
         let pid = self.packet_id()?;
-        let now = self.now();
+        let now = now();
         let mem = self.packet.as_mut().ok_or(Refusal::NotFound)?;
         if mem.packet.closed.is_some() {
             return done(());
@@ -397,7 +401,7 @@ impl WalletActor {
     /// Store the opens counter if it moved (from the tick; a count, not an
     /// acknowledged write, so nobody waits for it).
     pub(super) fn store_opens(&mut self) {
-        let Holder::Packet(pid) = self.holder else {
+        let Holder::Packet(pid) = self.ledger.holder() else {
             return;
         };
         if let Some(mem) = self.packet.as_mut() {
