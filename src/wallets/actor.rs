@@ -1,15 +1,16 @@
 //! The WalletActor: single writer of one holder's accounts (a user's wallet,
-//! the system holder's revenue, merchant and clearing accounts, or a red
-//! packet's escrow), through its [`LedgerCore`], and of what else the holder
-//! owns: a user's payouts and account link (`payouts.rs`), the packets a user
-//! or the system holder funds, and a packet's own records (`packets.rs`).
+//! or, for the one system holder, the revenue, merchant and clearing
+//! accounts), through its [`LedgerCore`], and of what else the holder owns:
+//! a user's payouts and account link (`payouts.rs`), and the packets a user
+//! or the system holder funds (`packets.rs`). A red packet's escrow has an
+//! actor of its own ([`super::PacketActor`]).
 
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::ledger_core::{ledger_handlers, LedgerActor, LedgerCore, LedgerSnapshot};
-use super::memory::{PacketMemory, PayoutMemory, SendMemory};
+use super::memory::{PayoutMemory, SendMemory};
 use super::Shared;
 use crate::domain::ledger::Holder;
 use crate::error::ApiError;
@@ -22,7 +23,6 @@ const SYSTEM_DRAIN_EVERY: Duration = Duration::from_millis(100);
 pub struct Snapshot {
     ledger: LedgerSnapshot,
     auto_payout: Option<u64>,
-    packet: Option<crate::storage::PacketRecords>,
 }
 
 pub struct WalletActor {
@@ -31,15 +31,12 @@ pub struct WalletActor {
     pub(super) ledger: LedgerCore,
     /// Payout state of this activation (see [`super::payouts`]).
     pub(super) payouts: PayoutMemory,
-    /// For a packet's holder: the packet, its claims and breaker.
-    pub(super) packet: Option<PacketMemory>,
     /// Packets this holder funded recently, and its daily packet total.
     pub(super) sends: SendMemory,
 }
 
 impl WalletActor {
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.store_opens();
         self.forget_applied(ctx);
         if self.ledger.holder() != Holder::System {
             let idle = Duration::from_secs(self.env.config.actors.idle_timeout_seconds);
@@ -118,23 +115,17 @@ impl Resident for WalletActor {
     }
 
     fn load(env: &Shared, h: Holder) -> Result<Snapshot, ApiError> {
-        let ledger = LedgerSnapshot::load(&env.storage, h)?;
         let auto_payout = match h {
             Holder::User(u) => env.storage.auto_payout(u)?,
-            Holder::System | Holder::Packet(_) => None,
-        };
-        let packet = match h {
-            Holder::Packet(p) => Some(
-                env.storage
-                    .load_packet(p)?
-                    .ok_or(crate::domain::packet::Refusal::NotFound)?,
-            ),
-            Holder::User(_) | Holder::System => None,
+            Holder::System => None,
+            Holder::Packet(p) => {
+                tracing::error!(packet = %p, "a packet routed to the wallet actors");
+                return Err(ApiError::Internal);
+            }
         };
         Ok(Snapshot {
-            ledger,
+            ledger: LedgerSnapshot::load(&env.storage, h)?,
             auto_payout,
-            packet,
         })
     }
 
@@ -145,7 +136,6 @@ impl Resident for WalletActor {
             life,
             env,
             payouts: PayoutMemory::with_auto(snap.auto_payout),
-            packet: snap.packet.map(PacketMemory::new),
             sends: SendMemory::default(),
         }
     }

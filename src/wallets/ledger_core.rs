@@ -1,5 +1,6 @@
-//! The ledger executor a holder's actor runs ([`super::WalletActor`]: a
-//! user, the system holder, or a red packet's escrow).
+//! The ledger executor every holder's actor runs: a wallet's
+//! ([`super::WalletActor`]: a user, or the system holder) and a red
+//! packet's ([`super::PacketActor`], the single writer of its escrow).
 //!
 //! A transfer runs in the actor of the holder that must authorise it
 //! ([`ledger::executor`]). That actor decides it ([`ledger::decide`]) and
