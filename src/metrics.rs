@@ -123,6 +123,9 @@ pub static GROUP_ACTORS: LazyLock<ActorMetrics> = LazyLock::new(|| actor_metrics
 pub static WALLET_ACTORS: LazyLock<ActorMetrics> =
     LazyLock::new(|| actor_metrics("wallet", "Wallet"));
 
+pub static PACKET_ACTORS: LazyLock<ActorMetrics> =
+    LazyLock::new(|| actor_metrics("packet", "Packet"));
+
 pub static STORAGE_POISONED: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "qrgate_storage_failed",
@@ -420,6 +423,7 @@ pub fn init() {
     LazyLock::force(&STORAGE_WRITE_SECONDS);
     LazyLock::force(&GROUP_ACTORS);
     LazyLock::force(&WALLET_ACTORS);
+    LazyLock::force(&PACKET_ACTORS);
     LazyLock::force(&OUTBOX_LAG);
     LazyLock::force(&STORAGE_POISONED);
     LazyLock::force(&JOURNAL_BYTES);

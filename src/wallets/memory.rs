@@ -1,50 +1,12 @@
-//! What a wallet actor remembers besides its accounts: its packet (when the
-//! actor is a packet's), the packets it created and the payouts it made that
-//! storage may not have applied yet. `packets.rs` and `payouts.rs` act on
-//! these; `actor.rs` holds them.
+//! What a wallet actor remembers besides its accounts: the packets it
+//! funded and the payouts it made that storage may not have applied yet.
+//! `packets.rs` and `payouts.rs` act on these; `actor.rs` holds them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use crate::domain::ids::{PayoutId, UserId};
-use crate::domain::packet::{Breaker, Claim, Packet, Tally};
+use crate::domain::ids::PayoutId;
+use crate::domain::packet::Packet;
 use crate::domain::payout::{DayUsage, Payout};
-use crate::storage::PacketRecords;
-
-/// A packet as its actor keeps it.
-pub struct PacketMemory {
-    pub(super) packet: Packet,
-    pub(super) claims: Vec<Claim>,
-    pub(super) by_user: HashSet<UserId>,
-    pub(super) tally: Tally,
-    pub(super) breaker: Breaker,
-    pub(super) opens: u64,
-    pub(super) opens_stored: u64,
-    /// When its settlement is due: its expiry, or when it emptied.
-    pub(super) close_at: i64,
-}
-
-impl PacketMemory {
-    pub fn new(r: PacketRecords) -> Self {
-        let mut tally = Tally::default();
-        for c in &r.claims {
-            tally.add(c);
-        }
-        let close_at = match r.claims.last() {
-            Some(c) if tally.claims >= r.packet.count => c.at,
-            _ => r.packet.expires_at,
-        };
-        PacketMemory {
-            by_user: r.claims.iter().map(|c| c.user).collect(),
-            claims: r.claims,
-            tally,
-            breaker: Breaker::default(),
-            opens: r.opens,
-            opens_stored: r.opens,
-            close_at,
-            packet: r.packet,
-        }
-    }
-}
 
 /// Packets a funder's actor created and storage may not have yet, and the
 /// funder's daily total.

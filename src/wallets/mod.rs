@@ -1,9 +1,17 @@
-//! Wallets: the registry of wallet actors, routing of transfers to the
+//! Wallets: the ledger's holders as actors, routing of transfers to the
 //! holder that must authorise them, the timeout sweeper of pending
-//! transfers, earnings, and the books check.
+//! transfers, earnings, payouts, red packets, and the books check.
+//!
+//! Two kinds of actor hold accounts, each with its own registry, and both
+//! run the same ledger executor ([`ledger_core`]): a [`WalletActor`] per
+//! user plus one for the system holder, and a [`PacketActor`] per red packet
+//! (its escrow). [`Wallets`] sends whatever is addressed to a
+//! `Holder::Packet` to the packets' registry and the rest to the wallets'.
 
 pub mod actor;
+pub mod ledger_core;
 pub mod memory;
+pub mod packet_actor;
 pub mod packets;
 pub mod payouts;
 pub mod reconcile;
@@ -18,11 +26,14 @@ use crate::domain::books::{self, CheckReport};
 use crate::domain::ids::{TransferId, UserId};
 use crate::domain::ledger::{self, Account, AccountId, Holder, Kind, Reason, Spec};
 use crate::error::ApiError;
-use crate::registry::{Arbiters, Registry};
+use crate::registry::{Arbiters, Registry, Step};
 use crate::storage::{DayAnchor, Storage};
-use actor::{Drain, Execute, ExpireDue, GetAccount};
-pub use actor::{Executed, WalletActor};
-pub use packets::{Claimed, Created, PacketState};
+use actix::{Handler, Message};
+pub use actor::WalletActor;
+pub use ledger_core::Executed;
+use ledger_core::{Drain, Execute, ExpireDue, GetAccount};
+pub use packet_actor::{Claimed, PacketActor, PacketState};
+pub use packets::Created;
 pub use payouts::Requested;
 use payouts::{PayoutProgress, RefreshLink, RequestPayout, SetAutoPayout, SetLink};
 
@@ -30,7 +41,7 @@ use crate::domain::ids::PayoutId;
 use crate::domain::payout::{Answer, Payout};
 use crate::storage::Link;
 
-/// What every wallet actor shares.
+/// What every wallet and packet actor shares.
 pub struct Shared {
     pub config: Config,
     pub storage: Storage,
@@ -46,7 +57,8 @@ pub struct BooksCheck {
 
 #[derive(Clone)]
 pub struct Wallets {
-    actors: Registry<WalletActor>,
+    wallet_actors: Registry<WalletActor>,
+    packet_actors: Registry<PacketActor>,
 }
 
 impl Wallets {
@@ -55,22 +67,41 @@ impl Wallets {
     pub fn new(shared: Arc<Shared>, arbiters: Arbiters) -> Wallets {
         let mailbox = shared.config.actors.mailbox;
         let w = Wallets {
-            actors: Registry::new(shared, arbiters, mailbox),
+            wallet_actors: Registry::new(Arc::clone(&shared), arbiters.clone(), mailbox),
+            packet_actors: Registry::new(shared, arbiters, mailbox),
         };
         actix::spawn(w.clone().sweep_timeouts());
         // The system holder applies its inbox on a timer; wake it now so
         // postings left from before a restart are applied.
         let sys = w.clone();
         actix::spawn(async move {
-            if let Err(e) = sys.actors.call(Holder::System, Drain).await {
+            if let Err(e) = sys.wallet_actors.call(Holder::System, Drain {}).await {
                 tracing::error!(error = %e, "cannot start the system wallet actor");
             }
         });
         w
     }
 
+    fn shared(&self) -> &Shared {
+        self.wallet_actors.env()
+    }
+
     fn storage(&self) -> &Storage {
-        &self.actors.env().storage
+        &self.shared().storage
+    }
+
+    /// Send `msg` to the actor of `holder`: a packet's, or a wallet's.
+    async fn call_holder<M, R>(&self, holder: Holder, msg: M) -> Result<R, ApiError>
+    where
+        M: Message<Result = Step<R>> + Clone + Send + 'static,
+        WalletActor: Handler<M>,
+        PacketActor: Handler<M>,
+        R: Send + 'static,
+    {
+        match holder {
+            Holder::Packet(p) => self.packet_actors.call(p, msg).await,
+            Holder::User(_) | Holder::System => self.wallet_actors.call(holder, msg).await,
+        }
     }
 
     async fn sweep_timeouts(self) {
@@ -80,13 +111,13 @@ impl Wallets {
             let now = crate::clock::now();
             // The system holder applies its inbox on its own timer; this
             // wakes it again if it retired (e.g. after a failed write).
-            if let Err(e) = self.actors.call(Holder::System, Drain).await {
+            if let Err(e) = self.wallet_actors.call(Holder::System, Drain {}).await {
                 tracing::warn!(error = %e, "system wallet actor unavailable");
             }
             match self.storage().due_pending(now, 1000) {
                 Ok(due) => {
                     for (holder, id) in due {
-                        if let Err(e) = self.actors.call(holder, ExpireDue { id }).await {
+                        if let Err(e) = self.call_holder(holder, ExpireDue { id }).await {
                             tracing::warn!(transfer = %id, error = %e, "pending transfer expiry failed");
                         }
                     }
@@ -100,7 +131,7 @@ impl Wallets {
     /// Run a transfer in the actor of the holder that must authorise it.
     pub async fn execute(&self, spec: Spec) -> Result<Executed, ApiError> {
         let holder = ledger::executor(&spec.debit, &spec.credit);
-        self.actors.call(holder, Execute { spec }).await
+        self.call_holder(holder, Execute { spec }).await
     }
 
     /// A transfer as stored (durable state; a transfer being written is not
@@ -110,7 +141,7 @@ impl Wallets {
     }
 
     pub async fn account(&self, id: AccountId) -> Result<Account, ApiError> {
-        self.actors.call(id.holder(), GetAccount { id }).await
+        self.call_holder(id.holder(), GetAccount { id }).await
     }
 
     /// Credit `user` for an earning event, from the kind's revenue account.
@@ -143,7 +174,7 @@ impl Wallets {
         request_hash: [u8; 32],
         amount: u64,
     ) -> Result<Requested, ApiError> {
-        self.actors
+        self.wallet_actors
             .call(
                 Holder::User(user),
                 RequestPayout {
@@ -164,7 +195,7 @@ impl Wallets {
         error: Option<String>,
         called: bool,
     ) -> Result<Payout, ApiError> {
-        self.actors
+        self.wallet_actors
             .call(
                 Holder::User(p.user),
                 PayoutProgress {
@@ -182,7 +213,7 @@ impl Wallets {
         user: UserId,
         threshold: Option<u64>,
     ) -> Result<(), ApiError> {
-        self.actors
+        self.wallet_actors
             .call(Holder::User(user), SetAutoPayout { threshold })
             .await
     }
@@ -195,13 +226,15 @@ impl Wallets {
         linked_at: i64,
         link: Link,
     ) -> Result<bool, ApiError> {
-        self.actors
+        self.wallet_actors
             .call(Holder::User(user), RefreshLink { linked_at, link })
             .await
     }
 
     pub async fn set_link(&self, user: UserId, link: Link) -> Result<(), ApiError> {
-        self.actors.call(Holder::User(user), SetLink { link }).await
+        self.wallet_actors
+            .call(Holder::User(user), SetLink { link })
+            .await
     }
 
     pub fn payout(&self, id: PayoutId) -> Result<Option<Payout>, ApiError> {

@@ -8,7 +8,8 @@
 //! [`payout::advance`].
 
 use super::actor::WalletActor;
-use crate::clock::now_ms;
+use super::ledger_core::LedgerActor;
+use crate::clock::{now, now_ms};
 use crate::domain::events::{Event, EventKind};
 use crate::domain::ids::{PayoutId, TransferId, UserId};
 use crate::domain::ledger::{AccountId, Holder, Kind, Reason, Spec};
@@ -32,7 +33,7 @@ fn settle_id(kind: &str, p: &Payout) -> TransferId {
 
 impl WalletActor {
     fn user(&self) -> Result<UserId, Fail> {
-        match self.holder {
+        match self.ledger.holder() {
             Holder::User(u) => Ok(u),
             Holder::System | Holder::Packet(_) => Err(ApiError::Internal.into()),
         }
@@ -57,7 +58,7 @@ impl WalletActor {
     }
 
     fn remember(&mut self, p: Payout) {
-        self.payouts.recent.insert(p.id, (self.gen, p));
+        self.payouts.recent.insert(p.id, (self.ledger.gen(), p));
     }
 
     fn request_payout(&mut self, m: RequestPayout) -> Step<Requested> {
@@ -92,7 +93,7 @@ impl WalletActor {
         if from_config || self.env.storage.is_frozen(user)? {
             return Err(ApiError::AccountFrozen.into());
         }
-        let now = self.now();
+        let now = now();
         let cfg = self.env.config.payouts.clone();
         let link = self.env.storage.link(user)?;
         let kyc = self.env.storage.user(user)?.is_some_and(|u| u.kyc_verified);
@@ -122,7 +123,7 @@ impl WalletActor {
             user_data: partner_trade_no.clone(),
         };
         let mut w = WriteSet::new();
-        let staged = self.stage(&hold, &mut w)?;
+        let staged = self.ledger.stage(&hold, &mut w)?;
         let p = Payout {
             id,
             user,
@@ -172,9 +173,11 @@ impl WalletActor {
                 fresh: true,
             },
         );
-        self.adopt(staged);
+        self.ledger.adopt(staged);
         self.payouts.usage = Some((day, new_usage));
-        self.payouts.by_key.insert(key_hash, (self.gen, p.id));
+        self.payouts
+            .by_key
+            .insert(key_hash, (self.ledger.gen(), p.id));
         self.remember(p);
         metrics::PAYOUTS.with_label_values(&["requested"]).inc();
         Ok(answer)
@@ -182,7 +185,7 @@ impl WalletActor {
 
     fn payout_progress(&mut self, m: PayoutProgress) -> Step<Payout> {
         let p = self.find_payout(m.id)?.ok_or(ApiError::PayoutNotFound)?;
-        let now = self.now();
+        let now = now();
         let factor = self.env.config.payouts.retry_factor;
         let mut q = p.clone();
         if m.called {
@@ -226,7 +229,7 @@ impl WalletActor {
                         reason: Reason::Payout,
                         user_data: p.partner_trade_no.clone(),
                     };
-                    staged = Some(self.stage(&spec, &mut w)?);
+                    staged = Some(self.ledger.stage(&spec, &mut w)?);
                     q.state = state;
                     q.transfer_bill_no = bill_no.or(q.transfer_bill_no);
                     q.fail_reason = reason;
@@ -263,7 +266,7 @@ impl WalletActor {
         // payout at once (it would fail the same way); the next credit or
         // activation checks the threshold again.
         if let Some(s) = staged {
-            self.adopt(s);
+            self.ledger.adopt(s);
         }
         self.remember(q);
         Ok(answer)
@@ -278,7 +281,7 @@ impl WalletActor {
             return;
         };
         let Ok(user) = self.user() else { return };
-        let wallet = self.view(&AccountId::Wallet(user));
+        let wallet = self.ledger.view(&AccountId::Wallet(user));
         let available = u64::try_from(wallet.available()).unwrap_or(0);
         if available < threshold {
             return;

@@ -31,7 +31,7 @@ impl Wallets {
     pub async fn reconcile(&self, day: Day, bill: Bill) -> Result<Report, ApiError> {
         let day = day.to_string();
         let storage = self.storage().clone();
-        let cfg = self.actors.env().config.payouts.clone();
+        let cfg = self.shared().config.payouts.clone();
         let (report, w) = actix_web::web::block(move || -> Result<_, ApiError> {
             let all = storage.all_payouts()?;
             let of_day: Vec<Payout> = all

@@ -104,7 +104,7 @@ impl Runner {
     }
 
     fn count_stuck(&self, now: i64) {
-        let after = self.wallets.actors.env().config.payouts.stuck_after_seconds;
+        let after = self.wallets.shared().config.payouts.stuck_after_seconds;
         match self.wallets.storage().open_payouts() {
             Ok(open) => {
                 let stuck = open.iter().filter(|p| is_stuck(p, now, after)).count();
@@ -223,7 +223,7 @@ pub async fn refresh_links(
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         every.tick().await;
-        let before = wallets.actors.env().config.payouts.refresh_before_seconds;
+        let before = wallets.shared().config.payouts.refresh_before_seconds;
         let now = crate::clock::now();
         let links = match wallets.storage().links() {
             Ok(l) => l,
