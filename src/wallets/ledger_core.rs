@@ -13,7 +13,7 @@
 //! [`LedgerCore`] is the holder's ledger state and the decisions on it;
 //! [`LedgerActor`] is what an actor owning one implements to get its writes,
 //! its inbox drain and the ledger messages ([`Execute`], [`Drain`],
-//! [`GetAccount`], [`GetTransfer`], [`ExpireDue`]), whose handlers
+//! [`GetAccount`], [`ExpireDue`]), whose handlers
 //! `ledger_handlers!` declares for each actor type.
 
 use actix::prelude::*;
@@ -379,10 +379,6 @@ pub trait LedgerActor: Resident<Env = Shared> {
         done(self.ledger().view(&m.id))
     }
 
-    fn get_transfer(&mut self, m: GetTransfer) -> Step<Option<Transfer>> {
-        done(self.ledger().find(m.id)?)
-    }
-
     /// Resolve a pending transfer that reached its timeout (sent by the sweeper).
     fn expire_due(&mut self, m: ExpireDue) -> Step<()> {
         let Some(p) = self.ledger().find(m.id)? else {
@@ -436,7 +432,6 @@ macro_rules! ledger_message {
 
 ledger_message!(Execute -> Executed { spec: Spec });
 ledger_message!(GetAccount -> Account { id: AccountId });
-ledger_message!(GetTransfer -> Option<Transfer> { id: TransferId });
 ledger_message!(ExpireDue -> () { id: TransferId });
 // Apply the inbox now.
 ledger_message!(Drain -> () {});
@@ -447,7 +442,6 @@ macro_rules! ledger_handlers {
     ($actor:ty) => {
         $crate::wallets::ledger_core::ledger_handlers!(@one $actor, Execute, execute);
         $crate::wallets::ledger_core::ledger_handlers!(@one $actor, GetAccount, get_account);
-        $crate::wallets::ledger_core::ledger_handlers!(@one $actor, GetTransfer, get_transfer);
         $crate::wallets::ledger_core::ledger_handlers!(@one $actor, ExpireDue, expire_due);
         impl actix::Handler<$crate::wallets::ledger_core::Drain> for $actor {
             type Result = $crate::registry::Step<()>;
