@@ -92,9 +92,10 @@ use std::time::Duration;
 
 use actix_web::http::{Method, Uri};
 use serde::Deserialize;
-use thiserror::Error;
 
+pub use super::notify::NotifyHeaders;
 use super::notify::{self, TransferResult};
+pub use super::reply::ClientError;
 use super::reply::*;
 use super::sign::{self, RsaPrivateKey, RsaPublicKey};
 pub use super::wire::*;
@@ -159,92 +160,6 @@ impl fmt::Debug for ProviderConfig {
             .field("timeout_ms", &self.timeout_ms)
             .field("server_ip", &self.server_ip)
             .finish()
-    }
-}
-
-/// Errors of the provider client.
-#[derive(Debug, Error)]
-pub enum ClientError {
-    /// No answer within `timeout_ms`.
-    #[error("provider did not answer in time")]
-    Timeout,
-    /// Connection error or a 5xx (or 408/429) answer.
-    #[error("provider unavailable: {0}")]
-    Unavailable(String),
-    /// A definitive 4xx business error from the provider (`status` 200 for
-    /// OAuth `errcode` answers, 0 when refused locally before sending).
-    #[error("provider rejected the request ({status} {code}): {message}")]
-    Rejected {
-        /// HTTP status (200 for OAuth errors, 0 for local refusals).
-        status: u16,
-        /// Provider error code, e.g. `PARAM_ERROR`, or an OAuth errcode.
-        code: String,
-        /// Provider message.
-        message: String,
-    },
-    /// The answer's (or notification's) signature, timestamp or serial is
-    /// invalid: its content must not be trusted.
-    #[error("bad provider signature: {0}")]
-    BadSignature(String),
-    /// A malformed answer.
-    #[error("provider protocol error: {0}")]
-    Protocol(String),
-    /// Invalid configuration or key files.
-    #[error("provider client configuration: {0}")]
-    Config(String),
-}
-
-impl ClientError {
-    /// Whether the outcome of the call is unknown and it may be retried (with
-    /// the same `partner_trade_no`) or queried: `Timeout`, `Unavailable`,
-    /// `BadSignature` and `Protocol`. `Rejected` and `Config` are definitive.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Timeout | Self::Unavailable(_) | Self::BadSignature(_) | Self::Protocol(_) => {
-                true
-            }
-            Self::Rejected { .. } | Self::Config(_) => false,
-        }
-    }
-
-    fn local(code: &str, message: impl Into<String>) -> Self {
-        Self::Rejected {
-            status: 0,
-            code: code.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
-/// The `Wechatpay-*` headers of a notification, as received.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NotifyHeaders {
-    /// `Wechatpay-Timestamp`.
-    pub timestamp: String,
-    /// `Wechatpay-Nonce`.
-    pub nonce: String,
-    /// `Wechatpay-Signature`.
-    pub signature: String,
-    /// `Wechatpay-Serial`.
-    pub serial: String,
-}
-
-impl NotifyHeaders {
-    /// Reads the four headers from a request's header map; `None` when one is
-    /// missing or not visible ASCII.
-    pub fn from_headers(headers: &actix_web::http::header::HeaderMap) -> Option<Self> {
-        let get = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        Some(Self {
-            timestamp: get(sign::HEADER_TIMESTAMP)?,
-            nonce: get(sign::HEADER_NONCE)?,
-            signature: get(sign::HEADER_SIGNATURE)?,
-            serial: get(sign::HEADER_SERIAL)?,
-        })
     }
 }
 

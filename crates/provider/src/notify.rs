@@ -440,6 +440,38 @@ pub fn build_notification(
     serde_json::to_string(&envelope).map_err(NotifyError::Serialize)
 }
 
+/// The `Wechatpay-*` headers of a notification, as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyHeaders {
+    /// `Wechatpay-Timestamp`.
+    pub timestamp: String,
+    /// `Wechatpay-Nonce`.
+    pub nonce: String,
+    /// `Wechatpay-Signature`.
+    pub signature: String,
+    /// `Wechatpay-Serial`.
+    pub serial: String,
+}
+
+impl NotifyHeaders {
+    /// Reads the four headers from a request's header map; `None` when one is
+    /// missing or not visible ASCII.
+    pub fn from_headers(headers: &actix_web::http::header::HeaderMap) -> Option<Self> {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Some(Self {
+            timestamp: get(sign::HEADER_TIMESTAMP)?,
+            nonce: get(sign::HEADER_NONCE)?,
+            signature: get(sign::HEADER_SIGNATURE)?,
+            serial: get(sign::HEADER_SERIAL)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,65 @@
-//! Reading what the provider answers: status classes, signatures needed,
+//! Reading what the provider answers: the client's errors, status classes, signatures needed,
 //! error bodies, transfer and OAuth replies; and query strings.
 
 use serde::Deserialize;
 
-use super::client::{ClientError, NotifyHeaders};
+use super::notify::NotifyHeaders;
 use super::wire::*;
+use thiserror::Error;
+
+/// Errors of the provider client.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No answer within `timeout_ms`.
+    #[error("provider did not answer in time")]
+    Timeout,
+    /// Connection error or a 5xx (or 408/429) answer.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// A definitive 4xx business error from the provider (`status` 200 for
+    /// OAuth `errcode` answers, 0 when refused locally before sending).
+    #[error("provider rejected the request ({status} {code}): {message}")]
+    Rejected {
+        /// HTTP status (200 for OAuth errors, 0 for local refusals).
+        status: u16,
+        /// Provider error code, e.g. `PARAM_ERROR`, or an OAuth errcode.
+        code: String,
+        /// Provider message.
+        message: String,
+    },
+    /// The answer's (or notification's) signature, timestamp or serial is
+    /// invalid: its content must not be trusted.
+    #[error("bad provider signature: {0}")]
+    BadSignature(String),
+    /// A malformed answer.
+    #[error("provider protocol error: {0}")]
+    Protocol(String),
+    /// Invalid configuration or key files.
+    #[error("provider client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// Whether the outcome of the call is unknown and it may be retried (with
+    /// the same `partner_trade_no`) or queried: `Timeout`, `Unavailable`,
+    /// `BadSignature` and `Protocol`. `Rejected` and `Config` are definitive.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Unavailable(_) | Self::BadSignature(_) | Self::Protocol(_) => {
+                true
+            }
+            Self::Rejected { .. } | Self::Config(_) => false,
+        }
+    }
+
+    pub(crate) fn local(code: &str, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            status: 0,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 pub(crate) fn encode_query_value(value: &str) -> String {
