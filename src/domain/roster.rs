@@ -1,7 +1,7 @@
 //! The members of one group as its actor keeps them in memory.
 //!
 //! A resident group holds every membership, and an operator may keep 100k
-//! groups of 100 members resident on a small machine (issue 6: at most
+//! groups of 100 members resident on a small machine (the target: at most
 //! 1 GiB). A [`Member`] is 96 bytes with a heap-allocated list of risk
 //! reasons; a [`Roster`] keeps the same facts in a 16-byte seat per member:
 //! the lineage pair (invitation, inviter), shared by every member who came

@@ -208,7 +208,7 @@ pub struct LoadArgs {
     /// (`observe`: every join scored, its signals and analytics kept, but
     /// nobody challenged, so both runs do the same joins), interleaved over
     /// this many pairs of fresh servers, and report what scoring costs
-    /// (issue 7's target: at most 10 %).
+    /// (the target: at most 10 %).
     #[arg(long, value_name = "PAIRS")]
     pub risk_ab: Option<usize>,
 }
