@@ -43,10 +43,7 @@ fn run(c: &mut Criterion, group: &str, journal: bool) {
             Err(e) => panic!("open: {e}"),
         };
         Wallets::new(
-            Arc::new(Shared {
-                config: Config::default(),
-                storage,
-            }),
+            Arc::new(Shared::new(Config::default(), storage)),
             Arbiters::start(2),
         )
     });

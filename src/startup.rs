@@ -100,10 +100,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         None => None,
     };
     let wallets = crate::wallets::Wallets::new(
-        Arc::new(crate::wallets::Shared {
-            config: config.clone(),
-            storage: storage.clone(),
-        }),
+        Arc::new(crate::wallets::Shared::new(config.clone(), storage.clone())),
         arbiters,
     );
     let hub = Hub::new(config.websocket.queue);
@@ -161,10 +158,6 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             per_minute(config.limits.users_per_minute_per_ip),
             clock.clone(),
         ),
-        claim_limiter: RateLimiter::dashmap_with_clock(
-            per_minute(config.packets.claims_per_minute_per_user),
-            clock,
-        ),
         accounts,
         storage: storage.clone(),
         keys,
@@ -186,7 +179,6 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             every.tick().await;
             user_limiter.retain_recent();
             sweep.ip_limiter.retain_recent();
-            sweep.claim_limiter.retain_recent();
             user_limiter.shrink_to_fit();
             sweep.ip_limiter.shrink_to_fit();
         }

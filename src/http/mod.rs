@@ -52,7 +52,6 @@ pub struct AppState {
     pub qr_cache: quick_cache::sync::Cache<(InviteId, u8, u32), Bytes>,
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Red packet claims per user.
-    pub claim_limiter: DefaultKeyedRateLimiter<crate::domain::ids::UserId>,
     /// Users, sessions, freezes and API keys.
     pub accounts: crate::accounts::Accounts,
     /// WebSocket tickets: blake3(ticket) -> who may open one socket, until when.

@@ -444,14 +444,6 @@ pub async fn claim(
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
     };
     super::not_frozen(&state, user.0)?;
-    if let Err(nu) = state.claim_limiter.check_key(&user.0) {
-        let clock = &state.groups.shared().clock;
-        return Err(ApiError::rate_limited(
-            "red packet claims by this user",
-            &nu,
-            clock,
-        ));
-    }
     let at = match (b.lat, b.lon) {
         (Some(lat), Some(lon)) if packet::valid_point(lat, lon) => Some((lat, lon)),
         (None, None) => None,

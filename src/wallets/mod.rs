@@ -30,12 +30,15 @@ use crate::registry::{Arbiters, Registry, Step};
 use crate::storage::{DayAnchor, Storage};
 use actix::{Handler, Message};
 pub use actor::WalletActor;
+use governor::clock::DefaultClock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub use ledger_core::Executed;
 use ledger_core::{Drain, Execute, ExpireDue, GetAccount};
 pub use packet_actor::{Claimed, PacketActor, PacketState};
 pub use packets::Created;
 pub use payouts::Requested;
 use payouts::{PayoutProgress, RefreshLink, RequestPayout, SetAutoPayout, SetLink};
+use std::num::NonZeroU32;
 
 use crate::domain::ids::PayoutId;
 use crate::domain::payout::{Answer, Payout};
@@ -45,6 +48,23 @@ use crate::storage::Link;
 pub struct Shared {
     pub config: Config,
     pub storage: Storage,
+    /// Claims per user and minute (`packets.claims_per_minute_per_user`).
+    claims: DefaultKeyedRateLimiter<UserId>,
+    clock: DefaultClock,
+}
+
+impl Shared {
+    pub fn new(config: Config, storage: Storage) -> Shared {
+        let clock = DefaultClock::default();
+        let per_minute =
+            NonZeroU32::new(config.packets.claims_per_minute_per_user).unwrap_or(NonZeroU32::MIN);
+        Shared {
+            claims: RateLimiter::dashmap_with_clock(Quota::per_minute(per_minute), clock.clone()),
+            clock,
+            config,
+            storage,
+        }
+    }
 }
 
 /// The books check's answer: the report and the journal's day anchors.
@@ -106,8 +126,14 @@ impl Wallets {
 
     async fn sweep_timeouts(self) {
         let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
         loop {
             every.tick().await;
+            ticks += 1;
+            // The claim limiter keeps a key until told to forget idle ones.
+            if ticks.is_multiple_of(60) {
+                self.shared().claims.retain_recent();
+            }
             let now = crate::clock::now();
             // The system holder applies its inbox on its own timer; this
             // wakes it again if it retired (e.g. after a failed write).

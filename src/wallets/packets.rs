@@ -169,6 +169,14 @@ impl Wallets {
 
     /// Claim a share; settles the packet in the background if this was the last.
     pub async fn claim_packet(&self, id: PacketId, ask: ClaimAsk) -> Result<Claimed, ApiError> {
+        let env = self.shared();
+        if let Err(nu) = env.claims.check_key(&ask.user) {
+            return Err(ApiError::rate_limited(
+                "red packet claims by this user",
+                &nu,
+                &env.clock,
+            ));
+        }
         let c = self.packet_actors.call(id, ClaimShare { ask }).await?;
         if c.left == 0 {
             let me = self.clone();

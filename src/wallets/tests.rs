@@ -15,10 +15,7 @@ use crate::registry::Arbiters;
 use crate::storage::Storage;
 
 fn wallets(storage: &Storage) -> Wallets {
-    let shared = Arc::new(Shared {
-        config: Config::default(),
-        storage: storage.clone(),
-    });
+    let shared = Arc::new(Shared::new(Config::default(), storage.clone()));
     Wallets::new(shared, Arbiters::start(1))
 }
 

@@ -36,10 +36,7 @@ async fn two_phase_transfers_reserve_post_void_and_expire() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = Storage::open(dir.path(), [1; 32]).expect("open");
     let wallets = Wallets::new(
-        Arc::new(Shared {
-            config: Config::default(),
-            storage,
-        }),
+        Arc::new(Shared::new(Config::default(), storage)),
         Arbiters::start(2),
     );
     let wallet = AccountId::Wallet(UserId([9; 16]));
