@@ -57,6 +57,7 @@ mod checkpoint;
 mod codes;
 mod commit;
 mod groups;
+pub mod jetstream;
 pub mod journal;
 mod kv;
 mod ledger;

@@ -2,6 +2,7 @@ mod abuse;
 mod access;
 mod browser;
 mod campaign;
+mod cluster;
 mod codes;
 mod crash;
 mod errors;

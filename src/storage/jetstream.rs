@@ -1,0 +1,382 @@
+//! The log of record on NATS JetStream, for cluster mode: a replicated
+//! stream in which each entity (a group, a wallet, a packet, ...) appends to
+//! its own subject.
+//!
+//! - [`StreamLog::append`] publishes with `Nats-Expected-Last-Subject-Sequence`
+//!   set to the entity's last position as its writer knows it: JetStream
+//!   refuses the append if anyone else wrote the entity since
+//!   ([`AppendError::Conflict`]), which keeps one writer per entity even while
+//!   two nodes briefly both think they own it. `Nats-Msg-Id` makes a retried
+//!   publish land once; timeouts and leader elections are retried with the
+//!   same id until `retry_for` runs out ([`AppendError::Unavailable`]). The
+//!   position returned is durable: JetStream acknowledged it on a quorum of
+//!   replicas.
+//! - [`StreamLog::last`] reads an entity's last position (0: never written),
+//!   where its new writer starts.
+//! - [`StreamLog::follow`] delivers every entry from a position on, in stream
+//!   order: what each node applies to its local view.
+//!
+//! The client runs on a runtime of its own (one thread), so the store's
+//! threads can use it without an async context of theirs. Written against
+//! nats-server 2.9 (Debian's): no stream settings of later servers are
+//! used, since 2.9 silently ignores them.
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, DeliverPolicy},
+    context::{Context, PublishErrorKind},
+    message::PublishMessage,
+    stream::{Config, DiscardPolicy, StorageType},
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How to reach the stream.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// NATS server URLs (`nats://host:port`).
+    pub urls: Vec<String>,
+    /// The stream's name; its subjects are `{subject_prefix}.>`.
+    pub stream: String,
+    pub subject_prefix: String,
+    /// Replicas of the stream (3 in production: it survives one server).
+    pub replicas: usize,
+    /// How long an append retries through timeouts and leader elections
+    /// (NATS elects a new stream leader within about 10 s).
+    pub retry_for: Duration,
+}
+
+impl LogOptions {
+    pub fn new(urls: Vec<String>) -> LogOptions {
+        LogOptions {
+            urls,
+            stream: "QRGATE".into(),
+            subject_prefix: "qrgate".into(),
+            replicas: 3,
+            retry_for: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why an append did not land.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else wrote the entity after the position its writer gave:
+    /// this writer is stale and must be rebuilt from the log.
+    #[error("another writer appended to {entity} after position {expected}")]
+    Conflict { entity: String, expected: u64 },
+    /// JetStream did not acknowledge in time (no quorum, no leader). The
+    /// append may still land later, once, under its message id.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One entry of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its position in the stream (from 1).
+    pub seq: u64,
+    pub entity: String,
+    pub payload: Bytes,
+}
+
+pub struct StreamLog {
+    rt: tokio::runtime::Runtime,
+    js: Context,
+    opts: LogOptions,
+    names: Names,
+}
+
+/// Entities and their subjects: `group/g_…` is `{prefix}.group.g_…` (ids
+/// hold no `.`).
+#[derive(Clone)]
+struct Names {
+    prefix: String,
+}
+
+impl Names {
+    fn subject(&self, entity: &str) -> String {
+        format!("{}.{}", self.prefix, entity.replacen('/', ".", 1))
+    }
+
+    fn entity(&self, subject: &str) -> Option<String> {
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|s| s.strip_prefix('.'))
+            .map(|e| e.replacen('.', "/", 1))
+    }
+}
+
+impl StreamLog {
+    /// Connect and create the stream if it does not exist.
+    pub fn connect(opts: LogOptions) -> Result<StreamLog, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("qrgate-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the NATS runtime: {e}"))?;
+        let js = rt.block_on(async {
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(5))
+                .connect(opts.urls.clone())
+                .await
+                .map_err(|e| format!("cannot connect to NATS at {:?}: {e}", opts.urls))?;
+            let js = jetstream::ContextBuilder::new()
+                .timeout(Duration::from_secs(2))
+                .build(client);
+            js.get_or_create_stream(Config {
+                name: opts.stream.clone(),
+                subjects: vec![format!("{}.>", opts.subject_prefix)],
+                num_replicas: opts.replicas,
+                storage: StorageType::File,
+                max_messages_per_subject: -1,
+                max_messages: -1,
+                max_bytes: -1,
+                discard: DiscardPolicy::Old,
+                duplicate_window: Duration::from_secs(120),
+                allow_direct: true,
+                deny_delete: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the stream {}: {e}", opts.stream))?;
+            Ok::<_, String>(js)
+        })?;
+        let names = Names {
+            prefix: opts.subject_prefix.clone(),
+        };
+        Ok(StreamLog {
+            rt,
+            js,
+            opts,
+            names,
+        })
+    }
+
+    /// Append `payload` to `entity`'s subject if its last position is still
+    /// `expected` (0: the entity was never written). Resolves to the entry's
+    /// position once a quorum stored it.
+    pub fn append(
+        &self,
+        entity: &str,
+        expected: u64,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<u64, AppendError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let (js, subject) = (self.js.clone(), self.names.subject(entity));
+        let (entity, msg_id) = (entity.to_string(), msg_id.to_string());
+        let deadline = Instant::now() + self.opts.retry_for;
+        let stream = self.opts.stream.clone();
+        self.rt.spawn(async move {
+            let r = append(
+                &js, &stream, &subject, &entity, expected, &msg_id, payload, deadline,
+            )
+            .await;
+            let _ = tx.send(r);
+        });
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(AppendError::Unavailable("the NATS runtime stopped".into()))
+            })
+        }
+    }
+
+    /// The last position of `entity` (0: never written).
+    pub fn last(&self, entity: &str) -> Result<u64, AppendError> {
+        let subject = self.names.subject(entity);
+        let deadline = Instant::now() + self.opts.retry_for;
+        self.rt
+            .block_on(last_of(&self.js, &self.opts.stream, &subject, deadline))
+            .map(|m| m.map_or(0, |(seq, _)| seq))
+    }
+
+    /// Every entry from position `from` on (1: the start), in stream order,
+    /// through a bounded channel (a reader that falls behind holds the log
+    /// back); the follower stops when the receiver is dropped. Read it with
+    /// `blocking_recv` from a thread, or `recv().await`.
+    pub fn follow(&self, from: u64) -> tokio::sync::mpsc::Receiver<Entry> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let (js, stream, names) = (
+            self.js.clone(),
+            self.opts.stream.clone(),
+            self.names.clone(),
+        );
+        self.rt
+            .spawn(async move { follow(&js, &stream, from, &names, &tx).await });
+        rx
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((25u64 << attempt.min(5)).min(500))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn append(
+    js: &Context,
+    stream: &str,
+    subject: &str,
+    entity: &str,
+    expected: u64,
+    msg_id: &str,
+    payload: Bytes,
+    deadline: Instant,
+) -> Result<u64, AppendError> {
+    let conflict = || AppendError::Conflict {
+        entity: entity.to_string(),
+        expected,
+    };
+    let mut attempt = 0u32;
+    loop {
+        let msg = PublishMessage::build()
+            .payload(payload.clone())
+            .expected_last_subject_sequence(expected)
+            .message_id(msg_id);
+        let sent = match js.send_publish(subject.to_string(), msg).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        let e = match sent {
+            Ok(ack) => return Ok(ack.sequence),
+            Err(e) => e,
+        };
+        if e.kind() == PublishErrorKind::WrongLastSequence {
+            if attempt == 0 {
+                return Err(conflict());
+            }
+            // An earlier attempt may have landed before its answer was
+            // lost: the server checks the sequence before the message id,
+            // so look at what the subject holds now.
+            return match last_of(js, stream, subject, deadline).await? {
+                Some((seq, id)) if id.as_deref() == Some(msg_id) => Ok(seq),
+                _ => Err(conflict()),
+            };
+        }
+        if Instant::now() >= deadline {
+            return Err(AppendError::Unavailable(e.to_string()));
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// The subject's last entry: its position and message id.
+async fn last_of(
+    js: &Context,
+    stream: &str,
+    subject: &str,
+    deadline: Instant,
+) -> Result<Option<(u64, Option<String>)>, AppendError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let mut attempt = 0u32;
+    loop {
+        let got = match js.get_stream(stream).await {
+            Ok(s) => s
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .map_err(|e| match e.kind() {
+                    LastRawMessageErrorKind::NoMessageFound => None,
+                    _ => Some(e.to_string()),
+                }),
+            Err(e) => Err(Some(e.to_string())),
+        };
+        let e = match got {
+            Ok(m) => {
+                let id = m
+                    .headers
+                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .map(|v| v.as_str().to_string());
+                return Ok(Some((m.sequence, id)));
+            }
+            Err(None) => return Ok(None),
+            Err(Some(e)) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(AppendError::Unavailable(e));
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// Follow the stream from `from`, starting again after the last entry
+/// delivered whenever the consumer cannot be made or fails (a leader
+/// election, a lost server); ends when the receiver is gone.
+async fn follow(
+    js: &Context,
+    stream: &str,
+    from: u64,
+    names: &Names,
+    tx: &tokio::sync::mpsc::Sender<Entry>,
+) {
+    let mut next = from.max(1);
+    let mut attempt = 0u32;
+    loop {
+        match follow_once(js, stream, &mut next, names, tx).await {
+            Ok(()) => return,
+            Err(e) => {
+                if tx.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, next, "following the log failed; starting again");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// One consumer from `*next` on; `Ok` when the receiver is gone.
+async fn follow_once(
+    js: &Context,
+    stream: &str,
+    next: &mut u64,
+    names: &Names,
+    tx: &tokio::sync::mpsc::Sender<Entry>,
+) -> Result<(), String> {
+    let stream = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| format!("cannot open the stream: {e}"))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: *next,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot follow the stream: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("cannot follow the stream: {e}"))?;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| format!("following the stream failed: {e}"))?;
+        let info = m
+            .info()
+            .map_err(|e| format!("an entry without its position: {e}"))?;
+        let seq = info.stream_sequence;
+        if seq < *next {
+            continue;
+        }
+        *next = seq + 1;
+        let Some(entity) = names.entity(&m.subject) else {
+            continue;
+        };
+        let entry = Entry {
+            seq,
+            entity,
+            payload: m.payload.clone(),
+        };
+        if tx.send(entry).await.is_err() {
+            return Ok(());
+        }
+    }
+    Err("the stream's consumer ended".into())
+}
