@@ -251,7 +251,10 @@ async fn append(
             }
             // An earlier attempt may have landed before its answer was
             // lost: the server checks the sequence before the message id,
-            // so look at what the subject holds now.
+            // so look at what the subject holds now. If another writer
+            // appended after our landed entry, this answers `Conflict` for
+            // an entry that is in the log: the caller's request fails, but
+            // nothing is half-applied.
             return match last_of(js, stream, subject, deadline).await? {
                 Some((seq, id)) if id.as_deref() == Some(msg_id) => Ok(seq),
                 _ => Err(conflict()),
