@@ -9,6 +9,7 @@ pub mod join;
 pub mod ledger;
 pub mod packet;
 pub mod payout;
+pub mod placement;
 pub mod reconcile;
 pub mod risk;
 pub mod roster;

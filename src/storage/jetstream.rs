@@ -15,9 +15,15 @@
 //!   where its new writer starts.
 //! - [`StreamLog::follow`] delivers every entry from a position on, in stream
 //!   order: what each node applies to its local view.
+//! - [`StreamLog::announce`] and [`StreamLog::live_nodes`]: each node's
+//!   heartbeat in a key-value bucket whose entries expire after `node_ttl`
+//!   (2.9 has no per-key expiry, so the bucket's `max_age` does it); the
+//!   live nodes are those whose last heartbeat has not expired.
 //!
 //! The client runs on a runtime of its own (one thread), so the store's
-//! threads can use it without an async context of theirs. Written against
+//! threads can use it without an async context of theirs; the blocking
+//! calls (`connect`, `last`, `announce`, `live_nodes`) are for such threads,
+//! never for async code. Written against
 //! nats-server 2.9 (Debian's): no stream settings of later servers are
 //! used, since 2.9 silently ignores them.
 
@@ -25,6 +31,7 @@ use async_nats::jetstream::{
     self,
     consumer::{pull, DeliverPolicy},
     context::{Context, PublishErrorKind},
+    kv,
     message::PublishMessage,
     stream::{Config, DiscardPolicy, StorageType},
 };
@@ -47,6 +54,9 @@ pub struct LogOptions {
     /// How long an append retries through timeouts and leader elections
     /// (NATS elects a new stream leader within about 10 s).
     pub retry_for: Duration,
+    /// The heartbeats' bucket, and how long a heartbeat keeps its node live.
+    pub nodes_bucket: String,
+    pub node_ttl: Duration,
 }
 
 impl LogOptions {
@@ -57,6 +67,8 @@ impl LogOptions {
             subject_prefix: "qrgate".into(),
             replicas: 3,
             retry_for: Duration::from_secs(20),
+            nodes_bucket: "qrgate-nodes".into(),
+            node_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -88,6 +100,15 @@ pub struct StreamLog {
     js: Context,
     opts: LogOptions,
     names: Names,
+    nodes: kv::Store,
+}
+
+/// A node as its last heartbeat announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    /// Where other nodes reach it.
+    pub url: String,
 }
 
 /// Entities and their subjects: `group/g_…` is `{prefix}.group.g_…` (ids
@@ -119,7 +140,7 @@ impl StreamLog {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the NATS runtime: {e}"))?;
-        let js = rt.block_on(async {
+        let (js, nodes) = rt.block_on(async {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(5))
                 .connect(opts.urls.clone())
@@ -144,7 +165,30 @@ impl StreamLog {
             })
             .await
             .map_err(|e| format!("cannot create the stream {}: {e}", opts.stream))?;
-            Ok::<_, String>(js)
+            // The bucket's own stream: async-nats 0.52 cannot create a
+            // bucket on a 2.9 server (it reads account fields 2.9 lacks),
+            // but opens one made this way.
+            let bucket = &opts.nodes_bucket;
+            js.get_or_create_stream(Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                num_replicas: opts.replicas,
+                storage: StorageType::File,
+                max_messages_per_subject: 1,
+                max_age: opts.node_ttl,
+                discard: DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the bucket {bucket}: {e}"))?;
+            let nodes = js
+                .get_key_value(bucket)
+                .await
+                .map_err(|e| format!("cannot open the bucket {bucket}: {e}"))?;
+            Ok::<_, String>((js, nodes))
         })?;
         let names = Names {
             prefix: opts.subject_prefix.clone(),
@@ -154,6 +198,7 @@ impl StreamLog {
             js,
             opts,
             names,
+            nodes,
         })
     }
 
@@ -193,6 +238,41 @@ impl StreamLog {
         self.rt
             .block_on(last_of(&self.js, &self.opts.stream, &subject, deadline))
             .map(|m| m.map_or(0, |(seq, _)| seq))
+    }
+
+    /// Announce `node`, reachable at `url`: live for `node_ttl` from now.
+    /// Call it every third of `node_ttl` or so.
+    pub fn announce(&self, node: &str, url: &str) -> Result<(), AppendError> {
+        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
+        self.rt.block_on(async {
+            tokio::time::timeout(
+                self.opts.node_ttl,
+                self.nodes.put(node, Bytes::from(url.to_string())),
+            )
+            .await
+            .map_err(|e| unavailable(&e))?
+            .map_err(|e| unavailable(&e))
+        })?;
+        Ok(())
+    }
+
+    /// The nodes whose last heartbeat has not expired, by id.
+    pub fn live_nodes(&self) -> Result<Vec<Node>, AppendError> {
+        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
+        self.rt.block_on(async {
+            let mut keys = self.nodes.keys().await.map_err(|e| unavailable(&e))?;
+            let mut out = Vec::new();
+            while let Some(id) = keys.next().await {
+                let id = id.map_err(|e| unavailable(&e))?;
+                // Expired between the listing and now: not live.
+                if let Some(url) = self.nodes.get(&id).await.map_err(|e| unavailable(&e))? {
+                    let url = String::from_utf8_lossy(&url).into_owned();
+                    out.push(Node { id, url });
+                }
+            }
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(out)
+        })
     }
 
     /// Every entry from position `from` on (1: the start), in stream order,

@@ -4,6 +4,7 @@
 //! `QRGATE_REQUIRE_NATS=1` (as in CI), where they fail.
 
 use bytes::Bytes;
+use qrgate::domain::placement;
 use qrgate::storage::jetstream::{AppendError, Entry, LogOptions, StreamLog};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,12 +102,11 @@ impl Nats {
     }
 
     fn log(&self) -> StreamLog {
-        let urls = self.urls.clone();
-        // The log's own runtime must not start inside the test's.
-        std::thread::spawn(move || StreamLog::connect(LogOptions::new(urls)))
-            .join()
-            .expect("connect thread")
-            .expect("connect to the cluster")
+        self.log_with(LogOptions::new(self.urls.clone()))
+    }
+
+    fn log_with(&self, opts: LogOptions) -> StreamLog {
+        StreamLog::connect(opts).expect("connect to the cluster")
     }
 }
 
@@ -213,6 +213,68 @@ fn appends_survive_the_loss_of_one_server() {
     assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), acked);
     for (i, e) in entries.iter().enumerate() {
         assert_eq!(&e.payload[..], format!("w-{i}").as_bytes());
+    }
+}
+
+/// Nodes are live while their heartbeats are; when one stops, it drops out
+/// of every node's list once its last heartbeat expires, and only the
+/// entities it owned get a new owner.
+#[test]
+fn a_node_that_stops_its_heartbeat_leaves_and_only_its_entities_move() {
+    let Some(nats) = Nats::start() else { return };
+    let opts = LogOptions {
+        node_ttl: Duration::from_secs(2),
+        ..LogOptions::new(nats.urls.clone())
+    };
+    let logs: Vec<StreamLog> = (0..3).map(|_| nats.log_with(opts.clone())).collect();
+    for (i, log) in logs.iter().enumerate() {
+        log.announce(
+            &format!("node-{i}"),
+            &format!("http://127.0.0.1:{}", 9000 + i),
+        )
+        .expect("announce");
+    }
+    let ids = |log: &StreamLog| -> Vec<String> {
+        log.live_nodes()
+            .expect("live nodes")
+            .into_iter()
+            .map(|n| n.id)
+            .collect()
+    };
+    assert_eq!(ids(&logs[2]), ["node-0", "node-1", "node-2"]);
+    assert_eq!(
+        logs[0].live_nodes().expect("live nodes")[1].url,
+        "http://127.0.0.1:9001"
+    );
+    let entities: Vec<String> = (0..300).map(|i| format!("group/g_{i}")).collect();
+    let before: Vec<String> = ids(&logs[0]);
+    let owners_before: Vec<Option<String>> = entities
+        .iter()
+        .map(|e| placement::owner(e, &before).map(str::to_string))
+        .collect();
+    // node-1 stops; the others keep announcing, about every third of the ttl.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        assert!(Instant::now() < deadline, "node-1 never expired");
+        std::thread::sleep(Duration::from_millis(600));
+        logs[0]
+            .announce("node-0", "http://127.0.0.1:9000")
+            .expect("announce");
+        logs[2]
+            .announce("node-2", "http://127.0.0.1:9002")
+            .expect("announce");
+        let now = ids(&logs[2]);
+        if now.len() == 2 {
+            break now;
+        }
+    };
+    assert_eq!(after, ["node-0", "node-2"]);
+    assert_eq!(ids(&logs[0]), after, "every node sees the same list");
+    for (e, was) in entities.iter().zip(owners_before) {
+        let now = placement::owner(e, &after).map(str::to_string);
+        if was.as_deref() != Some("node-1") {
+            assert_eq!(now, was, "{e} moved though its owner is live");
+        }
     }
 }
 
