@@ -76,6 +76,36 @@ pub static FLUSH_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static LOG_APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "qrgate_log_append_seconds",
+            "Cluster mode: one append to the replicated log until its outcome, retries included",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static LOG_APPENDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_log_appends_total",
+            "Cluster mode: appends to the replicated log by outcome (ok, conflict: another writer wrote the entity, unavailable)",
+        ),
+        &["outcome"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static LOG_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_log_append_retries_total",
+        "Cluster mode: appends published again after a timeout or a leader election",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static STORAGE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new(

@@ -41,6 +41,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+use crate::metrics;
+
 /// How to reach the stream.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
@@ -218,10 +220,18 @@ impl StreamLog {
         let deadline = Instant::now() + self.opts.retry_for;
         let stream = self.opts.stream.clone();
         self.rt.spawn(async move {
+            let started = Instant::now();
             let r = append(
                 &js, &stream, &subject, &entity, expected, &msg_id, payload, deadline,
             )
             .await;
+            metrics::LOG_APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(AppendError::Conflict { .. }) => "conflict",
+                Err(AppendError::Unavailable(_)) => "unavailable",
+            };
+            metrics::LOG_APPENDS.with_label_values(&[outcome]).inc();
             let _ = tx.send(r);
         });
         async move {
@@ -343,6 +353,7 @@ async fn append(
         if Instant::now() >= deadline {
             return Err(AppendError::Unavailable(e.to_string()));
         }
+        metrics::LOG_RETRIES.inc();
         tokio::time::sleep(backoff(attempt)).await;
         attempt += 1;
     }

@@ -160,6 +160,8 @@ fn appends_are_compare_and_set_per_entity_and_read_back_in_order() {
             expected: s1
         })
     );
+    let conflicts = qrgate::metrics::LOG_APPENDS.with_label_values(&["conflict"]);
+    assert!(conflicts.get() >= 1, "the refusal is counted");
     // Another entity starts at 0 whatever the stream holds.
     let w1 = block_on(log.append("wallet/u_b", 0, "b-1", payload("b1"))).expect("other entity");
     // The same message id again (a retry whose answer was lost) lands once.
@@ -207,6 +209,10 @@ fn appends_survive_the_loss_of_one_server() {
         acked.push(last);
     }
     eprintln!("slowest append, across the leader's loss: {slowest:?}");
+    assert!(
+        qrgate::metrics::LOG_RETRIES.get() >= 1,
+        "the leader's loss made appends retry"
+    );
     // Each append waited for the one before it, so their positions rise.
     assert!(acked.windows(2).all(|w| w[0] < w[1]));
     let entries = read(&nats.log(), 1, 300);
