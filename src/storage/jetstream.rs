@@ -134,7 +134,8 @@ impl Names {
 }
 
 impl StreamLog {
-    /// Connect and create the stream if it does not exist.
+    /// Connect and create the stream (and the heartbeats' bucket) if they
+    /// do not exist, retrying through a leader election for `retry_for`.
     pub fn connect(opts: LogOptions) -> Result<StreamLog, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -151,46 +152,19 @@ impl StreamLog {
             let js = jetstream::ContextBuilder::new()
                 .timeout(Duration::from_secs(2))
                 .build(client);
-            js.get_or_create_stream(Config {
-                name: opts.stream.clone(),
-                subjects: vec![format!("{}.>", opts.subject_prefix)],
-                num_replicas: opts.replicas,
-                storage: StorageType::File,
-                max_messages_per_subject: -1,
-                max_messages: -1,
-                max_bytes: -1,
-                discard: DiscardPolicy::Old,
-                duplicate_window: Duration::from_secs(120),
-                allow_direct: true,
-                deny_delete: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create the stream {}: {e}", opts.stream))?;
-            // The bucket's own stream: async-nats 0.52 cannot create a
-            // bucket on a 2.9 server (it reads account fields 2.9 lacks),
-            // but opens one made this way.
-            let bucket = &opts.nodes_bucket;
-            js.get_or_create_stream(Config {
-                name: format!("KV_{bucket}"),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                num_replicas: opts.replicas,
-                storage: StorageType::File,
-                max_messages_per_subject: 1,
-                max_age: opts.node_ttl,
-                discard: DiscardPolicy::New,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create the bucket {bucket}: {e}"))?;
-            let nodes = js
-                .get_key_value(bucket)
-                .await
-                .map_err(|e| format!("cannot open the bucket {bucket}: {e}"))?;
-            Ok::<_, String>((js, nodes))
+            // A node may start while the servers elect a leader (after one
+            // was lost): try again until `retry_for` runs out.
+            let deadline = Instant::now() + opts.retry_for;
+            let mut attempt = 0u32;
+            loop {
+                match open_streams(&js, &opts).await {
+                    Ok(nodes) => return Ok::<_, String>((js, nodes)),
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(e) => tracing::warn!(error = %e, "the log is not ready; trying again"),
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
         })?;
         let names = Names {
             prefix: opts.subject_prefix.clone(),
@@ -300,6 +274,48 @@ impl StreamLog {
             .spawn(async move { follow(&js, &stream, from, &names, &tx).await });
         rx
     }
+}
+
+/// Create (or find) the stream and the heartbeats' bucket.
+async fn open_streams(js: &Context, opts: &LogOptions) -> Result<kv::Store, String> {
+    js.get_or_create_stream(Config {
+        name: opts.stream.clone(),
+        subjects: vec![format!("{}.>", opts.subject_prefix)],
+        num_replicas: opts.replicas,
+        storage: StorageType::File,
+        max_messages_per_subject: -1,
+        max_messages: -1,
+        max_bytes: -1,
+        discard: DiscardPolicy::Old,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        deny_delete: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot create the stream {}: {e}", opts.stream))?;
+    // The bucket's own stream: async-nats 0.52 cannot create a bucket on a
+    // 2.9 server (it reads account fields 2.9 lacks), but opens one made
+    // this way.
+    let bucket = &opts.nodes_bucket;
+    js.get_or_create_stream(Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        num_replicas: opts.replicas,
+        storage: StorageType::File,
+        max_messages_per_subject: 1,
+        max_age: opts.node_ttl,
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot create the bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| format!("cannot open the bucket {bucket}: {e}"))
 }
 
 fn backoff(attempt: u32) -> Duration {
