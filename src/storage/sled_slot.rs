@@ -49,13 +49,34 @@ impl Sled {
         })
     }
 
-    /// A sled that lives in memory (`/dev/shm` where there is one) and is
-    /// gone when dropped.
+    /// A sled that lives in memory (`/dev/shm` where there is one) and
+    /// leaves nothing behind: its directory is removed as soon as it is
+    /// open (its files stay readable through the open descriptors), so a
+    /// process that exits without dropping it (actors hold stores until the
+    /// end) leaves no files. Only for stores that never checkpoint, since
+    /// sled cannot create new files there.
     fn temporary(cache_bytes: u64) -> Result<Sled> {
+        use std::sync::atomic::AtomicU64;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
+            "qrgate-mem-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let db = sled::Config::new()
+            .path(&dir)
             .temporary(true)
             .cache_capacity(cache_bytes)
-            .open()?;
+            .open();
+        let removed = std::fs::remove_dir_all(&dir);
+        let db = db?;
+        removed.map_err(|e| StorageError::Io(format!("cannot remove {}: {e}", dir.display())))?;
         let tree = db.open_tree("state")?;
         Ok(Sled {
             db,
