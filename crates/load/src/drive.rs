@@ -99,6 +99,32 @@ impl Tally {
     }
 }
 
+/// The empty handler, served in-process, driven with `plan`'s requests for
+/// `window` clamped to 5..10 s.
+pub(crate) async fn baseline(
+    conc: usize,
+    plan: &Plan,
+    window: Duration,
+    json: bool,
+) -> Result<Row, String> {
+    let window = window.clamp(Duration::from_secs(5), Duration::from_secs(10));
+    let (url, handle, thread) = start_baseline()?;
+    let rec = record::Recorder::new("baseline", u64::MAX, window, record::bar_wanted(json));
+    let row = drive(
+        "baseline",
+        &format!("{url}/"),
+        conc,
+        plan,
+        Some(window),
+        &rec,
+    )
+    .await;
+    rec.finish();
+    handle.stop(false).await;
+    let _ = thread.join();
+    row
+}
+
 /// The baseline (if asked) then the scenario, both with the plan's requests.
 pub(crate) async fn measure(
     args: &LoadArgs,
@@ -109,29 +135,11 @@ pub(crate) async fn measure(
     let (conc, name, limit) = (args.connections, plan.name, plan.limit);
     let secs = plan.duration.as_secs();
     let baseline = if args.baseline {
-        let (url, handle, thread) = start_baseline()?;
         eprintln!("load: baseline, {conc} connections, at most {limit} requests / {secs} s");
         // 5 to 10 s of baseline, whatever the request limit: a scenario
         // bounded by its request count (packets, viral) may finish in under a
         // second, too short for a steady figure of an empty handler.
-        let window = plan
-            .duration
-            .clamp(Duration::from_secs(5), Duration::from_secs(10));
-        let rec =
-            record::Recorder::new("baseline", u64::MAX, window, record::bar_wanted(args.json));
-        let row = drive(
-            "baseline",
-            &format!("{url}/"),
-            conc,
-            plan,
-            Some(window),
-            &rec,
-        )
-        .await;
-        rec.finish();
-        handle.stop(false).await;
-        let _ = thread.join();
-        Some(row?)
+        Some(baseline(conc, plan, plan.duration, args.json).await?)
     } else {
         None
     };

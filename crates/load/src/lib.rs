@@ -487,23 +487,10 @@ async fn baseline_first(
         codes: None,
     };
     let window = window.clamp(Duration::from_secs(5), Duration::from_secs(10));
-    let (url, handle, thread) = start_baseline()?;
     let conc = args.connections;
     eprintln!("load: baseline, {conc} connections, {} s", window.as_secs());
-    let rec = record::Recorder::new("baseline", u64::MAX, window, record::bar_wanted(args.json));
-    let row = drive(
-        "baseline",
-        &format!("{url}/"),
-        conc,
-        &plan,
-        Some(window),
-        &rec,
-    )
-    .await;
-    rec.finish();
-    handle.stop(false).await;
-    let _ = thread.join();
-    Ok((Some(row?), window))
+    let row = baseline(conc, &plan, window, args.json).await?;
+    Ok((Some(row), window))
 }
 
 /// approvals, payouts and mixed: set up the components, measure, settle, check.
