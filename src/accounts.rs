@@ -25,14 +25,10 @@ pub const SESSION_PREFIX: &str = "qrs_";
 /// API keys start with this.
 pub const API_KEY_PREFIX: &str = "qrk_";
 
-/// What a session token is stored and looked up by.
-pub fn session_hash(token: &str) -> [u8; 32] {
+/// What a secret token (a session token, an API key) is stored and looked
+/// up by: never the token itself.
+pub fn token_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
-}
-
-/// What an API key is stored and looked up by.
-pub fn key_hash(key: &str) -> [u8; 32] {
-    *blake3::hash(key.as_bytes()).as_bytes()
 }
 
 fn poisoned() -> ApiError {
@@ -132,7 +128,7 @@ impl Accounts {
             "{SESSION_PREFIX}{}",
             URL_SAFE_NO_PAD.encode(random_bytes::<32>())
         );
-        let hash = session_hash(&token);
+        let hash = token_hash(&token);
         let now_ms = now_ms();
         let s = Session {
             user,
@@ -274,7 +270,7 @@ impl Accounts {
             id: format!("ak_{}", URL_SAFE_NO_PAD.encode(random_bytes::<12>())),
             name: name.to_string(),
             scopes,
-            hash: URL_SAFE_NO_PAD.encode(key_hash(&key)),
+            hash: URL_SAFE_NO_PAD.encode(token_hash(&key)),
             created_at: now(),
         };
         let mut w = WriteSet::new();
@@ -283,7 +279,7 @@ impl Accounts {
         self.api_keys
             .write()
             .map_err(|_| poisoned())?
-            .insert(key_hash(&key), k.clone());
+            .insert(token_hash(&key), k.clone());
         Ok((k, key))
     }
 

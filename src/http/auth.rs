@@ -7,7 +7,7 @@ use std::future::{ready, Future};
 use std::pin::Pin;
 
 use super::AppState;
-use crate::accounts::{key_hash, session_hash, API_KEY_PREFIX, SESSION_PREFIX};
+use crate::accounts::{token_hash, API_KEY_PREFIX, SESSION_PREFIX};
 use crate::domain::ids::UserId;
 use crate::error::ApiError;
 use crate::groups::Caller;
@@ -34,7 +34,7 @@ pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     }
     state
         .accounts
-        .session_user(&session_hash(token))
+        .session_user(&token_hash(token))
         .map(Caller::User)
 }
 
@@ -42,7 +42,7 @@ pub fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
 pub fn bearer_session(req: &HttpRequest) -> Option<[u8; 32]> {
     bearer(req)
         .filter(|t| t.starts_with(SESSION_PREFIX))
-        .map(session_hash)
+        .map(token_hash)
 }
 
 /// Refuse unless the request carries the operator token: 401 without a
@@ -84,7 +84,7 @@ fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
 fn key_caller(state: &AppState, req: &HttpRequest, key: &str) -> Result<Caller, ApiError> {
     let k = state
         .accounts
-        .api_key(&key_hash(key))?
+        .api_key(&token_hash(key))?
         .ok_or(ApiError::Unauthorized)?;
     match scope_of(req) {
         Some(scope) if k.scopes.iter().any(|s| s == scope) => Ok(Caller::Admin),

@@ -109,7 +109,7 @@ fn caller(state: &AppState, q: &WsQuery) -> Result<(UserId, Option<[u8; 32]>), A
             u,
             token
                 .starts_with(crate::accounts::SESSION_PREFIX)
-                .then(|| crate::accounts::session_hash(token)),
+                .then(|| crate::accounts::token_hash(token)),
         )),
         Caller::Admin => Err(ApiError::forbidden(
             "WebSocket events belong to users; use a session token",

@@ -608,15 +608,15 @@ impl Storage {
 
     pub fn session(
         &self,
-        session_hash: &[u8; 32],
+        token_hash: &[u8; 32],
     ) -> Result<Option<crate::domain::session::Session>> {
-        let k = key(b"s/", &[session_hash]);
+        let k = key(b"s/", &[token_hash]);
         let Some(v) = self.inner.tree.get(&k)? else {
             return Ok(None);
         };
         let mut s = crate::domain::session::decode(&v)
             .ok_or_else(|| StorageError::Corrupt("s/".into(), "session record".into()))?;
-        if let Some(v) = self.inner.tree.get(key(b"se/", &[session_hash]))? {
+        if let Some(v) = self.inner.tree.get(key(b"se/", &[token_hash]))? {
             let moved = i64::from_be_bytes(
                 v.as_ref()
                     .try_into()

@@ -105,11 +105,8 @@ impl WriteSet {
         }
     }
 
-    pub fn session(&mut self, session_hash: &[u8; 32], s: &crate::domain::session::Session) {
-        self.put(
-            key(b"s/", &[session_hash]),
-            crate::domain::session::encode(s),
-        );
+    pub fn session(&mut self, token_hash: &[u8; 32], s: &crate::domain::session::Session) {
+        self.put(key(b"s/", &[token_hash]), crate::domain::session::encode(s));
     }
 
     pub fn api_key(&mut self, k: &ApiKey) {
@@ -121,16 +118,16 @@ impl WriteSet {
     }
 
     /// A session's expiry moved (it slides with use).
-    pub fn session_expiry(&mut self, session_hash: &[u8; 32], expires_at: i64) {
+    pub fn session_expiry(&mut self, token_hash: &[u8; 32], expires_at: i64) {
         self.put(
-            key(b"se/", &[session_hash]),
+            key(b"se/", &[token_hash]),
             expires_at.to_be_bytes().to_vec(),
         );
     }
 
-    pub fn end_session(&mut self, session_hash: &[u8; 32]) {
-        self.del(key(b"s/", &[session_hash]));
-        self.del(key(b"se/", &[session_hash]));
+    pub fn end_session(&mut self, token_hash: &[u8; 32]) {
+        self.del(key(b"s/", &[token_hash]));
+        self.del(key(b"se/", &[token_hash]));
     }
 
     /// Every session of `user` created before `not_before_ms` is revoked.
