@@ -36,6 +36,22 @@ fn poisoned() -> ApiError {
     ApiError::Internal
 }
 
+/// API keys by the hash of the key.
+fn index_api_keys(keys: Vec<ApiKey>) -> HashMap<[u8; 32], ApiKey> {
+    let mut out = HashMap::new();
+    for k in keys {
+        match URL_SAFE_NO_PAD.decode(&k.hash) {
+            Ok(b) if b.len() == 32 => {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&b);
+                out.insert(h, k);
+            }
+            _ => tracing::error!(id = %k.id, "API key record with a bad hash: ignored"),
+        }
+    }
+    out
+}
+
 pub struct Accounts {
     storage: Storage,
     lifetime_seconds: i64,
@@ -57,17 +73,7 @@ pub struct Accounts {
 impl Accounts {
     /// Load the freezes and API keys from storage.
     pub fn load(storage: &Storage, config: &Config) -> Result<Accounts, StorageError> {
-        let mut api_keys = HashMap::new();
-        for k in storage.api_keys()? {
-            match URL_SAFE_NO_PAD.decode(&k.hash) {
-                Ok(b) if b.len() == 32 => {
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(&b);
-                    api_keys.insert(h, k);
-                }
-                _ => tracing::error!(id = %k.id, "API key record with a bad hash: ignored"),
-            }
-        }
+        let api_keys = index_api_keys(storage.api_keys()?);
         let frozen_by_config: HashSet<UserId> = config
             .packets
             .blacklist
@@ -86,6 +92,54 @@ impl Accounts {
             frozen_by_config,
             api_keys: RwLock::new(api_keys),
         })
+    }
+
+    /// Another node changed the record `k` (cluster mode): make memory
+    /// agree with storage, which holds the change already.
+    pub fn refresh(&self, k: &[u8]) {
+        let tail = |prefix: &[u8]| k.strip_prefix(prefix);
+        if let Some(h) = tail(b"s/").or_else(|| tail(b"se/")) {
+            if let Ok(h) = <[u8; 32]>::try_from(h) {
+                self.sessions.remove(&h);
+            }
+        } else if let Some(u) = tail(b"sr/")
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(UserId)
+        {
+            match self.storage.sessions_revoked_before(u) {
+                Ok(before) => {
+                    if let Ok(mut r) = self.revoked.write() {
+                        r.insert(u, before);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read a session revocation"),
+            }
+        } else if let Some(u) = tail(b"kb/")
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(UserId)
+        {
+            let frozen = self.frozen_by_config.contains(&u)
+                || self.storage.is_frozen(u).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read a freeze; treating the user as frozen");
+                    true
+                });
+            if let Ok(mut f) = self.frozen.write() {
+                if frozen {
+                    f.insert(u);
+                } else {
+                    f.remove(&u);
+                }
+            }
+        } else if k.starts_with(b"ak/") {
+            match self.storage.api_keys() {
+                Ok(keys) => {
+                    if let Ok(mut m) = self.api_keys.write() {
+                        *m = index_api_keys(keys);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the API keys"),
+            }
+        }
     }
 
     // ---- users ----

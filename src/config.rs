@@ -39,6 +39,8 @@ pub struct Config {
     pub packets: Packets,
     pub codes: Codes,
     pub storage: StorageCfg,
+    /// Cluster mode: absent (no `nats`), one node with its journal.
+    pub cluster: ClusterCfg,
     /// Anti-abuse on joins: risk scoring, step-up, challenges (see `domain::risk`).
     pub risk: crate::domain::risk::Policy,
     /// The payment provider; absent: payouts and account links answer 503
@@ -96,6 +98,41 @@ impl StorageCfg {
             journal: self.journal,
             fs: None,
         }
+    }
+}
+
+/// Cluster mode (docs/cluster.md): several nodes over a NATS JetStream log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterCfg {
+    /// NATS server URLs; empty: one node, no cluster.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster (letters, digits, `-`, `_`).
+    pub node_id: String,
+    /// Where the other nodes reach this one; defaults to `http://{bind}`.
+    pub advertise_url: Option<String>,
+    /// Shared by every node: signs the requests they forward to each other
+    /// (at least 32 characters).
+    pub secret: String,
+    /// Replicas of the log's stream (3: it survives the loss of a server).
+    pub replicas: usize,
+}
+
+impl Default for ClusterCfg {
+    fn default() -> Self {
+        ClusterCfg {
+            nats: Vec::new(),
+            node_id: String::new(),
+            advertise_url: None,
+            secret: String::new(),
+            replicas: 3,
+        }
+    }
+}
+
+impl ClusterCfg {
+    pub fn enabled(&self) -> bool {
+        !self.nats.is_empty()
     }
 }
 
@@ -386,6 +423,7 @@ impl Default for Config {
             packets: Packets::default(),
             codes: Codes::default(),
             storage: StorageCfg::default(),
+            cluster: ClusterCfg::default(),
             risk: crate::domain::risk::Policy::default(),
             provider: None,
         }
@@ -473,6 +511,22 @@ impl Config {
         if let Some(v) = get("QRGATE_PUBLIC_BASE_URL") {
             self.public_base_url = Some(v);
         }
+        if let Some(v) = get("QRGATE_CLUSTER_NATS") {
+            self.cluster.nats = v
+                .split(',')
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("QRGATE_NODE_ID") {
+            self.cluster.node_id = v;
+        }
+        if let Some(v) = get("QRGATE_ADVERTISE_URL") {
+            self.cluster.advertise_url = Some(v);
+        }
+        if let Some(v) = get("QRGATE_CLUSTER_SECRET") {
+            self.cluster.secret = v;
+        }
         // Provider secrets belong in the environment rather than the file.
         if let Some(p) = self.provider.as_mut() {
             if let Some(v) = get("QRGATE_PROVIDER_API_V3_KEY") {
@@ -517,6 +571,27 @@ impl Config {
         }
         if !(64..=1 << 20).contains(&self.storage.segment_kb) {
             return bad("storage.segment_kb must be between 64 and 1048576");
+        }
+        if self.cluster.enabled() {
+            let c = &self.cluster;
+            let id_ok = (1..=64).contains(&c.node_id.len())
+                && c.node_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok {
+                return bad(
+                    "cluster.node_id (QRGATE_NODE_ID) must be 1 to 64 letters, digits, '-' or '_'",
+                );
+            }
+            if c.secret.len() < 32 {
+                return bad("cluster.secret (QRGATE_CLUSTER_SECRET) must be at least 32 characters, the same on every node");
+            }
+            if !(1..=5).contains(&c.replicas) {
+                return bad("cluster.replicas must be between 1 and 5");
+            }
+            if !self.storage.journal {
+                return bad("storage.journal = false cannot be used in cluster mode");
+            }
         }
         let l = &self.limits;
         if l.group_joins_per_minute == 0 || l.user_joins_per_minute == 0 {

@@ -149,6 +149,65 @@ pub fn generate(data_dir: &Path) -> Result<String, KeyError> {
     Ok(format!("{kid:08x}"))
 }
 
+/// The key ring's files in `data_dir` (`secret.key`, `keys/*.ed25519`) by
+/// path relative to it, as hex text: what every node of a cluster shares.
+pub fn ring_files(data_dir: &Path) -> Result<Vec<(String, String)>, KeyError> {
+    let mut out = vec![(
+        "secret.key".to_string(),
+        hex(&read_secret(&data_dir.join("secret.key"))?),
+    )];
+    let dir = data_dir.join("keys");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| KeyError::Io(dir.clone(), e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".ed25519"))
+        .collect();
+    names.sort();
+    for n in names {
+        out.push((format!("keys/{n}"), hex(&read_secret(&dir.join(&n))?)));
+    }
+    Ok(out)
+}
+
+/// Put a cluster's key ring (from [`ring_files`]) into `data_dir` in place
+/// of the one there: the files it names are written, other signing keys
+/// removed.
+pub fn install_ring(data_dir: &Path, files: &[(String, String)]) -> Result<(), KeyError> {
+    let dir = data_dir.join("keys");
+    std::fs::create_dir_all(&dir).map_err(|e| KeyError::Io(dir.clone(), e))?;
+    let safe = |n: &str| {
+        n == "secret.key"
+            || n.strip_prefix("keys/").is_some_and(|f| {
+                f.ends_with(".ed25519")
+                    && f.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            })
+    };
+    for (name, text) in files {
+        if !safe(name) || unhex32(text).is_none() {
+            return Err(KeyError::Bad(data_dir.join(name)));
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = format!("keys/{}", e.file_name().to_string_lossy());
+            if !files.iter().any(|(n, _)| *n == name) {
+                std::fs::remove_file(e.path()).map_err(|err| KeyError::Io(e.path(), err))?;
+            }
+        }
+    }
+    for (name, text) in files {
+        let path = data_dir.join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == text) {
+            continue;
+        }
+        let _ = std::fs::remove_file(&path);
+        write_secret_text(&path, text)?;
+    }
+    Ok(())
+}
+
 impl KeyRing {
     /// Load keys and secrets from `data_dir`, creating them on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<KeyRing, KeyError> {

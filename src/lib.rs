@@ -15,6 +15,7 @@ pub mod groups;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod node;
 pub mod push;
 pub mod qr;
 pub mod registry;

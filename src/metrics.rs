@@ -106,6 +106,22 @@ pub static LOG_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static LOG_APPLIED: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_log_applied_position",
+        "Cluster mode: the position of the replicated log this node has applied",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static LOG_STALE_ACTORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_log_stale_actors_total",
+        "Cluster mode: actors rebuilt because another node wrote their entity",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static STORAGE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new(

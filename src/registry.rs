@@ -30,6 +30,9 @@ const ROOM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for an actor whose write failed to settle
 /// before `storage_unavailable`.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Cluster mode: how often a request is asked again after another node's
+/// write to its entity refused it.
+const CLUSTER_TRIES: usize = 24;
 
 /// Failure of a message: an API error, or "this actor was passivated, ask the
 /// registry again" (nothing was applied).
@@ -51,7 +54,12 @@ impl From<ApiError> for Fail {
 
 impl From<crate::storage::StorageError> for Fail {
     fn from(e: crate::storage::StorageError) -> Self {
-        Fail::Api(e.into())
+        match e {
+            // Another writer owns the entity now (cluster mode): nothing
+            // was applied, and a fresh activation answers.
+            crate::storage::StorageError::Fenced(_) => Fail::Retired,
+            e => Fail::Api(e.into()),
+        }
     }
 }
 
@@ -160,6 +168,10 @@ struct Slot<A: Resident> {
     gen: u64,
     addr: Addr<A>,
     room: Arc<tokio::sync::Semaphore>,
+    /// The activation's fence and writes, to tell (cluster mode) whether
+    /// another node wrote the entity since.
+    fence: Fence,
+    writes: Arc<Tracker>,
 }
 
 impl<A: Resident> Clone for Slot<A> {
@@ -168,6 +180,8 @@ impl<A: Resident> Clone for Slot<A> {
             gen: self.gen,
             addr: self.addr.clone(),
             room: Arc::clone(&self.room),
+            fence: self.fence.clone(),
+            writes: Arc::clone(&self.writes),
         }
     }
 }
@@ -363,12 +377,15 @@ impl<A: Resident> Registry<A> {
             writes: Arc::default(),
             fence: Fence::new(&format!("{}/{id}", A::KIND), since),
         };
+        let (fence, writes) = (life.fence.clone(), Arc::clone(&life.writes));
         let actor = A::activate(snap, life, Arc::clone(&self.env));
         let arb = self.arbiters.pick(A::spread(&id).1 as usize);
         let slot = Slot {
             gen,
             addr: A::start_in_arbiter(&arb, move |_| actor),
             room: Arc::new(tokio::sync::Semaphore::new(self.mailbox)),
+            fence,
+            writes,
         };
         map.slots.insert(id, slot.clone());
         Ok(slot)
@@ -386,9 +403,33 @@ impl<A: Resident> Registry<A> {
         R: Send + 'static,
     {
         let settle_by = Instant::now() + SETTLE_TIMEOUT;
+        let storage = A::storage(&self.env);
         let mut retired = 0;
-        while retired < 4 {
+        // Cluster mode: another node may write the entity between our
+        // catching up and our write; each retry starts from its write.
+        let tries = if storage.is_cluster() {
+            CLUSTER_TRIES
+        } else {
+            4
+        };
+        while retired < tries {
+            if retired > 0 && storage.is_cluster() {
+                let jitter = u64::from(crate::domain::ids::random_bytes::<1>()[0] % 8);
+                tokio::time::sleep(Duration::from_millis(1 + jitter * retired.min(8) as u64)).await;
+            }
+            if storage.is_cluster() {
+                // Another node wrote this entity: apply its write first,
+                // and rebuild an actor that read before it.
+                storage
+                    .catch_up(&format!("{}/{id}", A::KIND))
+                    .await
+                    .map_err(ApiError::from)?;
+            }
             let slot = self.slot(id)?;
+            if storage.is_cluster() && slot.fence.is_stale_in(storage, &slot.writes) {
+                metrics::LOG_STALE_ACTORS.inc();
+                slot.writes.fail();
+            }
             let answer = {
                 let _room = tokio::time::timeout(ROOM_TIMEOUT, slot.room.acquire())
                     .await
@@ -398,12 +439,14 @@ impl<A: Resident> Registry<A> {
             };
             match answer {
                 // The actor decided; wait for durability here, not on its thread.
-                Ok(Ok(pending)) => {
-                    return pending.await.map_err(|f| match f {
-                        Fail::Api(e) => e,
-                        Fail::Retired | Fail::Settling => ApiError::Internal,
-                    })
-                }
+                Ok(Ok(pending)) => match pending.await {
+                    Ok(v) => return Ok(v),
+                    Err(Fail::Api(e)) => return Err(e),
+                    // Refused by another writer: nothing applied; ask a
+                    // fresh activation.
+                    Err(Fail::Retired) => retired += 1,
+                    Err(Fail::Settling) => return Err(ApiError::Internal),
+                },
                 Ok(Err(Fail::Api(e))) => return Err(e),
                 Ok(Err(Fail::Retired)) | Err(MailboxError::Closed) => retired += 1,
                 // Its writes in flight land within a commit round or two.
@@ -413,6 +456,9 @@ impl<A: Resident> Registry<A> {
                 Ok(Err(Fail::Settling)) => return Err(ApiError::StorageUnavailable),
                 Err(MailboxError::Timeout) => return Err(ApiError::Overloaded),
             }
+        }
+        if retired > 0 && storage.is_cluster() {
+            return Err(ApiError::StorageUnavailable);
         }
         Err(ApiError::Overloaded)
     }

@@ -24,6 +24,8 @@ pub enum StartError {
     Keys(#[from] crate::keys::KeyError),
     #[error("cannot open storage in {0}: {1}")]
     Storage(String, crate::storage::StorageError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
     #[error("[provider]: {0}")]
     Provider(qrgate_provider::client::ClientError),
 }
@@ -45,23 +47,67 @@ fn per_minute(n: u32) -> Quota {
 /// and bind the HTTP server. Must run inside an actix system.
 pub fn build(config: Config) -> Result<Application, StartError> {
     metrics::init();
+    let listener =
+        TcpListener::bind(&config.bind).map_err(|e| StartError::Bind(config.bind.clone(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(config.bind.clone(), e))?;
+    let node = if config.cluster.enabled() {
+        let url = config
+            .cluster
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        // Blocking NATS calls, off this thread's runtime.
+        let joined = std::thread::scope(|s| {
+            s.spawn(|| crate::node::Node::join(&config, url))
+                .join()
+                .unwrap_or_else(|_| Err("joining the cluster panicked".into()))
+        });
+        Some(Arc::new(joined.map_err(StartError::Cluster)?))
+    } else {
+        None
+    };
     let keys = Arc::new(KeyRing::load_or_create(&config.data_dir)?);
     if !config.storage.journal {
         tracing::warn!(
             "storage.journal = false: NOTHING IS WRITTEN TO DISK and every write is lost at exit (benchmarks only)"
         );
     }
-    let storage = Storage::open_with(
-        &config.data_dir,
-        keys.journal_key(),
-        config.storage.options(),
-    )
+    let storage = match &node {
+        None => Storage::open_with(
+            &config.data_dir,
+            keys.journal_key(),
+            config.storage.options(),
+        ),
+        Some(node) => {
+            let opts = crate::storage::cluster::ClusterOptions {
+                log: Arc::clone(&node.log),
+                node_id: node.id.clone(),
+            };
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    Storage::open_cluster(
+                        &config.data_dir,
+                        keys.journal_key(),
+                        config.storage.options(),
+                        opts,
+                    )
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(crate::storage::StorageError::Io(
+                        "opening storage panicked".into(),
+                    ))
+                })
+            })
+        }
+    }
     .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
-    let listener =
-        TcpListener::bind(&config.bind).map_err(|e| StartError::Bind(config.bind.clone(), e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Bind(config.bind.clone(), e))?;
+    if let Some(node) = &node {
+        node.start_heartbeat().map_err(StartError::Cluster)?;
+        tracing::info!(node = %node.id, url = %node.url, "joined the cluster");
+    }
     let base_url = config
         .public_base_url
         .clone()
@@ -151,6 +197,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     codes.start(stale_pool);
     let state = web::Data::new(AppState {
         codes: Arc::clone(&codes),
+        node: node.clone(),
         admin_hash: blake3::hash(admin_token.as_bytes()),
         qr_cache: quick_cache::sync::Cache::new(4096),
         ws_tickets: quick_cache::sync::Cache::new(100_000),
@@ -169,6 +216,14 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         hub,
         base_url: base_url.clone(),
         config: config.clone(),
+    });
+    // Another node's change to a session, a freeze or an API key reaches
+    // this node's memory (a weak handle: the store outlives no state).
+    let weak = Arc::downgrade(&state.clone().into_inner());
+    storage.on_remote_change(move |k| {
+        if let Some(state) = weak.upgrade() {
+            state.accounts.refresh(k);
+        }
     });
 
     // Keyed limiters keep a key until told to forget idle ones.

@@ -58,6 +58,8 @@ pub struct AppState {
     pub ws_tickets: quick_cache::sync::Cache<[u8; 32], ws::Ticket>,
     /// Scan codes: the pool, the binding cache, scan counters.
     pub codes: Arc<crate::codes::Codes>,
+    /// Cluster mode: this node, its log and the live nodes.
+    pub node: Option<Arc<crate::node::Node>>,
 }
 
 /// Routes without path parameters: their metric label is the path itself, which

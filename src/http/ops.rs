@@ -17,7 +17,18 @@ use crate::http::{auth, AppState};
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     match state.storage.write_refusal() {
-        None => HttpResponse::Ok().content_type("text/plain").body("ok"),
+        None => {
+            let mut body = String::from("ok");
+            if let Some(node) = &state.node {
+                body.push_str(&format!(
+                    "\nnode {}\napplied {}\nlive {}",
+                    node.id,
+                    state.storage.position(),
+                    node.live().join(",")
+                ));
+            }
+            HttpResponse::Ok().content_type("text/plain").body(body)
+        }
         Some(why) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body(format!("writes refused: {why}")),

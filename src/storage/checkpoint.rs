@@ -44,6 +44,41 @@ pub(super) fn read_position(tree: &sled::Tree) -> Result<(u64, u64)> {
     }
 }
 
+/// Cluster mode: events applied here and not yet consumed are in no
+/// journal of this node, and the log is followed again only after the
+/// checkpoint's position: the checkpoint keeps them as `o/` records, which
+/// the next start loads and the consumer deletes (as it does those of data
+/// dirs from before the journal).
+fn unconsumed_events(inner: &Inner) -> Result<Vec<(Vec<u8>, IVec)>> {
+    let consumed = super::cursor(&inner.tree)?;
+    let outbox = inner
+        .outbox
+        .lock()
+        .map_err(|_| StorageError::Io("outbox lock poisoned".into()))?;
+    let mut kept = inner
+        .legacy_outbox
+        .lock()
+        .map_err(|_| StorageError::Io("outbox lock poisoned".into()))?;
+    let mut out = Vec::new();
+    for (first, events) in outbox.iter() {
+        let last = first + (events.len() as u64).saturating_sub(1);
+        if last <= consumed || kept.contains(first) {
+            continue;
+        }
+        let mut v = b"[".to_vec();
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                v.push(b',');
+            }
+            v.extend_from_slice(e);
+        }
+        v.push(b']');
+        out.push((super::key(b"o/", &[&first.to_be_bytes()]), IVec::from(v)));
+        kept.insert(*first);
+    }
+    Ok(out)
+}
+
 /// Run one checkpoint now. One at a time; returns the position it holds.
 pub(super) fn run(inner: &Inner) -> Result<u64> {
     let _one = inner
@@ -57,11 +92,19 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
             .apply_lock
             .write()
             .map_err(|_| StorageError::Io("apply lock poisoned".into()))?;
+        let events = if inner.cluster.is_some() {
+            unconsumed_events(inner)?
+        } else {
+            Vec::new()
+        };
         let mut g = inner
             .tree
             .overlay
             .write()
             .map_err(|_| StorageError::Io("overlay lock poisoned".into()))?;
+        for (k, v) in events {
+            g.active.insert(k, Some(v));
+        }
         let active = std::mem::take(&mut g.active);
         let frozen = match g.frozen.take() {
             // An earlier checkpoint failed: take its records too.

@@ -53,6 +53,11 @@ impl Tracker {
         self.failed.load(Ordering::SeqCst)
     }
 
+    /// Tells this writer apart from every other of this process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub(super) fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
@@ -74,7 +79,7 @@ impl Tracker {
 impl Job {
     /// Tell the tracker first, so a client that reacts to the answer finds
     /// its actor already knowing the outcome.
-    fn answer(mut self, r: Result<()>) {
+    pub(super) fn answer(mut self, r: Result<()>) {
         if let Some(t) = self.tracker.take() {
             t.finish(r.is_ok());
         }
@@ -162,28 +167,33 @@ fn encode_round(
     }
 }
 
+/// Reads little-endian fields off a payload (rounds, cluster entries).
+pub(super) struct Cur<'a>(pub(super) &'a [u8]);
+
+impl<'a> Cur<'a> {
+    pub(super) fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("payload cut short".into());
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+
+    pub(super) fn u32(&mut self) -> std::result::Result<usize, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    pub(super) fn u64(&mut self) -> std::result::Result<u64, String> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
 /// Read a round back from a frame's payload.
 pub(super) fn decode_round(p: &[u8]) -> std::result::Result<Round, String> {
-    struct Cur<'a>(&'a [u8]);
-    impl<'a> Cur<'a> {
-        fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-            if self.0.len() < n {
-                return Err("round payload cut short".into());
-            }
-            let (a, b) = self.0.split_at(n);
-            self.0 = b;
-            Ok(a)
-        }
-        fn u32(&mut self) -> std::result::Result<usize, String> {
-            let b = self.take(4)?;
-            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        }
-        fn u64(&mut self) -> std::result::Result<u64, String> {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(self.take(8)?);
-            Ok(u64::from_le_bytes(a))
-        }
-    }
     let mut c = Cur(p);
     let v = c.take(1)?[0];
     if v != ROUND_V1 {
@@ -446,7 +456,7 @@ fn write_round(
 
 /// A durable round becomes visible: the overlay takes its records, the
 /// outbox its events, and the durable watermark moves.
-fn publish_round(
+pub(super) fn publish_round(
     inner: &Inner,
     pos: Option<u64>,
     ops: Vec<(Vec<u8>, Option<sled::IVec>)>,

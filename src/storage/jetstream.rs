@@ -221,7 +221,82 @@ impl StreamLog {
         let deadline = Instant::now() + self.opts.retry_for;
         self.rt
             .block_on(last_of(&self.js, &self.opts.stream, &subject, deadline))
-            .map(|m| m.map_or(0, |(seq, _)| seq))
+            .map(|m| m.map_or(0, |(seq, ..)| seq))
+    }
+
+    /// [`last`](Self::last) for async code: runs on the log's runtime.
+    pub fn last_of(
+        &self,
+        entity: &str,
+    ) -> impl Future<Output = Result<u64, AppendError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let (js, stream, subject) = (
+            self.js.clone(),
+            self.opts.stream.clone(),
+            self.names.subject(entity),
+        );
+        let deadline = Instant::now() + self.opts.retry_for;
+        self.rt.spawn(async move {
+            let r = last_of(&js, &stream, &subject, deadline)
+                .await
+                .map(|m| m.map_or(0, |(seq, ..)| seq));
+            let _ = tx.send(r);
+        });
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(AppendError::Unavailable("the NATS runtime stopped".into()))
+            })
+        }
+    }
+
+    /// `entity`'s last entry: its position and payload (`None`: never
+    /// written). Blocking.
+    pub fn read_last(&self, entity: &str) -> Result<Option<(u64, Bytes)>, AppendError> {
+        let subject = self.names.subject(entity);
+        let deadline = Instant::now() + self.opts.retry_for;
+        self.rt
+            .block_on(last_of(&self.js, &self.opts.stream, &subject, deadline))
+            .map(|m| m.map(|(seq, _, payload)| (seq, payload)))
+    }
+
+    /// [`append`](Self::append), blocking.
+    pub fn append_blocking(
+        &self,
+        entity: &str,
+        expected: u64,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<u64, AppendError> {
+        self.rt
+            .block_on(self.append(entity, expected, msg_id, payload))
+    }
+
+    /// The stream's last position (0: empty): where a starting node has
+    /// caught up.
+    pub fn stream_last(&self) -> Result<u64, AppendError> {
+        let deadline = Instant::now() + self.opts.retry_for;
+        self.rt.block_on(async {
+            let mut attempt = 0u32;
+            loop {
+                let e = match self.js.get_stream(&self.opts.stream).await {
+                    Ok(mut s) => match s.info().await {
+                        Ok(info) => return Ok(info.state.last_sequence),
+                        Err(e) => e.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                if Instant::now() >= deadline {
+                    return Err(AppendError::Unavailable(e));
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+        })
+    }
+
+    /// The log's runtime, for threads that wait on its channels.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
     }
 
     /// Announce `node`, reachable at `url`: live for `node_ttl` from now.
@@ -362,7 +437,7 @@ async fn append(
             // an entry that is in the log: the caller's request fails, but
             // nothing is half-applied.
             return match last_of(js, stream, subject, deadline).await? {
-                Some((seq, id)) if id.as_deref() == Some(msg_id) => Ok(seq),
+                Some((seq, id, _)) if id.as_deref() == Some(msg_id) => Ok(seq),
                 _ => Err(conflict()),
             };
         }
@@ -381,7 +456,7 @@ async fn last_of(
     stream: &str,
     subject: &str,
     deadline: Instant,
-) -> Result<Option<(u64, Option<String>)>, AppendError> {
+) -> Result<Option<(u64, Option<String>, Bytes)>, AppendError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let mut attempt = 0u32;
     loop {
@@ -401,7 +476,7 @@ async fn last_of(
                     .headers
                     .get(async_nats::header::NATS_MESSAGE_ID)
                     .map(|v| v.as_str().to_string());
-                return Ok(Some((m.sequence, id)));
+                return Ok(Some((m.sequence, id, m.payload)));
             }
             Err(None) => return Ok(None),
             Err(Some(e)) => e,

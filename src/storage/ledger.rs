@@ -136,12 +136,23 @@ fn chain_hash(key: &[u8; 32], prev: &[u8; 32], seq: u64, record: &[u8]) -> [u8; 
 impl ChainHead {
     /// Chain `record` on: its key and value in the tree.
     pub(super) fn append(&mut self, record: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        self.append_on(record, today())
+    }
+
+    /// Chain `record` on as written on `day` (`YYYY-MM-DD`, UTC). Days
+    /// only move forward: an earlier day than the current one counts as
+    /// the current one, so writers whose clocks differ (cluster mode)
+    /// still give one stretch per day.
+    pub(super) fn append_on(&mut self, record: &[u8], day: String) -> (Vec<u8>, Vec<u8>) {
         let seq = self.next;
         let h = chain_hash(&self.key, &self.head, seq, record);
         let mut v = Vec::with_capacity(32 + record.len());
         v.extend_from_slice(&h);
         v.extend_from_slice(record);
-        let day = today();
+        let day = match &self.day {
+            Some((current, _)) if *current > day => current.clone(),
+            _ => day,
+        };
         if self.day.as_ref().is_none_or(|(d, _)| *d != day) {
             // A new day: close the old day's anchor at the record before this one.
             if let Some(a) = self.anchor() {

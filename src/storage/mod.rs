@@ -54,6 +54,7 @@ use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::roster::Roster;
 mod abuse;
 mod checkpoint;
+pub mod cluster;
 mod codes;
 mod commit;
 mod groups;
@@ -209,10 +210,31 @@ struct Wake {
     stop: bool,
 }
 
+/// Where write sets go: this node's committer (the journal), or the
+/// cluster committer (the replicated log).
+enum Sink {
+    Local(mpsc::Sender<Job>),
+    Cluster(tokio::sync::mpsc::UnboundedSender<Job>),
+}
+
+impl Sink {
+    /// Hands the job back if the committer is gone.
+    fn send(&self, job: Job) -> std::result::Result<(), Box<Job>> {
+        match self {
+            Sink::Local(tx) => tx.send(job).map_err(|mpsc::SendError(j)| Box::new(j)),
+            Sink::Cluster(tx) => tx
+                .send(job)
+                .map_err(|tokio::sync::mpsc::error::SendError(j)| Box::new(j)),
+        }
+    }
+}
+
 struct Inner {
     /// The read view: the overlay over sled.
     tree: Kv,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<Sink>>,
+    /// Cluster mode: the replicated log and what follows it.
+    cluster: Option<Arc<cluster::Cluster>>,
     durable_tx: watch::Sender<u64>,
     /// The committer holds it (shared) while applying a round; a reader that
     /// needs a consistent view of everything holds it exclusively.
@@ -278,7 +300,21 @@ impl Storage {
     pub fn open_with(dir: &Path, journal_key: [u8; 32], opts: StorageOptions) -> Result<Storage> {
         let started = std::time::Instant::now();
         let slot = sled_slot::SledSlot::open(&dir.join("db"), opts.cache_bytes)?;
-        Storage::start(slot, dir, journal_key, opts, started)
+        Storage::start(slot, dir, journal_key, opts, started, None)
+    }
+
+    /// Open as a node of a cluster: the replicated log is the store of
+    /// record (`cluster.rs`); `dir` holds this node's checkpoint of it,
+    /// and the log from there on is applied before this returns.
+    pub fn open_cluster(
+        dir: &Path,
+        journal_key: [u8; 32],
+        opts: StorageOptions,
+        cluster: cluster::ClusterOptions,
+    ) -> Result<Storage> {
+        let started = std::time::Instant::now();
+        let slot = sled_slot::SledSlot::open(&dir.join("db"), opts.cache_bytes)?;
+        Storage::start(slot, dir, journal_key, opts, started, Some(cluster))
     }
 
     /// A store in memory, for unit tests of actors: the same records, reads
@@ -298,6 +334,7 @@ impl Storage {
             [0; 32],
             opts,
             std::time::Instant::now(),
+            None,
         )
     }
 
@@ -307,6 +344,7 @@ impl Storage {
         journal_key: [u8; 32],
         opts: StorageOptions,
         started: std::time::Instant,
+        cluster: Option<cluster::ClusterOptions>,
     ) -> Result<Storage> {
         let (ckpt_pos, ckpt_event) = checkpoint::read_position(&slot.get()?.tree)?;
         let sled_ms = started.elapsed().as_millis();
@@ -330,7 +368,7 @@ impl Storage {
         let (mut frames, mut bytes) = (0u64, 0usize);
         let replay_started = std::time::Instant::now();
         let mut last_pos = ckpt_pos;
-        let journal = if opts.journal {
+        let journal = if opts.journal && cluster.is_none() {
             let fs = opts
                 .fs
                 .clone()
@@ -374,10 +412,23 @@ impl Storage {
         last_event = last_event.max(consumed);
         let chain = ledger::chain_head(&tree, journal_key)?;
         let (durable_tx, _) = watch::channel(last_event);
+        if let Some(c) = cluster {
+            return Storage::start_cluster(
+                tree,
+                dir,
+                journal_key,
+                opts,
+                c,
+                (last_pos, last_event),
+                outbox,
+                legacy,
+            );
+        }
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             tree,
-            jobs: Mutex::new(Some(jobs_tx)),
+            jobs: Mutex::new(Some(Sink::Local(jobs_tx))),
+            cluster: None,
             durable_tx,
             apply_lock: std::sync::RwLock::new(()),
             journal_key,
@@ -421,6 +472,113 @@ impl Storage {
         Ok(Storage { inner })
     }
 
+    /// The cluster half of [`start`](Self::start): the cluster committer,
+    /// the applier following the log from the checkpoint on, and the
+    /// checkpointer; returns once the log as it stood at the start is
+    /// applied.
+    #[allow(clippy::too_many_arguments)]
+    fn start_cluster(
+        tree: Kv,
+        dir: &Path,
+        journal_key: [u8; 32],
+        opts: StorageOptions,
+        c: cluster::ClusterOptions,
+        (pos, last_event): (u64, u64),
+        outbox: BTreeMap<u64, Vec<Vec<u8>>>,
+        legacy: std::collections::HashSet<u64>,
+    ) -> Result<Storage> {
+        let started = std::time::Instant::now();
+        let chain = ledger::chain_head(&tree, journal_key)?;
+        let (durable_tx, _) = watch::channel(last_event);
+        let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let cl = Arc::new(cluster::Cluster::new(&c, pos, done_tx));
+        let inner = Arc::new(Inner {
+            tree,
+            jobs: Mutex::new(Some(Sink::Cluster(jobs_tx))),
+            cluster: Some(Arc::clone(&cl)),
+            durable_tx,
+            apply_lock: std::sync::RwLock::new(()),
+            journal_key,
+            journal: Mutex::new(None),
+            journal_dir: dir.join("journal"),
+            outbox: Mutex::new(outbox),
+            legacy_outbox: Mutex::new(legacy),
+            applied_pos: AtomicU64::new(pos),
+            last_event: AtomicU64::new(last_event),
+            since_checkpoint: AtomicU64::new(0),
+            checkpoint_lock: Mutex::new(()),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
+            opts,
+            poisoned: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        let target = c
+            .log
+            .stream_last()
+            .map_err(|e| StorageError::Io(format!("cannot read the log: {e}")))?;
+        let applier = cluster::Applier {
+            next_seq: last_event + 1,
+            chain,
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| StorageError::Io(format!("cannot start {name}: {e}")))
+        };
+        let entries = c.log.follow(pos + 1);
+        let threads = vec![
+            {
+                let (inner, cl) = (Arc::clone(&inner), Arc::clone(&cl));
+                spawn(
+                    "qrgate-applier",
+                    Box::new(move || cluster::run_applier(inner, cl, applier, entries)),
+                )?
+            },
+            {
+                let (inner, cl) = (Arc::clone(&inner), Arc::clone(&cl));
+                spawn(
+                    "qrgate-committer",
+                    Box::new(move || cluster::run_committer(inner, cl, jobs_rx, done_rx)),
+                )?
+            },
+            {
+                let (inner, every) = (Arc::clone(&inner), inner.opts.checkpoint_every);
+                spawn(
+                    "qrgate-checkpoint",
+                    Box::new(move || checkpoint::run_loop(inner, every)),
+                )?
+            },
+        ];
+        if let Ok(mut t) = inner.threads.lock() {
+            *t = threads;
+        }
+        let store = Storage { inner };
+        let mut applied = cl.applied.subscribe();
+        let caught_up = c.log.handle().block_on(async {
+            loop {
+                if *applied.borrow_and_update() >= target {
+                    return Ok(());
+                }
+                if store.is_poisoned() {
+                    return Err(StorageError::Io("applying the log failed".into()));
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), applied.changed()).await;
+            }
+        });
+        caught_up?;
+        tracing::info!(
+            from = pos,
+            to = target,
+            ms = started.elapsed().as_millis(),
+            node = %c.node_id,
+            "caught up with the log"
+        );
+        Ok(store)
+    }
+
     /// Queue a write set for the committer and return a future that resolves
     /// once it is applied and on disk. Write sets are applied in the order they
     /// are submitted; one submitted later is never durable before this one.
@@ -456,7 +614,7 @@ impl Storage {
                             done: Some(tx),
                             tracker: tracker.clone(),
                         })
-                        .map_err(|mpsc::SendError(mut job)| {
+                        .map_err(|mut job| {
                             // Counted below, not again by the job's Drop.
                             job.tracker = None;
                             StorageError::Closed
@@ -491,6 +649,36 @@ impl Storage {
     /// call reflects every write up to it (the `since` of a [`Fence`]).
     pub fn position(&self) -> u64 {
         self.inner.applied_pos.load(Ordering::SeqCst)
+    }
+
+    /// Cluster mode: whether an actor of `entity` activated at `since`
+    /// (writing as `tracker`) is behind a write another writer made.
+    pub fn is_stale(&self, entity: &str, since: u64, tracker: u64) -> bool {
+        self.inner
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.is_stale(entity, since, tracker))
+    }
+
+    /// Cluster mode: wait until this node applied what a new activation of
+    /// `entity` must see (another writer was found writing it).
+    pub async fn catch_up(&self, entity: &str) -> Result<()> {
+        match &self.inner.cluster {
+            Some(c) => c.catch_up(entity).await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster.is_some()
+    }
+
+    /// Cluster mode: `f` hears every key changed by an entry another node
+    /// wrote (to drop what memory caches of it). One node: never called.
+    pub fn on_remote_change(&self, f: impl Fn(&[u8]) + Send + Sync + 'static) {
+        if let Some(c) = &self.inner.cluster {
+            c.listen(Box::new(f));
+        }
     }
 
     pub fn is_poisoned(&self) -> bool {

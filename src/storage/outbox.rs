@@ -52,6 +52,7 @@ impl Storage {
         invites: &[(InviteId, Counters)],
     ) -> Result<()> {
         let mut w = WriteSet::new();
+        w.local();
         if let Ok(legacy) = self.inner.legacy_outbox.lock() {
             for seq in records.iter().filter(|s| legacy.contains(s)) {
                 w.del(key(b"o/", &[&seq.to_be_bytes()]));

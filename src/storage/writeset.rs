@@ -22,6 +22,9 @@ pub struct WriteSet {
     /// The entity this write set writes, and since when its writer owns it.
     pub(super) fence: Option<Fence>,
     pub(super) error: Option<StorageError>,
+    /// Records every node derives alike from the log (cluster mode keeps
+    /// them on this node only; one node journals them as any other).
+    pub(super) local: bool,
 }
 
 /// One writer per entity: a write set carrying a fence is refused
@@ -51,6 +54,14 @@ impl Fence {
     }
 }
 
+impl Fence {
+    /// Cluster mode: another writer than `writes` wrote the entity after
+    /// this fence's position.
+    pub fn is_stale_in(&self, storage: &Storage, writes: &Tracker) -> bool {
+        storage.is_stale(&self.name, self.since, writes.id())
+    }
+}
+
 impl WriteSet {
     pub fn new() -> Self {
         WriteSet::default()
@@ -58,6 +69,11 @@ impl WriteSet {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.events.is_empty() && self.journal.is_empty()
+    }
+
+    /// Mark as derived records (see the field).
+    pub(super) fn local(&mut self) {
+        self.local = true;
     }
 
     /// Write as the owner of an entity since a position (see [`Fence`]).

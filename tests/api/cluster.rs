@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 /// Three nats-server processes, stopped on drop.
-struct Nats {
+pub(super) struct Nats {
     dir: tempfile::TempDir,
-    urls: Vec<String>,
+    pub(super) urls: Vec<String>,
     base: u16,
 }
 
@@ -24,7 +24,7 @@ fn script() -> PathBuf {
 
 impl Nats {
     /// `None` (after printing SKIPPED) when nats-server is missing and not required.
-    fn start() -> Option<Nats> {
+    pub(super) fn start() -> Option<Nats> {
         let found = Command::new("nats-server")
             .arg("--version")
             .output()

@@ -3,6 +3,7 @@ mod access;
 mod browser;
 mod campaign;
 mod cluster;
+mod cluster_nodes;
 mod codes;
 mod crash;
 mod errors;

@@ -1,0 +1,295 @@
+//! qrgate nodes in cluster mode: three real server processes over a real
+//! 3-server NATS JetStream cluster on loopback, talked to over HTTP. Without
+//! `nats-server` these print SKIPPED and pass, unless `QRGATE_REQUIRE_NATS=1`.
+
+use super::cluster::Nats;
+use super::helpers::{s_, TestApp, ADMIN};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "cluster-secret-for-tests-0123456789abcdef";
+
+fn node_config(nats: &Nats, id: &str) -> String {
+    format!(
+        "[cluster]\nnats = [{}]\nnode_id = \"{id}\"\nsecret = \"{SECRET}\"\n",
+        nats.urls
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Three nodes on `nats`, started one after the other.
+async fn nodes(nats: &Nats) -> Vec<TestApp> {
+    let mut out = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        out.push(TestApp::spawn_with(&node_config(nats, id)).await);
+    }
+    out
+}
+
+/// Ask until `ok` holds for the answer (another node applies a write within
+/// milliseconds; 10 s is a failure).
+async fn eventually(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    ok: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = app.get(path, Some(token)).await;
+        if ok(s, &v) || Instant::now() > deadline {
+            return (s, v);
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A join's status, 0 when the node was gone before it answered.
+async fn try_join(app: &TestApp, token: &str, invite: &str) -> u16 {
+    match app
+        .client
+        .post(format!("{}/v1/join", app.base))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send_json(&json!({ "token": invite }))
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+fn member_ids(v: &Value) -> HashSet<String> {
+    v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| s_(&m["user_id"]))
+        .collect()
+}
+
+/// A user, a session, a group and an invitation made through one node work
+/// through the others; a session ended on one node ends on every node; a
+/// node restarted on its data dir catches up with what it missed.
+#[actix_web::test]
+async fn users_sessions_and_invitations_work_through_every_node() {
+    let Some(nats) = Nats::start() else { return };
+    let mut n = nodes(&nats).await;
+    let (owner_id, owner) = n[0].user("owner").await;
+    let g = n[0]
+        .group(&owner, json!({"name": "hikers", "member_limit": 100}))
+        .await;
+    let (_, invite, _) = n[0].invite(&owner, &g, json!({})).await;
+
+    // The owner's session, made on n1, on n2 and n3.
+    for app in &n[1..] {
+        let (s, v) = eventually(app, &format!("/v1/groups/{g}"), &owner, |s, _| s == 200).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // A user made on n3 joins through n2 with the invitation made on n1.
+    let (joiner_id, joiner) = n[2].user("joiner").await;
+    let (s, v) = n[1].join(&joiner, &invite).await;
+    assert_eq!(s, 200, "{v}");
+    let path = format!("/v1/groups/{g}/members");
+    let (_, v) = eventually(&n[0], &path, &owner, |_, v| {
+        member_ids(v).contains(&joiner_id)
+    })
+    .await;
+    assert_eq!(
+        member_ids(&v),
+        HashSet::from([owner_id.clone(), joiner_id.clone()])
+    );
+
+    // Logged out on n2: refused on n1 and n3 too.
+    let (s, _) = n[1]
+        .call("DELETE", "/v1/sessions/current", Some(&joiner), None)
+        .await;
+    assert_eq!(s, 204);
+    for app in [&n[0], &n[2]] {
+        let (s, v) = eventually(app, &format!("/v1/groups/{g}"), &joiner, |s, _| s == 401).await;
+        assert_eq!(s, 401, "{v}");
+    }
+
+    // n3 stops; n1 takes joins; n3 comes back on its data dir and sees them.
+    n[2].kill9();
+    let mut later = Vec::new();
+    for i in 0..5 {
+        let (uid, tok) = n[0].user(&format!("late{i}")).await;
+        assert_eq!(n[0].join(&tok, &invite).await.0, 200);
+        later.push(uid);
+    }
+    n[2].restart().await;
+    let (s, v) = n[2].get(&path, Some(&owner)).await;
+    assert_eq!(s, 200, "{v}");
+    let seen = member_ids(&v);
+    assert!(later.iter().all(|u| seen.contains(u)), "{v}");
+    assert_eq!(seen.len(), 7, "{v}");
+    let (s, body) = {
+        let mut r = n[2]
+            .client
+            .get(format!("{}/healthz", n[2].base))
+            .send()
+            .await
+            .expect("healthz");
+        (r.status().as_u16(), r.body().await.expect("body"))
+    };
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(s, 200);
+    assert!(body.starts_with("ok\nnode n3\napplied "), "{body}");
+    let _ = ADMIN;
+}
+
+/// Joins into one group sent round-robin through all three nodes: the
+/// group fills to exactly its seats, never more, and every node agrees.
+#[actix_web::test]
+async fn joins_through_every_node_fill_a_group_exactly() {
+    let Some(nats) = Nats::start() else { return };
+    let n = nodes(&nats).await;
+    const SEATS: usize = 500;
+    const JOINERS: usize = 600;
+    let (_, owner) = n[0].user("owner").await;
+    let g = n[0]
+        .group(&owner, json!({"name": "rush", "member_limit": SEATS}))
+        .await;
+    let (_, invite, _) = n[0].invite(&owner, &g, json!({})).await;
+    let mut users = Vec::new();
+    for i in 0..JOINERS {
+        users.push(n[i % 3].user(&format!("u{i}")).await);
+    }
+    let started = Instant::now();
+    let mut joined = HashSet::new();
+    let mut other = Vec::new();
+    // 12 at a time, each through the next node.
+    for chunk in users.chunks(12).enumerate() {
+        let (c, batch) = chunk;
+        let calls = batch.iter().enumerate().map(|(i, (uid, tok))| {
+            let app = &n[(c * 12 + i) % 3];
+            let invite = invite.clone();
+            async move { (uid.clone(), app.join(tok, &invite).await) }
+        });
+        for (uid, (s, v)) in futures_util::future::join_all(calls).await {
+            match s {
+                200 => {
+                    joined.insert(uid);
+                }
+                _ => other.push((s, v["code"].as_str().unwrap_or("").to_string())),
+            }
+        }
+    }
+    eprintln!(
+        "{JOINERS} joins through 3 nodes in {:?}: {} joined, others {:?}",
+        started.elapsed(),
+        joined.len(),
+        other
+            .iter()
+            .fold(std::collections::BTreeMap::new(), |mut m, (s, c)| {
+                *m.entry(format!("{s} {c}")).or_insert(0) += 1;
+                m
+            })
+    );
+    assert!(
+        joined.len() < SEATS,
+        "never more than the seats (the owner holds one)"
+    );
+    assert!(
+        other
+            .iter()
+            .all(|(s, c)| *s == 409 && c == "group_full" || *s == 503),
+        "{other:?}"
+    );
+    // Every node agrees on the members: each 2xx is there, and the group is full.
+    let path = format!("/v1/groups/{g}/members");
+    for app in &n {
+        let (_, v) = eventually(app, &path, &owner, |_, v| member_ids(v).len() == SEATS).await;
+        let members = member_ids(&v);
+        assert!(joined.iter().all(|u| members.contains(u)), "{v}");
+        assert_eq!(members.len(), SEATS, "{v}");
+    }
+}
+
+/// `kill -9` of a node in the middle of joins into busy groups: every join
+/// answered 2xx (through any node, the killed one included) is a member,
+/// and the other nodes serve the groups again at once.
+#[actix_web::test]
+async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
+    let Some(nats) = Nats::start() else { return };
+    let mut n = nodes(&nats).await;
+    let (_, owner) = n[0].user("owner").await;
+    let groups = n[0].open_groups(&owner, 3).await;
+    let mut users = Vec::new();
+    for i in 0..240 {
+        users.push(n[i % 3].user(&format!("u{i}")).await);
+    }
+    let mut joined: Vec<(String, String)> = Vec::new();
+    let mut killed_at = None;
+    let mut first_after_kill = None;
+    let pid = n[0].child.as_ref().map(|c| c.id()).expect("n1 runs");
+    for (c, batch) in users.chunks(12).enumerate() {
+        let live: Vec<&TestApp> = n.iter().filter(|a| a.child.is_some()).collect();
+        let calls = batch.iter().enumerate().map(|(i, (uid, tok))| {
+            let app = live[(c * 12 + i) % live.len()];
+            let (g, invite) = groups[i % groups.len()].clone();
+            async move { (uid.clone(), g, try_join(app, tok, &invite).await) }
+        });
+        // In the middle of one batch, with its joins in flight through n1.
+        let kill = async {
+            if c == 10 {
+                actix_web::rt::time::sleep(Duration::from_millis(3)).await;
+                let status = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status()
+                    .expect("kill");
+                assert!(status.success());
+                Some(Instant::now())
+            } else {
+                None
+            }
+        };
+        let (answers, at) =
+            futures_util::future::join(futures_util::future::join_all(calls), kill).await;
+        if let Some(at) = at {
+            killed_at = Some(at);
+            n[0].kill9();
+        }
+        for (uid, g, s) in answers {
+            if s == 200 {
+                joined.push((g, uid));
+                if c > 10 && first_after_kill.is_none() {
+                    first_after_kill = killed_at.map(|k| k.elapsed());
+                }
+            }
+        }
+    }
+    let after = first_after_kill.expect("joins went on after the kill");
+    eprintln!(
+        "{} joins acknowledged; the first after the kill {after:?} after it",
+        joined.len()
+    );
+    assert!(after < Duration::from_secs(30), "{after:?}");
+    assert!(joined.len() > 200, "{}", joined.len());
+    for app in &n[1..] {
+        for (g, _) in &groups {
+            let want: HashSet<&String> = joined
+                .iter()
+                .filter(|(jg, _)| jg == g)
+                .map(|(_, u)| u)
+                .collect();
+            let path = format!("/v1/groups/{g}/members");
+            let (_, v) = eventually(app, &path, &owner, |_, v| {
+                let have = member_ids(v);
+                want.iter().all(|u| have.contains(*u))
+            })
+            .await;
+            let have = member_ids(&v);
+            let missing: Vec<_> = want.iter().filter(|u| !have.contains(**u)).collect();
+            assert!(
+                missing.is_empty(),
+                "acknowledged joins missing on {}: {missing:?}",
+                app.base
+            );
+        }
+    }
+}
