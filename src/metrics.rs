@@ -114,6 +114,14 @@ pub static LOG_APPLIED: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static LOG_REFUSED_AT_APPLY: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_log_refused_at_apply_total",
+        "Cluster mode: entries the log took that did not follow their entity's last position, applied as nothing",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static LOG_STALE_ACTORS: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "qrgate_log_stale_actors_total",

@@ -73,6 +73,38 @@ pub(super) enum Done {
     },
 }
 
+/// Whether a writer that read its entity at `since` is behind `last` (the
+/// entity's last position and writer): `Err` with that position if another
+/// writer wrote it after.
+fn stale(last: Option<(u64, Writer)>, since: u64, writer: Writer) -> std::result::Result<(), u64> {
+    match last {
+        Some((pos, by)) if pos > since && by != writer => Err(pos),
+        _ => Ok(()),
+    }
+}
+
+/// Where an entity's last position and its writer are kept: state like any
+/// other record, written by every node as it applies the entry, so a
+/// restarted node has it from its checkpoint.
+fn last_key(entity: &str) -> Vec<u8> {
+    super::key(b"xl/", &[entity.as_bytes()])
+}
+
+fn last_of_entity(inner: &Inner, entity: &str) -> Result<Option<(u64, Writer)>> {
+    let k = last_key(entity);
+    match inner.tree.get(&k)? {
+        None => Ok(None),
+        Some(v) if v.len() == 24 => {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&v[..8]);
+            let mut w = [0u8; 16];
+            w.copy_from_slice(&v[8..]);
+            Ok(Some((u64::from_be_bytes(seq), w)))
+        }
+        Some(_) => Err(StorageError::Corrupt(printable_key(&k), "length".into())),
+    }
+}
+
 /// Hears each key another node's entry changed.
 pub(super) type Listener = Box<dyn Fn(&[u8]) + Send + Sync>;
 
@@ -82,9 +114,8 @@ pub(super) struct Cluster {
     pub(super) node: String,
     boot: u64,
     next_msg: AtomicU64,
-    /// Per entity written since this node started following: its last
-    /// position and the writer of it.
-    subjects: Mutex<HashMap<String, (u64, Writer)>>,
+    /// The store, to read entities' last positions (`xl/` records).
+    store: std::sync::OnceLock<std::sync::Weak<Inner>>,
     /// Entries this node appended whose writers wait for them to be
     /// applied, by message id.
     awaiting: Mutex<HashMap<String, Vec<Job>>>,
@@ -109,7 +140,7 @@ impl Cluster {
             node: opts.node_id.clone(),
             boot: u64::from_le_bytes(crate::domain::ids::random_bytes()),
             next_msg: AtomicU64::new(1),
-            subjects: Mutex::default(),
+            store: std::sync::OnceLock::new(),
             awaiting: Mutex::default(),
             catch_up: Mutex::default(),
             applied: watch::channel(applied_at).0,
@@ -125,23 +156,20 @@ impl Cluster {
         w
     }
 
+    /// Give the cluster its store (made after it).
+    pub(super) fn attach(&self, inner: &Arc<Inner>) {
+        let _ = self.store.set(Arc::downgrade(inner));
+    }
+
     fn own_lane(&self) -> String {
         format!("node/{}", self.node)
     }
 
-    /// Whether the writer of `job` may write `entity` (read at
-    /// `since`): no other writer wrote it after that. `Err` carries the
-    /// position the entity stands at.
-    fn fresh(&self, entity: &str, since: u64, writer: Writer) -> std::result::Result<(), u64> {
-        match self
-            .subjects
-            .lock()
-            .ok()
-            .and_then(|m| m.get(entity).copied())
-        {
-            Some((pos, by)) if pos > since && by != writer => Err(pos),
-            _ => Ok(()),
-        }
+    /// `entity`'s last position applied here and its writer (`None`:
+    /// never written).
+    fn last_applied(&self, entity: &str) -> Option<(u64, Writer)> {
+        let inner = self.store.get()?.upgrade()?;
+        last_of_entity(&inner, entity).ok().flatten()
     }
 
     /// Whether an actor of `entity` activated at `since` by writer
@@ -150,7 +178,7 @@ impl Cluster {
         let mut w = [0u8; 16];
         w[..8].copy_from_slice(&self.boot.to_le_bytes());
         w[8..].copy_from_slice(&tracker.to_le_bytes());
-        self.fresh(entity, since, w).is_err()
+        stale(self.last_applied(entity), since, w).is_err()
     }
 
     fn need(&self, entity: &str, pos: u64) {
@@ -206,6 +234,7 @@ struct Set {
 /// u8 version (1)
 /// u32 LE + bytes  message id;   u64 LE boot id of the writing process;
 /// i64 LE          written at (unix seconds, the writer's clock)
+/// u64 LE          the entity's position it follows (0: the first)
 /// u32 LE          number of write sets, then each:
 ///   16 bytes writer
 ///   u32 n, then n keys it creates (u32 len, key)
@@ -213,7 +242,13 @@ struct Set {
 ///   u32 n, then n ledger journal records (u32 len, record)
 ///   u32 n, then n events (u32 len, event)
 /// ```
-fn encode_entry(msg_id: &str, boot: u64, at: i64, sets: &[(Writer, &WriteSet)]) -> Vec<u8> {
+fn encode_entry(
+    msg_id: &str,
+    boot: u64,
+    at: i64,
+    expected: u64,
+    sets: &[(Writer, &WriteSet)],
+) -> Vec<u8> {
     fn bytes(b: &mut Vec<u8>, x: &[u8]) {
         b.extend_from_slice(&(x.len() as u32).to_le_bytes());
         b.extend_from_slice(x);
@@ -228,6 +263,7 @@ fn encode_entry(msg_id: &str, boot: u64, at: i64, sets: &[(Writer, &WriteSet)]) 
     bytes(&mut b, msg_id.as_bytes());
     b.extend_from_slice(&boot.to_le_bytes());
     b.extend_from_slice(&at.to_le_bytes());
+    b.extend_from_slice(&expected.to_le_bytes());
     b.extend_from_slice(&(sets.len() as u32).to_le_bytes());
     for (writer, w) in sets {
         b.extend_from_slice(writer);
@@ -250,6 +286,7 @@ struct Decoded {
     msg_id: String,
     boot: u64,
     at: i64,
+    expected: u64,
     sets: Vec<Set>,
 }
 
@@ -263,21 +300,13 @@ fn decode_entry(p: &[u8]) -> std::result::Result<Decoded, String> {
     let msg_id = String::from_utf8_lossy(c.take(n)?).into_owned();
     let boot = c.u64()?;
     let at = c.u64()? as i64;
-    let list = |c: &mut Cur| -> std::result::Result<Vec<Vec<u8>>, String> {
-        let n = c.u32()?;
-        let mut out = Vec::with_capacity(n.min(1 << 12));
-        for _ in 0..n {
-            let l = c.u32()?;
-            out.push(c.take(l)?.to_vec());
-        }
-        Ok(out)
-    };
+    let expected = c.u64()?;
     let n = c.u32()?;
     let mut sets = Vec::with_capacity(n.min(1 << 12));
     for _ in 0..n {
         let mut writer = [0u8; 16];
         writer.copy_from_slice(c.take(16)?);
-        let creates = list(&mut c)?;
+        let creates = c.list()?;
         let n_ops = c.u32()?;
         let mut ops = Vec::with_capacity(n_ops.min(1 << 12));
         for _ in 0..n_ops {
@@ -294,8 +323,8 @@ fn decode_entry(p: &[u8]) -> std::result::Result<Decoded, String> {
             };
             ops.push((k, v));
         }
-        let journal = list(&mut c)?;
-        let events = list(&mut c)?;
+        let journal = c.list()?;
+        let events = c.list()?;
         sets.push(Set {
             writer,
             creates,
@@ -304,13 +333,12 @@ fn decode_entry(p: &[u8]) -> std::result::Result<Decoded, String> {
             events,
         });
     }
-    if !c.0.is_empty() {
-        return Err("bytes after the entry".into());
-    }
+    c.end()?;
     Ok(Decoded {
         msg_id,
         boot,
         at,
+        expected,
         sets,
     })
 }
@@ -343,6 +371,13 @@ pub(super) fn apply_entry(inner: &Inner, cl: &Cluster, st: &mut Applier, e: Entr
         }
     };
     let day = crate::clock::date_of(d.at);
+    // JetStream 2.9 checks an append's expected position on the stream's
+    // leader before replicating it, and two appends in flight with the
+    // same expected position can both pass (nats-server issue 4320). Every
+    // node checks it again here, in stream order, alike: an entry that
+    // does not follow the entity's last position applies nothing.
+    let prev = last_of_entity(inner, &e.entity)?.map_or(0, |(pos, _)| pos);
+    let follows = d.expected == prev;
     let mut outcomes: Vec<Result<()>> = Vec::with_capacity(d.sets.len());
     let mut ops: Vec<(Vec<u8>, Option<sled::IVec>)> = Vec::new();
     let mut events = Vec::new();
@@ -354,6 +389,10 @@ pub(super) fn apply_entry(inner: &Inner, cl: &Cluster, st: &mut Applier, e: Entr
     let mut last_writer = [0u8; 16];
     for s in d.sets {
         last_writer = s.writer;
+        if !follows {
+            outcomes.push(Err(StorageError::Fenced(e.entity.clone())));
+            continue;
+        }
         if let Some(k) = refused.get(&s.writer) {
             outcomes.push(Err(StorageError::Exists(k.clone())));
             continue;
@@ -382,6 +421,13 @@ pub(super) fn apply_entry(inner: &Inner, cl: &Cluster, st: &mut Applier, e: Entr
     for (k, v) in st.chain.day_anchors() {
         ops.push((k, Some(sled::IVec::from(v))));
     }
+    if !follows {
+        metrics::LOG_REFUSED_AT_APPLY.inc();
+        tracing::warn!(entity = %e.entity, seq = e.seq, expected = d.expected, last = prev, "an entry that does not follow its entity's last position: applied nothing");
+    }
+    let mut last = e.seq.to_be_bytes().to_vec();
+    last.extend_from_slice(&last_writer);
+    ops.push((last_key(&e.entity), Some(sled::IVec::from(last))));
     let from_elsewhere = d.boot != cl.boot;
     let keys: Vec<Vec<u8>> = if from_elsewhere {
         ops.iter().map(|(k, _)| k.clone()).collect()
@@ -397,9 +443,6 @@ pub(super) fn apply_entry(inner: &Inner, cl: &Cluster, st: &mut Applier, e: Entr
         .fetch_add(e.payload.len() as u64, Ordering::SeqCst);
     if inner.since_checkpoint.load(Ordering::SeqCst) >= inner.opts.checkpoint_bytes {
         inner.wake_checkpointer();
-    }
-    if let Ok(mut m) = cl.subjects.lock() {
-        m.insert(e.entity.clone(), (e.seq, last_writer));
     }
     if !keys.is_empty() {
         if let Ok(listeners) = cl.listeners.read() {
@@ -653,10 +696,13 @@ impl Committer {
             return;
         };
         let queued = std::mem::take(&mut lane.queue);
+        // One read for both the writers' check and the expected position:
+        // an entry applied between the two would otherwise pass the check
+        // and then be named as the position this entry follows.
+        let last = self.cl.last_applied(entity);
         let mut arrivals = Vec::new();
         let mut jobs = Vec::new();
         let mut answered = Vec::new();
-        let mut since = u64::MAX;
         for (n, mut j) in queued {
             // A writer whose earlier write set was refused has memory ahead
             // of storage: nothing more of it may land until it is rebuilt.
@@ -667,7 +713,7 @@ impl Committer {
                 continue;
             }
             if let Some(f) = j.w.fence.take() {
-                if let Err(pos) = self.cl.fresh(entity, f.since, self.cl.writer(&j)) {
+                if let Err(pos) = stale(last, f.since, self.cl.writer(&j)) {
                     self.cl.need(entity, pos);
                     if let Some(t) = &j.tracker {
                         t.fail();
@@ -676,7 +722,6 @@ impl Committer {
                     j.answer(Err(StorageError::Fenced(f.name.to_string())));
                     continue;
                 }
-                since = since.min(f.since);
             }
             arrivals.push(n);
             jobs.push(j);
@@ -699,20 +744,16 @@ impl Committer {
             self.cl.boot,
             self.cl.next_msg.fetch_add(1, Ordering::Relaxed)
         );
+        let expected = last.map_or(0, |(pos, _)| pos);
         let sets: Vec<(Writer, &WriteSet)> =
             jobs.iter().map(|j| (self.cl.writer(j), &j.w)).collect();
         let payload = Bytes::from(encode_entry(
             &msg_id,
             self.cl.boot,
             crate::clock::now(),
+            expected,
             &sets,
         ));
-        let known = self
-            .cl
-            .subjects
-            .lock()
-            .ok()
-            .and_then(|m| m.get(entity).map(|(pos, _)| *pos));
         if let Ok(mut a) = self.cl.awaiting.lock() {
             a.insert(msg_id.clone(), jobs);
         }
@@ -727,26 +768,6 @@ impl Committer {
                 msg_id: msg_id.clone(),
                 error,
                 catch_up,
-            };
-            // An entity not written since this node started following:
-            // its last position comes from the log, and must be one this
-            // writer read.
-            let expected = match known {
-                Some(pos) => pos,
-                None => match cl.log.last_of(&entity).await {
-                    Ok(pos) if pos <= since || since == u64::MAX => pos,
-                    Ok(pos) => {
-                        metrics::LOG_APPENDS.with_label_values(&["conflict"]).inc();
-                        let _ = cl
-                            .done
-                            .send(refused(StorageError::Fenced(entity.clone()), Some(pos)));
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = cl.done.send(refused(StorageError::Io(e.to_string()), None));
-                        return;
-                    }
-                },
             };
             match cl.log.append(&entity, expected, &msg_id, payload).await {
                 // Answered by the applier once applied here.
@@ -769,6 +790,18 @@ impl Committer {
 mod tests {
     use super::*;
 
+    /// A writer is behind once another writer wrote its entity after the
+    /// position it read; its own writes never make it so.
+    #[test]
+    fn a_writer_is_stale_only_after_another_writers_later_write() {
+        let (me, other) = ([1; 16], [2; 16]);
+        assert_eq!(stale(None, 5, me), Ok(()));
+        assert_eq!(stale(Some((9, me)), 5, me), Ok(()));
+        assert_eq!(stale(Some((5, other)), 5, me), Ok(()));
+        assert_eq!(stale(Some((4, other)), 5, me), Ok(()));
+        assert_eq!(stale(Some((6, other)), 5, me), Err(6));
+    }
+
     #[test]
     fn entries_read_back_as_written() {
         let mut a = WriteSet::new();
@@ -778,11 +811,17 @@ mod tests {
         a.journal.push(b"rec".to_vec());
         a.events.push(b"{\"e\":1}".to_vec());
         let b = WriteSet::new();
-        let bytes = encode_entry("n1-1-1", 7, 1_700_000_000, &[([1; 16], &a), ([2; 16], &b)]);
+        let bytes = encode_entry(
+            "n1-1-1",
+            7,
+            1_700_000_000,
+            41,
+            &[([1; 16], &a), ([2; 16], &b)],
+        );
         let d = decode_entry(&bytes).expect("decodes");
         assert_eq!(
-            (d.msg_id.as_str(), d.boot, d.at),
-            ("n1-1-1", 7, 1_700_000_000)
+            (d.msg_id.as_str(), d.boot, d.at, d.expected),
+            ("n1-1-1", 7, 1_700_000_000, 41)
         );
         assert_eq!(d.sets.len(), 2);
         assert_eq!(d.sets[0].writer, [1; 16]);

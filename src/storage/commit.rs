@@ -190,6 +190,26 @@ impl<'a> Cur<'a> {
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
+
+    /// A u32 count, then that many u32-length-prefixed byte strings.
+    pub(super) fn list(&mut self) -> std::result::Result<Vec<Vec<u8>>, String> {
+        let n = self.u32()?;
+        let mut out = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            let l = self.u32()?;
+            out.push(self.take(l)?.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Nothing may follow the last field.
+    pub(super) fn end(&self) -> std::result::Result<(), String> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err("bytes after the payload".into())
+        }
+    }
 }
 
 /// Read a round back from a frame's payload.
@@ -216,15 +236,8 @@ pub(super) fn decode_round(p: &[u8]) -> std::result::Result<Round, String> {
         ops.push((k, v));
     }
     let first_event = c.u64()?;
-    let n = c.u32()?;
-    let mut events = Vec::with_capacity(n.min(1 << 16));
-    for _ in 0..n {
-        let l = c.u32()?;
-        events.push(c.take(l)?.to_vec());
-    }
-    if !c.0.is_empty() {
-        return Err("bytes after the round".into());
-    }
+    let events = c.list()?;
+    c.end()?;
     Ok(Round {
         ops,
         first_event,

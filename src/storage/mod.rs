@@ -267,6 +267,40 @@ struct Inner {
 }
 
 impl Inner {
+    /// The store's shared state, writes going to `jobs`, its reads
+    /// reflecting `(position, last event seq)`.
+    fn new(
+        tree: Kv,
+        jobs: Sink,
+        cluster: Option<Arc<cluster::Cluster>>,
+        (journal_key, journal, journal_dir): ([u8; 32], Option<Journal>, PathBuf),
+        (outbox, legacy): (BTreeMap<u64, Vec<Vec<u8>>>, std::collections::HashSet<u64>),
+        (pos, last_event): (u64, u64),
+        opts: StorageOptions,
+    ) -> Inner {
+        Inner {
+            tree,
+            jobs: Mutex::new(Some(jobs)),
+            cluster,
+            durable_tx: watch::channel(last_event).0,
+            apply_lock: std::sync::RwLock::new(()),
+            journal_key,
+            journal: Mutex::new(journal),
+            journal_dir,
+            outbox: Mutex::new(outbox),
+            legacy_outbox: Mutex::new(legacy),
+            applied_pos: AtomicU64::new(pos),
+            last_event: AtomicU64::new(last_event),
+            since_checkpoint: AtomicU64::new(0),
+            checkpoint_lock: Mutex::new(()),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
+            opts,
+            poisoned: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
     /// [`Storage::shutdown`] or [`Storage::close`] began.
     fn stopping(&self) -> bool {
         self.wake.0.lock().map_or(true, |w| w.stop)
@@ -411,7 +445,6 @@ impl Storage {
         }
         last_event = last_event.max(consumed);
         let chain = ledger::chain_head(&tree, journal_key)?;
-        let (durable_tx, _) = watch::channel(last_event);
         if let Some(c) = cluster {
             return Storage::start_cluster(
                 tree,
@@ -425,27 +458,15 @@ impl Storage {
             );
         }
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Inner::new(
             tree,
-            jobs: Mutex::new(Some(Sink::Local(jobs_tx))),
-            cluster: None,
-            durable_tx,
-            apply_lock: std::sync::RwLock::new(()),
-            journal_key,
-            journal: Mutex::new(journal),
-            journal_dir,
-            outbox: Mutex::new(outbox),
-            legacy_outbox: Mutex::new(legacy),
-            applied_pos: AtomicU64::new(last_pos),
-            last_event: AtomicU64::new(last_event),
-            since_checkpoint: AtomicU64::new(0),
-            checkpoint_lock: Mutex::new(()),
-            wake: (Mutex::new(Wake::default()), Condvar::new()),
+            Sink::Local(jobs_tx),
+            None,
+            (journal_key, journal, journal_dir),
+            (outbox, legacy),
+            (last_pos, last_event),
             opts,
-            poisoned: AtomicBool::new(false),
-            refusing: AtomicBool::new(false),
-            threads: Mutex::new(Vec::new()),
-        });
+        ));
         let committer = Arc::clone(&inner);
         let cur = commit::Cursor {
             next_seq: last_event + 1,
@@ -489,31 +510,19 @@ impl Storage {
     ) -> Result<Storage> {
         let started = std::time::Instant::now();
         let chain = ledger::chain_head(&tree, journal_key)?;
-        let (durable_tx, _) = watch::channel(last_event);
         let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
         let cl = Arc::new(cluster::Cluster::new(&c, pos, done_tx));
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Inner::new(
             tree,
-            jobs: Mutex::new(Some(Sink::Cluster(jobs_tx))),
-            cluster: Some(Arc::clone(&cl)),
-            durable_tx,
-            apply_lock: std::sync::RwLock::new(()),
-            journal_key,
-            journal: Mutex::new(None),
-            journal_dir: dir.join("journal"),
-            outbox: Mutex::new(outbox),
-            legacy_outbox: Mutex::new(legacy),
-            applied_pos: AtomicU64::new(pos),
-            last_event: AtomicU64::new(last_event),
-            since_checkpoint: AtomicU64::new(0),
-            checkpoint_lock: Mutex::new(()),
-            wake: (Mutex::new(Wake::default()), Condvar::new()),
+            Sink::Cluster(jobs_tx),
+            Some(Arc::clone(&cl)),
+            (journal_key, None, dir.join("journal")),
+            (outbox, legacy),
+            (pos, last_event),
             opts,
-            poisoned: AtomicBool::new(false),
-            refusing: AtomicBool::new(false),
-            threads: Mutex::new(Vec::new()),
-        });
+        ));
+        cl.attach(&inner);
         let target = c
             .log
             .stream_last()

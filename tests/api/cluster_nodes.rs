@@ -190,6 +190,11 @@ async fn joins_through_every_node_fill_a_group_exactly() {
                 m
             })
     );
+    let mut refused_at_apply = 0.0;
+    for app in &n {
+        refused_at_apply += app.metric("qrgate_log_refused_at_apply_total").await;
+    }
+    eprintln!("entries refused at apply, summed over the nodes: {refused_at_apply}");
     assert!(
         joined.len() < SEATS,
         "never more than the seats (the owner holds one)"
