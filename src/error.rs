@@ -132,6 +132,10 @@ pub enum ApiError {
     StorageUnavailable,
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
+    #[error("the node that owns this entity did not answer; retry shortly")]
+    NodeUnavailable,
+    #[error("a forwarded request whose cluster signature does not hold")]
+    ForwardRefused,
     #[error("internal error")]
     Internal,
 }
@@ -186,6 +190,8 @@ impl ApiError {
             ApiError::TooManyInvites => "too_many_invites",
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
+            ApiError::NodeUnavailable => "node_unavailable",
+            ApiError::ForwardRefused => "forward_refused",
             ApiError::Internal => "internal",
         }
     }
@@ -281,7 +287,10 @@ impl ApiError {
             | ApiError::CannotRemoveOwner
             | ApiError::CannotBlockOwner
             | ApiError::TooManyInvites => StatusCode::CONFLICT,
-            ApiError::StorageUnavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageUnavailable | ApiError::Overloaded | ApiError::NodeUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::ForwardRefused => StatusCode::FORBIDDEN,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

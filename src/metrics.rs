@@ -122,6 +122,17 @@ pub static LOG_REFUSED_AT_APPLY: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static FORWARDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_forwards_total",
+            "Cluster mode: requests forwarded to the node owning their entity (sent; not_sent: served here as the owner was unreachable; lost: the owner took it and did not answer) and forwards received (served, refused)",
+        ),
+        &["outcome"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static LOG_STALE_ACTORS: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "qrgate_log_stale_actors_total",

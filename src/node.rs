@@ -18,8 +18,10 @@ pub struct Node {
     /// Where the other nodes reach this one.
     pub url: String,
     pub log: Arc<StreamLog>,
-    /// The live nodes as the last heartbeat saw them.
-    live: RwLock<Vec<crate::storage::jetstream::Node>>,
+    /// Keys the signatures of requests forwarded between nodes.
+    pub forward_key: [u8; 32],
+    /// The live nodes as the last heartbeat saw them (ids, and each node).
+    live: RwLock<(Vec<String>, Vec<crate::storage::jetstream::Node>)>,
 }
 
 impl Node {
@@ -36,6 +38,7 @@ impl Node {
             id: c.node_id.clone(),
             url,
             log,
+            forward_key: blake3::derive_key("qrgate 2026 cluster forward", c.secret.as_bytes()),
             live: RwLock::default(),
         })
     }
@@ -52,8 +55,9 @@ impl Node {
                 }
                 match node.log.live_nodes() {
                     Ok(nodes) => {
+                        let ids = nodes.iter().map(|n| n.id.clone()).collect();
                         if let Ok(mut live) = node.live.write() {
-                            *live = nodes;
+                            *live = (ids, nodes);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot list the live nodes"),
@@ -66,10 +70,23 @@ impl Node {
 
     /// The ids of the live nodes as last seen.
     pub fn live(&self) -> Vec<String> {
-        self.live
-            .read()
-            .map(|l| l.iter().map(|n| n.id.clone()).collect())
-            .unwrap_or_default()
+        self.live.read().map(|l| l.0.clone()).unwrap_or_default()
+    }
+
+    /// The node that owns `entity` when it is another live one; `None`
+    /// when this node owns it, or when this node is not among the live
+    /// nodes it sees (it then serves everything itself).
+    pub fn owner_elsewhere(&self, entity: &str) -> Option<crate::storage::jetstream::Node> {
+        let live = self.live.read().ok()?;
+        let (ids, nodes) = &*live;
+        if !ids.contains(&self.id) {
+            return None;
+        }
+        let owner = crate::domain::placement::owner(entity, ids)?;
+        if owner == self.id {
+            return None;
+        }
+        nodes.iter().find(|n| n.id == owner).cloned()
     }
 }
 

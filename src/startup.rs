@@ -243,6 +243,8 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         // Runs on each worker's thread as it starts.
         worker_arbiters.register_current();
         App::new()
+            // Cluster mode: a group's or a packet's requests go to its owner.
+            .wrap(actix_web::middleware::from_fn(http::forward::route))
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
                 // A fixed set of labels: clients can send any method string.

@@ -5,6 +5,7 @@ pub mod abuse;
 pub mod api_keys;
 pub mod auth;
 pub mod codes;
+pub mod forward;
 pub mod groups;
 pub mod invites;
 pub mod joins;

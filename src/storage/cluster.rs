@@ -199,16 +199,22 @@ impl Cluster {
         else {
             return Ok(());
         };
-        let mut rx = self.applied.subscribe();
-        tokio::time::timeout(CATCH_UP_TIMEOUT, rx.wait_for(|p| *p >= pos))
-            .await
-            .map_err(|_| StorageError::Io(format!("the log is not applied up to {pos} here")))?
-            .map_err(|_| StorageError::Closed)?;
+        self.reach(pos, CATCH_UP_TIMEOUT).await?;
         if let Ok(mut m) = self.catch_up.lock() {
             if m.get(entity).is_some_and(|p| *p <= pos) {
                 m.remove(entity);
             }
         }
+        Ok(())
+    }
+
+    /// Wait (at most `timeout`) until this node applied the log up to `pos`.
+    pub(super) async fn reach(&self, pos: u64, timeout: Duration) -> Result<()> {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= pos))
+            .await
+            .map_err(|_| StorageError::Io(format!("the log is not applied up to {pos} here")))?
+            .map_err(|_| StorageError::Closed)?;
         Ok(())
     }
 

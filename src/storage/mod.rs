@@ -678,6 +678,15 @@ impl Storage {
         }
     }
 
+    /// Cluster mode: wait (at most `timeout`) until this node applied the
+    /// log up to `pos`. One node: at once.
+    pub async fn reach(&self, pos: u64, timeout: Duration) -> Result<()> {
+        match &self.inner.cluster {
+            Some(c) => c.reach(pos, timeout).await,
+            None => Ok(()),
+        }
+    }
+
     pub fn is_cluster(&self) -> bool {
         self.inner.cluster.is_some()
     }

@@ -103,6 +103,14 @@ async fn users_sessions_and_invitations_work_through_every_node() {
         HashSet::from([owner_id.clone(), joiner_id.clone()])
     );
 
+    // A brand-new account joins at once through the node it was made on,
+    // the group's owner being another node for two of the three.
+    for (k, app) in n.iter().enumerate() {
+        let (_, tok) = app.user(&format!("quick{k}")).await;
+        let (s, v) = app.join(&tok, &invite).await;
+        assert_eq!(s, 200, "through n{}: {v}", k + 1);
+    }
+
     // Logged out on n2: refused on n1 and n3 too.
     let (s, _) = n[1]
         .call("DELETE", "/v1/sessions/current", Some(&joiner), None)
@@ -126,7 +134,7 @@ async fn users_sessions_and_invitations_work_through_every_node() {
     assert_eq!(s, 200, "{v}");
     let seen = member_ids(&v);
     assert!(later.iter().all(|u| seen.contains(u)), "{v}");
-    assert_eq!(seen.len(), 7, "{v}");
+    assert_eq!(seen.len(), 10, "{v}");
     let (s, body) = {
         let mut r = n[2]
             .client
@@ -194,7 +202,14 @@ async fn joins_through_every_node_fill_a_group_exactly() {
     for app in &n {
         refused_at_apply += app.metric("qrgate_log_refused_at_apply_total").await;
     }
-    eprintln!("entries refused at apply, summed over the nodes: {refused_at_apply}");
+    let mut forwarded = 0.0;
+    for app in &n {
+        forwarded += app.metric("qrgate_forwards_total{outcome=\"sent\"}").await;
+    }
+    eprintln!(
+        "entries refused at apply, summed over the nodes: {refused_at_apply}; requests forwarded to their group's owner: {forwarded}"
+    );
+    assert!(forwarded > 0.0, "joins reach the group's owner");
     assert!(
         joined.len() < SEATS,
         "never more than the seats (the owner holds one)"
@@ -297,4 +312,162 @@ async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
             );
         }
     }
+}
+
+/// Nodes forward requests to each other signed with the cluster secret: a
+/// forward signed with another secret, sent too long ago, or unsigned is
+/// refused (403 `forward_refused`); one signed right is served.
+#[actix_web::test]
+async fn a_forged_forward_is_refused() {
+    use qrgate::domain::forward::{sign, Forward};
+    let Some(nats) = Nats::start() else { return };
+    let app = TestApp::spawn_with(&node_config(&nats, "n1")).await;
+    let (_, owner) = app.user("owner").await;
+    let g = app
+        .group(&owner, json!({"name": "guarded", "member_limit": 100}))
+        .await;
+    let target = format!("/v1/groups/{g}");
+    let auth = format!("Bearer {owner}");
+    let signed = |secret: &str, sent_ms: i64| {
+        let key = blake3::derive_key("qrgate 2026 cluster forward", secret.as_bytes());
+        let headers: [(&str, &[u8]); 1] = [("authorization", auth.as_bytes())];
+        sign(
+            &key,
+            &Forward {
+                method: "GET",
+                target: &target,
+                headers: &headers,
+                body: b"",
+                from_node: "n2",
+                sent_ms,
+                hops: 1,
+            },
+        )
+    };
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    let at = now_ms();
+    let (s, v) = send(
+        &app,
+        &target,
+        &owner,
+        signed("another-secret-of-at-least-32-characters", at),
+        at,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("forward_refused")),
+        "{v}"
+    );
+    let old = at - 120_000;
+    let (s, v) = send(&app, &target, &owner, signed(SECRET, old), old).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("forward_refused")),
+        "{v}"
+    );
+    let (s, v) = send(&app, &target, &owner, "00".repeat(32), at).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("forward_refused")),
+        "{v}"
+    );
+    let (s, v) = app
+        .call_with(
+            "GET",
+            &target,
+            Some(&owner),
+            None,
+            &[("x-qrgate-forward-from", "n2".to_string())],
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (403, Some("forward_refused")),
+        "{v}"
+    );
+    // A forward is served once its owner applied what the sender had: one
+    // naming a position the log never reached waits, then answers 503.
+    let at = now_ms();
+    let far = "999999999".to_string();
+    let key = blake3::derive_key("qrgate 2026 cluster forward", SECRET.as_bytes());
+    let headers: [(&str, &[u8]); 2] = [
+        ("authorization", auth.as_bytes()),
+        ("x-qrgate-forward-position", far.as_bytes()),
+    ];
+    let signature = sign(
+        &key,
+        &Forward {
+            method: "GET",
+            target: &target,
+            headers: &headers,
+            body: b"",
+            from_node: "n2",
+            sent_ms: at,
+            hops: 1,
+        },
+    );
+    let started = Instant::now();
+    let (s, v) = app
+        .call_with(
+            "GET",
+            &target,
+            Some(&owner),
+            None,
+            &[
+                ("x-qrgate-forward-from", "n2".to_string()),
+                ("x-qrgate-forward-at", at.to_string()),
+                ("x-qrgate-forward-hops", "1".to_string()),
+                ("x-qrgate-forward-signature", signature),
+                ("x-qrgate-forward-position", far),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Signed with the cluster's secret: served.
+    let at = now_ms();
+    let (s, v) = send(&app, &target, &owner, signed(SECRET, at), at).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        app.metric("qrgate_forwards_total{outcome=\"refused\"}")
+            .await,
+        4.0
+    );
+}
+
+/// A GET of `target` as a forward from node n2 with `signature`.
+async fn send(
+    app: &TestApp,
+    target: &str,
+    token: &str,
+    signature: String,
+    sent_ms: i64,
+) -> (u16, Value) {
+    app.call_with(
+        "GET",
+        target,
+        Some(token),
+        None,
+        &[
+            ("x-qrgate-forward-from", "n2".to_string()),
+            ("x-qrgate-forward-at", sent_ms.to_string()),
+            ("x-qrgate-forward-hops", "1".to_string()),
+            ("x-qrgate-forward-signature", signature),
+        ],
+    )
+    .await
 }

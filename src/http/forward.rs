@@ -1,0 +1,338 @@
+//! Cluster mode: a request for a group or a red packet that another live
+//! node owns (`domain::placement`) is served by that node, whose actor
+//! holds the entity in memory, instead of two nodes taking turns writing
+//! it. The forward is one hop over internal HTTP, signed with the cluster
+//! secret (`domain::forward`); the owner serves a signed forward itself
+//! whoever it thinks owns the entity, and refuses a forward whose signature
+//! does not hold (403 `forward_refused`).
+//!
+//! When the owner cannot be reached before the request was sent, this node
+//! serves it (the log's compare-and-set keeps one writer per entity); when
+//! the owner took it and did not answer, it may have applied it, so the
+//! client gets 503 `node_unavailable` rather than a second attempt here.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use std::time::Duration;
+
+use super::AppState;
+use crate::domain::forward::{self, Forward};
+use crate::domain::ids::{GroupId, PacketId};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::node::Node;
+
+const FROM: &str = "x-qrgate-forward-from";
+const AT: &str = "x-qrgate-forward-at";
+const HOPS: &str = "x-qrgate-forward-hops";
+const SIGNATURE: &str = "x-qrgate-forward-signature";
+/// The log position the forwarding node had applied: the owner serves the
+/// forward once it has applied as much, so a client's own writes through
+/// one node (its account, its session) are there on the owner too.
+const POSITION: &str = "x-qrgate-forward-position";
+/// The request headers the owner acts on: forwarded, and signed.
+const SIGNED: &[&str] = &[
+    "authorization",
+    "content-type",
+    "accept",
+    "accept-language",
+    "idempotency-key",
+    "x-device-id",
+    POSITION,
+];
+/// How long a forward waits for its owner to apply the sender's position.
+const CATCH_UP: Duration = Duration::from_secs(5);
+/// Response headers that belong to one connection, not to the answer.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+];
+/// A forward sent longer ago than this (by the sender's clock) is refused.
+const MAX_SKEW_MS: i64 = 30_000;
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Bodies buffered for a forward: the handlers enforce their own limits.
+const MAX_BODY: usize = 4 << 20;
+
+thread_local! {
+    /// awc's client is per thread; no default headers, so that what the
+    /// owner receives is what was signed.
+    static CLIENT: awc::Client = awc::Client::builder()
+        .no_default_headers()
+        .timeout(TIMEOUT)
+        .finish();
+}
+
+/// The middleware (`middleware::from_fn`).
+pub async fn route(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let Some((state, node)) = state.and_then(|s| s.node.clone().map(|n| (s, n))) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    if [FROM, AT, HOPS, SIGNATURE]
+        .iter()
+        .any(|h| req.headers().contains_key(*h))
+    {
+        let body = take_body(&mut req).await?;
+        if let Err(e) = check(&node, &req, &body) {
+            tracing::warn!(error = %e, path = %req.path(), "a forwarded request refused");
+            metrics::FORWARDS.with_label_values(&["refused"]).inc();
+            return Ok(req.into_response(ApiError::ForwardRefused.error_response()));
+        }
+        metrics::FORWARDS.with_label_values(&["served"]).inc();
+        let position = req
+            .headers()
+            .get(POSITION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(p) = position {
+            if let Err(e) = state.storage.reach(p, CATCH_UP).await {
+                return Ok(req.into_response(ApiError::from(e).error_response()));
+            }
+        }
+        req.set_payload(Payload::from(body));
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let (entity, body) = match entity_of_path(req.path()) {
+        Some(e) => (Some(e), None),
+        None if req.path() == "/v1/join" && req.method() == actix_web::http::Method::POST => {
+            let body = take_body(&mut req).await?;
+            (join_entity(&state, &body), Some(body))
+        }
+        None => (None, None),
+    };
+    let owner = entity.and_then(|e| node.owner_elsewhere(&e));
+    let Some(owner) = owner else {
+        if let Some(body) = body {
+            req.set_payload(Payload::from(body));
+        }
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let body = match body {
+        Some(b) => b,
+        None => take_body(&mut req).await?,
+    };
+    match send(
+        &node,
+        &owner.url,
+        &req,
+        body.clone(),
+        state.storage.position(),
+    )
+    .await
+    {
+        Ok(resp) => {
+            metrics::FORWARDS.with_label_values(&["sent"]).inc();
+            Ok(req.into_response(resp))
+        }
+        Err(Failed::NotSent(e)) => {
+            tracing::warn!(owner = %owner.id, error = %e, "the owner is unreachable; serving here");
+            metrics::FORWARDS.with_label_values(&["not_sent"]).inc();
+            req.set_payload(Payload::from(body));
+            Ok(next.call(req).await?.map_into_boxed_body())
+        }
+        Err(Failed::Lost(e)) => {
+            tracing::warn!(owner = %owner.id, error = %e, "the owner took a request and did not answer");
+            metrics::FORWARDS.with_label_values(&["lost"]).inc();
+            Ok(req.into_response(ApiError::NodeUnavailable.error_response()))
+        }
+    }
+}
+
+/// The entity a request's path names: groups and their sub-resources
+/// (admin routes included) and red packets.
+fn entity_of_path(path: &str) -> Option<String> {
+    let first = |rest: &str| rest.split('/').next().map(str::to_string);
+    if let Some(rest) = path
+        .strip_prefix("/v1/groups/")
+        .or_else(|| path.strip_prefix("/v1/admin/groups/"))
+    {
+        let id = first(rest)?;
+        GroupId::parse(&id).ok()?;
+        return Some(format!("group/{id}"));
+    }
+    if let Some(rest) = path.strip_prefix("/v1/packets/") {
+        let id = first(rest)?;
+        PacketId::parse(&id).ok()?;
+        return Some(format!("packet/{id}"));
+    }
+    None
+}
+
+/// A join names its group inside the invitation token.
+fn join_entity(state: &AppState, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Join {
+        token: String,
+    }
+    let j: Join = serde_json::from_slice(body).ok()?;
+    let parsed = crate::domain::token::parse(&j.token).ok()?;
+    let g = state
+        .groups
+        .group_by_ref(&parsed.claims.group_ref)
+        .ok()
+        .flatten()?;
+    Some(format!("group/{g}"))
+}
+
+async fn take_body(req: &mut ServiceRequest) -> Result<Bytes, actix_web::Error> {
+    let mut payload = req.take_payload();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY).into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The signed headers `req` carries, in [`SIGNED`] order.
+fn signed_headers(req: &ServiceRequest) -> Vec<(&'static str, Vec<u8>)> {
+    SIGNED
+        .iter()
+        .filter_map(|h| req.headers().get(*h).map(|v| (*h, v.as_bytes().to_vec())))
+        .collect()
+}
+
+fn target(req: &ServiceRequest) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_string(), |p| p.as_str().to_string())
+}
+
+/// Whether a forward's signature holds.
+fn check(node: &Node, req: &ServiceRequest, body: &[u8]) -> Result<(), String> {
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| format!("no {h} header"))
+    };
+    let from = header(FROM)?;
+    let sent_ms: i64 = header(AT)?.parse().map_err(|_| format!("bad {AT}"))?;
+    let hops: u8 = header(HOPS)?.parse().map_err(|_| format!("bad {HOPS}"))?;
+    let signature = header(SIGNATURE)?;
+    let headers = signed_headers(req);
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let method = req.method().as_str().to_string();
+    let target = target(req);
+    let f = Forward {
+        method: &method,
+        target: &target,
+        headers: &headers,
+        body,
+        from_node: from,
+        sent_ms,
+        hops,
+    };
+    forward::verify(
+        &node.forward_key,
+        &f,
+        signature,
+        crate::clock::now_ms(),
+        MAX_SKEW_MS,
+    )
+    .map_err(|e| e.to_string())
+}
+
+enum Failed {
+    /// The request never reached the owner.
+    NotSent(String),
+    /// The owner may have it; its answer is lost.
+    Lost(String),
+}
+
+/// Send `req` to the owner at `base` and return its answer.
+async fn send(
+    node: &Node,
+    base: &str,
+    req: &ServiceRequest,
+    body: Bytes,
+    position: u64,
+) -> Result<HttpResponse, Failed> {
+    let mut headers: Vec<_> = signed_headers(req)
+        .into_iter()
+        .filter(|(h, _)| *h != POSITION)
+        .collect();
+    headers.push((POSITION, position.to_string().into_bytes()));
+    let method = req.method().clone();
+    let target = target(req);
+    let sent_ms = crate::clock::now_ms();
+    let signature = {
+        let h: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        forward::sign(
+            &node.forward_key,
+            &Forward {
+                method: method.as_str(),
+                target: &target,
+                headers: &h,
+                body: &body,
+                from_node: &node.id,
+                sent_ms,
+                hops: 1,
+            },
+        )
+    };
+    let url = format!("{}{target}", base.trim_end_matches('/'));
+    let mut out = CLIENT.with(|c| c.request(method, url));
+    for (name, value) in &headers {
+        out = out.insert_header((*name, value.as_slice()));
+    }
+    out = out
+        .insert_header((FROM, node.id.as_str()))
+        .insert_header((AT, sent_ms.to_string()))
+        .insert_header((HOPS, "1"))
+        .insert_header((SIGNATURE, signature));
+    let mut resp = out.send_body(body).await.map_err(|e| match e {
+        awc::error::SendRequestError::Connect(e) => Failed::NotSent(e.to_string()),
+        e => Failed::Lost(e.to_string()),
+    })?;
+    let bytes = resp
+        .body()
+        .limit(32 << 20)
+        .await
+        .map_err(|e| Failed::Lost(e.to_string()))?;
+    let mut answer = HttpResponse::build(resp.status());
+    for (name, value) in resp.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            answer.append_header((name.clone(), value.clone()));
+        }
+    }
+    Ok(answer.body(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entity_of_path;
+
+    #[test]
+    fn groups_and_packets_are_routed_by_their_path() {
+        let g = "g_AAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            entity_of_path(&format!("/v1/groups/{g}/members")),
+            Some(format!("group/{g}"))
+        );
+        assert_eq!(
+            entity_of_path(&format!("/v1/admin/groups/{g}/ban")),
+            Some(format!("group/{g}"))
+        );
+        assert_eq!(entity_of_path("/v1/groups"), None);
+        assert_eq!(entity_of_path("/v1/groups/not-an-id"), None);
+        let p = "rp_AAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            entity_of_path(&format!("/v1/packets/{p}/claim")),
+            Some(format!("packet/{p}"))
+        );
+        assert_eq!(entity_of_path("/v1/wallet"), None);
+    }
+}
