@@ -133,6 +133,14 @@ pub static FORWARDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static LIVE_NODES: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_cluster_live_nodes",
+        "Cluster mode: the live nodes this node sees (its own heartbeat included)",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static LOG_STALE_ACTORS: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "qrgate_log_stale_actors_total",

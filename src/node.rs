@@ -55,6 +55,7 @@ impl Node {
                 }
                 match node.log.live_nodes() {
                     Ok(nodes) => {
+                        crate::metrics::LIVE_NODES.set(nodes.len() as i64);
                         let ids = nodes.iter().map(|n| n.id.clone()).collect();
                         if let Ok(mut live) = node.live.write() {
                             *live = (ids, nodes);

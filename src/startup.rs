@@ -1,7 +1,7 @@
 //! Build the application from a config and serve it.
 
 use actix_web::dev::{Server, Service};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpServer};
 use governor::{Quota, RateLimiter};
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroU32;
@@ -258,10 +258,17 @@ pub fn build(config: Config) -> Result<Application, StartError> {
                         Some(r) => (*r).to_string(),
                         None => match http::hot_pattern(path) {
                             Some(r) => r.to_string(),
-                            None => res
-                                .request()
-                                .match_pattern()
-                                .unwrap_or_else(|| "unmatched".into()),
+                            None => match res.request().match_pattern() {
+                                Some(p) => p,
+                                None if res
+                                    .request()
+                                    .extensions()
+                                    .contains::<http::forward::Forwarded>() =>
+                                {
+                                    "forwarded".into()
+                                }
+                                None => "unmatched".into(),
+                            },
                         },
                     };
                     let status = res.status().as_u16();

@@ -68,6 +68,10 @@ thread_local! {
         .finish();
 }
 
+/// Marks a request answered by the node it was forwarded to (the request
+/// metrics label it `forwarded`: it matched no route here).
+pub struct Forwarded;
+
 /// The middleware (`middleware::from_fn`).
 pub async fn route(
     mut req: ServiceRequest,
@@ -120,6 +124,7 @@ pub async fn route(
         Some(b) => b,
         None => take_body(&mut req).await?,
     };
+    req.extensions_mut().insert(Forwarded);
     match send(
         &node,
         &owner.url,
@@ -136,6 +141,7 @@ pub async fn route(
         Err(Failed::NotSent(e)) => {
             tracing::warn!(owner = %owner.id, error = %e, "the owner is unreachable; serving here");
             metrics::FORWARDS.with_label_values(&["not_sent"]).inc();
+            req.extensions_mut().remove::<Forwarded>();
             req.set_payload(Payload::from(body));
             Ok(next.call(req).await?.map_into_boxed_body())
         }
