@@ -116,6 +116,9 @@ pub struct ClusterCfg {
     pub secret: String,
     /// Replicas of the log's stream (3: it survives the loss of a server).
     pub replicas: usize,
+    /// How often the snapshots' owner stores a snapshot of the state and
+    /// trims the log below it, in seconds.
+    pub snapshot_secs: u64,
 }
 
 impl Default for ClusterCfg {
@@ -126,6 +129,7 @@ impl Default for ClusterCfg {
             advertise_url: None,
             secret: String::new(),
             replicas: 3,
+            snapshot_secs: 600,
         }
     }
 }
@@ -585,6 +589,9 @@ impl Config {
             }
             if c.secret.len() < 32 {
                 return bad("cluster.secret (QRGATE_CLUSTER_SECRET) must be at least 32 characters, the same on every node");
+            }
+            if !(1..=86400).contains(&c.snapshot_secs) {
+                return bad("cluster.snapshot_secs must be between 1 and 86400");
             }
             if !(1..=5).contains(&c.replicas) {
                 return bad("cluster.replicas must be between 1 and 5");

@@ -141,6 +141,14 @@ pub static LIVE_NODES: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static SNAPSHOT_POSITION: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_cluster_snapshot_position",
+        "Cluster mode: the log position of the last snapshot this node stored",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static LOG_STALE_ACTORS: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "qrgate_log_stale_actors_total",

@@ -3,15 +3,18 @@
 //! it sees. One node (no `[cluster]`) has none of this.
 
 use bytes::Bytes;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::storage::jetstream::{AppendError, LogOptions, StreamLog};
+use crate::storage::jetstream::{LogOptions, StreamLog};
+use crate::storage::Storage;
 
-/// The log's entity holding the cluster's key ring.
-const KEY_RING: &str = "keys/ring";
+/// The shared value holding the cluster's key ring.
+const KEY_RING: &str = "ring";
+/// The entity whose owner writes the snapshots and trims the log.
+const SNAPSHOTS: &str = "snapshots/state";
 
 pub struct Node {
     pub id: String,
@@ -43,14 +46,24 @@ impl Node {
         })
     }
 
-    /// Announce this node now and then, and note who else is live, on a
-    /// thread of its own for as long as the process runs.
-    pub fn start_heartbeat(self: &Arc<Self>) -> Result<(), String> {
+    /// Announce this node now and then, with the log position its
+    /// checkpoint holds, and note who else is live; and, while this node
+    /// owns the snapshots, write one every `snapshot_every` and trim the log
+    /// below what it and every live node's checkpoint hold. Threads of their
+    /// own, for as long as the process runs.
+    pub fn start(
+        self: &Arc<Self>,
+        storage: Storage,
+        data_dir: PathBuf,
+        snapshot_every: Duration,
+    ) -> Result<(), String> {
         let node = Arc::clone(self);
+        let store = storage.clone();
         std::thread::Builder::new()
             .name("qrgate-heartbeat".into())
             .spawn(move || loop {
-                if let Err(e) = node.log.announce(&node.id, &node.url) {
+                let checkpoint = store.checkpoint_position().unwrap_or(0);
+                if let Err(e) = node.log.announce(&node.id, &node.url, checkpoint) {
                     tracing::warn!(error = %e, "cannot announce this node");
                 }
                 match node.log.live_nodes() {
@@ -65,8 +78,77 @@ impl Node {
                 }
                 std::thread::sleep(Duration::from_millis(1500));
             })
+            .map_err(|e| format!("cannot start the heartbeat: {e}"))?;
+        let node = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("qrgate-snapshots".into())
+            .spawn(move || {
+                let mut previous = None;
+                loop {
+                    std::thread::sleep(snapshot_every);
+                    if node.owns(SNAPSHOTS) {
+                        match node.snapshot_and_trim(&storage, &data_dir, previous) {
+                            Ok(pos) => previous = Some(pos),
+                            Err(e) => tracing::warn!(error = %e, "no snapshot this time"),
+                        }
+                    } else {
+                        previous = None;
+                    }
+                }
+            })
             .map(|_| ())
-            .map_err(|e| format!("cannot start the heartbeat: {e}"))
+            .map_err(|e| format!("cannot start the snapshots: {e}"))
+    }
+
+    /// Write a snapshot and store it in the log's object store; then trim
+    /// the log below what the `previous` snapshot (this one's predecessor,
+    /// written a whole interval ago) and every live node's checkpoint hold.
+    /// The previous one, not this one: a node that started from the
+    /// previous snapshot a moment ago, before its first heartbeat, still
+    /// finds what follows it. Returns this snapshot's position.
+    fn snapshot_and_trim(
+        &self,
+        storage: &Storage,
+        data_dir: &Path,
+        previous: Option<u64>,
+    ) -> Result<u64, String> {
+        let started = std::time::Instant::now();
+        let file = data_dir.join("snapshot.out");
+        let pos = storage.export_snapshot(&file).map_err(|e| e.to_string())?;
+        let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let stored = self.log.put_snapshot(&file);
+        let _ = std::fs::remove_file(&file);
+        stored?;
+        crate::metrics::SNAPSHOT_POSITION.set(pos as i64);
+        let oldest = self
+            .live
+            .read()
+            .map(|l| l.1.iter().map(|n| n.checkpoint).min().unwrap_or(0))
+            .unwrap_or(0);
+        let Some(previous) = previous else {
+            tracing::info!(position = pos, mb = bytes as f64 / 1e6, "snapshot stored");
+            return Ok(pos);
+        };
+        let keep_from = previous.min(oldest) + 1;
+        let purged = self.log.trim(keep_from).map_err(|e| e.to_string())?;
+        tracing::info!(
+            position = pos,
+            mb = bytes as f64 / 1e6,
+            ms = started.elapsed().as_millis(),
+            keep_from,
+            purged,
+            "snapshot stored; log trimmed"
+        );
+        Ok(pos)
+    }
+
+    /// Whether this node, among the live ones, owns `entity`.
+    pub fn owns(&self, entity: &str) -> bool {
+        let Ok(live) = self.live.read() else {
+            return false;
+        };
+        live.0.contains(&self.id)
+            && crate::domain::placement::owner(entity, &live.0) == Some(self.id.as_str())
     }
 
     /// The ids of the live nodes as last seen.
@@ -93,36 +175,30 @@ impl Node {
 
 /// Every node signs and checks invitations, tags and the ledger chain with
 /// the same keys: the first node to start puts its data dir's key ring in
-/// the log, and every other node installs that one in its data dir.
+/// the cluster's shared bucket, and every other node installs that one in
+/// its data dir.
 fn share_keys(log: &StreamLog, data_dir: &Path) -> Result<(), String> {
     let install = |payload: &Bytes| -> Result<(), String> {
         let files: Vec<(String, String)> = serde_json::from_slice(payload)
             .map_err(|e| format!("the cluster's key ring is unreadable: {e}"))?;
         crate::keys::install_ring(data_dir, &files).map_err(|e| e.to_string())
     };
-    if let Some((_, payload)) = log.read_last(KEY_RING).map_err(|e| e.to_string())? {
+    if let Some(payload) = log.shared(KEY_RING).map_err(|e| e.to_string())? {
         return install(&payload);
     }
     crate::keys::KeyRing::load_or_create(data_dir).map_err(|e| e.to_string())?;
     let files = crate::keys::ring_files(data_dir).map_err(|e| e.to_string())?;
     let payload = serde_json::to_vec(&files).map_err(|e| e.to_string())?;
-    // A message id of its own: two nodes starting together must not be
-    // taken for one append retried.
-    let msg_id = format!(
-        "key-ring-{:x}",
-        u64::from_le_bytes(crate::domain::ids::random_bytes())
-    );
-    match log.append_blocking(KEY_RING, 0, &msg_id, Bytes::from(payload)) {
-        Ok(_) => {
-            tracing::info!("this node's key ring is now the cluster's");
-            Ok(())
-        }
-        // Another node was first: take its ring.
-        Err(AppendError::Conflict { .. }) => match log.read_last(KEY_RING) {
-            Ok(Some((_, payload))) => install(&payload),
-            Ok(None) => Err("the cluster's key ring vanished".into()),
-            Err(e) => Err(e.to_string()),
-        },
-        Err(e) => Err(e.to_string()),
+    if log
+        .share(KEY_RING, Bytes::from(payload))
+        .map_err(|e| e.to_string())?
+    {
+        tracing::info!("this node's key ring is now the cluster's");
+        return Ok(());
+    }
+    // Another node was first: take its ring.
+    match log.shared(KEY_RING).map_err(|e| e.to_string())? {
+        Some(payload) => install(&payload),
+        None => Err("the cluster's key ring vanished".into()),
     }
 }

@@ -105,7 +105,12 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     }
     .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
     if let Some(node) = &node {
-        node.start_heartbeat().map_err(StartError::Cluster)?;
+        node.start(
+            storage.clone(),
+            config.data_dir.clone(),
+            Duration::from_secs(config.cluster.snapshot_secs),
+        )
+        .map_err(StartError::Cluster)?;
         tracing::info!(node = %node.id, url = %node.url, "joined the cluster");
     }
     let base_url = config

@@ -124,6 +124,8 @@ pub(super) struct Cluster {
     /// The position applied here, for waiters.
     pub(super) applied: watch::Sender<u64>,
     pub(super) done: mpsc::UnboundedSender<Done>,
+    /// Set when the log skipped positions this node had not applied.
+    trimmed: Mutex<Option<(u64, u64)>>,
     /// Called with every key an entry written by another node changed (to
     /// drop what a node caches in memory).
     listeners: RwLock<Vec<Listener>>,
@@ -146,6 +148,7 @@ impl Cluster {
             applied: watch::channel(applied_at).0,
             done,
             listeners: RwLock::default(),
+            trimmed: Mutex::default(),
         }
     }
 
@@ -154,6 +157,12 @@ impl Cluster {
         w[..8].copy_from_slice(&self.boot.to_le_bytes());
         w[8..].copy_from_slice(&job.tracker.as_ref().map_or(0, |t| t.id()).to_le_bytes());
         w
+    }
+
+    /// The positions the log skipped from and to, if it was trimmed past
+    /// this node.
+    pub(super) fn trimmed_past(&self) -> Option<(u64, u64)> {
+        self.trimmed.lock().ok().and_then(|t| *t)
     }
 
     /// Give the cluster its store (made after it).
@@ -360,11 +369,19 @@ pub(super) struct Applier {
 
 /// Apply one entry of the stream (every node, in stream order).
 pub(super) fn apply_entry(inner: &Inner, cl: &Cluster, st: &mut Applier, e: Entry) -> Result<()> {
-    if e.entity.starts_with("keys/") {
-        // The cluster's key ring (`node.rs`): not records.
-        inner.applied_pos.store(e.seq, Ordering::SeqCst);
-        cl.applied.send_replace(e.seq);
-        return Ok(());
+    // The stream's positions have no holes (nothing in it is deleted one by
+    // one); a hole means it was trimmed past what this node holds.
+    let next = inner.applied_pos.load(Ordering::SeqCst) + 1;
+    if e.seq != next {
+        if let Ok(mut t) = cl.trimmed.lock() {
+            *t = Some((next - 1, e.seq));
+        }
+        tracing::error!(
+            from = next - 1,
+            to = e.seq,
+            "the log was trimmed past this node; restart it to start from the cluster's snapshot"
+        );
+        return Err(StorageError::TrimmedPast(next - 1, e.seq));
     }
     let d = match decode_entry(&e.payload) {
         Ok(d) => d,

@@ -33,6 +33,7 @@ use async_nats::jetstream::{
     context::{Context, PublishErrorKind},
     kv,
     message::PublishMessage,
+    object_store,
     stream::{Config, DiscardPolicy, StorageType},
 };
 use bytes::Bytes;
@@ -59,6 +60,10 @@ pub struct LogOptions {
     /// The heartbeats' bucket, and how long a heartbeat keeps its node live.
     pub nodes_bucket: String,
     pub node_ttl: Duration,
+    /// The bucket holding what every node shares (the key ring).
+    pub keys_bucket: String,
+    /// The object store holding the latest snapshot of the state.
+    pub snapshots_bucket: String,
 }
 
 impl LogOptions {
@@ -71,6 +76,8 @@ impl LogOptions {
             retry_for: Duration::from_secs(20),
             nodes_bucket: "qrgate-nodes".into(),
             node_ttl: Duration::from_secs(5),
+            keys_bucket: "qrgate-keys".into(),
+            snapshots_bucket: "qrgate-snapshots".into(),
         }
     }
 }
@@ -102,7 +109,7 @@ pub struct StreamLog {
     js: Context,
     opts: LogOptions,
     names: Names,
-    nodes: kv::Store,
+    buckets: Buckets,
 }
 
 /// A node as its last heartbeat announced it.
@@ -111,6 +118,9 @@ pub struct Node {
     pub id: String,
     /// Where other nodes reach it.
     pub url: String,
+    /// The log position its local checkpoint holds: the log must keep what
+    /// follows it.
+    pub checkpoint: u64,
 }
 
 /// Entities and their subjects: `group/g_…` is `{prefix}.group.g_…` (ids
@@ -143,7 +153,7 @@ impl StreamLog {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the NATS runtime: {e}"))?;
-        let (js, nodes) = rt.block_on(async {
+        let (js, buckets) = rt.block_on(async {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(5))
                 .connect(opts.urls.clone())
@@ -158,7 +168,7 @@ impl StreamLog {
             let mut attempt = 0u32;
             loop {
                 match open_streams(&js, &opts).await {
-                    Ok(nodes) => return Ok::<_, String>((js, nodes)),
+                    Ok(buckets) => return Ok::<_, String>((js, buckets)),
                     Err(e) if Instant::now() >= deadline => return Err(e),
                     Err(e) => tracing::warn!(error = %e, "the log is not ready; trying again"),
                 }
@@ -174,7 +184,7 @@ impl StreamLog {
             js,
             opts,
             names,
-            nodes,
+            buckets,
         })
     }
 
@@ -249,28 +259,6 @@ impl StreamLog {
         }
     }
 
-    /// `entity`'s last entry: its position and payload (`None`: never
-    /// written). Blocking.
-    pub fn read_last(&self, entity: &str) -> Result<Option<(u64, Bytes)>, AppendError> {
-        let subject = self.names.subject(entity);
-        let deadline = Instant::now() + self.opts.retry_for;
-        self.rt
-            .block_on(last_of(&self.js, &self.opts.stream, &subject, deadline))
-            .map(|m| m.map(|(seq, _, payload)| (seq, payload)))
-    }
-
-    /// [`append`](Self::append), blocking.
-    pub fn append_blocking(
-        &self,
-        entity: &str,
-        expected: u64,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<u64, AppendError> {
-        self.rt
-            .block_on(self.append(entity, expected, msg_id, payload))
-    }
-
     /// The stream's last position (0: empty): where a starting node has
     /// caught up.
     pub fn stream_last(&self) -> Result<u64, AppendError> {
@@ -294,6 +282,83 @@ impl StreamLog {
         })
     }
 
+    /// The shared value `key` (`None`: never set). Blocking.
+    pub fn shared(&self, key: &str) -> Result<Option<Bytes>, AppendError> {
+        self.rt
+            .block_on(self.buckets.keys.get(key))
+            .map_err(|e| AppendError::Unavailable(e.to_string()))
+    }
+
+    /// Set the shared value `key` unless it is set: `false` when another
+    /// node set it first. Blocking.
+    pub fn share(&self, key: &str, value: Bytes) -> Result<bool, AppendError> {
+        use async_nats::jetstream::kv::CreateErrorKind;
+        match self.rt.block_on(self.buckets.keys.create(key, value)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(AppendError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The stream's first position (0: empty): what a trim left.
+    pub fn first(&self) -> Result<u64, AppendError> {
+        self.rt
+            .block_on(async {
+                let mut s = self.js.get_stream(&self.opts.stream).await?;
+                Ok::<_, async_nats::Error>(s.info().await?.state.first_sequence)
+            })
+            .map_err(|e| AppendError::Unavailable(e.to_string()))
+    }
+
+    /// Remove the entries before position `keep_from` (nothing that
+    /// follows it). Blocking.
+    pub fn trim(&self, keep_from: u64) -> Result<u64, AppendError> {
+        self.rt
+            .block_on(async {
+                let s = self.js.get_stream(&self.opts.stream).await?;
+                Ok::<_, async_nats::Error>(s.purge().sequence(keep_from).await?.purged)
+            })
+            .map_err(|e| AppendError::Unavailable(e.to_string()))
+    }
+
+    /// Store the file at `path` as the latest snapshot. Blocking.
+    pub fn put_snapshot(&self, path: &std::path::Path) -> Result<(), String> {
+        self.rt.block_on(async {
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            self.buckets
+                .snapshots
+                .put("state", &mut f)
+                .await
+                .map_err(|e| format!("cannot store the snapshot: {e}"))?;
+            Ok(())
+        })
+    }
+
+    /// Write the latest snapshot into `path`: `false` if there is none.
+    /// Blocking.
+    pub fn get_snapshot(&self, path: &std::path::Path) -> Result<bool, String> {
+        use async_nats::jetstream::object_store::GetErrorKind;
+        self.rt.block_on(async {
+            let mut obj = match self.buckets.snapshots.get("state").await {
+                Ok(o) => o,
+                Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(format!("cannot read the snapshot: {e}")),
+            };
+            let mut f = tokio::fs::File::create(path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            tokio::io::copy(&mut obj, &mut f)
+                .await
+                .map_err(|e| format!("cannot read the snapshot: {e}"))?;
+            f.sync_all()
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(true)
+        })
+    }
+
     /// The log's runtime, for threads that wait on its channels.
     pub fn handle(&self) -> tokio::runtime::Handle {
         self.rt.handle().clone()
@@ -301,12 +366,14 @@ impl StreamLog {
 
     /// Announce `node`, reachable at `url`: live for `node_ttl` from now.
     /// Call it every third of `node_ttl` or so.
-    pub fn announce(&self, node: &str, url: &str) -> Result<(), AppendError> {
+    pub fn announce(&self, node: &str, url: &str, checkpoint: u64) -> Result<(), AppendError> {
         let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
         self.rt.block_on(async {
             tokio::time::timeout(
                 self.opts.node_ttl,
-                self.nodes.put(node, Bytes::from(url.to_string())),
+                self.buckets
+                    .nodes
+                    .put(node, Bytes::from(format!("{url} {checkpoint}"))),
             )
             .await
             .map_err(|e| unavailable(&e))?
@@ -319,14 +386,30 @@ impl StreamLog {
     pub fn live_nodes(&self) -> Result<Vec<Node>, AppendError> {
         let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
         self.rt.block_on(async {
-            let mut keys = self.nodes.keys().await.map_err(|e| unavailable(&e))?;
+            let mut keys = self
+                .buckets
+                .nodes
+                .keys()
+                .await
+                .map_err(|e| unavailable(&e))?;
             let mut out = Vec::new();
             while let Some(id) = keys.next().await {
                 let id = id.map_err(|e| unavailable(&e))?;
                 // Expired between the listing and now: not live.
-                if let Some(url) = self.nodes.get(&id).await.map_err(|e| unavailable(&e))? {
-                    let url = String::from_utf8_lossy(&url).into_owned();
-                    out.push(Node { id, url });
+                if let Some(v) = self
+                    .buckets
+                    .nodes
+                    .get(&id)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                {
+                    let v = String::from_utf8_lossy(&v).into_owned();
+                    let (url, checkpoint) = v.split_once(' ').unwrap_or((v.as_str(), "0"));
+                    out.push(Node {
+                        id,
+                        url: url.to_string(),
+                        checkpoint: checkpoint.parse().unwrap_or(0),
+                    });
                 }
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -351,8 +434,45 @@ impl StreamLog {
     }
 }
 
-/// Create (or find) the stream and the heartbeats' bucket.
-async fn open_streams(js: &Context, opts: &LogOptions) -> Result<kv::Store, String> {
+/// The buckets beside the log.
+struct Buckets {
+    nodes: kv::Store,
+    keys: kv::Store,
+    snapshots: object_store::ObjectStore,
+}
+
+/// A key-value bucket's own stream: async-nats 0.52 cannot create a bucket
+/// on a 2.9 server (it reads account fields 2.9 lacks), but opens one made
+/// this way. `max_age` zero: entries never expire.
+async fn open_bucket(
+    js: &Context,
+    bucket: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<kv::Store, String> {
+    js.get_or_create_stream(Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        num_replicas: replicas,
+        storage: StorageType::File,
+        max_messages_per_subject: 1,
+        max_age,
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot create the bucket {bucket}: {e}"))?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| format!("cannot open the bucket {bucket}: {e}"))
+}
+
+/// Create (or find) the stream, the heartbeats' and the keys' buckets and
+/// the snapshots' object store.
+async fn open_streams(js: &Context, opts: &LogOptions) -> Result<Buckets, String> {
     js.get_or_create_stream(Config {
         name: opts.stream.clone(),
         subjects: vec![format!("{}.>", opts.subject_prefix)],
@@ -369,28 +489,26 @@ async fn open_streams(js: &Context, opts: &LogOptions) -> Result<kv::Store, Stri
     })
     .await
     .map_err(|e| format!("cannot create the stream {}: {e}", opts.stream))?;
-    // The bucket's own stream: async-nats 0.52 cannot create a bucket on a
-    // 2.9 server (it reads account fields 2.9 lacks), but opens one made
-    // this way.
-    let bucket = &opts.nodes_bucket;
-    js.get_or_create_stream(Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        num_replicas: opts.replicas,
-        storage: StorageType::File,
-        max_messages_per_subject: 1,
-        max_age: opts.node_ttl,
-        discard: DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        ..Default::default()
+    let nodes = open_bucket(js, &opts.nodes_bucket, opts.replicas, opts.node_ttl).await?;
+    let keys = open_bucket(js, &opts.keys_bucket, opts.replicas, Duration::ZERO).await?;
+    let bucket = &opts.snapshots_bucket;
+    let snapshots = match js.get_object_store(bucket).await {
+        Ok(s) => s,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: bucket.clone(),
+                storage: StorageType::File,
+                num_replicas: opts.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the object store {bucket}: {e}"))?,
+    };
+    Ok(Buckets {
+        nodes,
+        keys,
+        snapshots,
     })
-    .await
-    .map_err(|e| format!("cannot create the bucket {bucket}: {e}"))?;
-    js.get_key_value(bucket)
-        .await
-        .map_err(|e| format!("cannot open the bucket {bucket}: {e}"))
 }
 
 fn backoff(attempt: u32) -> Duration {

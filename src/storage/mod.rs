@@ -69,6 +69,7 @@ mod pages;
 mod payouts;
 mod runs;
 mod sled_slot;
+mod snapshot;
 mod writeset;
 
 pub use groups::{Counters, GroupSnapshot};
@@ -99,6 +100,10 @@ pub enum StorageError {
     /// stale and must be rebuilt.
     #[error("another writer wrote {0} since this one read it")]
     Fenced(String),
+    /// Cluster mode: the log was trimmed past what this node holds while
+    /// it was catching up; it starts again from the latest snapshot.
+    #[error("the log skips from position {0} to {1}: it was trimmed past this node")]
+    TrimmedPast(u64, u64),
 }
 
 impl From<sled::Error> for StorageError {
@@ -346,9 +351,70 @@ impl Storage {
         opts: StorageOptions,
         cluster: cluster::ClusterOptions,
     ) -> Result<Storage> {
+        // The log may be trimmed past a starting node (it is not among the
+        // live nodes yet); it then starts again from the newer snapshot.
+        let mut attempt = 0;
+        loop {
+            match Storage::open_cluster_once(dir, journal_key, opts.clone(), cluster.clone()) {
+                Err(StorageError::TrimmedPast(from, to)) if attempt < 3 => {
+                    tracing::warn!(from, to, "the log was trimmed past this node while it caught up; starting from the newer snapshot");
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_cluster_once(
+        dir: &Path,
+        journal_key: [u8; 32],
+        opts: StorageOptions,
+        cluster: cluster::ClusterOptions,
+    ) -> Result<Storage> {
         let started = std::time::Instant::now();
-        let slot = sled_slot::SledSlot::open(&dir.join("db"), opts.cache_bytes)?;
+        let db = dir.join("db");
+        let mut slot = sled_slot::SledSlot::open(&db, opts.cache_bytes)?;
+        let (pos, _) = checkpoint::read_position(&slot.get()?.tree)?;
+        let first = cluster
+            .log
+            .first()
+            .map_err(|e| StorageError::Io(format!("cannot read the log: {e}")))?;
+        if first > pos + 1 {
+            // The log no longer holds what follows this node's checkpoint:
+            // start from the cluster's latest snapshot instead (this node's
+            // sled is a copy of the log, replaced whole).
+            drop(slot);
+            let file = dir.join("snapshot.in");
+            let found = cluster.log.get_snapshot(&file).map_err(StorageError::Io)?;
+            if !found {
+                return Err(StorageError::Io(format!(
+                    "the log starts at {first}, after this node's checkpoint ({pos}), and holds no snapshot"
+                )));
+            }
+            std::fs::remove_dir_all(&db)
+                .map_err(|e| StorageError::Io(format!("{}: {e}", db.display())))?;
+            slot = sled_slot::SledSlot::open(&db, opts.cache_bytes)?;
+            let at = snapshot::install(&file, &slot.get()?.tree)?;
+            if at + 1 < first {
+                return Err(StorageError::Io(format!(
+                    "the latest snapshot ({at}) is older than the log's start ({first})"
+                )));
+            }
+            let _ = std::fs::remove_file(&file);
+            tracing::info!(position = at, was = pos, "installed the cluster's snapshot");
+        }
         Storage::start(slot, dir, journal_key, opts, started, Some(cluster))
+    }
+
+    /// Cluster mode: write the state this node's checkpoint holds into
+    /// `path` (a checkpoint runs first); returns its log position.
+    pub fn export_snapshot(&self, path: &Path) -> Result<u64> {
+        snapshot::export(&self.inner, path)
+    }
+
+    /// The log position sled's checkpoint holds.
+    pub fn checkpoint_position(&self) -> Result<u64> {
+        Ok(checkpoint::read_position(&self.inner.tree.sled.get()?.tree)?.0)
     }
 
     /// A store in memory, for unit tests of actors: the same records, reads
@@ -571,13 +637,19 @@ impl Storage {
                 if *applied.borrow_and_update() >= target {
                     return Ok(());
                 }
+                if let Some((from, to)) = cl.trimmed_past() {
+                    return Err(StorageError::TrimmedPast(from, to));
+                }
                 if store.is_poisoned() {
                     return Err(StorageError::Io("applying the log failed".into()));
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), applied.changed()).await;
             }
         });
-        caught_up?;
+        if let Err(e) = caught_up {
+            store.abandon();
+            return Err(e);
+        }
         tracing::info!(
             from = pos,
             to = target,

@@ -101,7 +101,7 @@ impl Nats {
         assert!(status.success());
     }
 
-    fn log(&self) -> StreamLog {
+    pub(super) fn log(&self) -> StreamLog {
         self.log_with(LogOptions::new(self.urls.clone()))
     }
 
@@ -237,6 +237,7 @@ fn a_node_that_stops_its_heartbeat_leaves_and_only_its_entities_move() {
         log.announce(
             &format!("node-{i}"),
             &format!("http://127.0.0.1:{}", 9000 + i),
+            10 * i as u64,
         )
         .expect("announce");
     }
@@ -248,9 +249,10 @@ fn a_node_that_stops_its_heartbeat_leaves_and_only_its_entities_move() {
             .collect()
     };
     assert_eq!(ids(&logs[2]), ["node-0", "node-1", "node-2"]);
+    let n1 = &logs[0].live_nodes().expect("live nodes")[1];
     assert_eq!(
-        logs[0].live_nodes().expect("live nodes")[1].url,
-        "http://127.0.0.1:9001"
+        (n1.url.as_str(), n1.checkpoint),
+        ("http://127.0.0.1:9001", 10)
     );
     let entities: Vec<String> = (0..300).map(|i| format!("group/g_{i}")).collect();
     let before: Vec<String> = ids(&logs[0]);
@@ -263,10 +265,10 @@ fn a_node_that_stops_its_heartbeat_leaves_and_only_its_entities_move() {
     let after = loop {
         std::thread::sleep(Duration::from_millis(500));
         logs[0]
-            .announce("node-0", "http://127.0.0.1:9000")
+            .announce("node-0", "http://127.0.0.1:9000", 0)
             .expect("announce");
         logs[2]
-            .announce("node-2", "http://127.0.0.1:9002")
+            .announce("node-2", "http://127.0.0.1:9002", 20)
             .expect("announce");
         let now = ids(&logs[2]);
         if !now.iter().any(|n| n == "node-1") {

@@ -471,3 +471,61 @@ async fn send(
     )
     .await
 }
+
+/// The log is trimmed below the latest snapshot; a node whose checkpoint
+/// it was trimmed past (here a new node, its data dir empty) starts from
+/// that snapshot, holds everything written before, and takes writes.
+#[actix_web::test]
+async fn a_new_node_starts_from_the_snapshot_once_the_log_is_trimmed() {
+    let Some(nats) = Nats::start() else { return };
+    let fast = "snapshot_secs = 1\n";
+    let n1 = TestApp::spawn_with(&(node_config(&nats, "n1") + fast)).await;
+    let (owner_id, owner) = n1.user("owner").await;
+    let g = n1
+        .group(&owner, json!({"name": "snapshotted", "member_limit": 100}))
+        .await;
+    let (_, invite, _) = n1.invite(&owner, &g, json!({})).await;
+    let mut want = HashSet::from([owner_id]);
+    for i in 0..20 {
+        let (uid, tok) = n1.user(&format!("u{i}")).await;
+        assert_eq!(n1.join(&tok, &invite).await.0, 200);
+        want.insert(uid);
+    }
+    // The log client blocks: off this test's runtime.
+    let urls = nats.urls.clone();
+    let trimmed = std::thread::spawn(move || {
+        let log = qrgate::storage::jetstream::StreamLog::connect(
+            qrgate::storage::jetstream::LogOptions::new(urls),
+        )
+        .expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let first = log.first().expect("first");
+            if first > 1 || Instant::now() > deadline {
+                return first;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .join()
+    .expect("the log client");
+    assert!(trimmed > 1, "the log was never trimmed");
+    let mut n2 = TestApp::spawn_with(&(node_config(&nats, "n2") + fast)).await;
+    assert!(
+        n2.log().contains("installed the cluster's snapshot"),
+        "{}",
+        n2.log()
+    );
+    // n2 alone serves the group now (n1 is gone), from what it installed.
+    drop(n1);
+    let path = format!("/v1/groups/{g}/members");
+    let (s, v) = n2.get(&path, Some(&owner)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(member_ids(&v), want);
+    let (uid, tok) = n2.user("after").await;
+    assert_eq!(n2.join(&tok, &invite).await.0, 200);
+    want.insert(uid);
+    n2.restart().await;
+    let (_, v) = n2.get(&path, Some(&owner)).await;
+    assert_eq!(member_ids(&v), want);
+}
