@@ -222,12 +222,13 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         base_url: base_url.clone(),
         config: config.clone(),
     });
-    // Another node's change to a session, a freeze or an API key reaches
-    // this node's memory (a weak handle: the store outlives no state).
+    // Another node's change to a session, a freeze, an API key or a scan
+    // code's binding reaches this node's memory (a weak handle: the store outlives no state).
     let weak = Arc::downgrade(&state.clone().into_inner());
     storage.on_remote_change(move |k| {
         if let Some(state) = weak.upgrade() {
             state.accounts.refresh(k);
+            state.codes.refresh(k);
         }
     });
 

@@ -416,6 +416,17 @@ impl Codes {
         Ok(())
     }
 
+    /// Another node changed the record `k` (cluster mode): a binding it
+    /// changed leaves the cache.
+    pub fn refresh(&self, k: &[u8]) {
+        if let Some(id) = k
+            .strip_prefix(b"sc/")
+            .and_then(|b| <[u8; crate::domain::code::ID_LEN]>::try_from(b).ok())
+        {
+            self.cache.remove(&CodeId(id));
+        }
+    }
+
     /// Store the scans counted so far (also at shutdown).
     pub async fn flush_scans(&self) -> Result<(), StorageError> {
         self.scans.flush(&self.storage).await

@@ -250,9 +250,8 @@ pub async fn resolve(
         .unwrap_or_default()
         .to_string();
     let json = wants_json(&req);
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
+    let ip = super::forward::client_ip(&req)
+        .map(|a| a.to_string())
         .unwrap_or_default();
     let ua = req
         .headers()

@@ -34,6 +34,8 @@ const SIGNATURE: &str = "x-qrgate-forward-signature";
 /// forward once it has applied as much, so a client's own writes through
 /// one node (its account, its session) are there on the owner too.
 const POSITION: &str = "x-qrgate-forward-position";
+/// The address the forwarding node got the request from.
+const CLIENT_IP: &str = "x-qrgate-forward-client-ip";
 /// The request headers the owner acts on: forwarded, and signed.
 const SIGNED: &[&str] = &[
     "authorization",
@@ -42,7 +44,10 @@ const SIGNED: &[&str] = &[
     "accept-language",
     "idempotency-key",
     "x-device-id",
+    "cookie",
+    "user-agent",
     POSITION,
+    CLIENT_IP,
 ];
 /// How long a forward waits for its owner to apply the sender's position.
 const CATCH_UP: Duration = Duration::from_secs(5);
@@ -71,6 +76,18 @@ thread_local! {
 /// Marks a request answered by the node it was forwarded to (the request
 /// metrics label it `forwarded`: it matched no route here).
 pub struct Forwarded;
+
+/// The client's address of a request forwarded by another node.
+struct ClientIp(std::net::IpAddr);
+
+/// The address a request came from: the client's, also when another node
+/// forwarded it.
+pub fn client_ip(req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
+    if let Some(ip) = req.extensions().get::<ClientIp>() {
+        return Some(ip.0);
+    }
+    req.peer_addr().map(|a| a.ip())
+}
 
 /// The middleware (`middleware::from_fn`).
 pub async fn route(
@@ -102,10 +119,19 @@ pub async fn route(
                 return Ok(req.into_response(ApiError::from(e).error_response()));
             }
         }
+        let ip = req
+            .headers()
+            .get(CLIENT_IP)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if let Some(ip) = ip {
+            req.extensions_mut().insert(ClientIp(ip));
+        }
         req.set_payload(Payload::from(body));
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let (entity, body) = match entity_of_path(req.path()) {
+    let code_key = state.keys.code_tag_key();
+    let (entity, body) = match entity_of_path(req.path(), &code_key) {
         Some(e) => (Some(e), None),
         None if req.path() == "/v1/join" && req.method() == actix_web::http::Method::POST => {
             let body = take_body(&mut req).await?;
@@ -154,9 +180,19 @@ pub async fn route(
 }
 
 /// The entity a request's path names: groups and their sub-resources
-/// (admin routes included) and red packets.
-fn entity_of_path(path: &str) -> Option<String> {
+/// (admin routes included), red packets, and scan codes (their landing page
+/// counts scans in the owner's memory; a code whose tag does not check is
+/// refused where it arrives).
+fn entity_of_path(path: &str, code_key: &[u8; 32]) -> Option<String> {
     let first = |rest: &str| rest.split('/').next().map(str::to_string);
+    if let Some(rest) = path
+        .strip_prefix("/s/")
+        .or_else(|| path.strip_prefix("/v1/codes/"))
+    {
+        let text = first(rest)?;
+        let id = crate::domain::code::parse(code_key, &text).ok()?;
+        return Some(format!("code/{}", hex(id.as_bytes())));
+    }
     if let Some(rest) = path
         .strip_prefix("/v1/groups/")
         .or_else(|| path.strip_prefix("/v1/admin/groups/"))
@@ -187,6 +223,10 @@ fn join_entity(state: &AppState, body: &[u8]) -> Option<String> {
         .ok()
         .flatten()?;
     Some(format!("group/{g}"))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 async fn take_body(req: &mut ServiceRequest) -> Result<Bytes, actix_web::Error> {
@@ -268,9 +308,12 @@ async fn send(
 ) -> Result<HttpResponse, Failed> {
     let mut headers: Vec<_> = signed_headers(req)
         .into_iter()
-        .filter(|(h, _)| *h != POSITION)
+        .filter(|(h, _)| *h != POSITION && *h != CLIENT_IP)
         .collect();
     headers.push((POSITION, position.to_string().into_bytes()));
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        headers.push((CLIENT_IP, ip.to_string().into_bytes()));
+    }
     let method = req.method().clone();
     let target = target(req);
     let sent_ms = crate::clock::now_ms();
@@ -319,7 +362,24 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
-    use super::entity_of_path;
+    use super::entity_of_path as of;
+
+    const KEY: [u8; 32] = [3; 32];
+
+    fn entity_of_path(path: &str) -> Option<String> {
+        of(path, &KEY)
+    }
+
+    #[test]
+    fn codes_are_routed_when_their_tag_checks() {
+        let id = crate::domain::code::CodeId([7; 12]);
+        let text = crate::domain::code::encode(&KEY, &id);
+        let want = Some(format!("code/{}", "07".repeat(12)));
+        assert_eq!(entity_of_path(&format!("/s/{text}")), want);
+        assert_eq!(entity_of_path(&format!("/v1/codes/{text}")), want);
+        let forged = crate::domain::code::encode(&[4; 32], &id);
+        assert_eq!(entity_of_path(&format!("/s/{forged}")), None);
+    }
 
     #[test]
     fn groups_and_packets_are_routed_by_their_path() {

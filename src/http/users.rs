@@ -46,7 +46,7 @@ pub async fn create_user(
     let name = UserName::parse(&body.name).map_err(ApiError::Validation)?;
     // Service backends creating users with the admin token are not limited per address.
     let limited = !auth::is_admin(&state, &req);
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()).filter(|_| limited) {
+    if let Some(ip) = super::forward::client_ip(&req).filter(|_| limited) {
         if let Err(nu) = state.ip_limiter.check_key(&ip) {
             let clock = &state.groups.shared().clock;
             return Err(ApiError::rate_limited(

@@ -230,15 +230,32 @@ async fn joins_through_every_node_fill_a_group_exactly() {
     }
 }
 
-/// `kill -9` of a node in the middle of joins into busy groups: every join
-/// answered 2xx (through any node, the killed one included) is a member,
-/// and the other nodes serve the groups again at once.
+/// `kill -9` of the node that owns three busy groups in the middle of joins
+/// into them: every join answered 2xx (through any node) is a member, and
+/// the other nodes serve the groups again at once (within 30 s).
 #[actix_web::test]
 async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
     let Some(nats) = Nats::start() else { return };
     let mut n = nodes(&nats).await;
     let (_, owner) = n[0].user("owner").await;
-    let groups = n[0].open_groups(&owner, 3).await;
+    // Three groups that one node owns: the one killed.
+    let ids: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+    let owner_of =
+        |g: &str| qrgate::domain::placement::owner(&format!("group/{g}"), &ids).map(str::to_string);
+    let mut groups = Vec::new();
+    let mut victim = None;
+    while groups.len() < 3 {
+        let (g, tok) = n[0].open_groups(&owner, 1).await.remove(0);
+        let o = owner_of(&g);
+        if victim.is_none() {
+            victim = o.clone();
+        }
+        if o == victim {
+            groups.push((g, tok));
+        }
+    }
+    let victim = victim.expect("an owner");
+    let v = ids.iter().position(|i| *i == victim).expect("a node");
     let mut users = Vec::new();
     for i in 0..240 {
         users.push(n[i % 3].user(&format!("u{i}")).await);
@@ -246,7 +263,7 @@ async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
     let mut joined: Vec<(String, String)> = Vec::new();
     let mut killed_at = None;
     let mut first_after_kill = None;
-    let pid = n[0].child.as_ref().map(|c| c.id()).expect("n1 runs");
+    let pid = n[v].child.as_ref().map(|c| c.id()).expect("the owner runs");
     for (c, batch) in users.chunks(12).enumerate() {
         let live: Vec<&TestApp> = n.iter().filter(|a| a.child.is_some()).collect();
         let calls = batch.iter().enumerate().map(|(i, (uid, tok))| {
@@ -254,7 +271,7 @@ async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
             let (g, invite) = groups[i % groups.len()].clone();
             async move { (uid.clone(), g, try_join(app, tok, &invite).await) }
         });
-        // In the middle of one batch, with its joins in flight through n1.
+        // In the middle of one batch, with its joins in flight at the owner.
         let kill = async {
             if c == 10 {
                 actix_web::rt::time::sleep(Duration::from_millis(3)).await;
@@ -272,7 +289,7 @@ async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
             futures_util::future::join(futures_util::future::join_all(calls), kill).await;
         if let Some(at) = at {
             killed_at = Some(at);
-            n[0].kill9();
+            n[v].kill9();
         }
         for (uid, g, s) in answers {
             if s == 200 {
@@ -290,7 +307,7 @@ async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
     );
     assert!(after < Duration::from_secs(30), "{after:?}");
     assert!(joined.len() > 200, "{}", joined.len());
-    for app in &n[1..] {
+    for app in n.iter().filter(|a| a.child.is_some()) {
         for (g, _) in &groups {
             let want: HashSet<&String> = joined
                 .iter()
@@ -528,4 +545,49 @@ async fn a_new_node_starts_from_the_snapshot_once_the_log_is_trimmed() {
     n2.restart().await;
     let (_, v) = n2.get(&path, Some(&owner)).await;
     assert_eq!(member_ids(&v), want);
+}
+
+/// Scans of one code through every node are counted once each: the code's
+/// landing page is served by its owner, whose memory counts them.
+#[actix_web::test]
+async fn scans_through_every_node_are_all_counted() {
+    let Some(nats) = Nats::start() else { return };
+    let mut n = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let extra = format!(
+            "public_base_url = \"http://qr.test\"\n{}[codes]\npool_size = 0\npool_low_water = 0\n",
+            node_config(&nats, id)
+        );
+        n.push(TestApp::spawn_with(&extra).await);
+    }
+    // Every node sees the others live (heartbeats every 1.5 s).
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    let (s, v) = n[0]
+        .post("/v1/codes", Some(ADMIN), json!({"page": "/landing"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let code = s_(&v["code"]);
+    for app in &n {
+        for _ in 0..5 {
+            let r = app
+                .client
+                .get(format!("{}/s/{code}", app.base))
+                .insert_header(("Accept", "application/json"))
+                .insert_header(("Cookie", "qrv=aaaaaaaaaaaaaaaaaaaaaa"))
+                .send()
+                .await
+                .expect("scan");
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    }
+    for app in &n {
+        let (s, v) = app.get(&format!("/v1/codes/{code}"), Some(ADMIN)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            (v["scans"].as_u64(), v["unique_visitors"].as_u64()),
+            (Some(15), Some(1)),
+            "through {}: {v}",
+            app.base
+        );
+    }
 }
