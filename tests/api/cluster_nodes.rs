@@ -336,7 +336,6 @@ async fn a_node_killed_under_joins_loses_no_acknowledged_join() {
 /// refused (403 `forward_refused`); one signed right is served.
 #[actix_web::test]
 async fn a_forged_forward_is_refused() {
-    use qrgate::domain::forward::{sign, Forward};
     let Some(nats) = Nats::start() else { return };
     let app = TestApp::spawn_with(&node_config(&nats, "n1")).await;
     let (_, owner) = app.user("owner").await;
@@ -345,22 +344,8 @@ async fn a_forged_forward_is_refused() {
         .await;
     let target = format!("/v1/groups/{g}");
     let auth = format!("Bearer {owner}");
-    let signed = |secret: &str, sent_ms: i64| {
-        let key = blake3::derive_key("qrgate 2026 cluster forward", secret.as_bytes());
-        let headers: [(&str, &[u8]); 1] = [("authorization", auth.as_bytes())];
-        sign(
-            &key,
-            &Forward {
-                method: "GET",
-                target: &target,
-                headers: &headers,
-                body: b"",
-                from_node: "n2",
-                sent_ms,
-                hops: 1,
-            },
-        )
-    };
+    let authorization: [(&str, &[u8]); 1] = [("authorization", auth.as_bytes())];
+    let signed = |secret: &str, sent_ms: i64| sign_as_n2(secret, &target, &authorization, sent_ms);
     let now_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -412,23 +397,11 @@ async fn a_forged_forward_is_refused() {
     // naming a position the log never reached waits, then answers 503.
     let at = now_ms();
     let far = "999999999".to_string();
-    let key = blake3::derive_key("qrgate 2026 cluster forward", SECRET.as_bytes());
     let headers: [(&str, &[u8]); 2] = [
         ("authorization", auth.as_bytes()),
         ("x-qrgate-forward-position", far.as_bytes()),
     ];
-    let signature = sign(
-        &key,
-        &Forward {
-            method: "GET",
-            target: &target,
-            headers: &headers,
-            body: b"",
-            from_node: "n2",
-            sent_ms: at,
-            hops: 1,
-        },
-    );
+    let signature = sign_as_n2(SECRET, &target, &headers, at);
     let started = Instant::now();
     let (s, v) = app
         .call_with(
@@ -464,6 +437,25 @@ async fn a_forged_forward_is_refused() {
             .await,
         4.0
     );
+}
+
+/// The signature node n2 would give a GET of `target` with `headers`,
+/// under the cluster secret `secret`.
+fn sign_as_n2(secret: &str, target: &str, headers: &[(&str, &[u8])], sent_ms: i64) -> String {
+    use qrgate::domain::forward::{sign, Forward};
+    let key = blake3::derive_key("qrgate 2026 cluster forward", secret.as_bytes());
+    sign(
+        &key,
+        &Forward {
+            method: "GET",
+            target,
+            headers,
+            body: b"",
+            from_node: "n2",
+            sent_ms,
+            hops: 1,
+        },
+    )
 }
 
 /// A GET of `target` as a forward from node n2 with `signature`.
