@@ -253,67 +253,77 @@ impl Codes {
                 return Err(self.quota_exceeded(now));
             }
         }
-        let (pooled, from_pool) = match self.pool.take() {
-            Some(p) => (p, true),
-            None => (self.generate_inline().await?, false),
-        };
-        let binding = Binding {
-            code: code::encode(&self.tag_key, &pooled.id),
-            page,
-            params,
-            created_at: now,
-            expires_at: ttl_seconds.map(|t| now + i64::from(t)),
-            creator: user,
-            revoked_at: None,
-        };
-        let mut w = WriteSet::new();
-        w.new_code(&pooled.id, &binding, from_pool, binding.forget_at());
-        // Counted and submitted under the lock, so a user's counts reach
-        // storage in the order they were counted.
-        let done = {
-            let mut quotas = self.quotas();
-            if let Some(u) = user {
-                let refused = match self.quota(&mut quotas, u, &day) {
-                    Ok(q) if q.count < self.cfg.user_quota_per_day => {
-                        q.count += 1;
-                        w.code_quota(u, &day, q.count);
-                        for d in q.stale.drain(..) {
-                            w.remove_code_quota(u, &d);
+        // A pooled code may have been bound already by another node (cluster
+        // mode: every node loads the stored pool at start); its create is
+        // then refused and a fresh code is drawn instead.
+        let mut taken_elsewhere = false;
+        loop {
+            let (pooled, from_pool) = match (taken_elsewhere, self.pool.take()) {
+                (false, Some(p)) => (p, true),
+                _ => (self.generate_inline().await?, false),
+            };
+            let binding = Binding {
+                code: code::encode(&self.tag_key, &pooled.id),
+                page: page.clone(),
+                params: params.clone(),
+                created_at: now,
+                expires_at: ttl_seconds.map(|t| now + i64::from(t)),
+                creator: user,
+                revoked_at: None,
+            };
+            let mut w = WriteSet::new();
+            w.new_code(&pooled.id, &binding, from_pool, binding.forget_at());
+            // Counted and submitted under the lock, so a user's counts reach
+            // storage in the order they were counted.
+            let done = {
+                let mut quotas = self.quotas();
+                if let Some(u) = user {
+                    let refused = match self.quota(&mut quotas, u, &day) {
+                        Ok(q) if q.count < self.cfg.user_quota_per_day => {
+                            q.count += 1;
+                            w.code_quota(u, &day, q.count);
+                            for d in q.stale.drain(..) {
+                                w.remove_code_quota(u, &d);
+                            }
+                            None
                         }
-                        None
+                        Ok(_) => Some(self.quota_exceeded(now)),
+                        Err(e) => Some(ApiError::from(e)),
+                    };
+                    if let Some(e) = refused {
+                        drop(quotas);
+                        if from_pool {
+                            self.pool.put_back(pooled);
+                        }
+                        return Err(e);
                     }
-                    Ok(_) => Some(self.quota_exceeded(now)),
-                    Err(e) => Some(ApiError::from(e)),
-                };
-                if let Some(e) = refused {
-                    drop(quotas);
-                    if from_pool {
-                        self.pool.put_back(pooled);
+                }
+                self.storage.submit(w)
+            };
+            if let Err(e) = done.await {
+                if let Some(u) = user {
+                    if let Some(q) = self.quotas().get_mut(&u).filter(|q| q.day == day) {
+                        q.count = q.count.saturating_sub(1);
                     }
-                    return Err(e);
                 }
-            }
-            self.storage.submit(w)
-        };
-        if let Err(e) = done.await {
-            if let Some(u) = user {
-                if let Some(q) = self.quotas().get_mut(&u).filter(|q| q.day == day) {
-                    q.count = q.count.saturating_sub(1);
+                if from_pool && matches!(e, StorageError::Exists(_)) {
+                    taken_elsewhere = true;
+                    continue;
                 }
+                return Err(e.into());
             }
-            return Err(e.into());
+            metrics::CODE_POOL_TAKES
+                .with_label_values(&[if from_pool { "hit" } else { "miss" }])
+                .inc();
+            metrics::CODES.with_label_values(&["created"]).inc();
+            let binding = Arc::new(binding);
+            self.cache.insert(pooled.id, Arc::clone(&binding));
+            return Ok(Created {
+                binding,
+                png: pooled.png,
+                from_pool,
+            });
         }
-        metrics::CODE_POOL_TAKES
-            .with_label_values(&[if from_pool { "hit" } else { "miss" }])
-            .inc();
-        metrics::CODES.with_label_values(&["created"]).inc();
-        let binding = Arc::new(binding);
-        self.cache.insert(pooled.id, Arc::clone(&binding));
-        Ok(Created {
-            binding,
-            png: pooled.png,
-            from_pool,
-        })
     }
 
     /// Find a code's binding, whatever its status. A code whose tag does not

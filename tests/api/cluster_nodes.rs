@@ -583,3 +583,31 @@ async fn scans_through_every_node_are_all_counted() {
         );
     }
 }
+
+/// Every node loads the stored pool of codes at start, so two nodes may
+/// hold the same pooled code: the second to bind it draws a fresh one
+/// instead, and every create answers 201 with a code of its own.
+#[actix_web::test]
+async fn codes_made_through_two_nodes_from_one_pool_are_all_distinct() {
+    let Some(nats) = Nats::start() else { return };
+    let codes = "public_base_url = \"http://qr.test\"\n";
+    let pool = "[codes]\npool_size = 10\npool_low_water = 2\nrefill_idle_ms = 100\n";
+    let n1 = TestApp::spawn_with(&format!("{codes}{}{pool}", node_config(&nats, "n1"))).await;
+    // n1's pool is drawn and stored before n2 starts and loads it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n1.metric("qrgate_code_pool_size").await < 10.0 {
+        assert!(Instant::now() < deadline, "n1's pool never filled");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n2 = TestApp::spawn_with(&format!("{codes}{}{pool}", node_config(&nats, "n2"))).await;
+    let mut seen = HashSet::new();
+    for app in [&n1, &n2] {
+        for _ in 0..10 {
+            let (s, v) = app
+                .post("/v1/codes", Some(ADMIN), json!({"page": "/landing"}))
+                .await;
+            assert_eq!(s, 201, "{v}");
+            assert!(seen.insert(s_(&v["code"])), "a code handed out twice: {v}");
+        }
+    }
+}
