@@ -245,12 +245,17 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         }
     });
 
+    let clustered = config.cluster.enabled();
     let mut server = HttpServer::new(move || {
         // Runs on each worker's thread as it starts.
         worker_arbiters.register_current();
         App::new()
-            // Cluster mode: a group's or a packet's requests go to its owner.
-            .wrap(actix_web::middleware::from_fn(http::forward::route))
+            // Cluster mode: a group's, a packet's or a code's requests go
+            // to its owner (one node: not in the path at all).
+            .wrap(actix_web::middleware::Condition::new(
+                clustered,
+                actix_web::middleware::from_fn(http::forward::route),
+            ))
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
                 // A fixed set of labels: clients can send any method string.
