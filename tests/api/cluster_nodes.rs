@@ -611,3 +611,63 @@ async fn codes_made_through_two_nodes_from_one_pool_are_all_distinct() {
         }
     }
 }
+
+/// A WebSocket on one node hears what another node handled: every node
+/// applies every event, and pushes it to the sockets it holds.
+#[actix_web::test]
+async fn a_websocket_on_one_node_hears_a_join_handled_on_another() {
+    use super::ws::{connect, next_of};
+    use awc::ws;
+    use futures_util::SinkExt;
+    let Some(nats) = Nats::start() else { return };
+    let n = nodes(&nats).await;
+    let (_, owner) = n[0].user("owner").await;
+    let g = n[0]
+        .group(&owner, json!({"name": "heard", "member_limit": 100}))
+        .await;
+    let (_, invite, _) = n[0].invite(&owner, &g, json!({})).await;
+    for (k, listener) in n.iter().enumerate() {
+        let mut conn = connect(listener, &owner).await;
+        next_of(&mut conn, "hello").await;
+        conn.send(ws::Message::Text(
+            format!("{{\"subscribe\":\"group:{g}\"}}").into(),
+        ))
+        .await
+        .expect("subscribe");
+        next_of(&mut conn, "subscribed").await;
+        // The join goes through the next node (and on to the group's owner).
+        let (uid, tok) = n[(k + 1) % 3].user(&format!("j{k}")).await;
+        let (s, v) = n[(k + 1) % 3].join(&tok, &invite).await;
+        assert_eq!(s, 200, "{v}");
+        let ev = next_of(&mut conn, "member_joined").await;
+        assert_eq!(ev["user_id"], uid.as_str(), "{ev}");
+    }
+}
+
+/// The same earning event sent through two nodes at once is credited once.
+#[actix_web::test]
+async fn the_same_earning_through_two_nodes_is_credited_once() {
+    let Some(nats) = Nats::start() else { return };
+    let n = nodes(&nats).await;
+    let (alice, alice_tok) = n[0].user("alice").await;
+    for i in 0..10 {
+        let event = format!("ev-{i}");
+        let (a, b) = futures_util::future::join(
+            n[1].earn(&event, &alice, 100),
+            n[2].earn(&event, &alice, 100),
+        )
+        .await;
+        let codes = [a.0, b.0];
+        assert!(
+            codes.contains(&201) && codes.iter().all(|c| *c == 201 || *c == 200),
+            "one credit and one replay of it: {a:?} {b:?}"
+        );
+        assert_eq!(a.1["transfer_id"], b.1["transfer_id"]);
+    }
+    let path = "/v1/wallet";
+    for app in &n {
+        let (_, v) = eventually(app, path, &alice_tok, |_, v| v["balance"] == 1000).await;
+        assert_eq!(v["balance"], 1000, "{v}");
+    }
+    n[0].books_clean().await;
+}
