@@ -265,21 +265,21 @@ pub fn build(config: Config) -> Result<Application, StartError> {
                     let res = fut.await?;
                     // The matched pattern, never the raw path or query (which may carry tokens).
                     let path = res.request().path();
+                    // A request another node answered (cluster mode) is
+                    // counted there under its route, here as `forwarded`.
+                    let forwarded = res
+                        .request()
+                        .extensions()
+                        .contains::<http::forward::Forwarded>();
                     let route = match http::STATIC_ROUTES.iter().find(|r| **r == path) {
+                        _ if forwarded => "forwarded".to_string(),
                         Some(r) => (*r).to_string(),
                         None => match http::hot_pattern(path) {
                             Some(r) => r.to_string(),
-                            None => match res.request().match_pattern() {
-                                Some(p) => p,
-                                None if res
-                                    .request()
-                                    .extensions()
-                                    .contains::<http::forward::Forwarded>() =>
-                                {
-                                    "forwarded".into()
-                                }
-                                None => "unmatched".into(),
-                            },
+                            None => res
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| "unmatched".into()),
                         },
                     };
                     let status = res.status().as_u16();

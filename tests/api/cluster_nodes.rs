@@ -671,3 +671,77 @@ async fn the_same_earning_through_two_nodes_is_credited_once() {
     }
     n[0].books_clean().await;
 }
+
+/// `qrgate load` spreads its requests over the nodes given as several
+/// `--url`s, and its checks hold for the cluster.
+#[actix_web::test]
+async fn the_load_harness_drives_every_node_of_a_cluster() {
+    let Some(nats) = Nats::start() else { return };
+    let limits = "[limits]\ngroup_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n\
+                  user_joins_per_minute = 1000000\nusers_per_minute_per_ip = 1000000\n";
+    let mut n = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        n.push(TestApp::spawn_with(&format!("{}{limits}", node_config(&nats, id))).await);
+    }
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    let mut args: Vec<String> = [
+        "load",
+        "--json",
+        "--scenario",
+        "joins",
+        "--groups",
+        "20",
+        "--users",
+        "60",
+        "--requests",
+        "600",
+        "--connections",
+        "8",
+        "--admin-token",
+        ADMIN,
+    ]
+    .map(String::from)
+    .to_vec();
+    for app in &n {
+        args.push("--url".into());
+        args.push(app.base.clone());
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qrgate"))
+        .args(&args)
+        .output()
+        .expect("run qrgate load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    assert_eq!(v["outcomes"]["joined"], 600, "{v}");
+    assert!(v["checks"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
+    // Every join was served once, by the owner of its group; every node
+    // took joins (it forwarded some: those of groups it does not own).
+    let (mut served, mut sent, mut outs) = (0.0, 0.0, Vec::new());
+    for app in &n {
+        let join = "qrgate_http_requests_total{method=\"POST\",route=\"/v1/join\",status=\"200\"}";
+        let out = "qrgate_http_requests_total{method=\"POST\",route=\"forwarded\",status=\"200\"}";
+        served += app.metric(join).await;
+        let forwarded = app.metric(out).await;
+        eprintln!(
+            "{}: joins served {}, forwarded {forwarded}, forwards taken {}, not sent {}",
+            app.base,
+            app.metric(join).await,
+            app.metric("qrgate_forwards_total{outcome=\"served\"}")
+                .await,
+            app.metric("qrgate_forwards_total{outcome=\"not_sent\"}")
+                .await
+        );
+        sent += forwarded;
+        outs.push((app.base.clone(), forwarded));
+    }
+    for (base, forwarded) in outs {
+        assert!(forwarded > 0.0, "{base} forwarded no join");
+    }
+    assert_eq!(served, 600.0);
+    assert!(sent > 0.0, "joins reached their groups' owners");
+}

@@ -112,7 +112,7 @@ pub(crate) async fn baseline(
     let rec = record::Recorder::new("baseline", u64::MAX, window, record::bar_wanted(json));
     let row = drive(
         "baseline",
-        &format!("{url}/"),
+        &[format!("{url}/")],
         conc,
         plan,
         Some(window),
@@ -131,7 +131,11 @@ pub(crate) async fn measure(
     api: &Api,
     plan: &Plan,
 ) -> Result<(Option<Row>, Row, Vec<record::Point>), String> {
-    let base = api.base.as_str();
+    let urls: Vec<String> = api
+        .spread
+        .iter()
+        .map(|b| format!("{b}{}", plan.path))
+        .collect();
     let (conc, name, limit) = (args.connections, plan.name, plan.limit);
     let secs = plan.duration.as_secs();
     let baseline = if args.baseline {
@@ -147,15 +151,7 @@ pub(crate) async fn measure(
     let before = storage::scrape(api).await;
     let started = Instant::now();
     let rec = record::Recorder::new(name, limit, plan.duration, record::bar_wanted(args.json));
-    let row = drive(
-        name,
-        &format!("{base}{}", plan.path),
-        conc,
-        plan,
-        None,
-        &rec,
-    )
-    .await?;
+    let row = drive(name, &urls, conc, plan, None, &rec).await?;
     let timeline = rec.finish();
     if let (Some(b), Some(a)) = (before, storage::scrape(api).await) {
         eprintln!(
@@ -166,17 +162,20 @@ pub(crate) async fn measure(
     Ok((baseline, row, timeline))
 }
 
-/// Send the plan's requests to `url` until its limit or duration, `conns` in
-/// flight. The baseline passes `at_least`: it runs exactly that long,
+/// Send the plan's requests, round-robin over `urls` (the nodes of a
+/// cluster, or one server), until its limit or duration, `conns` in flight. The baseline passes `at_least`: it runs exactly that long,
 /// whatever the plan's request limit.
 pub(crate) async fn drive(
     name: &str,
-    url: &str,
+    urls: &[String],
     conns: usize,
     plan: &Plan,
     at_least: Option<Duration>,
     rec: &record::Recorder,
 ) -> Result<Row, String> {
+    if urls.is_empty() {
+        return Err("no server to send to".into());
+    }
     let (c, next, start) = (client(conns), Cell::new(0u64), Instant::now());
     let (limit, duration) = match at_least {
         Some(d) => (u64::MAX, d),
@@ -200,6 +199,7 @@ pub(crate) async fn drive(
                 (k % groups, (k % groups + k / groups) % users)
             };
             let auth = ("Authorization", plan.auths[u as usize].clone());
+            let url = &urls[(k % urls.len() as u64) as usize];
             let target = match (&plan.packets, &plan.codes) {
                 (Some(ids), _) => url.replace("{id}", &ids[(k % ids.len() as u64) as usize]),
                 (_, Some(codes)) => {

@@ -100,9 +100,12 @@ pub enum Scenario {
 pub struct LoadArgs {
     #[arg(long, value_enum)]
     pub scenario: Scenario,
-    /// Base URL of a running server (loopback addresses only).
+    /// Base URL of a running server (loopback addresses only). Repeat it
+    /// for the nodes of a cluster: the measured requests of the joins,
+    /// viral, earnings, packets and codes scenarios go round-robin over
+    /// them; setup, the checks and the other scenarios use the first.
     #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// Start a throwaway server as a child process (temporary data dir).
     #[arg(long)]
     pub spawn: bool,
@@ -252,7 +255,7 @@ impl LoadArgs {
 
 pub fn run(args: LoadArgs) -> Result<(), String> {
     if args.scenario == Scenario::Memory {
-        if args.url.is_some() {
+        if !args.url.is_empty() {
             return Err(
                 "--scenario memory writes its memberships into the server's data dir: use --spawn"
                     .into(),
@@ -277,7 +280,7 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
 /// Throughput with risk scoring off and on, interleaved (off, on, off, on,
 /// ...) so that drift of the shared machine hits both alike.
 fn risk_ab(args: LoadArgs, pairs: usize) -> Result<(), String> {
-    if args.url.is_some() || pairs == 0 {
+    if !args.url.is_empty() || pairs == 0 {
         return Err("--risk-ab needs --spawn and at least 1 pair".into());
     }
     let mut rps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -344,9 +347,13 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
         _ => false,
     };
     // The guards (if any) kill the children and remove their dirs when dropped, also on error.
-    let (base, admin, _server, sim_base, _sim) = match &args.url {
-        Some(url) => {
-            let base = loopback_base(url)?;
+    let mut spread = Vec::new();
+    for url in &args.url {
+        spread.push(loopback_base(url)?);
+    }
+    let (base, admin, _server, sim_base, _sim) = match spread.first() {
+        Some(base) => {
+            let base = base.clone();
             let why = "the admin token is needed for setup: --admin-token or QRGATE_ADMIN_TOKEN";
             let sim_base = match (&args.paysim, wants_sim) {
                 (Some(p), true) => Some(loopback_base(p)?),
@@ -383,6 +390,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
                 args.checkpoint_secs,
             ));
             let (server, base, admin) = SpawnedServer::start(&extra)?;
+            spread.push(base.clone());
             let sim_base = sim.as_ref().map(|s| s.base.clone());
             (base, admin, Some(server), sim_base, sim)
         }
@@ -391,6 +399,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
         let api = Api {
             c: client(args.connections),
             base: base.clone(),
+            spread: spread.clone(),
             admin: admin.clone(),
         };
         let sim_api = match &sim_base {

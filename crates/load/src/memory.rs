@@ -72,6 +72,7 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
     let checked = actix_web::rt::System::new().block_on(async {
         let api = Api {
             c: client(4),
+            spread: vec![base.clone()],
             base,
             admin: dir.admin.clone(),
         };
@@ -194,6 +195,7 @@ async fn measure(
     let api = Api {
         c: client(a.connections),
         base: base.to_string(),
+        spread: vec![base.to_string()],
         admin: admin.to_string(),
     };
     let rss_start = rss_bytes(pid)?;

@@ -32,6 +32,9 @@ pub(crate) async fn send_limit(
 pub(crate) struct Api {
     pub(crate) c: awc::Client,
     pub(crate) base: String,
+    /// Every node's base URL (`base` first): the measured requests of the
+    /// planned scenarios go round-robin over them.
+    pub(crate) spread: Vec<String>,
     /// The admin token, for `/metrics` (not public by default).
     pub(crate) admin: String,
 }
