@@ -511,6 +511,10 @@ async fn open_streams(js: &Context, opts: &LogOptions) -> Result<Buckets, String
     })
 }
 
+/// After this long without an entry, the follower checks that the stream
+/// holds nothing it has not delivered.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((25u64 << attempt.min(5)).min(500))
 }
@@ -659,7 +663,29 @@ async fn follow_once(
         .messages()
         .await
         .map_err(|e| format!("cannot follow the stream: {e}"))?;
-    while let Some(m) = messages.next().await {
+    loop {
+        // A consumer whose server died can stay silent for half a minute
+        // before it errs, and every write waiting to be applied waits as
+        // long: when nothing came for a moment, ask the stream whether it
+        // holds more than was delivered, and start over if it does.
+        let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                let last = stream
+                    .get_info()
+                    .await
+                    .map_err(|e| format!("cannot read the stream's state: {e}"))?
+                    .state
+                    .last_sequence;
+                if last >= *next {
+                    return Err(format!(
+                        "the follower stalled at {next} while the stream holds {last}"
+                    ));
+                }
+                continue;
+            }
+        };
         let m = m.map_err(|e| format!("following the stream failed: {e}"))?;
         let info = m
             .info()
