@@ -403,21 +403,7 @@ async fn a_forged_forward_is_refused() {
     ];
     let signature = sign_as_n2(SECRET, &target, &headers, at);
     let started = Instant::now();
-    let (s, v) = app
-        .call_with(
-            "GET",
-            &target,
-            Some(&owner),
-            None,
-            &[
-                ("x-qrgate-forward-from", "n2".to_string()),
-                ("x-qrgate-forward-at", at.to_string()),
-                ("x-qrgate-forward-hops", "1".to_string()),
-                ("x-qrgate-forward-signature", signature),
-                ("x-qrgate-forward-position", far),
-            ],
-        )
-        .await;
+    let (s, v) = send_at(&app, &target, &owner, signature, at, Some(&far)).await;
     assert_eq!(
         (s, v["code"].as_str()),
         (503, Some("storage_unavailable")),
@@ -466,19 +452,29 @@ async fn send(
     signature: String,
     sent_ms: i64,
 ) -> (u16, Value) {
-    app.call_with(
-        "GET",
-        target,
-        Some(token),
-        None,
-        &[
-            ("x-qrgate-forward-from", "n2".to_string()),
-            ("x-qrgate-forward-at", sent_ms.to_string()),
-            ("x-qrgate-forward-hops", "1".to_string()),
-            ("x-qrgate-forward-signature", signature),
-        ],
-    )
-    .await
+    send_at(app, target, token, signature, sent_ms, None).await
+}
+
+/// [`send`], naming the log position the sender had applied.
+async fn send_at(
+    app: &TestApp,
+    target: &str,
+    token: &str,
+    signature: String,
+    sent_ms: i64,
+    position: Option<&str>,
+) -> (u16, Value) {
+    let mut headers = vec![
+        ("x-qrgate-forward-from", "n2".to_string()),
+        ("x-qrgate-forward-at", sent_ms.to_string()),
+        ("x-qrgate-forward-hops", "1".to_string()),
+        ("x-qrgate-forward-signature", signature),
+    ];
+    if let Some(p) = position {
+        headers.push(("x-qrgate-forward-position", p.to_string()));
+    }
+    app.call_with("GET", target, Some(token), None, &headers)
+        .await
 }
 
 /// The log is trimmed below the latest snapshot; a node whose checkpoint
@@ -685,7 +681,6 @@ async fn the_load_harness_drives_every_node_of_a_cluster() {
     }
     actix_web::rt::time::sleep(Duration::from_secs(2)).await;
     let mut args: Vec<String> = [
-        "load",
         "--json",
         "--scenario",
         "joins",
@@ -706,17 +701,7 @@ async fn the_load_harness_drives_every_node_of_a_cluster() {
         args.push("--url".into());
         args.push(app.base.clone());
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qrgate"))
-        .args(&args)
-        .output()
-        .expect("run qrgate load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    let v = super::load::load_with(&args);
     assert_eq!(v["outcomes"]["joined"], 600, "{v}");
     assert!(v["checks"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
     // Every join was served once, by the owner of its group; every node

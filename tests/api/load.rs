@@ -9,8 +9,16 @@ use std::process::Command;
 
 /// `qrgate load --spawn --json` with `args`: it must succeed; its report.
 fn load(args: &[&str]) -> Value {
+    let mut all = vec!["--spawn", "--json", "--connections", "8"];
+    all.extend_from_slice(args);
+    load_with(&all)
+}
+
+/// `qrgate load` with `args` (`--json` among them): it must succeed; its
+/// report.
+pub(super) fn load_with<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_qrgate"))
-        .args(["load", "--spawn", "--json", "--connections", "8"])
+        .arg("load")
         .args(args)
         .output()
         .expect("run qrgate load");
