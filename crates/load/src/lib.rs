@@ -101,9 +101,10 @@ pub struct LoadArgs {
     #[arg(long, value_enum)]
     pub scenario: Scenario,
     /// Base URL of a running server (loopback addresses only). Repeat it
-    /// for the nodes of a cluster: the measured requests of the joins,
-    /// viral, earnings, packets and codes scenarios go round-robin over
-    /// them; setup, the checks and the other scenarios use the first.
+    /// for the nodes of a cluster: the measured requests go round-robin
+    /// over them (the ws scenario's subscribers connect to the first);
+    /// setup and the checks use the first, once it has applied what every
+    /// node had when the run ended.
     #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
     pub url: Vec<String>,
     /// Start a throwaway server as a child process (temporary data dir).
@@ -401,6 +402,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
             base: base.clone(),
             spread: spread.clone(),
             admin: admin.clone(),
+            turn: Default::default(),
         };
         let sim_api = match &sim_base {
             Some(b) => Some(sim::SimApi::new(client(16), b)?),
@@ -435,6 +437,7 @@ fn run_one(args: &LoadArgs) -> Result<Outcome, String> {
             _ => {
                 let plan = setup(args, &api, &admin).await?;
                 let (baseline, row, timeline) = measure(args, &api, &plan).await?;
+                api.converge(Duration::from_secs(30)).await?;
                 let checks = check(&plan, &row, &api).await?;
                 Outcome {
                     row,
@@ -614,6 +617,7 @@ async fn run_steps(
     let (row, phases) = futures_util::future::join(driven, faults).await;
     let (row, phases) = (row?, phases?);
     let timeline = rec.finish();
+    api.converge(Duration::from_secs(30)).await?;
     let mut checks = Vec::new();
     let mut extra = json!({});
     if let Some(p) = &m.payouts {

@@ -75,6 +75,7 @@ pub fn run(a: &MemArgs) -> Result<(), String> {
             spread: vec![base.clone()],
             base,
             admin: dir.admin.clone(),
+            turn: Default::default(),
         };
         // One group read back after the SIGKILL restart.
         let v = api
@@ -197,6 +198,7 @@ async fn measure(
         base: base.to_string(),
         spread: vec![base.to_string()],
         admin: admin.to_string(),
+        turn: Default::default(),
     };
     let rss_start = rss_bytes(pid)?;
     // Group actors resident before (none, unless seeding grows some) stay.

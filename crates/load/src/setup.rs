@@ -37,6 +37,8 @@ pub(crate) struct Api {
     pub(crate) spread: Vec<String>,
     /// The admin token, for `/metrics` (not public by default).
     pub(crate) admin: String,
+    /// The measured requests sent so far (picks the next node).
+    pub(crate) turn: std::sync::atomic::AtomicUsize,
 }
 
 impl Api {
@@ -89,13 +91,60 @@ impl Api {
     ) -> Result<(u16, Bytes), String> {
         let mut req = self
             .c
-            .request(m, format!("{}{path}", self.base))
+            .request(m, format!("{}{path}", self.next_base()))
             .insert_header(("Authorization", format!("Bearer {bearer}")))
             .content_type("application/json");
         if let Some(k) = key {
             req = req.insert_header(("Idempotency-Key", k.to_string()));
         }
         send(req, body).await
+    }
+
+    /// The node the next measured request goes to: round-robin.
+    fn next_base(&self) -> &str {
+        let k = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.spread
+            .get(k % self.spread.len().max(1))
+            .unwrap_or(&self.base)
+    }
+
+    /// A cluster (several nodes): wait until the first node, which the
+    /// checks read, has applied everything any node had applied when the
+    /// run ended, so the checks see every acknowledged write. Nodes that do
+    /// not answer (stopped on purpose) are left out.
+    pub(crate) async fn converge(&self, limit: Duration) -> Result<(), String> {
+        if self.spread.len() < 2 {
+            return Ok(());
+        }
+        let mut target = 0;
+        for b in &self.spread {
+            if let Some(p) = self.applied(b).await {
+                target = target.max(p);
+            }
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let at = self.applied(&self.base).await.unwrap_or(0);
+            if at >= target {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "{} applied {at} of {target} within {limit:?}",
+                    self.base
+                ));
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The log position a node has applied (its `/healthz`).
+    async fn applied(&self, base: &str) -> Option<u64> {
+        let req = self.c.get(format!("{base}/healthz"));
+        let (_, body) = send(req, Bytes::new()).await.ok()?;
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix("applied ")?.trim().parse().ok())
     }
 
     /// A new user (created with the admin token): its session token.
