@@ -151,7 +151,8 @@ pub struct Limits {
     pub group_joins_per_minute_max: u32,
     /// Joins per minute by one user across all groups.
     pub user_joins_per_minute: u32,
-    /// Users created per minute by one client address.
+    /// Users created per minute from one client network (an IPv4 address,
+    /// an IPv6 /64).
     pub users_per_minute_per_ip: u32,
     /// How long a join request waits for a decision before it expires.
     pub join_request_ttl_seconds: i64,

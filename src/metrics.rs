@@ -122,6 +122,17 @@ pub static LOG_REFUSED_AT_APPLY: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static LIMIT_ASKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_limit_asks_total",
+            "Cluster mode: counts asked of the node holding a user's or a network's limit (asked; unavailable: decided here instead)",
+        ),
+        &["outcome"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static FORWARDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(

@@ -202,3 +202,25 @@ fn share_keys(log: &StreamLog, data_dir: &Path) -> Result<(), String> {
         None => Err("the cluster's key ring vanished".into()),
     }
 }
+
+/// Which node runs a background job about an entity (a sweep of expired
+/// join requests, a packet's settlement, a payout's talks with the
+/// provider, the system holder's inbox): on one node, that node; in a
+/// cluster, the entity's owner among the live nodes, so each job runs once
+/// per cluster and moves with its entity when a node leaves. A node that
+/// does not see itself among the live nodes (before its first heartbeat,
+/// or cut off from the log) runs none.
+#[derive(Clone, Default)]
+pub struct Duty(Option<Arc<Node>>);
+
+impl Duty {
+    pub fn of(node: Option<Arc<Node>>) -> Duty {
+        Duty(node)
+    }
+
+    /// Whether this node runs the jobs of `entity` (`group/…`,
+    /// `wallet/…`, `packet/…`, `jobs/…`).
+    pub fn mine(&self, entity: &str) -> bool {
+        self.0.as_ref().is_none_or(|n| n.owns(entity))
+    }
+}

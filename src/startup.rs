@@ -120,6 +120,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         .trim_end_matches('/')
         .to_string();
 
+    let duty = crate::node::Duty::of(node.clone());
     // One clock for every limiter, so a refusal's Retry-After is computed on
     // the same time base the limiter used.
     let clock = governor::clock::DefaultClock::default();
@@ -135,6 +136,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         clock: clock.clone(),
         counters: push::CounterStore::default(),
         signals: crate::groups::signals::SignalStore::default(),
+        duty: duty.clone(),
     });
     // Shared actors start here, outside the HttpServer factory, so that every
     // worker talks to the same ones.
@@ -151,7 +153,9 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         None => None,
     };
     let wallets = crate::wallets::Wallets::new(
-        Arc::new(crate::wallets::Shared::new(config.clone(), storage.clone())),
+        Arc::new(
+            crate::wallets::Shared::new(config.clone(), storage.clone()).with_duty(duty.clone()),
+        ),
         arbiters,
     );
     let hub = Hub::new(config.websocket.queue);
@@ -199,7 +203,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
     let (codes, stale_pool) = crate::codes::Codes::open(&config, storage.clone(), &keys, &base_url)
         .map_err(|e| StartError::Storage(config.data_dir.display().to_string(), e))?;
-    codes.start(stale_pool);
+    codes.start(stale_pool, duty.clone());
     let state = web::Data::new(AppState {
         codes: Arc::clone(&codes),
         node: node.clone(),

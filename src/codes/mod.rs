@@ -119,7 +119,8 @@ impl Codes {
     }
 
     /// Start the background tasks (inside the actix system).
-    pub fn start(self: &Arc<Self>, purge: Option<WriteSet>) {
+    /// Forgetting old codes runs on the node `duty` names for it.
+    pub fn start(self: &Arc<Self>, purge: Option<WriteSet>, duty: crate::node::Duty) {
         let codes = Arc::clone(self);
         actix_web::rt::spawn(async move {
             if let Some(purge) = purge {
@@ -138,7 +139,7 @@ impl Codes {
                 if let Err(e) = codes.scans.flush(&codes.storage).await {
                     tracing::warn!(error = %e, "scan counts not stored");
                 }
-                if ticks.is_multiple_of(60) {
+                if ticks.is_multiple_of(60) && duty.mine("jobs/codes") {
                     if let Err(e) = codes.forget_due().await {
                         tracing::warn!(error = %e, "forgetting old scan codes failed");
                     }

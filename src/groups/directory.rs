@@ -48,7 +48,11 @@ impl Directory {
             let now = crate::clock::now();
             match self.shared().storage.groups_with_due_requests(now, 1000) {
                 Ok(groups) => {
-                    for g in groups {
+                    let duty = &self.shared().duty;
+                    for g in groups
+                        .into_iter()
+                        .filter(|g| duty.mine(&format!("group/{g}")))
+                    {
                         if let Err(e) = self.call(g, Sweep {}).await {
                             tracing::warn!(group = %g, error = %e, "expiry sweep failed");
                         }
@@ -58,6 +62,9 @@ impl Directory {
             }
             // Passed challenges are remembered only until they expire.
             let storage = &self.shared().storage;
+            if !self.shared().duty.mine("jobs/challenges") {
+                continue;
+            }
             match storage.stale_used_challenges(now, 1000) {
                 Ok(w) if !w.is_empty() => {
                     if let Err(e) = storage.commit(w).await {

@@ -40,6 +40,9 @@ message!(Join -> JoinOutcome {
     tag: [u8; 32],
     // User-level risk signals (None when risk scoring is off).
     signals: Option<UserSignals>,
+    // The user's join quota as counted by the node that holds it (cluster
+    // mode, when that is another node); None: this node counts it.
+    user_quota: Option<Result<(), u64>>,
 } => join);
 
 message!(AnswerChallenge -> JoinOutcome {
@@ -60,6 +63,8 @@ pub(super) struct Entry {
     /// The attempt answers a solved challenge: its tag, its expiry, and
     /// the assessment of the attempt it interrupted.
     pub solved: Option<([u8; 16], i64, JoinRisk)>,
+    /// The user's join quota counted elsewhere (see [`Join`]).
+    pub user_quota: Option<Result<(), u64>>,
 }
 
 impl GroupActor {
@@ -150,6 +155,7 @@ impl GroupActor {
             invite,
             signals,
             solved: e.solved.as_ref().map(|(_, _, r)| r.clone()),
+            user_quota: e.user_quota,
             now,
             listed: None,
             stepped: None,
@@ -548,6 +554,7 @@ impl GroupActor {
                         new_account: c.reasons & 0x80 != 0,
                     },
                 )),
+                user_quota: None,
             },
             None,
             now,
@@ -598,6 +605,7 @@ impl GroupActor {
             token_epoch: m.claims.epoch,
             tag_ok: self.tag_ok(&m.claims, &m.tag),
             solved: None,
+            user_quota: m.user_quota,
         };
         self.admit(m.user, entry, m.signals, now())
     }
@@ -625,6 +633,7 @@ struct Asked<'a> {
     signals: Option<UserSignals>,
     /// For an answer: the risk of the attempt its challenge interrupted.
     solved: Option<JoinRisk>,
+    user_quota: Option<Result<(), u64>>,
     now: i64,
     listed: Option<Pending<()>>,
     stepped: Option<Pending<()>>,
@@ -632,6 +641,9 @@ struct Asked<'a> {
 
 impl join::Inputs for Asked<'_> {
     fn user_quota(&mut self) -> Result<(), u64> {
+        if let Some(counted) = self.user_quota {
+            return counted;
+        }
         let shared = &self.actor.shared;
         shared
             .user_limiter

@@ -19,4 +19,6 @@ pub struct Shared {
     pub counters: crate::push::CounterStore,
     /// User-level risk signals (account age, join rate, shared devices).
     pub signals: super::signals::SignalStore,
+    /// Which groups' sweeps this node runs (cluster mode: those it owns).
+    pub duty: crate::node::Duty,
 }

@@ -40,6 +40,7 @@ fn shared(config: Config, storage: &Storage, keys: &Arc<KeyRing>) -> Arc<Shared>
         clock,
         counters: crate::push::CounterStore::default(),
         signals: SignalStore::default(),
+        duty: Default::default(),
     })
 }
 
@@ -110,6 +111,7 @@ impl World {
             claims: parsed.claims,
             tag,
             signals,
+            user_quota: None,
         };
         groups.call(g, m).await
     }
@@ -155,6 +157,7 @@ async fn a_forged_tag_is_refused_and_nobody_joins() {
         claims: parsed.claims,
         tag: [7; 32],
         signals: None,
+        user_quota: None,
     };
     let r = w.groups.call(g.id, m).await;
     assert!(

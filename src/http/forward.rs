@@ -80,6 +80,10 @@ pub struct Forwarded;
 /// The client's address of a request forwarded by another node.
 struct ClientIp(std::net::IpAddr);
 
+/// Marks a request another node sent, whose signature held: the internal
+/// routes serve only these.
+pub struct FromNode;
+
 /// The address a request came from: the client's, also when another node
 /// forwarded it.
 pub fn client_ip(req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
@@ -109,6 +113,7 @@ pub async fn route(
             return Ok(req.into_response(ApiError::ForwardRefused.error_response()));
         }
         metrics::FORWARDS.with_label_values(&["served"]).inc();
+        req.extensions_mut().insert(FromNode);
         let position = req
             .headers()
             .get(POSITION)
@@ -314,38 +319,15 @@ async fn send(
     if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
         headers.push((CLIENT_IP, ip.to_string().into_bytes()));
     }
-    let method = req.method().clone();
-    let target = target(req);
-    let sent_ms = crate::clock::now_ms();
-    let signature = {
-        let h: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-        forward::sign(
-            &node.forward_key,
-            &Forward {
-                method: method.as_str(),
-                target: &target,
-                headers: &h,
-                body: &body,
-                from_node: &node.id,
-                sent_ms,
-                hops: 1,
-            },
-        )
-    };
-    let url = format!("{}{target}", base.trim_end_matches('/'));
-    let mut out = CLIENT.with(|c| c.request(method, url));
-    for (name, value) in &headers {
-        out = out.insert_header((*name, value.as_slice()));
-    }
-    out = out
-        .insert_header((FROM, node.id.as_str()))
-        .insert_header((AT, sent_ms.to_string()))
-        .insert_header((HOPS, "1"))
-        .insert_header((SIGNATURE, signature));
-    let mut resp = out.send_body(body).await.map_err(|e| match e {
-        awc::error::SendRequestError::Connect(e) => Failed::NotSent(e.to_string()),
-        e => Failed::Lost(e.to_string()),
-    })?;
+    let mut resp = deliver(
+        node,
+        base,
+        req.method().clone(),
+        &target(req),
+        &headers,
+        body,
+    )
+    .await?;
     let bytes = resp
         .body()
         .limit(32 << 20)
@@ -358,6 +340,72 @@ async fn send(
         }
     }
     Ok(answer.body(bytes))
+}
+
+/// Ask another node's internal route (`POST target`, no body, signed as a
+/// forward): its status and body.
+pub async fn ask(
+    node: &Node,
+    base: &str,
+    target: &str,
+) -> Result<(actix_web::http::StatusCode, Bytes), String> {
+    let method = actix_web::http::Method::POST;
+    let mut resp = deliver(node, base, method, target, &[], Bytes::new())
+        .await
+        .map_err(|e| match e {
+            Failed::NotSent(e) | Failed::Lost(e) => e,
+        })?;
+    let body = resp
+        .body()
+        .limit(64 << 10)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((resp.status(), body))
+}
+
+/// Send a request to the node at `base`, signed with `headers` (the
+/// owner's [`check`] verifies it).
+async fn deliver(
+    node: &Node,
+    base: &str,
+    method: actix_web::http::Method,
+    target: &str,
+    headers: &[(&'static str, Vec<u8>)],
+    body: Bytes,
+) -> Result<
+    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>>>,
+    Failed,
+> {
+    let sent_ms = crate::clock::now_ms();
+    let signature = {
+        let h: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        forward::sign(
+            &node.forward_key,
+            &Forward {
+                method: method.as_str(),
+                target,
+                headers: &h,
+                body: &body,
+                from_node: &node.id,
+                sent_ms,
+                hops: 1,
+            },
+        )
+    };
+    let url = format!("{}{target}", base.trim_end_matches('/'));
+    let mut out = CLIENT.with(|c| c.request(method, url));
+    for (name, value) in headers {
+        out = out.insert_header((*name, value.as_slice()));
+    }
+    out = out
+        .insert_header((FROM, node.id.as_str()))
+        .insert_header((AT, sent_ms.to_string()))
+        .insert_header((HOPS, "1"))
+        .insert_header((SIGNATURE, signature));
+    out.send_body(body).await.map_err(|e| match e {
+        awc::error::SendRequestError::Connect(e) => Failed::NotSent(e.to_string()),
+        e => Failed::Lost(e.to_string()),
+    })
 }
 
 #[cfg(test)]

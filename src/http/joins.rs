@@ -103,6 +103,9 @@ async fn join_inner(
         .ok_or_else(invalid)?;
     let tag = parsed.tag(state.keys.tag_key());
     let signals = signals(state, req, user)?;
+    // Cluster mode: the user's join quota is counted by the node that
+    // holds it, also for joins of groups owned by other nodes.
+    let user_quota = super::limits::ask_owner(state, super::limits::Limit::UserJoins(user)).await;
     let outcome = state
         .groups
         .call(
@@ -112,6 +115,7 @@ async fn join_inner(
                 claims: parsed.claims,
                 tag,
                 signals,
+                user_quota,
             },
         )
         .await?;

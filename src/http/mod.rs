@@ -9,6 +9,7 @@ pub mod forward;
 pub mod groups;
 pub mod invites;
 pub mod joins;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod packets;
@@ -135,6 +136,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(ops::metrics)
             .service(openapi::document)
             .service(users::create_user)
+            .service(limits::take_here)
             .service(api_keys::create)
             .service(api_keys::list)
             .service(api_keys::revoke)

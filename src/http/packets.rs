@@ -453,6 +453,7 @@ pub async fn claim(
             ))
         }
     };
+    super::limits::take(&state, super::limits::Limit::UserClaims(user.0)).await?;
     let c = state
         .wallets
         .claim_packet(

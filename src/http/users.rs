@@ -47,14 +47,7 @@ pub async fn create_user(
     // Service backends creating users with the admin token are not limited per address.
     let limited = !auth::is_admin(&state, &req);
     if let Some(ip) = super::forward::client_ip(&req).filter(|_| limited) {
-        if let Err(nu) = state.ip_limiter.check_key(&ip) {
-            let clock = &state.groups.shared().clock;
-            return Err(ApiError::rate_limited(
-                "users created from this address",
-                &nu,
-                clock,
-            ));
-        }
+        super::limits::take(&state, super::limits::Limit::NewUsers(ip)).await?;
     }
     let (user, token, session) = state.accounts.create_user(name).await?;
     Ok(HttpResponse::Created().json(CreatedUser {

@@ -82,7 +82,14 @@ impl Actor for WalletActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         Life::started(ctx, self.env.config.actors.idle_timeout_seconds, Self::tick);
         if self.ledger.holder() == Holder::System {
-            ctx.run_interval(SYSTEM_DRAIN_EVERY, |act, ctx| act.drain(ctx));
+            // On the node that runs the system holder's jobs only: in a
+            // cluster, its actor may be active on several nodes.
+            let entity = super::holder_entity(Holder::System);
+            ctx.run_interval(SYSTEM_DRAIN_EVERY, move |act, ctx| {
+                if act.env.duty.mine(&entity) {
+                    act.drain(ctx)
+                }
+            });
         } else {
             if self.ledger.inbox_waiting() {
                 self.drain(ctx);

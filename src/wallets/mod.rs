@@ -49,8 +49,10 @@ pub struct Shared {
     pub config: Config,
     pub storage: Storage,
     /// Claims per user and minute (`packets.claims_per_minute_per_user`).
-    claims: DefaultKeyedRateLimiter<UserId>,
-    clock: DefaultClock,
+    pub(crate) claims: DefaultKeyedRateLimiter<UserId>,
+    pub(crate) clock: DefaultClock,
+    /// Which holders' jobs this node runs (cluster mode: those it owns).
+    pub duty: crate::node::Duty,
 }
 
 impl Shared {
@@ -63,7 +65,21 @@ impl Shared {
             clock,
             config,
             storage,
+            duty: Default::default(),
         }
+    }
+
+    pub fn with_duty(mut self, duty: crate::node::Duty) -> Shared {
+        self.duty = duty;
+        self
+    }
+}
+
+/// The entity a holder's jobs belong to (its actor's fence names it).
+pub fn holder_entity(h: Holder) -> String {
+    match h {
+        Holder::Packet(p) => format!("packet/{p}"),
+        Holder::User(_) | Holder::System => format!("wallet/{h}"),
     }
 }
 
@@ -102,7 +118,7 @@ impl Wallets {
         w
     }
 
-    fn shared(&self) -> &Shared {
+    pub fn shared(&self) -> &Shared {
         self.wallet_actors.env()
     }
 
@@ -135,13 +151,19 @@ impl Wallets {
                 self.shared().claims.retain_recent();
             }
             let now = crate::clock::now();
+            let duty = &self.shared().duty;
             // The system holder applies its inbox on its own timer; this
             // wakes it again if it retired (e.g. after a failed write).
-            if let Err(e) = self.wallet_actors.call(Holder::System, Drain {}).await {
-                tracing::warn!(error = %e, "system wallet actor unavailable");
+            if duty.mine(&holder_entity(Holder::System)) {
+                if let Err(e) = self.wallet_actors.call(Holder::System, Drain {}).await {
+                    tracing::warn!(error = %e, "system wallet actor unavailable");
+                }
             }
             match self.storage().due_pending(now, 1000) {
                 Ok(due) => {
+                    let due = due
+                        .into_iter()
+                        .filter(|(h, _)| duty.mine(&holder_entity(*h)));
                     for (holder, id) in due {
                         if let Err(e) = self.call_holder(holder, ExpireDue { id }).await {
                             tracing::warn!(transfer = %id, error = %e, "pending transfer expiry failed");

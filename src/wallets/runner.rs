@@ -133,6 +133,15 @@ impl Runner {
         if p.state.is_final() || p.next_attempt_at.is_none_or(|t| t > now_ms) {
             return;
         }
+        // One node talks to the provider about a payout: its wallet's owner.
+        if !self
+            .wallets
+            .shared()
+            .duty
+            .mine(&format!("wallet/{}", p.user))
+        {
+            return;
+        }
         // Storage shows a write set once applied, before its flush: never
         // ask the provider to pay a payout (and hold) not yet on disk.
         if p.attempts == 0 {
@@ -232,8 +241,9 @@ pub async fn refresh_links(
                 continue;
             }
         };
+        let duty = &wallets.shared().duty;
         for (user, link) in links {
-            if link.expires_at - now > before {
+            if link.expires_at - now > before || !duty.mine(&format!("wallet/{user}")) {
                 continue;
             }
             let refresh = match keys.open(&link.refresh_token) {

@@ -730,3 +730,112 @@ async fn the_load_harness_drives_every_node_of_a_cluster() {
     assert_eq!(served, 600.0);
     assert!(sent > 0.0, "joins reached their groups' owners");
 }
+
+/// Wait until every node sees all of `n` live (heartbeats every 1.5 s).
+async fn all_live(n: &[TestApp]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for app in n {
+        loop {
+            let mut r = app
+                .client
+                .get(format!("{}/healthz", app.base))
+                .send()
+                .await
+                .expect("healthz");
+            let body = String::from_utf8_lossy(&r.body().await.expect("body")).into_owned();
+            let live = body
+                .lines()
+                .find_map(|l| l.strip_prefix("live "))
+                .unwrap_or("");
+            if live.split(',').count() == n.len() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} sees live: {live}", app.base);
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A user's joins per minute, a user's claims per minute and the accounts
+/// made per network are counted once for the cluster (by the node holding
+/// each key), not once per node: through three nodes a user gets no more
+/// than through one.
+#[actix_web::test]
+async fn per_user_and_per_network_limits_hold_across_the_nodes() {
+    let Some(nats) = Nats::start() else { return };
+    let limits = "[limits]\nuser_joins_per_minute = 3\nusers_per_minute_per_ip = 2\n\
+                  [packets]\nclaims_per_minute_per_user = 2\n";
+    let mut n = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        n.push(TestApp::spawn_with(&format!("{}{limits}", node_config(&nats, id))).await);
+    }
+    all_live(&n).await;
+
+    // Accounts without the admin token: 2 a minute from this address.
+    let mut made = 0;
+    for i in 0..6 {
+        let (s, v) = n[i % 3]
+            .post("/v1/users", None, json!({ "name": format!("anon{i}") }))
+            .await;
+        match s {
+            201 => made += 1,
+            429 => assert_eq!(v["code"], "rate_limited", "{v}"),
+            _ => panic!("{s} {v}"),
+        }
+    }
+    assert_eq!(made, 2, "accounts from one network through three nodes");
+
+    // One user joins six groups, two through each node: 3 a minute.
+    let (_, owner) = n[0].user("owner").await;
+    let (_, joiner) = n[0].user("joiner").await;
+    let mut joined = 0;
+    for i in 0..6 {
+        let g = n[0]
+            .group(
+                &owner,
+                json!({"name": format!("g{i}"), "member_limit": 100}),
+            )
+            .await;
+        let (_, invite, _) = n[0].invite(&owner, &g, json!({})).await;
+        let (s, v) = n[i % 3].join(&joiner, &invite).await;
+        match s {
+            200 => joined += 1,
+            429 => assert_eq!(v["code"], "rate_limited", "{v}"),
+            _ => panic!("{s} {v}"),
+        }
+    }
+    assert_eq!(joined, 3, "joins by one user through three nodes");
+
+    // One user claims from six packets, two through each node: 2 a minute.
+    let (sender, sender_tok) = n[0].user("sender").await;
+    let (_, claimer) = n[0].user("claimer").await;
+    assert_eq!(n[0].earn("fund", &sender, 6000).await.0, 201);
+    let mut claimed = 0;
+    for i in 0..6 {
+        let (s, v) = n[0]
+            .create_packet(
+                &sender_tok,
+                &format!("p{i}"),
+                json!({"total": 1000, "count": 10, "mode": "fixed"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = n[i % 3].claim(&claimer, &s_(&v["id"]), json!({})).await;
+        match s {
+            200 => claimed += 1,
+            429 => assert_eq!(v["code"], "rate_limited", "{v}"),
+            _ => panic!("{s} {v}"),
+        }
+    }
+    assert_eq!(claimed, 2, "claims by one user through three nodes");
+    let asked: f64 = {
+        let mut sum = 0.0;
+        for app in &n {
+            sum += app
+                .metric("qrgate_limit_asks_total{outcome=\"asked\"}")
+                .await;
+        }
+        sum
+    };
+    assert!(asked > 0.0, "no node asked another for a limit");
+}
