@@ -839,3 +839,93 @@ async fn per_user_and_per_network_limits_hold_across_the_nodes() {
     };
     assert!(asked > 0.0, "no node asked another for a limit");
 }
+
+/// Joins, approvals, earnings, payouts through one shared provider
+/// simulator, red packet claims and scans, round-robin through the three
+/// nodes, with one node killed (`kill -9`) half-way: every acknowledged
+/// write is there afterwards, no payout reaches the provider twice, no
+/// share is paid twice, and the books hold for the whole cluster (every
+/// node holds every wallet, so one node's check covers them all).
+#[actix_web::test]
+async fn mixed_load_through_every_node_survives_a_node_killed_half_way() {
+    let Some(nats) = Nats::start() else { return };
+    let sim = super::payouts::Sim::start();
+    let limits = "[limits]\ngroup_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n\
+                  user_joins_per_minute = 1000000\nusers_per_minute_per_ip = 1000000\n\
+                  [packets]\nclaims_per_minute_per_user = 1000000\n";
+    let mut n = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let extra = format!("{}{limits}{}", node_config(&nats, id), sim.config(""));
+        n.push(TestApp::spawn_with(&extra).await);
+    }
+    all_live(&n).await;
+    let mut args: Vec<String> = [
+        "--json",
+        "--scenario",
+        "mixed",
+        "--groups",
+        "12",
+        "--users",
+        "120",
+        "--packets",
+        "3",
+        // Scans are counted in their owner's memory and stored once a
+        // second: a node killed loses up to a second of its counts.
+        "--mix",
+        "join=25,request=15,approve=10,earning=15,payout=10,claim=15",
+        "--duration",
+        "10",
+        "--connections",
+        "8",
+        "--settle-timeout",
+        "60",
+        "--admin-token",
+        ADMIN,
+        "--paysim",
+        &sim.base,
+    ]
+    .map(String::from)
+    .to_vec();
+    for app in &n {
+        args.push("--url".into());
+        args.push(app.base.clone());
+    }
+    let load = std::thread::spawn(move || super::load::load_report(&args).1);
+    // Setup takes a few seconds; then n3 dies under load.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n[2]
+        .metric("qrgate_http_requests_total{method=\"POST\",route=\"/v1/earnings\",status=\"201\"}")
+        .await
+        < 5.0
+    {
+        assert!(Instant::now() < deadline, "the load never reached n3");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    n[2].kill9();
+    let v = actix_web::rt::task::spawn_blocking(move || load.join())
+        .await
+        .expect("join the load thread")
+        .expect("the load run");
+    eprintln!("{v}");
+    // Requests sent to n3 after its death got no answer; those (and any
+    // whose answer was lost) the harness sent again afterwards, as a client
+    // would, and its checks count them by that answer.
+    let checks = v["checks"].as_array().cloned().unwrap_or_default();
+    assert!(checks.len() >= 10, "{v}");
+    for c in &checks {
+        if c["name"] == "kinds of request with transport errors" {
+            assert!(c["got"].as_u64() > Some(0), "n3 died under load: {c}");
+        } else {
+            assert_eq!(c["ok"], true, "{c}");
+        }
+    }
+    // The harness's payout checks compare every acknowledged payout with
+    // the provider's transfers (paid once, failed ones unpaid, none sent
+    // under a second number); payouts must have happened for them to mean
+    // anything.
+    assert!(!sim.transfers().await.is_empty(), "{v}");
+    for app in &n[..2] {
+        app.books_clean().await;
+    }
+}

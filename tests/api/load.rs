@@ -17,18 +17,29 @@ fn load(args: &[&str]) -> Value {
 /// `qrgate load` with `args` (`--json` among them): it must succeed; its
 /// report.
 pub(super) fn load_with<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Value {
+    let (ok, v) = load_report(args);
+    assert!(ok, "qrgate load {args:?} failed: {v}");
+    v
+}
+
+/// `qrgate load` with `args`: whether it exited 0 (every check held), and
+/// its JSON report.
+pub(super) fn load_report<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    args: &[S],
+) -> (bool, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_qrgate"))
         .arg("load")
         .args(args)
         .output()
         .expect("run qrgate load");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "qrgate load {args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON report")
+    let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "qrgate load {args:?}: no JSON report: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), v)
 }
 
 fn run(args: &[&str]) -> Value {

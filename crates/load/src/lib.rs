@@ -622,6 +622,7 @@ async fn run_steps(
     let mut extra = json!({});
     if let Some(p) = &m.payouts {
         let limit = Duration::from_secs(args.settle_timeout);
+        p.settle_lost(api).await?;
         let (open, waited) = p.settle(api, admin, limit).await?;
         eprintln!("load: payouts settled in {waited:.1} s ({open} still open)");
         let (c, e) = p.check(api, conc).await?;
@@ -641,7 +642,7 @@ async fn run_steps(
         checks.extend(a.check(api).await?);
     }
     if let Some(e) = &m.earnings {
-        checks.extend(e.check(api).await?);
+        checks.extend(e.check(api, admin).await?);
     }
     if let Some(c) = &m.claims {
         checks.extend(c.check(api, admin).await?);

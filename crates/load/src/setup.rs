@@ -100,6 +100,37 @@ impl Api {
         send(req, body).await
     }
 
+    /// Send again, to the first node, a write whose answer was lost (see
+    /// `steps::lost`), as a client would: up to 10 tries while there is
+    /// no answer or a 5xx. Every write the harness sends is idempotent.
+    pub(crate) async fn again(
+        &self,
+        m: Method,
+        path: &str,
+        bearer: &str,
+        body: Bytes,
+        key: Option<&str>,
+    ) -> Result<(u16, Bytes), String> {
+        let mut last = String::new();
+        for attempt in 0..10u64 {
+            let mut req = self
+                .c
+                .request(m.clone(), format!("{}{path}", self.base))
+                .insert_header(("Authorization", format!("Bearer {bearer}")))
+                .content_type("application/json");
+            if let Some(k) = key {
+                req = req.insert_header(("Idempotency-Key", k.to_string()));
+            }
+            match send(req, body.clone()).await {
+                Ok((s, b)) if s < 500 => return Ok((s, b)),
+                Ok((s, b)) => last = format!("{s} {}", String::from_utf8_lossy(&b)),
+                Err(e) => last = e,
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+        }
+        Err(format!("{m} {path} again: {last}"))
+    }
+
     /// The node the next measured request goes to: round-robin.
     fn next_base(&self) -> &str {
         let k = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -100,6 +100,26 @@ impl Tally {
     }
 }
 
+/// Whether a write's answer was lost: no answer (the node died, the
+/// connection broke) or a 5xx (e.g. `node_unavailable`: the owner took a
+/// forward and did not answer). It may or may not have been applied; the
+/// harness sends it again after the run, as a client would, and counts it
+/// by that answer.
+pub(crate) fn lost(res: &Result<(u16, Bytes), String>) -> bool {
+    match res {
+        Ok((s, _)) => *s >= 500,
+        Err(_) => true,
+    }
+}
+
+/// The error `code` of an answer.
+fn code_of(b: &[u8]) -> String {
+    serde_json::from_slice::<Value>(b)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// 2xx with a JSON body: that body.
 fn json_2xx(res: &Result<(u16, Bytes), String>) -> Option<Value> {
     match res {
@@ -178,7 +198,10 @@ pub struct Joins {
     groups: Vec<Group>,
     users: Vec<(String, String)>,
     next: Cell<u64>,
-    joined: RefCell<Vec<u64>>,
+    /// The users each group has let in (answered 200).
+    joined: RefCell<Vec<HashSet<usize>>>,
+    /// Joins whose answer was lost: (group, user).
+    lost: RefCell<Vec<(usize, usize)>>,
 }
 
 impl Joins {
@@ -193,7 +216,8 @@ impl Joins {
         let spec = json!({"member_limit": 500});
         let groups = groups(api, &owners, "open group", n_groups, spec, conc).await?;
         Ok(Joins {
-            joined: RefCell::new(vec![0; groups.len()]),
+            joined: RefCell::new(vec![HashSet::new(); groups.len()]),
+            lost: RefCell::new(Vec::new()),
             groups,
             users,
             next: Cell::new(0),
@@ -214,14 +238,38 @@ impl Joins {
             )
             .await;
         if matches!(&res, Ok((200, _))) {
-            self.joined.borrow_mut()[g] += 1;
+            self.joined.borrow_mut()[g].insert(u);
+        } else if lost(&res) {
+            self.lost.borrow_mut().push((g, u));
         }
         Some(("join", res))
     }
 
+    /// Send the joins whose answer was lost again: a member now (200, or
+    /// `already_member`) counts as joined.
+    pub async fn settle_lost(&self, api: &Api) -> Result<(), String> {
+        let lost = std::mem::take(&mut *self.lost.borrow_mut());
+        for (g, u) in lost {
+            let body = self.groups[g].body.clone();
+            let (s, b) = api
+                .again(Method::POST, "/v1/join", &self.users[u].1, body, None)
+                .await?;
+            if s == 200 || code_of(&b) == "already_member" {
+                self.joined.borrow_mut()[g].insert(u);
+            }
+        }
+        Ok(())
+    }
+
     pub async fn check(&self, api: &Api) -> Result<Vec<Check>, String> {
+        self.settle_lost(api).await?;
         let (mut within, mut exact) = (0, 0);
-        let joined = self.joined.borrow().clone();
+        let joined: Vec<u64> = self
+            .joined
+            .borrow()
+            .iter()
+            .map(|j| j.len() as u64)
+            .collect();
         for (g, group) in self.groups.iter().enumerate() {
             let path = format!("/v1/groups/{}", group.id);
             let v = api
@@ -256,6 +304,10 @@ pub struct Approvals {
     queue: RefCell<VecDeque<(usize, String, usize)>>,
     requested: RefCell<Vec<u64>>,
     approved: RefCell<Vec<Vec<usize>>>,
+    /// Requests whose answer was lost: (group, user).
+    lost_requests: RefCell<Vec<(usize, usize)>>,
+    /// Approvals whose answer was lost: (group, user).
+    lost_approvals: RefCell<Vec<(usize, usize)>>,
 }
 
 impl Approvals {
@@ -273,6 +325,8 @@ impl Approvals {
         Ok(Approvals {
             requested: RefCell::new(vec![0; groups.len()]),
             approved: RefCell::new(vec![Vec::new(); groups.len()]),
+            lost_requests: RefCell::new(Vec::new()),
+            lost_approvals: RefCell::new(Vec::new()),
             groups,
             users,
             admin: admin.to_string(),
@@ -301,6 +355,8 @@ impl Approvals {
                 self.queue.borrow_mut().push_back((g, rid.to_string(), u));
                 self.requested.borrow_mut()[g] += 1;
             }
+        } else if lost(&res) {
+            self.lost_requests.borrow_mut().push((g, u));
         }
         Some(("request", res))
     }
@@ -320,11 +376,45 @@ impl Approvals {
             .await;
         if matches!(&res, Ok((200, _))) {
             self.approved.borrow_mut()[g].push(u);
+        } else if lost(&res) {
+            self.lost_approvals.borrow_mut().push((g, u));
         }
         Some(("approve", res))
     }
 
+    /// Settle the writes whose answer was lost: a request is sent again (a
+    /// pending request now, 202 or `request_pending`, counts as requested);
+    /// an approval counts if its user is a member.
+    pub async fn settle_lost(&self, api: &Api) -> Result<(), String> {
+        let lost = std::mem::take(&mut *self.lost_requests.borrow_mut());
+        for (g, u) in lost {
+            let body = self.groups[g].body.clone();
+            let (s, b) = api
+                .again(Method::POST, "/v1/join", &self.users[u].1, body, None)
+                .await?;
+            if s == 202 || code_of(&b) == "request_pending" {
+                self.requested.borrow_mut()[g] += 1;
+            }
+        }
+        let lost = std::mem::take(&mut *self.lost_approvals.borrow_mut());
+        for (g, u) in lost {
+            let group = &self.groups[g];
+            let path = format!("/v1/groups/{}/members", group.id);
+            let m = api
+                .call(Method::GET, &path, &group.owner, Value::Null)
+                .await?;
+            let member = m["members"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|m| m["user_id"] == self.users[u].0.as_str()));
+            if member {
+                self.approved.borrow_mut()[g].push(u);
+            }
+        }
+        Ok(())
+    }
+
     pub async fn check(&self, api: &Api) -> Result<Vec<Check>, String> {
+        self.settle_lost(api).await?;
         let approved = self.approved.borrow().clone();
         let requested = self.requested.borrow().clone();
         let (mut within, mut exact, mut found, mut pending) = (0, 0, 0, 0);
@@ -379,12 +469,15 @@ pub struct Earnings {
     run: String,
     next: Cell<u64>,
     credited: RefCell<Vec<u64>>,
+    /// Earnings whose answer was lost: (user, body, amount).
+    lost: RefCell<Vec<(usize, Bytes, u64)>>,
 }
 
 impl Earnings {
     pub fn new(users: Vec<(String, String)>, run: &str) -> Earnings {
         Earnings {
             credited: RefCell::new(vec![0; users.len()]),
+            lost: RefCell::new(Vec::new()),
             users,
             run: run.to_string(),
             next: Cell::new(0),
@@ -398,22 +491,35 @@ impl Earnings {
         let amount = 1 + k % 100;
         let body = json!({"event_id": format!("load-{}-earn-{k}", self.run),
                           "user_id": self.users[u].0, "kind": "task_completed", "amount": amount});
+        let body = Bytes::from(body.to_string());
         let res = api
-            .raw(
-                Method::POST,
-                "/v1/earnings",
-                admin,
-                Bytes::from(body.to_string()),
-                None,
-            )
+            .raw(Method::POST, "/v1/earnings", admin, body.clone(), None)
             .await;
         if matches!(&res, Ok((201, _))) {
             self.credited.borrow_mut()[u] += amount;
+        } else if lost(&res) {
+            self.lost.borrow_mut().push((u, body, amount));
         }
         Some(("earning", res))
     }
 
-    pub async fn check(&self, api: &Api) -> Result<Vec<Check>, String> {
+    /// Send the earnings whose answer was lost again (the event id makes
+    /// it idempotent): 201 or 200 (the original) counts as credited.
+    pub async fn settle_lost(&self, api: &Api, admin: &str) -> Result<(), String> {
+        let lost = std::mem::take(&mut *self.lost.borrow_mut());
+        for (u, body, amount) in lost {
+            let (s, _) = api
+                .again(Method::POST, "/v1/earnings", admin, body, None)
+                .await?;
+            if s == 200 || s == 201 {
+                self.credited.borrow_mut()[u] += amount;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn check(&self, api: &Api, admin: &str) -> Result<Vec<Check>, String> {
+        self.settle_lost(api, admin).await?;
         let credited = self.credited.borrow().clone();
         let mut equal = 0;
         for (u, (_, token)) in self.users.iter().enumerate() {
@@ -437,7 +543,10 @@ pub struct Claims {
     packets: Vec<String>,
     users: Vec<(String, String)>,
     next: Cell<u64>,
-    claimed: RefCell<Vec<u64>>,
+    /// The users each packet paid a share (answered 200).
+    claimed: RefCell<Vec<HashSet<usize>>>,
+    /// Claims whose answer was lost: (packet, user).
+    lost: RefCell<Vec<(usize, usize)>>,
 }
 
 impl Claims {
@@ -451,7 +560,8 @@ impl Claims {
         let per = users.len();
         let packets = run_all("packet", n, conc, |i| api.packet(admin, i, per)).await?;
         Ok(Claims {
-            claimed: RefCell::new(vec![0; packets.len()]),
+            claimed: RefCell::new(vec![HashSet::new(); packets.len()]),
+            lost: RefCell::new(Vec::new()),
             packets,
             users,
             next: Cell::new(0),
@@ -473,13 +583,38 @@ impl Claims {
             )
             .await;
         if matches!(&res, Ok((200, _))) {
-            self.claimed.borrow_mut()[p] += 1;
+            self.claimed.borrow_mut()[p].insert(u);
+        } else if lost(&res) {
+            self.lost.borrow_mut().push((p, u));
         }
         Some(("claim", res))
     }
 
+    /// Send the claims whose answer was lost again: a share paid now (200,
+    /// or `already_claimed`) counts as claimed.
+    pub async fn settle_lost(&self, api: &Api) -> Result<(), String> {
+        let lost = std::mem::take(&mut *self.lost.borrow_mut());
+        for (p, u) in lost {
+            let path = format!("/v1/packets/{}/claim", self.packets[p]);
+            let body = Bytes::from_static(b"{}");
+            let (s, b) = api
+                .again(Method::POST, &path, &self.users[u].1, body, None)
+                .await?;
+            if s == 200 || code_of(&b) == "already_claimed" {
+                self.claimed.borrow_mut()[p].insert(u);
+            }
+        }
+        Ok(())
+    }
+
     pub async fn check(&self, api: &Api, admin: &str) -> Result<Vec<Check>, String> {
-        let claimed = self.claimed.borrow().clone();
+        self.settle_lost(api).await?;
+        let claimed: Vec<u64> = self
+            .claimed
+            .borrow()
+            .iter()
+            .map(|c| c.len() as u64)
+            .collect();
         let (mut recorded, mut within) = (0, 0);
         for (p, id) in self.packets.iter().enumerate() {
             let v = api

@@ -27,6 +27,8 @@ pub struct Payouts {
     acked: RefCell<Vec<Acked>>,
     replays: Cell<u64>,
     replays_same: Cell<u64>,
+    /// Payouts whose answer was lost: (payee, Idempotency-Key, amount).
+    lost: RefCell<Vec<(usize, String, u64)>>,
     /// Forged notifications posted at the server's webhook, and refused.
     pub forged: Cell<(u64, u64)>,
 }
@@ -79,8 +81,32 @@ impl Payouts {
             acked: RefCell::new(Vec::new()),
             replays: Cell::new(0),
             replays_same: Cell::new(0),
+            lost: RefCell::new(Vec::new()),
             forged: Cell::new((0, 0)),
         })
+    }
+
+    /// Send the payouts whose answer was lost again, with their
+    /// Idempotency-Key: the payout that answers (made then or now) is
+    /// checked like the others.
+    pub async fn settle_lost(&self, api: &Api) -> Result<(), String> {
+        let lost = std::mem::take(&mut *self.lost.borrow_mut());
+        for (user, key, amount) in lost {
+            let body = Bytes::from(json!({ "amount": amount }).to_string());
+            let token = &self.payees[user].token;
+            let res = api
+                .again(Method::POST, "/v1/payouts", token, body, Some(&key))
+                .await;
+            if let Some(id) = json_2xx(&res).and_then(|v| v["id"].as_str().map(String::from)) {
+                self.acked.borrow_mut().push(Acked {
+                    id,
+                    user,
+                    key,
+                    amount,
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn post(
@@ -108,10 +134,13 @@ impl Payouts {
         };
         if let Some((id, user, key, amount)) = replay {
             let res = self.post(api, user, &key, amount).await;
-            self.replays.set(self.replays.get() + 1);
-            let same = json_2xx(&res).is_some_and(|v| v["id"] == id.as_str());
-            self.replays_same
-                .set(self.replays_same.get() + u64::from(same));
+            // A replay without an answer tells nothing.
+            if !lost(&res) {
+                self.replays.set(self.replays.get() + 1);
+                let same = json_2xx(&res).is_some_and(|v| v["id"] == id.as_str());
+                self.replays_same
+                    .set(self.replays_same.get() + u64::from(same));
+            }
             return Some(("payout_replay", res));
         }
         let user = (k % self.payees.len() as u64) as usize;
@@ -127,6 +156,8 @@ impl Payouts {
                     amount,
                 });
             }
+        } else if lost(&res) {
+            self.lost.borrow_mut().push((user, key, amount));
         }
         Some(("payout", res))
     }
