@@ -126,6 +126,8 @@ pub(super) struct Cluster {
     pub(super) done: mpsc::UnboundedSender<Done>,
     /// Set when the log skipped positions this node had not applied.
     trimmed: Mutex<Option<(u64, u64)>>,
+    /// Why this node stopped applying the log, once it did.
+    halted: Mutex<Option<String>>,
     /// Called with every key an entry written by another node changed (to
     /// drop what a node caches in memory).
     listeners: RwLock<Vec<Listener>>,
@@ -149,6 +151,7 @@ impl Cluster {
             done,
             listeners: RwLock::default(),
             trimmed: Mutex::default(),
+            halted: Mutex::default(),
         }
     }
 
@@ -157,6 +160,11 @@ impl Cluster {
         w[..8].copy_from_slice(&self.boot.to_le_bytes());
         w[8..].copy_from_slice(&job.tracker.as_ref().map_or(0, |t| t.id()).to_le_bytes());
         w
+    }
+
+    /// Why this node stopped applying the log, if it did.
+    pub(super) fn halted(&self) -> Option<String> {
+        self.halted.lock().ok().and_then(|h| h.clone())
     }
 
     /// The positions the log skipped from and to, if it was trimmed past
@@ -518,15 +526,41 @@ pub(super) fn run_applier(
         let next = handle
             .block_on(async { tokio::time::timeout(Duration::from_millis(200), rx.recv()).await });
         match next {
-            Err(_) => continue,
+            Err(_) => {
+                if let Some(w) = cl.log.went_back() {
+                    halt(
+                        &inner,
+                        &cl,
+                        StorageError::LogWentBack(w.delivered, w.stream_last),
+                    );
+                    return;
+                }
+            }
             Ok(None) => return,
             Ok(Some(e)) => {
                 if let Err(err) = apply_entry(&inner, &cl, &mut st, e) {
-                    super::commit::poison(&inner, &err);
+                    halt(&inner, &cl, err);
                     return;
                 }
             }
         }
+    }
+}
+
+/// Stop applying: refuse writes from now on (a restart rebuilds this node),
+/// and answer the writers waiting for their entries with `err`.
+fn halt(inner: &Inner, cl: &Cluster, err: StorageError) {
+    if let Ok(mut h) = cl.halted.lock() {
+        h.get_or_insert_with(|| err.to_string());
+    }
+    super::commit::poison(inner, &err);
+    let waiting: Vec<Job> = cl
+        .awaiting
+        .lock()
+        .map(|mut a| a.drain().flat_map(|(_, jobs)| jobs).collect())
+        .unwrap_or_default();
+    for j in waiting {
+        j.answer(Err(err.clone()));
     }
 }
 

@@ -39,6 +39,7 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -110,6 +111,19 @@ pub struct StreamLog {
     opts: LogOptions,
     names: Names,
     buckets: Buckets,
+    /// Set when a follower found the stream without an entry it had
+    /// delivered (see [`StreamLog::went_back`]).
+    went_back: Arc<Mutex<Option<WentBack>>>,
+}
+
+/// The stream no longer holds what a follower delivered: the entry at
+/// `delivered` is gone or different, and the stream ends at `stream_last`.
+/// NATS servers that lose a quorum to crashes can come back without
+/// entries they had acknowledged (nats-server issues 6888, 6236).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WentBack {
+    pub delivered: u64,
+    pub stream_last: u64,
 }
 
 /// A node as its last heartbeat announced it.
@@ -154,8 +168,13 @@ impl StreamLog {
             .build()
             .map_err(|e| format!("cannot start the NATS runtime: {e}"))?;
         let (js, buckets) = rt.block_on(async {
+            // A ping a second: a server that stopped answering (SIGSTOP, a
+            // stalled host) holds its connections open, and the client only
+            // moves to another server after two unanswered pings (with the
+            // default of one a minute, every write waited two minutes).
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(5))
+                .ping_interval(Duration::from_secs(1))
                 .connect(opts.urls.clone())
                 .await
                 .map_err(|e| format!("cannot connect to NATS at {:?}: {e}", opts.urls))?;
@@ -185,6 +204,7 @@ impl StreamLog {
             opts,
             names,
             buckets,
+            went_back: Arc::default(),
         })
     }
 
@@ -421,16 +441,27 @@ impl StreamLog {
     /// through a bounded channel (a reader that falls behind holds the log
     /// back); the follower stops when the receiver is dropped. Read it with
     /// `blocking_recv` from a thread, or `recv().await`.
+    ///
+    /// A follower that finds the stream without an entry it delivered
+    /// stops delivering and says so through [`went_back`](Self::went_back).
     pub fn follow(&self, from: u64) -> tokio::sync::mpsc::Receiver<Entry> {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        let (js, stream, names) = (
-            self.js.clone(),
-            self.opts.stream.clone(),
-            self.names.clone(),
-        );
-        self.rt
-            .spawn(async move { follow(&js, &stream, from, &names, &tx).await });
+        let f = Follower {
+            js: self.js.clone(),
+            stream: self.opts.stream.clone(),
+            names: self.names.clone(),
+            next: from.max(1),
+            last: None,
+            went_back: Arc::clone(&self.went_back),
+        };
+        self.rt.spawn(async move { f.run(&tx).await });
         rx
+    }
+
+    /// Whether a follower found that the stream went back behind what it
+    /// had delivered.
+    pub fn went_back(&self) -> Option<WentBack> {
+        self.went_back.lock().ok().and_then(|w| *w)
     }
 }
 
@@ -611,101 +642,167 @@ async fn last_of(
     }
 }
 
-/// Follow the stream from `from`, starting again after the last entry
-/// delivered whenever the consumer cannot be made or fails (a leader
-/// election, a lost server); ends when the receiver is gone.
-async fn follow(
-    js: &Context,
-    stream: &str,
-    from: u64,
-    names: &Names,
-    tx: &tokio::sync::mpsc::Sender<Entry>,
-) {
-    let mut next = from.max(1);
-    let mut attempt = 0u32;
-    loop {
-        match follow_once(js, stream, &mut next, names, tx).await {
-            Ok(()) => return,
-            Err(e) => {
-                if tx.is_closed() {
-                    return;
-                }
-                tracing::warn!(error = %e, next, "following the log failed; starting again");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-        }
-    }
+/// Follows the stream for [`StreamLog::follow`]: a consumer from `next`
+/// on, started again whenever it cannot be made or fails (a leader
+/// election, a lost server), and each time it starts, a check that the
+/// stream still holds the last entry delivered, as it was.
+struct Follower {
+    js: Context,
+    stream: String,
+    names: Names,
+    next: u64,
+    /// The last entry delivered: its position and a hash of its payload.
+    last: Option<(u64, blake3::Hash)>,
+    went_back: Arc<Mutex<Option<WentBack>>>,
 }
 
-/// One consumer from `*next` on; `Ok` when the receiver is gone.
-async fn follow_once(
-    js: &Context,
-    stream: &str,
-    next: &mut u64,
-    names: &Names,
-    tx: &tokio::sync::mpsc::Sender<Entry>,
-) -> Result<(), String> {
-    let stream = js
-        .get_stream(stream)
-        .await
-        .map_err(|e| format!("cannot open the stream: {e}"))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: *next,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot follow the stream: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("cannot follow the stream: {e}"))?;
-    loop {
-        // A consumer whose server died can stay silent for half a minute
-        // before it errs, and every write waiting to be applied waits as
-        // long: when nothing came for a moment, ask the stream whether it
-        // holds more than was delivered, and start over if it does.
-        let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(_) => {
-                let last = stream
-                    .get_info()
-                    .await
-                    .map_err(|e| format!("cannot read the stream's state: {e}"))?
-                    .state
-                    .last_sequence;
-                if last >= *next {
-                    return Err(format!(
-                        "the follower stalled at {next} while the stream holds {last}"
-                    ));
+/// Why a consumer ended.
+enum Stop {
+    /// The receiver is gone.
+    Done,
+    /// The stream went back behind what was delivered: deliver nothing more.
+    WentBack(WentBack),
+    /// Start again.
+    Failed(String),
+}
+
+impl Follower {
+    /// Ends when the receiver is gone or the stream went back.
+    async fn run(mut self, tx: &tokio::sync::mpsc::Sender<Entry>) {
+        let mut attempt = 0u32;
+        loop {
+            match self.once(tx).await {
+                Stop::Done => return,
+                Stop::WentBack(w) => {
+                    tracing::error!(
+                        delivered = w.delivered,
+                        stream_last = w.stream_last,
+                        "the log went back: it no longer holds entries this node applied"
+                    );
+                    if let Ok(mut g) = self.went_back.lock() {
+                        *g = Some(w);
+                    }
+                    return;
                 }
-                continue;
+                Stop::Failed(e) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(error = %e, next = self.next, "following the log failed; starting again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
             }
-        };
-        let m = m.map_err(|e| format!("following the stream failed: {e}"))?;
-        let info = m
-            .info()
-            .map_err(|e| format!("an entry without its position: {e}"))?;
-        let seq = info.stream_sequence;
-        if seq < *next {
-            continue;
-        }
-        *next = seq + 1;
-        let Some(entity) = names.entity(&m.subject) else {
-            continue;
-        };
-        let entry = Entry {
-            seq,
-            entity,
-            payload: m.payload.clone(),
-        };
-        if tx.send(entry).await.is_err() {
-            return Ok(());
         }
     }
-    Err("the stream's consumer ended".into())
+
+    /// Whether the stream still holds the last entry delivered, as it was.
+    async fn check_last(&self, stream: &jetstream::stream::Stream) -> Result<(), Stop> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let Some((seq, hash)) = self.last else {
+            return Ok(());
+        };
+        let state = &stream.cached_info().state;
+        let went_back = Stop::WentBack(WentBack {
+            delivered: seq,
+            stream_last: state.last_sequence,
+        });
+        if state.last_sequence < seq {
+            return Err(went_back);
+        }
+        if state.first_sequence > seq {
+            // Trimmed below it: nothing to compare with.
+            return Ok(());
+        }
+        match stream.get_raw_message(seq).await {
+            Ok(m) if blake3::hash(&m.payload) == hash => Ok(()),
+            Ok(_) => Err(went_back),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Err(went_back),
+            Err(e) => Err(Stop::Failed(format!("cannot read the entry at {seq}: {e}"))),
+        }
+    }
+
+    /// One consumer from `next` on.
+    async fn once(&mut self, tx: &tokio::sync::mpsc::Sender<Entry>) -> Stop {
+        let stream = match self.js.get_stream(&self.stream).await {
+            Ok(s) => s,
+            Err(e) => return Stop::Failed(format!("cannot open the stream: {e}")),
+        };
+        if let Err(stop) = self.check_last(&stream).await {
+            return stop;
+        }
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: self.next,
+                },
+                ..Default::default()
+            })
+            .await;
+        let consumer = match consumer {
+            Ok(c) => c,
+            Err(e) => return Stop::Failed(format!("cannot follow the stream: {e}")),
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => return Stop::Failed(format!("cannot follow the stream: {e}")),
+        };
+        loop {
+            // A consumer whose server died can stay silent for half a minute
+            // before it errs, and every write waiting to be applied waits as
+            // long: when nothing came for a moment, ask the stream whether it
+            // holds more than was delivered (start over), or less (it went
+            // back).
+            let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    let last = match stream.get_info().await {
+                        Ok(info) => info.state.last_sequence,
+                        Err(e) => {
+                            return Stop::Failed(format!("cannot read the stream's state: {e}"))
+                        }
+                    };
+                    if last + 1 < self.next {
+                        return Stop::WentBack(WentBack {
+                            delivered: self.next - 1,
+                            stream_last: last,
+                        });
+                    }
+                    if last >= self.next {
+                        return Stop::Failed(format!(
+                            "the follower stalled at {} while the stream holds {last}",
+                            self.next
+                        ));
+                    }
+                    continue;
+                }
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => return Stop::Failed(format!("following the stream failed: {e}")),
+            };
+            let seq = match m.info() {
+                Ok(info) => info.stream_sequence,
+                Err(e) => return Stop::Failed(format!("an entry without its position: {e}")),
+            };
+            if seq < self.next {
+                continue;
+            }
+            self.next = seq + 1;
+            self.last = Some((seq, blake3::hash(&m.payload)));
+            let Some(entity) = self.names.entity(&m.subject) else {
+                continue;
+            };
+            let entry = Entry {
+                seq,
+                entity,
+                payload: m.payload.clone(),
+            };
+            if tx.send(entry).await.is_err() {
+                return Stop::Done;
+            }
+        }
+        Stop::Failed("the stream's consumer ended".into())
+    }
 }

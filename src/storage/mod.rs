@@ -104,6 +104,11 @@ pub enum StorageError {
     /// it was catching up; it starts again from the latest snapshot.
     #[error("the log skips from position {0} to {1}: it was trimmed past this node")]
     TrimmedPast(u64, u64),
+    /// Cluster mode: the log no longer holds an entry this node applied
+    /// (its servers lost entries they had acknowledged); a restart rebuilds
+    /// this node from the log.
+    #[error("the log went back: it no longer holds position {0} as this node applied it (it ends at {1}); restart the node to rebuild it from the log")]
+    LogWentBack(u64, u64),
 }
 
 impl From<sled::Error> for StorageError {
@@ -379,6 +384,36 @@ impl Storage {
             .log
             .first()
             .map_err(|e| StorageError::Io(format!("cannot read the log: {e}")))?;
+        let last = cluster
+            .log
+            .stream_last()
+            .map_err(|e| StorageError::Io(format!("cannot read the log: {e}")))?;
+        if last < pos {
+            // The log lost entries this node's checkpoint holds: rebuild
+            // this node from the log (from the start, or from a snapshot
+            // no newer than what the log still holds).
+            tracing::error!(checkpoint = pos, log_last = last, "the log went back behind this node's checkpoint; rebuilding this node from the log");
+            drop(slot);
+            std::fs::remove_dir_all(&db)
+                .map_err(|e| StorageError::Io(format!("{}: {e}", db.display())))?;
+            slot = sled_slot::SledSlot::open(&db, opts.cache_bytes)?;
+            if first > 1 {
+                let file = dir.join("snapshot.in");
+                let found = cluster.log.get_snapshot(&file).map_err(StorageError::Io)?;
+                let at = if found {
+                    snapshot::install(&file, &slot.get()?.tree)?
+                } else {
+                    0
+                };
+                let _ = std::fs::remove_file(&file);
+                if !found || at > last || at + 1 < first {
+                    return Err(StorageError::Io(format!(
+                        "the log went back to {last} behind this node's checkpoint ({pos}), starts at {first}, and holds no snapshot within it"
+                    )));
+                }
+            }
+            return Storage::start(slot, dir, journal_key, opts, started, Some(cluster));
+        }
         if first > pos + 1 {
             // The log no longer holds what follows this node's checkpoint:
             // start from the cluster's latest snapshot instead (this node's
@@ -640,6 +675,9 @@ impl Storage {
                 if let Some((from, to)) = cl.trimmed_past() {
                     return Err(StorageError::TrimmedPast(from, to));
                 }
+                if let Some(w) = c.log.went_back() {
+                    return Err(StorageError::LogWentBack(w.delivered, w.stream_last));
+                }
                 if store.is_poisoned() {
                     return Err(StorageError::Io("applying the log failed".into()));
                 }
@@ -776,11 +814,13 @@ impl Storage {
     }
 
     /// Why writes are refused right now, if they are.
-    pub fn write_refusal(&self) -> Option<&'static str> {
-        if self.inner.poisoned.load(Ordering::Relaxed) {
-            Some("storage failed (fsync); restart the server")
+    pub fn write_refusal(&self) -> Option<String> {
+        if let Some(why) = self.inner.cluster.as_ref().and_then(|c| c.halted()) {
+            Some(why)
+        } else if self.inner.poisoned.load(Ordering::Relaxed) {
+            Some("storage failed (fsync); restart the server".into())
         } else if self.inner.refusing.load(Ordering::Relaxed) {
-            Some("journal writes are failing (disk full or I/O error)")
+            Some("journal writes are failing (disk full or I/O error)".into())
         } else {
             None
         }

@@ -91,14 +91,94 @@ impl Nats {
     }
 
     /// `kill -9` server `i` (1 to 3).
-    fn kill(&self, i: usize) {
+    pub(super) fn kill(&self, i: usize) {
+        self.signal(i, "-KILL");
+    }
+
+    /// Send `signal` (`-STOP`, `-CONT`, `-KILL`) to server `i` (1 to 3).
+    pub(super) fn signal(&self, i: usize, signal: &str) {
         let pid =
             std::fs::read_to_string(self.dir.path().join(format!("n{i}.pid"))).expect("pid file");
         let status = Command::new("kill")
-            .args(["-9", pid.trim()])
+            .args([signal, pid.trim()])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Start server `i` (1 to 3) again on its store, after a kill.
+    pub(super) fn restart(&self, i: usize) {
+        let dir = self.dir.path();
+        let _ = std::fs::remove_file(dir.join(format!("n{i}.pid")));
+        // Detached (as scripts/nats-cluster starts it), so that no zombie
+        // of ours outlives its kill.
+        let conf = dir.join(format!("n{i}.conf"));
+        let log = dir.join(format!("n{i}.log"));
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "setsid nats-server -c '{}' >>'{}' 2>&1 </dev/null &",
+                conf.display(),
+                log.display()
+            ))
+            .status()
+            .expect("start nats-server");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join(format!("n{i}.pid")).exists() {
+            assert!(Instant::now() < deadline, "n{i} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What each server says of the log's stream (for a failed test).
+    pub(super) fn describe(&self) -> String {
+        let mut out = String::new();
+        for i in 0..3u16 {
+            let url = format!(
+                "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
+                self.base + 4000 + i
+            );
+            let got = Command::new("curl")
+                .args(["-fs", "-m", "2", &url])
+                .output()
+                .ok()
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+            let Some(v) = got else {
+                out.push_str(&format!("n{}: no answer\n", i + 1));
+                continue;
+            };
+            let detail = v["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+                .find(|d| d["name"] == "QRGATE")
+                .map(|d| format!("state {} cluster {}", d["state"], d["cluster"]))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "n{}: meta {} {detail}\n",
+                i + 1,
+                v["meta_cluster"]
+            ));
+        }
+        let fresh = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut opts = LogOptions::new(self.urls.clone());
+                opts.retry_for = Duration::from_secs(5);
+                StreamLog::connect(opts).and_then(|l| l.stream_last().map_err(|e| e.to_string()))
+            })
+            .join()
+        });
+        out.push_str(&format!(
+            "a fresh client reads the stream's last position: {fresh:?}\n"
+        ));
+        out
+    }
+
+    /// The server (1 to 3) leading the stream of qrgate's log.
+    pub(super) fn log_leader(&self) -> usize {
+        self.leader_of("QRGATE")
     }
 
     pub(super) fn log(&self) -> StreamLog {
@@ -112,6 +192,17 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
+        // A failed test keeps the servers' logs for a look.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("qrgate-nats-logs-{}", self.base));
+            if std::fs::create_dir_all(&keep).is_ok() {
+                for i in 1..=3 {
+                    let log = format!("n{i}.log");
+                    let _ = std::fs::copy(self.dir.path().join(&log), keep.join(&log));
+                }
+                eprintln!("NATS logs kept in {}", keep.display());
+            }
+        }
         let _ = Command::new(script())
             .arg("stop")
             .arg(self.dir.path())
