@@ -525,17 +525,19 @@ pub(super) fn run_applier(
         }
         let next = handle
             .block_on(async { tokio::time::timeout(Duration::from_millis(200), rx.recv()).await });
-        match next {
-            Err(_) => {
-                if let Some(w) = cl.log.went_back() {
-                    halt(
-                        &inner,
-                        &cl,
-                        StorageError::LogWentBack(w.delivered, w.stream_last),
-                    );
-                    return;
-                }
+        // A follower that found the log went back stops: so does applying.
+        if matches!(next, Err(_) | Ok(None)) {
+            if let Some(w) = cl.log.went_back() {
+                halt(
+                    &inner,
+                    &cl,
+                    StorageError::LogWentBack(w.delivered, w.stream_last),
+                );
+                return;
             }
+        }
+        match next {
+            Err(_) => continue,
             Ok(None) => return,
             Ok(Some(e)) => {
                 if let Err(err) = apply_entry(&inner, &cl, &mut st, e) {

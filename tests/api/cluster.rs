@@ -176,6 +176,26 @@ impl Nats {
         out
     }
 
+    /// Make the log lose its entries, as NATS servers that crash together
+    /// can do to its tail: the stream is deleted, made again, and given
+    /// `keep` entries of a throwaway entity. Blocking: call it off any
+    /// async runtime.
+    pub(super) fn lose_the_log(&self, keep: u64) {
+        let url = self.urls[0].clone();
+        block_on(async move {
+            let client = async_nats::connect(url).await.expect("connect");
+            async_nats::jetstream::new(client)
+                .delete_stream("QRGATE")
+                .await
+                .expect("delete the stream");
+        });
+        let log = self.log();
+        for i in 0..keep {
+            block_on(log.append("node/lost", i, &format!("lost-{i}"), payload("x")))
+                .expect("append");
+        }
+    }
+
     /// The server (1 to 3) leading the stream of qrgate's log.
     pub(super) fn log_leader(&self) -> usize {
         self.leader_of("QRGATE")

@@ -1088,3 +1088,72 @@ async fn writes_ride_out_the_loss_of_a_nats_server_and_of_the_quorum() {
         );
     }
 }
+
+/// The log loses entries a node applied (here the stream is deleted and
+/// made again shorter, as NATS servers that crash together can do to its
+/// tail): the node stops applying rather than skip what the log now holds
+/// at those positions, refuses writes and says why on /healthz; a restart
+/// rebuilds it from the log, and it serves again.
+#[actix_web::test]
+async fn a_node_whose_log_went_back_refuses_writes_until_a_restart_rebuilds_it() {
+    let Some(nats) = Nats::start() else { return };
+    let extra = format!(
+        "{}[storage]\ncheckpoint_secs = 1\n",
+        node_config(&nats, "n1")
+    );
+    let mut app = TestApp::spawn_with(&extra).await;
+    for i in 0..5 {
+        app.user(&format!("before{i}")).await;
+    }
+    // A checkpoint holds them (every second).
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    let nats = std::thread::spawn(move || {
+        nats.lose_the_log(2);
+        nats
+    })
+    .join()
+    .expect("lose the log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let mut r = app
+            .client
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .expect("healthz");
+        let body = String::from_utf8_lossy(&r.body().await.expect("body")).into_owned();
+        if r.status().as_u16() == 503 {
+            break body;
+        }
+        if Instant::now() > deadline {
+            let log = app.log();
+            let warned: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            panic!("the node never noticed: {body}\n{}", warned.join("\n"));
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("the log went back"), "{body}");
+    let (s, v) = app
+        .post("/v1/users", Some(ADMIN), json!({"name": "during"}))
+        .await;
+    assert_eq!(
+        (s, s_(&v["code"])),
+        (503, "storage_unavailable".into()),
+        "{v}"
+    );
+
+    app.restart().await;
+    assert!(
+        app.log()
+            .contains("the log went back behind this node's checkpoint"),
+        "the restart rebuilt the node"
+    );
+    let (s, v) = app
+        .post("/v1/users", Some(ADMIN), json!({"name": "after"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    drop(nats);
+}
