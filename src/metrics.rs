@@ -91,7 +91,7 @@ pub static LOG_APPENDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(
             "qrgate_log_appends_total",
-            "Cluster mode: appends to the replicated log by outcome (ok, conflict: another writer wrote the entity, unavailable)",
+            "Cluster mode: appends to the replicated log by outcome (ok; conflict: another writer wrote the entity; in_doubt: a retried append refused as the entity moved on, settled by applying the log; unavailable)",
         ),
         &["outcome"],
     )

@@ -25,7 +25,14 @@ pub struct Node {
     pub forward_key: [u8; 32],
     /// The live nodes as the last heartbeat saw them (ids, and each node).
     live: RwLock<(Vec<String>, Vec<crate::storage::jetstream::Node>)>,
+    /// Nodes this one could not reach, and when: left out of placement
+    /// until their heartbeat has had time to expire.
+    suspects: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a node this one could not reach is left out of placement (a
+/// heartbeat expires after 5 s).
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
 impl Node {
     /// Connect to the log (creating its stream on first use) and make the
@@ -43,6 +50,7 @@ impl Node {
             log,
             forward_key: blake3::derive_key("qrgate 2026 cluster forward", c.secret.as_bytes()),
             live: RwLock::default(),
+            suspects: Default::default(),
         })
     }
 
@@ -142,13 +150,45 @@ impl Node {
         Ok(pos)
     }
 
+    /// This node could not reach `id`: place entities as if it were gone
+    /// until its heartbeat has had time to expire, so that every node
+    /// moves its entities to the same next owner at once, not only after
+    /// the heartbeat expired.
+    pub fn suspect(&self, id: &str) {
+        if id == self.id {
+            return;
+        }
+        if let Ok(mut s) = self.suspects.lock() {
+            s.insert(id.to_string(), std::time::Instant::now());
+        }
+    }
+
+    /// The live nodes entities are placed among: those of the last
+    /// heartbeat, less the ones this node could not reach lately.
+    fn placing(&self) -> Option<(Vec<String>, Vec<crate::storage::jetstream::Node>)> {
+        let live = self.live.read().ok()?;
+        let (ids, nodes) = &*live;
+        let suspects: Vec<String> = match self.suspects.lock() {
+            Ok(mut s) => {
+                s.retain(|_, at| at.elapsed() < SUSPECT_FOR);
+                s.keys().cloned().collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let keep = |id: &String| !suspects.contains(id);
+        Some((
+            ids.iter().filter(|i| keep(i)).cloned().collect(),
+            nodes.iter().filter(|n| keep(&n.id)).cloned().collect(),
+        ))
+    }
+
     /// Whether this node, among the live ones, owns `entity`.
     pub fn owns(&self, entity: &str) -> bool {
-        let Ok(live) = self.live.read() else {
+        let Some((ids, _)) = self.placing() else {
             return false;
         };
-        live.0.contains(&self.id)
-            && crate::domain::placement::owner(entity, &live.0) == Some(self.id.as_str())
+        ids.contains(&self.id)
+            && crate::domain::placement::owner(entity, &ids) == Some(self.id.as_str())
     }
 
     /// The ids of the live nodes as last seen.
@@ -160,16 +200,15 @@ impl Node {
     /// when this node owns it, or when this node is not among the live
     /// nodes it sees (it then serves everything itself).
     pub fn owner_elsewhere(&self, entity: &str) -> Option<crate::storage::jetstream::Node> {
-        let live = self.live.read().ok()?;
-        let (ids, nodes) = &*live;
+        let (ids, nodes) = self.placing()?;
         if !ids.contains(&self.id) {
             return None;
         }
-        let owner = crate::domain::placement::owner(entity, ids)?;
+        let owner = crate::domain::placement::owner(entity, &ids)?;
         if owner == self.id {
             return None;
         }
-        nodes.iter().find(|n| n.id == owner).cloned()
+        nodes.into_iter().find(|n| n.id == owner)
     }
 }
 

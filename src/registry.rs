@@ -343,6 +343,14 @@ impl<A: Resident> Registry<A> {
     }
 
     /// The entity's actor, activating it if needed.
+    /// Whether an actor of `id` is running.
+    fn is_live(&self, id: A::Id) -> bool {
+        self.map
+            .shard(id)
+            .lock()
+            .is_ok_and(|m| m.live(id).is_some())
+    }
+
     fn slot(&self, id: A::Id) -> Result<Slot<A>, ApiError> {
         let shard = self.map.shard(id);
         let lock = || shard.lock().map_err(|_| ApiError::Internal);
@@ -418,12 +426,15 @@ impl<A: Resident> Registry<A> {
                 tokio::time::sleep(Duration::from_millis(1 + jitter * retired.min(8) as u64)).await;
             }
             if storage.is_cluster() {
+                let entity = format!("{}/{id}", A::KIND);
                 // Another node wrote this entity: apply its write first,
                 // and rebuild an actor that read before it.
-                storage
-                    .catch_up(&format!("{}/{id}", A::KIND))
-                    .await
-                    .map_err(ApiError::from)?;
+                storage.catch_up(&entity).await.map_err(ApiError::from)?;
+                // An actor about to start reads every entry the log holds
+                // for its entity, also those this node has not applied yet.
+                if !self.is_live(id) {
+                    storage.sync_entity(&entity).await.map_err(ApiError::from)?;
+                }
             }
             let slot = self.slot(id)?;
             if storage.is_cluster() && slot.fence.is_stale_in(storage, &slot.writes) {

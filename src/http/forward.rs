@@ -7,7 +7,9 @@
 //! does not hold (403 `forward_refused`).
 //!
 //! When the owner cannot be reached before the request was sent, this node
-//! serves it (the log's compare-and-set keeps one writer per entity); when
+//! leaves it out of placement for a while (every node does alike) and
+//! sends the request to the next owner, or serves it when that is itself
+//! (the log's compare-and-set keeps one writer per entity meanwhile); when
 //! the owner took it and did not answer, it may have applied it, so the
 //! client gets 503 `node_unavailable` rather than a second attempt here.
 
@@ -144,44 +146,53 @@ pub async fn route(
         }
         None => (None, None),
     };
-    let owner = entity.and_then(|e| node.owner_elsewhere(&e));
-    let Some(owner) = owner else {
+    let Some(entity) = entity else {
         if let Some(body) = body {
             req.set_payload(Payload::from(body));
         }
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let body = match body {
-        Some(b) => b,
-        None => take_body(&mut req).await?,
+    let body = match (body, node.owner_elsewhere(&entity).is_some()) {
+        (Some(b), _) => b,
+        (None, true) => take_body(&mut req).await?,
+        (None, false) => return Ok(next.call(req).await?.map_into_boxed_body()),
     };
-    req.extensions_mut().insert(Forwarded);
-    match send(
-        &node,
-        &owner.url,
-        &req,
-        body.clone(),
-        state.storage.position(),
-    )
-    .await
-    {
-        Ok(resp) => {
-            metrics::FORWARDS.with_label_values(&["sent"]).inc();
-            Ok(req.into_response(resp))
-        }
-        Err(Failed::NotSent(e)) => {
-            tracing::warn!(owner = %owner.id, error = %e, "the owner is unreachable; serving here");
-            metrics::FORWARDS.with_label_values(&["not_sent"]).inc();
-            req.extensions_mut().remove::<Forwarded>();
-            req.set_payload(Payload::from(body));
-            Ok(next.call(req).await?.map_into_boxed_body())
-        }
-        Err(Failed::Lost(e)) => {
-            tracing::warn!(owner = %owner.id, error = %e, "the owner took a request and did not answer");
-            metrics::FORWARDS.with_label_values(&["lost"]).inc();
-            Ok(req.into_response(ApiError::NodeUnavailable.error_response()))
+    // The owner, or, when it cannot be reached, the next owner: every node
+    // leaves an unreachable node out of placement alike, so the entity
+    // keeps one writer before the dead node's heartbeat expires.
+    for _ in 0..2 {
+        let Some(owner) = node.owner_elsewhere(&entity) else {
+            break;
+        };
+        req.extensions_mut().insert(Forwarded);
+        let sent = send(
+            &node,
+            &owner.url,
+            &req,
+            body.clone(),
+            state.storage.position(),
+        )
+        .await;
+        match sent {
+            Ok(resp) => {
+                metrics::FORWARDS.with_label_values(&["sent"]).inc();
+                return Ok(req.into_response(resp));
+            }
+            Err(Failed::NotSent(e)) => {
+                tracing::warn!(owner = %owner.id, error = %e, "the owner is unreachable; placing without it");
+                metrics::FORWARDS.with_label_values(&["not_sent"]).inc();
+                req.extensions_mut().remove::<Forwarded>();
+                node.suspect(&owner.id);
+            }
+            Err(Failed::Lost(e)) => {
+                tracing::warn!(owner = %owner.id, error = %e, "the owner took a request and did not answer");
+                metrics::FORWARDS.with_label_values(&["lost"]).inc();
+                return Ok(req.into_response(ApiError::NodeUnavailable.error_response()));
+            }
         }
     }
+    req.set_payload(Payload::from(body));
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// The entity a request's path names: groups and their sub-resources
@@ -403,6 +414,12 @@ async fn deliver(
         .insert_header((HOPS, "1"))
         .insert_header((SIGNATURE, signature));
     out.send_body(body).await.map_err(|e| match e {
+        // awc also reports a connection that closed after the request was
+        // sent, before the answer (the owner died meanwhile), as
+        // `Disconnected`: the owner may have applied it.
+        awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected) => {
+            Failed::Lost(e.to_string())
+        }
         awc::error::SendRequestError::Connect(e) => Failed::NotSent(e.to_string()),
         e => Failed::Lost(e.to_string()),
     })

@@ -225,6 +225,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Wait until this node applied every entry the log holds for
+    /// `entity` (one request to the log).
+    pub(super) async fn sync_entity(&self, entity: &str) -> Result<()> {
+        let last = self
+            .log
+            .last_of(entity)
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))?;
+        self.reach(last, CATCH_UP_TIMEOUT).await
+    }
+
     /// Wait (at most `timeout`) until this node applied the log up to `pos`.
     pub(super) async fn reach(&self, pos: u64, timeout: Duration) -> Result<()> {
         let mut rx = self.applied.subscribe();
@@ -836,6 +847,23 @@ impl Committer {
                     let _ = cl
                         .done
                         .send(refused(StorageError::Fenced(entity.clone()), now));
+                }
+                Err(AppendError::InDoubt { last, .. }) => {
+                    // If it landed, applying it answers its writers; once
+                    // this node applied `last` and it is still waiting, it
+                    // did not.
+                    let mut applied = cl.applied.subscribe();
+                    while *applied.borrow_and_update() < last {
+                        if applied.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    let waiting = cl.awaiting.lock().is_ok_and(|a| a.contains_key(&msg_id));
+                    if waiting {
+                        let _ = cl
+                            .done
+                            .send(refused(StorageError::Fenced(entity.clone()), Some(last)));
+                    }
                 }
                 Err(e @ AppendError::Unavailable(_)) => {
                     let _ = cl.done.send(refused(StorageError::Io(e.to_string()), None));

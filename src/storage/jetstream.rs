@@ -90,6 +90,12 @@ pub enum AppendError {
     /// this writer is stale and must be rebuilt from the log.
     #[error("another writer appended to {entity} after position {expected}")]
     Conflict { entity: String, expected: u64 },
+    /// A retried append was refused because the entity moved on, and an
+    /// earlier attempt may have landed before its answer was lost: the
+    /// entry is in the log at or before position `last` (the entity's last
+    /// entry now), or nowhere.
+    #[error("an append to {entity} may have landed at or before position {last}")]
+    InDoubt { entity: String, last: u64 },
     /// JetStream did not acknowledge in time (no quorum, no leader). The
     /// append may still land later, once, under its message id.
     #[error("the log is unavailable: {0}")]
@@ -233,6 +239,7 @@ impl StreamLog {
             let outcome = match &r {
                 Ok(_) => "ok",
                 Err(AppendError::Conflict { .. }) => "conflict",
+                Err(AppendError::InDoubt { .. }) => "in_doubt",
                 Err(AppendError::Unavailable(_)) => "unavailable",
             };
             metrics::LOG_APPENDS.with_label_values(&[outcome]).inc();
@@ -585,13 +592,15 @@ async fn append(
             }
             // An earlier attempt may have landed before its answer was
             // lost: the server checks the sequence before the message id,
-            // so look at what the subject holds now. If another writer
-            // appended after our landed entry, this answers `Conflict` for
-            // an entry that is in the log: the caller's request fails, but
-            // nothing is half-applied.
+            // so look at what the subject holds now. Ours last: it landed.
+            // Another's last: ours may be before it, or nowhere.
             return match last_of(js, stream, subject, deadline).await? {
                 Some((seq, id, _)) if id.as_deref() == Some(msg_id) => Ok(seq),
-                _ => Err(conflict()),
+                Some((seq, _, _)) => Err(AppendError::InDoubt {
+                    entity: entity.to_string(),
+                    last: seq,
+                }),
+                None => Err(conflict()),
             };
         }
         if Instant::now() >= deadline {

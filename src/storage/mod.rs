@@ -788,6 +788,17 @@ impl Storage {
         }
     }
 
+    /// Cluster mode: wait until this node applied every entry the log
+    /// holds for `entity`, so that an actor activated now starts from all
+    /// of them (written through another node a moment ago, before
+    /// ownership moved here). One node: at once.
+    pub async fn sync_entity(&self, entity: &str) -> Result<()> {
+        match &self.inner.cluster {
+            Some(c) => c.sync_entity(entity).await,
+            None => Ok(()),
+        }
+    }
+
     /// Cluster mode: wait (at most `timeout`) until this node applied the
     /// log up to `pos`. One node: at once.
     pub async fn reach(&self, pos: u64, timeout: Duration) -> Result<()> {
