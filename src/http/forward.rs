@@ -1,7 +1,8 @@
-//! Cluster mode: a request for a group or a red packet that another live
-//! node owns (`domain::placement`) is served by that node, whose actor
-//! holds the entity in memory, instead of two nodes taking turns writing
-//! it. The forward is one hop over internal HTTP, signed with the cluster
+//! Cluster mode: a request for a group (its routes, and joins and
+//! invitation pages by the group their token names), a red packet or a
+//! scan code that another live node owns (`domain::placement`) is served
+//! by that node, whose actor holds the entity in memory, instead of two
+//! nodes taking turns writing it. The forward is one hop over internal HTTP, signed with the cluster
 //! secret (`domain::forward`); the owner serves a signed forward itself
 //! whoever it thinks owns the entity, and refuses a forward whose signature
 //! does not hold (403 `forward_refused`).
@@ -140,6 +141,17 @@ pub async fn route(
     let code_key = state.keys.code_tag_key();
     let (entity, body) = match entity_of_path(req.path(), &code_key) {
         Some(e) => (Some(e), None),
+        // An invitation's landing page counts the scan in its group's actor.
+        None if req.path().starts_with("/j/") => {
+            let token = req.path().trim_start_matches("/j/").to_string();
+            (token_entity(&state, &token), None)
+        }
+        // A user's new scan codes are counted against the user's daily
+        // quota by the node that owns the user's quota.
+        None if req.path() == "/v1/codes" && req.method() == actix_web::http::Method::POST => (
+            super::auth::bearer_user(&state, req.request()).map(|u| format!("quota/codes/{u}")),
+            None,
+        ),
         None if req.path() == "/v1/join" && req.method() == actix_web::http::Method::POST => {
             let body = take_body(&mut req).await?;
             (join_entity(&state, &body), Some(body))
@@ -232,7 +244,12 @@ fn join_entity(state: &AppState, body: &[u8]) -> Option<String> {
         token: String,
     }
     let j: Join = serde_json::from_slice(body).ok()?;
-    let parsed = crate::domain::token::parse(&j.token).ok()?;
+    token_entity(state, &j.token)
+}
+
+/// The group an invitation token names.
+fn token_entity(state: &AppState, token: &str) -> Option<String> {
+    let parsed = crate::domain::token::parse(token).ok()?;
     let g = state
         .groups
         .group_by_ref(&parsed.claims.group_ref)

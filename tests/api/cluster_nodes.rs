@@ -89,6 +89,19 @@ async fn users_sessions_and_invitations_work_through_every_node() {
         let (s, v) = eventually(app, &format!("/v1/groups/{g}"), &owner, |s, _| s == 200).await;
         assert_eq!(s, 200, "{v}");
     }
+    // The invitation's landing page through every node (served by the
+    // group's owner, which counts the scan in the group's actor).
+    for app in &n {
+        let r = app
+            .client
+            .get(format!("{}/j/{invite}", app.base))
+            .insert_header(("Accept", "text/html"))
+            .send()
+            .await
+            .expect("landing page");
+        assert_eq!(r.status().as_u16(), 200, "through {}", app.base);
+    }
+
     // A user made on n3 joins through n2 with the invitation made on n1.
     let (joiner_id, joiner) = n[2].user("joiner").await;
     let (s, v) = n[1].join(&joiner, &invite).await;
@@ -756,18 +769,20 @@ async fn all_live(n: &[TestApp]) {
     }
 }
 
-/// A user's joins per minute, a user's claims per minute and the accounts
-/// made per network are counted once for the cluster (by the node holding
-/// each key), not once per node: through three nodes a user gets no more
-/// than through one.
+/// A user's joins per minute, a user's claims per minute, a user's scan
+/// codes per day and the accounts made per network are counted once for
+/// the cluster (by the node holding each key), not once per node: through
+/// three nodes a user gets no more than through one.
 #[actix_web::test]
 async fn per_user_and_per_network_limits_hold_across_the_nodes() {
     let Some(nats) = Nats::start() else { return };
     let limits = "[limits]\nuser_joins_per_minute = 3\nusers_per_minute_per_ip = 2\n\
-                  [packets]\nclaims_per_minute_per_user = 2\n";
+                  [packets]\nclaims_per_minute_per_user = 2\n\
+                  [codes]\npool_size = 0\npool_low_water = 0\nuser_quota_per_day = 2\n";
     let mut n = Vec::new();
     for id in ["n1", "n2", "n3"] {
-        n.push(TestApp::spawn_with(&format!("{}{limits}", node_config(&nats, id))).await);
+        let top = "public_base_url = \"http://qr.test\"\n";
+        n.push(TestApp::spawn_with(&format!("{top}{}{limits}", node_config(&nats, id))).await);
     }
     all_live(&n).await;
 
@@ -828,6 +843,20 @@ async fn per_user_and_per_network_limits_hold_across_the_nodes() {
         }
     }
     assert_eq!(claimed, 2, "claims by one user through three nodes");
+
+    // One user makes scan codes through every node: 2 a day.
+    let mut codes = 0;
+    for i in 0..6 {
+        let (s, v) = n[i % 3]
+            .post("/v1/codes", Some(&claimer), json!({"page": "/landing"}))
+            .await;
+        match s {
+            201 => codes += 1,
+            429 => assert_eq!(v["code"], "code_quota_exceeded", "{v}"),
+            _ => panic!("{s} {v}"),
+        }
+    }
+    assert_eq!(codes, 2, "scan codes by one user through three nodes");
     let asked: f64 = {
         let mut sum = 0.0;
         for app in &n {
