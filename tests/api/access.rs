@@ -119,6 +119,8 @@ const MATRIX: &[Row] = &[
     // Signed by the provider, not by a bearer token: no token makes a forgery pass.
     ("POST",   "/v1/provider/notify",                           [U; 8]),
     ("POST",   "/v1/earnings",                                  op_only(201)),
+    // Between the nodes of a cluster only (a signed forward), whoever asks.
+    ("POST",   "/v1/internal/limits/{kind}/{key}",              [e(403, "forward_refused"); 8]),
     ("GET",    "/v1/admin/ledger/check",                        op_only(200)),
     ("GET",    "/v1/admin/payouts",                             op_only(200)),
     ("GET",    "/v1/admin/alerts",                              op_only(200)),
@@ -160,7 +162,11 @@ const MATRIX: &[Row] = &[
 
 /// Routes served but deliberately absent from `/openapi.json`: the HTML
 /// landing pages behind QR codes.
-const UNDOCUMENTED: &[(&str, &str)] = &[("GET", "/j/{token}"), ("GET", "/p/{id}")];
+const UNDOCUMENTED: &[(&str, &str)] = &[
+    ("GET", "/j/{token}"),
+    ("GET", "/p/{id}"),
+    ("POST", "/v1/internal/limits/{kind}/{key}"),
+];
 
 /// The owner's payout made during setup, and the key it was made with.
 const PAYOUT_KEY: &str = "owner-payout-1";
@@ -270,6 +276,9 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
     match (method, route) {
         ("GET", "/healthz" | "/metrics" | "/openapi.json" | "/v1/keys") => req(route),
         ("POST", "/v1/users") => req(route).body(json!({"name": format!("matrix {name}")})),
+        ("POST", "/v1/internal/limits/{kind}/{key}") => {
+            req(format!("/v1/internal/limits/joins/{}", fx.id(Outsider)))
+        }
         ("GET", "/s/{code}") => req(format!("/s/{}", fx.code)),
         ("GET", "/j/{token}") => req(format!("/j/{}", fx.invite_token)),
         ("GET", "/p/{id}") => req(format!("/p/{}", fx.packet)),
@@ -589,6 +598,9 @@ fn scope_expects(method: &str, route: &str, row: &[Exp; 8], scope: &str) -> Opti
     }
     if row.iter().all(|c| *c == U) || route == "/v1/ws" {
         return Some(e(401, "")); // signed by the provider; WebSockets take users only
+    }
+    if route.starts_with("/v1/internal/") {
+        return Some(row[0]); // signed by a node of the cluster; no token looked at
     }
     let named = qrgate::http::auth::ROUTE_SCOPES
         .iter()
