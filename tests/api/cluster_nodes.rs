@@ -1186,3 +1186,88 @@ async fn a_node_whose_log_went_back_refuses_writes_until_a_restart_rebuilds_it()
     assert_eq!(s, 201, "{v}");
     drop(nats);
 }
+
+/// A red packet funded through one node, claimed through the others and
+/// left to expire: its owner (and only its owner) settles it, the claims
+/// credit wallets whose requests go to other nodes, the rest goes back to
+/// the sender, and every node shows the same balances and clean books.
+#[actix_web::test]
+async fn a_packet_claimed_through_every_node_refunds_its_sender_once() {
+    let Some(nats) = Nats::start() else { return };
+    let fast = "[packets]\nmin_ttl_seconds = 1\nclaims_per_minute_per_user = 1000\n";
+    let mut n = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        n.push(TestApp::spawn_with(&format!("{}{fast}", node_config(&nats, id))).await);
+    }
+    all_live(&n).await;
+    let (sender, sender_tok) = n[0].user("sender").await;
+    assert_eq!(n[1].earn("fund", &sender, 1000).await.0, 201);
+    let (s, v) = n[2]
+        .create_packet(
+            &sender_tok,
+            "refund-me",
+            json!({"total": 600, "count": 6, "mode": "fixed", "ttl_seconds": 3}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let packet = s_(&v["id"]);
+    let mut claimers = Vec::new();
+    for (k, app) in n.iter().enumerate() {
+        let (_, tok) = n[(k + 1) % 3].user(&format!("claimer{k}")).await;
+        let (s, v) = app.claim(&tok, &packet, json!({})).await;
+        assert_eq!(s, 200, "{v}");
+        claimers.push(tok);
+    }
+    // Expired: settled by its owner once; 300 fen back to the sender.
+    let closed = n[0].packet_closed(&packet).await;
+    assert_eq!(closed["status"], "closed", "{closed}");
+    for app in &n {
+        let (_, v) = eventually(app, "/v1/wallet", &sender_tok, |_, v| v["balance"] == 700).await;
+        assert_eq!(
+            (v["balance"].as_i64(), v["available"].as_i64()),
+            (Some(700), Some(700)),
+            "{v}"
+        );
+        for tok in &claimers {
+            let (_, v) = eventually(app, "/v1/wallet", tok, |_, v| v["balance"] == 100).await;
+            assert_eq!(v["balance"], 100, "{v}");
+        }
+        app.books_clean().await;
+    }
+    // Packets that expire together are settled once each, each by its
+    // owner (the sweeps of all three nodes find them due; each settlement
+    // attempt is counted on the node that decides it).
+    let (other, other_tok) = n[0].user("other sender").await;
+    assert_eq!(n[1].earn("fund-other", &other, 2000).await.0, 201);
+    let mut packets = vec![packet.clone()];
+    for i in 0..20 {
+        let (s, v) = n[i % 3]
+            .create_packet(
+                &other_tok,
+                &format!("many-{i}"),
+                json!({"total": 100, "count": 1, "mode": "fixed", "ttl_seconds": 2}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        packets.push(s_(&v["id"]));
+    }
+    let (_, v) = eventually(&n[0], "/v1/wallet", &other_tok, |_, v| {
+        v["available"] == 2000
+    })
+    .await;
+    assert_eq!(v["available"], 2000, "every packet refunded: {v}");
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+    for (k, app) in n.iter().enumerate() {
+        let owned = packets
+            .iter()
+            .filter(|p| {
+                qrgate::domain::placement::owner(&format!("packet/{p}"), &ids)
+                    == Some(ids[k].as_str())
+            })
+            .count();
+        let settled = app.metric("qrgate_packets_total{event=\"closed\"}").await;
+        assert_eq!(settled, owned as f64, "n{} settled what it owns", k + 1);
+    }
+    n[2].books_clean().await;
+}
