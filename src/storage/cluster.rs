@@ -55,6 +55,8 @@ const ENTRY_V1: u8 = 1;
 /// How long an activation waits for this node to apply its entity's last
 /// position before the request answers 503.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an activation waits for the log to say where its entity ends.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a stopping node waits for its entries in flight to be applied.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -226,13 +228,19 @@ impl Cluster {
     }
 
     /// Wait until this node applied every entry the log holds for
-    /// `entity` (one request to the log).
+    /// `entity` (one request to the log). When the log does not answer
+    /// within [`SYNC_TIMEOUT`] (no quorum), go on with what this node
+    /// applied: reads from memory go on, and a write is still refused by
+    /// the compare-and-set if it missed an entry.
     pub(super) async fn sync_entity(&self, entity: &str) -> Result<()> {
-        let last = self
-            .log
-            .last_of(entity)
-            .await
-            .map_err(|e| StorageError::Io(e.to_string()))?;
+        let last = match tokio::time::timeout(SYNC_TIMEOUT, self.log.last_of(entity)).await {
+            Ok(Ok(last)) => last,
+            Ok(Err(e)) => {
+                tracing::debug!(%entity, error = %e, "the log did not say where the entity ends");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
         self.reach(last, CATCH_UP_TIMEOUT).await
     }
 

@@ -1044,28 +1044,30 @@ async fn writes_ride_out_the_loss_of_a_nats_server_and_of_the_quorum() {
     j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(10))
         .await;
 
-    // The stream's leader killed.
+    // The stream's leader killed. (Alone on the machine the joins resume
+    // within 4-11 s; 45 s leaves room for the rest of the suite running
+    // on the same cores.)
     let leader = nats.log_leader();
     nats.kill(leader);
     let t = j
-        .until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(30))
+        .until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
     eprintln!("NATS server n{leader} killed: 5 joins in a row after {t:?}");
     nats.restart(leader);
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
-    j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(30))
+    j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
 
     // The stream's leader stopped (it holds its connections, answers nothing).
     let leader = nats.log_leader();
     nats.signal(leader, "-STOP");
     let t = j
-        .until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(30))
+        .until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
     eprintln!("NATS server n{leader} stopped: 5 joins in a row after {t:?}");
     nats.signal(leader, "-CONT");
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
-    j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(30))
+    j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
 
     // Two of three servers stopped: no quorum. (Two killed is another
