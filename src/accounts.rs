@@ -165,6 +165,23 @@ impl Accounts {
         Ok(self.storage.user(id)?.is_some())
     }
 
+    /// Whether `id` is a user: in cluster mode, one this node does not
+    /// know yet may have been made through another node a moment ago, so
+    /// it first applies what the log holds (a request to the log per
+    /// unknown id; when the log does not answer, as far as this node knows).
+    pub async fn known(&self, id: UserId) -> Result<bool, ApiError> {
+        if self.exists(id)? {
+            return Ok(true);
+        }
+        if !self.storage.is_cluster() {
+            return Ok(false);
+        }
+        if let Err(e) = self.storage.sync_all().await {
+            tracing::debug!(error = %e, "cannot catch up with the log");
+        }
+        self.exists(id)
+    }
+
     /// Record whether `id`'s identity is verified.
     pub async fn set_kyc(&self, id: UserId, verified: bool) -> Result<(), ApiError> {
         let mut user = self.storage.user(id)?.ok_or(ApiError::UserNotFound)?;

@@ -104,7 +104,7 @@ pub async fn revoke_sessions(
     _admin: auth::Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = existing_user(&state, &path)?;
+    let uid = existing_user(&state, &path).await?;
     state.accounts.revoke_sessions(uid).await?;
     state.hub.end_sessions(|u, _| u == uid);
     Ok(HttpResponse::NoContent().finish())
@@ -131,7 +131,7 @@ pub async fn issue_session(
     _admin: auth::Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = existing_user(&state, &path)?;
+    let uid = existing_user(&state, &path).await?;
     let (token, session) = state.accounts.issue_session(uid).await?;
     Ok(HttpResponse::Created().json(IssuedSession {
         token,
@@ -163,7 +163,7 @@ pub async fn freeze_user(
     path: web::Path<String>,
     body: web::Json<FreezeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = existing_user(&state, &path)?;
+    let uid = existing_user(&state, &path).await?;
     state.accounts.freeze(uid, &body.reason).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -181,15 +181,15 @@ pub async fn unfreeze_user(
     _admin: auth::Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = existing_user(&state, &path)?;
+    let uid = existing_user(&state, &path).await?;
     state.accounts.unfreeze(uid).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// The user a path names: 400 if it is no user id, 404 if nobody has it.
-pub fn existing_user(state: &AppState, path: &str) -> Result<UserId, ApiError> {
+pub async fn existing_user(state: &AppState, path: &str) -> Result<UserId, ApiError> {
     let uid = id(UserId::parse, path)?;
-    if !state.accounts.exists(uid)? {
+    if !state.accounts.known(uid).await? {
         return Err(ApiError::UserNotFound);
     }
     Ok(uid)

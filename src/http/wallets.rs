@@ -200,7 +200,7 @@ pub async fn earn(
             w.earning_min_fen, w.earning_max_fen
         )));
     }
-    if state.storage.user(b.user_id)?.is_none() {
+    if !state.accounts.known(b.user_id).await? {
         return Err(ApiError::UserNotFound);
     }
     let done = state

@@ -244,6 +244,17 @@ impl Cluster {
         self.reach(last, CATCH_UP_TIMEOUT).await
     }
 
+    /// Wait until this node applied everything the log held a moment ago
+    /// (at most [`SYNC_TIMEOUT`] to ask, [`CATCH_UP_TIMEOUT`] to apply).
+    pub(super) async fn sync_all(&self) -> Result<()> {
+        let last = self
+            .log
+            .stream_last_within(SYNC_TIMEOUT)
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))?;
+        self.reach(last, CATCH_UP_TIMEOUT).await
+    }
+
     /// Wait (at most `timeout`) until this node applied the log up to `pos`.
     pub(super) async fn reach(&self, pos: u64, timeout: Duration) -> Result<()> {
         let mut rx = self.applied.subscribe();

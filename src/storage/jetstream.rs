@@ -287,26 +287,29 @@ impl StreamLog {
     }
 
     /// The stream's last position (0: empty): where a starting node has
-    /// caught up.
+    /// caught up. Blocking.
     pub fn stream_last(&self) -> Result<u64, AppendError> {
         let deadline = Instant::now() + self.opts.retry_for;
-        self.rt.block_on(async {
-            let mut attempt = 0u32;
-            loop {
-                let e = match self.js.get_stream(&self.opts.stream).await {
-                    Ok(mut s) => match s.info().await {
-                        Ok(info) => return Ok(info.state.last_sequence),
-                        Err(e) => e.to_string(),
-                    },
-                    Err(e) => e.to_string(),
-                };
-                if Instant::now() >= deadline {
-                    return Err(AppendError::Unavailable(e));
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-        })
+        self.rt
+            .block_on(stream_last(&self.js, &self.opts.stream, deadline))
+    }
+
+    /// The stream's last position, asked for at most `within`.
+    pub fn stream_last_within(
+        &self,
+        within: Duration,
+    ) -> impl Future<Output = Result<u64, AppendError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let (js, stream) = (self.js.clone(), self.opts.stream.clone());
+        let deadline = Instant::now() + within;
+        self.rt.spawn(async move {
+            let _ = tx.send(stream_last(&js, &stream, deadline).await);
+        });
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(AppendError::Unavailable("the NATS runtime stopped".into()))
+            })
+        }
     }
 
     /// The shared value `key` (`None`: never set). Blocking.
@@ -613,6 +616,24 @@ async fn append(
 }
 
 /// The subject's last entry: its position and message id.
+async fn stream_last(js: &Context, stream: &str, deadline: Instant) -> Result<u64, AppendError> {
+    let mut attempt = 0u32;
+    loop {
+        let e = match js.get_stream(stream).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) => return Ok(info.state.last_sequence),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(AppendError::Unavailable(e));
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
 async fn last_of(
     js: &Context,
     stream: &str,

@@ -799,6 +799,17 @@ impl Storage {
         }
     }
 
+    /// Cluster mode: wait until this node applied everything the log held
+    /// a moment ago, for a record this node does not know that another
+    /// node may have written just now (a user made through another node).
+    /// One node: at once.
+    pub async fn sync_all(&self) -> Result<()> {
+        match &self.inner.cluster {
+            Some(c) => c.sync_all().await,
+            None => Ok(()),
+        }
+    }
+
     /// Cluster mode: wait (at most `timeout`) until this node applied the
     /// log up to `pos`. One node: at once.
     pub async fn reach(&self, pos: u64, timeout: Duration) -> Result<()> {
