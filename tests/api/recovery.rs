@@ -331,10 +331,11 @@ async fn a_torn_tail_recovers_and_a_flipped_byte_refuses_to_start() {
     assert_eq!(v["members"].as_array().map(|m| m.len()), Some(21), "{v}");
     assert!(app.log().contains("torn tail"), "the cut is logged");
     // Cut back to the last whole frame (the server may have written new
-    // frames there since).
-    let now = std::fs::read(&last).expect("read");
+    // frames there since, or a checkpoint may have deleted the segment and
+    // a new one of that name be shorter).
+    let now = std::fs::read(&last).unwrap_or_default();
     assert!(
-        now.len() == whole || now[whole..whole + garbage.len()] != garbage,
+        now.get(whole..whole + garbage.len()) != Some(&garbage[..]),
         "cut back to the last whole frame"
     );
     app.kill9();
