@@ -48,6 +48,12 @@ async fn eventually(
     }
 }
 
+/// `/healthz`: its status and its text.
+async fn healthz(app: &TestApp) -> (u16, String) {
+    let (s, v) = app.get("/healthz", None).await;
+    (s, v.as_str().unwrap_or_default().to_string())
+}
+
 /// A join's status, 0 when the node was gone before it answered.
 async fn try_join(app: &TestApp, token: &str, invite: &str) -> u16 {
     match app
@@ -148,16 +154,7 @@ async fn users_sessions_and_invitations_work_through_every_node() {
     let seen = member_ids(&v);
     assert!(later.iter().all(|u| seen.contains(u)), "{v}");
     assert_eq!(seen.len(), 10, "{v}");
-    let (s, body) = {
-        let mut r = n[2]
-            .client
-            .get(format!("{}/healthz", n[2].base))
-            .send()
-            .await
-            .expect("healthz");
-        (r.status().as_u16(), r.body().await.expect("body"))
-    };
-    let body = String::from_utf8_lossy(&body).into_owned();
+    let (s, body) = healthz(&n[2]).await;
     assert_eq!(s, 200);
     assert!(body.starts_with("ok\nnode n3\napplied "), "{body}");
     let _ = ADMIN;
@@ -744,18 +741,22 @@ async fn the_load_harness_drives_every_node_of_a_cluster() {
     assert!(sent > 0.0, "joins reached their groups' owners");
 }
 
+/// 1 for an answer `ok`, 0 for a refusal with 429 and `code` (anything
+/// else fails the test).
+fn tally(s: u16, v: &Value, ok: u16, code: &str) -> usize {
+    if s == ok {
+        return 1;
+    }
+    assert_eq!((s, v["code"].as_str()), (429, Some(code)), "{v}");
+    0
+}
+
 /// Wait until every node sees all of `n` live (heartbeats every 1.5 s).
 async fn all_live(n: &[TestApp]) {
     let deadline = Instant::now() + Duration::from_secs(15);
     for app in n {
         loop {
-            let mut r = app
-                .client
-                .get(format!("{}/healthz", app.base))
-                .send()
-                .await
-                .expect("healthz");
-            let body = String::from_utf8_lossy(&r.body().await.expect("body")).into_owned();
+            let (_, body) = healthz(app).await;
             let live = body
                 .lines()
                 .find_map(|l| l.strip_prefix("live "))
@@ -792,11 +793,7 @@ async fn per_user_and_per_network_limits_hold_across_the_nodes() {
         let (s, v) = n[i % 3]
             .post("/v1/users", None, json!({ "name": format!("anon{i}") }))
             .await;
-        match s {
-            201 => made += 1,
-            429 => assert_eq!(v["code"], "rate_limited", "{v}"),
-            _ => panic!("{s} {v}"),
-        }
+        made += tally(s, &v, 201, "rate_limited");
     }
     assert_eq!(made, 2, "accounts from one network through three nodes");
 
@@ -813,11 +810,7 @@ async fn per_user_and_per_network_limits_hold_across_the_nodes() {
             .await;
         let (_, invite, _) = n[0].invite(&owner, &g, json!({})).await;
         let (s, v) = n[i % 3].join(&joiner, &invite).await;
-        match s {
-            200 => joined += 1,
-            429 => assert_eq!(v["code"], "rate_limited", "{v}"),
-            _ => panic!("{s} {v}"),
-        }
+        joined += tally(s, &v, 200, "rate_limited");
     }
     assert_eq!(joined, 3, "joins by one user through three nodes");
 
@@ -836,11 +829,7 @@ async fn per_user_and_per_network_limits_hold_across_the_nodes() {
             .await;
         assert_eq!(s, 201, "{v}");
         let (s, v) = n[i % 3].claim(&claimer, &s_(&v["id"]), json!({})).await;
-        match s {
-            200 => claimed += 1,
-            429 => assert_eq!(v["code"], "rate_limited", "{v}"),
-            _ => panic!("{s} {v}"),
-        }
+        claimed += tally(s, &v, 200, "rate_limited");
     }
     assert_eq!(claimed, 2, "claims by one user through three nodes");
 
@@ -850,11 +839,7 @@ async fn per_user_and_per_network_limits_hold_across_the_nodes() {
         let (s, v) = n[i % 3]
             .post("/v1/codes", Some(&claimer), json!({"page": "/landing"}))
             .await;
-        match s {
-            201 => codes += 1,
-            429 => assert_eq!(v["code"], "code_quota_exceeded", "{v}"),
-            _ => panic!("{s} {v}"),
-        }
+        codes += tally(s, &v, 201, "code_quota_exceeded");
     }
     assert_eq!(codes, 2, "scan codes by one user through three nodes");
     let asked: f64 = {
@@ -1146,14 +1131,8 @@ async fn a_node_whose_log_went_back_refuses_writes_until_a_restart_rebuilds_it()
     .expect("lose the log");
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
-        let mut r = app
-            .client
-            .get(format!("{}/healthz", app.base))
-            .send()
-            .await
-            .expect("healthz");
-        let body = String::from_utf8_lossy(&r.body().await.expect("body")).into_owned();
-        if r.status().as_u16() == 503 {
+        let (status, body) = healthz(&app).await;
+        if status == 503 {
             break body;
         }
         if Instant::now() > deadline {

@@ -89,15 +89,27 @@ impl Api {
         body: Bytes,
         key: Option<&str>,
     ) -> Result<(u16, Bytes), String> {
-        let mut req = self
+        send(self.request(self.next_base(), m, path, bearer, key), body).await
+    }
+
+    /// A JSON request as `bearer` to `base`, with an `Idempotency-Key` if given.
+    fn request(
+        &self,
+        base: &str,
+        m: Method,
+        path: &str,
+        bearer: &str,
+        key: Option<&str>,
+    ) -> awc::ClientRequest {
+        let req = self
             .c
-            .request(m, format!("{}{path}", self.next_base()))
+            .request(m, format!("{base}{path}"))
             .insert_header(("Authorization", format!("Bearer {bearer}")))
             .content_type("application/json");
-        if let Some(k) = key {
-            req = req.insert_header(("Idempotency-Key", k.to_string()));
+        match key {
+            Some(k) => req.insert_header(("Idempotency-Key", k.to_string())),
+            None => req,
         }
-        send(req, body).await
     }
 
     /// Send again, to the first node, a write whose answer was lost (see
@@ -113,14 +125,7 @@ impl Api {
     ) -> Result<(u16, Bytes), String> {
         let mut last = String::new();
         for attempt in 0..10u64 {
-            let mut req = self
-                .c
-                .request(m.clone(), format!("{}{path}", self.base))
-                .insert_header(("Authorization", format!("Bearer {bearer}")))
-                .content_type("application/json");
-            if let Some(k) = key {
-                req = req.insert_header(("Idempotency-Key", k.to_string()));
-            }
+            let req = self.request(&self.base, m.clone(), path, bearer, key);
             match send(req, body.clone()).await {
                 Ok((s, b)) if s < 500 => return Ok((s, b)),
                 Ok((s, b)) => last = format!("{s} {}", String::from_utf8_lossy(&b)),
