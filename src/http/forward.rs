@@ -164,7 +164,8 @@ pub async fn route(
         }
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let body = match (body, node.owner_elsewhere(&entity).is_some()) {
+    let mut owner = node.owner_elsewhere(&entity);
+    let body = match (body, owner.is_some()) {
         (Some(b), _) => b,
         (None, true) => take_body(&mut req).await?,
         (None, false) => return Ok(next.call(req).await?.map_into_boxed_body()),
@@ -173,31 +174,25 @@ pub async fn route(
     // leaves an unreachable node out of placement alike, so the entity
     // keeps one writer before the dead node's heartbeat expires.
     for _ in 0..2 {
-        let Some(owner) = node.owner_elsewhere(&entity) else {
+        let Some(to) = owner.take() else {
             break;
         };
         req.extensions_mut().insert(Forwarded);
-        let sent = send(
-            &node,
-            &owner.url,
-            &req,
-            body.clone(),
-            state.storage.position(),
-        )
-        .await;
+        let sent = send(&node, &to.url, &req, body.clone(), state.storage.position()).await;
         match sent {
             Ok(resp) => {
                 metrics::FORWARDS.with_label_values(&["sent"]).inc();
                 return Ok(req.into_response(resp));
             }
             Err(Failed::NotSent(e)) => {
-                tracing::warn!(owner = %owner.id, error = %e, "the owner is unreachable; placing without it");
+                tracing::warn!(owner = %to.id, error = %e, "the owner is unreachable; placing without it");
                 metrics::FORWARDS.with_label_values(&["not_sent"]).inc();
                 req.extensions_mut().remove::<Forwarded>();
-                node.suspect(&owner.id);
+                node.suspect(&to.id);
+                owner = node.owner_elsewhere(&entity);
             }
             Err(Failed::Lost(e)) => {
-                tracing::warn!(owner = %owner.id, error = %e, "the owner took a request and did not answer");
+                tracing::warn!(owner = %to.id, error = %e, "the owner took a request and did not answer");
                 metrics::FORWARDS.with_label_values(&["lost"]).inc();
                 return Ok(req.into_response(ApiError::NodeUnavailable.error_response()));
             }
