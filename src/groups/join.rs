@@ -644,11 +644,7 @@ impl join::Inputs for Asked<'_> {
         if let Some(counted) = self.user_quota {
             return counted;
         }
-        let shared = &self.actor.shared;
-        shared
-            .user_limiter
-            .check_key(&self.user)
-            .map_err(|nu| retry_after_secs(&nu, &shared.clock))
+        self.actor.shared.count_user_join(&self.user)
     }
 
     fn risk(&mut self) -> Option<JoinRisk> {

@@ -22,3 +22,13 @@ pub struct Shared {
     /// Which groups' sweeps this node runs (cluster mode: those it owns).
     pub duty: crate::node::Duty,
 }
+
+impl Shared {
+    /// Count one join of `user` against this node's limiter of a user's
+    /// joins per minute: Ok, or the seconds to wait.
+    pub fn count_user_join(&self, user: &UserId) -> Result<(), u64> {
+        self.user_limiter
+            .check_key(user)
+            .map_err(|nu| crate::error::retry_after_secs(&nu, &self.clock))
+    }
+}

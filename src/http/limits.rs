@@ -73,20 +73,8 @@ impl Limit {
     /// Count one against this node's limiter: Ok, or the seconds to wait.
     pub fn check_here(&self, state: &AppState) -> Result<(), u64> {
         match self {
-            Limit::UserJoins(u) => {
-                let shared = state.groups.shared();
-                shared
-                    .user_limiter
-                    .check_key(u)
-                    .map_err(|nu| retry_after_secs(&nu, &shared.clock))
-            }
-            Limit::UserClaims(u) => {
-                let shared = state.wallets.shared();
-                shared
-                    .claims
-                    .check_key(u)
-                    .map_err(|nu| retry_after_secs(&nu, &shared.clock))
-            }
+            Limit::UserJoins(u) => state.groups.shared().count_user_join(u),
+            Limit::UserClaims(u) => state.wallets.shared().count_claim(u),
             Limit::NewUsers(ip) => state
                 .ip_limiter
                 .check_key(&network(*ip))

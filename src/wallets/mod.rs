@@ -49,8 +49,8 @@ pub struct Shared {
     pub config: Config,
     pub storage: Storage,
     /// Claims per user and minute (`packets.claims_per_minute_per_user`).
-    pub(crate) claims: DefaultKeyedRateLimiter<UserId>,
-    pub(crate) clock: DefaultClock,
+    claims: DefaultKeyedRateLimiter<UserId>,
+    clock: DefaultClock,
     /// Which holders' jobs this node runs (cluster mode: those it owns).
     pub duty: crate::node::Duty,
 }
@@ -67,6 +67,14 @@ impl Shared {
             storage,
             duty: Default::default(),
         }
+    }
+
+    /// Count one claim of `user` against this node's limiter of a user's
+    /// claims per minute: Ok, or the seconds to wait.
+    pub fn count_claim(&self, user: &UserId) -> Result<(), u64> {
+        self.claims
+            .check_key(user)
+            .map_err(|nu| crate::error::retry_after_secs(&nu, &self.clock))
     }
 
     pub fn with_duty(mut self, duty: crate::node::Duty) -> Shared {
