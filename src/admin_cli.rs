@@ -56,6 +56,18 @@ pub enum ReportKind {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// Where the backup goes, on the server's host: a new or empty
+    /// directory outside the data dir (a relative path is taken from here).
+    pub dir: PathBuf,
+    /// Give up waiting after this many seconds (the backup itself goes on).
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct VerifyPacketArgs {
     /// The packet's landing URL (`http://host/p/rp_…`), or its id with `--url`.
     pub packet: String,
@@ -87,12 +99,26 @@ fn resolve(t: &Target) -> Result<(String, String), String> {
 }
 
 fn call(method: &str, url: String, token: &str, body: Option<Value>) -> Result<Value, String> {
+    call_within(
+        method,
+        url,
+        token,
+        body,
+        std::time::Duration::from_secs(120),
+    )
+}
+
+fn call_within(
+    method: &str,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+    timeout: std::time::Duration,
+) -> Result<Value, String> {
     let token = token.to_string();
     let method = method.to_string();
     actix_web::rt::System::new().block_on(async move {
-        let client = awc::Client::builder()
-            .timeout(std::time::Duration::from_secs(120))
-            .finish();
+        let client = awc::Client::builder().timeout(timeout).finish();
         let mut req = match method.as_str() {
             "POST" => client.post(&url),
             _ => client.get(&url),
@@ -147,6 +173,28 @@ pub fn reconcile(a: ReconcileArgs) -> Result<bool, String> {
         print!("{}", table(&report));
     }
     Ok(report.breaks.is_empty())
+}
+
+/// `qrgate backup`: ask the running server for a backup into `dir` on its
+/// host and print where it is consistent.
+pub fn backup(a: BackupArgs) -> Result<(), String> {
+    let (url, token) = resolve(&a.target)?;
+    let dir = std::path::absolute(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let v = call_within(
+        "POST",
+        format!("{url}/v1/admin/backup"),
+        &token,
+        Some(json!({ "dir": dir })),
+        std::time::Duration::from_secs(a.timeout_secs),
+    )?;
+    println!(
+        "backup in {} consistent at journal position {} ({} files, {:.1} MB)",
+        v["dir"].as_str().unwrap_or(""),
+        v["position"],
+        v["files"],
+        v["bytes"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    Ok(())
 }
 
 /// `qrgate report large-transactions`: CSV on stdout.

@@ -127,6 +127,16 @@ pub enum ApiError {
     #[error("the group has as many live invitations as it may have; revoke one first")]
     TooManyInvites,
 
+    // ---- backups ----
+    #[error("{0}")]
+    BackupTargetNotEmpty(String),
+    #[error("a backup is running; one at a time")]
+    BackupRunning,
+    #[error("{0}")]
+    BackupNotSupported(String),
+    #[error("the backup failed, and the target was left empty: {0}")]
+    BackupFailed(String),
+
     // ---- the server ----
     #[error("storage is unavailable: a change could not be made durable (nothing was acknowledged), or the data could not be read; retry later")]
     StorageUnavailable,
@@ -188,6 +198,10 @@ impl ApiError {
             ApiError::CannotRemoveOwner => "cannot_remove_owner",
             ApiError::CannotBlockOwner => "cannot_block_owner",
             ApiError::TooManyInvites => "too_many_invites",
+            ApiError::BackupTargetNotEmpty(_) => "backup_target_not_empty",
+            ApiError::BackupRunning => "backup_running",
+            ApiError::BackupNotSupported(_) => "backup_not_supported",
+            ApiError::BackupFailed(_) => "backup_failed",
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::NodeUnavailable => "node_unavailable",
@@ -291,6 +305,10 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::ForwardRefused => StatusCode::FORBIDDEN,
+            ApiError::BackupTargetNotEmpty(_)
+            | ApiError::BackupRunning
+            | ApiError::BackupNotSupported(_) => StatusCode::CONFLICT,
+            ApiError::BackupFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

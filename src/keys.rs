@@ -170,6 +170,21 @@ pub fn ring_files(data_dir: &Path) -> Result<Vec<(String, String)>, KeyError> {
     Ok(out)
 }
 
+const JOURNAL_CONTEXT: &str = "qrgate 2026 ledger journal chain";
+
+/// The key of the ledger journal's hash chain, from `data_dir`'s secret
+/// (read only: for tools that check a data dir no server has open).
+pub fn journal_key(data_dir: &Path) -> Result<[u8; 32], KeyError> {
+    let secret = read_secret(&data_dir.join("secret.key"))?;
+    Ok(blake3::derive_key(JOURNAL_CONTEXT, &secret))
+}
+
+/// Write `text` as a new secret file at `path` (mode 0600, durably; an
+/// existing file is not replaced).
+pub fn write_secret_file(path: &Path, text: &str) -> Result<(), KeyError> {
+    write_secret_text(path, text)
+}
+
 /// Put a cluster's key ring (from [`ring_files`]) into `data_dir` in place
 /// of the one there: the files it names are written, other signing keys
 /// removed.
@@ -285,7 +300,7 @@ impl KeyRing {
             tag_key: blake3::derive_key("qrgate 2026 invitation token tag", secret),
             group_ref_key: blake3::derive_key("qrgate 2026 group reference", secret),
             creator_ref_key: blake3::derive_key("qrgate 2026 creator reference", secret),
-            journal_key: blake3::derive_key("qrgate 2026 ledger journal chain", secret),
+            journal_key: blake3::derive_key(JOURNAL_CONTEXT, secret),
             seal_key: blake3::derive_key("qrgate 2026 token sealing", secret),
             code_tag_key: blake3::derive_key("qrgate 2026 scan code tag", secret),
             challenge_key: blake3::derive_key("qrgate 2026 join challenge", secret),

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod admin_cli;
+pub mod backup;
 pub mod clock;
 pub mod codes;
 pub mod config;

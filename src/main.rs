@@ -53,6 +53,15 @@ enum Command {
     /// Check a closed red packet's split: its revealed seed against the
     /// commitment, and every claim against the share the seed gives.
     VerifyPacket(qrgate::admin_cli::VerifyPacketArgs),
+    /// Back up a running server (calls its admin API): a consistent copy
+    /// of its data into DIR on its host, without stopping writes.
+    Backup(qrgate::admin_cli::BackupArgs),
+    /// Put a backup in place as a new data dir, checking it first.
+    Restore(qrgate::backup::RestoreArgs),
+    /// Check a data dir offline (no server running on it): journal frames,
+    /// checkpoint against journal, ledger hash chain and books. Exit 0
+    /// clean, 2 findings, 1 when it cannot run.
+    CheckData(qrgate::backup::CheckDataArgs),
     /// Export operator reports from a running server.
     #[command(subcommand)]
     Report(qrgate::admin_cli::ReportKind),
@@ -82,6 +91,17 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some(Command::Report(kind)) => qrgate::admin_cli::report(kind),
+        Some(Command::Backup(args)) => qrgate::admin_cli::backup(args),
+        Some(Command::Restore(args)) => match qrgate::backup::restore_cmd(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(2),
+            Err(e) => Err(e),
+        },
+        Some(Command::CheckData(args)) => match qrgate::backup::check_data_cmd(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(2),
+            Err(e) => Err(e),
+        },
         Some(Command::VerifyPacket(args)) => qrgate::admin_cli::verify_packet(args),
         Some(Command::Paysim(args)) => qrgate_paysim::run(args),
     };

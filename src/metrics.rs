@@ -263,6 +263,34 @@ pub static CHECKPOINT_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_backups_total",
+            "Online backups (POST /v1/admin/backup) by result: ok, failed",
+        ),
+        &["result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static BACKUP_LAST_SUCCESS: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "qrgate_backup_last_success_timestamp_seconds",
+        "Unix time the last online backup finished (0: none since the start); alert when it gets old",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static BACKUP_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new("qrgate_backup_seconds", "Duration of one online backup").buckets(vec![
+            0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+        ]),
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static SLED_REOPENS: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "qrgate_sled_reopens_total",
@@ -522,6 +550,11 @@ pub fn init() {
     LazyLock::force(&JOURNAL_REFUSED);
     LazyLock::force(&CHECKPOINT_SECONDS);
     LazyLock::force(&CHECKPOINT_FAILED);
+    LazyLock::force(&BACKUP_LAST_SUCCESS);
+    LazyLock::force(&BACKUP_SECONDS);
+    for r in ["ok", "failed"] {
+        BACKUPS.with_label_values(&[r]);
+    }
     LazyLock::force(&SLED_REOPENS);
     LazyLock::force(&TRANSFER_RUNS);
     LazyLock::force(&COMMIT_STALL_SECONDS);

@@ -91,6 +91,7 @@ pub const STATIC_ROUTES: &[&str] = &[
     "/v1/ws",
     "/v1/ws/ticket",
     "/v1/admin/api-keys",
+    "/v1/admin/backup",
     "/healthz",
     "/metrics",
     "/openapi.json",
@@ -134,6 +135,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(web::scope("/s").default_service(web::to(codes::resolve)))
             .service(ops::healthz)
             .service(ops::metrics)
+            .service(ops::backup)
             .service(openapi::document)
             .service(users::create_user)
             .service(limits::take_here)

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "qrgate", description = "QR invitations and the join workflow behind a scan; wallets kept as a double-entry ledger; red packets; scan codes. Errors are RFC 7807 problem+json with a stable `code`."),
     paths(
-        super::ops::healthz, super::ops::metrics, super::openapi::document,
+        super::ops::healthz, super::ops::metrics, super::ops::backup, super::openapi::document,
         super::users::create_user, super::users::keys, super::users::logout,
         super::users::revoke_sessions, super::users::issue_session, super::users::freeze_user,
         super::users::unfreeze_user, super::api_keys::create, super::api_keys::list,

@@ -1,8 +1,12 @@
-//! Liveness and metrics.
+//! Liveness, metrics, and online backups.
 
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::backup::BackupError;
+use crate::error::{ApiError, Problem};
+use crate::http::auth::Admin;
 use crate::http::{auth, AppState};
 
 /// Liveness: 200 once the server accepts requests; 503 with the reason
@@ -55,4 +59,70 @@ pub async fn metrics(
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::render()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// An absolute path on the server's host, outside the data dir: a new
+    /// directory (created 0700) or an empty one.
+    dir: String,
+}
+
+/// A finished backup.
+#[derive(Serialize, ToSchema)]
+pub struct BackupDone {
+    dir: String,
+    /// The journal position the backup is consistent at: every write
+    /// acknowledged before the backup was asked for is in it, and none
+    /// after this position.
+    position: u64,
+    /// The checkpoint within it (a restored server replays the journal after it).
+    checkpoint: u64,
+    files: usize,
+    bytes: u64,
+    /// Unix seconds when it finished.
+    created_at: i64,
+}
+
+/// Back up the running server into `dir` on its host (admin token only):
+/// a checkpoint and the journal after it, and the data dir's secrets,
+/// without stopping writes. One at a time. Restore it with `qrgate restore`.
+#[utoipa::path(
+    request_body = BackupRequest,
+    responses(
+        (status = 200, body = BackupDone),
+        (status = 400, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "`backup_target_not_empty`, `backup_running`, or `backup_not_supported` (a cluster node)", body = Problem),
+        (status = 500, description = "`backup_failed`: an I/O error; the target is left empty", body = Problem)
+    ),
+    security(("bearer" = [])), tag = "admin"
+)]
+#[post("/v1/admin/backup")]
+pub async fn backup(
+    state: web::Data<AppState>,
+    _: Admin,
+    body: web::Json<BackupRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let dir = std::path::PathBuf::from(body.dir.trim());
+    let st = state.clone();
+    let target = dir.clone();
+    let m = web::block(move || crate::backup::run(&st.storage, &st.config.data_dir, &target))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|e| match e {
+            BackupError::Running => ApiError::BackupRunning,
+            BackupError::TargetNotEmpty(_) => ApiError::BackupTargetNotEmpty(e.to_string()),
+            BackupError::BadTarget(why) => ApiError::validation(why),
+            BackupError::Unsupported(why) => ApiError::BackupNotSupported(why),
+            BackupError::Failed(why) => ApiError::BackupFailed(why),
+        })?;
+    Ok(HttpResponse::Ok().json(BackupDone {
+        dir: dir.display().to_string(),
+        position: m.position,
+        checkpoint: m.checkpoint,
+        files: m.files.len(),
+        bytes: m.bytes(),
+        created_at: m.created_at,
+    }))
 }

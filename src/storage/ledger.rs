@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::{dec, enc, key, pages, Result, Storage, StorageError, WriteSet};
+use super::{dec, enc, key, pages, Finding, Result, Storage, StorageError, WriteSet};
 use crate::domain::ids::TransferId;
 use crate::domain::ledger::{Account, AccountId, Entry, Holder, JournalRecord, Posting, Transfer};
 
@@ -300,8 +300,9 @@ pub struct LedgerBooks {
     pub entries: Vec<Entry>,
     pub journal: Vec<JournalRecord>,
     pub in_flight: Vec<(AccountId, Posting)>,
-    /// Breaks of the hash chain and of day anchors.
-    pub chain_findings: Vec<String>,
+    /// Breaks of the hash chain and of day anchors, and records that do
+    /// not decode.
+    pub chain_findings: Vec<Finding>,
     pub anchors: Vec<DayAnchor>,
 }
 
@@ -405,83 +406,138 @@ impl Storage {
             .apply_lock
             .write()
             .map_err(|_| StorageError::Io("apply lock poisoned".into()))?;
-        let accounts = self.scan(b"la/".to_vec())?;
-        // Entries: flat records and pages, each (account, seq) once.
-        let mut entries: BTreeMap<(AccountId, u64), Entry> = BTreeMap::new();
-        for e in self.scan::<Entry>(b"le/".to_vec())? {
-            entries.insert((e.account.clone(), e.seq), e);
+        read_books(&self.inner.tree, self.inner.journal_key)
+    }
+}
+
+/// Where a record is, for a finding: its key, as text when it is text
+/// (`la/wallet:usr_…`), else its prefix and then hex.
+fn place(k: &[u8]) -> String {
+    match std::str::from_utf8(k) {
+        Ok(s) if s.chars().all(|c| c.is_ascii_graphic()) => format!("key {s}"),
+        _ => format!("key {}", super::commit::printable_key(k)),
+    }
+}
+
+/// Every record under `prefix`, decoded; one that does not decode is a
+/// finding at its key instead of an error, so that one check names them all.
+fn scan_lenient<T: serde::de::DeserializeOwned>(
+    tree: &super::kv::Kv,
+    prefix: &[u8],
+    findings: &mut Vec<Finding>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for kv in tree.scan_prefix(prefix) {
+        let (k, v) = kv?;
+        match dec(&k, &v) {
+            Ok(t) => out.push(t),
+            Err(e) => findings.push(Finding::new(place(&k), format!("unreadable: {e}"))),
         }
-        for kv in self.inner.tree.checkpoint_scan(b"lE/") {
-            let (k, v) = kv?;
-            for (_, body) in pages::decode(&k, &v)? {
-                let e: Entry = dec(&k, body)?;
-                entries.entry((e.account.clone(), e.seq)).or_insert(e);
+    }
+    Ok(out)
+}
+
+/// The items of a ledger page, or a finding at its key.
+fn page_items<'a>(k: &[u8], v: &'a [u8], findings: &mut Vec<Finding>) -> Vec<(u64, &'a [u8])> {
+    pages::decode(k, v).unwrap_or_else(|e| {
+        findings.push(Finding::new(place(k), format!("unreadable page: {e}")));
+        Vec::new()
+    })
+}
+
+/// The whole ledger as `tree` holds it, with the breaks of the hash chain,
+/// of the day anchors and of unreadable records as findings.
+pub(super) fn read_books(tree: &super::kv::Kv, journal_key: [u8; 32]) -> Result<LedgerBooks> {
+    let mut findings = Vec::new();
+    let accounts = scan_lenient(tree, b"la/", &mut findings)?;
+    // Entries: flat records and pages, each (account, seq) once.
+    let mut entries: BTreeMap<(AccountId, u64), Entry> = BTreeMap::new();
+    for e in scan_lenient::<Entry>(tree, b"le/", &mut findings)? {
+        entries.insert((e.account.clone(), e.seq), e);
+    }
+    for kv in tree.checkpoint_scan(b"lE/") {
+        let (k, v) = kv?;
+        for (seq, body) in page_items(&k, &v, &mut findings) {
+            match dec::<Entry>(&k, body) {
+                Ok(e) => {
+                    entries.entry((e.account.clone(), e.seq)).or_insert(e);
+                }
+                Err(e) => findings.push(Finding::new(
+                    place(&k),
+                    format!("entry {seq} unreadable: {e}"),
+                )),
             }
         }
-        let entries: Vec<Entry> = entries.into_values().collect();
-        let in_flight = self
-            .scan::<InboxItem>(b"lq/".to_vec())?
-            .into_iter()
-            .map(|i| (i.account, i.posting))
-            .collect();
-        let anchors = self.day_anchors()?;
-        let mut journal = Vec::new();
-        let mut chain_findings = Vec::new();
-        let mut prev = [0u8; 32];
-        let mut expect = 1u64;
-        let mut heads = std::collections::HashMap::new();
-        // Chain records: flat ones (newer, or from before the pages) over
-        // the pages, in seq order.
-        let mut chain: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for kv in self.inner.tree.checkpoint_scan(b"lJ/") {
-            let (k, v) = kv?;
-            for (seq, body) in pages::decode(&k, &v)? {
-                chain.insert(seq, body.to_vec());
-            }
+    }
+    let entries: Vec<Entry> = entries.into_values().collect();
+    let in_flight = scan_lenient::<InboxItem>(tree, b"lq/", &mut findings)?
+        .into_iter()
+        .map(|i| (i.account, i.posting))
+        .collect();
+    let anchors: Vec<DayAnchor> = scan_lenient(tree, b"jd/", &mut findings)?;
+    let mut journal = Vec::new();
+    let mut prev = [0u8; 32];
+    let mut expect = 1u64;
+    let mut heads = std::collections::HashMap::new();
+    // Chain records: flat ones (newer, or from before the pages) over the
+    // pages, in seq order, each with the key it was read from.
+    let mut chain: BTreeMap<u64, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    for kv in tree.checkpoint_scan(b"lJ/") {
+        let (k, v) = kv?;
+        for (seq, body) in page_items(&k, &v, &mut findings) {
+            chain.insert(seq, (body.to_vec(), k.to_vec()));
         }
-        for kv in self.inner.tree.scan_prefix(b"lj/") {
-            let (k, v) = kv?;
-            chain.insert(seq_at(&k)?, v.to_vec());
+    }
+    for kv in tree.scan_prefix(b"lj/") {
+        let (k, v) = kv?;
+        chain.insert(seq_at(&k)?, (v.to_vec(), k.to_vec()));
+    }
+    for (seq, (v, at)) in chain {
+        let k = key(b"lj/", &[&seq.to_be_bytes()]);
+        if seq != expect {
+            findings.push(Finding::new(
+                place(&at),
+                format!("journal: record {expect} is missing (next is {seq})"),
+            ));
         }
-        for (seq, v) in chain {
-            let k = key(b"lj/", &[&seq.to_be_bytes()]);
-            if seq != expect {
-                chain_findings.push(format!(
-                    "journal: record {expect} is missing (next is {seq})"
-                ));
-            }
-            expect = seq + 1;
-            let (stored, body) = v.split_at(32.min(v.len()));
-            let h = chain_hash(&self.inner.journal_key, &prev, seq, body);
-            if stored != h {
-                chain_findings.push(format!(
-                    "journal: record {seq} does not match the chain (edited, or an earlier record was)"
-                ));
-            }
-            prev = stored.try_into().unwrap_or([0; 32]);
-            heads.insert(seq, hex(&prev));
-            match dec::<JournalRecord>(&k, body) {
-                Ok(r) => journal.push(r),
-                Err(e) => chain_findings.push(format!("journal: record {seq} unreadable: {e}")),
-            }
+        expect = seq + 1;
+        let (stored, body) = v.split_at(32.min(v.len()));
+        let h = chain_hash(&journal_key, &prev, seq, body);
+        if stored != h {
+            findings.push(Finding::new(
+                place(&at),
+                format!("journal: record {seq} does not match the chain (edited, or an earlier record was)"),
+            ));
         }
-        for a in &anchors {
-            if heads.get(&a.last) != Some(&a.head) {
-                chain_findings.push(format!(
+        prev = stored.try_into().unwrap_or([0; 32]);
+        heads.insert(seq, hex(&prev));
+        match dec::<JournalRecord>(&k, body) {
+            Ok(r) => journal.push(r),
+            Err(e) => findings.push(Finding::new(
+                place(&at),
+                format!("journal: record {seq} unreadable: {e}"),
+            )),
+        }
+    }
+    for a in &anchors {
+        if heads.get(&a.last) != Some(&a.head) {
+            findings.push(Finding::new(
+                place(&key(b"jd/", &[a.day.as_bytes()])),
+                format!(
                     "journal: the anchor of {} (records {}..={}) does not match the chain",
                     a.day, a.first, a.last
-                ));
-            }
+                ),
+            ));
         }
-        Ok(LedgerBooks {
-            accounts,
-            entries,
-            journal,
-            in_flight,
-            chain_findings,
-            anchors,
-        })
     }
+    Ok(LedgerBooks {
+        accounts,
+        entries,
+        journal,
+        in_flight,
+        chain_findings: findings,
+        anchors,
+    })
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::roster::Roster;
 mod abuse;
+pub mod backup;
 mod checkpoint;
 pub mod cluster;
 mod codes;
@@ -118,6 +119,30 @@ impl From<sled::Error> for StorageError {
 }
 
 type Result<T> = std::result::Result<T, StorageError>;
+
+/// A problem found in stored data, and where: a key (`key lJ/…`), or a
+/// file and offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    #[serde(rename = "where")]
+    pub place: String,
+    pub what: String,
+}
+
+impl Finding {
+    pub fn new(place: impl Into<String>, what: impl Into<String>) -> Finding {
+        Finding {
+            place: place.into(),
+            what: what.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.place, self.what)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {

@@ -59,15 +59,39 @@ pub(super) fn export(inner: &Inner, path: &Path) -> Result<u64> {
         .map_err(|_| StorageError::Io("checkpoint lock poisoned".into()))?;
     let sled = inner.tree.sled.get()?;
     let (pos, last_event) = checkpoint::read_position(&sled.tree)?;
+    // One left by an export a crash interrupted.
+    let _ = std::fs::remove_file(path);
+    write(&sled.tree, (pos, last_event), path)?;
+    Ok(pos)
+}
+
+/// Write every record of `tree` (at `(position, last event seq)`) into a
+/// new file at `path`, made durable: returns its size and the blake3 of
+/// the whole file. The caller keeps checkpoints out meanwhile.
+pub(super) fn write(
+    tree: &sled::Tree,
+    (pos, last_event): (u64, u64),
+    path: &Path,
+) -> Result<(u64, [u8; 32])> {
     let err = io(path);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(&err)?;
+    // Outer: the whole file, for a backup's manifest; inner: the body, for
+    // the trailer the snapshot carries itself.
     let mut w = Hashed {
-        inner: BufWriter::new(File::create(path).map_err(&err)?),
+        inner: Hashed {
+            inner: BufWriter::new(file),
+            hash: blake3::Hasher::new(),
+        },
         hash: blake3::Hasher::new(),
     };
     w.write_all(MAGIC).map_err(&err)?;
     w.write_all(&pos.to_le_bytes()).map_err(&err)?;
     w.write_all(&last_event.to_le_bytes()).map_err(&err)?;
-    for kv in sled.tree.iter() {
+    for kv in tree.iter() {
         let (k, v) = kv?;
         w.write_all(&[1]).map_err(&err)?;
         w.write_all(&(k.len() as u32).to_le_bytes()).map_err(&err)?;
@@ -76,14 +100,18 @@ pub(super) fn export(inner: &Inner, path: &Path) -> Result<u64> {
         w.write_all(&v).map_err(&err)?;
     }
     w.write_all(&[0]).map_err(&err)?;
-    let hash = w.hash.finalize();
+    let body = w.hash.finalize();
+    let mut whole = w.inner.hash;
+    whole.update(body.as_bytes());
     let mut f = w
+        .inner
         .inner
         .into_inner()
         .map_err(|e| StorageError::Io(format!("{}: {e}", path.display())))?;
-    f.write_all(hash.as_bytes()).map_err(&err)?;
+    f.write_all(body.as_bytes()).map_err(&err)?;
     f.sync_all().map_err(&err)?;
-    Ok(pos)
+    let size = f.metadata().map_err(&err)?.len();
+    Ok((size, *whole.finalize().as_bytes()))
 }
 
 /// Read the snapshot at `path`, checking it whole first, into `tree`

@@ -310,7 +310,9 @@ impl Wallets {
             journal: &books.journal,
             in_flight: &books.in_flight,
         });
-        report.findings.extend(books.chain_findings);
+        report
+            .findings
+            .extend(books.chain_findings.iter().map(ToString::to_string));
         Ok(BooksCheck {
             report,
             journal_days: books.anchors,

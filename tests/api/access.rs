@@ -129,6 +129,7 @@ const MATRIX: &[Row] = &[
     ("POST",   "/v1/admin/api-keys",                            op_only(201)),
     ("GET",    "/v1/admin/api-keys",                            op_only(200)),
     ("DELETE", "/v1/admin/api-keys/{id}",                       op_only(204)),
+    ("POST",   "/v1/admin/backup",                              op_only(200)),
     ("POST",   "/v1/admin/users/{id}/freeze",                   op_only(204)),
     ("POST",   "/v1/admin/users/{id}/unfreeze",                 op_only(204)),
     ("POST",   "/v1/admin/users/{id}/sessions",                 op_only(201)),
@@ -221,6 +222,8 @@ struct Fx {
     /// (scope, an API key holding that scope alone), one per scope.
     scope_keys: Vec<(String, String)>,
     bill: String,
+    /// Where the operator's backup goes (the others' never get that far).
+    backups: std::path::PathBuf,
 }
 
 impl Fx {
@@ -417,6 +420,7 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
             req(route).body(json!({"name": format!("by {name}"), "scopes": ["reports:read"]}))
         }
         ("GET", "/v1/admin/api-keys") => req(route),
+        ("POST", "/v1/admin/backup") => req(route).body(json!({"dir": fx.backups.join(&name)})),
         ("DELETE", "/v1/admin/api-keys/{id}") => req(format!("/v1/admin/api-keys/{}", fx.api_key)),
         ("DELETE", "/v1/sessions/current") => req(route),
         ("POST", "/v1/ws/ticket") => req(route),
@@ -1068,6 +1072,7 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
         revoked_token,
         scope_keys,
         bill,
+        backups: app.dir.path().join("matrix-backups"),
     }
 }
 
@@ -1562,7 +1567,8 @@ async fn secrets_never_reach_the_logs() {
 
 /// Every route a key may call is in the scope table, and only those: the
 /// rows the operator may call (and anonymous callers may not), apart from
-/// the key management itself, which takes the admin token alone.
+/// the key management itself and backups (which write files wherever the
+/// caller says on the server's host): those take the admin token alone.
 #[test]
 fn every_route_the_operator_calls_names_the_scope_a_key_needs() {
     use qrgate::http::auth::ROUTE_SCOPES;
@@ -1570,7 +1576,8 @@ fn every_route_the_operator_calls_names_the_scope_a_key_needs() {
     for (method, route, cells) in MATRIX {
         let op_ok = matches!(cells[7], Exp::Is(st) if st < 300);
         let anon_refused = matches!(cells[0], Exp::Refused(401, _));
-        if op_ok && anon_refused && !route.starts_with("/v1/admin/api-keys") {
+        let token_only = route.starts_with("/v1/admin/api-keys") || *route == "/v1/admin/backup";
+        if op_ok && anon_refused && !token_only {
             want.insert((method.to_string(), route.to_string()));
         }
     }
