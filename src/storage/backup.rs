@@ -9,12 +9,12 @@
 //!
 //! Restoring installs the snapshot into a new sled and puts the segments
 //! in place: the next start replays the frames after P, as after a crash,
-//! and has exactly what was acknowledged up to Q. Nothing stops writes
-//! meanwhile: only checkpoints wait (they would delete segments being
-//! copied and move sled under the snapshot), so the overlay grows by what
-//! is written during the backup.
+//! and has exactly what was acknowledged up to Q. Neither writes nor
+//! checkpoints wait meanwhile ([`Storage::backup_begin`] says why the copy
+//! of sled still restores exactly).
 
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::journal::{self, Scan};
@@ -60,6 +60,7 @@ fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<[u8; 32]> {
     let mut dst = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(to)
         .map_err(io_at(to))?;
     let mut hash = blake3::Hasher::new();
@@ -89,11 +90,47 @@ fn sync_dir(dir: &Path) -> Result<()> {
     journal::sync_dir(dir).map_err(io_at(dir))
 }
 
+/// What a backup captured when it began: the checkpoint it starts from.
+pub(super) struct Begun {
+    at: (u64, u64),
+    /// The runs manifest at that checkpoint (`runs.rs`), if any.
+    runs: Option<Vec<u8>>,
+}
+
+/// Clears [`Inner::backup_running`](super::Inner) when the backup ends,
+/// however it ends.
+pub(super) struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Storage {
     /// Write a backup of the store into `target` (an existing, empty
-    /// directory): see the module's documentation. Writes go on; only
-    /// checkpoints wait until it is done.
+    /// directory): see the module's documentation. Writes go on, and so do
+    /// checkpoints.
     pub fn backup_into(&self, target: &Path) -> Result<Copied> {
+        let (running, begun) = self.backup_begin()?;
+        let copied = self.backup_finish(&begun, target);
+        drop(running);
+        copied
+    }
+
+    /// Mark a backup running and capture the checkpoint it starts from.
+    ///
+    /// From here until it ends, checkpoints go on but delete no journal
+    /// segment, merge no transfer run and do not reopen sled. The copy of
+    /// sled is then fuzzy (each record as of some checkpoint between this
+    /// one, P, and the end of the copy) and still restores exactly: every
+    /// record a later checkpoint changed was written by a journal frame
+    /// after P, which the backup holds and a start replays over it (frames
+    /// carry whole records; ledger pages only gain entries, keyed by seq).
+    /// The copy names P as its checkpoint and the runs that existed at P:
+    /// runs written since are left unnamed (removed at open) and their
+    /// transfers come back from the frames.
+    pub(super) fn backup_begin(&self) -> Result<(Running<'_>, Begun)> {
         let inner = &self.inner;
         if inner.cluster.is_some() {
             return Err(StorageError::Io(
@@ -103,16 +140,37 @@ impl Storage {
         if !inner.opts.journal {
             return Err(StorageError::Io("the journal is switched off".into()));
         }
-        // No checkpoint first: the journal since the last one is at most
-        // `checkpoint_mb`, and copying it is cheaper than a checkpoint.
+        use std::sync::atomic::Ordering;
+        if inner.backup_running.swap(true, Ordering::SeqCst) {
+            return Err(StorageError::Io("a backup is running".into()));
+        }
+        let running = Running(&inner.backup_running);
+        // Set before taking the lock: a checkpoint that takes it after this
+        // sees it.
         let _one = inner
             .checkpoint_lock
             .lock()
             .map_err(|_| StorageError::Io("checkpoint lock poisoned".into()))?;
         let sled = inner.tree.sled.get()?;
         let at = checkpoint::read_position(&sled.tree)?;
+        let runs = sled.tree.get(super::runs::MANIFEST)?.map(|v| v.to_vec());
+        Ok((running, Begun { at, runs }))
+    }
+
+    /// Copy sled (as [`backup_begin`](Self::backup_begin) says) and then
+    /// the journal as it stands into `target`.
+    pub(super) fn backup_finish(&self, begun: &Begun, target: &Path) -> Result<Copied> {
+        let inner = &self.inner;
+        let overrides = std::collections::BTreeMap::from([
+            (
+                checkpoint::CHECKPOINT.to_vec(),
+                Some(checkpoint::mark(begun.at)),
+            ),
+            (super::runs::MANIFEST.to_vec(), begun.runs.clone()),
+        ]);
         let state = target.join(STATE_FILE);
-        let (bytes, hash) = snapshot::write(&sled.tree, at, &state)?;
+        let sled = inner.tree.sled.get()?;
+        let (bytes, hash) = snapshot::write(&sled.tree, begun.at, &overrides, &state)?;
         drop(sled);
         let mut files = vec![FileCopy {
             path: STATE_FILE.into(),
@@ -120,8 +178,9 @@ impl Storage {
             blake3: hex(&hash),
         }];
         crash_point("backup_state_written");
-        // The segments as they stand now; their frames up to here are
-        // durable, and no checkpoint can delete them while this runs.
+        // The segments as they stand now: every frame in them is durable,
+        // the last is the backup's position, and none is deleted while the
+        // backup runs.
         let segments = match inner.journal.lock() {
             Ok(j) => j
                 .as_ref()
@@ -130,8 +189,11 @@ impl Storage {
             Err(_) => return Err(StorageError::Io("journal lock poisoned".into())),
         };
         let dir = target.join(JOURNAL_DIR);
-        std::fs::create_dir(&dir).map_err(io_at(&dir))?;
-        let mut position = at.0;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_at(&dir))?;
+        let mut position = begun.at.0;
         for s in &segments {
             let name = journal::segment_name(s.first);
             let hash = copy_prefix(&inner.journal_dir.join(&name), &dir.join(&name), s.bytes)?;
@@ -146,7 +208,7 @@ impl Storage {
         sync_dir(target)?;
         Ok(Copied {
             position,
-            checkpoint: at.0,
+            checkpoint: begun.at.0,
             files,
         })
     }
@@ -306,4 +368,152 @@ pub fn inspect(data_dir: &Path, journal_key: [u8; 32]) -> Result<Inspection> {
         notes,
         books,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{pages, test_store, Storage, WriteSet};
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn key(prefix: &[u8], n: u64) -> Vec<u8> {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&n.to_be_bytes());
+        k
+    }
+    fn entry(n: u64) -> Vec<u8> {
+        key(b"le/wallet:a\0", n)
+    }
+    fn chain(n: u64) -> Vec<u8> {
+        key(b"lj/", n)
+    }
+    fn transfer(n: u64) -> Vec<u8> {
+        key(b"lt/transfer-", n)
+    }
+    fn user(n: u64) -> Vec<u8> {
+        key(b"u/", n)
+    }
+
+    /// Every record as reads see it: pages opened into the records they
+    /// hold, transfers by point reads (scans do not see runs).
+    fn logical(s: &Storage, transfers: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let tree = &s.inner.tree;
+        let mut out = BTreeMap::new();
+        for kv in tree.range(..) {
+            let (k, v) = kv.unwrap();
+            if let Some(rest) = k.strip_prefix(b"lE/") {
+                let account = &rest[..rest.len() - 8];
+                for (seq, body) in pages::decode(&k, &v).unwrap() {
+                    let mut flat = b"le/".to_vec();
+                    flat.extend_from_slice(account);
+                    out.insert(key(&flat, seq), body.to_vec());
+                }
+            } else if k.starts_with(b"lJ/") {
+                for (seq, body) in pages::decode(&k, &v).unwrap() {
+                    out.insert(chain(seq), body.to_vec());
+                }
+            } else if !(k.starts_with(b"lT/") || k.starts_with(b"lF/") || k.starts_with(b"x/")) {
+                out.insert(k.to_vec(), v.to_vec());
+            }
+        }
+        for n in 0..transfers {
+            if let Some(v) = tree.get(transfer(n)).unwrap() {
+                out.insert(transfer(n), v.to_vec());
+            }
+        }
+        out
+    }
+
+    /// The ids of the transfer runs sled holds (`runs.rs`).
+    fn run_ids(s: &Storage) -> std::collections::HashSet<Vec<u8>> {
+        let sled = s.inner.tree.sled.get().unwrap();
+        sled.tree
+            .scan_prefix(b"lT/")
+            .map(|kv| kv.unwrap().0[3..11].to_vec())
+            .collect()
+    }
+
+    fn round(n: u64, generation: &str) -> WriteSet {
+        let mut w = WriteSet::new();
+        w.put(user(n), format!("{generation} {n}").into_bytes());
+        w.put(entry(n), format!("entry {n}").into_bytes());
+        // A chain record is its hash, then the record.
+        let mut c = vec![0u8; 32];
+        c.extend_from_slice(format!("chain {n}").as_bytes());
+        w.put(chain(n), c);
+        w.put(transfer(n), format!("transfer {n}").into_bytes());
+        w
+    }
+
+    /// The worst case of the fuzzy copy: a checkpoint moved everything
+    /// written since the backup began (overwrites, deletes, ledger pages,
+    /// a new transfer run) into sled before sled was copied. The restored
+    /// store reads exactly as the source did at the backup's position.
+    #[test]
+    fn a_backup_whose_sled_moved_on_during_the_copy_restores_exactly() {
+        let (_dir, rt, store) = test_store();
+        rt.block_on(async {
+            for n in 0..60 {
+                store.commit(round(n, "first")).await.unwrap();
+            }
+        });
+        store.checkpoint().unwrap();
+        let runs_before = run_ids(&store);
+        let (running, begun) = store.backup_begin().unwrap();
+        assert!(store.backup_begin().is_err(), "one backup at a time");
+        rt.block_on(async {
+            for n in 60..120 {
+                store.commit(round(n, "second")).await.unwrap();
+            }
+            for n in 0..10 {
+                store.commit(round(n, "rewritten")).await.unwrap();
+            }
+            let mut w = WriteSet::new();
+            for n in 10..20 {
+                w.del(user(n));
+            }
+            store.commit(w).await.unwrap();
+        });
+        store.checkpoint().unwrap();
+        rt.block_on(async {
+            for n in 120..130 {
+                store.commit(round(n, "third")).await.unwrap();
+            }
+        });
+        let want = logical(&store, 130);
+        // And the copy met sled between two batches of that checkpoint: the
+        // runs manifest already naming the new run, its records not there
+        // yet (a copy reads sled in key order, with the manifest last).
+        let sled = store.inner.tree.sled.get().unwrap();
+        let mut gone = 0;
+        for kv in sled.tree.iter() {
+            let (k, _) = kv.unwrap();
+            let new_run = (k.starts_with(b"lT/") || k.starts_with(b"lF/"))
+                && !runs_before.contains(&k[3..11]);
+            if new_run {
+                sled.tree.remove(&k).unwrap();
+                gone += 1;
+            }
+        }
+        assert!(gone > 0, "the checkpoint wrote a new run");
+        drop(sled);
+        let target = tempfile::tempdir().unwrap();
+        let copied = store.backup_finish(&begun, target.path()).unwrap();
+        drop(running);
+        assert_eq!(copied.checkpoint, begun.at.0);
+        assert!(copied.position > copied.checkpoint + 70, "{copied:?}");
+        assert_eq!(want.get(&user(3)).unwrap(), b"rewritten 3");
+        assert!(!want.contains_key(&user(15)));
+        assert_eq!(want.len(), 130 * 4 - 10);
+
+        let restored = tempfile::tempdir().unwrap();
+        let data = restored.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        restore(target.path(), &data, copied.position).unwrap();
+        let back = Storage::open(&data, [0; 32]).unwrap();
+        assert_eq!(back.position(), copied.position);
+        let got = logical(&back, 130);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the restored store reads as the source did");
+    }
 }

@@ -26,6 +26,14 @@ pub(super) const CHECKPOINT: &[u8] = b"x/checkpoint";
 /// whole again.
 const BATCH: usize = 8192;
 
+/// The value of [`CHECKPOINT`] for `(position, last event seq)`.
+pub(super) fn mark((pos, last_event): (u64, u64)) -> Vec<u8> {
+    let mut mark = Vec::with_capacity(16);
+    mark.extend_from_slice(&pos.to_be_bytes());
+    mark.extend_from_slice(&last_event.to_be_bytes());
+    mark
+}
+
 /// (journal position, last event seq) of the checkpoint in sled.
 pub(super) fn read_position(tree: &sled::Tree) -> Result<(u64, u64)> {
     match tree.get(CHECKPOINT)? {
@@ -86,6 +94,9 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         .lock()
         .map_err(|_| StorageError::Io("checkpoint lock poisoned".into()))?;
     let started = Instant::now();
+    // A backup copying sled and the journal (`backup.rs`): no segment is
+    // deleted, no transfer run merged and sled not reopened meanwhile.
+    let backup = inner.backup_running.load(Ordering::SeqCst);
     // 1. Freeze the overlay at a round boundary.
     let (frozen, pos, last_event) = {
         let _quiet = inner
@@ -181,11 +192,8 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     // that replay alone can restore.
     sled.durable()?;
     super::crash_point("checkpoint_records_synced");
-    let mut mark = Vec::with_capacity(16);
-    mark.extend_from_slice(&pos.to_be_bytes());
-    mark.extend_from_slice(&last_event.to_be_bytes());
     let mut marks = sled::Batch::default();
-    marks.insert(CHECKPOINT, IVec::from(mark));
+    marks.insert(CHECKPOINT, IVec::from(mark((pos, last_event))));
     if let Some(run) = &run {
         marks.insert(runs::MANIFEST, inner.tree.runs.manifest_with(run)?);
     }
@@ -209,6 +217,7 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
     // 4. The journal segments it covers, once the outbox is past them too.
     let consumed = super::cursor(&inner.tree)?;
     let gone = match inner.journal.lock() {
+        Ok(_) if backup => Vec::new(),
         Ok(mut j) => match j.as_mut() {
             Some(j) => j.detach_through(pos, consumed),
             None => Vec::new(),
@@ -224,13 +233,17 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
             .map_err(|e| StorageError::Io(format!("cannot sync the journal dir: {e}")))?;
     }
     // 5. Merge transfer runs (binary-counter style, `runs.rs`).
-    let (merges, merged_bytes) = inner.tree.runs.compact(&sled.tree, &|| sled.durable())?;
+    let (merges, merged_bytes) = if backup {
+        (0, 0)
+    } else {
+        inner.tree.runs.compact(&sled.tree, &|| sled.durable())?
+    };
     drop(sled);
     inner.tree.sled.wrote((bytes + merged_bytes) as u64);
     // 6. sled's next open scans what it wrote since its last one: reopen
     // it now and then to keep that (and the next start) short.
     let reopen = inner.opts.sled_reopen_bytes;
-    if reopen > 0 && inner.tree.sled.written() >= reopen {
+    if reopen > 0 && !backup && inner.tree.sled.written() >= reopen {
         match inner.tree.sled.reopen(Duration::from_secs(2)) {
             Ok(true) => metrics::SLED_REOPENS.inc(),
             Ok(false) => tracing::warn!("sled was busy; reopening it at a later checkpoint"),

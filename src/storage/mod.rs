@@ -297,6 +297,8 @@ struct Inner {
     /// Set while journal writes fail (a full disk); cleared by the next
     /// write that succeeds.
     refusing: AtomicBool,
+    /// Set while a backup copies sled and the journal (`backup.rs`).
+    backup_running: AtomicBool,
     /// The committer and checkpointer threads, joined by [`Storage::shutdown`].
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -332,6 +334,7 @@ impl Inner {
             opts,
             poisoned: AtomicBool::new(false),
             refusing: AtomicBool::new(false),
+            backup_running: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         }
     }

@@ -11,8 +11,10 @@
 //! 32 bytes: blake3 of everything before
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::{checkpoint, Inner, Result, StorageError};
@@ -61,22 +63,25 @@ pub(super) fn export(inner: &Inner, path: &Path) -> Result<u64> {
     let (pos, last_event) = checkpoint::read_position(&sled.tree)?;
     // One left by an export a crash interrupted.
     let _ = std::fs::remove_file(path);
-    write(&sled.tree, (pos, last_event), path)?;
+    write(&sled.tree, (pos, last_event), &BTreeMap::new(), path)?;
     Ok(pos)
 }
 
 /// Write every record of `tree` (at `(position, last event seq)`) into a
-/// new file at `path`, made durable: returns its size and the blake3 of
-/// the whole file. The caller keeps checkpoints out meanwhile.
+/// new file at `path` (mode 0600), made durable: returns its size and the
+/// blake3 of the whole file. The records in `overrides` are written as it
+/// gives them (`None`: left out) instead of as `tree` holds them.
 pub(super) fn write(
     tree: &sled::Tree,
     (pos, last_event): (u64, u64),
+    overrides: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     path: &Path,
 ) -> Result<(u64, [u8; 32])> {
     let err = io(path);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .map_err(&err)?;
     // Outer: the whole file, for a backup's manifest; inner: the body, for
@@ -91,13 +96,23 @@ pub(super) fn write(
     w.write_all(MAGIC).map_err(&err)?;
     w.write_all(&pos.to_le_bytes()).map_err(&err)?;
     w.write_all(&last_event.to_le_bytes()).map_err(&err)?;
+    fn record(w: &mut impl Write, k: &[u8], v: &[u8]) -> std::io::Result<()> {
+        w.write_all(&[1])?;
+        w.write_all(&(k.len() as u32).to_le_bytes())?;
+        w.write_all(k)?;
+        w.write_all(&(v.len() as u32).to_le_bytes())?;
+        w.write_all(v)
+    }
     for kv in tree.iter() {
         let (k, v) = kv?;
-        w.write_all(&[1]).map_err(&err)?;
-        w.write_all(&(k.len() as u32).to_le_bytes()).map_err(&err)?;
-        w.write_all(&k).map_err(&err)?;
-        w.write_all(&(v.len() as u32).to_le_bytes()).map_err(&err)?;
-        w.write_all(&v).map_err(&err)?;
+        if !overrides.contains_key(&*k) {
+            record(&mut w, &k, &v).map_err(&err)?;
+        }
+    }
+    for (k, v) in overrides {
+        if let Some(v) = v {
+            record(&mut w, k, v).map_err(&err)?;
+        }
     }
     w.write_all(&[0]).map_err(&err)?;
     let body = w.hash.finalize();
