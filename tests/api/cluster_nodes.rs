@@ -3,7 +3,7 @@
 //! `nats-server` these print SKIPPED and pass, unless `QRGATE_REQUIRE_NATS=1`.
 
 use super::cluster::Nats;
-use super::helpers::{s_, TestApp, ADMIN};
+use super::helpers::{code, s_, TestApp, ADMIN};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -676,6 +676,13 @@ async fn the_same_earning_through_two_nodes_is_credited_once() {
         assert_eq!(v["balance"], 1000, "{v}");
     }
     n[0].books_clean().await;
+    // A node backs nothing up: the stream is the store of record.
+    let target = n[0].dir.path().join("backup");
+    let (s, v) = n[0]
+        .post("/v1/admin/backup", Some(ADMIN), json!({ "dir": target }))
+        .await;
+    assert_eq!((s, code(&v)), (409, "backup_not_supported"), "{v}");
+    assert!(!target.exists(), "nothing written");
 }
 
 /// `qrgate load` spreads its requests over the nodes given as several
