@@ -185,6 +185,64 @@ fn parse_at(buf: &[u8], off: usize, want: Option<u64>) -> Result<(u64, usize), B
     Ok((pos, end))
 }
 
+/// How the frames of a segment end.
+enum End {
+    /// Whole frames, then zeros (filled ahead) or the end of the file.
+    Clean,
+    /// A frame that does not check out at `offset`: `torn` when it is the
+    /// end of the last segment with nothing valid after it (a write cut
+    /// short), else damage.
+    Bad {
+        offset: usize,
+        why: String,
+        torn: bool,
+    },
+}
+
+/// Walk the frames of one segment's bytes from position `first`, handing
+/// each to `frame(position, offset, payload)` (whose error stops the walk):
+/// returns the offset after the last whole frame, its position (`first - 1`
+/// if none) and how the frames end.
+fn walk<E>(
+    buf: &[u8],
+    first: u64,
+    is_last: bool,
+    mut frame: impl FnMut(u64, usize, &[u8]) -> Result<(), E>,
+) -> Result<(usize, u64, End), E> {
+    let mut want = first;
+    let mut off = 0usize;
+    while off < buf.len() {
+        // Zeros to the end: the part filled ahead, not yet written.
+        if buf[off..].iter().all(|b| *b == 0) {
+            break;
+        }
+        match parse_at(buf, off, Some(want)) {
+            Ok((pos, end)) => {
+                frame(pos, off, &buf[off + HEADER..end])?;
+                want = pos + 1;
+                off = end;
+            }
+            Err(bad) => {
+                let why = match bad {
+                    Bad::Short => "a frame cut short".to_string(),
+                    Bad::Invalid(w) => w,
+                };
+                let torn = is_last && !valid_frame_after(buf, off + 1, want);
+                return Ok((
+                    off,
+                    want - 1,
+                    End::Bad {
+                        offset: off,
+                        why,
+                        torn,
+                    },
+                ));
+            }
+        }
+    }
+    Ok((off, want - 1, End::Clean))
+}
+
 impl Journal {
     /// Open the journal in `dir` (created if missing) and hand every frame to
     /// `replay` in order: `replay(position, payload)` returns the highest
@@ -233,53 +291,39 @@ impl Journal {
                 bytes: 0,
                 allocated: buf.len() as u64,
             };
-            let mut off = 0usize;
-            while off < buf.len() {
-                // Zeros to the end: the part filled ahead, not yet written.
-                if buf[off..].iter().all(|b| *b == 0) {
-                    break;
+            let (off, last, ending) = walk(&buf, first, is_last, |pos, off, payload| {
+                let ev = replay(pos, payload).map_err(|e| {
+                    OpenError::Replay(format!(
+                        "{} offset {off} (position {pos}): {e}",
+                        path.display()
+                    ))
+                })?;
+                seg.max_event = seg.max_event.max(ev);
+                Ok(())
+            })?;
+            seg.last = last;
+            want = last + 1;
+            if let End::Bad { offset, why, torn } = ending {
+                if !torn {
+                    let place = if is_last {
+                        "whole frames follow it"
+                    } else {
+                        "later segments follow it"
+                    };
+                    return Err(OpenError::Corrupt(format!(
+                        "{} offset {offset}: {why}; {place}, so this is not a torn write (refusing to skip data)",
+                        path.display()
+                    )));
                 }
-                match parse_at(&buf, off, Some(want)) {
-                    Ok((pos, end)) => {
-                        let ev = replay(pos, &buf[off + HEADER..end]).map_err(|e| {
-                            OpenError::Replay(format!(
-                                "{} offset {off} (position {pos}): {e}",
-                                path.display()
-                            ))
-                        })?;
-                        seg.max_event = seg.max_event.max(ev);
-                        seg.last = pos;
-                        want = pos + 1;
-                        off = end;
-                    }
-                    Err(bad) => {
-                        let why = match bad {
-                            Bad::Short => "a frame cut short".to_string(),
-                            Bad::Invalid(w) => w,
-                        };
-                        if !is_last || valid_frame_after(&buf, off + 1, want) {
-                            let place = if is_last {
-                                "whole frames follow it"
-                            } else {
-                                "later segments follow it"
-                            };
-                            return Err(OpenError::Corrupt(format!(
-                                "{} offset {off}: {why}; {place}, so this is not a torn write (refusing to skip data)",
-                                path.display()
-                            )));
-                        }
-                        tracing::warn!(
-                            file = %path.display(),
-                            offset = off,
-                            cut = buf.len() - off,
-                            "journal: torn tail ({why}); cutting back to the last whole frame"
-                        );
-                        file.set_len(off as u64).map_err(|e| io_err(&path, e))?;
-                        file.sync_data().map_err(|e| io_err(&path, e))?;
-                        seg.allocated = off as u64;
-                        break;
-                    }
-                }
+                tracing::warn!(
+                    file = %path.display(),
+                    offset,
+                    cut = buf.len() - offset,
+                    "journal: torn tail ({why}); cutting back to the last whole frame"
+                );
+                file.set_len(offset as u64).map_err(|e| io_err(&path, e))?;
+                file.sync_data().map_err(|e| io_err(&path, e))?;
+                seg.allocated = offset as u64;
             }
             seg.bytes = off as u64;
             expect = Some(want);
@@ -540,40 +584,33 @@ pub fn scan(
             bytes: 0,
             allocated: buf.len() as u64,
         };
-        let mut want = first;
-        let mut off = 0usize;
+        let (off, last, ending) = walk(&buf, first, is_last, |pos, off, payload| {
+            if let Err(e) = each(pos, payload) {
+                out.findings
+                    .push(finding(off, format!("frame at position {pos}: {e}")));
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap_or((0, first.saturating_sub(1), End::Clean));
+        seg.last = last;
         let mut broken = false;
-        while off < buf.len() {
-            if buf[off..].iter().all(|b| *b == 0) {
-                break;
+        match ending {
+            End::Bad {
+                offset,
+                why,
+                torn: true,
+            } => out.torn_tail = Some(finding(offset, why)),
+            End::Bad { offset, why, .. } => {
+                out.findings.push(finding(
+                    offset,
+                    format!(
+                        "the frame at position {} does not check out: {why}",
+                        last + 1
+                    ),
+                ));
+                broken = true;
             }
-            match parse_at(&buf, off, Some(want)) {
-                Ok((pos, end)) => {
-                    if let Err(e) = each(pos, &buf[off + HEADER..end]) {
-                        out.findings
-                            .push(finding(off, format!("frame at position {pos}: {e}")));
-                    }
-                    seg.last = pos;
-                    want = pos + 1;
-                    off = end;
-                }
-                Err(bad) => {
-                    let why = match bad {
-                        Bad::Short => "a frame cut short".to_string(),
-                        Bad::Invalid(w) => w,
-                    };
-                    if is_last && !valid_frame_after(&buf, off + 1, want) {
-                        out.torn_tail = Some(finding(off, why));
-                    } else {
-                        out.findings.push(finding(
-                            off,
-                            format!("the frame at position {want} does not check out: {why}"),
-                        ));
-                        broken = true;
-                    }
-                    break;
-                }
-            }
+            End::Clean => {}
         }
         seg.bytes = off as u64;
         // After a bad frame the next segment's start is not a second finding.
