@@ -64,6 +64,13 @@ pub struct Jwk {
     pub alg: &'static str,
 }
 
+/// The prefix of values sealed with associated data ('.' is not base64url).
+const SEAL_V2: &str = "v2.";
+
+fn seal_aad(user: UserId, field: &str) -> Vec<u8> {
+    format!("qrgate sealed\0{user}\0{field}").into_bytes()
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -114,6 +121,29 @@ fn read_secret(path: &Path) -> Result<[u8; 32], KeyError> {
     unhex32(&text).ok_or_else(|| KeyError::Bad(path.to_path_buf()))
 }
 
+/// Create the data dir if it is missing, private to the server's user
+/// (0700: it holds the secrets and every record). An existing one open to
+/// others is left as it is, with a warning.
+pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| KeyError::Io(data_dir.to_path_buf(), e))?;
+    if let Ok(m) = std::fs::metadata(data_dir) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %data_dir.display(),
+                mode = format!("{mode:o}"),
+                "the data dir is open to other users; `chmod 700` it (it holds the server's secrets)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Where the generated admin token lives (when the config sets none).
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
@@ -131,7 +161,7 @@ pub fn admin_token(data_dir: &Path, create: bool) -> Result<(String, bool), KeyE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
         Err(e) => return Err(KeyError::Io(path, e)),
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| KeyError::Io(data_dir.to_path_buf(), e))?;
+    create_data_dir(data_dir)?;
     let token = format!("qra_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
     write_secret_text(&path, &token)?;
     Ok((token, true))
@@ -226,7 +256,7 @@ pub fn install_ring(data_dir: &Path, files: &[(String, String)]) -> Result<(), K
 impl KeyRing {
     /// Load keys and secrets from `data_dir`, creating them on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<KeyRing, KeyError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| KeyError::Io(data_dir.to_path_buf(), e))?;
+        create_data_dir(data_dir)?;
         let secret_path = data_dir.join("secret.key");
         if !secret_path.exists() {
             // A new secret would silently invalidate every stored invitation
@@ -321,27 +351,45 @@ impl KeyRing {
         &self.tag_key
     }
 
-    /// Encrypt a secret for storage (AES-256-GCM, random nonce):
-    /// base64url of nonce || ciphertext || tag.
-    pub fn seal(&self, plaintext: &str) -> Result<String, KeyError> {
-        use aes_gcm::aead::Aead;
+    /// Encrypt a secret of `user`'s, kept in its record's `field`, for
+    /// storage: AES-256-GCM with a random nonce, the user and the field as
+    /// associated data (a sealed value copied into another user's record or
+    /// another field does not open). `v2.` then base64url of nonce ||
+    /// ciphertext || tag.
+    pub fn seal(&self, plaintext: &str, user: UserId, field: &str) -> Result<String, KeyError> {
+        use aes_gcm::aead::{Aead, Payload};
         use aes_gcm::KeyInit;
         let cipher =
             aes_gcm::Aes256Gcm::new_from_slice(&self.seal_key).map_err(|_| KeyError::Seal)?;
         let nonce: [u8; 12] = random_bytes();
+        let aad = seal_aad(user, field);
         let ct = cipher
-            .encrypt(aes_gcm::Nonce::from_slice(&nonce), plaintext.as_bytes())
+            .encrypt(
+                aes_gcm::Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| KeyError::Seal)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        Ok(format!("{SEAL_V2}{}", URL_SAFE_NO_PAD.encode(out)))
     }
 
-    /// Decrypt what [`seal`](Self::seal) made.
-    pub fn open(&self, sealed: &str) -> Result<String, KeyError> {
-        use aes_gcm::aead::Aead;
+    /// Decrypt what [`seal`](Self::seal) made for the same user and field
+    /// (values sealed before the associated data, without the `v2.`
+    /// prefix, open without it).
+    pub fn open(&self, sealed: &str, user: UserId, field: &str) -> Result<String, KeyError> {
+        use aes_gcm::aead::{Aead, Payload};
         use aes_gcm::KeyInit;
-        let raw = URL_SAFE_NO_PAD.decode(sealed).map_err(|_| KeyError::Seal)?;
+        let (encoded, aad) = match sealed.strip_prefix(SEAL_V2) {
+            Some(rest) => (rest, seal_aad(user, field)),
+            None => (sealed, Vec::new()),
+        };
+        let raw = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| KeyError::Seal)?;
         if raw.len() < 12 + 16 {
             return Err(KeyError::Seal);
         }
@@ -349,7 +397,10 @@ impl KeyRing {
         let cipher =
             aes_gcm::Aes256Gcm::new_from_slice(&self.seal_key).map_err(|_| KeyError::Seal)?;
         let pt = cipher
-            .decrypt(aes_gcm::Nonce::from_slice(nonce), ct)
+            .decrypt(
+                aes_gcm::Nonce::from_slice(nonce),
+                Payload { msg: ct, aad: &aad },
+            )
             .map_err(|_| KeyError::Seal)?;
         String::from_utf8(pt).map_err(|_| KeyError::Seal)
     }
@@ -455,25 +506,70 @@ mod tests {
     }
 
     #[test]
-    fn sealed_secrets_open_only_with_the_same_secret() {
+    fn sealed_secrets_open_only_with_the_same_secret_user_and_field() {
         let dir = tempfile::tempdir().unwrap();
         let ring = KeyRing::load_or_create(dir.path()).unwrap();
-        let sealed = ring.seal("access-token-123").unwrap();
+        let (alice, bob) = (UserId::random(), UserId::random());
+        let sealed = ring
+            .seal("access-token-123", alice, "refresh_token")
+            .unwrap();
         assert!(!sealed.contains("access-token-123"));
         assert_ne!(
             sealed,
-            ring.seal("access-token-123").unwrap(),
+            ring.seal("access-token-123", alice, "refresh_token")
+                .unwrap(),
             "random nonce"
         );
-        assert_eq!(ring.open(&sealed).unwrap(), "access-token-123");
+        assert_eq!(
+            ring.open(&sealed, alice, "refresh_token").unwrap(),
+            "access-token-123"
+        );
+        assert!(
+            matches!(
+                ring.open(&sealed, bob, "refresh_token"),
+                Err(KeyError::Seal)
+            ),
+            "another user's record"
+        );
+        assert!(
+            matches!(
+                ring.open(&sealed, alice, "access_token"),
+                Err(KeyError::Seal)
+            ),
+            "another field"
+        );
         let other_dir = tempfile::tempdir().unwrap();
         let other = KeyRing::load_or_create(other_dir.path()).unwrap();
-        assert!(matches!(other.open(&sealed), Err(KeyError::Seal)));
+        assert!(matches!(
+            other.open(&sealed, alice, "refresh_token"),
+            Err(KeyError::Seal)
+        ));
         let mut tampered = sealed.into_bytes();
         let last = tampered.len() - 3;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        assert!(matches!(ring.open(&tampered), Err(KeyError::Seal)));
-        assert!(matches!(ring.open("short"), Err(KeyError::Seal)));
+        assert!(matches!(
+            ring.open(&tampered, alice, "refresh_token"),
+            Err(KeyError::Seal)
+        ));
+        assert!(matches!(
+            ring.open("short", alice, "x"),
+            Err(KeyError::Seal)
+        ));
+        // A value sealed before the associated data still opens.
+        let legacy = {
+            use aes_gcm::aead::Aead;
+            use aes_gcm::KeyInit;
+            let cipher = aes_gcm::Aes256Gcm::new_from_slice(&ring.seal_key).unwrap();
+            let nonce = [7u8; 12];
+            let mut out = nonce.to_vec();
+            out.extend(
+                cipher
+                    .encrypt(aes_gcm::Nonce::from_slice(&nonce), b"old".as_slice())
+                    .unwrap(),
+            );
+            URL_SAFE_NO_PAD.encode(out)
+        };
+        assert_eq!(ring.open(&legacy, alice, "refresh_token").unwrap(), "old");
     }
 }

@@ -144,6 +144,33 @@ pub struct JoinRequest {
 
 // ---------- validated input ----------
 
+/// Whether `c` is an invisible Unicode format character (general category
+/// Cf: bidi overrides and isolates, zero-width spaces, word joiners, ...),
+/// which text shown to other people must not carry: it can reorder or hide
+/// what they read. Zero-width joiners and non-joiners stay allowed (emoji
+/// sequences and several scripts need them), as do the tag characters of
+/// emoji subdivision flags.
+pub fn hidden_format_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format
+        && !matches!(c, '\u{200C}' | '\u{200D}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// Why text shown to others is refused, if it is: control characters
+/// (other than a newline) and hidden format characters.
+pub fn refuse_hidden(field: &str, t: &str) -> Result<(), String> {
+    if t.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(format!("`{field}` must not contain control characters"));
+    }
+    if let Some(c) = t.chars().find(|c| hidden_format_char(*c)) {
+        return Err(format!(
+            "`{field}` must not contain invisible formatting characters such as bidi overrides (found U+{:04X})",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
 fn clean_text(field: &str, s: &str, min: usize, max: usize) -> Result<String, String> {
     let t = s.trim();
     let n = t.chars().count();
@@ -152,9 +179,7 @@ fn clean_text(field: &str, s: &str, min: usize, max: usize) -> Result<String, St
             "`{field}` must be {min} to {max} characters (got {n})"
         ));
     }
-    if t.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(format!("`{field}` must not contain control characters"));
-    }
+    refuse_hidden(field, t)?;
     Ok(t.to_string())
 }
 
@@ -289,6 +314,24 @@ mod tests {
         assert!(GroupName::parse(&"x".repeat(65)).is_err());
         assert!(GroupName::parse(&"登".repeat(64)).is_ok());
         assert!(GroupName::parse("a\u{0}b").is_err());
+        // Bidi overrides and isolates, zero-width spaces: refused.
+        for hidden in [
+            "\u{202E}", "\u{2066}", "\u{200F}", "\u{200B}", "\u{FEFF}", "\u{061C}",
+        ] {
+            let e = GroupName::parse(&format!("abc{hidden}def")).unwrap_err();
+            assert!(e.contains("invisible"), "{e}");
+            assert!(UserName::parse(&format!("x{hidden}")).is_err());
+            assert!(Description::parse(&format!("x{hidden}")).is_err());
+        }
+        // Emoji sequences (ZWJ), Persian (ZWNJ) and subdivision flags (tags) stay.
+        for fine in [
+            "👨\u{200D}👩\u{200D}👧 family",
+            "می\u{200C}خواهم",
+            "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            "徒步小组 Hikers",
+        ] {
+            assert!(GroupName::parse(fine).is_ok(), "{fine:?}");
+        }
         assert!(Description::parse("").is_ok());
         assert!(BanReason::parse(&"x".repeat(281))
             .unwrap_err()

@@ -440,9 +440,7 @@ pub fn check_presentation(
     if message.chars().count() > max_chars {
         return Err(format!("message must be at most {max_chars} characters"));
     }
-    if message.chars().any(|c| c.is_control() && c != '\n') {
-        return Err("message must not contain control characters".into());
-    }
+    super::group::refuse_hidden("message", message)?;
     if theme.is_some_and(|t| !url_safe(t, 64)) {
         return Err("theme must be 1 to 64 of A-Z, a-z, 0-9, -, _, . and ~".into());
     }

@@ -3,7 +3,7 @@
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use std::future::{ready, Future};
+use std::future::Future;
 use std::pin::Pin;
 
 use super::AppState;
@@ -93,6 +93,29 @@ fn key_caller(state: &AppState, req: &HttpRequest, key: &str) -> Result<Caller, 
     }
 }
 
+/// [`caller_of`], except that in cluster mode a token this node does not
+/// know may belong to a session or key made through another node a moment
+/// ago: it first applies what the log holds, then asks again.
+async fn caller_catching_up(req: HttpRequest) -> Result<Caller, ApiError> {
+    match caller_of(&req) {
+        Err(ApiError::Unauthorized) => {
+            let Some(state) = req.app_data::<web::Data<AppState>>() else {
+                return Err(ApiError::Unauthorized);
+            };
+            let may_be_new = bearer(&req)
+                .is_some_and(|t| t.starts_with(SESSION_PREFIX) || t.starts_with(API_KEY_PREFIX));
+            if !state.storage.is_cluster() || !may_be_new {
+                return Err(ApiError::Unauthorized);
+            }
+            if let Err(e) = state.storage.sync_all().await {
+                tracing::debug!(error = %e, "cannot catch up with the log");
+            }
+            caller_of(&req)
+        }
+        r => r,
+    }
+}
+
 /// Any authenticated caller: a user or the operator.
 pub struct Authed(pub Caller);
 
@@ -109,7 +132,8 @@ impl FromRequest for Authed {
     type Future = Fut<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        Box::pin(ready(caller_of(req).map(Authed)))
+        let req = req.clone();
+        Box::pin(async move { caller_catching_up(req).await.map(Authed) })
     }
 }
 
@@ -118,13 +142,16 @@ impl FromRequest for User {
     type Future = Fut<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        Box::pin(ready(match caller_of(req) {
-            Ok(Caller::User(u)) => Ok(User(u)),
-            Ok(Caller::Admin) => Err(ApiError::forbidden(
-                "this route acts as a user; use a user session token, not the admin token",
-            )),
-            Err(e) => Err(e),
-        }))
+        let req = req.clone();
+        Box::pin(async move {
+            match caller_catching_up(req).await {
+                Ok(Caller::User(u)) => Ok(User(u)),
+                Ok(Caller::Admin) => Err(ApiError::forbidden(
+                    "this route acts as a user; use a user session token, not the admin token",
+                )),
+                Err(e) => Err(e),
+            }
+        })
     }
 }
 
@@ -133,11 +160,14 @@ impl FromRequest for Admin {
     type Future = Fut<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        Box::pin(ready(match caller_of(req) {
-            Ok(Caller::Admin) => Ok(Admin),
-            Ok(Caller::User(_)) => Err(ApiError::forbidden("this route needs the admin token")),
-            Err(e) => Err(e),
-        }))
+        let req = req.clone();
+        Box::pin(async move {
+            match caller_catching_up(req).await {
+                Ok(Caller::Admin) => Ok(Admin),
+                Ok(Caller::User(_)) => Err(ApiError::forbidden("this route needs the admin token")),
+                Err(e) => Err(e),
+            }
+        })
     }
 }
 

@@ -327,8 +327,14 @@ pub async fn link(
     let now = crate::clock::now();
     let link = Link {
         openid: tokens.openid.clone(),
-        access_token: state.keys.seal(&tokens.access_token).map_err(seal_error)?,
-        refresh_token: state.keys.seal(&tokens.refresh_token).map_err(seal_error)?,
+        access_token: state
+            .keys
+            .seal(&tokens.access_token, user.0, "access_token")
+            .map_err(seal_error)?,
+        refresh_token: state
+            .keys
+            .seal(&tokens.refresh_token, user.0, "refresh_token")
+            .map_err(seal_error)?,
         expires_at: now.saturating_add(tokens.expires_in),
         linked_at: now,
         refreshed_at: now,

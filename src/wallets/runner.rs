@@ -246,7 +246,7 @@ pub async fn refresh_links(
             if link.expires_at - now > before || !duty.mine(&format!("wallet/{user}")) {
                 continue;
             }
-            let refresh = match keys.open(&link.refresh_token) {
+            let refresh = match keys.open(&link.refresh_token, user, "refresh_token") {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(user = %user, error = %e, "cannot unseal a refresh token");
@@ -265,8 +265,8 @@ pub async fn refresh_links(
                 }
             };
             let (Ok(access), Ok(refresh)) = (
-                keys.seal(&tokens.access_token),
-                keys.seal(&tokens.refresh_token),
+                keys.seal(&tokens.access_token, user, "access_token"),
+                keys.seal(&tokens.refresh_token, user, "refresh_token"),
             ) else {
                 tracing::error!(user = %user, "cannot seal refreshed tokens");
                 continue;

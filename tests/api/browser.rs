@@ -336,6 +336,24 @@ async fn page(app: &TestApp, url: &str) -> (u16, String) {
         Some("no-referrer"),
         "a page URL carries a token"
     );
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(header("x-frame-options"), "DENY", "{url}");
+    let csp = header("content-security-policy");
+    assert!(csp.contains("frame-ancestors 'none'"), "{url}: {csp}");
+    let scripts = csp
+        .split(';')
+        .find(|d| d.trim().starts_with("script-src"))
+        .unwrap_or("");
+    assert!(
+        !scripts.contains("unsafe-inline"),
+        "scripts by hash only: {csp}"
+    );
     let body = r.body().await.expect("body");
     (
         r.status().as_u16(),

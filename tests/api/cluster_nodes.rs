@@ -1280,3 +1280,26 @@ async fn a_packet_claimed_through_every_node_refunds_its_sender_once() {
     }
     n[2].books_clean().await;
 }
+
+/// A session made through one node works at once on every other node: a
+/// node that does not know a token yet applies what the log holds before
+/// it answers 401.
+#[actix_web::test]
+async fn a_session_made_through_one_node_works_at_once_on_the_others() {
+    let Some(nats) = Nats::start() else { return };
+    let n = nodes(&nats).await;
+    // Many at once, so that the next node is often behind.
+    let answers = futures_util::future::join_all((0..150).map(|i| {
+        let (here, next) = (&n[i % 3], &n[(i + 1) % 3]);
+        async move {
+            let (_, tok) = here.user(&format!("fresh{i}")).await;
+            next.get("/v1/wallet", Some(&tok)).await
+        }
+    }))
+    .await;
+    for (i, (s, v)) in answers.iter().enumerate() {
+        assert_eq!(*s, 200, "session {i} on the next node: {v}");
+    }
+    let (s, v) = n[0].get("/v1/wallet", Some("qrs_not-a-session")).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+}

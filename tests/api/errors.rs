@@ -165,3 +165,66 @@ async fn malformed_requests_get_typed_errors() {
         0.0
     );
 }
+
+/// Text other people read refuses invisible formatting characters: a bidi
+/// override in a name could make "gpj.exe" read as "exe.jpg".
+#[actix_web::test]
+async fn names_and_messages_refuse_bidi_overrides_and_hidden_characters() {
+    let app = TestApp::spawn_with("[wallets]\nearning_max_fen = 100000\n").await;
+    let (_, owner) = app.funded("owner", 1000).await;
+    let g = app.group(&owner, json!({"name": "Hikers"})).await;
+    let tricks = [
+        "pay\u{202E}gpj.exe",
+        "a\u{2066}b\u{2069}",
+        "ad\u{200B}min",
+        "x\u{200F}",
+    ];
+    for (i, t) in tricks.into_iter().enumerate() {
+        let (s, v) = app
+            .post("/v1/users", Some(ADMIN), json!({ "name": t }))
+            .await;
+        assert_eq!((s, code(&v)), (400, "validation_failed"), "user {t:?}: {v}");
+        let (s, v) = app
+            .post("/v1/groups", Some(&owner), json!({ "name": t }))
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "validation_failed"),
+            "group {t:?}: {v}"
+        );
+        let (s, v) = app
+            .call(
+                "PATCH",
+                &format!("/v1/groups/{g}"),
+                Some(&owner),
+                Some(json!({ "description": t })),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "validation_failed"),
+            "description {t:?}: {v}"
+        );
+        let (s, v) = app
+            .create_packet(
+                &owner,
+                &format!("k{i}"),
+                json!({"total": 100, "count": 1, "mode": "fixed", "message": t}),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "validation_failed"),
+            "packet {t:?}: {v}"
+        );
+    }
+    // Emoji sequences and CJK are names like any other.
+    let (s, v) = app
+        .post(
+            "/v1/groups",
+            Some(&owner),
+            json!({"name": "徒步小组 👨\u{200D}👩\u{200D}👧"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+}

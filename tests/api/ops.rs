@@ -197,3 +197,20 @@ async fn metrics_can_be_made_public() {
     let text = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
     assert!(text.contains("qrgate_http_requests_total"));
 }
+
+/// A new data dir is private: it holds the server's secrets and every record.
+#[actix_web::test]
+async fn a_new_data_dir_is_private_to_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn().await;
+    let mode = std::fs::metadata(app.data_dir())
+        .expect("data dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "mode {:o}", mode & 0o777);
+    let secret = std::fs::metadata(app.data_dir().join("secret.key"))
+        .expect("secret")
+        .permissions()
+        .mode();
+    assert_eq!(secret & 0o077, 0, "secret.key mode {:o}", secret & 0o777);
+}
