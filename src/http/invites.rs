@@ -111,7 +111,7 @@ pub async fn create_invite(
     user: User,
     path: web::Path<String>,
     req: actix_web::HttpRequest,
-    body: web::Bytes,
+    body: super::body::RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let g = id(GroupId::parse, &path)?;
     // The body is optional (all fields have defaults), but a body that is

@@ -4,6 +4,7 @@
 pub mod abuse;
 pub mod api_keys;
 pub mod auth;
+pub mod body;
 pub mod codes;
 pub mod forward;
 pub mod groups;

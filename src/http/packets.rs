@@ -435,7 +435,7 @@ pub async fn claim(
     state: web::Data<AppState>,
     user: User,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: super::body::RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let pid = id(PacketId::parse, &path)?;
     let b: ClaimBody = if body.iter().all(u8::is_ascii_whitespace) {

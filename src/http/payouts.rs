@@ -378,8 +378,17 @@ fn provider_error(e: ClientError) -> ApiError {
 pub async fn provider_notify(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: Result<super::body::RawBody, ApiError>,
 ) -> HttpResponse {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            metrics::NOTIFICATIONS
+                .with_label_values(&["too_large"])
+                .inc();
+            return actix_web::ResponseError::error_response(&e);
+        }
+    };
     match notify(&state, &req, &body).await {
         Ok(result) => {
             metrics::NOTIFICATIONS.with_label_values(&[result]).inc();

@@ -228,3 +228,69 @@ async fn names_and_messages_refuse_bidi_overrides_and_hidden_characters() {
         .await;
     assert_eq!(s, 201, "{v}");
 }
+
+/// Every route that takes a body refuses one over `limits.max_body_bytes`
+/// with 413 problem+json, those that read their body themselves included.
+#[actix_web::test]
+async fn every_body_over_the_limit_is_refused_with_413() {
+    let app = TestApp::spawn_with(
+        "[limits]\nmax_body_bytes = 2048\n[wallets]\nearning_max_fen = 100000\n",
+    )
+    .await;
+    let (_, owner) = app.funded("owner", 1000).await;
+    let g = app.group(&owner, json!({"name": "g"})).await;
+    let (s, v) = app
+        .create_packet(
+            &owner,
+            "p",
+            json!({"total": 100, "count": 1, "mode": "fixed"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let packet = s_(&v["id"]);
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(4096)).into_bytes();
+    let routes = [
+        ("/v1/groups".to_string(), Some(owner.as_str())),
+        ("/v1/join".to_string(), Some(owner.as_str())),
+        (format!("/v1/groups/{g}/invites"), Some(owner.as_str())),
+        (format!("/v1/packets/{packet}/claim"), Some(owner.as_str())),
+        ("/v1/earnings".to_string(), Some(ADMIN)),
+        ("/v1/provider/notify".to_string(), None),
+    ];
+    for (path, token) in routes {
+        for chunked in [false, true] {
+            let mut req = app
+                .client
+                .post(format!("{}{path}", app.base))
+                .insert_header(("Content-Type", "application/json"));
+            if let Some(t) = token {
+                req = req.insert_header(("Authorization", format!("Bearer {t}")));
+            }
+            // Chunked: no Content-Length, so the limit holds while reading.
+            let mut r = if chunked {
+                let body = bytes::Bytes::from(big.clone());
+                req.send_stream(futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(body)
+                }))
+                .await
+            } else {
+                req.send_body(big.clone()).await
+            }
+            .expect("request");
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let v: serde_json::Value =
+                serde_json::from_slice(&r.body().await.expect("body")).unwrap_or_default();
+            assert_eq!(
+                (r.status().as_u16(), code(&v)),
+                (413, "payload_too_large"),
+                "{path} (chunked: {chunked}): {v}"
+            );
+            assert!(ct.starts_with("application/problem+json"), "{path}: {ct}");
+        }
+    }
+}
