@@ -209,6 +209,16 @@ pub struct Actors {
 pub struct WebSocket {
     /// Events queued for one connection before it is closed as a slow consumer.
     pub queue: usize,
+    /// Open connections per user, per client address, and in all (on this
+    /// node): one more is refused with 429 `too_many_connections` before
+    /// the upgrade.
+    pub max_per_user: usize,
+    pub max_per_ip: usize,
+    pub max_connections: usize,
+    /// Groups one connection may subscribe to.
+    pub max_groups_per_connection: usize,
+    /// Subscribe frames one connection may send per minute.
+    pub subscribes_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -462,7 +472,14 @@ impl Default for Actors {
 
 impl Default for WebSocket {
     fn default() -> Self {
-        WebSocket { queue: 256 }
+        WebSocket {
+            queue: 256,
+            max_per_user: 5,
+            max_per_ip: 100,
+            max_connections: 20_000,
+            max_groups_per_connection: 50,
+            subscribes_per_minute: 60,
+        }
     }
 }
 
@@ -622,6 +639,15 @@ impl Config {
         }
         if self.actors.mailbox < 16 || self.websocket.queue < 1 {
             return bad("actors.mailbox must be >= 16 and websocket.queue >= 1");
+        }
+        let w = &self.websocket;
+        if w.max_per_user < 1
+            || w.max_per_ip < 1
+            || w.max_connections < 1
+            || w.max_groups_per_connection < 1
+            || w.subscribes_per_minute < 1
+        {
+            return bad("websocket.max_per_user, max_per_ip, max_connections, max_groups_per_connection and subscribes_per_minute must be at least 1");
         }
         let w = &self.wallets;
         if let Some(k) = w

@@ -127,6 +127,9 @@ pub enum ApiError {
     #[error("the group has as many live invitations as it may have; revoke one first")]
     TooManyInvites,
 
+    #[error("too many open WebSocket connections {0}; close one first")]
+    TooManyConnections(&'static str),
+
     // ---- backups ----
     #[error("{0}")]
     BackupTargetNotEmpty(String),
@@ -198,6 +201,7 @@ impl ApiError {
             ApiError::CannotRemoveOwner => "cannot_remove_owner",
             ApiError::CannotBlockOwner => "cannot_block_owner",
             ApiError::TooManyInvites => "too_many_invites",
+            ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::BackupTargetNotEmpty(_) => "backup_target_not_empty",
             ApiError::BackupRunning => "backup_running",
             ApiError::BackupNotSupported(_) => "backup_not_supported",
@@ -305,6 +309,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::ForwardRefused => StatusCode::FORBIDDEN,
+            ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BackupTargetNotEmpty(_)
             | ApiError::BackupRunning
             | ApiError::BackupNotSupported(_) => StatusCode::CONFLICT,

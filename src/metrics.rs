@@ -263,6 +263,28 @@ pub static CHECKPOINT_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static WS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_ws_refused_total",
+            "WebSocket connections refused before the upgrade, by the cap they hit: per user, per address, on this server",
+        ),
+        &["cap"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static WS_SUBSCRIBES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_ws_subscribe_frames_total",
+            "Subscribe frames by result: subscribed, rate_limited, too_many_subscriptions, forbidden, invalid, failed",
+        ),
+        &["result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static BACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(
@@ -554,6 +576,19 @@ pub fn init() {
     LazyLock::force(&BACKUP_SECONDS);
     for r in ["ok", "failed"] {
         BACKUPS.with_label_values(&[r]);
+    }
+    for c in ["per user", "per address", "on this server"] {
+        WS_REFUSED.with_label_values(&[c]);
+    }
+    for r in [
+        "subscribed",
+        "rate_limited",
+        "too_many_subscriptions",
+        "forbidden",
+        "invalid",
+        "failed",
+    ] {
+        WS_SUBSCRIBES.with_label_values(&[r]);
     }
     LazyLock::force(&SLED_REOPENS);
     LazyLock::force(&TRANSFER_RUNS);

@@ -7,6 +7,7 @@
 
 use bytestring::ByteString;
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ pub struct Subscription {
 
 struct Conn {
     user: UserId,
+    /// The client's address, counted against `websocket.max_per_ip`.
+    ip: Option<IpAddr>,
     /// blake3 of the session token it was opened with.
     session: Option<[u8; 32]>,
     tx: mpsc::Sender<ByteString>,
@@ -49,6 +52,67 @@ struct HubInner {
     conns: HashMap<u64, Conn>,
     by_user: HashMap<UserId, HashSet<u64>>,
     by_group: HashMap<GroupId, HashSet<u64>>,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// How many WebSocket connections the hub holds at most.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    pub per_user: usize,
+    pub per_ip: usize,
+    pub total: usize,
+    pub groups_per_connection: usize,
+}
+
+impl Caps {
+    pub fn of(c: &crate::config::WebSocket) -> Caps {
+        Caps {
+            per_user: c.max_per_user,
+            per_ip: c.max_per_ip,
+            total: c.max_connections,
+            groups_per_connection: c.max_groups_per_connection,
+        }
+    }
+}
+
+/// Which cap a new connection would pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    User,
+    Address,
+    Server,
+}
+
+impl Full {
+    pub fn scope(self) -> &'static str {
+        match self {
+            Full::User => "per user",
+            Full::Address => "per address",
+            Full::Server => "on this server",
+        }
+    }
+}
+
+/// Whether one more connection fits: the user's, the address's and all
+/// open connections against their caps.
+pub fn admit(caps: &Caps, user: usize, address: usize, total: usize) -> Result<(), Full> {
+    if user >= caps.per_user {
+        return Err(Full::User);
+    }
+    if address >= caps.per_ip {
+        return Err(Full::Address);
+    }
+    if total >= caps.total {
+        return Err(Full::Server);
+    }
+    Ok(())
+}
+
+/// Why a subscription was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeRefused {
+    TooMany,
+    Gone,
 }
 
 /// Registry of WebSocket connections by user and by subscribed group.
@@ -56,18 +120,41 @@ struct HubInner {
 pub struct Hub {
     inner: Arc<Mutex<HubInner>>,
     queue: usize,
+    caps: Caps,
 }
 
 impl Hub {
-    pub fn new(queue: usize) -> Hub {
+    pub fn new(queue: usize, caps: Caps) -> Hub {
         Hub {
             inner: Arc::new(Mutex::new(HubInner::default())),
             queue,
+            caps,
         }
     }
 
-    pub fn connect(&self, user: UserId, session: Option<[u8; 32]>) -> Option<Subscription> {
-        let mut h = self.inner.lock().ok()?;
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    /// Register a connection of `user` from `ip`, if it fits the caps.
+    pub fn connect(
+        &self,
+        user: UserId,
+        session: Option<[u8; 32]>,
+        ip: Option<IpAddr>,
+    ) -> Result<Subscription, Full> {
+        let Ok(mut h) = self.inner.lock() else {
+            return Err(Full::Server);
+        };
+        admit(
+            &self.caps,
+            h.by_user.get(&user).map_or(0, HashSet::len),
+            ip.and_then(|ip| h.by_ip.get(&ip)).copied().unwrap_or(0),
+            h.conns.len(),
+        )?;
+        if let Some(ip) = ip {
+            *h.by_ip.entry(ip).or_default() += 1;
+        }
         h.next += 1;
         let id = h.next;
         let (tx, rx) = mpsc::channel(self.queue);
@@ -77,6 +164,7 @@ impl Hub {
             id,
             Conn {
                 user,
+                ip,
                 session,
                 tx,
                 slow: Arc::clone(&slow),
@@ -86,7 +174,7 @@ impl Hub {
         );
         h.by_user.entry(user).or_default().insert(id);
         metrics::WS_CONNECTIONS.inc();
-        Some(Subscription {
+        Ok(Subscription {
             id,
             rx,
             slow,
@@ -114,13 +202,21 @@ impl Hub {
         }
     }
 
-    pub fn subscribe(&self, conn: u64, group: GroupId) {
-        if let Ok(mut h) = self.inner.lock() {
-            if let Some(c) = h.conns.get_mut(&conn) {
-                c.groups.insert(group);
-                h.by_group.entry(group).or_default().insert(conn);
-            }
+    /// Subscribe `conn` to `group`'s events, within the cap of groups per
+    /// connection (a group it has already counts once).
+    pub fn subscribe(&self, conn: u64, group: GroupId) -> Result<(), SubscribeRefused> {
+        let Ok(mut h) = self.inner.lock() else {
+            return Err(SubscribeRefused::Gone);
+        };
+        let Some(c) = h.conns.get_mut(&conn) else {
+            return Err(SubscribeRefused::Gone);
+        };
+        if !c.groups.contains(&group) && c.groups.len() >= self.caps.groups_per_connection {
+            return Err(SubscribeRefused::TooMany);
         }
+        c.groups.insert(group);
+        h.by_group.entry(group).or_default().insert(conn);
+        Ok(())
     }
 
     pub fn disconnect(&self, conn: u64) {
@@ -202,6 +298,14 @@ fn unsubscribe_user(h: &mut HubInner, g: GroupId, u: UserId) {
 fn remove(h: &mut HubInner, conn: u64) {
     if let Some(c) = h.conns.remove(&conn) {
         metrics::WS_CONNECTIONS.dec();
+        if let Some(ip) = c.ip {
+            if let Some(n) = h.by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    h.by_ip.remove(&ip);
+                }
+            }
+        }
         if let Some(s) = h.by_user.get_mut(&c.user) {
             s.remove(&conn);
             if s.is_empty() {
@@ -485,13 +589,53 @@ mod tests {
     }
 
     #[test]
+    fn connections_fit_their_caps_and_free_them_when_gone() {
+        let caps = Caps {
+            per_user: 2,
+            per_ip: 3,
+            total: 4,
+            groups_per_connection: 1,
+        };
+        assert_eq!(admit(&caps, 2, 0, 0), Err(Full::User));
+        assert_eq!(admit(&caps, 0, 3, 0), Err(Full::Address));
+        assert_eq!(admit(&caps, 0, 0, 4), Err(Full::Server));
+        assert_eq!(admit(&caps, 1, 2, 3), Ok(()));
+        let hub = Hub::new(2, caps);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let (alice, bob) = (UserId([1; 16]), UserId([2; 16]));
+        let a1 = hub.connect(alice, None, Some(ip)).unwrap();
+        let _a2 = hub.connect(alice, None, Some(ip)).unwrap();
+        assert_eq!(hub.connect(alice, None, None).err(), Some(Full::User));
+        let _b1 = hub.connect(bob, None, Some(ip)).unwrap();
+        assert_eq!(hub.connect(bob, None, Some(ip)).err(), Some(Full::Address));
+        let b2 = hub.connect(bob, None, None).unwrap();
+        assert_eq!(
+            hub.connect(UserId([3; 16]), None, None).err(),
+            Some(Full::Server)
+        );
+        let (g, h) = (GroupId([1; 16]), GroupId([2; 16]));
+        assert_eq!(hub.subscribe(b2.id, g), Ok(()));
+        assert_eq!(hub.subscribe(b2.id, g), Ok(()), "the same group again");
+        assert_eq!(hub.subscribe(b2.id, h), Err(SubscribeRefused::TooMany));
+        hub.disconnect(a1.id);
+        assert!(
+            hub.connect(bob, None, Some(ip)).is_err(),
+            "bob is at his cap"
+        );
+        assert!(
+            hub.connect(alice, None, Some(ip)).is_ok(),
+            "a slot came free"
+        );
+    }
+
+    #[test]
     fn routes_by_user_and_group_and_drops_slow_consumers() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, Caps::of(&crate::config::WebSocket::default()));
         let (g, other) = (GroupId([1; 16]), GroupId([2; 16]));
         let (alice, bob) = (UserId([1; 16]), UserId([2; 16]));
-        let mut a = hub.connect(alice, None).unwrap();
-        let mut b = hub.connect(bob, None).unwrap();
-        hub.subscribe(b.id, g);
+        let mut a = hub.connect(alice, None, None).unwrap();
+        let mut b = hub.connect(bob, None, None).unwrap();
+        hub.subscribe(b.id, g).unwrap();
         hub.publish(&ev(g, vec![]));
         assert!(a.rx.try_recv().is_err(), "alice is not subscribed to g");
         assert!(b

@@ -158,7 +158,10 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         ),
         arbiters,
     );
-    let hub = Hub::new(config.websocket.queue);
+    let hub = Hub::new(
+        config.websocket.queue,
+        crate::push::Caps::of(&config.websocket),
+    );
     actix_web::rt::spawn(push::run_outbox(
         storage.clone(),
         hub.clone(),

@@ -133,7 +133,8 @@ const MAX_FRAME: usize = 4 * 1024;
     responses(
         (status = 101, description = "switching protocols"),
         (status = 400, body = crate::error::Problem, description = "not a WebSocket upgrade request"),
-        (status = 401, body = crate::error::Problem)
+        (status = 401, body = crate::error::Problem),
+        (status = 429, body = crate::error::Problem, description = "`too_many_connections`: the user, the address or the server is at its cap")
     ),
     tag = "events"
 )]
@@ -145,27 +146,40 @@ pub async fn ws(
     q: web::Query<WsQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (user, hash) = caller(&state, &q)?;
-    let (resp, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
-        ApiError::validation(format!(
-            "this route is a WebSocket: send an upgrade request ({e})"
-        ))
+    // The caps hold before the upgrade: a refused client gets a problem.
+    let ip = super::forward::client_ip(&req);
+    let sub = state.hub.connect(user, hash, ip).map_err(|full| {
+        crate::metrics::WS_REFUSED
+            .with_label_values(&[full.scope()])
+            .inc();
+        ApiError::TooManyConnections(full.scope())
     })?;
+    let (resp, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            state.hub.disconnect(sub.id);
+            return Err(ApiError::validation(format!(
+                "this route is a WebSocket: send an upgrade request ({e})"
+            ))
+            .into());
+        }
+    };
     let stream = stream.max_frame_size(MAX_FRAME);
-    actix_web::rt::spawn(run(state, user, hash, session, stream));
+    actix_web::rt::spawn(run(state, user, sub, session, stream));
     Ok(resp)
 }
 
 async fn run(
     state: web::Data<AppState>,
     user: UserId,
-    hash: Option<[u8; 32]>,
+    mut sub: crate::push::Subscription,
     mut session: actix_ws::Session,
     mut stream: actix_ws::MessageStream,
 ) {
-    let Some(mut sub) = state.hub.connect(user, hash) else {
-        let _ = session.close(None).await;
-        return;
-    };
+    // Subscribe frames per connection: each costs a question to the group.
+    let per_minute = std::num::NonZeroU32::new(state.config.websocket.subscribes_per_minute)
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    let subscribes = governor::RateLimiter::direct(governor::Quota::per_minute(per_minute));
     let hello = serde_json::json!({"type": "hello", "user_id": user}).to_string();
     let mut close: Option<CloseReason> = None;
     if session.text(hello).await.is_ok() {
@@ -214,7 +228,17 @@ async fn run(
                 },
                 msg = stream.recv() => match msg {
                     Some(Ok(Message::Text(t))) => {
-                        let reply = handle_client(&state, user, sub.id, &t).await;
+                        let reply = if subscribes.check().is_err() {
+                            crate::metrics::WS_SUBSCRIBES.with_label_values(&["rate_limited"]).inc();
+                            serde_json::json!({
+                                "type": "error",
+                                "code": "rate_limited",
+                                "detail": format!("at most {per_minute} subscribe frames a minute on one connection"),
+                            })
+                            .to_string()
+                        } else {
+                            handle_client(&state, user, sub.id, &t).await
+                        };
                         if session.text(reply).await.is_err() {
                             break;
                         }
@@ -250,7 +274,13 @@ async fn handle_client(state: &AppState, user: UserId, conn: u64, text: &str) ->
     let err = |code: &str, detail: &str| {
         serde_json::json!({"type": "error", "code": code, "detail": detail}).to_string()
     };
+    let counted = |result: &str| {
+        crate::metrics::WS_SUBSCRIBES
+            .with_label_values(&[result])
+            .inc()
+    };
     let Ok(msg) = serde_json::from_str::<ClientMsg>(text) else {
+        counted("invalid");
         return err("invalid_json", "expected {\"subscribe\":\"group:<id>\"}");
     };
     let Some(g) = msg
@@ -258,17 +288,36 @@ async fn handle_client(state: &AppState, user: UserId, conn: u64, text: &str) ->
         .strip_prefix("group:")
         .and_then(|s| GroupId::parse(s).ok())
     else {
+        counted("invalid");
         return err("invalid_id", "subscribe to \"group:<group id>\"");
     };
     match state.groups.call(g, IsMember { user }).await {
-        Ok(true) => {
-            state.hub.subscribe(conn, g);
-            serde_json::json!({"type": "subscribed", "group_id": g}).to_string()
+        Ok(true) => match state.hub.subscribe(conn, g) {
+            Ok(()) => {
+                counted("subscribed");
+                serde_json::json!({"type": "subscribed", "group_id": g}).to_string()
+            }
+            Err(_) => {
+                counted("too_many_subscriptions");
+                err(
+                    "too_many_subscriptions",
+                    &format!(
+                        "one connection follows at most {} groups",
+                        state.hub.caps().groups_per_connection
+                    ),
+                )
+            }
+        },
+        Ok(false) => {
+            counted("forbidden");
+            err(
+                "forbidden",
+                "only members may subscribe to a group's events",
+            )
         }
-        Ok(false) => err(
-            "forbidden",
-            "only members may subscribe to a group's events",
-        ),
-        Err(e) => err(e.code(), &e.to_string()),
+        Err(e) => {
+            counted("failed");
+            err(e.code(), &e.to_string())
+        }
     }
 }

@@ -233,3 +233,122 @@ async fn a_request_expires_in_a_passivated_group_and_the_joiner_hears_it() {
     assert_eq!(v["pending_requests"], 0);
     assert_eq!(v["counters"]["expirations"], 1);
 }
+
+/// The status of a WebSocket handshake, and the problem's code when refused
+/// (the same request without the upgrade answers it).
+async fn handshake(app: &TestApp, token: &str) -> (u16, Option<Conn>) {
+    match awc::Client::new()
+        .ws(format!("{}/v1/ws?token={token}", app.base))
+        .connect()
+        .await
+    {
+        Ok((resp, conn)) => (resp.status().as_u16(), Some(conn)),
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => (s.as_u16(), None),
+        Err(e) => panic!("ws handshake: {e}"),
+    }
+}
+
+#[actix_web::test]
+async fn connections_are_capped_per_user_per_address_and_per_server_before_the_upgrade() {
+    let app = TestApp::spawn_with("[websocket]\nmax_per_user = 2\nmax_per_ip = 3\n").await;
+    let (_, ann) = app.user("ann").await;
+    let (_, bob) = app.user("bob").await;
+    let (_, cid) = app.user("cid").await;
+    let (s, mut a1) = handshake(&app, &ann).await;
+    assert_eq!(s, 101);
+    let (s, _a2) = handshake(&app, &ann).await;
+    assert_eq!(s, 101);
+    let (s, _) = handshake(&app, &ann).await;
+    assert_eq!(s, 429, "ann's third");
+    let (s, v) = app.get(&format!("/v1/ws?token={ann}"), None).await;
+    assert_eq!((s, code(&v)), (429, "too_many_connections"), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("per user"), "{v}");
+    let (s, _b1) = handshake(&app, &bob).await;
+    assert_eq!(s, 101, "bob's first: the address's third");
+    let (s, v) = app.get(&format!("/v1/ws?token={cid}"), None).await;
+    assert_eq!((s, code(&v)), (429, "too_many_connections"), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("per address"), "{v}");
+    // Closing one frees its slot.
+    let mut a1 = a1.take().unwrap();
+    a1.send(ws::Message::Close(None)).await.unwrap();
+    drop(a1);
+    let mut opened = false;
+    for _ in 0..50 {
+        if handshake(&app, &cid).await.0 == 101 {
+            opened = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(opened, "a closed connection frees its slot");
+    assert!(
+        app.metric("qrgate_ws_refused_total{cap=\"per user\"}")
+            .await
+            >= 2.0
+    );
+
+    let small = TestApp::spawn_with("[websocket]\nmax_connections = 2\n").await;
+    let mut held = Vec::new();
+    for n in 0..2 {
+        let (_, t) = small.user(&format!("u{n}")).await;
+        let (s, c) = handshake(&small, &t).await;
+        assert_eq!(s, 101);
+        held.push(c);
+    }
+    let (_, t) = small.user("third").await;
+    let (s, v) = small.get(&format!("/v1/ws?token={t}"), None).await;
+    assert_eq!((s, code(&v)), (429, "too_many_connections"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("on this server"),
+        "{v}"
+    );
+}
+
+#[actix_web::test]
+async fn subscriptions_are_capped_per_connection_and_subscribe_frames_throttled() {
+    let app = TestApp::spawn_with(
+        "[websocket]\nmax_groups_per_connection = 2\nsubscribes_per_minute = 5\n",
+    )
+    .await;
+    let (_, owner) = app.user("owner").await;
+    let mut groups = Vec::new();
+    for n in 0..3 {
+        groups.push(app.group(&owner, json!({"name": format!("g{n}")})).await);
+    }
+    let mut c = connect(&app, &owner).await;
+    assert_eq!(next(&mut c).await["type"], "hello");
+    let mut answers = Vec::new();
+    // Three groups, the first again, then two more frames: the sixth frame
+    // in a minute is over the rate.
+    for g in [
+        &groups[0], &groups[1], &groups[2], &groups[0], &groups[1], &groups[0],
+    ] {
+        c.send(ws::Message::Text(
+            format!("{{\"subscribe\":\"group:{g}\"}}").into(),
+        ))
+        .await
+        .unwrap();
+        let v = next(&mut c).await;
+        answers.push(if v["type"] == "subscribed" {
+            "subscribed".to_string()
+        } else {
+            v["code"].as_str().unwrap_or("").to_string()
+        });
+    }
+    assert_eq!(
+        answers,
+        [
+            "subscribed",
+            "subscribed",
+            "too_many_subscriptions",
+            "subscribed",
+            "subscribed",
+            "rate_limited"
+        ]
+    );
+    assert_eq!(
+        app.metric("qrgate_ws_subscribe_frames_total{result=\"rate_limited\"}")
+            .await,
+        1.0
+    );
+}
