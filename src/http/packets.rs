@@ -45,11 +45,15 @@ pub struct NewPacket {
     referral_bonus_fen: Option<u64>,
 }
 
+/// A claim: whole to the packet's sender and the operator; to anyone else
+/// its amount alone, and only once the packet is closed.
 #[derive(Serialize, ToSchema)]
 pub struct ClaimView {
-    user_id: UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<UserId>,
     amount: u64,
-    at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     referrer: Option<UserId>,
     #[serde(skip_serializing_if = "is_zero")]
@@ -102,11 +106,43 @@ pub struct PacketView {
     opens: u64,
     /// Claims are paused by the circuit breaker until then.
     paused_until: Option<String>,
+    /// The viewer's own share, when the viewer (a user's session) claimed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    your_claim: Option<ClaimView>,
     /// A page of the claims, in claim order (`claims_offset`, `claims_limit`).
     claims: Vec<ClaimView>,
 }
 
-fn view(state: &AppState, s: PacketState) -> PacketView {
+/// How much of the claims a viewer sees: who claimed what is the sender's
+/// (and the operator's) to know; everyone else sees the counts, their own
+/// share, and, once the packet is closed, the amounts in claim order (what
+/// `qrgate verify-packet` checks against the revealed seed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sees {
+    Everything,
+    Amounts,
+}
+
+fn claim_view(c: &crate::domain::packet::Claim, sees: Sees) -> ClaimView {
+    match sees {
+        Sees::Everything => ClaimView {
+            user_id: Some(c.user),
+            amount: c.amount,
+            at: Some(rfc3339(c.at)),
+            referrer: c.referrer,
+            bonus: c.bonus,
+        },
+        Sees::Amounts => ClaimView {
+            user_id: None,
+            amount: c.amount,
+            at: None,
+            referrer: None,
+            bonus: 0,
+        },
+    }
+}
+
+fn view(state: &AppState, s: PacketState, sees: Sees) -> PacketView {
     let p = &s.packet;
     let now = now();
     let status = match (&p.closed, s.tally.claims >= p.count) {
@@ -143,17 +179,12 @@ fn view(state: &AppState, s: PacketState) -> PacketView {
         refunded: p.closed.map(|c| c.refunded),
         opens: s.opens,
         paused_until: paused.then(|| rfc3339(s.paused_until_ms.div_euclid(1000) + 1)),
-        claims: s
-            .claims
-            .into_iter()
-            .map(|c| ClaimView {
-                user_id: c.user,
-                amount: c.amount,
-                at: rfc3339(c.at),
-                referrer: c.referrer,
-                bonus: c.bonus,
-            })
-            .collect(),
+        claims: if sees == Sees::Everything || p.closed.is_some() {
+            s.claims.iter().map(|c| claim_view(c, sees)).collect()
+        } else {
+            Vec::new()
+        },
+        your_claim: s.own.as_ref().map(|c| claim_view(c, Sees::Everything)),
     }
 }
 
@@ -300,7 +331,9 @@ pub async fn create_packet(
             tally: Default::default(),
             opens: 0,
             paused_until_ms: 0,
+            own: None,
         },
+        Sees::Everything,
     );
     Ok(if c.fresh {
         HttpResponse::Created().json(v)
@@ -343,10 +376,16 @@ pub async fn get_packet(
     let viewer = super::auth::bearer_user(&state, &req);
     let s = state
         .wallets
-        .packet(pid, true, from..from.saturating_add(limit))
+        .packet(pid, true, from..from.saturating_add(limit), viewer)
         .await?;
-    let mut v = view(&state, s);
-    if viewer.is_some() && viewer == v.sender {
+    let own = viewer.is_some() && viewer == s.packet.sender;
+    let sees = if own || super::auth::is_admin(&state, &req) {
+        Sees::Everything
+    } else {
+        Sees::Amounts
+    };
+    let mut v = view(&state, s, sees);
+    if own {
         v.opens = v.opens.saturating_sub(1);
     }
     Ok(HttpResponse::Ok().json(v))

@@ -268,7 +268,7 @@ pub async fn packet_page(
     let Ok(pid) = id(PacketId::parse, &path) else {
         return Ok(not_found());
     };
-    let s = match state.wallets.packet(pid, true, 0..0).await {
+    let s = match state.wallets.packet(pid, true, 0..0, None).await {
         Ok(s) => s,
         Err(ApiError::Packet(crate::domain::packet::Refusal::NotFound)) => return Ok(not_found()),
         Err(e) => return Err(e),

@@ -45,6 +45,8 @@ pub struct PacketState {
     pub opens: u64,
     /// Claims paused by the circuit breaker until then (unix ms; 0: never).
     pub paused_until_ms: i64,
+    /// The viewer's own claim, if the viewer claimed a share.
+    pub own: Option<Claim>,
 }
 
 /// A packet as its actor keeps it.
@@ -252,7 +254,12 @@ impl PacketActor {
         }
         let from = m.claims_from.min(mem.claims.len());
         let to = from.saturating_add(m.claims_limit).min(mem.claims.len());
+        let own = m
+            .viewer
+            .filter(|u| mem.by_user.contains(u))
+            .and_then(|u| mem.claims.iter().find(|c| c.user == u).cloned());
         done(PacketState {
+            own,
             packet: mem.packet.clone(),
             claims: mem.claims[from..to].to_vec(),
             tally: mem.tally,
@@ -418,6 +425,6 @@ macro_rules! message {
 }
 
 message!(ClaimShare -> Claimed { ask: ClaimAsk } => claim_share);
-message!(GetPacket -> PacketState { open: bool, claims_from: usize, claims_limit: usize } => get_packet);
+message!(GetPacket -> PacketState { open: bool, claims_from: usize, claims_limit: usize, viewer: Option<UserId> } => get_packet);
 message!(BeginClose -> Option<Spec> {} => begin_close);
 message!(FinishClose -> () {} => finish_close);

@@ -182,17 +182,19 @@ impl Wallets {
     }
 
     /// A packet's state with the claims `from..from + limit` (in claim
-    /// order); `open` counts a view.
+    /// order) and `viewer`'s own claim; `open` counts a view.
     pub async fn packet(
         &self,
         id: PacketId,
         open: bool,
         claims: std::ops::Range<usize>,
+        viewer: Option<crate::domain::ids::UserId>,
     ) -> Result<PacketState, ApiError> {
         let msg = GetPacket {
             open,
             claims_from: claims.start,
             claims_limit: claims.len(),
+            viewer,
         };
         self.packet_actors.call(id, msg).await
     }

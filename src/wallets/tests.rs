@@ -188,7 +188,10 @@ async fn a_packet_is_claimed_in_its_own_actor_and_settled_through_the_funders() 
     assert!(matches!(stray, Err(ApiError::Internal)), "{stray:?}");
 
     let rebuilt = wallets(&storage);
-    let state = rebuilt.packet(p.id, false, 0..10).await.expect("packet");
+    let state = rebuilt
+        .packet(p.id, false, 0..10, None)
+        .await
+        .expect("packet");
     assert_eq!(state.claims.len(), 2);
     let closed = state.packet.closed.expect("closed");
     assert_eq!((closed.claimed, closed.refunded), (600, 0));

@@ -1288,15 +1288,24 @@ async fn cross_user_actions(app: &TestApp, fx: &Fx) {
     let (s, v) = app.post(&claim, Some(&claimant), json!({})).await;
     assert_eq!((s, code(&v)), (409, "already_claimed"), "{v}");
 
-    // Reading someone's packet claims: the packet view is public and the same
-    // for everyone (but the sender's own opens); the split seed stays hidden
-    // while it is open; no route lists another user's claims.
+    // Reading someone's packet claims: who claimed what is the sender's and
+    // the operator's to know. Everyone else sees the counts and their own
+    // share, and no claims while the packet is open; the split seed stays
+    // hidden while it is open.
     let public = packet_view(app, &fx.packet, None).await;
-    for tok in [outsider, owner, ADMIN] {
-        assert_eq!(packet_view(app, &fx.packet, Some(tok)).await, public);
-    }
     assert_eq!(public["seed"], Value::Null, "{public}");
-    let claimants: BTreeSet<String> = public["claims"]
+    assert_eq!(public["claims"], json!([]), "{public}");
+    assert_eq!(public["claimed_count"], 5, "{public}");
+    assert!(public.get("your_claim").is_none(), "{public}");
+    let mine = packet_view(app, &fx.packet, Some(outsider)).await;
+    assert_eq!(mine["claims"], json!([]), "{mine}");
+    assert_eq!(mine["your_claim"]["user_id"], fx.id(Outsider), "{mine}");
+    let full = packet_view(app, &fx.packet, Some(owner)).await;
+    assert_eq!(
+        packet_view(app, &fx.packet, Some(ADMIN)).await["claims"],
+        full["claims"]
+    );
+    let claimants: BTreeSet<String> = full["claims"]
         .as_array()
         .expect("claims")
         .iter()
@@ -1308,7 +1317,7 @@ async fn cross_user_actions(app: &TestApp, fx: &Fx) {
         .chain([claimant_id.clone()])
         .collect();
     assert_eq!(claimants, expected);
-    for c in public["claims"].as_array().expect("claims") {
+    for c in full["claims"].as_array().expect("claims") {
         let keys: BTreeSet<&str> = c
             .as_object()
             .expect("claim")

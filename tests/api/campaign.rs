@@ -268,7 +268,7 @@ async fn check(app: &TestApp, w: &World, acked: &Acked) {
     // Packets and their claims.
     for (id, total) in &acked.packets {
         let (s, v) = app
-            .get(&format!("/v1/packets/{id}?claims_limit=1000"), None)
+            .get(&format!("/v1/packets/{id}?claims_limit=1000"), Some(ADMIN))
             .await;
         assert_eq!(s, 200, "acknowledged packet {id} lost: {v}");
         assert!(v["claimed_amount"].as_u64().unwrap_or(0) <= *total, "{v}");

@@ -30,9 +30,10 @@ impl TestApp {
             .await
     }
 
+    /// The packet as the operator sees it (every claim, with its claimant).
     pub async fn packet(&self, id: &str) -> Value {
         let (s, v) = self
-            .get(&format!("/v1/packets/{id}?claims_limit=1000"), None)
+            .get(&format!("/v1/packets/{id}?claims_limit=1000"), Some(ADMIN))
             .await;
         assert_eq!(s, 200, "{v}");
         v
@@ -175,6 +176,12 @@ async fn a_lucky_packet_is_claimed_once_per_user_settles_and_can_be_verified() {
         .map(|c| c["amount"].as_u64().expect("amount"))
         .collect();
     assert_eq!(listed, claimed);
+    // Closed: anyone sees the amounts in claim order, and nobody's id.
+    let (_, public) = app
+        .get(&format!("/v1/packets/{id}?claims_limit=1000"), None)
+        .await;
+    let amounts: Vec<Value> = claimed.iter().map(|a| json!({ "amount": a })).collect();
+    assert_eq!(public["claims"], json!(amounts), "{public}");
     // Anyone can check it with the verifier, from the landing URL alone.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_qrgate"))
         .args(["verify-packet", &url])
