@@ -158,6 +158,10 @@ pub struct Limits {
     pub join_request_ttl_seconds: i64,
     /// Live (unexpired, unrevoked) invitations one group may have at once.
     pub max_live_invites_per_group: usize,
+    /// Rendered QR images and cards kept in memory, in MiB.
+    pub qr_cache_mb: u64,
+    /// QR images one client network may fetch a minute without a session.
+    pub anonymous_images_per_minute_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -455,6 +459,8 @@ impl Default for Limits {
             users_per_minute_per_ip: 600,
             join_request_ttl_seconds: 3 * 24 * 3600,
             max_live_invites_per_group: 1000,
+            qr_cache_mb: 64,
+            anonymous_images_per_minute_per_ip: 120,
         }
     }
 }
@@ -624,6 +630,9 @@ impl Config {
         }
         if l.users_per_minute_per_ip == 0 {
             return bad("limits.users_per_minute_per_ip must be at least 1");
+        }
+        if l.anonymous_images_per_minute_per_ip == 0 || l.qr_cache_mb == 0 {
+            return bad("limits.anonymous_images_per_minute_per_ip and limits.qr_cache_mb must be at least 1");
         }
         if l.group_joins_per_minute_max < l.group_joins_per_minute {
             return bad("limits.group_joins_per_minute_max must be >= group_joins_per_minute");

@@ -15,6 +15,49 @@ use qrcode::{render::svg, Color, EcLevel, QrCode};
 pub const MIN_SIZE: u32 = 128;
 pub const MAX_SIZE: u32 = 2048;
 pub const DEFAULT_SIZE: u32 = 512;
+/// The largest image a caller without a session gets (larger sizes are
+/// served at this one).
+pub const ANONYMOUS_MAX_SIZE: u32 = 1024;
+
+/// Sizes are rounded down to a multiple of this, so that a handful of
+/// renders per code serve every request (the image never exceeds `size`).
+pub const SIZE_STEP: u32 = 64;
+
+/// `size` as rendered: rounded down to [`SIZE_STEP`], at least [`MIN_SIZE`],
+/// at most `cap`.
+pub fn rendered_size(size: u32, cap: u32) -> u32 {
+    (size.min(cap) / SIZE_STEP * SIZE_STEP).max(MIN_SIZE)
+}
+
+/// What a cached image shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Invite(crate::domain::ids::InviteId),
+    Packet(crate::domain::ids::PacketId),
+}
+
+/// A rendered image's cache key: what it shows, its kind, its size.
+pub type CacheKey = (Subject, u8, u32);
+
+/// Weighs a cached image by its bytes, so the cache is bounded in memory,
+/// not in entries (a 2048-pixel card weighs a hundred small codes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ByBytes;
+
+impl quick_cache::Weighter<CacheKey, bytes::Bytes> for ByBytes {
+    fn weight(&self, _: &CacheKey, v: &bytes::Bytes) -> u64 {
+        // The key and the entry's bookkeeping, roughly.
+        v.len() as u64 + 64
+    }
+}
+
+/// Rendered images, at most `bytes` of them.
+pub type Cache = quick_cache::sync::Cache<CacheKey, bytes::Bytes, ByBytes>;
+
+pub fn cache(bytes: u64) -> Cache {
+    // An invitation code at the default size is about 4 KB.
+    Cache::with_weighter((bytes / 4096).max(16) as usize, bytes, ByBytes)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum QrError {
@@ -291,6 +334,26 @@ fn fill_circle(img: &mut RgbImage, cx: u32, cy: u32, r: u32, c: Rgb<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_round_down_to_a_step_within_the_cap() {
+        assert_eq!(rendered_size(700, MAX_SIZE), 640);
+        assert_eq!(rendered_size(2048, ANONYMOUS_MAX_SIZE), 1024);
+        assert_eq!(rendered_size(130, MAX_SIZE), MIN_SIZE);
+        assert_eq!(rendered_size(512, MAX_SIZE), 512);
+    }
+
+    #[test]
+    fn the_image_cache_is_bounded_in_bytes() {
+        let c = cache(1 << 20);
+        let big = bytes::Bytes::from(vec![0u8; 100 << 10]);
+        for n in 0..40u32 {
+            let id = crate::domain::ids::PacketId([n as u8; 16]);
+            c.insert((Subject::Packet(id), 0, n), big.clone());
+        }
+        assert!(c.weight() <= 1 << 20, "{} bytes held", c.weight());
+        assert!(c.len() <= 10, "{} images of 100 KB in 1 MB", c.len());
+    }
 
     /// An invitation-like URL with 150 chars of base64url payload.
     fn invite_url() -> String {

@@ -211,7 +211,11 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         codes: Arc::clone(&codes),
         node: node.clone(),
         admin_hash: blake3::hash(admin_token.as_bytes()),
-        qr_cache: quick_cache::sync::Cache::new(4096),
+        qr_cache: crate::qr::cache(config.limits.qr_cache_mb << 20),
+        image_limiter: RateLimiter::dashmap_with_clock(
+            per_minute(config.limits.anonymous_images_per_minute_per_ip),
+            clock.clone(),
+        ),
         ws_tickets: quick_cache::sync::Cache::new(100_000),
         ip_limiter: RateLimiter::dashmap_with_clock(
             per_minute(config.limits.users_per_minute_per_ip),
@@ -247,8 +251,10 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             every.tick().await;
             user_limiter.retain_recent();
             sweep.ip_limiter.retain_recent();
+            sweep.image_limiter.retain_recent();
             user_limiter.shrink_to_fit();
             sweep.ip_limiter.shrink_to_fit();
+            sweep.image_limiter.shrink_to_fit();
         }
     });
 

@@ -287,9 +287,7 @@ async fn image(
             qr::MAX_SIZE
         )));
     }
-    // Sizes are rounded down to a multiple of 64 so that a handful of renders
-    // per invitation serve every request (the image never exceeds `size`).
-    let size = (size / 64 * 64).max(qr::MIN_SIZE);
+    let size = qr::rendered_size(size, qr::MAX_SIZE);
     let (inv, group) = load_invite(&state, who.0, iid).await?;
     match state_of(
         &inv,
@@ -306,7 +304,7 @@ async fn image(
         Kind::Png | Kind::Card => "image/png",
     };
     let size = if matches!(kind, Kind::Card) { 0 } else { size };
-    let key = (inv.id, kind as u8, size);
+    let key = (qr::Subject::Invite(inv.id), kind as u8, size);
     let bytes = match state.qr_cache.get(&key) {
         Some(b) => {
             metrics::QR_RENDERS.with_label_values(&["hit"]).inc();

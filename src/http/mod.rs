@@ -22,13 +22,12 @@ pub mod ws;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use governor::DefaultKeyedRateLimiter;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::domain::ids::{BadId, InviteId};
+use crate::domain::ids::BadId;
 use crate::error::ApiError;
 use crate::groups::Directory;
 use crate::keys::KeyRing;
@@ -52,7 +51,9 @@ pub struct AppState {
     pub admin_hash: blake3::Hash,
     pub base_url: String,
     /// Rendered QR images of live invitations: (invite, kind, size) -> bytes.
-    pub qr_cache: quick_cache::sync::Cache<(InviteId, u8, u32), Bytes>,
+    pub qr_cache: crate::qr::Cache,
+    /// Images fetched without a session, per client network.
+    pub image_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Red packet claims per user.
     /// Users, sessions, freezes and API keys.

@@ -394,40 +394,86 @@ pub async fn get_packet(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct SizeQuery {
-    /// Image width and height in pixels, 128 to 2048 (default 512).
+    /// Image width and height in pixels, 128 to 2048 (default 512), rounded
+    /// down to a multiple of 64; without a session at most 1024.
     size: Option<u32>,
 }
 
-/// QR code (PNG, error correction M) of the packet's landing URL.
+/// QR code (PNG, error correction M) of the packet's landing URL. Anyone
+/// may fetch it; without a session, a client network fetches at most
+/// `limits.anonymous_images_per_minute_per_ip` a minute.
 #[utoipa::path(
     params(("id" = String, Path, description = "packet id"), SizeQuery),
-    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = Problem)),
+    responses(
+        (status = 200, content_type = "image/png", description = "PNG"),
+        (status = 404, body = Problem),
+        (status = 429, body = Problem, description = "rate_limited: too many images from this network without a session")
+    ),
     tag = "packets"
 )]
 #[get("/v1/packets/{id}/qr.png")]
 pub async fn qr_png(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     q: web::Query<SizeQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    use crate::qr;
     let pid = id(PacketId::parse, &path)?;
+    let size = q.size.unwrap_or(qr::DEFAULT_SIZE);
+    if !(qr::MIN_SIZE..=qr::MAX_SIZE).contains(&size) {
+        return Err(ApiError::validation(qr::QrError::BadSize.to_string()));
+    }
+    let anonymous =
+        super::auth::bearer_user(&state, &req).is_none() && !super::auth::is_admin(&state, &req);
+    let cap = if anonymous {
+        if let Some(ip) = super::forward::client_ip(&req) {
+            state
+                .image_limiter
+                .check_key(&super::limits::network(ip))
+                .map_err(|nu| {
+                    ApiError::rate_limited(
+                        "images per network without a session",
+                        &nu,
+                        &state.groups.shared().clock,
+                    )
+                })?;
+        }
+        qr::ANONYMOUS_MAX_SIZE
+    } else {
+        qr::MAX_SIZE
+    };
+    let size = qr::rendered_size(size, cap);
+    let key = (qr::Subject::Packet(pid), 0, size);
+    if let Some(png) = state.qr_cache.get(&key) {
+        crate::metrics::QR_RENDERS.with_label_values(&["hit"]).inc();
+        return Ok(qr_answer(png));
+    }
+    crate::metrics::QR_RENDERS
+        .with_label_values(&["miss"])
+        .inc();
     let packet = state.storage.packet(pid)?.ok_or(Refusal::NotFound)?;
     let url = packet::landing_url(&state.base_url, &packet);
-    let size = q.size.unwrap_or(512);
-    let png = web::block(move || crate::qr::render_png(&url, size))
+    let png: bytes::Bytes = web::block(move || qr::render_png(&url, size))
         .await
         .map_err(|_| ApiError::Internal)?
         .map_err(|e| match e {
-            crate::qr::QrError::BadSize => ApiError::validation(e.to_string()),
+            qr::QrError::BadSize => ApiError::validation(e.to_string()),
             _ => {
                 tracing::error!(error = %e, "QR rendering failed");
                 ApiError::Internal
             }
-        })?;
-    Ok(HttpResponse::Ok()
+        })?
+        .into();
+    state.qr_cache.insert(key, png.clone());
+    Ok(qr_answer(png))
+}
+
+fn qr_answer(png: bytes::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
         .content_type("image/png")
         .insert_header(("Cache-Control", "public, max-age=3600"))
-        .body(png))
+        .body(png)
 }
 
 #[derive(Deserialize, Serialize, ToSchema, Default)]

@@ -709,3 +709,69 @@ async fn kill_during_claims_loses_no_acknowledged_share_and_pays_none_twice() {
     );
     app.books_clean().await;
 }
+
+/// PNG width from its header (IHDR).
+fn png_width(png: &[u8]) -> u32 {
+    u32::from_be_bytes([png[16], png[17], png[18], png[19]])
+}
+
+#[actix_web::test]
+async fn packet_qr_codes_are_cached_capped_and_limited_for_callers_without_a_session() {
+    let app = TestApp::spawn_with(&format!(
+        "{FAST}[wallets]\nearning_max_fen = 100000\n[limits]\nanonymous_images_per_minute_per_ip = 3\n"
+    ))
+    .await;
+    let (_, alice) = app.funded("alice", 1000).await;
+    let (s, v) = app
+        .create_packet(
+            &alice,
+            "k",
+            json!({"total": 100, "count": 1, "mode": "fixed"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = s_(&v["id"]);
+    let fetch = |size: u32, token: Option<String>| {
+        let mut req = app
+            .client
+            .get(format!("{}/v1/packets/{id}/qr.png?size={size}", app.base));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        async move {
+            let mut r = req.send().await.expect("qr");
+            (r.status().as_u16(), r.body().await.expect("body"))
+        }
+    };
+    let misses = app.metric("qrgate_qr_images_total{result=\"miss\"}").await;
+    // Without a session: at most 1024 pixels, rounded down to a step of 64
+    // (the code fills whole modules, so the image is at most that size).
+    let within = |w: u32, size: u32| w <= size && w > size - 64;
+    let (s, first) = fetch(2048, None).await;
+    assert!(
+        s == 200 && within(png_width(&first), 1024),
+        "{}",
+        png_width(&first)
+    );
+    let (s, png) = fetch(700, None).await;
+    assert!(
+        s == 200 && within(png_width(&png), 640),
+        "{}",
+        png_width(&png)
+    );
+    let (s, again) = fetch(2048, None).await;
+    assert_eq!((s, &again), (200, &first));
+    assert_eq!(
+        app.metric("qrgate_qr_images_total{result=\"miss\"}").await - misses,
+        2.0,
+        "the third was served from the cache"
+    );
+    let (s, body) = fetch(512, None).await;
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    assert_eq!((s, code(&v)), (429, "rate_limited"), "{v}");
+    // With a session: the full size, and no limit per network.
+    for _ in 0..5 {
+        let (s, png) = fetch(2048, Some(alice.clone())).await;
+        assert!(s == 200 && png_width(&png) > 1024, "{}", png_width(&png));
+    }
+}
