@@ -267,6 +267,9 @@ pub struct Payouts {
     /// After a user links a different payout account, their payouts wait
     /// this long (a stolen session's quickest theft is a re-link). 0: none.
     pub relink_cooling_hours: u32,
+    /// Notifications one client network may have refused a minute; beyond,
+    /// its notifications are refused unread (429) until the minute passes.
+    pub rejected_notifications_per_minute_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -390,6 +393,7 @@ impl Default for Payouts {
             notify_url: None,
             refresh_before_seconds: 600,
             relink_cooling_hours: 24,
+            rejected_notifications_per_minute_per_ip: 10,
         }
     }
 }
@@ -627,6 +631,9 @@ impl Config {
         let l = &self.limits;
         if l.group_joins_per_minute == 0 || l.user_joins_per_minute == 0 {
             return bad("join rate limits must be at least 1 per minute");
+        }
+        if self.payouts.rejected_notifications_per_minute_per_ip == 0 {
+            return bad("payouts.rejected_notifications_per_minute_per_ip must be at least 1");
         }
         if l.users_per_minute_per_ip == 0 {
             return bad("limits.users_per_minute_per_ip must be at least 1");

@@ -228,7 +228,12 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         wallets: wallets.clone(),
         provider: provider.clone(),
         payout_jobs: payout_jobs.clone(),
-        rejected_notifications: Default::default(),
+        notifications: Default::default(),
+        notify_refusals: RateLimiter::dashmap_with_clock(
+            per_minute(config.payouts.rejected_notifications_per_minute_per_ip),
+            clock.clone(),
+        ),
+        notify_blocked: quick_cache::sync::Cache::new(10_000),
         hub,
         base_url: base_url.clone(),
         config: config.clone(),
@@ -252,6 +257,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             user_limiter.retain_recent();
             sweep.ip_limiter.retain_recent();
             sweep.image_limiter.retain_recent();
+            sweep.notify_refusals.retain_recent();
             user_limiter.shrink_to_fit();
             sweep.ip_limiter.shrink_to_fit();
             sweep.image_limiter.shrink_to_fit();

@@ -43,8 +43,12 @@ pub struct AppState {
     pub wallets: crate::wallets::Wallets,
     /// The payment provider, when configured.
     pub provider: Option<qrgate_provider::client::ProviderClient>,
-    /// The latest rejected provider notifications (for the alerts route).
-    pub rejected_notifications: std::sync::Mutex<std::collections::VecDeque<payouts::Rejection>>,
+    /// Refused provider notifications, and the nonces of accepted ones.
+    pub notifications: std::sync::Mutex<payouts::NotifyGuard>,
+    /// Refusals of provider notifications per client network.
+    pub notify_refusals: DefaultKeyedRateLimiter<IpAddr>,
+    /// Client networks whose notifications are refused unread, until when.
+    pub notify_blocked: quick_cache::sync::Cache<IpAddr, std::time::Instant>,
     /// Wakes the payout job (a payout was requested).
     pub payout_jobs: Arc<tokio::sync::Notify>,
     pub hub: Hub,

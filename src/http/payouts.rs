@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Admin, User};
 use super::{id, AppState};
 use crate::clock::{rfc3339, Day};
+use crate::domain::forgeries::Rejection;
 use crate::domain::ids::{PayoutId, UserId};
 use crate::domain::payout::{Payout, PayoutState};
 use crate::error::{ApiError, Problem};
@@ -410,27 +411,71 @@ async fn notify(
         .provider
         .as_ref()
         .ok_or(("not_configured", ApiError::ProviderNotConfigured))?;
+    let network = super::forward::client_ip(req).map(super::limits::network);
+    // A network refused too often this minute is refused unread.
+    if let Some(until) = network.and_then(|n| state.notify_blocked.get(&n)) {
+        let now = std::time::Instant::now();
+        if until > now {
+            if let Ok(mut g) = state.notifications.lock() {
+                g.forgeries.count("rate_limited");
+            }
+            return Err((
+                "rate_limited",
+                ApiError::RateLimited {
+                    scope: "refused notifications per network",
+                    retry_after_secs: (until - now).as_secs() + 1,
+                },
+            ));
+        }
+    }
     // Missing headers verify as empty ones: refused like a bad signature.
     let h = NotifyHeaders::from_headers(req.headers()).unwrap_or_default();
     let now = crate::clock::now();
     let result = client.verify_notification(&h, body, now).map_err(|e| {
         // The body is not logged: it is what a forger controls.
         tracing::warn!(error = %e, serial = %h.serial, "provider notification rejected");
-        if let Ok(mut q) = state.rejected_notifications.lock() {
-            if q.len() >= 100 {
-                q.pop_front();
+        let reason = match e {
+            ClientError::BadSignature(_) => "signature",
+            _ => "protocol",
+        };
+        if let Ok(mut g) = state.notifications.lock() {
+            g.forgeries.record(
+                Rejection {
+                    at: rfc3339(now),
+                    peer: req
+                        .peer_addr()
+                        .map(|a| a.ip().to_string())
+                        .unwrap_or_default(),
+                    reason: e.to_string().chars().take(200).collect(),
+                },
+                reason,
+            );
+        }
+        if let Some(n) = network {
+            if let Err(nu) = state.notify_refusals.check_key(&n) {
+                let wait =
+                    nu.wait_time_from(governor::clock::Clock::now(&state.groups.shared().clock));
+                state
+                    .notify_blocked
+                    .insert(n, std::time::Instant::now() + wait);
             }
-            q.push_back(Rejection {
-                at: rfc3339(now),
-                peer: req
-                    .peer_addr()
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_default(),
-                reason: e.to_string().chars().take(200).collect(),
-            });
         }
         ("rejected", ApiError::Unauthorized)
     })?;
+    // Signed, in time: a nonce seen already is a captured request sent
+    // again. Acknowledged (the provider may not retry it) and not applied.
+    let fresh = state
+        .notifications
+        .lock()
+        .map(|mut g| g.nonces.first_use(&h.nonce, now))
+        .unwrap_or(true);
+    if !fresh {
+        tracing::warn!(nonce = %h.nonce, "a replayed provider notification; not applied");
+        if let Ok(mut g) = state.notifications.lock() {
+            g.forgeries.count("replay");
+        }
+        return Ok("replayed");
+    }
     let unknown = || {
         tracing::error!(partner_trade_no = %result.partner_trade_no, "notification for an unknown payout");
         ("unknown_payout", ApiError::PayoutNotFound)
@@ -546,12 +591,23 @@ pub async fn set_auto_payout(
     Ok(HttpResponse::Ok().json(body.0))
 }
 
-/// A provider notification that did not verify.
-#[derive(Clone, Serialize, ToSchema)]
-pub struct Rejection {
-    at: String,
-    peer: String,
-    reason: String,
+/// Refused notifications and the nonces of accepted ones.
+pub struct NotifyGuard {
+    pub forgeries: crate::domain::forgeries::Forgeries,
+    pub nonces: crate::domain::forgeries::Nonces,
+}
+
+impl Default for NotifyGuard {
+    fn default() -> Self {
+        NotifyGuard {
+            forgeries: Default::default(),
+            // Twice the signature's allowed clock skew; at most 100k nonces.
+            nonces: crate::domain::forgeries::Nonces::new(
+                2 * qrgate_provider::sign::DEFAULT_MAX_SKEW_SECS as i64,
+                100_000,
+            ),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -561,8 +617,11 @@ pub struct Alerts {
     /// Payouts not final after `payouts.stuck_after_seconds`.
     stuck_payouts: Vec<AdminPayout>,
     /// The latest notifications whose signature or timestamp did not verify
-    /// (at most 100, since the server started).
+    /// (at most 20).
     rejected_notifications: Vec<Rejection>,
+    /// The first refused notification since the start, and every refusal
+    /// counted by reason: a flood washes none of it out.
+    forgeries: crate::domain::forgeries::ForgeriesView,
 }
 
 /// What needs an operator (admin token): failed and stuck payouts and
@@ -591,15 +650,16 @@ pub async fn alerts(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRes
     })
     .await
     .map_err(|_| ApiError::Internal)??;
-    let rejected = state
-        .rejected_notifications
+    let (rejected, forgeries) = state
+        .notifications
         .lock()
-        .map(|q| q.iter().cloned().collect())
+        .map(|g| (g.forgeries.latest(), g.forgeries.view()))
         .unwrap_or_default();
     Ok(HttpResponse::Ok().json(Alerts {
         failed_payouts: failed,
         stuck_payouts: stuck.iter().map(admin_view).collect(),
         rejected_notifications: rejected,
+        forgeries,
     }))
 }
 

@@ -910,3 +910,68 @@ async fn a_frozen_account_is_credited_but_pays_nothing_out_automatically() {
     }
     assert!(paid, "an automatic payout once unfrozen");
 }
+
+/// A flood of forged notifications: each is refused and counted, the first
+/// stays on record whatever follows, and a network refused too often is
+/// refused unread; a captured notification sent again is not applied.
+#[actix_web::test]
+async fn forged_floods_and_replayed_notifications_are_refused_and_kept_on_record() {
+    let sim = Sim::start();
+    let app = server(&sim, "rejected_notifications_per_minute_per_ip = 3").await;
+    // Every notification sent twice, byte for byte: the copy is acknowledged
+    // and not applied.
+    let (s, _) = sim
+        .post("/sim/faults", json!({"replay_notifications": true}))
+        .await;
+    assert!(s < 300);
+    let (_, tok) = app.payee(&sim, "gus", 2000, "o-gus").await;
+    let (_, v) = app.payout(&tok, "g-1", 400).await;
+    let done = app.settled(&tok, &s_(&v["id"])).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let mut replayed = 0.0;
+    for _ in 0..50 {
+        replayed = app
+            .metric("qrgate_provider_notifications_total{result=\"replayed\"}")
+            .await;
+        if replayed >= 1.0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        replayed >= 1.0,
+        "the copy was counted as a replay: {:?}",
+        sim.transfers().await
+    );
+    assert_eq!(app.balance(&tok).await, 1600);
+    app.books_clean().await;
+    // (Last: the flood comes from the same address as the simulator.)
+    let forged = |n: u32| {
+        app.post(
+            "/v1/provider/notify",
+            None,
+            json!({"id": format!("forged-{n}"), "event_type": "MCHTRANSFER.BILL.FINISHED", "resource": {}}),
+        )
+    };
+    for n in 0..4 {
+        let (s, v) = forged(n).await;
+        assert_eq!((s, code(&v)), (401, "unauthorized"), "forgery {n}: {v}");
+    }
+    for n in 4..7 {
+        let (s, v) = forged(n).await;
+        assert_eq!((s, code(&v)), (429, "rate_limited"), "forgery {n}: {v}");
+    }
+    let (s, a) = app.get("/v1/admin/alerts", Some(ADMIN)).await;
+    assert_eq!(s, 200, "{a}");
+    let replays = a["forgeries"]["by_reason"]["replay"].as_u64().unwrap_or(0);
+    assert!(replays >= 1, "{a}");
+    assert_eq!(a["forgeries"]["total"], 7 + replays, "{a}");
+    assert_eq!(a["forgeries"]["by_reason"]["signature"], 4, "{a}");
+    assert_eq!(a["forgeries"]["by_reason"]["rate_limited"], 3, "{a}");
+    assert!(a["forgeries"]["first"]["reason"].is_string(), "{a}");
+    assert_eq!(
+        a["rejected_notifications"].as_array().map(Vec::len),
+        Some(4),
+        "{a}"
+    );
+}

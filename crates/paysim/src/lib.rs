@@ -61,7 +61,7 @@
 //! |---|---|---|
 //! | `POST /sim/codes` | `{"code","openid","real_name"?}` | registers an OAuth code (409 if known) |
 //! | `POST /sim/revoke` | `{"refresh_token"}` | revokes a refresh token |
-//! | `GET/POST /sim/faults` | any of `delay_ms`, `timeout_next`, `fail_5xx_next`, `lost_reply_next`, `duplicate_notifications`, `out_of_order`, `forge_signatures`, `hold_notifications`, `auto_complete`, `batch_window_ms`, `amount_limit`, `balance` | patches the faults, answers them all |
+//! | `GET/POST /sim/faults` | any of `delay_ms`, `timeout_next`, `fail_5xx_next`, `lost_reply_next`, `duplicate_notifications`, `replay_notifications`, `out_of_order`, `forge_signatures`, `hold_notifications`, `auto_complete`, `batch_window_ms`, `amount_limit`, `balance` | patches the faults, answers them all |
 //! | `POST /sim/release` | | sends held notifications: `{"released":N}` |
 //! | `POST /sim/bill_override` | `{"partner_trade_no","amount"?,"status"?:"SUCCESS"\|"FAIL","omit"?}` | the bill reports that transfer differently, or not at all |
 //! | `POST /sim/bill_extra` | `{"partner_trade_no","openid","amount","status"?,"transfer_bill_no"?,"description"?,"fail_reason"?,"transfer_time"?,"mchid"?,"appid"?}` | a bill row for a transfer that does not exist |
@@ -72,6 +72,8 @@
 //! next N creates are processed but answered after 30 s; `fail_5xx_next: N`
 //! — answered 500 without processing; `lost_reply_next: N` — processed,
 //! then answered 500; `duplicate_notifications` — every POST twice;
+//! `replay_notifications` — every POST twice, the second a byte-for-byte
+//! copy of the first (signature, timestamp and nonce included);
 //! `out_of_order` — first deliveries collect for `batch_window_ms` (default
 //! `15 s × time-factor`) and go out newest first; `forge_signatures` —
 //! answers and notifications are signed with the merchant's key instead of

@@ -98,31 +98,42 @@ async fn retry(sim: &Arc<Sim>, notice: &Notice) {
     );
 }
 
-/// One delivery (two POSTs with `duplicate_notifications`); true when a POST
-/// was answered 200 or 204.
+/// One delivery (two POSTs with `duplicate_notifications`, each signed;
+/// two with `replay_notifications`, the second a copy of the first); true
+/// when a POST was answered 200 or 204.
 async fn attempt(sim: &Arc<Sim>, notice: &Notice) -> bool {
-    let copies = if sim.lock().faults.duplicate_notifications {
-        2
-    } else {
-        1
+    let (duplicate, replay) = {
+        let s = sim.lock();
+        (
+            s.faults.duplicate_notifications,
+            s.faults.replay_notifications,
+        )
     };
+    let copies = if duplicate || replay { 2 } else { 1 };
     let mut acked = false;
+    let mut signed = None;
     for _ in 0..copies {
-        let ok = post(sim, notice).await;
+        let headers = match signed.take() {
+            Some(h) => h,
+            None => match sim.sign(notice.body.as_bytes()) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign a notification");
+                    return acked;
+                }
+            },
+        };
+        if replay {
+            signed = Some(headers.clone());
+        }
+        let ok = post(notice, &headers).await;
         sim.lock().record_delivery(&notice.partner_trade_no, ok);
         acked |= ok;
     }
     acked
 }
 
-async fn post(sim: &Arc<Sim>, notice: &Notice) -> bool {
-    let headers = match sim.sign(notice.body.as_bytes()) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot sign a notification");
-            return false;
-        }
-    };
+async fn post(notice: &Notice, headers: &qrgate_provider::sign::ResponseHeaders) -> bool {
     let client = awc::Client::builder()
         .timeout(POST_TIMEOUT)
         .disable_redirects()

@@ -52,6 +52,9 @@ pub struct Faults {
     pub lost_reply_next: u32,
     /// Every notification POST is sent twice.
     pub duplicate_notifications: bool,
+    /// Every notification POST is sent twice with the same signature,
+    /// timestamp and nonce: a replay, as an eavesdropper would send it.
+    pub replay_notifications: bool,
     /// First deliveries are batched and sent newest first.
     pub out_of_order: bool,
     /// Responses and notifications are signed with a wrong key.
@@ -83,6 +86,8 @@ pub struct FaultsPatch {
     pub lost_reply_next: Option<u32>,
     /// See [`Faults::duplicate_notifications`].
     pub duplicate_notifications: Option<bool>,
+    /// See [`Faults::replay_notifications`].
+    pub replay_notifications: Option<bool>,
     /// See [`Faults::out_of_order`].
     pub out_of_order: Option<bool>,
     /// See [`Faults::forge_signatures`].
@@ -115,6 +120,7 @@ impl Faults {
             fail_5xx_next,
             lost_reply_next,
             duplicate_notifications,
+            replay_notifications,
             out_of_order,
             forge_signatures,
             hold_notifications,
@@ -398,6 +404,7 @@ impl State {
                 fail_5xx_next: 0,
                 lost_reply_next: 0,
                 duplicate_notifications: false,
+                replay_notifications: false,
                 out_of_order: false,
                 forge_signatures: false,
                 hold_notifications: false,
