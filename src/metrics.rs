@@ -263,6 +263,14 @@ pub static CHECKPOINT_FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static EVENTS_QUARANTINED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_events_quarantined_total",
+        "Outbox events the consumer could not decode, set aside (q/ records, GET /v1/admin/alerts) instead of retried forever",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static WS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(
@@ -573,6 +581,7 @@ pub fn init() {
     LazyLock::force(&CHECKPOINT_SECONDS);
     LazyLock::force(&CHECKPOINT_FAILED);
     LazyLock::force(&BACKUP_LAST_SUCCESS);
+    LazyLock::force(&EVENTS_QUARANTINED);
     LazyLock::force(&BACKUP_SECONDS);
     for r in ["ok", "failed"] {
         BACKUPS.with_label_values(&[r]);

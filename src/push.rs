@@ -495,8 +495,56 @@ fn bump(k: &EventKind, c: &mut Counters) {
     }
 }
 
+/// Whether the outbox consumer keeps up: when it last failed to move on,
+/// since when its failures run without a success, and why.
+#[derive(Default)]
+pub struct ConsumerHealth {
+    failing: Mutex<Option<(Instant, String)>>,
+}
+
+/// A consumer failing this long without a success is stuck.
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
+
+impl ConsumerHealth {
+    fn failed(&self, why: String) {
+        if let Ok(mut f) = self.failing.lock() {
+            match f.as_mut() {
+                Some((_, w)) => *w = why,
+                None => *f = Some((Instant::now(), why)),
+            }
+        }
+    }
+
+    fn succeeded(&self) {
+        if let Ok(mut f) = self.failing.lock() {
+            *f = None;
+        }
+    }
+
+    /// Why the consumer is stuck, if it has failed for [`STUCK_AFTER`].
+    pub fn stuck(&self) -> Option<String> {
+        self.stuck_for(STUCK_AFTER)
+    }
+
+    fn stuck_for(&self, after: Duration) -> Option<String> {
+        let f = self.failing.lock().ok()?;
+        let (since, why) = f.as_ref()?;
+        (since.elapsed() >= after).then(|| {
+            format!(
+                "the outbox consumer has failed for {} s: {why}",
+                since.elapsed().as_secs()
+            )
+        })
+    }
+}
+
 /// Run the outbox consumer until the storage's durable watch closes.
-pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
+pub async fn run_outbox(
+    storage: Storage,
+    hub: Hub,
+    counters: CounterStore,
+    health: Arc<ConsumerHealth>,
+) {
     let mut durable = storage.durable_seq();
     let mut cursor = match storage.outbox_cursor() {
         Ok(c) => c,
@@ -508,6 +556,7 @@ pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
     // Events up to `seen` are counted (in memory) and pushed; up to `cursor` persisted.
     let mut seen = cursor;
     let mut records: Vec<u64> = Vec::new();
+    let mut quarantined: Vec<crate::storage::Quarantined> = Vec::new();
     let mut last_persist = Instant::now();
     let mut last_round = Instant::now();
     loop {
@@ -524,24 +573,35 @@ pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
         if upto > seen {
             // One all-or-nothing count for the whole round, so a failed read
             // (retried later) never leaves part of the round counted.
-            let round = storage.outbox_range(seen, upto).and_then(|recs| {
-                let all: Vec<Event> = recs.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+            let round = storage.outbox_range(seen, upto).and_then(|round| {
+                let all: Vec<Event> = round
+                    .records
+                    .iter()
+                    .flat_map(|(_, _, e)| e.iter().cloned())
+                    .collect();
                 counters.apply(&storage, &all)?;
-                Ok(recs)
+                Ok(round)
             });
             match round {
-                Ok(recs) => {
-                    for (first, events) in recs {
+                Ok(round) => {
+                    for q in &round.quarantined {
+                        tracing::error!(seq = q.seq, error = %q.why, "an outbox event does not decode; quarantined (q/), the others go on");
+                        metrics::EVENTS_QUARANTINED.inc();
+                    }
+                    quarantined.extend(round.quarantined);
+                    for (first, n, events) in round.records {
                         for e in &events {
                             hub.publish(e);
                         }
                         records.push(first);
-                        seen = first + events.len() as u64 - 1;
+                        seen = first + n.saturating_sub(1);
                     }
                     seen = seen.max(upto);
+                    health.succeeded();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "outbox read failed; retrying");
+                    health.failed(format!("reading the outbox: {e}"));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -559,15 +619,21 @@ pub async fn run_outbox(storage: Storage, hub: Hub, counters: CounterStore) {
         };
         if seen > cursor && (quiet || last_persist.elapsed() >= PERSIST_EVERY) {
             let (g, i) = counters.snapshot();
-            match storage.consume_outbox(&records, seen, &g, &i).await {
+            match storage
+                .consume_outbox(&records, seen, &g, &i, &quarantined)
+                .await
+            {
                 Ok(()) => {
                     counters.persisted();
                     records.clear();
+                    quarantined.clear();
                     cursor = seen;
                     last_persist = Instant::now();
+                    health.succeeded();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "persisting outbox counters failed; retrying");
+                    health.failed(format!("storing the outbox cursor: {e}"));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -586,6 +652,56 @@ mod tests {
 
     fn ev(g: GroupId, users: Vec<UserId>) -> Event {
         Event::for_group(g, users, 0, EventKind::GroupUnbanned { group_id: g })
+    }
+
+    #[test]
+    fn a_consumer_failing_without_a_success_is_stuck_until_one() {
+        let h = ConsumerHealth::default();
+        assert!(h.stuck_for(Duration::ZERO).is_none());
+        h.failed("disk full".into());
+        assert!(h.stuck().is_none(), "not for 30 s yet");
+        let why = h.stuck_for(Duration::ZERO).expect("stuck");
+        assert!(why.contains("disk full"), "{why}");
+        h.succeeded();
+        assert!(h.stuck_for(Duration::ZERO).is_none());
+    }
+
+    /// An event this release cannot decode (from a newer one, or damaged)
+    /// is set aside with a record, and the events after it go on.
+    #[test]
+    fn an_event_that_does_not_decode_is_quarantined_and_the_rest_go_on() {
+        let (_dir, rt, store) = crate::storage::test_store();
+        rt.block_on(async {
+            let g = GroupId([9; 16]);
+            let mut w = crate::storage::WriteSet::new();
+            w.event(&ev(g, vec![]));
+            w.raw_event(br#"{"kind":"from_a_newer_release","group_id":1}"#);
+            w.event(&ev(g, vec![]));
+            store.commit(w).await.unwrap();
+            let health = Arc::new(ConsumerHealth::default());
+            let hub = Hub::new(8, Caps::of(&crate::config::WebSocket::default()));
+            let consumer = tokio::spawn(run_outbox(
+                store.clone(),
+                hub,
+                CounterStore::default(),
+                Arc::clone(&health),
+            ));
+            let mut done = false;
+            for _ in 0..100 {
+                if store.outbox_cursor().unwrap() >= 3 {
+                    done = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            consumer.abort();
+            assert!(done, "the consumer moved past the bad event");
+            let q = store.quarantined_events().unwrap();
+            assert_eq!(q.len(), 1, "{q:?}");
+            assert_eq!(q[0].seq, 2);
+            assert!(q[0].raw.contains("from_a_newer_release"), "{q:?}");
+            assert!(health.stuck().is_none());
+        });
     }
 
     #[test]

@@ -162,10 +162,12 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         config.websocket.queue,
         crate::push::Caps::of(&config.websocket),
     );
+    let consumer = Arc::new(push::ConsumerHealth::default());
     actix_web::rt::spawn(push::run_outbox(
         storage.clone(),
         hub.clone(),
         directory.shared().counters.clone(),
+        Arc::clone(&consumer),
     ));
 
     let payout_jobs = Arc::new(tokio::sync::Notify::new());
@@ -229,6 +231,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         provider: provider.clone(),
         payout_jobs: payout_jobs.clone(),
         notifications: Default::default(),
+        consumer,
         notify_refusals: RateLimiter::dashmap_with_clock(
             per_minute(config.payouts.rejected_notifications_per_minute_per_ip),
             clock.clone(),

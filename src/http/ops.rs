@@ -10,7 +10,8 @@ use crate::http::auth::Admin;
 use crate::http::{auth, AppState};
 
 /// Liveness: 200 once the server accepts requests; 503 with the reason
-/// while storage refuses writes (a full disk, an I/O error).
+/// while storage refuses writes (a full disk, an I/O error) or the outbox
+/// consumer has failed for 30 s.
 #[utoipa::path(
     responses(
         (status = 200, description = "ok"),
@@ -20,7 +21,12 @@ use crate::http::{auth, AppState};
 )]
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    match state.storage.write_refusal() {
+    let refusal = state
+        .storage
+        .write_refusal()
+        .map(|why| format!("writes refused: {why}"))
+        .or_else(|| state.consumer.stuck());
+    match refusal {
         None => {
             let mut body = String::from("ok");
             if let Some(node) = &state.node {
@@ -35,7 +41,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         }
         Some(why) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
-            .body(format!("writes refused: {why}")),
+            .body(why),
     }
 }
 

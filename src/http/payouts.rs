@@ -622,6 +622,9 @@ pub struct Alerts {
     /// The first refused notification since the start, and every refusal
     /// counted by reason: a flood washes none of it out.
     forgeries: crate::domain::forgeries::ForgeriesView,
+    /// Outbox events the consumer could not decode, set aside (at most the
+    /// first 100).
+    quarantined_events: Vec<crate::storage::QuarantineRecord>,
 }
 
 /// What needs an operator (admin token): failed and stuck payouts and
@@ -635,7 +638,7 @@ pub async fn alerts(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRes
     let storage = state.storage.clone();
     let now = crate::clock::now();
     let after = state.config.payouts.stuck_after_seconds;
-    let (failed, stuck) = web::block(move || -> Result<_, ApiError> {
+    let (failed, stuck, quarantined) = web::block(move || -> Result<_, ApiError> {
         let failed = storage
             .all_payouts()?
             .iter()
@@ -646,7 +649,9 @@ pub async fn alerts(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRes
             .into_iter()
             .filter(|p| crate::domain::payout::is_stuck(p, now, after))
             .collect();
-        Ok((failed, stuck))
+        let mut quarantined = storage.quarantined_events()?;
+        quarantined.truncate(100);
+        Ok((failed, stuck, quarantined))
     })
     .await
     .map_err(|_| ApiError::Internal)??;
@@ -660,6 +665,7 @@ pub async fn alerts(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRes
         stuck_payouts: stuck.iter().map(admin_view).collect(),
         rejected_notifications: rejected,
         forgeries,
+        quarantined_events: quarantined,
     }))
 }
 

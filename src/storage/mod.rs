@@ -25,6 +25,7 @@
 //! | `cg/`  | group id             | [`Counters`] kept by the outbox consumer|
 //! | `ci/`  | invite id            | [`Counters`]                            |
 //! | `o/`   | first seq (u64 BE)   | JSON array of [`Event`]s: the outbox before the journal; read once, deleted when consumed |
+//! | `q/`   | event seq (u64 BE)   | [`QuarantineRecord`]: an outbox event the consumer could not decode |
 //! | `x/outbox_cursor` |           | last consumed seq (u64 BE)              |
 //! | `x/checkpoint` |              | journal position and last event seq sled holds (u64 BE each) |
 //!
@@ -74,6 +75,7 @@ mod snapshot;
 mod writeset;
 
 pub use groups::{Counters, GroupSnapshot};
+pub use outbox::{OutboxRound, QuarantineRecord, Quarantined};
 pub use writeset::{Fence, WriteSet};
 
 pub use abuse::{Scope, Suspect};
@@ -1040,7 +1042,7 @@ fn cursor(tree: &Kv) -> Result<u64> {
 /// A store in a fresh temporary dir and a runtime to await its commits,
 /// for unit tests (keep the dir alive as long as the store).
 #[cfg(test)]
-fn test_store() -> (tempfile::TempDir, tokio::runtime::Runtime, Storage) {
+pub(crate) fn test_store() -> (tempfile::TempDir, tokio::runtime::Runtime, Storage) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

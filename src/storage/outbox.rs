@@ -4,6 +4,34 @@
 
 use super::*;
 
+/// What [`Storage::outbox_range`] read.
+#[derive(Default)]
+pub struct OutboxRound {
+    /// (seq of the record's first event, its event count, the events that
+    /// decode).
+    pub records: Vec<(u64, u64, Vec<Event>)>,
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// An outbox event that did not decode.
+#[derive(Clone, Debug)]
+pub struct Quarantined {
+    pub seq: u64,
+    pub why: String,
+    pub raw: Vec<u8>,
+}
+
+/// A quarantined event as kept (`q/`, seq): for the operator to look at.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QuarantineRecord {
+    pub seq: u64,
+    pub why: String,
+    /// Unix seconds when it was quarantined.
+    pub at: i64,
+    /// The event as stored (lossy UTF-8, at most 4096 characters).
+    pub raw: String,
+}
+
 impl Storage {
     /// Highest outbox seq known to be on disk; changes after every flush.
     pub fn durable_seq(&self) -> watch::Receiver<u64> {
@@ -15,30 +43,42 @@ impl Storage {
     }
 
     /// Outbox records holding the events `cursor < seq <= upto`, in order,
-    /// as (seq of the first, events with their seqs). Records are consumed whole.
-    pub fn outbox_range(&self, cursor: u64, upto: u64) -> Result<Vec<(u64, Vec<Event>)>> {
+    /// as (seq of the first, its event count, the events that decode, with
+    /// their seqs). Records are consumed whole; an event that does not
+    /// decode (written by a newer release, or damaged) is left out and
+    /// returned in the second list, to be quarantined rather than block
+    /// every event after it.
+    pub fn outbox_range(&self, cursor: u64, upto: u64) -> Result<OutboxRound> {
         let outbox = self
             .inner
             .outbox
             .lock()
             .map_err(|_| StorageError::Io("outbox lock poisoned".into()))?;
-        outbox
-            .range(cursor + 1..=upto)
-            .map(|(first, raw)| {
-                let mut events = Vec::with_capacity(raw.len());
-                for (n, bytes) in raw.iter().enumerate() {
-                    let mut e: Event = serde_json::from_slice(bytes).map_err(|e| {
-                        StorageError::Corrupt(
-                            format!("outbox event {}", first + n as u64),
-                            e.to_string(),
-                        )
-                    })?;
-                    e.seq = first + n as u64;
-                    events.push(e);
+        let mut round = OutboxRound::default();
+        for (first, raw) in outbox.range(cursor + 1..=upto) {
+            let mut events = Vec::with_capacity(raw.len());
+            for (n, bytes) in raw.iter().enumerate() {
+                let seq = first + n as u64;
+                match serde_json::from_slice::<Event>(bytes) {
+                    Ok(mut e) => {
+                        e.seq = seq;
+                        events.push(e);
+                    }
+                    Err(e) => round.quarantined.push(Quarantined {
+                        seq,
+                        why: e.to_string(),
+                        raw: bytes.clone(),
+                    }),
                 }
-                Ok((*first, events))
-            })
-            .collect()
+            }
+            round.records.push((*first, raw.len() as u64, events));
+        }
+        Ok(round)
+    }
+
+    /// The events quarantined so far, oldest first.
+    pub fn quarantined_events(&self) -> Result<Vec<QuarantineRecord>> {
+        self.scan(b"q/".to_vec())
     }
 
     /// Record that the outbox records `records` (all events up to `upto`) were
@@ -50,6 +90,7 @@ impl Storage {
         upto: u64,
         groups: &[(GroupId, Counters)],
         invites: &[(InviteId, Counters)],
+        quarantined: &[Quarantined],
     ) -> Result<()> {
         let mut w = WriteSet::new();
         w.local();
@@ -57,6 +98,17 @@ impl Storage {
             for seq in records.iter().filter(|s| legacy.contains(s)) {
                 w.del(key(b"o/", &[&seq.to_be_bytes()]));
             }
+        }
+        for q in quarantined {
+            w.put_json(
+                key(b"q/", &[&q.seq.to_be_bytes()]),
+                &QuarantineRecord {
+                    seq: q.seq,
+                    why: q.why.clone(),
+                    at: crate::clock::now(),
+                    raw: String::from_utf8_lossy(&q.raw).chars().take(4096).collect(),
+                },
+            );
         }
         for (g, c) in groups {
             w.put_json(key(b"cg/", &[g.as_bytes()]), c);

@@ -252,6 +252,12 @@ impl WriteSet {
             Err(err) => self.error = Some(err),
         }
     }
+
+    /// An event as raw bytes, for tests of what cannot be decoded.
+    #[cfg(test)]
+    pub fn raw_event(&mut self, bytes: &[u8]) {
+        self.events.push(bytes.to_vec());
+    }
 }
 
 /// Index of pending join requests by expiry, so expiries are found without

@@ -304,8 +304,9 @@ async fn event_seqs_have_no_gaps_and_unconsumed_events_survive_crashes() {
         let seqs: Vec<u64> = s
             .outbox_range(cursor, upto)
             .expect("outbox")
+            .records
             .into_iter()
-            .flat_map(|(_, events)| events.into_iter().map(|e| e.seq))
+            .flat_map(|(_, _, events)| events.into_iter().map(|e| e.seq))
             .collect();
         assert_eq!(
             seqs,
@@ -334,17 +335,17 @@ async fn event_seqs_have_no_gaps_and_unconsumed_events_survive_crashes() {
         }
         // Consume the records up to about half of what is there.
         let upto = *s.durable_seq().borrow();
-        let records = s.outbox_range(consumed, upto).expect("outbox");
+        let records = s.outbox_range(consumed, upto).expect("outbox").records;
         let mut last = consumed;
         let mut firsts = Vec::new();
-        for (first, events) in &records {
+        for (first, n, _) in &records {
             if last >= consumed + 20 {
                 break;
             }
             firsts.push(*first);
-            last = first + events.len() as u64 - 1;
+            last = first + n - 1;
         }
-        s.consume_outbox(&firsts, last, &[], &[])
+        s.consume_outbox(&firsts, last, &[], &[], &[])
             .await
             .expect("consumed");
         consumed = last;
