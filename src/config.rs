@@ -29,6 +29,9 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
+    /// is believed for the client's address; none by default.
+    pub trusted_proxies: Vec<String>,
     pub limits: Limits,
     pub actors: Actors,
     pub sessions: Sessions,
@@ -435,6 +438,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             admin_token: String::new(),
             public_base_url: None,
+            trusted_proxies: Vec::new(),
             workers: 0,
             limits: Limits::default(),
             actors: Actors::default(),
@@ -572,6 +576,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if let Err(e) = crate::domain::network::parse_proxies(&self.trusted_proxies) {
+            return bad(&e);
+        }
         if !self.admin_token.is_empty() {
             if self.admin_token.len() < 16 {
                 return bad("admin_token must be at least 16 characters");

@@ -232,6 +232,8 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         payout_jobs: payout_jobs.clone(),
         notifications: Default::default(),
         consumer,
+        trusted_proxies: crate::domain::network::parse_proxies(&config.trusted_proxies)
+            .unwrap_or_default(),
         notify_refusals: RateLimiter::dashmap_with_clock(
             per_minute(config.payouts.rejected_notifications_per_minute_per_ip),
             clock.clone(),

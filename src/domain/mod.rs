@@ -9,6 +9,7 @@ pub mod group;
 pub mod ids;
 pub mod join;
 pub mod ledger;
+pub mod network;
 pub mod packet;
 pub mod payout;
 pub mod placement;

@@ -88,12 +88,29 @@ struct ClientIp(std::net::IpAddr);
 pub struct FromNode;
 
 /// The address a request came from: the client's, also when another node
-/// forwarded it.
+/// forwarded it or a trusted reverse proxy passed it on
+/// (`domain::network::client_address`).
 pub fn client_ip(req: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
     if let Some(ip) = req.extensions().get::<ClientIp>() {
         return Some(ip.0);
     }
-    req.peer_addr().map(|a| a.ip())
+    let peer = req.peer_addr()?.ip();
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return Some(peer);
+    };
+    if state.trusted_proxies.is_empty() {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Some(crate::domain::network::client_address(
+        peer,
+        &forwarded,
+        &state.trusted_proxies,
+    ))
 }
 
 /// The middleware (`middleware::from_fn`).
@@ -339,7 +356,7 @@ async fn send(
         .filter(|(h, _)| *h != POSITION && *h != CLIENT_IP)
         .collect();
     headers.push((POSITION, position.to_string().into_bytes()));
-    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+    if let Some(ip) = client_ip(req.request()) {
         headers.push((CLIENT_IP, ip.to_string().into_bytes()));
     }
     let mut resp = deliver(

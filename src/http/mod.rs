@@ -43,6 +43,8 @@ pub struct AppState {
     pub wallets: crate::wallets::Wallets,
     /// The payment provider, when configured.
     pub provider: Option<qrgate_provider::client::ProviderClient>,
+    /// `trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Whether the outbox consumer keeps up (`/healthz`).
     pub consumer: Arc<crate::push::ConsumerHealth>,
     /// Refused provider notifications, and the nonces of accepted ones.

@@ -867,3 +867,49 @@ async fn create_invite(app: &TestApp, owner: &str, g: &str) -> u16 {
         .await
         .0
 }
+
+/// `X-Forwarded-For` counts only when the peer is a trusted proxy: behind
+/// one, each client has its own limits; without one, a client cannot pick
+/// its own address.
+#[actix_web::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let new_user = |app: &TestApp, from: &'static str| {
+        let req = app
+            .client
+            .post(format!("{}/v1/users", app.base))
+            .insert_header(("X-Forwarded-For", from));
+        async move {
+            let mut r = req.send_json(&json!({"name": "n"})).await.expect("request");
+            let v: Value =
+                serde_json::from_slice(&r.body().await.expect("body")).unwrap_or_default();
+            (r.status().as_u16(), v)
+        }
+    };
+    let limits = "[limits]\nusers_per_minute_per_ip = 2\n";
+    let behind =
+        TestApp::spawn_with(&format!("trusted_proxies = [\"127.0.0.0/8\"]\n{limits}")).await;
+    for _ in 0..2 {
+        assert_eq!(new_user(&behind, "203.0.113.1").await.0, 201);
+    }
+    let (s, v) = new_user(&behind, "203.0.113.1").await;
+    assert_eq!((s, code(&v)), (429, "rate_limited"), "{v}");
+    assert_eq!(
+        new_user(&behind, "203.0.113.2").await.0,
+        201,
+        "another client"
+    );
+    // A client naming someone else in front of the proxy is still itself.
+    let (s, v) = new_user(&behind, "198.51.100.1, 203.0.113.1").await;
+    assert_eq!((s, code(&v)), (429, "rate_limited"), "{v}");
+
+    let direct = TestApp::spawn_with(limits).await;
+    for from in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(new_user(&direct, from).await.0, 201);
+    }
+    let (s, v) = new_user(&direct, "203.0.113.3").await;
+    assert_eq!(
+        (s, code(&v)),
+        (429, "rate_limited"),
+        "the header is not believed: {v}"
+    );
+}
