@@ -145,7 +145,13 @@ impl Accounts {
     // ---- users ----
 
     /// A new user and its first session: (the user, the session token, the session).
-    pub async fn create_user(&self, name: UserName) -> Result<(User, String, Session), ApiError> {
+    /// Create a user and its first session; `passed` is the challenge the
+    /// creation answered (its expiry and tag), used up in the same write.
+    pub async fn create_user(
+        &self,
+        name: UserName,
+        passed: Option<(i64, [u8; 16])>,
+    ) -> Result<(User, String, Session), ApiError> {
         let user = User {
             id: UserId::random(),
             name: name.into_string(),
@@ -156,7 +162,15 @@ impl Accounts {
         let mut w = WriteSet::new();
         w.user_record(&user);
         w.session(&hash, &session);
-        self.storage.commit(w).await?;
+        if let Some((expires_at, tag)) = passed {
+            w.challenge_used(expires_at, &tag);
+        }
+        match self.storage.commit(w).await {
+            Err(crate::storage::StorageError::Exists(_)) if passed.is_some() => {
+                return Err(ApiError::Challenge(crate::domain::challenge::Refusal::Used))
+            }
+            r => r?,
+        }
         Ok((user, token, session))
     }
 

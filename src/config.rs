@@ -165,6 +165,9 @@ pub struct Limits {
     pub qr_cache_mb: u64,
     /// QR images one client network may fetch a minute without a session.
     pub anonymous_images_per_minute_per_ip: u32,
+    /// Accounts one client network may create a minute before each further
+    /// one needs a proof of work (`risk.mode = "enforce"` only).
+    pub users_per_minute_per_network_before_challenge: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -469,6 +472,7 @@ impl Default for Limits {
             max_live_invites_per_group: 1000,
             qr_cache_mb: 64,
             anonymous_images_per_minute_per_ip: 120,
+            users_per_minute_per_network_before_challenge: 30,
         }
     }
 }
@@ -645,8 +649,11 @@ impl Config {
         if l.users_per_minute_per_ip == 0 {
             return bad("limits.users_per_minute_per_ip must be at least 1");
         }
-        if l.anonymous_images_per_minute_per_ip == 0 || l.qr_cache_mb == 0 {
-            return bad("limits.anonymous_images_per_minute_per_ip and limits.qr_cache_mb must be at least 1");
+        if l.anonymous_images_per_minute_per_ip == 0
+            || l.qr_cache_mb == 0
+            || l.users_per_minute_per_network_before_challenge == 0
+        {
+            return bad("limits.anonymous_images_per_minute_per_ip, qr_cache_mb and users_per_minute_per_network_before_challenge must be at least 1");
         }
         if l.group_joins_per_minute_max < l.group_joins_per_minute {
             return bad("limits.group_joins_per_minute_max must be >= group_joins_per_minute");

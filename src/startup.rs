@@ -214,6 +214,10 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         node: node.clone(),
         admin_hash: blake3::hash(admin_token.as_bytes()),
         qr_cache: crate::qr::cache(config.limits.qr_cache_mb << 20),
+        new_user_burst: RateLimiter::dashmap_with_clock(
+            per_minute(config.limits.users_per_minute_per_network_before_challenge),
+            clock.clone(),
+        ),
         image_limiter: RateLimiter::dashmap_with_clock(
             per_minute(config.limits.anonymous_images_per_minute_per_ip),
             clock.clone(),
@@ -263,6 +267,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
             sweep.ip_limiter.retain_recent();
             sweep.image_limiter.retain_recent();
             sweep.notify_refusals.retain_recent();
+            sweep.new_user_burst.retain_recent();
             user_limiter.shrink_to_fit();
             sweep.ip_limiter.shrink_to_fit();
             sweep.image_limiter.shrink_to_fit();

@@ -192,6 +192,36 @@ impl Challenge {
         ))
     }
 
+    /// The proof of work asked of a new account from `network` (an address,
+    /// or an IPv6 /64) while account creations from it burst: bound to the
+    /// network by a keyed tag in place of the user, with no group.
+    pub fn for_new_account(
+        key: &[u8; 32],
+        network: std::net::IpAddr,
+        bits: u8,
+        now: i64,
+        ttl_seconds: i64,
+    ) -> Challenge {
+        Challenge {
+            kind: ChallengeKind::Pow,
+            bits,
+            group: GroupId([0; 16]),
+            invite: InviteId([0; 16]),
+            user: new_account_tag(key, network),
+            epoch: 0,
+            issued_at: now,
+            expires_at: now + ttl_seconds,
+            salt: super::ids::random_bytes(),
+            score: 0,
+            reasons: 0,
+        }
+    }
+
+    /// Whether it was issued by [`for_new_account`](Self::for_new_account).
+    pub fn is_for_new_account(&self) -> bool {
+        self.group == GroupId([0; 16]) && self.invite == InviteId([0; 16])
+    }
+
     /// Whether `user` may answer it at `now` (the answer itself is checked apart).
     pub fn admits(&self, user: UserId, now: i64) -> Result<(), Refusal> {
         if self.user != user {
@@ -202,6 +232,20 @@ impl Challenge {
         }
         Ok(())
     }
+}
+
+/// What a new-account challenge names in place of a user: a keyed tag of
+/// the network it was issued to.
+pub fn new_account_tag(key: &[u8; 32], network: std::net::IpAddr) -> UserId {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(b"new account\0");
+    match network {
+        std::net::IpAddr::V4(a) => h.update(&a.octets()),
+        std::net::IpAddr::V6(a) => h.update(&a.octets()),
+    };
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    UserId(id)
 }
 
 fn leading_zero_bits(h: &[u8]) -> u32 {

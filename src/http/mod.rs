@@ -60,6 +60,8 @@ pub struct AppState {
     pub base_url: String,
     /// Rendered QR images of live invitations: (invite, kind, size) -> bytes.
     pub qr_cache: crate::qr::Cache,
+    /// Account creations per client network before a proof of work.
+    pub new_user_burst: DefaultKeyedRateLimiter<IpAddr>,
     /// Images fetched without a session, per client network.
     pub image_limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub ip_limiter: DefaultKeyedRateLimiter<IpAddr>,

@@ -16,6 +16,10 @@ use crate::keys::Jwk;
 pub struct NewUser {
     /// Display name, 1 to 64 characters.
     name: String,
+    /// When a creation answered 403 `challenge_required`: its challenge's
+    /// id, and `solution`, the proof of work that solves it.
+    challenge_id: Option<String>,
+    solution: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -28,12 +32,20 @@ pub struct CreatedUser {
     expires_at: i64,
 }
 
-/// Create a user and a session token.
+/// Create a user and a session token. Creations from one network are
+/// limited; while they burst (past
+/// `limits.users_per_minute_per_network_before_challenge`), a creation
+/// answers 403 `challenge_required` with a proof of work, and the client
+/// repeats it with `challenge_id` and `solution`.
 #[utoipa::path(
     request_body = NewUser,
     responses(
         (status = 201, body = CreatedUser),
-        (status = 400, body = Problem), (status = 429, body = Problem)
+        (status = 400, body = Problem),
+        (status = 403, body = Problem, description = "challenge_required (with `challenge`), challenge_failed"),
+        (status = 409, body = Problem, description = "challenge_used"),
+        (status = 410, body = Problem, description = "challenge_expired"),
+        (status = 429, body = Problem)
     ),
     tag = "users"
 )]
@@ -46,15 +58,67 @@ pub async fn create_user(
     let name = UserName::parse(&body.name).map_err(ApiError::Validation)?;
     // Service backends creating users with the admin token are not limited per address.
     let limited = !auth::is_admin(&state, &req);
+    let mut passed = None;
     if let Some(ip) = super::forward::client_ip(&req).filter(|_| limited) {
         super::limits::take(&state, super::limits::Limit::NewUsers(ip)).await?;
+        passed = step_up(&state, ip, &body).await?;
     }
-    let (user, token, session) = state.accounts.create_user(name).await?;
+    let (user, token, session) = state.accounts.create_user(name, passed).await?;
     Ok(HttpResponse::Created().json(CreatedUser {
         user_id: user.id,
         token,
         expires_at: session.expires_at.unwrap_or(0),
     }))
+}
+
+/// The proof of work on account creation: `Some((expires_at, tag))` of
+/// the challenge the request solved; a burst from the network without one
+/// is refused with the challenge to solve.
+async fn step_up(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    body: &NewUser,
+) -> Result<Option<(i64, [u8; 16])>, ApiError> {
+    use crate::domain::challenge::{self, Challenge, Refusal};
+    let network = super::limits::network(ip);
+    let key = state.keys.challenge_key();
+    let now = now();
+    match (&body.challenge_id, &body.solution) {
+        (Some(id), Some(solution)) => {
+            let (c, tag) = Challenge::open(id, key)?;
+            if !c.is_for_new_account() {
+                return Err(Refusal::Invalid.into());
+            }
+            c.admits(challenge::new_account_tag(key, network), now)?;
+            if state.storage.challenge_was_used(c.expires_at, &tag)? {
+                return Err(Refusal::Used.into());
+            }
+            if !challenge::pow_solves(id, solution, c.bits) {
+                return Err(Refusal::Failed.into());
+            }
+            Ok(Some((c.expires_at, tag)))
+        }
+        (None, None) => {
+            let enforce = state.config.risk.mode == crate::domain::risk::Mode::Enforce;
+            if !enforce || state.new_user_burst.check_key(&network).is_ok() {
+                return Ok(None);
+            }
+            let p = &state.config.risk.challenge;
+            let c = Challenge::for_new_account(key, network, p.pow_bits, now, p.ttl_seconds);
+            let (id, _) = c.seal(key);
+            Err(ApiError::ChallengeRequired(Box::new(challenge::Offer {
+                id,
+                kind: crate::domain::risk::ChallengeKind::Pow,
+                pow_bits: Some(p.pow_bits),
+                site_key: None,
+                expires_at: crate::clock::rfc3339(c.expires_at),
+                answer_url: "/v1/users".into(),
+            })))
+        }
+        _ => Err(ApiError::validation(
+            "`challenge_id` and `solution` go together",
+        )),
+    }
 }
 
 #[derive(Serialize, ToSchema)]

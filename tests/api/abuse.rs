@@ -913,3 +913,43 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         "the header is not believed: {v}"
     );
 }
+
+/// A burst of new accounts from one network asks each further one for a
+/// proof of work; a solved one creates the account, once.
+#[actix_web::test]
+async fn a_burst_of_new_accounts_from_one_network_needs_a_proof_of_work() {
+    let app = TestApp::spawn_with(
+        "[limits]\nusers_per_minute_per_network_before_challenge = 2\n[risk]\nmode = \"enforce\"\n[risk.challenge]\npow_bits = 8\n",
+    )
+    .await;
+    let create = |body: Value| app.post("/v1/users", None, body);
+    for n in 0..2 {
+        let (s, v) = create(json!({ "name": format!("n{n}") })).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = create(json!({"name": "third"})).await;
+    assert_eq!((s, code(&v)), (403, "challenge_required"), "{v}");
+    let c = &v["challenge"];
+    assert_eq!(
+        (c["kind"].as_str(), c["answer_url"].as_str()),
+        (Some("pow"), Some("/v1/users")),
+        "{v}"
+    );
+    let id = s_(&c["id"]);
+    let bits = c["pow_bits"].as_u64().unwrap() as u8;
+    let (s, v) = create(json!({"name": "third", "challenge_id": id, "solution": "wrong"})).await;
+    assert_eq!((s, code(&v)), (403, "challenge_failed"), "{v}");
+    let solution = qrgate::domain::challenge::pow_solve(&id, bits);
+    let answer = json!({"name": "third", "challenge_id": id, "solution": solution});
+    let (s, v) = create(answer.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = create(answer).await;
+    assert_eq!((s, code(&v)), (409, "challenge_used"), "{v}");
+    let (s, v) = create(json!({"name": "x", "challenge_id": id})).await;
+    assert_eq!((s, code(&v)), (400, "validation_failed"), "{v}");
+    // The operator (a service creating users) is never asked.
+    let (s, v) = app
+        .post("/v1/users", Some(ADMIN), json!({"name": "svc"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+}
