@@ -161,6 +161,10 @@ pub struct Limits {
     pub join_request_ttl_seconds: i64,
     /// Live (unexpired, unrevoked) invitations one group may have at once.
     pub max_live_invites_per_group: usize,
+    /// Invitations one group may store, revoked and expired ones included.
+    pub max_stored_invites_per_group: usize,
+    /// Invitations one member may make in a group within an hour.
+    pub invites_per_member_per_hour: u32,
     /// Rendered QR images and cards kept in memory, in MiB.
     pub qr_cache_mb: u64,
     /// QR images one client network may fetch a minute without a session.
@@ -470,6 +474,8 @@ impl Default for Limits {
             users_per_minute_per_ip: 600,
             join_request_ttl_seconds: 3 * 24 * 3600,
             max_live_invites_per_group: 1000,
+            max_stored_invites_per_group: 10_000,
+            invites_per_member_per_hour: 60,
             qr_cache_mb: 64,
             anonymous_images_per_minute_per_ip: 120,
             users_per_minute_per_network_before_challenge: 30,
@@ -648,6 +654,11 @@ impl Config {
         }
         if l.users_per_minute_per_ip == 0 {
             return bad("limits.users_per_minute_per_ip must be at least 1");
+        }
+        if l.max_stored_invites_per_group < l.max_live_invites_per_group
+            || l.invites_per_member_per_hour == 0
+        {
+            return bad("limits.max_stored_invites_per_group must be >= max_live_invites_per_group, and invites_per_member_per_hour at least 1");
         }
         if l.anonymous_images_per_minute_per_ip == 0
             || l.qr_cache_mb == 0

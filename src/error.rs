@@ -126,6 +126,8 @@ pub enum ApiError {
     CannotBlockOwner,
     #[error("the group has as many live invitations as it may have; revoke one first")]
     TooManyInvites,
+    #[error("the group stores as many invitations as it may, revoked and expired ones included")]
+    TooManyStoredInvites,
 
     #[error("too many open WebSocket connections {0}; close one first")]
     TooManyConnections(&'static str),
@@ -200,7 +202,7 @@ impl ApiError {
             ApiError::ConcurrentUpdate => "concurrent_update",
             ApiError::CannotRemoveOwner => "cannot_remove_owner",
             ApiError::CannotBlockOwner => "cannot_block_owner",
-            ApiError::TooManyInvites => "too_many_invites",
+            ApiError::TooManyInvites | ApiError::TooManyStoredInvites => "too_many_invites",
             ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::BackupTargetNotEmpty(_) => "backup_target_not_empty",
             ApiError::BackupRunning => "backup_running",
@@ -304,7 +306,8 @@ impl ApiError {
             | ApiError::ConcurrentUpdate
             | ApiError::CannotRemoveOwner
             | ApiError::CannotBlockOwner
-            | ApiError::TooManyInvites => StatusCode::CONFLICT,
+            | ApiError::TooManyInvites
+            | ApiError::TooManyStoredInvites => StatusCode::CONFLICT,
             ApiError::StorageUnavailable | ApiError::Overloaded | ApiError::NodeUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -142,6 +142,45 @@ pub struct JoinRequest {
     pub risk: Option<JoinRisk>,
 }
 
+// ---------- invitation caps ----------
+
+/// Why one more invitation may not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteCap {
+    /// The group stores as many as it may (revoked and expired included).
+    Stored,
+    /// The creator made as many as they may within the hour.
+    Rate { retry_after_secs: u64 },
+}
+
+/// Whether one more invitation may be made: the group's stored ones
+/// (revoked and expired count: a create-and-revoke loop fills memory as
+/// surely as live ones) under `max_stored`, and those its creator made in
+/// the last hour (`creator_made`: their creation times) under `per_hour`.
+pub fn may_create_invite(
+    stored: usize,
+    max_stored: usize,
+    creator_made: &[i64],
+    per_hour: u32,
+    now: i64,
+) -> Result<(), InviteCap> {
+    if stored >= max_stored {
+        return Err(InviteCap::Stored);
+    }
+    let recent: Vec<i64> = creator_made
+        .iter()
+        .copied()
+        .filter(|t| *t > now - 3600)
+        .collect();
+    if recent.len() >= per_hour as usize {
+        let oldest = recent.iter().min().copied().unwrap_or(now);
+        return Err(InviteCap::Rate {
+            retry_after_secs: u64::try_from(oldest + 3600 - now).unwrap_or(1).max(1),
+        });
+    }
+    Ok(())
+}
+
 // ---------- validated input ----------
 
 /// Whether `c` is an invisible Unicode format character (general category
@@ -314,6 +353,19 @@ mod tests {
         assert!(GroupName::parse(&"x".repeat(65)).is_err());
         assert!(GroupName::parse(&"登".repeat(64)).is_ok());
         assert!(GroupName::parse("a\u{0}b").is_err());
+        // Invitation caps: stored ones of the group, the creator's per hour.
+        assert_eq!(
+            may_create_invite(5, 5, &[], 10, 100),
+            Err(InviteCap::Stored)
+        );
+        assert_eq!(
+            may_create_invite(3, 5, &[4000, 4100, 10], 2, 5000),
+            Err(InviteCap::Rate {
+                retry_after_secs: 2600
+            }),
+            "two in the hour; the one from t=10 is older"
+        );
+        assert_eq!(may_create_invite(3, 5, &[4000, 10], 2, 5000), Ok(()));
         // Bidi overrides and isolates, zero-width spaces: refused.
         for hidden in [
             "\u{202E}", "\u{2066}", "\u{200F}", "\u{200B}", "\u{FEFF}", "\u{061C}",

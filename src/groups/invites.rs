@@ -41,6 +41,27 @@ impl GroupActor {
         if live >= cap {
             return Err(ApiError::TooManyInvites.into());
         }
+        let limits = &self.shared.config.limits;
+        let made: Vec<i64> = self
+            .invites
+            .values()
+            .filter(|i| i.creator_id == m.creator)
+            .map(|i| i.created_at)
+            .collect();
+        crate::domain::group::may_create_invite(
+            self.invites.len(),
+            limits.max_stored_invites_per_group,
+            &made,
+            limits.invites_per_member_per_hour,
+            now,
+        )
+        .map_err(|c| match c {
+            crate::domain::group::InviteCap::Stored => ApiError::TooManyStoredInvites,
+            crate::domain::group::InviteCap::Rate { retry_after_secs } => ApiError::RateLimited {
+                scope: "invitations per member per hour",
+                retry_after_secs,
+            },
+        })?;
         let depth = match m.parent {
             None => 0,
             Some(pid) => {

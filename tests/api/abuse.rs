@@ -953,3 +953,52 @@ async fn a_burst_of_new_accounts_from_one_network_needs_a_proof_of_work() {
         .await;
     assert_eq!(s, 201, "{v}");
 }
+
+/// Invitations are capped per member and hour, and per group counting the
+/// revoked ones: a create-and-revoke loop fills neither memory nor disk.
+#[actix_web::test]
+async fn invitations_are_capped_per_member_and_hour_and_per_group_revoked_ones_included() {
+    let app = TestApp::spawn_with(
+        "[limits]\ninvites_per_member_per_hour = 3\nmax_live_invites_per_group = 5\nmax_stored_invites_per_group = 5\n",
+    )
+    .await;
+    let (_, owner) = app.user("owner").await;
+    let (_, member) = app.user("member").await;
+    let g = app.group(&owner, json!({"name": "capped"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    assert_eq!(app.join(&member, &tok).await.0, 200);
+    let path = format!("/v1/groups/{g}/invites");
+    let create = |who: String| {
+        let path = path.clone();
+        let app = &app;
+        async move { app.post(&path, Some(&who), json!({})).await }
+    };
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let (s, v) = create(member.clone()).await;
+        assert_eq!(s, 201, "{v}");
+        made.push(s_(&v["id"]));
+    }
+    let (s, v) = create(member.clone()).await;
+    assert_eq!(
+        (s, code(&v)),
+        (429, "rate_limited"),
+        "the member's fourth in the hour: {v}"
+    );
+    // Revoked ones still count toward what the group stores.
+    for id in &made[..2] {
+        let (s, v) = app
+            .call("DELETE", &format!("/v1/invites/{id}"), Some(&owner), None)
+            .await;
+        assert_eq!(s, 204, "{v}");
+    }
+    let (s, v) = create(owner.clone()).await;
+    assert_eq!(s, 201, "the fifth stored: {v}");
+    let (s, v) = create(owner.clone()).await;
+    assert_eq!(
+        (s, code(&v)),
+        (409, "too_many_invites"),
+        "three live, five stored: {v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
+}

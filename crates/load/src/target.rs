@@ -78,7 +78,8 @@ impl ServerDir {
             "bind = \"127.0.0.1:0\"\ndata_dir = {}\nadmin_token = {}\n\n[limits]\n\
              group_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n\
              user_joins_per_minute = 1000000\nusers_per_minute_per_ip = 1000000\n\
-             users_per_minute_per_network_before_challenge = 1000000\n\n\
+             users_per_minute_per_network_before_challenge = 1000000\n\
+             invites_per_member_per_hour = 1000000\n\n\
              [packets]\nmax_shares = 1000000\nmax_total_fen = 100000000\n\
              breaker_claims_per_second = 0\nclaims_per_minute_per_user = 1000000\n\n\
              [websocket]\nmax_per_ip = 1000000\nmax_connections = 1000000\n{extra}",
