@@ -469,7 +469,8 @@ fn touched(k: &EventKind) -> (Option<GroupId>, Option<InviteId>) {
         } => (Some(*group_id), Some(*via_invite)),
         EventKind::JoinApproved { group_id, .. }
         | EventKind::JoinRejected { group_id, .. }
-        | EventKind::JoinRequestExpired { group_id, .. } => (Some(*group_id), None),
+        | EventKind::JoinRequestExpired { group_id, .. }
+        | EventKind::JoinRequestDropped { group_id, .. } => (Some(*group_id), None),
         _ => (None, None),
     }
 }
@@ -489,7 +490,7 @@ fn bump(k: &EventKind, c: &mut Counters) {
             c.uses += 1;
         }
         EventKind::JoinApproved { .. } => c.approvals += 1,
-        EventKind::JoinRejected { .. } => c.rejections += 1,
+        EventKind::JoinRejected { .. } | EventKind::JoinRequestDropped { .. } => c.rejections += 1,
         EventKind::JoinRequestExpired { .. } => c.expirations += 1,
         _ => {}
     }

@@ -43,6 +43,14 @@ pub enum EventKind {
         request_id: RequestId,
         user_id: UserId,
     },
+    /// The invitation a request came through was revoked (or its branch
+    /// burned): the request is gone and its seat free.
+    JoinRequestDropped {
+        group_id: GroupId,
+        request_id: RequestId,
+        user_id: UserId,
+        invite_id: InviteId,
+    },
     InviteRevoked {
         group_id: GroupId,
         invite_id: InviteId,

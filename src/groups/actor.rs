@@ -228,6 +228,35 @@ impl GroupActor {
             .map(|(u, _)| u)
     }
 
+    /// Drop the pending requests that came through `invites` (revoked, or
+    /// their branch burned) into `w`, each with an event to its requester
+    /// and the group's feed; returns them, to forget once `w` is committed.
+    pub(super) fn drop_requests_through(
+        &self,
+        w: &mut WriteSet,
+        invites: &std::collections::HashSet<InviteId>,
+    ) -> Vec<JoinRequest> {
+        let dropped: Vec<JoinRequest> = self
+            .requests
+            .values()
+            .filter(|r| invites.contains(&r.invite_id))
+            .cloned()
+            .collect();
+        for r in &dropped {
+            w.remove_request(self.id(), r);
+            w.event(&self.event(
+                vec![r.user_id],
+                EventKind::JoinRequestDropped {
+                    group_id: self.id(),
+                    request_id: r.id,
+                    user_id: r.user_id,
+                    invite_id: r.invite_id,
+                },
+            ));
+        }
+        dropped
+    }
+
     pub(super) fn forget_request(&mut self, r: &JoinRequest) {
         self.requests.remove(&r.id);
         self.pending_by_user.remove(&r.user_id);

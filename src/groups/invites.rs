@@ -145,8 +145,12 @@ impl GroupActor {
                 invite_id: inv.id,
             },
         ));
+        let dropped = self.drop_requests_through(&mut w, &[inv.id].into_iter().collect());
         let reply = self.commit(w, ());
         self.invites.insert(inv.id, inv);
+        for r in &dropped {
+            self.forget_request(r);
+        }
         Ok(reply)
     }
 }

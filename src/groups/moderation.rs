@@ -249,9 +249,13 @@ impl GroupActor {
             ));
         }
         let ids: Vec<InviteId> = burned.iter().map(|i| i.id).collect();
+        let dropped = self.drop_requests_through(&mut w, &ids.iter().copied().collect());
         let reply = self.commit(w, ids);
         for i in burned {
             self.invites.insert(i.id, Box::new(i));
+        }
+        for r in &dropped {
+            self.forget_request(r);
         }
         Ok(reply)
     }

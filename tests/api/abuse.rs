@@ -1002,3 +1002,53 @@ async fn invitations_are_capped_per_member_and_hour_and_per_group_revoked_ones_i
     );
     assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
 }
+
+/// Revoking an invitation, or burning its branch, drops the join requests
+/// that came through it: their seats come free, and the requester and the
+/// group's feed hear it.
+#[actix_web::test]
+async fn revoking_or_burning_an_invitation_drops_its_pending_requests() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app
+        .group(
+            &owner,
+            json!({"name": "tight", "approval_required": true, "member_limit": 100}),
+        )
+        .await;
+    let (a, a_tok, _) = app.invite(&owner, &g, json!({})).await;
+    let (b, b_tok, _) = app.invite(&owner, &g, json!({})).await;
+    let (x_id, x) = app.user("x").await;
+    let (_, y) = app.user("y").await;
+    let mut x_ws = connect(&app, &x).await;
+    next_of(&mut x_ws, "hello").await;
+    assert_eq!(app.join(&x, &a_tok).await.0, 202);
+    let (_, v) = app.get(&format!("/v1/groups/{g}"), Some(&owner)).await;
+    assert_eq!(v["pending_requests"], 1, "x's request holds a seat: {v}");
+    let (s, _) = app
+        .call("DELETE", &format!("/v1/invites/{a}"), Some(&owner), None)
+        .await;
+    assert_eq!(s, 204);
+    let e = next_of(&mut x_ws, "join_request_dropped").await;
+    assert_eq!(
+        (e["user_id"].as_str(), e["invite_id"].as_str()),
+        (Some(x_id.as_str()), Some(a.as_str())),
+        "{e}"
+    );
+    let (_, reqs) = app
+        .get(&format!("/v1/groups/{g}/requests"), Some(&owner))
+        .await;
+    assert_eq!(reqs["requests"].as_array().map(Vec::len), Some(0), "{reqs}");
+    let (_, v) = app.get(&format!("/v1/groups/{g}"), Some(&owner)).await;
+    assert_eq!(v["pending_requests"], 0, "its seat is free: {v}");
+    // Burning the branch drops a request through it too.
+    assert_eq!(app.join(&y, &b_tok).await.0, 202);
+    let (s, v) = app
+        .post(&format!("/v1/invites/{b}/burn"), Some(&owner), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, reqs) = app
+        .get(&format!("/v1/groups/{g}/requests"), Some(&owner))
+        .await;
+    assert_eq!(reqs["requests"].as_array().map(Vec::len), Some(0), "{reqs}");
+}
