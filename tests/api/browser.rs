@@ -322,29 +322,15 @@ async fn a_browser_opens_a_red_packet_and_wins_a_share() {
 /// GET a page: (status, HTML).
 async fn page(app: &TestApp, url: &str) -> (u16, String) {
     let mut r = app.client.get(url).send().await.expect("page");
-    let ct = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = header(r.headers(), "content-type");
     assert!(ct.starts_with("text/html"), "{url}: {ct}");
     assert_eq!(
-        r.headers()
-            .get("referrer-policy")
-            .and_then(|v| v.to_str().ok()),
-        Some("no-referrer"),
+        header(r.headers(), "referrer-policy"),
+        "no-referrer",
         "a page URL carries a token"
     );
-    let header = |name: &str| {
-        r.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    assert_eq!(header("x-frame-options"), "DENY", "{url}");
-    let csp = header("content-security-policy");
+    assert_eq!(header(r.headers(), "x-frame-options"), "DENY", "{url}");
+    let csp = header(r.headers(), "content-security-policy");
     assert!(csp.contains("frame-ancestors 'none'"), "{url}: {csp}");
     let scripts = csp
         .split(';')

@@ -277,12 +277,7 @@ async fn every_body_over_the_limit_is_refused_with_413() {
                 req.send_body(big.clone()).await
             }
             .expect("request");
-            let ct = r
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let ct = header(r.headers(), "content-type");
             let v: serde_json::Value =
                 serde_json::from_slice(&r.body().await.expect("body")).unwrap_or_default();
             assert_eq!(

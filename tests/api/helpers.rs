@@ -344,6 +344,15 @@ pub fn s_(v: &Value) -> String {
         .to_string()
 }
 
+/// A response header as text ("" when absent or not text).
+pub fn header(headers: &awc::http::header::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 pub fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("")
 }
