@@ -15,7 +15,6 @@
 //! match the manifest.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -64,10 +63,6 @@ pub enum BackupError {
 }
 
 static RUNNING: Mutex<()> = Mutex::new(());
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// Whether `dir` is missing, or an empty directory.
 fn is_empty_dir(dir: &Path) -> Result<bool, String> {
@@ -122,26 +117,10 @@ fn write_secrets(dir: &Path, files: &[(String, String)]) -> Result<Vec<FileCopy>
         out.push(FileCopy {
             path: name.clone(),
             bytes: text.len() as u64,
-            blake3: hex(blake3::hash(text.as_bytes()).as_bytes()),
+            blake3: blake3::hash(text.as_bytes()).to_hex().to_string(),
         });
     }
     Ok(out)
-}
-
-/// Write `bytes` to `dir/name` durably and atomically (a temp file, fsync,
-/// rename, fsync of the directory).
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)
 }
 
 /// Back up the running server's `storage` and the secrets of `data_dir`
@@ -162,12 +141,6 @@ pub fn run(storage: &Storage, data_dir: &Path, target: &Path) -> Result<Manifest
     let _one = RUNNING.try_lock().map_err(|_| BackupError::Running)?;
     if !is_empty_dir(target).map_err(BackupError::BadTarget)? {
         return Err(BackupError::TargetNotEmpty(target.display().to_string()));
-    }
-    if target.exists() && !target.is_dir() {
-        return Err(BackupError::BadTarget(format!(
-            "{} is not a directory",
-            target.display()
-        )));
     }
     let data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     if target.starts_with(&data) {
@@ -194,9 +167,11 @@ pub fn run(storage: &Storage, data_dir: &Path, target: &Path) -> Result<Manifest
             checkpoint: copied.checkpoint,
             files,
         };
-        let text =
-            serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Failed(e.to_string()))?;
-        write_atomic(target, MANIFEST, &text).map_err(BackupError::Failed)?;
+        let text = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| BackupError::Failed(e.to_string()))?;
+        // Written last, atomically and durably: a backup without it did not finish.
+        crate::keys::write_secret_file(&target.join(MANIFEST), &text)
+            .map_err(|e| BackupError::Failed(e.to_string()))?;
         Ok(manifest)
     })();
     match &result {
@@ -256,7 +231,7 @@ pub fn verify(from: &Path) -> Result<Manifest, String> {
         let mut file = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         let mut h = blake3::Hasher::new();
         let n = std::io::copy(&mut file, &mut h).map_err(|e| format!("{}: {e}", p.display()))?;
-        if n != f.bytes || hex(h.finalize().as_bytes()) != f.blake3 {
+        if n != f.bytes || h.finalize().to_hex().as_str() != f.blake3 {
             return Err(format!(
                 "{}: does not match the manifest (damaged or changed since the backup)",
                 p.display()
@@ -508,7 +483,7 @@ mod tests {
             files: vec![FileCopy {
                 path: "secret.key".into(),
                 bytes: 1,
-                blake3: hex(blake3::hash(b"k").as_bytes()),
+                blake3: blake3::hash(b"k").to_hex().to_string(),
             }],
         };
         let write = |m: &Manifest| {

@@ -29,6 +29,16 @@ pub fn rendered_size(size: u32, cap: u32) -> u32 {
     (size.min(cap) / SIZE_STEP * SIZE_STEP).max(MIN_SIZE)
 }
 
+/// A request's `size` (default [`DEFAULT_SIZE`]), refused outside
+/// [`MIN_SIZE`]..=[`MAX_SIZE`], then as rendered under `cap`.
+pub fn requested_size(size: Option<u32>, cap: u32) -> Result<u32, QrError> {
+    let size = size.unwrap_or(DEFAULT_SIZE);
+    if !(MIN_SIZE..=MAX_SIZE).contains(&size) {
+        return Err(QrError::BadSize);
+    }
+    Ok(rendered_size(size, cap))
+}
+
 /// What a cached image shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Subject {

@@ -279,15 +279,8 @@ async fn image(
     kind: Kind,
     size: Option<u32>,
 ) -> Result<HttpResponse, ApiError> {
-    let size = size.unwrap_or(qr::DEFAULT_SIZE);
-    if !(qr::MIN_SIZE..=qr::MAX_SIZE).contains(&size) {
-        return Err(ApiError::validation(format!(
-            "`size` must be between {} and {} pixels",
-            qr::MIN_SIZE,
-            qr::MAX_SIZE
-        )));
-    }
-    let size = qr::rendered_size(size, qr::MAX_SIZE);
+    let size =
+        qr::requested_size(size, qr::MAX_SIZE).map_err(|e| ApiError::validation(e.to_string()))?;
     let (inv, group) = load_invite(&state, who.0, iid).await?;
     match state_of(
         &inv,

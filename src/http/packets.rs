@@ -420,10 +420,6 @@ pub async fn qr_png(
 ) -> Result<HttpResponse, ApiError> {
     use crate::qr;
     let pid = id(PacketId::parse, &path)?;
-    let size = q.size.unwrap_or(qr::DEFAULT_SIZE);
-    if !(qr::MIN_SIZE..=qr::MAX_SIZE).contains(&size) {
-        return Err(ApiError::validation(qr::QrError::BadSize.to_string()));
-    }
     let anonymous =
         super::auth::bearer_user(&state, &req).is_none() && !super::auth::is_admin(&state, &req);
     let cap = if anonymous {
@@ -443,7 +439,7 @@ pub async fn qr_png(
     } else {
         qr::MAX_SIZE
     };
-    let size = qr::rendered_size(size, cap);
+    let size = qr::requested_size(q.size, cap).map_err(|e| ApiError::validation(e.to_string()))?;
     let key = (qr::Subject::Packet(pid), 0, size);
     if let Some(png) = state.qr_cache.get(&key) {
         crate::metrics::QR_RENDERS.with_label_values(&["hit"]).inc();

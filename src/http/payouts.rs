@@ -467,13 +467,16 @@ async fn notify(
     let fresh = state
         .notifications
         .lock()
-        .map(|mut g| g.nonces.first_use(&h.nonce, now))
+        .map(|mut g| {
+            let fresh = g.nonces.first_use(&h.nonce, now);
+            if !fresh {
+                g.forgeries.count("replay");
+            }
+            fresh
+        })
         .unwrap_or(true);
     if !fresh {
         tracing::warn!(nonce = %h.nonce, "a replayed provider notification; not applied");
-        if let Ok(mut g) = state.notifications.lock() {
-            g.forgeries.count("replay");
-        }
         return Ok("replayed");
     }
     let unknown = || {

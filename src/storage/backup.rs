@@ -49,10 +49,6 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
     move |e| StorageError::Io(format!("{}: {e}", path.display()))
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Copy the first `len` bytes of `from` into a new file `to`, durably;
 /// returns the blake3 of what was copied.
 fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<[u8; 32]> {
@@ -175,7 +171,7 @@ impl Storage {
         let mut files = vec![FileCopy {
             path: STATE_FILE.into(),
             bytes,
-            blake3: hex(&hash),
+            blake3: blake3::Hash::from(hash).to_hex().to_string(),
         }];
         crash_point("backup_state_written");
         // The segments as they stand now: every frame in them is durable,
@@ -200,7 +196,7 @@ impl Storage {
             files.push(FileCopy {
                 path: format!("{JOURNAL_DIR}/{name}"),
                 bytes: s.bytes,
-                blake3: hex(&hash),
+                blake3: blake3::Hash::from(hash).to_hex().to_string(),
             });
             position = position.max(s.last);
         }

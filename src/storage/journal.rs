@@ -584,14 +584,13 @@ pub fn scan(
             bytes: 0,
             allocated: buf.len() as u64,
         };
-        let (off, last, ending) = walk(&buf, first, is_last, |pos, off, payload| {
+        let Ok((off, last, ending)) = walk(&buf, first, is_last, |pos, off, payload| {
             if let Err(e) = each(pos, payload) {
                 out.findings
                     .push(finding(off, format!("frame at position {pos}: {e}")));
             }
-            Ok::<(), ()>(())
-        })
-        .unwrap_or((0, first.saturating_sub(1), End::Clean));
+            Ok::<(), std::convert::Infallible>(())
+        });
         seg.last = last;
         let mut broken = false;
         match ending {
