@@ -165,6 +165,9 @@ pub struct Limits {
     pub max_stored_invites_per_group: usize,
     /// Invitations one member may make in a group within an hour.
     pub invites_per_member_per_hour: u32,
+    /// Join requests one invitation may have waiting for approval at once
+    /// (a link on a poster cannot bury the moderators' queue).
+    pub max_pending_requests_per_invite: usize,
     /// Rendered QR images and cards kept in memory, in MiB.
     pub qr_cache_mb: u64,
     /// QR images one client network may fetch a minute without a session.
@@ -311,6 +314,9 @@ pub struct Packets {
     /// but no bonus, and the largest bonus allowed.
     pub referral_bonus_fen: u64,
     pub max_referral_bonus_fen: u64,
+    /// A claimant's account must be at least this old to earn its referrer
+    /// a bonus (a farm of fresh accounts cannot cash a budget out).
+    pub referral_min_account_age_seconds: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -372,6 +378,7 @@ impl Default for Packets {
             blacklist: Vec::new(),
             referral_bonus_fen: 100,
             max_referral_bonus_fen: 1000,
+            referral_min_account_age_seconds: 86_400,
         }
     }
 }
@@ -476,6 +483,7 @@ impl Default for Limits {
             max_live_invites_per_group: 1000,
             max_stored_invites_per_group: 10_000,
             invites_per_member_per_hour: 60,
+            max_pending_requests_per_invite: 500,
             qr_cache_mb: 64,
             anonymous_images_per_minute_per_ip: 120,
             users_per_minute_per_network_before_challenge: 30,
@@ -659,6 +667,9 @@ impl Config {
             || l.invites_per_member_per_hour == 0
         {
             return bad("limits.max_stored_invites_per_group must be >= max_live_invites_per_group, and invites_per_member_per_hour at least 1");
+        }
+        if l.max_pending_requests_per_invite == 0 {
+            return bad("limits.max_pending_requests_per_invite must be at least 1");
         }
         if l.anonymous_images_per_minute_per_ip == 0
             || l.qr_cache_mb == 0

@@ -242,7 +242,7 @@ impl ApiError {
                     InvalidToken => StatusCode::BAD_REQUEST,
                     Expired | Revoked | Exhausted => StatusCode::GONE,
                     GroupBanned | Blocked | Paused => StatusCode::FORBIDDEN,
-                    AlreadyMember | RequestPending | GroupFull => StatusCode::CONFLICT,
+                    AlreadyMember | RequestPending | GroupFull | QueueFull => StatusCode::CONFLICT,
                 }
             }
             ApiError::ChallengeRequired(_) => StatusCode::FORBIDDEN,
@@ -285,7 +285,7 @@ impl ApiError {
                     DailyAmount { .. } | AlreadyClaimed => StatusCode::CONFLICT,
                     NotFound => StatusCode::NOT_FOUND,
                     Expired | Empty => StatusCode::GONE,
-                    OutsideGeofence { .. } => StatusCode::FORBIDDEN,
+                    OutsideGeofence { .. } | ChallengeRequired => StatusCode::FORBIDDEN,
                     Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
                     BadCount(_)
                     | BelowShareMinimum { .. }
@@ -491,6 +491,7 @@ mod tests {
             (Refusal::AlreadyMember, "already_member", 409),
             (Refusal::RequestPending, "request_pending", 409),
             (Refusal::Paused, "invite_paused", 403),
+            (Refusal::QueueFull, "too_many_pending_requests", 409),
         ];
         for (r, code, status) in all {
             assert_eq!(pair(r), (code, status));

@@ -111,9 +111,10 @@ proptest! {
         times in any::<(i64, i64, u32)>(),
         extra in any::<([u8; 8], u8, u8, u8)>(),
         solution in ".{0,80}",
+        point in (-90.0f64..90.0, -180.0f64..180.0),
     ) {
-        use qrgate::domain::challenge::{pow_solves, Challenge};
-        use qrgate::domain::ids::{GroupId, InviteId, UserId};
+        use qrgate::domain::challenge::{pow_solves, Challenge, Subject};
+        use qrgate::domain::ids::{GroupId, InviteId, PacketId, UserId};
         use qrgate::domain::risk::ChallengeKind;
         let key = [5u8; 32];
         let _ = Challenge::open(&s, &key);
@@ -122,10 +123,16 @@ proptest! {
         let c = Challenge {
             kind: if extra.3 % 2 == 0 { ChallengeKind::Pow } else { ChallengeKind::Captcha },
             bits: extra.1,
-            group: GroupId(ids[0]),
-            invite: InviteId(ids[1]),
+            subject: match extra.2 % 3 {
+                0 => Subject::Join { group: GroupId(ids[0]), invite: InviteId(ids[1]), epoch: times.2 },
+                1 => Subject::NewAccount,
+                _ => Subject::Claim {
+                    packet: PacketId(ids[0]),
+                    at: (extra.1 % 2 == 0).then_some(point),
+                    referrer: (extra.3 % 3 == 0).then_some(UserId(ids[1])),
+                },
+            },
             user: UserId(ids[2]),
-            epoch: times.2,
             issued_at: times.0,
             expires_at: times.1,
             salt: extra.0,

@@ -2,10 +2,13 @@
 //!
 //! A challenge id is `ch_` + base64url(payload || tag), the tag being a
 //! 16-byte keyed blake3 MAC of the payload. The payload binds the challenge
-//! to one user, one invitation (and the group's epoch) and a deadline, so
-//! issuing one writes nothing: a bot wave cannot fill storage with
-//! challenges. Answering one is single-use: the group records the tag of a
-//! passed challenge in the same write as the join it admitted.
+//! to one user, a deadline and its [`Subject`] (a join through one
+//! invitation, a new account from one network, or one claim on a packet),
+//! so issuing one writes nothing: a bot wave cannot fill storage with
+//! challenges. Answering one is single-use: the group (or the account
+//! creation) records the tag of a passed challenge in the same write as
+//! the join it admitted; a claim is single-use by itself (one share per
+//! user and packet).
 //!
 //! The built-in kind is proof of work: find a `solution` (1 to 64 printable
 //! ASCII characters) such that SHA-256(`id` ":" `solution`) starts with
@@ -16,25 +19,48 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::ids::{GroupId, InviteId, UserId};
-use super::risk::ChallengeKind;
+use super::ids::{GroupId, InviteId, PacketId, UserId};
+use super::risk::{ChallengeKind, ChallengePolicy};
 
 pub const PREFIX: &str = "ch_";
-const VERSION: u8 = 1;
-const PAYLOAD: usize = 1 + 1 + 1 + 16 + 16 + 16 + 4 + 8 + 8 + 8 + 1 + 1;
+const VERSION: u8 = 2;
+/// version, subject, kind, bits, user, issued_at, expires_at, salt, score, reasons.
+const HEAD: usize = 1 + 1 + 1 + 1 + 16 + 8 + 8 + 8 + 1 + 1;
+const JOIN: usize = 16 + 16 + 4;
+/// flags, packet, lat, lon, referrer.
+const CLAIM: usize = 1 + 16 + 8 + 8 + 16;
 const TAG: usize = 16;
 pub const MAX_SOLUTION: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What answering the challenge admits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// A join through `invite` of `group`, at the group's `epoch` (a ban
+    /// in between burns it).
+    Join {
+        group: GroupId,
+        invite: InviteId,
+        epoch: u32,
+    },
+    /// A new account from a network: the challenge's `user` is the
+    /// network's keyed tag ([`new_account_tag`]).
+    NewAccount,
+    /// A claim on a packet, with the claim's own fields, so that answering
+    /// the challenge completes the claim as it was asked.
+    Claim {
+        packet: PacketId,
+        at: Option<(f64, f64)>,
+        referrer: Option<UserId>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Challenge {
     pub kind: ChallengeKind,
     /// Proof-of-work difficulty (leading zero bits).
     pub bits: u8,
-    pub group: GroupId,
-    pub invite: InviteId,
+    pub subject: Subject,
     pub user: UserId,
-    /// The group's epoch when issued (a ban in between burns it).
-    pub epoch: u32,
     pub issued_at: i64,
     pub expires_at: i64,
     /// Random, so two challenges issued in one second differ.
@@ -114,19 +140,45 @@ fn mac(key: &[u8; 32], payload: &[u8]) -> [u8; TAG] {
 
 impl Challenge {
     fn payload(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(PAYLOAD);
+        let mut p = Vec::with_capacity(HEAD + CLAIM);
         p.push(VERSION);
+        p.push(match self.subject {
+            Subject::Join { .. } => 1,
+            Subject::NewAccount => 2,
+            Subject::Claim { .. } => 3,
+        });
         p.push(kind_byte(self.kind));
         p.push(self.bits);
-        p.extend_from_slice(&self.group.0);
-        p.extend_from_slice(&self.invite.0);
         p.extend_from_slice(&self.user.0);
-        p.extend_from_slice(&self.epoch.to_be_bytes());
         p.extend_from_slice(&self.issued_at.to_be_bytes());
         p.extend_from_slice(&self.expires_at.to_be_bytes());
         p.extend_from_slice(&self.salt);
         p.push(self.score);
         p.push(self.reasons);
+        match &self.subject {
+            Subject::Join {
+                group,
+                invite,
+                epoch,
+            } => {
+                p.extend_from_slice(&group.0);
+                p.extend_from_slice(&invite.0);
+                p.extend_from_slice(&epoch.to_be_bytes());
+            }
+            Subject::NewAccount => {}
+            Subject::Claim {
+                packet,
+                at,
+                referrer,
+            } => {
+                p.push(u8::from(at.is_some()) | u8::from(referrer.is_some()) << 1);
+                p.extend_from_slice(&packet.0);
+                let (lat, lon) = at.unwrap_or((0.0, 0.0));
+                p.extend_from_slice(&lat.to_be_bytes());
+                p.extend_from_slice(&lon.to_be_bytes());
+                p.extend_from_slice(&referrer.map_or([0; 16], |r| r.0));
+            }
+        }
         p
     }
 
@@ -141,14 +193,14 @@ impl Challenge {
     /// Decode and authenticate a challenge id (nothing about time or use).
     pub fn open(id: &str, key: &[u8; 32]) -> Result<(Challenge, [u8; TAG]), Refusal> {
         let b64 = id.strip_prefix(PREFIX).ok_or(Refusal::Invalid)?;
-        if b64.len() > 2 * (PAYLOAD + TAG) {
+        if b64.len() > 2 * (HEAD + CLAIM + TAG) {
             return Err(Refusal::Invalid);
         }
         let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| Refusal::Invalid)?;
-        if raw.len() != PAYLOAD + TAG {
+        if raw.len() < HEAD + TAG {
             return Err(Refusal::Invalid);
         }
-        let (p, t) = raw.split_at(PAYLOAD);
+        let (p, t) = raw.split_at(raw.len() - TAG);
         let want = mac(key, p);
         // blake3::Hash equality is constant-time; pad the tags into hashes.
         let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
@@ -157,7 +209,7 @@ impl Challenge {
         if blake3::Hash::from(a) != blake3::Hash::from(b) || p[0] != VERSION {
             return Err(Refusal::Invalid);
         }
-        let kind = match p[1] {
+        let kind = match p[2] {
             1 => ChallengeKind::Pow,
             2 => ChallengeKind::Captcha,
             _ => return Err(Refusal::Invalid),
@@ -172,21 +224,45 @@ impl Challenge {
             x.copy_from_slice(&p[at..at + 8]);
             x
         };
-        let mut e = [0u8; 4];
-        e.copy_from_slice(&p[51..55]);
+        let rest = p.len() - HEAD;
+        let subject = match p[1] {
+            1 if rest == JOIN => {
+                let mut e = [0u8; 4];
+                e.copy_from_slice(&p[HEAD + 32..HEAD + 36]);
+                Subject::Join {
+                    group: GroupId(id16(HEAD)),
+                    invite: InviteId(id16(HEAD + 16)),
+                    epoch: u32::from_be_bytes(e),
+                }
+            }
+            2 if rest == 0 => Subject::NewAccount,
+            3 if rest == CLAIM => {
+                let flags = p[HEAD];
+                let at = (flags & 1 != 0).then(|| {
+                    (
+                        f64::from_be_bytes(be8(HEAD + 17)),
+                        f64::from_be_bytes(be8(HEAD + 25)),
+                    )
+                });
+                Subject::Claim {
+                    packet: PacketId(id16(HEAD + 1)),
+                    at,
+                    referrer: (flags & 2 != 0).then(|| UserId(id16(HEAD + 33))),
+                }
+            }
+            _ => return Err(Refusal::Invalid),
+        };
         Ok((
             Challenge {
                 kind,
-                bits: p[2],
-                group: GroupId(id16(3)),
-                invite: InviteId(id16(19)),
-                user: UserId(id16(35)),
-                epoch: u32::from_be_bytes(e),
-                issued_at: i64::from_be_bytes(be8(55)),
-                expires_at: i64::from_be_bytes(be8(63)),
-                salt: be8(71),
-                score: p[79],
-                reasons: p[80],
+                bits: p[3],
+                subject,
+                user: UserId(id16(4)),
+                issued_at: i64::from_be_bytes(be8(20)),
+                expires_at: i64::from_be_bytes(be8(28)),
+                salt: be8(36),
+                score: p[44],
+                reasons: p[45],
             },
             want,
         ))
@@ -205,10 +281,8 @@ impl Challenge {
         Challenge {
             kind: ChallengeKind::Pow,
             bits,
-            group: GroupId([0; 16]),
-            invite: InviteId([0; 16]),
+            subject: Subject::NewAccount,
             user: new_account_tag(key, network),
-            epoch: 0,
             issued_at: now,
             expires_at: now + ttl_seconds,
             salt: super::ids::random_bytes(),
@@ -217,9 +291,20 @@ impl Challenge {
         }
     }
 
-    /// Whether it was issued by [`for_new_account`](Self::for_new_account).
-    pub fn is_for_new_account(&self) -> bool {
-        self.group == GroupId([0; 16]) && self.invite == InviteId([0; 16])
+    /// Seal it and say what the client must solve, and where to answer.
+    pub fn offer(&self, key: &[u8; 32], p: &ChallengePolicy) -> Offer {
+        let (id, _) = self.seal(key);
+        Offer {
+            answer_url: format!("/v1/challenges/{id}"),
+            id,
+            kind: self.kind,
+            pow_bits: (self.kind == ChallengeKind::Pow).then_some(self.bits),
+            site_key: match self.kind {
+                ChallengeKind::Captcha => p.captcha.as_ref().map(|c| c.site_key.clone()),
+                ChallengeKind::Pow => None,
+            },
+            expires_at: crate::clock::rfc3339(self.expires_at),
+        }
     }
 
     /// Whether `user` may answer it at `now` (the answer itself is checked apart).
@@ -302,10 +387,12 @@ mod tests {
         Challenge {
             kind: ChallengeKind::Pow,
             bits: 8,
-            group: GroupId([1; 16]),
-            invite: InviteId([2; 16]),
+            subject: Subject::Join {
+                group: GroupId([1; 16]),
+                invite: InviteId([2; 16]),
+                epoch: 4,
+            },
             user: UserId([3; 16]),
-            epoch: 4,
             issued_at: 1_000,
             expires_at: 1_300,
             salt: [9; 8],
@@ -322,6 +409,24 @@ mod tests {
         let (back, t) = Challenge::open(&id, &KEY).expect("opens");
         assert_eq!(back, ch());
         assert_eq!(t, tag);
+        for subject in [
+            Subject::NewAccount,
+            Subject::Claim {
+                packet: PacketId([5; 16]),
+                at: Some((31.2304, 121.4737)),
+                referrer: Some(UserId([6; 16])),
+            },
+            Subject::Claim {
+                packet: PacketId([5; 16]),
+                at: None,
+                referrer: None,
+            },
+        ] {
+            let c = Challenge { subject, ..ch() };
+            let (id, _) = c.seal(&KEY);
+            assert!(id.len() < 170, "fits a URL path comfortably: {}", id.len());
+            assert_eq!(Challenge::open(&id, &KEY).expect("opens").0, c);
+        }
     }
 
     #[test]

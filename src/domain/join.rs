@@ -21,7 +21,9 @@
 //! 11. the user's own join rate                              -> `rate_limited`
 //! 12. the attempt's risk; a flagged one may step the invitation up, and the
 //!     stage gates the join (see `risk::gate`)   -> `invite_paused`, `challenge_required`
-//! 13. the group's join rate (after the challenge, so challenged attempts
+//! 13. an attempt that would wait for approval: room in the invitation's
+//!     queue of pending requests                 -> `too_many_pending_requests`
+//! 14. the group's join rate (after the challenge, so challenged attempts
 //!     do not use it)                                        -> `rate_limited`
 //!
 //! then a grant, or a join request when the group (or the invitation's
@@ -43,6 +45,9 @@ pub enum Refusal {
     GroupFull,
     /// Not from [`decide`]: the invitation's step-up stage paused it (see `risk`).
     Paused,
+    /// Not from [`decide`]: the attempt would wait for approval, and the
+    /// invitation already holds as many waiting requests as it may.
+    QueueFull,
 }
 
 impl Refusal {
@@ -58,6 +63,7 @@ impl Refusal {
             Refusal::Blocked => "blocked",
             Refusal::GroupFull => "group_full",
             Refusal::Paused => "invite_paused",
+            Refusal::QueueFull => "too_many_pending_requests",
         }
     }
 
@@ -73,6 +79,7 @@ impl Refusal {
             Refusal::Blocked => "you have been blocked by this group",
             Refusal::GroupFull => "the group has reached its member limit",
             Refusal::Paused => "this invitation is paused after a wave of suspicious joins; the group's moderators can reset it",
+            Refusal::QueueFull => "as many join requests through this invitation are waiting as it may hold; try again once the group's moderators have answered them",
         }
     }
 }
@@ -175,6 +182,8 @@ pub trait Inputs {
     fn risk(&mut self) -> Option<JoinRisk>;
     /// The invitation's stage after a flagged attempt (it may step up).
     fn step_up(&mut self) -> Stage;
+    /// Whether the invitation already holds as many pending requests as it may.
+    fn queue_full(&mut self) -> bool;
     /// Take one join from the group's quota (`Err`: seconds to wait).
     fn group_quota(&mut self) -> Result<(), u64>;
 }
@@ -208,6 +217,9 @@ pub fn plan(a: &Attempt, p: &Policy, inputs: &mut impl Inputs) -> Plan {
         Gate::Challenge => return Plan::Challenge(risk),
         Gate::Approval => admission = Admission::Request,
         Gate::Pass => {}
+    }
+    if admission == Admission::Request && inputs.queue_full() {
+        return Plan::Refuse(Refusal::QueueFull);
     }
     if let Err(wait) = inputs.group_quota() {
         return Plan::Throttle(Quota::Group, wait);
@@ -415,6 +427,7 @@ mod tests {
         group_wait: Option<u64>,
         score: Option<u32>,
         stepped_to: Option<Stage>,
+        queue_full: bool,
         asked: Vec<&'static str>,
     }
 
@@ -435,6 +448,10 @@ mod tests {
         fn step_up(&mut self) -> Stage {
             self.asked.push("step_up");
             self.stepped_to.unwrap_or(Stage::Open)
+        }
+        fn queue_full(&mut self) -> bool {
+            self.asked.push("queue");
+            self.queue_full
         }
         fn group_quota(&mut self) -> Result<(), u64> {
             self.asked.push("group");
@@ -514,6 +531,35 @@ mod tests {
         f.group_wait = Some(2);
         f.asked.clear();
         assert_eq!(plan(&a, &p, &mut f), Plan::Throttle(Quota::Group, 2));
+    }
+
+    #[test]
+    fn a_request_needs_room_in_the_invitations_queue_a_grant_does_not() {
+        let p = Policy::default();
+        let mut f = Fake {
+            score: Some(0),
+            queue_full: true,
+            group_wait: Some(5),
+            ..Fake::default()
+        };
+        let a = attempt(Ok(Admission::Request), Stage::Open, false);
+        assert_eq!(plan(&a, &p, &mut f), Plan::Refuse(Refusal::QueueFull));
+        assert_eq!(
+            f.asked,
+            ["user", "risk", "queue"],
+            "the group's rate is not used"
+        );
+        f.asked.clear();
+        f.group_wait = None;
+        let a = attempt(Ok(Admission::Grant), Stage::Open, false);
+        assert_eq!(
+            plan(&a, &p, &mut f),
+            Plan::Admit(Admission::Grant, risk_of(0))
+        );
+        assert!(!f.asked.contains(&"queue"));
+        // the approval stage turns a grant into a request: the queue counts
+        let a = attempt(Ok(Admission::Grant), Stage::Approval, true);
+        assert_eq!(plan(&a, &p, &mut f), Plan::Refuse(Refusal::QueueFull));
     }
 
     #[test]

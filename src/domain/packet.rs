@@ -73,6 +73,8 @@ pub enum Refusal {
         "claims on this red packet are paused for {retry_after_secs} s: too many claims too fast"
     )]
     Paused { retry_after_secs: u64 },
+    #[error("solve the challenge before claiming a share of this campaign packet")]
+    ChallengeRequired,
 }
 
 impl Refusal {
@@ -89,6 +91,7 @@ impl Refusal {
             Refusal::AlreadyClaimed => "already_claimed",
             Refusal::OutsideGeofence { .. } => "outside_geofence",
             Refusal::Paused { .. } => "packet_paused",
+            Refusal::ChallengeRequired => "challenge_required",
         }
     }
 
@@ -309,12 +312,19 @@ pub struct ClaimAsk {
     pub user: UserId,
     pub at: Option<(f64, f64)>,
     pub referrer: Option<UserId>,
+    /// The claimant looks like a farmed account (see
+    /// `risk::claim_needs_challenge`) and solved no challenge for this claim.
+    pub challenge_due: bool,
+    /// The claimant's account is old enough to earn its referrer a bonus.
+    pub earns_referral: bool,
 }
 
 /// Decide a claim, in this order: already claimed, empty, closed or expired,
-/// geofence. `claimed(u)` tells whether `u` has a share of this packet; a
-/// referral bonus is paid when the referrer has one, is not the claimant,
-/// and the budget still covers it.
+/// geofence, a challenge due on a campaign packet (personal packets go to
+/// people the sender knows). `claimed(u)` tells whether `u` has a share of
+/// this packet; a referral bonus is paid when the referrer has one, is not
+/// the claimant, the claimant's account is old enough, and the budget still
+/// covers it.
 pub fn decide_claim(
     p: &Packet,
     t: &Tally,
@@ -338,6 +348,9 @@ pub fn decide_claim(
             });
         }
     }
+    if ask.challenge_due && p.merchant.is_some() {
+        return Err(Refusal::ChallengeRequired);
+    }
     let seed = p.seed_bytes().unwrap_or([0; 32]);
     let amount = share(
         p.mode,
@@ -349,7 +362,10 @@ pub fn decide_claim(
     );
     let bonus = match (p.referral, ask.referrer) {
         (Some(r), Some(by))
-            if by != ask.user && claimed(&by) && t.bonuses + r.bonus_fen <= r.budget_fen =>
+            if by != ask.user
+                && ask.earns_referral
+                && claimed(&by)
+                && t.bonuses + r.bonus_fen <= r.budget_fen =>
         {
             r.bonus_fen
         }
@@ -739,6 +755,8 @@ mod tests {
             user: UserId([n; 16]),
             at: None,
             referrer: None,
+            challenge_due: false,
+            earns_referral: true,
         }
     }
 
@@ -823,11 +841,47 @@ mod tests {
         assert_eq!(pay.bonus, 0);
         let pay = decide_claim(&p, &t, &via(1, a), |_| false, 1).unwrap();
         assert_eq!(pay.bonus, 0, "self-referral");
+        // A claimant too new to earn a bonus still gets its share.
+        let fresh = ClaimAsk {
+            earns_referral: false,
+            ..via(2, a)
+        };
+        let pay = decide_claim(&p, &t, &fresh, has_a, 1).unwrap();
+        assert_eq!((pay.amount, pay.bonus), (10, 0));
         // Budget 12 covers two bonuses of 5, not a third.
         t.bonuses = 10;
         let pay = decide_claim(&p, &t, &via(4, a), has_a, 1).unwrap();
         assert_eq!(pay.bonus, 0);
         assert_eq!(p.held(), 112);
+    }
+
+    #[test]
+    fn a_challenge_is_due_on_campaign_packets_only_and_after_the_other_refusals() {
+        let personal = packet(100, 1, Mode::Fixed);
+        let campaign = Packet {
+            merchant: Some("shop".into()),
+            ..packet(100, 1, Mode::Fixed)
+        };
+        let risky = ClaimAsk {
+            challenge_due: true,
+            ..ask(2)
+        };
+        let none = Tally::default();
+        assert!(decide_claim(&personal, &none, &risky, |_| false, 1).is_ok());
+        assert!(matches!(
+            decide_claim(&campaign, &none, &risky, |_| false, 1),
+            Err(Refusal::ChallengeRequired)
+        ));
+        assert!(decide_claim(&campaign, &none, &ask(2), |_| false, 1).is_ok());
+        // nobody is asked to solve anything for a share that is not there
+        let full = Tally {
+            claims: 1,
+            ..Tally::default()
+        };
+        assert!(matches!(
+            decide_claim(&campaign, &full, &risky, |_| false, 1),
+            Err(Refusal::Empty)
+        ));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub struct Weights {
     pub invite_new_accounts: u32,
     pub invite_removed: u32,
     pub shared_device: u32,
+    pub user_claim_burst: u32,
 }
 
 impl Default for Weights {
@@ -53,6 +54,7 @@ impl Default for Weights {
             invite_new_accounts: 20,
             invite_removed: 25,
             shared_device: 30,
+            user_claim_burst: 25,
         }
     }
 }
@@ -84,6 +86,14 @@ pub struct Policy {
     /// Distinct accounts seen with one `X-Device-Id` above which the device
     /// is shared by an account farm.
     pub device_accounts_threshold: u32,
+    /// Claims by one user across all packets within `user_window_seconds`
+    /// above which the user looks automated.
+    pub user_claims_threshold: u32,
+    /// A claim on a campaign packet scoring this much or more must solve a
+    /// challenge first (enforce mode). With the default weights a new
+    /// account, a shared device or a claim burst each reach it; above 100
+    /// no claim is ever asked.
+    pub claim_challenge_score: u32,
     pub weights: Weights,
     /// A join scoring this much or more is flagged.
     pub flag_score: u32,
@@ -120,6 +130,8 @@ impl Default for Policy {
             invite_new_account_share: 0.5,
             invite_removed_share: 0.2,
             device_accounts_threshold: 3,
+            user_claims_threshold: 10,
+            claim_challenge_score: 20,
             weights: Weights::default(),
             flag_score: 50,
             window_minutes: 10,
@@ -168,6 +180,15 @@ impl Default for ChallengePolicy {
 pub enum ChallengeKind {
     Pow,
     Captcha,
+}
+
+impl ChallengeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Pow => "pow",
+            ChallengeKind::Captcha => "captcha",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -232,9 +253,12 @@ pub enum Reason {
     InviteNewAccounts,
     InviteRemoved,
     SharedDevice,
+    /// Claims only: many claims by the user in the user window.
+    UserClaimBurst,
 }
 
 impl Reason {
+    /// The reasons a join can have (carried in a join challenge's id).
     const ALL: [Reason; 7] = [
         Reason::NewAccount,
         Reason::UserJoinBurst,
@@ -357,6 +381,54 @@ pub fn assess(s: &Signals, p: &Policy) -> Assessment {
     }
     a.score = a.score.min(100);
     a
+}
+
+/// What the server knows when a claim arrives.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimSignals {
+    pub account_age_seconds: i64,
+    /// Claims by this user across all packets in the user window, this one
+    /// included.
+    pub user_recent_claims: u32,
+    /// Distinct accounts seen with the client's device id (0: none sent).
+    pub device_accounts: u32,
+}
+
+/// A claim's score, from the signals a farm of fresh accounts shows.
+pub fn assess_claim(s: &ClaimSignals, p: &Policy) -> Assessment {
+    let w = &p.weights;
+    let rules = [
+        (
+            s.account_age_seconds < p.new_account_seconds,
+            Reason::NewAccount,
+            w.new_account,
+        ),
+        (
+            s.user_recent_claims > p.user_claims_threshold,
+            Reason::UserClaimBurst,
+            w.user_claim_burst,
+        ),
+        (
+            s.device_accounts > p.device_accounts_threshold,
+            Reason::SharedDevice,
+            w.shared_device,
+        ),
+    ];
+    let mut a = Assessment::default();
+    for (hit, reason, points) in rules {
+        if hit && points > 0 {
+            a.score = a.score.saturating_add(points);
+            a.reasons.push(reason);
+        }
+    }
+    a.score = a.score.min(100);
+    a
+}
+
+/// Whether a claim so assessed must solve a challenge before it is paid,
+/// should the packet be a campaign's (enforce mode only).
+pub fn claim_needs_challenge(a: &Assessment, p: &Policy) -> bool {
+    p.mode == Mode::Enforce && a.score >= p.claim_challenge_score
 }
 
 /// An invitation's step-up stage. Ordered: each stage asks more than the one before.
@@ -591,6 +663,47 @@ mod tests {
             assert_eq!(a.reasons, vec![reason], "{reason:?}");
             assert_eq!(a.score, points, "{reason:?}");
         }
+    }
+
+    #[test]
+    fn claims_from_fresh_shared_or_bursting_accounts_are_challenged() {
+        let p = Policy::default();
+        let settled = ClaimSignals {
+            account_age_seconds: p.new_account_seconds,
+            user_recent_claims: p.user_claims_threshold,
+            device_accounts: p.device_accounts_threshold,
+        };
+        let a = assess_claim(&settled, &p);
+        assert_eq!(a.score, 0);
+        assert!(!claim_needs_challenge(&a, &p));
+        for (tweak, reason) in [
+            (
+                (|s: &mut ClaimSignals| s.account_age_seconds -= 1) as fn(&mut ClaimSignals),
+                Reason::NewAccount,
+            ),
+            (|s| s.user_recent_claims += 1, Reason::UserClaimBurst),
+            (|s| s.device_accounts += 1, Reason::SharedDevice),
+        ] {
+            let mut s = settled.clone();
+            tweak(&mut s);
+            let a = assess_claim(&s, &p);
+            assert_eq!(a.reasons, vec![reason]);
+            assert!(claim_needs_challenge(&a, &p), "{reason:?}");
+            for mode in [Mode::Observe, Mode::Off] {
+                let quiet = Policy {
+                    mode,
+                    ..Policy::default()
+                };
+                assert!(!claim_needs_challenge(&a, &quiet), "{mode:?}");
+            }
+            let never = Policy {
+                claim_challenge_score: 101,
+                ..Policy::default()
+            };
+            assert!(!claim_needs_challenge(&a, &never));
+        }
+        // a claim reason is not a join reason: it stays out of a join challenge's bits
+        assert_eq!(Reason::to_bits(&[Reason::UserClaimBurst]), 0);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use super::actor::{limiter, Caller, GroupActor};
 use crate::clock::now;
 use crate::domain::events::EventKind;
-use crate::domain::group::{BanReason, Description, Group, GroupStatus, Member, Role};
-use crate::domain::ids::{RequestId, UserId};
+use crate::domain::group::{BanReason, Description, Group, GroupStatus, JoinRequest, Member, Role};
+use crate::domain::ids::{InviteId, RequestId, UserId};
 use crate::domain::join::Refusal;
 use crate::error::ApiError;
 use crate::registry::Step;
@@ -17,6 +17,7 @@ macro_rules! message {
 }
 
 message!(Decide -> UserId { caller: Caller, request_id: RequestId, approve: bool } => decide);
+message!(RejectMany -> Rejected { caller: Caller, pick: Pick } => reject_many);
 message!(Block -> () { caller: Caller, user: UserId, known_user: bool } => block);
 message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool } => set_admin);
 message!(UpdateSettings -> Group {
@@ -28,7 +29,87 @@ message!(UpdateSettings -> Group {
 // Operator moderation: ban (burns every invitation by bumping the epoch) or unban.
 message!(SetBanned -> Group { banned: bool, reason: BanReason } => set_banned);
 
+/// Which pending requests a bulk rejection takes.
+#[derive(Debug, Clone)]
+pub enum Pick {
+    /// These (unknown or already decided ones are reported, not refused).
+    Ids(Vec<RequestId>),
+    /// The oldest of those that came through this invitation.
+    ViaInvite(InviteId),
+}
+
+/// Requests one bulk rejection takes at most (one write).
+pub const MAX_BULK: usize = 500;
+
+/// What a bulk rejection did.
+pub struct Rejected {
+    /// (request, requester), oldest first.
+    pub rejected: Vec<(RequestId, UserId)>,
+    /// Ids that named no pending request.
+    pub not_found: Vec<RequestId>,
+    /// Requests through the invitation still pending (`ViaInvite` only).
+    pub remaining: usize,
+}
+
 impl GroupActor {
+    /// Reject many pending requests in one write: each requester hears
+    /// `join_rejected`, and their seats come free.
+    fn reject_many(&mut self, m: RejectMany) -> Step<Rejected> {
+        self.require_moderator(m.caller)?;
+        let (mut picked, not_found) = match m.pick {
+            Pick::Ids(ids) => {
+                let (found, missing): (Vec<RequestId>, Vec<RequestId>) =
+                    ids.into_iter().partition(|r| self.requests.contains_key(r));
+                let picked: Vec<JoinRequest> = found
+                    .iter()
+                    .filter_map(|r| self.requests.get(r).cloned())
+                    .collect();
+                (picked, missing)
+            }
+            Pick::ViaInvite(iid) => {
+                if !self.invites.contains_key(&iid) {
+                    return Err(ApiError::InviteNotFound.into());
+                }
+                let picked: Vec<JoinRequest> = self
+                    .requests
+                    .values()
+                    .filter(|r| r.invite_id == iid)
+                    .cloned()
+                    .collect();
+                (picked, vec![])
+            }
+        };
+        picked.sort_by_key(|r| (r.created_at, r.id.0));
+        picked.dedup_by_key(|r| r.id);
+        let remaining = picked.len().saturating_sub(MAX_BULK);
+        picked.truncate(MAX_BULK);
+        let gid = self.id();
+        let by = m.caller.user();
+        let mut w = WriteSet::new();
+        for r in &picked {
+            w.remove_request(gid, r);
+            w.event(&self.event(
+                vec![r.user_id],
+                EventKind::JoinRejected {
+                    group_id: gid,
+                    request_id: r.id,
+                    user_id: r.user_id,
+                    decided_by: by,
+                },
+            ));
+        }
+        let answer = Rejected {
+            rejected: picked.iter().map(|r| (r.id, r.user_id)).collect(),
+            not_found,
+            remaining,
+        };
+        let reply = self.commit(w, answer);
+        for r in &picked {
+            self.forget_request(r);
+        }
+        Ok(reply)
+    }
+
     fn decide(&mut self, m: Decide) -> Step<UserId> {
         self.require_moderator(m.caller)?;
         let req = self

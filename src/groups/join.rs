@@ -11,13 +11,13 @@ use std::sync::Arc;
 use super::actor::GroupActor;
 use super::analytics::{minute, Seen};
 use super::signals::UserSignals;
-use crate::clock::{now, rfc3339};
-use crate::domain::challenge::{self, Challenge, Offer};
+use crate::clock::now;
+use crate::domain::challenge::{self, Challenge, Offer, Subject};
 use crate::domain::events::EventKind;
 use crate::domain::group::{Invite, JoinRequest, JoinRisk, Member, Role};
 use crate::domain::ids::{random_bytes, InviteId, RequestId, UserId};
 use crate::domain::join::{self, Admission, Facts, Plan, Quota, Refusal};
-use crate::domain::risk::{self, Bucket, ChallengeKind, Mode, Policy, Reason, Stage};
+use crate::domain::risk::{self, Bucket, Mode, Policy, Reason, Stage};
 use crate::domain::token::Claims;
 use crate::error::{retry_after_secs, ApiError};
 use crate::metrics;
@@ -187,7 +187,7 @@ impl GroupActor {
                 let offer = self.issue_challenge(user, &invite, risk.as_ref(), now);
                 self.count(invite.id, now, |b| b.challenges_issued += 1);
                 metrics::CHALLENGES
-                    .with_label_values(&[kind_label(self.policy().challenge.kind), "issued"])
+                    .with_label_values(&[self.policy().challenge.kind.as_str(), "issued"])
                     .inc();
                 return after(stored, ApiError::ChallengeRequired(Box::new(offer)));
             }
@@ -331,7 +331,7 @@ impl GroupActor {
             .window(&shared.storage, scope, now, p.window_minutes, None);
         let signals = risk::Signals {
             account_age_seconds: s.account_age_seconds,
-            user_recent_joins: s.recent_joins,
+            user_recent_joins: s.recent,
             device_accounts: s.device_accounts,
             invite_last_minute: self.analytics.current(&shared.storage, scope, now).attempts,
             invite_window: window,
@@ -419,10 +419,12 @@ impl GroupActor {
         let c = Challenge {
             kind: p.kind,
             bits: p.pow_bits,
-            group: self.id(),
-            invite: invite.id,
+            subject: Subject::Join {
+                group: self.id(),
+                invite: invite.id,
+                epoch: self.group.epoch,
+            },
             user,
-            epoch: self.group.epoch,
             issued_at: now,
             expires_at: now + p.ttl_seconds,
             salt: random_bytes(),
@@ -431,18 +433,7 @@ impl GroupActor {
                 Reason::to_bits(&r.reasons) | if r.new_account { 0x80 } else { 0 }
             }),
         };
-        let (id, _) = c.seal(self.shared.keys.challenge_key());
-        Offer {
-            answer_url: format!("/v1/challenges/{id}"),
-            id,
-            kind: p.kind,
-            pow_bits: (p.kind == ChallengeKind::Pow).then_some(p.pow_bits),
-            site_key: match p.kind {
-                ChallengeKind::Captcha => p.captcha.as_ref().map(|c| c.site_key.clone()),
-                ChallengeKind::Pow => None,
-            },
-            expires_at: rfc3339(c.expires_at),
-        }
+        c.offer(self.shared.keys.challenge_key(), p)
     }
 
     /// List the group for the operator once most of its recent attempts
@@ -512,16 +503,21 @@ impl GroupActor {
     fn answer_challenge(&mut self, m: AnswerChallenge) -> Step<JoinOutcome> {
         let now = now();
         let c = &m.challenge;
-        let kind = kind_label(c.kind);
+        let kind = c.kind.as_str();
         let refuse = |r: challenge::Refusal| {
             metrics::CHALLENGES
                 .with_label_values(&[kind, r.code()])
                 .inc();
             Err(ApiError::from(r).into())
         };
-        if c.group != self.id() {
-            return refuse(challenge::Refusal::Invalid);
-        }
+        let (invite_id, token_epoch) = match c.subject {
+            Subject::Join {
+                group,
+                invite,
+                epoch,
+            } if group == self.id() => (invite, epoch),
+            _ => return refuse(challenge::Refusal::Invalid),
+        };
         if let Err(r) = c.admits(m.user, now) {
             return refuse(r);
         }
@@ -534,15 +530,15 @@ impl GroupActor {
             return refuse(challenge::Refusal::Used);
         }
         if !m.passed {
-            self.count(c.invite, now, |b| b.challenges_failed += 1);
+            self.count(invite_id, now, |b| b.challenges_failed += 1);
             self.flush_analytics(false);
             return refuse(challenge::Refusal::Failed);
         }
         let out = self.admit(
             m.user,
             Entry {
-                invite_id: c.invite,
-                token_epoch: c.epoch,
+                invite_id,
+                token_epoch,
                 tag_ok: true,
                 solved: Some((
                     m.tag,
@@ -669,6 +665,25 @@ impl join::Inputs for Asked<'_> {
         stage
     }
 
+    fn queue_full(&mut self) -> bool {
+        let Some(invite) = self.invite.as_deref() else {
+            return false;
+        };
+        let cap = self
+            .actor
+            .shared
+            .config
+            .limits
+            .max_pending_requests_per_invite;
+        let waiting = self
+            .actor
+            .requests
+            .values()
+            .filter(|r| r.invite_id == invite.id)
+            .count();
+        waiting >= cap
+    }
+
     fn group_quota(&mut self) -> Result<(), u64> {
         let actor = &self.actor;
         actor
@@ -682,12 +697,5 @@ impl JoinRisk {
     /// Kept with the membership when there is something to say.
     fn worth_keeping(&self) -> bool {
         self.score > 0 || self.challenged || self.new_account
-    }
-}
-
-fn kind_label(k: ChallengeKind) -> &'static str {
-    match k {
-        ChallengeKind::Pow => "pow",
-        ChallengeKind::Captcha => "captcha",
     }
 }

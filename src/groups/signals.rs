@@ -1,6 +1,7 @@
-//! What the gateway knows about a joining user across all groups: the age
-//! of the account, the user's recent join attempts, and how many accounts
-//! were seen with the client's device id. Kept in memory, bounded and
+//! What the gateway knows about a joining or claiming user across all
+//! groups and packets: the age of the account, the user's recent join
+//! attempts and claims, and how many accounts were seen with the client's
+//! device id. Kept in memory, bounded and
 //! approximate: a restart forgets the rates (the stored analytics of each
 //! invitation are not affected).
 
@@ -19,12 +20,13 @@ const DEVICES_PER_SHARD: usize = 16_384;
 const ACCOUNTS_PER_DEVICE: usize = 64;
 const ACCOUNT_AGE_CACHE: usize = 200_000;
 
-/// The user-level signals of one join attempt.
+/// The user-level signals of one join attempt or claim.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UserSignals {
     pub account_age_seconds: i64,
-    /// Attempts in the user window, this one included.
-    pub recent_joins: u32,
+    /// Attempts of the same kind (joins, or claims) in the user window,
+    /// this one included.
+    pub recent: u32,
     /// Distinct accounts seen with the device id, this one included (0
     /// when none was sent).
     pub device_accounts: u32,
@@ -62,9 +64,19 @@ impl Recent {
     }
 }
 
+/// Which of the user's attempts a signal counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Join,
+    Claim,
+}
+
+type Rates = Vec<Mutex<HashMap<UserId, Recent>>>;
+
 pub struct SignalStore {
     created_at: quick_cache::sync::Cache<UserId, i64>,
-    joins: Vec<Mutex<HashMap<UserId, Recent>>>,
+    joins: Rates,
+    claims: Rates,
     devices: Vec<Mutex<HashMap<[u8; 16], Vec<UserId>>>>,
 }
 
@@ -73,6 +85,7 @@ impl Default for SignalStore {
         SignalStore {
             created_at: quick_cache::sync::Cache::new(ACCOUNT_AGE_CACHE),
             joins: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            claims: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             devices: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
@@ -86,28 +99,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SignalStore {
-    /// Record a join attempt by `user` (from `device`, a keyed hash of the
-    /// client's device id) and answer its signals.
+    /// Record a join attempt or a claim by `user` (from `device`, a keyed
+    /// hash of the client's device id) and answer its signals.
     pub fn observe(
         &self,
         storage: &Storage,
         user: UserId,
         device: Option<[u8; 16]>,
+        activity: Activity,
         now: i64,
         p: &Policy,
     ) -> Result<UserSignals, StorageError> {
-        let created = match self.created_at.get(&user) {
-            Some(c) => c,
-            None => {
-                // An unknown user cannot hold a session; count it as brand new.
-                let c = storage.user(user)?.map_or(now, |u| u.created_at);
-                self.created_at.insert(user, c);
-                c
-            }
-        };
+        let account_age_seconds = self.account_age(storage, user, now)?;
         let window = p.user_window_seconds.max(1);
-        let recent_joins = {
-            let mut shard = lock(&self.joins[usize::from(user.0[0]) % SHARDS]);
+        let rates = match activity {
+            Activity::Join => &self.joins,
+            Activity::Claim => &self.claims,
+        };
+        let recent = {
+            let mut shard = lock(&rates[usize::from(user.0[0]) % SHARDS]);
             if shard.len() >= USERS_PER_SHARD && !shard.contains_key(&user) {
                 shard.retain(|_, r| now - r.start < 2 * window);
                 if shard.len() >= USERS_PER_SHARD {
@@ -135,14 +145,33 @@ impl SignalStore {
             }
         };
         Ok(UserSignals {
-            account_age_seconds: now - created,
-            recent_joins,
+            account_age_seconds,
+            recent,
             device_accounts,
             device,
         })
     }
 
-    /// Remember that `user` joins from `device`. A full shard first drops
+    /// How old `user`'s account is (cached; an unknown user cannot hold a
+    /// session, so it counts as brand new).
+    pub fn account_age(
+        &self,
+        storage: &Storage,
+        user: UserId,
+        now: i64,
+    ) -> Result<i64, StorageError> {
+        let created = match self.created_at.get(&user) {
+            Some(c) => c,
+            None => {
+                let c = storage.user(user)?.map_or(now, |u| u.created_at);
+                self.created_at.insert(user, c);
+                c
+            }
+        };
+        Ok(now - created)
+    }
+
+    /// Remember that `user` joins or claims from `device`. A full shard first drops
     /// the devices seen with a single account (what a flood of made-up ids
     /// creates), keeping the shared ones that matter.
     pub fn note_device(&self, device: [u8; 16], user: UserId) {

@@ -248,7 +248,7 @@ async fn a_flagged_attempt_is_challenged_and_uses_no_group_quota() {
     let inv = w.invite(g.id, owner).await;
     let new_account = UserSignals {
         account_age_seconds: 0,
-        recent_joins: 1,
+        recent: 1,
         device_accounts: 0,
         device: None,
     };

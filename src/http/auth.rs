@@ -226,6 +226,7 @@ pub const ROUTE_SCOPES: &[(&str, &str, &str)] = &[
         "/v1/groups/{id}/requests/{rid}/reject",
         "moderation",
     ),
+    ("POST", "/v1/groups/{id}/requests/reject", "moderation"),
     ("POST", "/v1/groups/{id}/blocks", "moderation"),
     ("DELETE", "/v1/groups/{id}/members/{user_id}", "moderation"),
     ("POST", "/v1/admin/groups/{id}/ban", "moderation"),

@@ -169,6 +169,12 @@ pub async fn route(
             super::auth::bearer_user(&state, req.request()).map(|u| format!("quota/codes/{u}")),
             None,
         ),
+        // An answered challenge completes a join or a claim: its group's or
+        // its packet's owner takes it.
+        None if req.path().starts_with("/v1/challenges/") => {
+            let id = req.path().trim_start_matches("/v1/challenges/");
+            (challenge_entity(&state, id), None)
+        }
         None if req.path() == "/v1/join" && req.method() == actix_web::http::Method::POST => {
             let body = take_body(&mut req).await?;
             (join_entity(&state, &body), Some(body))
@@ -247,6 +253,17 @@ fn entity_of_path(path: &str, code_key: &[u8; 32]) -> Option<String> {
         return Some(format!("packet/{id}"));
     }
     None
+}
+
+/// The group or packet a challenge's answer writes to.
+fn challenge_entity(state: &AppState, id: &str) -> Option<String> {
+    use crate::domain::challenge::{Challenge, Subject};
+    let (c, _) = Challenge::open(id, state.keys.challenge_key()).ok()?;
+    match c.subject {
+        Subject::Join { group, .. } => Some(format!("group/{group}")),
+        Subject::Claim { packet, .. } => Some(format!("packet/{packet}")),
+        Subject::NewAccount => None,
+    }
 }
 
 /// A join names its group inside the invitation token.

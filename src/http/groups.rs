@@ -384,6 +384,84 @@ pub async fn reject(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct RejectManyBody {
+    /// The requests to reject (1 to 500).
+    request_ids: Option<Vec<RequestId>>,
+    /// Or: the pending requests that came through this invitation, oldest
+    /// first, 500 at a time (`remaining` says how many are left).
+    via_invite: Option<InviteId>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RejectedView {
+    /// Rejected now, oldest first; each requester hears `join_rejected`.
+    rejected: Vec<DecisionView>,
+    /// Ids that name no pending request (decided, expired, or unknown).
+    not_found: Vec<RequestId>,
+    /// `via_invite`: requests through it still pending (call again).
+    remaining: usize,
+}
+
+/// Reject many join requests at once (owner, group admins, operators):
+/// named by id, or all those through one invitation (a link that drew a
+/// wave of unwanted requests). Their seats come free in one write.
+#[utoipa::path(
+    params(("id" = String, Path)),
+    request_body = RejectManyBody,
+    responses(
+        (status = 200, body = RejectedView),
+        (status = 400, body = Problem, description = "validation_failed: exactly one of `request_ids` (1 to 500) and `via_invite`"),
+        (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "group_not_found, invite_not_found"),
+    ),
+    security(("bearer" = [])), tag = "approvals"
+)]
+#[post("/v1/groups/{id}/requests/reject")]
+pub async fn reject_many(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+    body: web::Json<RejectManyBody>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::groups::decisions::{Pick, RejectMany, MAX_BULK};
+    let g = gid(&path)?;
+    let body = body.into_inner();
+    let pick = match (body.request_ids, body.via_invite) {
+        (Some(ids), None) if (1..=MAX_BULK).contains(&ids.len()) => Pick::Ids(ids),
+        (None, Some(iid)) => Pick::ViaInvite(iid),
+        _ => {
+            return Err(ApiError::validation(format!(
+                "give exactly one of `request_ids` (1 to {MAX_BULK}) and `via_invite`"
+            )))
+        }
+    };
+    let done = state
+        .groups
+        .call(
+            g,
+            RejectMany {
+                caller: who.0,
+                pick,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(RejectedView {
+        rejected: done
+            .rejected
+            .into_iter()
+            .map(|(request_id, user_id)| DecisionView {
+                request_id,
+                user_id,
+                status: "rejected",
+            })
+            .collect(),
+        not_found: done.not_found,
+        remaining: done.remaining,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BlockBody {
     user_id: UserId,
 }

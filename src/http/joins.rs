@@ -10,14 +10,14 @@ use utoipa::ToSchema;
 use super::auth::User;
 use super::AppState;
 use crate::clock::now;
-use crate::domain::challenge::{self, Challenge};
+use crate::domain::challenge::{self, Challenge, Subject};
 use crate::domain::ids::{GroupId, RequestId, UserId};
 use crate::domain::join::Refusal;
 use crate::domain::risk::{ChallengeKind, Mode};
 use crate::domain::token;
 use crate::error::{ApiError, Problem};
 use crate::groups::join::{AnswerChallenge, Join, JoinOutcome};
-use crate::groups::signals::UserSignals;
+use crate::groups::signals::{Activity, UserSignals};
 use crate::metrics;
 
 #[derive(Deserialize, ToSchema)]
@@ -122,6 +122,21 @@ async fn join_inner(
     Ok((outcome, g))
 }
 
+/// The keyed hash of the client's `X-Device-Id`, if it sent one.
+pub fn device(state: &AppState, req: &HttpRequest) -> Result<Option<[u8; 16]>, ApiError> {
+    let Some(v) = req.headers().get("x-device-id") else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::validation("`X-Device-Id` must be 1 to 128 printable ASCII characters")
+        })?;
+    Ok(Some(state.keys.device_hash(s)))
+}
+
 /// The user-level risk signals of a join attempt (None when scoring is off).
 pub fn signals(
     state: &AppState,
@@ -132,28 +147,13 @@ pub fn signals(
     if p.mode == Mode::Off {
         return Ok(None);
     }
-    let device = match req.headers().get("x-device-id") {
-        None => None,
-        Some(v) => {
-            let s = v
-                .to_str()
-                .ok()
-                .filter(|s| {
-                    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    ApiError::validation(
-                        "`X-Device-Id` must be 1 to 128 printable ASCII characters",
-                    )
-                })?;
-            Some(state.keys.device_hash(s))
-        }
-    };
+    let device = device(state, req)?;
     let store = &state.groups.shared().signals;
     Ok(Some(store.observe(
         &state.storage,
         user,
         device,
+        Activity::Join,
         now(),
         p,
     )?))
@@ -201,7 +201,9 @@ async fn captcha_passed(state: &AppState, response: &str) -> Result<bool, ApiErr
     Ok(v.success)
 }
 
-/// Answer a join challenge; a passed one completes the join it interrupted.
+/// Answer a challenge; a passed one completes the join or the claim it
+/// interrupted, and answers as that would have (a claim: 200 with its
+/// `ClaimResult`).
 #[utoipa::path(
     params(("id" = String, Path, description = "challenge id (from the `challenge_required` problem)")),
     request_body = ChallengeAnswer,
@@ -226,6 +228,10 @@ pub async fn answer_challenge(
     super::not_frozen(&state, user.0)?;
     let cid = path.into_inner();
     let (c, tag) = Challenge::open(&cid, state.keys.challenge_key())?;
+    if c.subject == Subject::NewAccount {
+        // answered by repeating `POST /v1/users`
+        return Err(challenge::Refusal::Invalid.into());
+    }
     // Checked here too so that nobody spends a captcha check on a challenge
     // that is not theirs or is over.
     c.admits(user.0, now())?;
@@ -250,19 +256,44 @@ pub async fn answer_challenge(
             captcha_passed(&state, r).await?
         }
     };
-    let g = c.group;
-    let result = state
-        .groups
-        .call(
-            g,
-            AnswerChallenge {
-                user: user.0,
-                challenge: c,
-                tag,
-                passed,
-            },
-        )
-        .await
-        .map(|o| (o, g));
-    join_reply(result)
+    match c.subject {
+        Subject::Join { group, .. } => {
+            let result = state
+                .groups
+                .call(
+                    group,
+                    AnswerChallenge {
+                        user: user.0,
+                        challenge: c,
+                        tag,
+                        passed,
+                    },
+                )
+                .await
+                .map(|o| (o, group));
+            join_reply(result)
+        }
+        Subject::Claim {
+            packet,
+            at,
+            referrer,
+        } => {
+            let outcome = if passed { "passed" } else { "failed" };
+            metrics::CHALLENGES
+                .with_label_values(&[c.kind.as_str(), outcome])
+                .inc();
+            if !passed {
+                return Err(challenge::Refusal::Failed.into());
+            }
+            let ask = super::packets::Ask {
+                packet,
+                at,
+                referrer,
+                device: None,
+                solved: true,
+            };
+            super::packets::take_claim(&state, user.0, ask).await
+        }
+        Subject::NewAccount => Err(challenge::Refusal::Invalid.into()),
+    }
 }

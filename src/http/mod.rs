@@ -170,6 +170,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(groups::requests)
             .service(groups::approve)
             .service(groups::reject)
+            .service(groups::reject_many)
             .service(groups::block)
             .service(groups::ban)
             .service(groups::unban)

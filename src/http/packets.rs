@@ -9,6 +9,7 @@ use super::auth::{Admin, Authed, User};
 use super::payouts::idempotency_key;
 use super::{id, AppState};
 use crate::clock::{now, rfc3339};
+use crate::domain::challenge::{Challenge, Subject};
 use crate::domain::ids::{random_bytes, PacketId, TransferId, UserId};
 use crate::domain::ledger::{valid_kind, AccountId};
 use crate::domain::packet::{self, ClaimAsk, Geofence, Mode, Packet, Referral, Refusal};
@@ -502,7 +503,7 @@ pub struct ClaimResult {
     request_body(content = ClaimBody, description = "optional"),
     responses(
         (status = 200, body = ClaimResult),
-        (status = 403, body = Problem, description = "outside_geofence, account_frozen"),
+        (status = 403, body = Problem, description = "outside_geofence, account_frozen, challenge_required (campaign packets, for an account that looks farmed: new, on a shared device, or claiming in a burst; solve it and answer at POST /v1/challenges/{id}, which answers this claim's 200)"),
         (status = 404, body = Problem, description = "packet_not_found"),
         (status = 409, body = Problem, description = "already_claimed"),
         (status = 410, body = Problem, description = "packet_empty, packet_expired"),
@@ -514,6 +515,7 @@ pub struct ClaimResult {
 #[post("/v1/packets/{id}/claim")]
 pub async fn claim(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: User,
     path: web::Path<String>,
     body: super::body::RawBody,
@@ -534,23 +536,112 @@ pub async fn claim(
             ))
         }
     };
-    super::limits::take(&state, super::limits::Limit::UserClaims(user.0)).await?;
-    let c = state
+    let ask = Ask {
+        packet: pid,
+        at,
+        referrer: b.referrer,
+        device: super::joins::device(&state, &req)?,
+        solved: false,
+    };
+    take_claim(&state, user.0, ask).await
+}
+
+/// A claim as its request asked it.
+pub(super) struct Ask {
+    pub packet: PacketId,
+    pub at: Option<(f64, f64)>,
+    pub referrer: Option<UserId>,
+    /// The keyed hash of the client's device id.
+    pub device: Option<[u8; 16]>,
+    /// It comes with a solved challenge (`POST /v1/challenges/{id}`).
+    pub solved: bool,
+}
+
+/// Take a claim once its request was read: the user's rate limit, the
+/// risk signals, then the packet's own decision. A claim the packet
+/// refuses for want of a challenge answers the challenge to solve, which
+/// carries the claim so that answering it completes the claim.
+pub(super) async fn take_claim(
+    state: &AppState,
+    user: UserId,
+    ask: Ask,
+) -> Result<HttpResponse, ApiError> {
+    use crate::domain::risk::{self, ClaimSignals, Mode};
+    super::limits::take(state, super::limits::Limit::UserClaims(user)).await?;
+    let p = &state.config.risk;
+    let store = &state.groups.shared().signals;
+    let now = now();
+    let age = store.account_age(&state.storage, user, now)?;
+    let mut challenge_due = false;
+    if !ask.solved && p.mode != Mode::Off {
+        let s = store.observe(
+            &state.storage,
+            user,
+            ask.device,
+            crate::groups::signals::Activity::Claim,
+            now,
+            p,
+        )?;
+        if let Some(d) = ask.device {
+            store.note_device(d, user);
+        }
+        let a = risk::assess_claim(
+            &ClaimSignals {
+                account_age_seconds: s.account_age_seconds,
+                user_recent_claims: s.recent,
+                device_accounts: s.device_accounts,
+            },
+            p,
+        );
+        challenge_due = risk::claim_needs_challenge(&a, p);
+    }
+    let claimed = state
         .wallets
         .claim_packet(
-            pid,
+            ask.packet,
             ClaimAsk {
-                user: user.0,
-                at,
-                referrer: b.referrer,
+                user,
+                at: ask.at,
+                referrer: ask.referrer,
+                challenge_due,
+                earns_referral: age >= state.config.packets.referral_min_account_age_seconds,
             },
         )
-        .await?;
+        .await;
+    let pid = ask.packet;
+    let c = match claimed {
+        Ok(c) => c,
+        Err(ApiError::Packet(Refusal::ChallengeRequired)) => {
+            let cp = &p.challenge;
+            let c = Challenge {
+                kind: cp.kind,
+                bits: cp.pow_bits,
+                subject: Subject::Claim {
+                    packet: pid,
+                    at: ask.at,
+                    referrer: ask.referrer,
+                },
+                user,
+                issued_at: now,
+                expires_at: now + cp.ttl_seconds,
+                salt: random_bytes(),
+                score: 0,
+                reasons: 0,
+            };
+            crate::metrics::CHALLENGES
+                .with_label_values(&[cp.kind.as_str(), "issued"])
+                .inc();
+            return Err(ApiError::ChallengeRequired(Box::new(
+                c.offer(state.keys.challenge_key(), cp),
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     Ok(HttpResponse::Ok().json(ClaimResult {
         packet_id: pid,
         amount: c.claim.amount,
         left: c.left,
-        share_url: format!("{}/p/{pid}?ref={}", state.base_url, user.0),
+        share_url: format!("{}/p/{pid}?ref={}", state.base_url, user),
     }))
 }
 

@@ -238,6 +238,11 @@ pub async fn invite_page(
             "It was closed by the operator.",
         ),
         Err(Refusal::GroupFull) => (409, "This group is full", "No seats are free right now."),
+        Err(Refusal::QueueFull) => (
+            409,
+            "Too many requests are waiting",
+            "The group's moderators have many join requests through this invitation to answer. Try again later.",
+        ),
         Err(Refusal::Paused) => (
             403,
             "This invitation is paused",

@@ -86,7 +86,7 @@ async fn step_up(
     match (&body.challenge_id, &body.solution) {
         (Some(id), Some(solution)) => {
             let (c, tag) = Challenge::open(id, key)?;
-            if !c.is_for_new_account() {
+            if c.subject != challenge::Subject::NewAccount {
                 return Err(Refusal::Invalid.into());
             }
             c.admits(challenge::new_account_tag(key, network), now)?;
@@ -105,15 +105,9 @@ async fn step_up(
             }
             let p = &state.config.risk.challenge;
             let c = Challenge::for_new_account(key, network, p.pow_bits, now, p.ttl_seconds);
-            let (id, _) = c.seal(key);
-            Err(ApiError::ChallengeRequired(Box::new(challenge::Offer {
-                id,
-                kind: crate::domain::risk::ChallengeKind::Pow,
-                pow_bits: Some(p.pow_bits),
-                site_key: None,
-                expires_at: crate::clock::rfc3339(c.expires_at),
-                answer_url: "/v1/users".into(),
-            })))
+            let mut offer = c.offer(key, p);
+            offer.answer_url = "/v1/users".into();
+            Err(ApiError::ChallengeRequired(Box::new(offer)))
         }
         _ => Err(ApiError::validation(
             "`challenge_id` and `solution` go together",

@@ -142,6 +142,8 @@ fn ask(user: UserId) -> ClaimAsk {
         user,
         at: None,
         referrer: None,
+        challenge_due: false,
+        earns_referral: true,
     }
 }
 

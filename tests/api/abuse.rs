@@ -40,7 +40,12 @@ async fn join_dev(app: &TestApp, user: &str, tok: &str, device: &str) -> (u16, V
     .await
 }
 
-async fn answer(app: &TestApp, user: &str, challenge: &Value, solution: &str) -> (u16, Value) {
+pub(super) async fn answer(
+    app: &TestApp,
+    user: &str,
+    challenge: &Value,
+    solution: &str,
+) -> (u16, Value) {
     app.post(
         &format!("/v1/challenges/{}", s_(&challenge["id"])),
         Some(user),
@@ -49,7 +54,7 @@ async fn answer(app: &TestApp, user: &str, challenge: &Value, solution: &str) ->
     .await
 }
 
-fn solve(challenge: &Value) -> String {
+pub(super) fn solve(challenge: &Value) -> String {
     let bits = challenge["pow_bits"].as_u64().expect("pow_bits") as u8;
     qrgate::domain::challenge::pow_solve(&s_(&challenge["id"]), bits)
 }

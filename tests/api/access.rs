@@ -94,6 +94,7 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/groups/{id}/requests",                      [U, U, U, F,      F,      s(200), s(200), s(200)]),
     ("POST",   "/v1/groups/{id}/requests/{rid}/approve",        [U, U, U, F,      F,      s(200), s(200), s(200)]),
     ("POST",   "/v1/groups/{id}/requests/{rid}/reject",         [U, U, U, F,      F,      s(200), s(200), s(200)]),
+    ("POST",   "/v1/groups/{id}/requests/reject",               [U, U, U, F,      F,      s(200), s(200), s(200)]),
     ("POST",   "/v1/groups/{id}/blocks",                        [U, U, U, F,      F,      s(204), s(204), s(204)]),
     ("POST",   "/v1/admin/groups/{id}/ban",                     op_only(200)),
     ("POST",   "/v1/admin/groups/{id}/unban",                   op_only(200)),
@@ -200,6 +201,7 @@ struct Fx {
     victim_joiner_token: String,
     approve: Vec<(Who, String)>,
     reject: Vec<(Who, String)>,
+    reject_bulk: Vec<(Who, String)>,
     block: Vec<(Who, String)>,
     /// A member each allowed caller removes.
     remove: Vec<(Who, String)>,
@@ -316,6 +318,10 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         ("POST", "/v1/groups/{id}/requests/{rid}/reject") => {
             let rid = own_or(who, &fx.reject, &fx.victim_request);
             req(format!("/v1/groups/{g}/requests/{rid}/reject")).body(json!({}))
+        }
+        ("POST", "/v1/groups/{id}/requests/reject") => {
+            let rid = own_or(who, &fx.reject_bulk, &fx.victim_request);
+            req(format!("/v1/groups/{g}/requests/reject")).body(json!({"request_ids": [rid]}))
         }
         ("POST", "/v1/groups/{id}/blocks") => {
             // Denied callers try to block (so remove) the plain member.
@@ -891,7 +897,7 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
     assert_eq!(s, 204, "{v}");
 
     let mut pending = Vec::new();
-    for i in 0..7 {
+    for i in 0..10 {
         let (id, tok) = app.user(&format!("joiner{i}")).await;
         pending.push((id, tok.clone(), request_of(tok).await));
     }
@@ -899,6 +905,7 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
     let deciders = [GAdmin, Owner, Op];
     let approve_rids = deciders.iter().map(|w| (*w, pending.remove(0).2)).collect();
     let reject_rids = deciders.iter().map(|w| (*w, pending.remove(0).2)).collect();
+    let reject_bulk_rids = deciders.iter().map(|w| (*w, pending.remove(0).2)).collect();
     let mut block = Vec::new();
     for w in deciders {
         block.push((w, app.user(&format!("troll-{w:?}")).await.0));
@@ -1058,6 +1065,7 @@ async fn setup(app: &TestApp, sim: &Sim) -> Fx {
         victim_joiner_token,
         approve: approve_rids,
         reject: reject_rids,
+        reject_bulk: reject_bulk_rids,
         block,
         remove,
         invite,
@@ -1181,6 +1189,19 @@ async fn cross_user_actions(app: &TestApp, fx: &Fx) {
         .get(&format!("/v1/groups/{gx}/requests"), Some(gadmin))
         .await;
     assert_eq!(s, 403, "another group's queue");
+    // Rejecting in bulk from one's own group reaches nothing of another's:
+    // the victim's request is not found there, the owner's invitation neither.
+    let bulk = format!("/v1/groups/{gx}/requests/reject");
+    let (s, v) = app
+        .post(&bulk, Some(outsider), json!({"request_ids": [victim]}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rejected"], json!([]), "{v}");
+    assert_eq!(v["not_found"], json!([victim]), "{v}");
+    let (s, v) = app
+        .post(&bulk, Some(outsider), json!({"via_invite": fx.invite}))
+        .await;
+    assert_eq!((s, code(&v)), (404, "invite_not_found"), "{v}");
     // A group admin moderates members, not the other admins.
     let g = &fx.g;
     let spare = &fx.spare;
@@ -1614,4 +1635,201 @@ fn every_route_the_operator_calls_names_the_scope_a_key_needs() {
         missing.is_empty(),
         "operator routes without a scope: {missing:?}"
     );
+}
+
+/// Fake accounts and floods, from outside: a farm of fresh accounts on a
+/// campaign packet and its referral budget, a phone shared by many
+/// accounts, and a flood of join requests through one link. (Account
+/// creation bursts are in `abuse.rs`; WebSocket caps in `ws.rs`; body
+/// limits in `errors.rs`; anonymous images in `qr.rs`; forged and replayed
+/// notifications in `payouts.rs`; the packet view's privacy above.)
+#[actix_web::test]
+async fn fake_accounts_and_request_floods_are_held_off() {
+    use super::abuse::{answer, solve};
+    const CONFIG: &str = "[risk]\nmode = \"enforce\"\n[risk.challenge]\npow_bits = 8\n\
+        [limits]\nmax_pending_requests_per_invite = 3\n\
+        [packets]\nclaims_per_minute_per_user = 1000\n";
+    let mut app = TestApp::spawn_with(CONFIG).await;
+    // Established accounts: made now, used two days later.
+    let (vet_id, vet) = app.user("vet").await;
+    let (_, friend) = app.user("friend").await;
+    let mut phones = Vec::new();
+    for i in 0..4 {
+        phones.push(app.user(&format!("phone{i}")).await.1);
+    }
+    let (_, sender) = app.funded("sender", 1000).await;
+    app.env = vec![("QRGATE_CLOCK_OFFSET_SECS".into(), (2 * 86_400).to_string())];
+    app.restart().await;
+
+    let campaign = |key: &'static str, count: u32| {
+        let app = &app;
+        async move {
+            let (s, v) = app
+                .create_packet(
+                    ADMIN,
+                    key,
+                    json!({"total": 10 * count, "count": count, "mode": "fixed",
+                           "merchant": "acme", "referral_budget_fen": 20,
+                           "referral_bonus_fen": 10, "ttl_seconds": 86_400}),
+                )
+                .await;
+            assert_eq!(s, 201, "{v}");
+            s_(&v["id"])
+        }
+    };
+    let pid = campaign("farmed", 6).await;
+    // Established accounts claim without a question; a referral pays.
+    let (s, v) = app.claim(&vet, &pid, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app.claim(&friend, &pid, json!({"ref": vet_id})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(app.wallet(&vet).await["balance"], 10 + 10);
+
+    // A fresh account must solve a challenge bound to it and to this claim.
+    let (_, farm) = app.user("farm").await;
+    let (s, v) = app.claim(&farm, &pid, json!({"ref": vet_id})).await;
+    assert_eq!((s, code(&v)), (403, "challenge_required"), "{v}");
+    let c = v["challenge"].clone();
+    assert!(
+        s_(&c["answer_url"]).starts_with("/v1/challenges/ch_"),
+        "{c}"
+    );
+    let (s, v) = answer(&app, &friend, &c, &solve(&c)).await;
+    assert_eq!(
+        (s, code(&v)),
+        (400, "invalid_challenge"),
+        "someone else's: {v}"
+    );
+    let id = s_(&c["id"]);
+    let wrong = (0..)
+        .map(|n: u32| n.to_string())
+        .find(|x| !qrgate::domain::challenge::pow_solves(&id, x, 8))
+        .expect("a wrong answer");
+    let (s, v) = answer(&app, &farm, &c, &wrong).await;
+    assert_eq!((s, code(&v)), (403, "challenge_failed"), "{v}");
+    let (s, v) = answer(&app, &farm, &c, &solve(&c)).await;
+    assert_eq!(s, 200, "the answer makes the claim: {v}");
+    assert_eq!(
+        (s_(&v["packet_id"]), v["amount"].as_u64()),
+        (pid.clone(), Some(10))
+    );
+    assert_eq!(app.wallet(&farm).await["balance"], 10);
+    assert_eq!(
+        app.wallet(&vet).await["balance"],
+        10 + 10,
+        "a fresh account earns its referrer no bonus"
+    );
+    let (s, v) = answer(&app, &farm, &c, &solve(&c)).await;
+    assert_eq!(
+        (s, code(&v)),
+        (409, "already_claimed"),
+        "one claim per challenge: {v}"
+    );
+
+    // A personal packet asks nothing of a fresh account.
+    let (s, v) = app
+        .create_packet(
+            &sender,
+            "personal",
+            json!({"total": 100, "count": 2, "mode": "fixed"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = app.claim(&farm, &s_(&v["id"]), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Established accounts on one phone: the fourth is asked.
+    let pid2 = campaign("phones", 5).await;
+    for (i, tok) in phones.iter().enumerate() {
+        let (s, v) = app
+            .call_with(
+                "POST",
+                &format!("/v1/packets/{pid2}/claim"),
+                Some(tok),
+                Some(json!({})),
+                &[("X-Device-Id", "one-phone".to_string())],
+            )
+            .await;
+        if i < 3 {
+            assert_eq!(s, 200, "account {i}: {v}");
+        } else {
+            assert_eq!((s, code(&v)), (403, "challenge_required"), "{v}");
+        }
+    }
+
+    // A flood of join requests through one link fills its queue, not the
+    // moderators' day; they reject it in one call.
+    let g = app
+        .group(&vet, json!({"name": "Gated", "approval_required": true}))
+        .await;
+    let (iid, flooded, _) = app.invite(&vet, &g, json!({})).await;
+    let (_, other, _) = app.invite(&vet, &g, json!({})).await;
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        let (uid, tok) = app.user(&format!("flood{i}")).await;
+        let (s, v) = app.join(&tok, &flooded).await;
+        if i < 3 {
+            assert_eq!(s, 202, "{v}");
+            waiting.push(s_(&v["request_id"]));
+        } else {
+            assert_eq!((s, code(&v)), (409, "too_many_pending_requests"), "{v}");
+            let (s, v) = app.join(&tok, &other).await;
+            assert_eq!(s, 202, "another invitation has its own queue: {v}");
+            waiting.push(uid);
+        }
+    }
+    let bulk = format!("/v1/groups/{g}/requests/reject");
+    let (s, v) = app
+        .post(&bulk, Some(&friend), json!({"via_invite": iid}))
+        .await;
+    assert_eq!((s, code(&v)), (403, "forbidden"), "not a moderator: {v}");
+    for bad in [
+        json!({}),
+        json!({"request_ids": []}),
+        json!({"request_ids": [waiting[0]], "via_invite": iid}),
+        json!({"request_ids": vec![waiting[0].clone(); 501]}),
+    ] {
+        let (s, v) = app.post(&bulk, Some(&vet), bad.clone()).await;
+        assert_eq!((s, code(&v)), (400, "validation_failed"), "{bad}: {v}");
+    }
+    let (s, v) = app
+        .post(&bulk, Some(&vet), json!({"via_invite": iid}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let rejected: BTreeSet<String> = v["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|r| s_(&r["request_id"]))
+        .collect();
+    assert_eq!(rejected, waiting[..3].iter().cloned().collect(), "{v}");
+    assert_eq!(v["remaining"], 0);
+    let (s, v) = app
+        .post(&bulk, Some(&vet), json!({"via_invite": iid}))
+        .await;
+    assert_eq!(
+        (s, v["rejected"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+
+    // Kept across a restart: the queue as the bulk rejection left it, and
+    // the farm's claim.
+    app.restart().await;
+    let (s, v) = app
+        .get(&format!("/v1/groups/{g}/requests"), Some(&vet))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let users: Vec<String> = v["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| s_(&r["user_id"]))
+        .collect();
+    assert_eq!(users, vec![waiting[3].clone()], "{v}");
+    assert_eq!(app.wallet(&farm).await["balance"], 10 + 50);
+    let (_, again) = app.user("flood-again").await;
+    let (s, v) = app.join(&again, &flooded).await;
+    assert_eq!(s, 202, "the queue has room again: {v}");
+    app.books_clean().await;
 }

@@ -283,7 +283,10 @@ async fn a_browser_passes_a_join_challenge_by_itself() {
 async fn a_browser_opens_a_red_packet_and_wins_a_share() {
     let Some(b) = browser().await else { return };
     let c = &b.client;
-    let app = TestApp::spawn().await;
+    // Enforced: the browser's fresh account must solve a proof of work to
+    // claim from a campaign packet, which the page does by itself.
+    let app =
+        TestApp::spawn_with("[risk]\nmode = \"enforce\"\n[risk.challenge]\npow_bits = 12\n").await;
     let (s, v) = app
         .create_packet(
             ADMIN,
@@ -316,6 +319,12 @@ async fn a_browser_opens_a_red_packet_and_wins_a_share() {
     screenshot(c, "packet-won.png").await;
     let v = app.packet(&s_(&v["id"])).await;
     assert_eq!(v["claimed_count"], 1, "{v}");
+    assert_eq!(
+        app.metric("qrgate_challenges_total{kind=\"pow\",outcome=\"passed\"}")
+            .await,
+        1.0,
+        "the claim went through a solved challenge"
+    );
     b.client.clone().close().await.expect("close the browser");
 }
 

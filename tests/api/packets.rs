@@ -559,7 +559,8 @@ async fn risk_controls_rate_limit_blacklist_breaker_and_geofence() {
 
 #[actix_web::test]
 async fn campaign_packets_are_advertising_and_pay_referrals_within_budget() {
-    let app = TestApp::spawn_with(FAST).await;
+    // Fresh accounts may earn bonuses here (the age rule: `access.rs`).
+    let app = TestApp::spawn_with(&format!("{FAST}referral_min_account_age_seconds = 0\n")).await;
     let (_, alice) = app.user("alice").await;
     let body = json!({"total": 50, "count": 5, "mode": "fixed", "merchant": "acme",
                       "referral_budget_fen": 20, "referral_bonus_fen": 10, "ttl_seconds": 4});
