@@ -405,7 +405,6 @@ impl KeyRing {
         String::from_utf8(pt).map_err(|_| KeyError::Seal)
     }
 
-    /// Keys the tags of scan codes.
     /// MAC key of challenge ids.
     pub fn challenge_key(&self) -> &[u8; 32] {
         &self.challenge_key
@@ -419,6 +418,7 @@ impl KeyRing {
         out
     }
 
+    /// Keys the tags of scan codes.
     pub fn code_tag_key(&self) -> [u8; 32] {
         self.code_tag_key
     }

@@ -173,7 +173,7 @@ pub async fn route(
         // its packet's owner takes it.
         None if req.path().starts_with("/v1/challenges/") => {
             let id = req.path().trim_start_matches("/v1/challenges/");
-            (challenge_entity(&state, id), None)
+            (challenge_entity(state.keys.challenge_key(), id), None)
         }
         None if req.path() == "/v1/join" && req.method() == actix_web::http::Method::POST => {
             let body = take_body(&mut req).await?;
@@ -256,9 +256,9 @@ fn entity_of_path(path: &str, code_key: &[u8; 32]) -> Option<String> {
 }
 
 /// The group or packet a challenge's answer writes to.
-fn challenge_entity(state: &AppState, id: &str) -> Option<String> {
+fn challenge_entity(key: &[u8; 32], id: &str) -> Option<String> {
     use crate::domain::challenge::{Challenge, Subject};
-    let (c, _) = Challenge::open(id, state.keys.challenge_key()).ok()?;
+    let (c, _) = Challenge::open(id, key).ok()?;
     match c.subject {
         Subject::Join { group, .. } => Some(format!("group/{group}")),
         Subject::Claim { packet, .. } => Some(format!("packet/{packet}")),
@@ -511,5 +511,41 @@ mod tests {
             Some(format!("packet/{p}"))
         );
         assert_eq!(entity_of_path("/v1/wallet"), None);
+    }
+
+    #[test]
+    fn a_challenge_answer_goes_to_what_it_completes() {
+        use crate::domain::challenge::{Challenge, Subject};
+        use crate::domain::ids::{GroupId, InviteId, PacketId, UserId};
+        use crate::domain::risk::ChallengeKind;
+        let of = |subject: Subject| {
+            let c = Challenge {
+                kind: ChallengeKind::Pow,
+                bits: 8,
+                subject,
+                user: UserId([1; 16]),
+                issued_at: 0,
+                expires_at: 10,
+                salt: [0; 8],
+                score: 0,
+                reasons: 0,
+            };
+            super::challenge_entity(&KEY, &c.seal(&KEY).0)
+        };
+        let (g, p) = (GroupId([2; 16]), PacketId([3; 16]));
+        let join = Subject::Join {
+            group: g,
+            invite: InviteId([4; 16]),
+            epoch: 0,
+        };
+        assert_eq!(of(join), Some(format!("group/{g}")));
+        let claim = Subject::Claim {
+            packet: p,
+            at: None,
+            referrer: None,
+        };
+        assert_eq!(of(claim), Some(format!("packet/{p}")));
+        assert_eq!(of(Subject::NewAccount), None);
+        assert_eq!(super::challenge_entity(&KEY, "ch_forged"), None);
     }
 }
