@@ -342,6 +342,13 @@ pub struct Codes {
     pub max_ttl_seconds: u32,
     /// Bindings kept in memory for resolution.
     pub cache_entries: usize,
+    /// Where path pages live: a browser's scan is sent (302) to this base
+    /// plus the page. Unset: `public_base_url`, and this server answers the
+    /// path pages itself with a page listing the parameters.
+    pub page_base_url: Option<String>,
+    /// Hosts that absolute pages (`https://host/path` in `pages`) may name;
+    /// a scan is never sent anywhere else.
+    pub redirect_hosts: Vec<String>,
 }
 
 impl Default for Codes {
@@ -357,6 +364,8 @@ impl Default for Codes {
             min_ttl_seconds: 60,
             max_ttl_seconds: 365 * 86_400,
             cache_entries: 100_000,
+            page_base_url: None,
+            redirect_hosts: Vec::new(),
         }
     }
 }
@@ -784,13 +793,45 @@ impl Codes {
         if self.pages.is_empty() {
             return Err("codes.pages must list at least one page".into());
         }
-        if let Some(p) = self
-            .pages
+        use crate::domain::code::{absolute_page_host, valid_page, RESERVED_SEGMENTS};
+        for p in &self.pages {
+            if valid_page(p) {
+                let first = p[1..].split('/').next().unwrap_or_default();
+                if self.page_base_url.is_none() && RESERVED_SEGMENTS.contains(&first) {
+                    return Err(format!(
+                        "codes.pages: `{p}` is a path this server answers itself; name another, or set codes.page_base_url"
+                    ));
+                }
+                continue;
+            }
+            match absolute_page_host(p) {
+                Some(h) if self.redirect_hosts.iter().any(|a| a.eq_ignore_ascii_case(&h)) => {}
+                Some(h) => {
+                    return Err(format!(
+                        "codes.pages: `{p}` names host `{h}`, which is not in codes.redirect_hosts"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "codes.pages: `{p}` must be / followed by 1 to 64 of a-z, 0-9, _, - and /, or an http(s) URL without query or fragment"
+                    ))
+                }
+            }
+        }
+        if let Some(b) = &self.page_base_url {
+            if absolute_page_host(b).is_none() {
+                return Err(
+                    "codes.page_base_url must be an http(s) URL without query or fragment".into(),
+                );
+            }
+        }
+        if let Some(h) = self
+            .redirect_hosts
             .iter()
-            .find(|p| !crate::domain::code::valid_page(p))
+            .find(|h| h.is_empty() || h.contains(['/', ':', '?', '#', '@', ' ']))
         {
             return Err(format!(
-                "codes.pages: `{p}` must be / followed by 1 to 64 of a-z, 0-9, _, - and /"
+                "codes.redirect_hosts: `{h}` must be a bare host name"
             ));
         }
         // Bindings stay small sled values: 17 of them (a full leaf) must stay
@@ -886,6 +927,13 @@ mod tests {
         .unwrap();
         assert!(c.validate().is_ok());
         assert_eq!(c.codes.max_params_bytes, 1024, "defaults fill the rest");
+        for good in [
+            "[codes]\npages = [\"https://shop.example.com/x\"]\nredirect_hosts = [\"SHOP.example.com\"]",
+            "[codes]\npages = [\"/v1/x\"]\npage_base_url = \"https://www.example.com/qr\"",
+        ] {
+            let c: Config = toml::from_str(good).unwrap();
+            assert!(c.validate().is_ok(), "{good}");
+        }
         for bad in [
             "[codes]\npages = []",
             "[codes]\npages = [\"shop\"]",
@@ -893,6 +941,13 @@ mod tests {
             "[codes]\nqr_size = 64",
             "[codes]\nmin_ttl_seconds = 0",
             "[codes]\nmax_params_bytes = 100000",
+            // absolute pages need their host allowed; the server's own paths are taken
+            "[codes]\npages = [\"https://shop.example.com/x\"]",
+            "[codes]\npages = [\"https://shop.example.com/x?a=1\"]\nredirect_hosts = [\"shop.example.com\"]",
+            "[codes]\npages = [\"/v1/x\"]",
+            "[codes]\npages = [\"/s\"]",
+            "[codes]\npage_base_url = \"ftp://x\"",
+            "[codes]\nredirect_hosts = [\"https://shop.example.com\"]",
         ] {
             let c: Config = toml::from_str(bad).unwrap();
             assert!(c.validate().is_err(), "{bad}");

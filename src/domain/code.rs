@@ -96,6 +96,66 @@ pub fn valid_page(p: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-/".contains(&b))
 }
 
+/// First path segments the server itself answers: a path page may not take
+/// one (the server serves path pages itself when no other site does).
+pub const RESERVED_SEGMENTS: [&str; 8] =
+    ["v1", "s", "j", "p", "healthz", "metrics", "payouts", "link"];
+
+/// An absolute landing page: `http(s)://host[:port]/path`, no query, no
+/// fragment, no user info, at most 512 characters. Answers its host.
+pub fn absolute_page_host(p: &str) -> Option<String> {
+    if p.len() > 512 || !(p.starts_with("https://") || p.starts_with("http://")) {
+        return None;
+    }
+    let u = url::Url::parse(p).ok()?;
+    if u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
+        || p.contains('?')
+        || p.contains('#')
+    {
+        return None;
+    }
+    u.host_str().map(str::to_ascii_lowercase)
+}
+
+/// Why a code's page is not where a visitor may be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotAllowed;
+
+/// Where a scan sends a browser: the page (a path under `base`, or an
+/// absolute page whose host is in `hosts`) with the code's parameters as
+/// its query string (strings as they are, other values as compact JSON).
+pub fn destination(
+    page: &str,
+    base: &str,
+    hosts: &[String],
+    params: &Map<String, Value>,
+) -> Result<String, NotAllowed> {
+    let target = if valid_page(page) {
+        format!("{}{page}", base.trim_end_matches('/'))
+    } else {
+        let host = absolute_page_host(page).ok_or(NotAllowed)?;
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+            return Err(NotAllowed);
+        }
+        page.to_string()
+    };
+    let mut u = url::Url::parse(&target).map_err(|_| NotAllowed)?;
+    if !params.is_empty() {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in params {
+            match v {
+                Value::String(s) => q.append_pair(k, s),
+                Value::Null => q.append_pair(k, ""),
+                other => q.append_pair(k, &other.to_string()),
+            };
+        }
+    }
+    Ok(u.into())
+}
+
 /// The page must be one of the configured ones.
 pub fn check_page(pages: &[String], page: &str) -> Result<(), String> {
     if pages.iter().any(|p| p == page) {
@@ -261,6 +321,54 @@ mod tests {
         }
         // Multi-byte characters of the right byte length are refused too.
         assert_eq!(parse(&KEY, &"é".repeat(12)), Err(Forged));
+    }
+
+    #[test]
+    fn destinations() {
+        let mut params = Map::new();
+        params.insert("campaign".into(), json!("spring sale & more"));
+        params.insert("n".into(), json!(3));
+        params.insert("tags".into(), json!(["a", "b"]));
+        params.insert("none".into(), Value::Null);
+        let hosts = vec!["shop.example.com".to_string()];
+        assert_eq!(
+            destination("/landing", "https://qr.example.com/", &hosts, &params).as_deref(),
+            Ok("https://qr.example.com/landing?campaign=spring+sale+%26+more&n=3&none=&tags=%5B%22a%22%2C%22b%22%5D")
+        );
+        assert_eq!(
+            destination("/landing", "http://h", &hosts, &Map::new()).as_deref(),
+            Ok("http://h/landing")
+        );
+        assert_eq!(
+            destination(
+                "https://SHOP.example.com/promo",
+                "http://h",
+                &hosts,
+                &Map::new()
+            )
+            .as_deref(),
+            Ok("https://shop.example.com/promo")
+        );
+        for refused in [
+            "https://evil.example.com/promo",
+            "https://shop.example.com.evil.com/x",
+            "https://user@shop.example.com/x",
+            "https://shop.example.com/x?y=1",
+            "https://shop.example.com/x#y",
+            "javascript:alert(1)",
+            "//shop.example.com/x",
+            "/Landing",
+        ] {
+            assert_eq!(
+                destination(refused, "http://h", &hosts, &params),
+                Err(NotAllowed),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            absolute_page_host("https://shop.example.com:8443/a/b").as_deref(),
+            Some("shop.example.com")
+        );
     }
 
     #[test]

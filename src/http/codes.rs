@@ -1,5 +1,6 @@
 //! Scan codes: create, look at, revoke; and `/s/{code}`, where every code
-//! lands (JSON for API clients, an HTML page for browsers).
+//! lands (JSON for API clients; a browser is sent on to the code's page
+//! with its parameters); and the built-in landing pages.
 
 use actix_web::http::header;
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse, ResponseError};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::auth::Authed;
-use super::pages::{render_code_page, render_missing_page};
+use super::pages::{render_landing_page, render_missing_page};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::codes::Codes;
@@ -223,8 +224,9 @@ fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     path = "/s/{code}",
     params(("code" = String, Path)),
     responses(
-        (status = 200, description = "JSON with `Accept: application/json`, otherwise the HTML page",
-            content((ResolvedCode = "application/json"), (String = "text/html"))),
+        (status = 200, description = "with `Accept: application/json`: the binding", body = ResolvedCode),
+        (status = 302, description = "a browser: `Location` is the code's page (under `codes.page_base_url`, or an absolute page on one of `codes.redirect_hosts`) with the parameters as its query string"),
+        (status = 403, description = "a browser, when the code's page names a host no longer in `codes.redirect_hosts` (an HTML page)"),
         (status = 404, description = "code_not_found (problem+json, or an HTML page for browsers)",
             content((Problem = "application/problem+json"), (String = "text/html"))),
         (status = 410, description = "code_expired, code_revoked (problem+json, or an HTML page for browsers)",
@@ -267,7 +269,27 @@ pub async fn resolve(
                 .insert_header((header::VARY, "Accept"))
                 .json(resolved(&b, t))
         }
-        Ok((_, b)) => super::pages::html(actix_web::http::StatusCode::OK, render_code_page(&b)),
+        Ok((_, b)) => {
+            let c = &state.config.codes;
+            let base = c.page_base_url.as_deref().unwrap_or(&state.base_url);
+            match crate::domain::code::destination(&b.page, base, &c.redirect_hosts, &b.params) {
+                Ok(to) => HttpResponse::Found()
+                    .insert_header((header::LOCATION, to))
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .insert_header((header::VARY, "Accept"))
+                    .finish(),
+                Err(_) => {
+                    tracing::warn!(code = %b.code, "a scan code's page names a host not in codes.redirect_hosts");
+                    super::pages::html(
+                        actix_web::http::StatusCode::FORBIDDEN,
+                        render_missing_page(
+                            "Not available",
+                            "This code leads to a site this server does not send visitors to.",
+                        ),
+                    )
+                }
+            }
+        }
         Err(e) if json => return Ok(e.error_response()),
         Err(e) => {
             let (title, message) = match e {
@@ -297,4 +319,18 @@ pub async fn resolve(
         );
     }
     Ok(resp)
+}
+
+/// A path page this server answers itself when `codes.page_base_url` is
+/// unset, so that a scan lands somewhere out of the box: the page's name
+/// and the parameters the scan brought.
+pub async fn landing(req: HttpRequest) -> HttpResponse {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .take(100)
+        .collect();
+    super::pages::html(
+        actix_web::http::StatusCode::OK,
+        render_landing_page(req.path(), &params),
+    )
 }

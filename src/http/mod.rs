@@ -132,6 +132,18 @@ pub fn hot_pattern(path: &str) -> Option<&'static str> {
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let limit = state.config.limits.max_body_bytes;
+        // Path pages of scan codes land here unless they live on another site.
+        if state.config.codes.page_base_url.is_none() {
+            for page in state
+                .config
+                .codes
+                .pages
+                .iter()
+                .filter(|p| p.starts_with('/'))
+            {
+                cfg.route(page, web::get().to(codes::landing));
+            }
+        }
         cfg.app_data(state)
             .app_data(
                 web::JsonConfig::default()

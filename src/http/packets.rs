@@ -571,7 +571,14 @@ pub(super) async fn take_claim(
     let p = &state.config.risk;
     let store = &state.groups.shared().signals;
     let now = now();
-    let age = store.account_age(&state.storage, user, now)?;
+    // Only a claim through a share link can earn a bonus.
+    let earns_referral = match ask.referrer {
+        Some(_) => {
+            store.account_age(&state.storage, user, now)?
+                >= state.config.packets.referral_min_account_age_seconds
+        }
+        None => false,
+    };
     let mut challenge_due = false;
     if !ask.solved && p.mode != Mode::Off {
         let s = store.observe(
@@ -604,7 +611,7 @@ pub(super) async fn take_claim(
                 at: ask.at,
                 referrer: ask.referrer,
                 challenge_due,
-                earns_referral: age >= state.config.packets.referral_min_account_age_seconds,
+                earns_referral,
             },
         )
         .await;

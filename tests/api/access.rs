@@ -81,7 +81,7 @@ const MATRIX: &[Row] = &[
     ("GET",    "/openapi.json",                                 PUBLIC),
     ("GET",    "/v1/keys",                                      PUBLIC),
     ("POST",   "/v1/users",                                     [s(201); 8]),
-    ("GET",    "/s/{code}",                                     PUBLIC),
+    ("GET",    "/s/{code}",                                     [s(302); 8]),
     ("GET",    "/j/{token}",                                    PUBLIC),
     ("GET",    "/p/{id}",                                       PUBLIC),
     // Groups

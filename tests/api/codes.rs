@@ -1,4 +1,5 @@
-//! Scan codes on the real server: create, resolve as JSON and HTML, the QR
+//! Scan codes on the real server: create, resolve as JSON and as a
+//! browser's redirect to the code's page (and no other host), the QR
 //! image, forged codes, the pool across `kill -9`, expiry, revocation,
 //! quotas, scan counters.
 
@@ -17,6 +18,7 @@ struct Answer {
     status: u16,
     content_type: String,
     set_cookie: Option<String>,
+    location: Option<String>,
     body: String,
 }
 
@@ -42,15 +44,17 @@ async fn fetch(app: &TestApp, path: &str, accept: &str, cookie: Option<&str>) ->
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let (content_type, set_cookie) = (
+    let (content_type, set_cookie, location) = (
         header("content-type").unwrap_or_default(),
         header("set-cookie"),
+        header("location"),
     );
     let body = r.body().limit(1 << 20).await.expect("body");
     Answer {
         status: r.status().as_u16(),
         content_type,
         set_cookie,
+        location,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
@@ -136,21 +140,29 @@ async fn round_trip_as_json_and_html_with_a_decodable_qr_code() {
         (Some(1), Some(1))
     );
 
-    // A browser gets a page showing the parameters, escaped.
+    // A browser is sent on to the page, the parameters as its query
+    // string; the built-in landing page shows them, escaped.
     let a = fetch(&app, &format!("/s/{code}"), HTML, None).await;
-    assert_eq!(a.status, 200);
-    assert_eq!(a.content_type, "text/html; charset=utf-8");
-    assert!(a.body.contains("spring"));
-    assert!(a
-        .body
-        .contains("&#60;script&#62;alert(&#39;hi&#39;)&#60;/script&#62;"));
-    assert!(!a.body.contains("<script"), "{}", a.body);
-    assert!(a.body.contains("/landing"));
+    assert_eq!(a.status, 302, "{}", a.body);
+    assert_eq!(
+        a.location.as_deref(),
+        Some("http://qr.test/landing?campaign=spring&n=3&x=%3Cscript%3Ealert%28%27hi%27%29%3C%2Fscript%3E")
+    );
     let cookie = a.set_cookie.expect("a visitor cookie");
     assert!(
         cookie.starts_with("qrv=") && cookie.contains("HttpOnly"),
         "{cookie}"
     );
+    let to = a.location.unwrap_or_default();
+    let landing = fetch(&app, to.trim_start_matches("http://qr.test"), HTML, None).await;
+    assert_eq!(landing.status, 200);
+    assert_eq!(landing.content_type, "text/html; charset=utf-8");
+    assert!(landing.body.contains("spring"));
+    assert!(landing
+        .body
+        .contains("&#60;script&#62;alert(&#39;hi&#39;)&#60;/script&#62;"));
+    assert!(!landing.body.contains("<script"), "{}", landing.body);
+    assert!(landing.body.contains("/landing"));
 
     // Its creator (here the operator) sees it with its counters.
     let (s, v) = app.get(&format!("/v1/codes/{code}"), Some(ADMIN)).await;
@@ -454,7 +466,7 @@ async fn scans_and_unique_visitors_are_counted_and_flushed() {
     let (a, b) = ("qrv=aaaaaaaaaaaaaaaaaaaaaa", "qrv=bbbbbbbbbbbbbbbbbbbbbb");
     for _ in 0..3 {
         let r = fetch(&app, &path, HTML, Some(a)).await;
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, 302);
         assert!(r.set_cookie.is_none(), "the visitor has a cookie");
     }
     for _ in 0..2 {
@@ -519,4 +531,61 @@ async fn the_largest_pooled_images_and_bindings_stay_in_the_log() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(blobs, 0, "no sled blob files");
+}
+
+#[actix_web::test]
+async fn a_scan_lands_on_the_business_page_and_never_on_another_host() {
+    let config = "[codes]\npool_size = 0\npool_low_water = 0\npages = [\"/spring\", \"https://shop.example.com/promo\"]\n\
+                  page_base_url = \"https://www.example.com/qr/\"\n\
+                  redirect_hosts = [\"shop.example.com\"]\n";
+    let mut app = TestApp::spawn_with(config).await;
+    let path_page = s_(&app
+        .code(
+            ADMIN,
+            json!({"page": "/spring", "params": {"src": "poster 3"}}),
+        )
+        .await["code"]);
+    let a = fetch(&app, &format!("/s/{path_page}"), HTML, None).await;
+    assert_eq!(a.status, 302, "{}", a.body);
+    assert_eq!(
+        a.location.as_deref(),
+        Some("https://www.example.com/qr/spring?src=poster+3")
+    );
+    let shop = s_(&app
+        .code(
+            ADMIN,
+            json!({"page": "https://shop.example.com/promo", "params": {"n": 7}}),
+        )
+        .await["code"]);
+    let a = fetch(&app, &format!("/s/{shop}"), HTML, None).await;
+    assert_eq!(a.status, 302);
+    assert_eq!(
+        a.location.as_deref(),
+        Some("https://shop.example.com/promo?n=7")
+    );
+    // An app still gets the binding; both scans were counted.
+    let v = fetch(&app, &format!("/s/{shop}"), JSON, None).await.json();
+    assert_eq!(
+        (s_(&v["page"]), v["scans"].as_u64()),
+        ("https://shop.example.com/promo".into(), Some(2))
+    );
+    // A page that is not configured cannot be bound...
+    for page in [
+        "https://evil.example.com/promo",
+        "https://shop.example.com/other",
+    ] {
+        let (s, v) = app.create_code(ADMIN, json!({ "page": page })).await;
+        assert_eq!((s, code(&v)), (400, "validation_failed"), "{page}: {v}");
+    }
+    // ...and once the page and its host leave the config, a scan of a code
+    // bound to it goes nowhere.
+    app.extra_config = "[codes]\npool_size = 0\npool_low_water = 0\npages = [\"/spring\", \"https://evil.example.com/x\"]\nredirect_hosts = [\"evil.example.com\"]\npage_base_url = \"https://www.example.com\"\n".into();
+    app.restart().await;
+    let a = fetch(&app, &format!("/s/{shop}"), HTML, None).await;
+    assert_eq!(a.status, 403, "{:?}", a.location);
+    assert!(
+        a.location.is_none() && a.body.contains("does not send visitors"),
+        "{}",
+        a.body
+    );
 }

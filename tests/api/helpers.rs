@@ -12,7 +12,7 @@ pub struct TestApp {
     pub base: String,
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
-    extra_config: String,
+    pub extra_config: String,
     pub client: awc::Client,
     /// Environment for the server process (e.g. `QRGATE_CRASH_AT`).
     pub env: Vec<(String, String)>,
@@ -119,8 +119,10 @@ pub fn spawn_paysim(dir: &Path) -> (Child, String) {
     }
 }
 
+/// An HTTP client that shows redirects instead of following them.
 pub fn client() -> awc::Client {
     awc::Client::builder()
+        .disable_redirects()
         .timeout(Duration::from_secs(30))
         .connector(awc::Connector::new().limit(512))
         .finish()

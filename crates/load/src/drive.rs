@@ -225,7 +225,11 @@ pub(crate) async fn drive(
             let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
             t.hist.saturating_record(micros.max(1));
             let (key, ok) = match res {
-                Ok((status, b)) => (outcome(status, &b), status == 200 || status == 201),
+                // A browser's scan is sent on to the code's page.
+                Ok((status, b)) => (
+                    outcome(status, &b),
+                    status == 200 || status == 201 || (status == 302 && plan.codes.is_some()),
+                ),
                 Err(e) => {
                     t.first_err.get_or_insert(e);
                     actix_web::rt::time::sleep(Duration::from_millis(10)).await; // no busy loop

@@ -75,8 +75,8 @@ pub enum Scenario {
     /// Red packet claims, each user once, spread over `--packets` campaign
     /// packets (1: one hot packet) that have a share for every claim.
     Packets,
-    /// Scan code resolution: `GET /s/{code}` (the HTML page a phone gets)
-    /// over `--codes` codes.
+    /// Scan code resolution: `GET /s/{code}` as a phone's browser sends it
+    /// (answered 302 to the code's page) over `--codes` codes.
     Codes,
     /// Joins into approval-required groups (100 seats) while a quarter of
     /// the connections approve the pending requests (owners, and one in four

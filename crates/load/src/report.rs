@@ -26,8 +26,16 @@ pub(crate) async fn check(plan: &Plan, row: &Row, api: &Api) -> Result<Vec<Check
             scans += v["scans"].as_u64().unwrap_or(0);
         }
         return Ok(vec![
-            ("200 resolved (every answer)", count("200"), row.requests),
-            ("scans counted = resolutions answered", scans, count("200")),
+            (
+                "302 sent on to the page (every answer)",
+                count("http_302"),
+                row.requests,
+            ),
+            (
+                "scans counted = resolutions answered",
+                scans,
+                count("http_302"),
+            ),
         ]);
     }
     if let Some(ids) = &plan.packets {

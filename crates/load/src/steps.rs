@@ -674,7 +674,7 @@ impl Scans {
             .get(format!("{}/s/{}", api.base, self.codes[i]))
             .insert_header(("Accept", "text/html"));
         let res = super::send(req, Bytes::new()).await;
-        if matches!(&res, Ok((200, _))) {
+        if matches!(&res, Ok((302, _))) {
             self.answered.borrow_mut()[i] += 1;
         }
         Some(("scan", res))
@@ -691,7 +691,7 @@ impl Scans {
             equal += u64::from(v["scans"].as_u64() == Some(answered[i]));
         }
         Ok(vec![(
-            "codes whose scans counted = resolutions answered 200",
+            "codes whose scans counted = resolutions answered 302",
             equal,
             self.codes.len() as u64,
         )])

@@ -86,7 +86,7 @@ impl ServerDir {
             q(&data.to_string_lossy()),
             q(&admin)
         );
-        std::fs::create_dir_all(&data)
+        std::fs::create_dir_all(&dir.0)
             .and_then(|()| std::fs::write(&config, text))
             .map_err(|e| format!("{}: {e}", dir.0.display()))?;
         Ok(ServerDir {
