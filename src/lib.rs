@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod groups;
 pub mod http;
+pub mod i18n;
 pub mod keys;
 pub mod metrics;
 pub mod node;

@@ -18,6 +18,7 @@ use crate::codes::Codes;
 use crate::domain::code::{Binding, Tally};
 use crate::domain::ids::UserId;
 use crate::error::{ApiError, Problem};
+use crate::i18n::Lang;
 
 /// The visitor cookie (see docs/pages-and-codes.md: counting scans).
 const VISITOR_COOKIE: &str = "qrv";
@@ -282,25 +283,22 @@ pub async fn resolve(
                     tracing::warn!(code = %b.code, "a scan code's page names a host not in codes.redirect_hosts");
                     super::pages::html(
                         actix_web::http::StatusCode::FORBIDDEN,
-                        render_missing_page(
-                            "Not available",
-                            "This code leads to a site this server does not send visitors to.",
-                        ),
+                        render_missing_page(Lang::of(&req), "code-not-allowed"),
                     )
                 }
             }
         }
         Err(e) if json => return Ok(e.error_response()),
         Err(e) => {
-            let (title, message) = match e {
-                ApiError::CodeExpired => ("Expired", "This code has expired."),
-                ApiError::CodeRevoked => ("Withdrawn", "This code has been withdrawn."),
-                ApiError::CodeNotFound => ("Not found", "There is no such code."),
+            let key = match e {
+                ApiError::CodeExpired => "code-expired",
+                ApiError::CodeRevoked => "code-revoked",
+                ApiError::CodeNotFound => "code-missing",
                 other => return Err(other),
             };
             return Ok(super::pages::html(
                 e.status(),
-                render_missing_page(title, message),
+                render_missing_page(Lang::of(&req), key),
             ));
         }
     };
@@ -331,6 +329,6 @@ pub async fn landing(req: HttpRequest) -> HttpResponse {
         .collect();
     super::pages::html(
         actix_web::http::StatusCode::OK,
-        render_landing_page(req.path(), &params),
+        render_landing_page(Lang::of(&req), req.path(), &params),
     )
 }

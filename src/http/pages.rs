@@ -4,20 +4,21 @@
 //! public API.
 
 use actix_web::http::StatusCode;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::{id, AppState};
-use crate::clock::rfc3339;
 use crate::domain::ids::PacketId;
 use crate::domain::join::{Admission, Refusal};
 use crate::domain::token;
 use crate::error::ApiError;
 use crate::groups::actor::Preview;
+use crate::i18n::{Arg, Lang};
 
 #[derive(Template)]
 #[template(path = "message.html")]
 struct MessagePage<'a> {
+    l: Lang,
     title: &'a str,
     detail: &'a str,
 }
@@ -25,6 +26,7 @@ struct MessagePage<'a> {
 #[derive(Template)]
 #[template(path = "code.html")]
 struct CodePage<'a> {
+    l: Lang,
     page: &'a str,
     /// The parameters the scan brought, as the query string had them.
     rows: Vec<(&'a str, &'a str)>,
@@ -33,10 +35,12 @@ struct CodePage<'a> {
 /// The built-in landing page (see `codes::landing`): its page name and the
 /// parameters a scan brought.
 pub fn render_landing_page(
+    l: Lang,
     page: &str,
     params: &[(String, String)],
 ) -> Result<String, askama::Error> {
     CodePage {
+        l,
         page,
         rows: params
             .iter()
@@ -46,40 +50,54 @@ pub fn render_landing_page(
     .render()
 }
 
-/// A page that says why a link leads nowhere (an unknown, expired or revoked code).
-pub fn render_missing_page(title: &str, detail: &str) -> Result<String, askama::Error> {
-    MessagePage { title, detail }.render()
+/// A page that says why a link leads nowhere, from its catalogue messages
+/// `{key}-title` and `{key}-detail`.
+pub fn render_missing_page(l: Lang, key: &str) -> Result<String, askama::Error> {
+    let (title, detail) = (l.t(&format!("{key}-title")), l.t(&format!("{key}-detail")));
+    MessagePage {
+        l,
+        title: &title,
+        detail: &detail,
+    }
+    .render()
 }
 
 #[derive(Template)]
 #[template(path = "invite.html")]
 struct InvitePage<'a> {
+    l: Lang,
+    title: String,
     token: &'a str,
     group_id: String,
     name: &'a str,
     description: &'a str,
     initial: String,
     colour: String,
-    member_count: u32,
-    member_limit: u32,
-    expires: String,
+    /// "3 of 500 members", "invitation valid until 13 Dec 2026".
+    members: String,
+    valid_until: String,
     approval: bool,
+    /// The texts its script shows (JSON).
+    messages: String,
 }
 
 #[derive(Template)]
 #[template(path = "packet.html")]
 struct PacketPage<'a> {
+    l: Lang,
     id: String,
     message: &'a str,
     merchant: Option<&'a str>,
     theme_class: String,
+    /// "3 of 5 shares left", "¥5.00 in total", "until 13 Dec 2026".
+    shares: String,
     total: String,
-    count: u32,
-    left: u32,
-    expires: String,
+    until: String,
     open: bool,
-    closed_text: &'a str,
+    closed_text: String,
     geofenced: bool,
+    /// The texts its script shows (JSON).
+    messages: String,
 }
 
 /// The script sources of a page's Content-Security-Policy: the hash of
@@ -139,13 +157,19 @@ pub fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResp
     }
 }
 
-fn message(status: StatusCode, title: &str, detail: &str) -> HttpResponse {
-    html(status, MessagePage { title, detail }.render())
+fn message(status: StatusCode, l: Lang, key: &str) -> HttpResponse {
+    html(status, render_missing_page(l, key))
 }
 
-fn date(ts: i64) -> String {
-    rfc3339(ts).get(..10).unwrap_or_default().to_string()
-}
+/// Texts every page's script may show: the session and challenge steps,
+/// and the API's refusals by code.
+const SCRIPT_TEXTS: [&str; 5] = [
+    "guest",
+    "working-verify",
+    "failed",
+    "needs-app",
+    "no-session",
+];
 
 /// A colour per group, the same on every visit.
 fn colour(seed: &[u8]) -> String {
@@ -159,16 +183,12 @@ fn colour(seed: &[u8]) -> String {
 #[get("/j/{token}")]
 pub async fn invite_page(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let l = Lang::of(&req);
     let text = path.into_inner();
-    let invalid = || {
-        message(
-            StatusCode::NOT_FOUND,
-            "This invitation link is not valid",
-            "Check that the whole code was scanned, or ask for a new invitation.",
-        )
-    };
+    let invalid = || message(StatusCode::NOT_FOUND, l, "invalid-invite");
     let Ok(parsed) = token::parse(&text) else {
         return Ok(invalid());
     };
@@ -189,10 +209,14 @@ pub async fn invite_page(
             },
         )
         .await?;
-    let (status, title, detail) = match p.admission {
+    let (status, key) = match p.admission {
         Ok(a) => {
             let name = &p.group.name;
+            let offset = state.config.payouts.day_offset_hours;
+            let joined = l.fmt("invite-joined", &[("name", Arg::Str(name))]);
             let page = InvitePage {
+                l,
+                title: l.fmt("invite-title", &[("name", Arg::Str(name))]),
                 token: &text,
                 group_id: g.to_string(),
                 name,
@@ -203,51 +227,48 @@ pub async fn invite_page(
                     .map(|c| c.to_uppercase().to_string())
                     .unwrap_or_default(),
                 colour: colour(g.as_bytes()),
-                member_count: p.member_count,
-                member_limit: p.group.member_limit,
-                expires: date(p.expires_at),
+                members: l.fmt(
+                    "invite-members",
+                    &[
+                        ("count", Arg::Num(u64::from(p.member_count))),
+                        ("limit", Arg::Num(u64::from(p.group.member_limit))),
+                    ],
+                ),
+                valid_until: l.fmt(
+                    "invite-valid-until",
+                    &[("date", Arg::Str(&l.date(p.expires_at, offset)))],
+                ),
                 approval: a == Admission::Request,
+                messages: l.script_messages(
+                    &[
+                        &SCRIPT_TEXTS[..],
+                        &[
+                            "invite-joining",
+                            "invite-pending",
+                            "invite-rejected",
+                            "invite-request-expired",
+                        ],
+                    ]
+                    .concat(),
+                    &[("invite-joined", joined)],
+                ),
             };
             return Ok(html(StatusCode::OK, page.render()));
         }
         Err(Refusal::InvalidToken) => return Ok(invalid()),
-        Err(Refusal::Expired) => (
-            410,
-            "This invitation has expired",
-            "Ask the group for a new one.",
-        ),
-        Err(Refusal::Revoked) => (
-            410,
-            "This invitation was revoked",
-            "Ask the group for a new one.",
-        ),
-        Err(Refusal::Exhausted) => (
-            410,
-            "This invitation has been used up",
-            "Ask the group for a new one.",
-        ),
-        Err(Refusal::GroupBanned) => (
-            403,
-            "This group is not available",
-            "It was closed by the operator.",
-        ),
-        Err(Refusal::GroupFull) => (409, "This group is full", "No seats are free right now."),
-        Err(Refusal::QueueFull) => (
-            409,
-            "Too many requests are waiting",
-            "The group's moderators have many join requests through this invitation to answer. Try again later.",
-        ),
-        Err(Refusal::Paused) => (
-            403,
-            "This invitation is paused",
-            "It saw a wave of suspicious joins. Ask the group for another invitation, or try again later.",
-        ),
+        Err(Refusal::Expired) => (410, "invite-expired"),
+        Err(Refusal::Revoked) => (410, "invite-revoked"),
+        Err(Refusal::Exhausted) => (410, "invite-used-up"),
+        Err(Refusal::GroupBanned) => (403, "group-banned"),
+        Err(Refusal::GroupFull) => (409, "group-full"),
+        Err(Refusal::QueueFull) => (409, "queue-full"),
+        Err(Refusal::Paused) => (403, "invite-paused"),
         Err(Refusal::AlreadyMember | Refusal::RequestPending | Refusal::Blocked) => {
-            (200, "Invitation", "Open the app to see your groups.")
+            (200, "invite-known")
         }
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    Ok(message(status, title, detail))
+    Ok(message(status, l, key))
 }
 
 /// The landing page of a red packet: its message and theme, the advertising
@@ -255,15 +276,11 @@ pub async fn invite_page(
 #[get("/p/{id}")]
 pub async fn packet_page(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || {
-        message(
-            StatusCode::NOT_FOUND,
-            "This red packet does not exist",
-            "Check that the whole code was scanned.",
-        )
-    };
+    let l = Lang::of(&req);
+    let not_found = || message(StatusCode::NOT_FOUND, l, "packet-missing");
     let Ok(pid) = id(PacketId::parse, &path) else {
         return Ok(not_found());
     };
@@ -275,7 +292,15 @@ pub async fn packet_page(
     let p = &s.packet;
     let left = p.count.saturating_sub(s.tally.claims);
     let expired = crate::clock::now() >= p.expires_at || p.closed.is_some();
+    let offset = state.config.payouts.day_offset_hours;
+    let shares = |left: Arg| {
+        l.fmt(
+            "packet-shares-left",
+            &[("left", left), ("count", Arg::Num(u64::from(p.count)))],
+        )
+    };
     let page = PacketPage {
+        l,
         id: pid.to_string(),
         message: &p.message,
         merchant: p.merchant.as_deref(),
@@ -283,17 +308,24 @@ pub async fn packet_page(
             .theme
             .as_deref()
             .map_or(String::new(), |t| format!("theme-{t}")),
-        total: format!("¥{}.{:02}", p.total / 100, p.total % 100),
-        count: p.count,
-        left,
-        expires: date(p.expires_at),
+        shares: shares(Arg::Num(u64::from(left))),
+        total: l.fmt("packet-total", &[("amount", Arg::Str(&l.amount(p.total)))]),
+        until: l.fmt(
+            "packet-until",
+            &[("date", Arg::Str(&l.date(p.expires_at, offset)))],
+        ),
         open: left > 0 && !expired,
-        closed_text: if left == 0 {
-            "Every share has been claimed."
+        closed_text: l.t(if left == 0 {
+            "packet-all-claimed"
         } else {
-            "This red packet has expired."
-        },
+            "packet-expired"
+        }),
         geofenced: p.geofence.is_some(),
+        // The script puts the count into the line after a claim.
+        messages: l.script_messages(
+            &[&SCRIPT_TEXTS[..], &["packet-opening", "packet-won"]].concat(),
+            &[("packet-shares-left", shares(Arg::Str("%LEFT%")))],
+        ),
     };
     Ok(html(StatusCode::OK, page.render()))
 }
@@ -334,7 +366,7 @@ mod tests {
             ("n".to_string(), "5".to_string()),
             ("nested".to_string(), r#"{"a":"\"q\" & <x>"}"#.to_string()),
         ];
-        let html = render_landing_page("/landing", &params).unwrap();
+        let html = render_landing_page(Lang::En, "/landing", &params).unwrap();
         assert!(html.starts_with("<!doctype html>"));
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<b>"));
@@ -343,7 +375,8 @@ mod tests {
         assert!(html.contains("&#34;a&#34;"), "{html}");
         assert!(html.contains("<h1>/landing</h1>"));
         assert!(!html.contains("http"), "no external assets");
-        let missing = render_missing_page("Not found", "<x>").unwrap();
-        assert!(missing.contains("&#60;x&#62;"), "{missing}");
+        let missing = render_missing_page(Lang::ZhCn, "code-missing").unwrap();
+        assert!(missing.contains("<html lang=\"zh-CN\">"), "{missing}");
+        assert!(missing.contains("没有这个二维码"), "{missing}");
     }
 }

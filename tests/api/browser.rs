@@ -3,6 +3,9 @@
 //! "joined"; in an approval group it sees "waiting for approval" turn into
 //! "joined" live when an admin approves.
 //!
+//! The pages are seen at a phone's viewport (390x844) in English and in
+//! Simplified Chinese, with screenshots kept under `target/tmp/screenshots`.
+//!
 //! Needs `chromium` and `chromium-driver` (Debian; `.ci/run` installs them).
 //! Without chromedriver the tests say so and pass, unless
 //! `QRGATE_REQUIRE_BROWSER=1` (set by `.ci/run`), where they fail.
@@ -13,7 +16,7 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const CHROME_FLAGS: [&str; 8] = [
+const CHROME_FLAGS: [&str; 7] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -21,7 +24,6 @@ const CHROME_FLAGS: [&str; 8] = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=430,900",
 ];
 
 struct Browser {
@@ -54,7 +56,13 @@ fn chromedriver() -> Option<String> {
     .map(str::to_string)
 }
 
+/// A browser reading English.
 async fn browser() -> Option<Browser> {
+    browser_in("en-US").await
+}
+
+/// A phone's browser (a 390x844 viewport) whose reader prefers `lang`.
+async fn browser_in(lang: &str) -> Option<Browser> {
     let Some(bin) = chromedriver() else {
         if std::env::var_os("QRGATE_REQUIRE_BROWSER").is_some() {
             panic!("chromedriver not found, and QRGATE_REQUIRE_BROWSER is set");
@@ -73,7 +81,13 @@ async fn browser() -> Option<Browser> {
         .spawn()
         .expect("start chromedriver");
     let mut caps = serde_json::Map::new();
-    let mut opts = json!({ "args": CHROME_FLAGS });
+    let mut args: Vec<String> = CHROME_FLAGS.iter().map(|a| a.to_string()).collect();
+    args.push(format!("--lang={lang}"));
+    let mut opts = json!({
+        "args": args,
+        "prefs": {"intl.accept_languages": lang},
+        "mobileEmulation": {"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 3.0}},
+    });
     for path in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
         if std::path::Path::new(path).exists() {
             opts["binary"] = json!(path);
@@ -442,4 +456,119 @@ async fn landing_pages_say_what_state_a_link_is_in() {
     assert!(html.contains("has expired"), "{html}");
     let (s, html) = page(&app, &format!("{}/p/rp_AAAAAAAAAAAAAAAAAAAAAA", app.base)).await;
     assert!(s == 404 && html.contains("does not exist"), "{html}");
+}
+
+/// Run `script` in the page and answer its value.
+async fn eval(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.expect("script")
+}
+
+#[actix_web::test]
+async fn the_pages_speak_the_readers_language_at_a_phone_viewport() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let g = app
+        .group(
+            &owner,
+            json!({"name": "徒步小组 Hikers", "description": "每周六早上八点在山脚集合 · Saturdays 8am"}),
+        )
+        .await;
+    let (s, v) = app
+        .create_packet(
+            ADMIN,
+            "langs",
+            json!({"total": 200, "count": 2, "mode": "fixed", "merchant": "haowei", "message": "开业大吉 · Grand opening"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let packet_url = s_(&v["url"]);
+    for (lang, tag, join, joined, advertising, won, invalid) in [
+        (
+            "en-US",
+            "en",
+            "Join",
+            "You joined 徒步小组 Hikers.",
+            "Advertising",
+            "In your wallet now.",
+            "This invitation link is not valid",
+        ),
+        (
+            "zh-CN",
+            "zh-CN",
+            "加入群聊",
+            "你已加入「徒步小组 Hikers」。",
+            "广告",
+            "已存入你的钱包。",
+            "邀请链接无效",
+        ),
+    ] {
+        let Some(b) = browser_in(lang).await else {
+            return;
+        };
+        let c = &b.client;
+        let (_, _, url) = app.invite(&owner, &g, json!({})).await;
+        c.goto(&url).await.expect("open the invitation");
+        assert_eq!(eval(c, "return document.documentElement.lang").await, tag);
+        assert_eq!(
+            eval(c, "return window.innerWidth").await,
+            390,
+            "a phone's viewport"
+        );
+        assert_eq!(text_of(c, Locator::Id("join")).await, join);
+        assert!(
+            eval(c, "return document.documentElement.scrollWidth")
+                .await
+                .as_u64()
+                <= Some(390),
+            "nothing wider than the phone"
+        );
+        screenshot(c, &format!("invite-{tag}.png")).await;
+        c.find(Locator::Id("join"))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("click");
+        let (state, text) = status_once(c, &["joined", "error"]).await;
+        assert_eq!((state.as_str(), text.as_str()), ("joined", joined));
+        screenshot(c, &format!("invite-joined-{tag}.png")).await;
+
+        c.goto(&packet_url).await.expect("open the packet");
+        assert_eq!(
+            text_of(c, Locator::Css(".label")).await.to_lowercase(),
+            advertising.to_lowercase()
+        );
+        c.find(Locator::Id("claim"))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("click");
+        let (state, text) = status_once(c, &["won", "error"]).await;
+        assert_eq!((state.as_str(), text.as_str()), ("won", won));
+        assert_eq!(text_of(c, Locator::Id("amount")).await, "¥1.00");
+        screenshot(c, &format!("packet-won-{tag}.png")).await;
+
+        // A refusal the page words itself: the packet again.
+        c.goto(&packet_url).await.expect("open the packet again");
+        if lang == "zh-CN" {
+            assert!(text_of(c, Locator::Css(".muted"))
+                .await
+                .contains("剩余 0/2 份"));
+        }
+
+        c.goto(&format!("{}/j/not-a-token", app.base))
+            .await
+            .expect("a bad link");
+        assert_eq!(text_of(c, Locator::Css("h1")).await, invalid);
+        assert_eq!(eval(c, "return document.documentElement.lang").await, tag);
+        screenshot(c, &format!("invalid-invite-{tag}.png")).await;
+        b.client.clone().close().await.expect("close the browser");
+    }
+    // ?lang= wins over the header.
+    let (s, html) = page(&app, &format!("{}?lang=zh", packet_url)).await;
+    assert!(
+        s == 200 && html.contains("<html lang=\"zh-CN\">") && html.contains("红包已被领完"),
+        "{html}"
+    );
 }
