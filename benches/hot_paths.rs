@@ -34,7 +34,8 @@ use qrgate::domain::group::{Group, GroupStatus, Invite};
 use qrgate::domain::ids::{GroupId, InviteId, UserId};
 use qrgate::domain::join::{self, Admission, Facts, Refusal};
 use qrgate::domain::token::{self, kid_of, Claims};
-use qrgate::qr::{self, Card};
+use qrgate::card::{self, Card};
+use qrgate::qr;
 
 /// Fixed tag key (the server derives its own from `secret.key`).
 const TAG_KEY: [u8; 32] = [9; 32];
@@ -214,16 +215,17 @@ fn bench_qr(c: &mut Criterion) {
     let key = signing_key();
     let url = format!("http://127.0.0.1:8080/j/{}", signed_token(&key));
     let card = Card {
-        title: "Rust Meetup Berlin",
-        subtitle: "Monthly talks about Rust, async and embedded. Pizza included!",
-        footer: "Scan to join - expires 2030-03-17",
+        title: "徒步小组 Hikers",
+        subtitle: "每周六早上八点在山脚集合。Saturdays at 8, rain or shine.",
+        footer: "该二维码7天内(12月13日前)有效",
         background: [30, 90, 200],
+        avatar: None,
     };
     // Fail loudly before measuring if a renderer refuses the fixture.
     let checks = [
         qr::render_png(&url, 512).err(),
         qr::render_svg(&url, 512).err(),
-        qr::render_card(&url, &card).err(),
+        card::render(&url, &card).err(),
     ];
     if let Some(e) = checks.into_iter().flatten().next() {
         panic!("QR fixture does not render: {e}");
@@ -239,7 +241,7 @@ fn bench_qr(c: &mut Criterion) {
         b.iter(|| qr::render_svg(black_box(&url), black_box(512)))
     });
     g.bench_function("card", |b| {
-        b.iter(|| qr::render_card(black_box(&url), black_box(&card)))
+        b.iter(|| card::render(black_box(&url), black_box(&card)))
     });
     g.finish();
 }

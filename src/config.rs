@@ -41,6 +41,7 @@ pub struct Config {
     pub payouts: Payouts,
     pub packets: Packets,
     pub codes: Codes,
+    pub cards: Cards,
     pub storage: StorageCfg,
     /// Cluster mode: absent (no `nats`), one node with its journal.
     pub cluster: ClusterCfg,
@@ -49,6 +50,15 @@ pub struct Config {
     /// The payment provider; absent: payouts and account links answer 503
     /// `provider_not_configured`.
     pub provider: Option<qrgate_provider::client::ProviderConfig>,
+}
+
+/// The invitation cards.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cards {
+    /// A font file (TTF, OTF, TTC) cards prefer over the system's fonts;
+    /// the system's still cover what it lacks.
+    pub font_file: Option<std::path::PathBuf>,
 }
 
 /// The embedded database.
@@ -472,6 +482,7 @@ impl Default for Config {
             payouts: Payouts::default(),
             packets: Packets::default(),
             codes: Codes::default(),
+            cards: Cards::default(),
             storage: StorageCfg::default(),
             cluster: ClusterCfg::default(),
             risk: crate::domain::risk::Policy::default(),

@@ -174,6 +174,38 @@ impl Lang {
         }
     }
 
+    /// A day without its year: "13 Dec", "12月13日".
+    pub fn short_date(self, ts: i64, offset_hours: i32) -> String {
+        let Some(tz) = chrono::FixedOffset::east_opt(offset_hours * 3600) else {
+            return String::new();
+        };
+        let Some(t) = chrono::DateTime::from_timestamp(ts, 0) else {
+            return String::new();
+        };
+        let t = t.with_timezone(&tz);
+        match self {
+            Lang::En => t.format("%-d %b").to_string(),
+            Lang::ZhCn => t.format("%-m月%-d日").to_string(),
+        }
+    }
+
+    /// A card's validity line: "该二维码7天内(12月13日前)有效".
+    pub fn validity(self, now: i64, expires_at: i64, offset_hours: i32) -> String {
+        let days = (expires_at - now + 86_399).div_euclid(86_400);
+        if days <= 1
+            && self.short_date(now, offset_hours) == self.short_date(expires_at, offset_hours)
+        {
+            return self.t("card-valid-today");
+        }
+        self.fmt(
+            "card-valid",
+            &[
+                ("days", Arg::Num(u64::try_from(days.max(1)).unwrap_or(1))),
+                ("date", Arg::Str(&self.short_date(expires_at, offset_hours))),
+            ],
+        )
+    }
+
     /// An amount in fen: "¥12.30" in both languages.
     pub fn amount(self, fen: u64) -> String {
         format!("¥{}.{:02}", fen / 100, fen % 100)
@@ -254,6 +286,20 @@ mod tests {
         assert_eq!(Lang::ZhCn.date(ts, 8), "2026年12月13日");
         assert_eq!(Lang::En.date(ts, 0), "12 Dec 2026");
         assert_eq!(Lang::ZhCn.amount(1230), "¥12.30");
+        let now = ts - 7 * 86_400 + 3600;
+        assert_eq!(
+            Lang::ZhCn.validity(now, ts, 8),
+            "该二维码7天内(12月13日前)有效"
+        );
+        assert_eq!(
+            Lang::En.validity(now, ts, 8),
+            "Valid for 7 days (until 13 Dec)"
+        );
+        assert_eq!(
+            Lang::En.validity(ts - 86_000, ts, 8),
+            "Valid for 1 day (until 13 Dec)"
+        );
+        assert_eq!(Lang::ZhCn.validity(ts - 60, ts, 8), "该二维码仅今天有效");
         assert_eq!(Lang::En.amount(5), "¥0.05");
         let js: serde_json::Value =
             serde_json::from_str(&Lang::ZhCn.script_messages(&["failed"], &[("x", "y".into())]))

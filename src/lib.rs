@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod admin_cli;
 pub mod backup;
+pub mod card;
 pub mod clock;
 pub mod codes;
 pub mod config;

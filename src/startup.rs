@@ -69,6 +69,20 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         None
     };
     let keys = Arc::new(KeyRing::load_or_create(&config.data_dir)?);
+    // Cards need fonts; loading them takes a moment, so it happens aside,
+    // and says whether Chinese can be drawn.
+    crate::card::configure(config.cards.font_file.as_deref());
+    std::thread::spawn(|| {
+        let f = crate::card::fonts();
+        if f.cjk {
+            tracing::info!(faces = f.faces, "card fonts loaded");
+        } else {
+            tracing::warn!(
+                faces = f.faces,
+                "no font with Chinese glyphs: invitation cards draw Chinese as boxes (install fonts-noto-cjk, or set cards.font_file)"
+            );
+        }
+    });
     if !config.storage.journal {
         tracing::warn!(
             "storage.journal = false: NOTHING IS WRITTEN TO DISK and every write is lost at exit (benchmarks only)"

@@ -27,6 +27,14 @@ invite-pending = Waiting for approval…
 invite-rejected = Your request to join was declined.
 invite-request-expired = Your request expired before anyone decided.
 
+## Invitation card
+
+card-valid = { $days ->
+    [one] Valid for 1 day (until { $date })
+   *[other] Valid for { $days } days (until { $date })
+}
+card-valid-today = Valid today only
+
 ## Red packet page
 
 packet-title = Red packet

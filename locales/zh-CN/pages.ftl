@@ -24,6 +24,11 @@ invite-pending = 等待管理员审核…
 invite-rejected = 你的入群申请未通过。
 invite-request-expired = 申请已过期，管理员未处理。
 
+## 群邀请卡片
+
+card-valid = 该二维码{ $days }天内({ $date }前)有效
+card-valid-today = 该二维码仅今天有效
+
 ## 红包页
 
 packet-title = 红包

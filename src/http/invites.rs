@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authed, User};
 use super::{id, AppState};
+use crate::card;
 use crate::clock::{now, rfc3339};
 use crate::domain::group::{parse_max_uses, parse_ttl, GroupStatus, Invite};
 use crate::domain::ids::{GroupId, InviteId, UserId};
@@ -16,6 +17,7 @@ use crate::domain::risk::Stage;
 use crate::error::{ApiError, Problem};
 use crate::groups::actor::{Caller, GetInvite};
 use crate::groups::invites::{CreateInvite, RevokeInvite};
+use crate::i18n::Lang;
 use crate::metrics;
 use crate::qr;
 use crate::storage::Counters;
@@ -278,6 +280,7 @@ async fn image(
     iid: &str,
     kind: Kind,
     size: Option<u32>,
+    lang: Lang,
 ) -> Result<HttpResponse, ApiError> {
     let size =
         qr::requested_size(size, qr::MAX_SIZE).map_err(|e| ApiError::validation(e.to_string()))?;
@@ -296,8 +299,18 @@ async fn image(
         Kind::Svg => "image/svg+xml",
         Kind::Png | Kind::Card => "image/png",
     };
-    let size = if matches!(kind, Kind::Card) { 0 } else { size };
-    let key = (qr::Subject::Invite(inv.id), kind as u8, size);
+    // A card shows more than the code: its words (language, days left).
+    let footer = lang.validity(now(), inv.expires_at, state.config.payouts.day_offset_hours);
+    let (size, variant) = match kind {
+        Kind::Card => {
+            let h = blake3::hash(footer.as_bytes());
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&h.as_bytes()[..8]);
+            (0, u64::from_le_bytes(v))
+        }
+        Kind::Png | Kind::Svg => (size, 0),
+    };
+    let key = (qr::Subject::Invite(inv.id), kind as u8, size, variant);
     let bytes = match state.qr_cache.get(&key) {
         Some(b) => {
             metrics::QR_RENDERS.with_label_values(&["hit"]).inc();
@@ -306,21 +319,18 @@ async fn image(
         None => {
             metrics::QR_RENDERS.with_label_values(&["miss"]).inc();
             let url = format!("{}/j/{}", state.base_url, inv.token);
-            let footer = format!(
-                "Scan to join - valid until {}",
-                &rfc3339(inv.expires_at)[..10]
-            );
             let b: Bytes = web::block(move || -> Result<Bytes, qr::QrError> {
                 Ok(match kind {
                     Kind::Png => qr::render_png(&url, size)?.into(),
                     Kind::Svg => qr::render_svg(&url, size)?.into(),
-                    Kind::Card => qr::render_card(
+                    Kind::Card => card::render(
                         &url,
-                        &qr::Card {
+                        &card::Card {
                             title: &group.name,
                             subtitle: &group.description,
                             footer: &footer,
                             background: card_colour(group.id),
+                            avatar: None,
                         },
                     )?
                     .into(),
@@ -362,7 +372,7 @@ pub async fn qr_png(
     path: web::Path<String>,
     q: web::Query<SizeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    image(state, who, &path, Kind::Png, q.size).await
+    image(state, who, &path, Kind::Png, q.size, Lang::En).await
 }
 
 /// QR code (SVG, error correction M) of the invitation's URL.
@@ -378,10 +388,12 @@ pub async fn qr_svg(
     path: web::Path<String>,
     q: web::Query<SizeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    image(state, who, &path, Kind::Svg, q.size).await
+    image(state, who, &path, Kind::Svg, q.size, Lang::En).await
 }
 
-/// A branded invitation card (PNG): group avatar placeholder, name, description, QR code.
+/// A branded invitation card (PNG, 600x900): the group's avatar, name and
+/// description, the QR code, and how long it is valid, in the reader's
+/// language (`Accept-Language`, or `?lang=zh`/`en`).
 #[utoipa::path(
     params(("id" = String, Path, description = "invitation id")),
     responses((status = 200, content_type = "image/png", description = "PNG"), (status = 410, body = Problem)),
@@ -390,8 +402,9 @@ pub async fn qr_svg(
 #[get("/v1/invites/{id}/card.png")]
 pub async fn card_png(
     state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
     who: Authed,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    image(state, who, &path, Kind::Card, None).await
+    image(state, who, &path, Kind::Card, None, Lang::of(&req)).await
 }

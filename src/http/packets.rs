@@ -441,7 +441,7 @@ pub async fn qr_png(
         qr::MAX_SIZE
     };
     let size = qr::requested_size(q.size, cap).map_err(|e| ApiError::validation(e.to_string()))?;
-    let key = (qr::Subject::Packet(pid), 0, size);
+    let key = (qr::Subject::Packet(pid), 0, size, 0);
     if let Some(png) = state.qr_cache.get(&key) {
         crate::metrics::QR_RENDERS.with_label_values(&["hit"]).inc();
         return Ok(qr_answer(png));

@@ -87,3 +87,74 @@ async fn qr_png_svg_and_card_carry_the_invitation_url() {
     assert_eq!((s, code(&v)), (410, "invite_revoked"));
     let _ = tok;
 }
+
+/// Whether this machine has a font with Chinese glyphs (the card tests that
+/// need one say SKIPPED otherwise, unless `QRGATE_REQUIRE_FONTS` is set).
+fn cjk_font() -> bool {
+    if qrgate::card::fonts().cjk {
+        return true;
+    }
+    assert!(
+        std::env::var_os("QRGATE_REQUIRE_FONTS").is_none(),
+        "no font with Chinese glyphs, and QRGATE_REQUIRE_FONTS is set (install fonts-noto-cjk)"
+    );
+    eprintln!("SKIPPED: no font with Chinese glyphs (install fonts-noto-cjk)");
+    false
+}
+
+#[actix_web::test]
+async fn the_card_prints_chinese_in_the_readers_language() {
+    if !cjk_font() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("owner").await;
+    let name = format!("徒步小组 Hikers {}", "周末登山".repeat(12));
+    let g = app
+        .group(
+            &owner,
+            json!({"name": name.chars().take(64).collect::<String>(), "description": "每周六早上八点在山脚集合，风雨无阻。Saturdays at 8, rain or shine."}),
+        )
+        .await;
+    let (iid, _, url) = app
+        .invite(&owner, &g, json!({"ttl_seconds": 7 * 86_400}))
+        .await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut cards = Vec::new();
+    for lang in ["zh", "en"] {
+        let (s, ct, png) = fetch(
+            &app,
+            &format!("/v1/invites/{iid}/card.png?lang={lang}"),
+            &owner,
+        )
+        .await;
+        assert_eq!((s, ct.as_str()), (200, "image/png"));
+        let img = image::load_from_memory(&png).expect("png");
+        assert_eq!((img.width(), img.height()), (600, 900));
+        assert_eq!(
+            decode(&png).1,
+            url,
+            "{lang}: the code decodes under a long Chinese name"
+        );
+        std::fs::write(dir.join(format!("card-{lang}.png")), &png).expect("write");
+        cards.push(png);
+    }
+    assert_ne!(
+        cards[0], cards[1],
+        "the validity line is in the reader's language"
+    );
+    // Accept-Language chooses too, and the cache keeps the languages apart.
+    let mut r = app
+        .client
+        .get(format!("{}/v1/invites/{iid}/card.png", app.base))
+        .insert_header(("Authorization", format!("Bearer {owner}")))
+        .insert_header(("Accept-Language", "zh-CN,zh;q=0.9"))
+        .send()
+        .await
+        .expect("card");
+    assert_eq!(
+        r.body().limit(8 << 20).await.expect("body").to_vec(),
+        cards[0]
+    );
+}
