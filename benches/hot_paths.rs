@@ -30,11 +30,11 @@ use std::time::Duration;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ed25519_dalek::SigningKey;
 
+use qrgate::card::{self, Card};
 use qrgate::domain::group::{Group, GroupStatus, Invite};
 use qrgate::domain::ids::{GroupId, InviteId, UserId};
 use qrgate::domain::join::{self, Admission, Facts, Refusal};
 use qrgate::domain::token::{self, kid_of, Claims};
-use qrgate::card::{self, Card};
 use qrgate::qr;
 
 /// Fixed tag key (the server derives its own from `secret.key`).
@@ -106,6 +106,7 @@ fn group(member_limit: u32) -> Group {
         ban_reason: None,
         created_at: 1_700_000_000,
         join_rate_per_minute: None,
+        avatar: None,
     }
 }
 

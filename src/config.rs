@@ -175,6 +175,8 @@ pub struct Limits {
     pub max_stored_invites_per_group: usize,
     /// Invitations one member may make in a group within an hour.
     pub invites_per_member_per_hour: u32,
+    /// Largest uploaded image (a group's avatar), in bytes.
+    pub max_image_bytes: usize,
     /// Join requests one invitation may have waiting for approval at once
     /// (a link on a poster cannot bury the moderators' queue).
     pub max_pending_requests_per_invite: usize,
@@ -504,6 +506,7 @@ impl Default for Limits {
             max_stored_invites_per_group: 10_000,
             invites_per_member_per_hour: 60,
             max_pending_requests_per_invite: 500,
+            max_image_bytes: 1 << 20,
             qr_cache_mb: 64,
             anonymous_images_per_minute_per_ip: 120,
             users_per_minute_per_network_before_challenge: 30,

@@ -23,6 +23,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    /// An uploaded image refused (type, size, or not decodable).
+    #[error("{0}")]
+    Image(crate::avatar::Refused),
     #[error("{0}")]
     InvalidId(String),
 
@@ -163,6 +166,11 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Image(r) => match r {
+                crate::avatar::Refused::UnsupportedType => "unsupported_media_type",
+                crate::avatar::Refused::TooLarge { .. } => "image_too_large",
+                crate::avatar::Refused::Invalid(_) => "invalid_image",
+            },
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -223,6 +231,10 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Image(crate::avatar::Refused::UnsupportedType) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::Image(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_)
             | ApiError::AccountFrozen

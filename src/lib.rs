@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod admin_cli;
+pub mod avatar;
 pub mod backup;
 pub mod card;
 pub mod clock;

@@ -42,6 +42,8 @@ pub fn requested_size(size: Option<u32>, cap: u32) -> Result<u32, QrError> {
 pub enum Subject {
     Invite(crate::domain::ids::InviteId),
     Packet(crate::domain::ids::PacketId),
+    /// A group's avatar (the stored JPEG).
+    Avatar(crate::domain::ids::GroupId),
 }
 
 /// A rendered image's cache key: what it shows, its kind, its size, and

@@ -119,6 +119,7 @@ async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>
             ban_reason: None,
             created_at: now,
             join_rate_per_minute: None,
+            avatar: None,
         });
         let inv = Invite {
             id: invite,

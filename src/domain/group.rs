@@ -49,6 +49,18 @@ pub struct Group {
     pub created_at: i64,
     /// Owner's override of the configured per-group join rate.
     pub join_rate_per_minute: Option<u32>,
+    /// The group's avatar, if one was uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<AvatarRef>,
+}
+
+/// What a group record keeps of its avatar (stored apart, in chunks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvatarRef {
+    /// The first 16 hex digits of the JPEG's blake3 hash (also its version).
+    pub hash: String,
+    pub len: u32,
+    pub chunks: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +337,7 @@ pub fn test_group(id: GroupId, owner: UserId) -> Group {
         ban_reason: None,
         created_at: 0,
         join_rate_per_minute: None,
+        avatar: None,
     }
 }
 

@@ -9,7 +9,7 @@ use crate::domain::group::{BanReason, Description, Group, GroupStatus, JoinReque
 use crate::domain::ids::{InviteId, RequestId, UserId};
 use crate::domain::join::Refusal;
 use crate::error::ApiError;
-use crate::registry::Step;
+use crate::registry::{done, Step};
 use crate::storage::WriteSet;
 
 macro_rules! message {
@@ -18,6 +18,9 @@ macro_rules! message {
 
 message!(Decide -> UserId { caller: Caller, request_id: RequestId, approve: bool } => decide);
 message!(RejectMany -> Rejected { caller: Caller, pick: Pick } => reject_many);
+// An avatar upload: who may is checked before the image is decoded.
+message!(MayModerate -> () { caller: Caller } => may_moderate);
+message!(SetAvatar -> () { caller: Caller, jpeg: Option<bytes::Bytes> } => set_avatar);
 message!(Block -> () { caller: Caller, user: UserId, known_user: bool } => block);
 message!(SetAdmin -> () { caller: Caller, user: UserId, admin: bool } => set_admin);
 message!(UpdateSettings -> Group {
@@ -107,6 +110,29 @@ impl GroupActor {
         for r in &picked {
             self.forget_request(r);
         }
+        Ok(reply)
+    }
+
+    fn may_moderate(&mut self, m: MayModerate) -> Step<()> {
+        self.require_moderator(m.caller)?;
+        done(())
+    }
+
+    /// Store, replace or remove the group's avatar (owner, admins,
+    /// operators); the group record names it in the same write.
+    fn set_avatar(&mut self, m: SetAvatar) -> Step<()> {
+        self.require_moderator(m.caller)?;
+        let new = m.jpeg.as_deref().map(crate::storage::avatars::reference);
+        if self.group.avatar == new {
+            return self.after_pending_writes(());
+        }
+        let mut g = self.group.clone();
+        let mut w = WriteSet::new();
+        w.avatar(g.id, m.jpeg.as_deref(), g.avatar.as_ref());
+        g.avatar = new;
+        w.group(&g);
+        let reply = self.commit(w, ());
+        self.group = g;
         Ok(reply)
     }
 

@@ -150,6 +150,7 @@ impl Directory {
             ban_reason: None,
             created_at: now,
             join_rate_per_minute: None,
+            avatar: None,
         };
         let mut w = WriteSet::new();
         w.group(&group);

@@ -227,6 +227,8 @@ pub const ROUTE_SCOPES: &[(&str, &str, &str)] = &[
         "moderation",
     ),
     ("POST", "/v1/groups/{id}/requests/reject", "moderation"),
+    ("PUT", "/v1/groups/{id}/avatar", "moderation"),
+    ("DELETE", "/v1/groups/{id}/avatar", "moderation"),
     ("POST", "/v1/groups/{id}/blocks", "moderation"),
     ("DELETE", "/v1/groups/{id}/members/{user_id}", "moderation"),
     ("POST", "/v1/admin/groups/{id}/ban", "moderation"),

@@ -460,6 +460,107 @@ pub async fn reject_many(
     }))
 }
 
+/// Upload the group's avatar (owner, group admins, operators): a PNG or
+/// JPEG (`Content-Type` saying which) of at most `limits.max_image_bytes`
+/// and 4096x4096 pixels. It is decoded and stored re-encoded as a square
+/// JPEG of at most 256x256: the card and the join page show it.
+#[utoipa::path(
+    params(("id" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "image/png", description = "or image/jpeg"),
+    responses(
+        (status = 204),
+        (status = 403, body = Problem),
+        (status = 413, body = Problem, description = "payload_too_large"),
+        (status = 415, body = Problem, description = "unsupported_media_type: not image/png or image/jpeg"),
+        (status = 422, body = Problem, description = "image_too_large (more than 4096x4096), invalid_image (not what its type says, or corrupt)"),
+    ),
+    security(("bearer" = [])), tag = "groups"
+)]
+#[put("/v1/groups/{id}/avatar")]
+pub async fn put_avatar(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    who: Authed,
+    path: web::Path<String>,
+    body: super::body::ImageBody,
+) -> Result<HttpResponse, ApiError> {
+    use crate::groups::decisions::{MayModerate, SetAvatar};
+    let g = gid(&path)?;
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    // Only those who may set it get an image looked at.
+    state.groups.call(g, MayModerate { caller: who.0 }).await?;
+    crate::avatar::format_of(&content_type).map_err(ApiError::Image)?;
+    let raw = body.0;
+    let jpeg = web::block(move || crate::avatar::normalize(&content_type, &raw))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(ApiError::Image)?;
+    state
+        .groups
+        .call(
+            g,
+            SetAvatar {
+                caller: who.0,
+                jpeg: Some(jpeg.into()),
+            },
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The stored JPEG of `group`'s avatar, if it has one (kept in the image
+/// cache, keyed by its hash).
+pub(super) fn avatar_jpeg(
+    state: &AppState,
+    group: &crate::domain::group::Group,
+) -> Result<Option<bytes::Bytes>, ApiError> {
+    let Some(r) = &group.avatar else {
+        return Ok(None);
+    };
+    let version = u64::from_str_radix(&r.hash, 16).unwrap_or_default();
+    let key = (crate::qr::Subject::Avatar(group.id), 9, 0, version);
+    if let Some(b) = state.qr_cache.get(&key) {
+        return Ok(Some(b));
+    }
+    let Some(jpeg) = state.storage.avatar(group.id, r)? else {
+        return Ok(None);
+    };
+    let b = bytes::Bytes::from(jpeg);
+    state.qr_cache.insert(key, b.clone());
+    Ok(Some(b))
+}
+
+/// Remove the group's avatar (owner, group admins, operators).
+#[utoipa::path(
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem)),
+    security(("bearer" = [])), tag = "groups"
+)]
+#[delete("/v1/groups/{id}/avatar")]
+pub async fn delete_avatar(
+    state: web::Data<AppState>,
+    who: Authed,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let g = gid(&path)?;
+    state
+        .groups
+        .call(
+            g,
+            crate::groups::decisions::SetAvatar {
+                caller: who.0,
+                jpeg: None,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockBody {

@@ -303,7 +303,15 @@ async fn image(
     let footer = lang.validity(now(), inv.expires_at, state.config.payouts.day_offset_hours);
     let (size, variant) = match kind {
         Kind::Card => {
-            let h = blake3::hash(footer.as_bytes());
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(footer.as_bytes());
+            hasher.update(
+                group
+                    .avatar
+                    .as_ref()
+                    .map_or(&b""[..], |a| a.hash.as_bytes()),
+            );
+            let h = hasher.finalize();
             let mut v = [0u8; 8];
             v.copy_from_slice(&h.as_bytes()[..8]);
             (0, u64::from_le_bytes(v))
@@ -319,7 +327,12 @@ async fn image(
         None => {
             metrics::QR_RENDERS.with_label_values(&["miss"]).inc();
             let url = format!("{}/j/{}", state.base_url, inv.token);
+            let avatar = match kind {
+                Kind::Card => super::groups::avatar_jpeg(&state, &group)?,
+                Kind::Png | Kind::Svg => None,
+            };
             let b: Bytes = web::block(move || -> Result<Bytes, qr::QrError> {
+                let avatar = avatar.as_deref().and_then(crate::avatar::decode);
                 Ok(match kind {
                     Kind::Png => qr::render_png(&url, size)?.into(),
                     Kind::Svg => qr::render_svg(&url, size)?.into(),
@@ -330,7 +343,7 @@ async fn image(
                             subtitle: &group.description,
                             footer: &footer,
                             background: card_colour(group.id),
-                            avatar: None,
+                            avatar: avatar.as_ref(),
                         },
                     )?
                     .into(),

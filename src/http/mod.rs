@@ -183,6 +183,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(groups::approve)
             .service(groups::reject)
             .service(groups::reject_many)
+            .service(groups::put_avatar)
+            .service(groups::delete_avatar)
             .service(groups::block)
             .service(groups::ban)
             .service(groups::unban)

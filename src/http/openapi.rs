@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
         super::api_keys::revoke,
         super::groups::create_group, super::groups::get_group, super::groups::update_group,
         super::groups::members, super::groups::set_admin, super::groups::unset_admin,
-        super::groups::requests, super::groups::approve, super::groups::reject, super::groups::reject_many,
+        super::groups::requests, super::groups::approve, super::groups::reject, super::groups::reject_many, super::groups::put_avatar, super::groups::delete_avatar,
         super::groups::block, super::groups::ban, super::groups::unban,
         super::invites::create_invite, super::invites::get_invite, super::invites::revoke_invite,
         super::invites::qr_png, super::invites::qr_svg, super::invites::card_png,

@@ -73,6 +73,8 @@ struct InvitePage<'a> {
     description: &'a str,
     initial: String,
     colour: String,
+    /// The group's avatar as a `data:` URL (the page loads nothing else).
+    avatar: Option<String>,
     /// "3 of 500 members", "invitation valid until 13 Dec 2026".
     members: String,
     valid_until: String,
@@ -227,6 +229,13 @@ pub async fn invite_page(
                     .map(|c| c.to_uppercase().to_string())
                     .unwrap_or_default(),
                 colour: colour(g.as_bytes()),
+                avatar: super::groups::avatar_jpeg(&state, &p.group)?.map(|jpeg| {
+                    use base64::Engine;
+                    format!(
+                        "data:image/jpeg;base64,{}",
+                        base64::engine::general_purpose::STANDARD.encode(jpeg)
+                    )
+                }),
                 members: l.fmt(
                     "invite-members",
                     &[

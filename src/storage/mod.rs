@@ -22,6 +22,7 @@
 //! | `r/`   | group id, request id | [`JoinRequest`] (pending only)          |
 //! | `rx/`  | expiry, group, request | (empty): pending requests by expiry   |
 //! | `b/`   | group id, user id    | blocked-at (i64)                        |
+//! | `av/`  | group id, chunk (1)  | 8 KB of the group's avatar (JPEG; `avatars.rs`) |
 //! | `cg/`  | group id             | [`Counters`] kept by the outbox consumer|
 //! | `ci/`  | invite id            | [`Counters`]                            |
 //! | `o/`   | first seq (u64 BE)   | JSON array of [`Event`]s: the outbox before the journal; read once, deleted when consumed |
@@ -54,6 +55,7 @@ use crate::domain::group::{Group, Invite, JoinRequest, Member};
 use crate::domain::ids::{GroupId, InviteId, RequestId, UserId};
 use crate::domain::roster::Roster;
 mod abuse;
+pub mod avatars;
 pub mod backup;
 mod checkpoint;
 pub mod cluster;

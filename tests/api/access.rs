@@ -61,6 +61,8 @@ const fn e(status: u16, code: &'static str) -> Exp {
 const U: Exp = e(401, "unauthorized");
 /// 403 `forbidden`.
 const F: Exp = e(403, "forbidden");
+/// 415 `unsupported_media_type`: past the access check.
+const MEDIA: Exp = e(415, "unsupported_media_type");
 /// Open to everyone, any token or none (a bad token is not looked at).
 const PUBLIC: [Exp; 8] = [s(200); 8];
 /// Any user session; the admin token is nobody's account.
@@ -95,6 +97,9 @@ const MATRIX: &[Row] = &[
     ("POST",   "/v1/groups/{id}/requests/{rid}/approve",        [U, U, U, F,      F,      s(200), s(200), s(200)]),
     ("POST",   "/v1/groups/{id}/requests/{rid}/reject",         [U, U, U, F,      F,      s(200), s(200), s(200)]),
     ("POST",   "/v1/groups/{id}/requests/reject",               [U, U, U, F,      F,      s(200), s(200), s(200)]),
+    // A JSON body is no image: those allowed get as far as 415.
+    ("PUT",    "/v1/groups/{id}/avatar",                        [U, U, U, F,      F,      MEDIA,  MEDIA,  MEDIA]),
+    ("DELETE", "/v1/groups/{id}/avatar",                        [U, U, U, F,      F,      s(204), s(204), s(204)]),
     ("POST",   "/v1/groups/{id}/blocks",                        [U, U, U, F,      F,      s(204), s(204), s(204)]),
     ("POST",   "/v1/admin/groups/{id}/ban",                     op_only(200)),
     ("POST",   "/v1/admin/groups/{id}/unban",                   op_only(200)),
@@ -318,6 +323,9 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         ("POST", "/v1/groups/{id}/requests/{rid}/reject") => {
             let rid = own_or(who, &fx.reject, &fx.victim_request);
             req(format!("/v1/groups/{g}/requests/{rid}/reject")).body(json!({}))
+        }
+        ("PUT" | "DELETE", "/v1/groups/{id}/avatar") => {
+            req(format!("/v1/groups/{g}/avatar")).body(json!({"image": "not one"}))
         }
         ("POST", "/v1/groups/{id}/requests/reject") => {
             let rid = own_or(who, &fx.reject_bulk, &fx.victim_request);
@@ -1618,15 +1626,17 @@ fn every_route_the_operator_calls_names_the_scope_a_key_needs() {
         .iter()
         .map(|(m, r, _)| (m.to_string(), r.to_string()))
         .collect();
-    // Two more, where the operator is not a matrix column's plain
-    // success: campaign packets (created with a merchant) and users
-    // created by a service (not limited per address).
+    // More, where the operator is not a matrix column's plain success:
+    // campaign packets (created with a merchant), users created by a
+    // service (not limited per address), an avatar (an image body).
     let extra: BTreeSet<(String, String)> = have.difference(&want).cloned().collect();
     assert_eq!(
         extra,
         BTreeSet::from([
             ("POST".to_string(), "/v1/packets".to_string()),
             ("POST".to_string(), "/v1/users".to_string()),
+            // the matrix sends it JSON: the operator gets as far as 415
+            ("PUT".to_string(), "/v1/groups/{id}/avatar".to_string()),
         ]),
         "scoped routes that are not operator routes"
     );

@@ -396,3 +396,15 @@ pub fn any_file_holds(dir: &Path, needle: &[u8]) -> bool {
         }
     })
 }
+
+/// The QR code of an invitation card, read as a phone's camera frames it:
+/// the white panel with a band of the card around it (`card::decode_framed`
+/// says why not the whole card).
+pub fn card_code(png: &[u8]) -> String {
+    let img = image::load_from_memory(png).expect("png");
+    let framed = img.crop_imm(80, 392, 440, 416).to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(framed);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "exactly one QR code");
+    grids[0].decode().expect("decodes").1
+}

@@ -1,5 +1,6 @@
 mod abuse;
 mod access;
+mod avatars;
 mod backup;
 mod browser;
 mod campaign;

@@ -62,7 +62,7 @@ async fn qr_png_svg_and_card_carry_the_invitation_url() {
 
     let (s, _, card) = fetch(&app, &format!("/v1/invites/{iid}/card.png"), &owner).await;
     assert_eq!(s, 200);
-    assert_eq!(decode(&card).1, url, "the card's QR code is decodable");
+    assert_eq!(card_code(&card), url, "the card's QR code is decodable");
 
     // The second fetch of the same image is served from the cache.
     let hits = app.metric("qrgate_qr_images_total{result=\"hit\"}").await;
@@ -133,7 +133,7 @@ async fn the_card_prints_chinese_in_the_readers_language() {
         let img = image::load_from_memory(&png).expect("png");
         assert_eq!((img.width(), img.height()), (600, 900));
         assert_eq!(
-            decode(&png).1,
+            card_code(&png),
             url,
             "{lang}: the code decodes under a long Chinese name"
         );
