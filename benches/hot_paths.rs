@@ -107,6 +107,7 @@ fn group(member_limit: u32) -> Group {
         created_at: 1_700_000_000,
         join_rate_per_minute: None,
         avatar: None,
+        preview_members: false,
     }
 }
 

@@ -120,6 +120,7 @@ async fn seed(data: &Path, groups: usize, members: usize) -> Result<Vec<GroupId>
             created_at: now,
             join_rate_per_minute: None,
             avatar: None,
+            preview_members: false,
         });
         let inv = Invite {
             id: invite,

@@ -52,6 +52,10 @@ pub struct Group {
     /// The group's avatar, if one was uploaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<AvatarRef>,
+    /// The join page shows the initials of a few members (the owner's
+    /// choice: an invitation on a poster is public).
+    #[serde(default)]
+    pub preview_members: bool,
 }
 
 /// What a group record keeps of its avatar (stored apart, in chunks).
@@ -338,6 +342,7 @@ pub fn test_group(id: GroupId, owner: UserId) -> Group {
         created_at: 0,
         join_rate_per_minute: None,
         avatar: None,
+        preview_members: false,
     }
 }
 

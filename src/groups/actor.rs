@@ -455,6 +455,9 @@ message!(Preview -> InvitePreview { claims: Claims, tag: [u8; 32] } => preview);
 pub struct InvitePreview {
     pub group: Group,
     pub member_count: u32,
+    /// When the group shows them: up to 9 members, the owner and then the
+    /// earliest (the page shows their initials).
+    pub members: Vec<UserId>,
     pub expires_at: i64,
     pub admission: Result<Admission, crate::domain::join::Refusal>,
 }
@@ -500,9 +503,22 @@ impl GroupActor {
                 admission = Err(Refusal::Paused);
             }
         }
+        let members = if self.group.preview_members {
+            // The owner first, then by arrival.
+            let mut all: Vec<(bool, i64, UserId)> = self
+                .members
+                .members()
+                .map(|m| (m.role != Role::Owner, m.joined_at, m.user_id))
+                .collect();
+            all.sort_unstable();
+            all.into_iter().take(9).map(|(_, _, u)| u).collect()
+        } else {
+            vec![]
+        };
         done(InvitePreview {
             group: self.group.clone(),
             member_count: self.members.len() as u32,
+            members,
             expires_at: self
                 .invites
                 .get(&m.claims.invite_id)

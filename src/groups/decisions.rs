@@ -28,6 +28,7 @@ message!(UpdateSettings -> Group {
     description: Option<Description>,
     approval_required: Option<bool>,
     join_rate_per_minute: Option<u32>,
+    preview_members: Option<bool>,
 } => update_settings);
 // Operator moderation: ban (burns every invitation by bumping the epoch) or unban.
 message!(SetBanned -> Group { banned: bool, reason: BanReason } => set_banned);
@@ -285,6 +286,9 @@ impl GroupActor {
         }
         if m.join_rate_per_minute.is_some() {
             g.join_rate_per_minute = m.join_rate_per_minute;
+        }
+        if let Some(p) = m.preview_members {
+            g.preview_members = p;
         }
         let mut w = WriteSet::new();
         w.group(&g);

@@ -151,6 +151,7 @@ impl Directory {
             created_at: now,
             join_rate_per_minute: None,
             avatar: None,
+            preview_members: false,
         };
         let mut w = WriteSet::new();
         w.group(&group);

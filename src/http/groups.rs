@@ -45,6 +45,10 @@ pub struct GroupView {
     my_role: Option<Role>,
     /// Owner's override of the per-group join rate, if any.
     join_rate_per_minute: Option<u32>,
+    /// The join page shows a few members' initials.
+    preview_members: bool,
+    /// Whether the group has an avatar (`PUT /v1/groups/{id}/avatar`).
+    has_avatar: bool,
     ban_reason: Option<String>,
     created_at: String,
     /// Shown to the owner, group admins and operators.
@@ -65,6 +69,8 @@ impl GroupView {
             pending_requests: i.pending_count,
             my_role: i.my_role,
             join_rate_per_minute: i.group.join_rate_per_minute,
+            preview_members: i.group.preview_members,
+            has_avatar: i.group.avatar.is_some(),
             ban_reason: i.group.ban_reason,
             created_at: rfc3339(i.group.created_at),
             counters: i.counters,
@@ -140,6 +146,9 @@ pub struct GroupSettings {
     approval_required: Option<bool>,
     /// Override of the configured per-group join rate (1 to the configured ceiling).
     join_rate_per_minute: Option<u32>,
+    /// Show the initials of up to 9 members on the join page (default false:
+    /// an invitation on a poster is public).
+    preview_members: Option<bool>,
 }
 
 /// Change a group's settings (owner or operator).
@@ -171,6 +180,7 @@ pub async fn update_group(
                 description,
                 approval_required: b.approval_required,
                 join_rate_per_minute: b.join_rate_per_minute,
+                preview_members: b.preview_members,
             },
         )
         .await?;

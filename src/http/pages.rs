@@ -75,6 +75,9 @@ struct InvitePage<'a> {
     colour: String,
     /// The group's avatar as a `data:` URL (the page loads nothing else).
     avatar: Option<String>,
+    /// The initials (and a colour each) of the first members, when the
+    /// group shows them.
+    preview: Vec<(String, String)>,
     /// "3 of 500 members", "invitation valid until 13 Dec 2026".
     members: String,
     valid_until: String,
@@ -236,6 +239,18 @@ pub async fn invite_page(
                         base64::engine::general_purpose::STANDARD.encode(jpeg)
                     )
                 }),
+                preview: p
+                    .members
+                    .iter()
+                    .map(|u| {
+                        let name = state.storage.user(*u).ok().flatten().map(|u| u.name);
+                        let initial = name
+                            .as_deref()
+                            .and_then(|n| n.trim().chars().next())
+                            .map_or_else(|| "·".to_string(), |c| c.to_uppercase().to_string());
+                        (initial, colour(u.as_bytes()))
+                    })
+                    .collect(),
                 members: l.fmt(
                     "invite-members",
                     &[

@@ -7,7 +7,7 @@ use super::helpers::*;
 use serde_json::json;
 use std::io::Cursor;
 
-fn png(w: u32, h: u32) -> Vec<u8> {
+pub fn png(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
         image::Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 60])
     });
@@ -18,7 +18,7 @@ fn png(w: u32, h: u32) -> Vec<u8> {
 }
 
 impl TestApp {
-    async fn upload(
+    pub async fn upload(
         &self,
         token: &str,
         group: &str,

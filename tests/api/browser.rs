@@ -482,6 +482,24 @@ async fn the_pages_speak_the_readers_language_at_a_phone_viewport() {
         .await;
     assert_eq!(s, 201, "{v}");
     let packet_url = s_(&v["url"]);
+    // The owner gives the group an avatar and shows a few members.
+    let (s, v) = app
+        .upload(&owner, &g, "image/png", super::avatars::png(600, 400))
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = app
+        .call(
+            "PATCH",
+            &format!("/v1/groups/{g}"),
+            Some(&owner),
+            Some(json!({"preview_members": true})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["preview_members"].as_bool()),
+        (200, Some(true)),
+        "{v}"
+    );
     for (lang, tag, join, joined, advertising, won, invalid) in [
         (
             "en-US",
@@ -515,6 +533,21 @@ async fn the_pages_speak_the_readers_language_at_a_phone_viewport() {
             "a phone's viewport"
         );
         assert_eq!(text_of(c, Locator::Id("join")).await, join);
+        assert_eq!(
+            eval(
+                c,
+                "return document.querySelector('img.avatar').naturalWidth"
+            )
+            .await,
+            256,
+            "the group's avatar"
+        );
+        assert!(
+            eval(c, "return document.querySelectorAll('.faces span').length")
+                .await
+                .as_u64()
+                >= Some(1)
+        );
         assert!(
             eval(c, "return document.documentElement.scrollWidth")
                 .await
@@ -571,4 +604,52 @@ async fn the_pages_speak_the_readers_language_at_a_phone_viewport() {
         s == 200 && html.contains("<html lang=\"zh-CN\">") && html.contains("红包已被领完"),
         "{html}"
     );
+}
+
+#[actix_web::test]
+async fn the_join_page_shows_members_initials_only_when_the_owner_says_so() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.user("Owner Person").await;
+    let g = app.group(&owner, json!({"name": "Quiet"})).await;
+    let (_, token, url) = app.invite(&owner, &g, json!({})).await;
+    for n in 0..12 {
+        let (_, t) = app.user(&format!("Zhang{n} San")).await;
+        assert_eq!(app.join(&t, &token).await.0, 200);
+    }
+    let (s, html) = page(&app, &url).await;
+    assert!(
+        s == 200 && !html.contains("class=\"faces\""),
+        "off by default: {html}"
+    );
+    let (s, v) = app
+        .call(
+            "PATCH",
+            &format!("/v1/groups/{g}"),
+            Some(&owner),
+            Some(json!({"preview_members": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, html) = page(&app, &url).await;
+    let faces = &html[html.find("class=\"faces\"").expect("shown")..];
+    let faces = &faces[..faces.find("</div>").expect("closed")];
+    assert_eq!(faces.matches("<span").count(), 9, "at most 9: {faces}");
+    assert!(faces.contains(">O<") && faces.contains(">Z<"), "{faces}");
+    assert!(
+        !html.contains("Zhang0") && !html.contains("Owner Person"),
+        "initials only"
+    );
+    assert!(html.contains("13 of 100 members"), "and the count");
+    // Only the owner decides.
+    let (_, member) = app.user("member").await;
+    assert_eq!(app.join(&member, &token).await.0, 200);
+    let (s, _) = app
+        .call(
+            "PATCH",
+            &format!("/v1/groups/{g}"),
+            Some(&member),
+            Some(json!({"preview_members": false})),
+        )
+        .await;
+    assert_eq!(s, 403);
 }
