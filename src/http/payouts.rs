@@ -92,9 +92,8 @@ pub async fn create_payout(
     body: web::Json<NewPayout>,
 ) -> Result<HttpResponse, ApiError> {
     super::not_frozen(&state, user.0)?;
-    if state.provider.is_none() {
-        return Err(ApiError::ProviderNotConfigured);
-    }
+    // Every check (the key, the body, the account, the limits) answers
+    // before 503 `provider_not_configured`, which the wallet gives last.
     let key = idempotency_key(&req)?;
     let canonical = serde_json::to_vec(&body.0).map_err(|_| ApiError::Internal)?;
     let request_hash = *blake3::hash(&canonical).as_bytes();
@@ -314,16 +313,16 @@ pub async fn link(
     user: User,
     body: web::Json<LinkBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = state
-        .provider
-        .as_ref()
-        .ok_or(ApiError::ProviderNotConfigured)?;
     let code = body.code.trim();
     if code.is_empty() || code.len() > 256 || !code.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::validation(
             "code must be 1 to 256 printable ASCII characters",
         ));
     }
+    let client = state
+        .provider
+        .as_ref()
+        .ok_or(ApiError::ProviderNotConfigured)?;
     let tokens = client.exchange_code(code).await.map_err(provider_error)?;
     let now = crate::clock::now();
     let link = Link {

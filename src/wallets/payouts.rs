@@ -123,7 +123,12 @@ impl WalletActor {
             user_data: partner_trade_no.clone(),
         };
         let mut w = WriteSet::new();
+        // The balance is checked here (staging changes no memory).
         let staged = self.ledger.stage(&hold, &mut w)?;
+        // A valid request that needs the provider, and there is none.
+        if self.env.config.provider.is_none() {
+            return Err(ApiError::ProviderNotConfigured.into());
+        }
         let p = Payout {
             id,
             user,

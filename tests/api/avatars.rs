@@ -53,14 +53,6 @@ impl TestApp {
     }
 }
 
-fn decode_qr(png: &[u8]) -> String {
-    let img = image::load_from_memory(png).expect("png").to_luma8();
-    let mut prepared = rqrr::PreparedImage::prepare(img);
-    let grids = prepared.detect_grids();
-    assert_eq!(grids.len(), 1, "exactly one QR code");
-    grids[0].decode().expect("decodes").1
-}
-
 /// The avatar a join page embeds, decoded from its `data:` URL.
 async fn page_avatar(app: &TestApp, url: &str) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -117,7 +109,7 @@ async fn moderators_set_an_avatar_the_card_and_page_show_it() {
     std::fs::write(dir.join("card-avatar-zh.png"), &card).expect("write");
     assert!(card != plain_card, "the card shows the avatar");
     assert_eq!(
-        decode_qr(&card),
+        card_code(&card),
         url,
         "the code decodes with an avatar and a long Chinese name"
     );

@@ -975,3 +975,65 @@ async fn forged_floods_and_replayed_notifications_are_refused_and_kept_on_record
         "{a}"
     );
 }
+
+/// Without a provider, every check still answers its 4xx; 503
+/// `provider_not_configured` only for a request that is valid and needs
+/// the provider, and it holds nothing.
+#[actix_web::test]
+async fn every_check_answers_before_provider_not_configured() {
+    let sim = Sim::start();
+    let mut app = server(&sim, "").await;
+    let (_, linked) = app.payee(&sim, "linked", 1000, "o-linked").await;
+    let (_, unlinked) = app.user("unlinked").await;
+    // The same data, and no provider any more.
+    app.extra_config = "[payouts]\nkyc_above_fen = 500\n".into();
+    app.restart().await;
+    let (s, v) = app
+        .post("/v1/payouts", Some(&linked), json!({"amount": 300}))
+        .await;
+    assert_eq!((s, code(&v)), (400, "idempotency_key_required"), "{v}");
+    let (s, v) = app
+        .call_with(
+            "POST",
+            "/v1/payouts",
+            Some(&linked),
+            Some(json!({"amount": "lots"})),
+            &[("Idempotency-Key", "k-bad".to_string())],
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_json"), "{v}");
+    for (tok, amount, status, want) in [
+        (&unlinked, 300, 409, "account_not_linked"),
+        (&linked, 1, 422, "payout_below_minimum"),
+        (&linked, 600, 403, "kyc_required"),
+        (&linked, 400, 503, "provider_not_configured"),
+    ] {
+        let (s, v) = app.payout(tok, &format!("k-{amount}"), amount).await;
+        assert_eq!((s, code(&v)), (status, want), "{amount}: {v}");
+    }
+    let w = app.wallet(&linked).await;
+    assert_eq!(
+        (w["balance"].as_u64(), w["held"].as_u64()),
+        (Some(1000), Some(0)),
+        "nothing held: {w}"
+    );
+    let (s, v) = app.get("/v1/payouts", Some(&linked)).await;
+    assert_eq!(
+        (s, v["payouts"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+    // Linking: a bad code is refused as such, a good one needs the provider.
+    let (s, v) = app
+        .post("/v1/wallet/link", Some(&unlinked), json!({"code": ""}))
+        .await;
+    assert_eq!((s, code(&v)), (400, "validation_failed"), "{v}");
+    let (s, v) = app
+        .post(
+            "/v1/wallet/link",
+            Some(&unlinked),
+            json!({"code": "sim-code"}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (503, "provider_not_configured"), "{v}");
+}
