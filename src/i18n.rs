@@ -47,6 +47,15 @@ static ERROR_IDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Unix second `ts` in the zone `offset_hours` east of UTC, formatted.
+fn local(ts: i64, offset_hours: i32, format: &str) -> String {
+    let tz = chrono::FixedOffset::east_opt(offset_hours * 3600);
+    match (tz, chrono::DateTime::from_timestamp(ts, 0)) {
+        (Some(tz), Some(t)) => t.with_timezone(&tz).format(format).to_string(),
+        _ => String::new(),
+    }
+}
+
 /// A value a message interpolates.
 pub enum Arg<'a> {
     Str(&'a str),
@@ -161,32 +170,26 @@ impl Lang {
     /// A day, in the business time zone (`offset_hours` east of UTC):
     /// "13 Dec 2026", "2026年12月13日".
     pub fn date(self, ts: i64, offset_hours: i32) -> String {
-        let Some(tz) = chrono::FixedOffset::east_opt(offset_hours * 3600) else {
-            return String::new();
-        };
-        let Some(t) = chrono::DateTime::from_timestamp(ts, 0) else {
-            return String::new();
-        };
-        let t = t.with_timezone(&tz);
-        match self {
-            Lang::En => t.format("%-d %b %Y").to_string(),
-            Lang::ZhCn => t.format("%Y年%-m月%-d日").to_string(),
-        }
+        local(
+            ts,
+            offset_hours,
+            match self {
+                Lang::En => "%-d %b %Y",
+                Lang::ZhCn => "%Y年%-m月%-d日",
+            },
+        )
     }
 
     /// A day without its year: "13 Dec", "12月13日".
     pub fn short_date(self, ts: i64, offset_hours: i32) -> String {
-        let Some(tz) = chrono::FixedOffset::east_opt(offset_hours * 3600) else {
-            return String::new();
-        };
-        let Some(t) = chrono::DateTime::from_timestamp(ts, 0) else {
-            return String::new();
-        };
-        let t = t.with_timezone(&tz);
-        match self {
-            Lang::En => t.format("%-d %b").to_string(),
-            Lang::ZhCn => t.format("%-m月%-d日").to_string(),
-        }
+        local(
+            ts,
+            offset_hours,
+            match self {
+                Lang::En => "%-d %b",
+                Lang::ZhCn => "%-m月%-d日",
+            },
+        )
     }
 
     /// A card's validity line: "该二维码7天内(12月13日前)有效".

@@ -321,6 +321,20 @@ fn share(part: u64, whole: u64, min_sample: u64, above: f64) -> bool {
     whole >= min_sample.max(1) && part as f64 / whole as f64 > above
 }
 
+/// The score of the signals that fire (each `(fires, reason, points)`),
+/// capped at 100, with their reasons.
+fn sum(rules: impl IntoIterator<Item = (bool, Reason, u32)>) -> Assessment {
+    let mut a = Assessment::default();
+    for (hit, reason, points) in rules {
+        if hit && points > 0 {
+            a.score = a.score.saturating_add(points);
+            a.reasons.push(reason);
+        }
+    }
+    a.score = a.score.min(100);
+    a
+}
+
 pub fn assess(s: &Signals, p: &Policy) -> Assessment {
     let w = &p.weights;
     let win = &s.invite_window;
@@ -372,15 +386,7 @@ pub fn assess(s: &Signals, p: &Policy) -> Assessment {
             w.shared_device,
         ),
     ];
-    let mut a = Assessment::default();
-    for (hit, reason, points) in rules {
-        if hit && points > 0 {
-            a.score = a.score.saturating_add(points);
-            a.reasons.push(reason);
-        }
-    }
-    a.score = a.score.min(100);
-    a
+    sum(rules)
 }
 
 /// What the server knows when a claim arrives.
@@ -414,15 +420,7 @@ pub fn assess_claim(s: &ClaimSignals, p: &Policy) -> Assessment {
             w.shared_device,
         ),
     ];
-    let mut a = Assessment::default();
-    for (hit, reason, points) in rules {
-        if hit && points > 0 {
-            a.score = a.score.saturating_add(points);
-            a.reasons.push(reason);
-        }
-    }
-    a.score = a.score.min(100);
-    a
+    sum(rules)
 }
 
 /// Whether a claim so assessed must solve a challenge before it is paid,
