@@ -5,6 +5,7 @@ pub mod abuse;
 pub mod api_keys;
 pub mod auth;
 pub mod body;
+pub mod challenges;
 pub mod codes;
 pub mod forward;
 pub mod groups;
@@ -224,7 +225,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(codes::get_code)
             .service(codes::revoke_code)
             .service(ws::ws)
-            .service(joins::answer_challenge)
+            .service(challenges::answer_challenge)
             .service(abuse::joins)
             .service(abuse::invite_analytics)
             .service(abuse::group_analytics)
@@ -258,6 +259,22 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
 
 fn query_error(e: QueryPayloadError) -> ApiError {
     ApiError::validation(format!("bad query string: {e}"))
+}
+
+/// The keyed hash of the client's `X-Device-Id`, if it sent one (a risk
+/// signal of joins and claims; the raw id is never kept).
+pub fn device(state: &AppState, req: &HttpRequest) -> Result<Option<[u8; 16]>, ApiError> {
+    let Some(v) = req.headers().get("x-device-id") else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::validation("`X-Device-Id` must be 1 to 128 printable ASCII characters")
+        })?;
+    Ok(Some(state.keys.device_hash(s)))
 }
 
 /// Parse a path id, mapping a malformed one to `invalid_id`.

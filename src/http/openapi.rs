@@ -32,7 +32,7 @@ use utoipa::{Modify, OpenApi};
         super::packets::blacklist_list,
         super::codes::create_code, super::codes::get_code, super::codes::revoke_code,
         super::codes::resolve,
-        super::joins::answer_challenge, super::abuse::joins, super::abuse::invite_analytics,
+        super::challenges::answer_challenge, super::abuse::joins, super::abuse::invite_analytics,
         super::abuse::group_analytics, super::abuse::reset_invite, super::abuse::burn_branch,
         super::abuse::remove_member, super::abuse::flagged_groups, super::abuse::clear_flag,
     ),

@@ -540,7 +540,7 @@ pub async fn claim(
         packet: pid,
         at,
         referrer: b.referrer,
-        device: super::joins::device(&state, &req)?,
+        device: super::device(&state, &req)?,
         solved: false,
     };
     take_claim(&state, user.0, ask).await
