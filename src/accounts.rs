@@ -157,6 +157,7 @@ impl Accounts {
             name: name.into_string(),
             created_at: now(),
             kyc_verified: false,
+            real_name: None,
         };
         let (token, hash, session) = self.new_session(user.id);
         let mut w = WriteSet::new();
@@ -197,9 +198,21 @@ impl Accounts {
     }
 
     /// Record whether `id`'s identity is verified.
-    pub async fn set_kyc(&self, id: UserId, verified: bool) -> Result<(), ApiError> {
+    /// Record the operator's identity check: `real_name` is the sealed
+    /// name (kept when None and still verified; dropped when not verified).
+    pub async fn set_kyc(
+        &self,
+        id: UserId,
+        verified: bool,
+        real_name: Option<String>,
+    ) -> Result<(), ApiError> {
         let mut user = self.storage.user(id)?.ok_or(ApiError::UserNotFound)?;
         user.kyc_verified = verified;
+        if !verified {
+            user.real_name = None;
+        } else if real_name.is_some() {
+            user.real_name = real_name;
+        }
         let mut w = WriteSet::new();
         w.user_record(&user);
         self.storage.commit(w).await?;

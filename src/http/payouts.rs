@@ -258,9 +258,13 @@ pub async fn large_transactions(
 #[serde(deny_unknown_fields)]
 pub struct KycBody {
     verified: bool,
+    /// The verified real name (1 to 64 characters), for transfers that
+    /// must name the payee. Stored sealed; never shown again.
+    real_name: Option<String>,
 }
 
-/// Record whether a user's identity is verified (admin token).
+/// Record whether a user's identity is verified (admin token), with the
+/// verified real name when the operator has it. Not verified drops the name.
 #[utoipa::path(
     params(("id" = String, Path)),
     request_body = KycBody,
@@ -275,7 +279,26 @@ pub async fn set_kyc(
     body: web::Json<KycBody>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = id(UserId::parse, &path)?;
-    state.accounts.set_kyc(uid, body.verified).await?;
+    let sealed = match body.real_name.as_deref().map(str::trim) {
+        None => None,
+        Some(n) if (1..=64).contains(&n.chars().count()) && !n.chars().any(char::is_control) => {
+            if !body.verified {
+                return Err(ApiError::validation(
+                    "`real_name` goes with `verified: true`",
+                ));
+            }
+            Some(state.keys.seal(n, uid, "real_name").map_err(|e| {
+                tracing::error!(error = %e, "sealing a real name failed");
+                ApiError::Internal
+            })?)
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                "`real_name` must be 1 to 64 characters, none of them control characters",
+            ))
+        }
+    };
+    state.accounts.set_kyc(uid, body.verified, sealed).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -156,6 +156,10 @@ pub struct User {
     /// Identity verified (KYC) by the operator; large payouts need it.
     #[serde(default)]
     pub kyc_verified: bool,
+    /// The verified real name, sealed (`KeyRing::seal`, field `real_name`):
+    /// never on disk in clear. Transfers that must name the payee use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_name: Option<String>,
 }
 
 /// A scoped API key of the operator's services (`http/api_keys.rs`).

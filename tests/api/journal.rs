@@ -96,6 +96,7 @@ fn user(n: u8) -> (WriteSet, UserId) {
         name: format!("u{n}"),
         created_at: 0,
         kyc_verified: false,
+        real_name: None,
     });
     (w, id)
 }

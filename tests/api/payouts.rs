@@ -1037,3 +1037,78 @@ async fn every_check_answers_before_provider_not_configured() {
         .await;
     assert_eq!((s, code(&v)), (503, "provider_not_configured"), "{v}");
 }
+
+/// The operator records a verified real name: it is stored sealed (no
+/// byte of it in clear anywhere in the data dir or the log), kept across a
+/// restart with the verification, and dropped when the verification is.
+#[actix_web::test]
+async fn a_verified_real_name_is_kept_sealed() {
+    let mut app = TestApp::spawn().await;
+    let (uid, _) = app.user("payee").await;
+    let path = format!("/v1/admin/users/{uid}/kyc");
+    let name = "欧阳修远 Ouyang";
+    for bad in [
+        json!({"verified": true, "real_name": ""}),
+        json!({"verified": true, "real_name": "x".repeat(65)}),
+        json!({"verified": true, "real_name": "a\u{0}b"}),
+        json!({"verified": false, "real_name": name}),
+    ] {
+        let (s, v) = app.post(&path, Some(ADMIN), bad.clone()).await;
+        assert_eq!((s, code(&v)), (400, "validation_failed"), "{bad}: {v}");
+    }
+    let (s, v) = app
+        .post(
+            &path,
+            Some(ADMIN),
+            json!({"verified": true, "real_name": name}),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let (_, user_tok) = app.user("someone").await;
+    let (s, _) = app
+        .post(
+            &path,
+            Some(&user_tok),
+            json!({"verified": true, "real_name": "me"}),
+        )
+        .await;
+    assert_eq!(s, 403, "the admin token only");
+    app.restart().await;
+    // Nowhere in clear: not the journal, not sled, not the log.
+    let needle = "欧阳修远".as_bytes();
+    let mut files = vec![app.dir.path().to_path_buf()];
+    let sealed = b"\"real_name\":\"v2.";
+    let (mut read, mut stored) = (0, false);
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).expect("dir") {
+                files.push(e.expect("entry").path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            read += 1;
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds the name in clear",
+                p.display()
+            );
+            stored |= bytes.windows(sealed.len()).any(|w| w == sealed);
+        }
+    }
+    assert!(
+        read > 3 && stored,
+        "{read} files read; a sealed name stored: {stored}"
+    );
+    // Withdrawn: verified false drops the name too (and a new one can be set).
+    let (s, _) = app
+        .post(&path, Some(ADMIN), json!({"verified": false}))
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = app
+        .post(
+            &path,
+            Some(ADMIN),
+            json!({"verified": true, "real_name": "Li Lei"}),
+        )
+        .await;
+    assert_eq!(s, 204);
+}
