@@ -92,15 +92,7 @@ impl GroupActor {
         let mut w = WriteSet::new();
         for r in &picked {
             w.remove_request(gid, r);
-            w.event(&self.event(
-                vec![r.user_id],
-                EventKind::JoinRejected {
-                    group_id: gid,
-                    request_id: r.id,
-                    user_id: r.user_id,
-                    decided_by: by,
-                },
-            ));
+            w.event(&self.rejected(r, by));
         }
         let answer = Rejected {
             rejected: picked.iter().map(|r| (r.id, r.user_id)).collect(),
@@ -112,6 +104,19 @@ impl GroupActor {
             self.forget_request(r);
         }
         Ok(reply)
+    }
+
+    /// `join_rejected` for `r`'s requester, rejected by `by`.
+    fn rejected(&self, r: &JoinRequest, by: Option<UserId>) -> crate::domain::events::Event {
+        self.event(
+            vec![r.user_id],
+            EventKind::JoinRejected {
+                group_id: self.id(),
+                request_id: r.id,
+                user_id: r.user_id,
+                decided_by: by,
+            },
+        )
     }
 
     fn may_moderate(&mut self, m: MayModerate) -> Step<()> {
@@ -182,15 +187,7 @@ impl GroupActor {
                 },
             ));
         } else {
-            w.event(&self.event(
-                vec![u],
-                EventKind::JoinRejected {
-                    group_id: gid,
-                    request_id: r,
-                    user_id: u,
-                    decided_by: by,
-                },
-            ));
+            w.event(&self.rejected(&req, by));
         }
         let reply = self.commit(w, u);
         self.forget_request(&req);

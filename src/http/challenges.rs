@@ -93,7 +93,10 @@ pub async fn answer_challenge(
     // Checked here too so that nobody spends a captcha check on a challenge
     // that is not theirs or is over.
     c.admits(user.0, now())?;
-    if state.storage.challenge_was_used(c.expires_at, &tag)? {
+    // A join records the challenges it used; a claim is single-use by
+    // itself (one share per user and packet).
+    let join = matches!(c.subject, Subject::Join { .. });
+    if join && state.storage.challenge_was_used(c.expires_at, &tag)? {
         return Err(challenge::Refusal::Used.into());
     }
     let passed = match c.kind {

@@ -537,8 +537,14 @@ pub(super) fn avatar_jpeg(
     if let Some(b) = state.qr_cache.get(&key) {
         return Ok(Some(b));
     }
-    let Some(jpeg) = state.storage.avatar(group.id, r)? else {
-        return Ok(None);
+    // A page or card goes on without an avatar it cannot read whole.
+    let jpeg = match state.storage.avatar(group.id, r) {
+        Ok(Some(jpeg)) => jpeg,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::error!(group = %group.id, error = %e, "avatar unreadable");
+            return Ok(None);
+        }
     };
     let b = bytes::Bytes::from(jpeg);
     state.qr_cache.insert(key, b.clone());

@@ -299,12 +299,16 @@ async fn image(
         Kind::Svg => "image/svg+xml",
         Kind::Png | Kind::Card => "image/png",
     };
-    // A card shows more than the code: its words (language, days left).
+    // A card shows more than the code: the group's name, description and
+    // avatar, and its validity in the reader's language.
     let footer = lang.validity(now(), inv.expires_at, state.config.payouts.day_offset_hours);
     let (size, variant) = match kind {
         Kind::Card => {
             let mut hasher = blake3::Hasher::new();
-            hasher.update(footer.as_bytes());
+            for part in [&group.name, &group.description, &footer] {
+                hasher.update(part.as_bytes());
+                hasher.update(b"\0");
+            }
             hasher.update(
                 group
                     .avatar

@@ -157,4 +157,16 @@ async fn the_card_prints_chinese_in_the_readers_language() {
         r.body().limit(8 << 20).await.expect("body").to_vec(),
         cards[0]
     );
+    // A new description is a new card, not the cached one.
+    let (s, v) = app
+        .call(
+            "PATCH",
+            &format!("/v1/groups/{g}"),
+            Some(&owner),
+            Some(json!({"description": "周日改为九点集合"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, _, png) = fetch(&app, &format!("/v1/invites/{iid}/card.png?lang=zh"), &owner).await;
+    assert!(png != cards[0], "the card shows the new description");
 }
