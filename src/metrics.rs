@@ -152,6 +152,14 @@ pub static LIVE_NODES: LazyLock<IntGauge> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static PLACEMENT_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "qrgate_cluster_placement_changes_total",
+        "Cluster mode: times the nodes this node places entities among changed (a node came or went, or this node could not reach one); entities move owner each time",
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static SNAPSHOT_POSITION: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "qrgate_cluster_snapshot_position",

@@ -65,6 +65,7 @@ impl Node {
         data_dir: PathBuf,
         snapshot_every: Duration,
     ) -> Result<(), String> {
+        std::sync::LazyLock::force(&crate::metrics::PLACEMENT_CHANGES);
         let node = Arc::clone(self);
         let store = storage.clone();
         std::thread::Builder::new()
@@ -77,8 +78,14 @@ impl Node {
                 match node.log.live_nodes() {
                     Ok(nodes) => {
                         crate::metrics::LIVE_NODES.set(nodes.len() as i64);
-                        let ids = nodes.iter().map(|n| n.id.clone()).collect();
+                        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
                         if let Ok(mut live) = node.live.write() {
+                            let same = |a: &[String], b: &[String]| {
+                                a.len() == b.len() && a.iter().all(|x| b.contains(x))
+                            };
+                            if !live.0.is_empty() && !same(&live.0, &ids) {
+                                crate::metrics::PLACEMENT_CHANGES.inc();
+                            }
                             *live = (ids, nodes);
                         }
                     }
@@ -159,7 +166,12 @@ impl Node {
             return;
         }
         if let Ok(mut s) = self.suspects.lock() {
-            s.insert(id.to_string(), std::time::Instant::now());
+            let fresh = s
+                .insert(id.to_string(), std::time::Instant::now())
+                .is_none_or(|at| at.elapsed() >= SUSPECT_FOR);
+            if fresh {
+                crate::metrics::PLACEMENT_CHANGES.inc();
+            }
         }
     }
 

@@ -104,6 +104,30 @@ impl Directory {
         Ok(g)
     }
 
+    /// The group an invitation token names. In cluster mode a group made
+    /// through another node a moment ago may not be applied here yet: for
+    /// a token whose signature holds (a forged one costs no request to the
+    /// log), this node first applies what the log holds, then looks again.
+    pub async fn group_of_token(
+        &self,
+        parsed: &crate::domain::token::Parsed,
+    ) -> Result<Option<GroupId>, ApiError> {
+        let r = &parsed.claims.group_ref;
+        if let Some(g) = self.group_by_ref(r)? {
+            return Ok(Some(g));
+        }
+        let shared = self.shared();
+        if !shared.storage.is_cluster()
+            || parsed.verify(|kid| shared.keys.verifying_key(kid)).is_err()
+        {
+            return Ok(None);
+        }
+        if let Err(e) = shared.storage.sync_all().await {
+            tracing::debug!(error = %e, "cannot catch up with the log");
+        }
+        self.group_by_ref(r)
+    }
+
     pub fn group_by_invite(&self, i: InviteId) -> Result<GroupId, ApiError> {
         if let Some(g) = self.by_invite.get(&i) {
             return Ok(g);

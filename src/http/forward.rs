@@ -141,7 +141,13 @@ pub async fn route(
             .and_then(|v| v.parse::<u64>().ok());
         if let Some(p) = position {
             if let Err(e) = state.storage.reach(p, CATCH_UP).await {
-                return Ok(req.into_response(ApiError::from(e).error_response()));
+                // The log cannot bring this node up to the sender (no
+                // quorum, or it lags): a read is served from what this node
+                // applied, as every read is then; a write is refused.
+                if !req.method().is_safe() {
+                    return Ok(req.into_response(ApiError::from(e).error_response()));
+                }
+                tracing::warn!(error = %e, path = %req.path(), "serving a forwarded read from what this node applied");
             }
         }
         let ip = req
@@ -161,7 +167,7 @@ pub async fn route(
         // An invitation's landing page counts the scan in its group's actor.
         None if req.path().starts_with("/j/") => {
             let token = req.path().trim_start_matches("/j/").to_string();
-            (token_entity(&state, &token), None)
+            (token_entity(&state, &token).await, None)
         }
         // A user's new scan codes are counted against the user's daily
         // quota by the node that owns the user's quota.
@@ -177,7 +183,7 @@ pub async fn route(
         }
         None if req.path() == "/v1/join" && req.method() == actix_web::http::Method::POST => {
             let body = take_body(&mut req).await?;
-            (join_entity(&state, &body), Some(body))
+            (join_entity(&state, &body).await, Some(body))
         }
         None => (None, None),
     };
@@ -267,23 +273,19 @@ fn challenge_entity(key: &[u8; 32], id: &str) -> Option<String> {
 }
 
 /// A join names its group inside the invitation token.
-fn join_entity(state: &AppState, body: &[u8]) -> Option<String> {
+async fn join_entity(state: &AppState, body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Join {
         token: String,
     }
     let j: Join = serde_json::from_slice(body).ok()?;
-    token_entity(state, &j.token)
+    token_entity(state, &j.token).await
 }
 
 /// The group an invitation token names.
-fn token_entity(state: &AppState, token: &str) -> Option<String> {
+async fn token_entity(state: &AppState, token: &str) -> Option<String> {
     let parsed = crate::domain::token::parse(token).ok()?;
-    let g = state
-        .groups
-        .group_by_ref(&parsed.claims.group_ref)
-        .ok()
-        .flatten()?;
+    let g = state.groups.group_of_token(&parsed).await.ok().flatten()?;
     Some(format!("group/{g}"))
 }
 

@@ -97,7 +97,8 @@ async fn join_inner(
     }
     let g = state
         .groups
-        .group_by_ref(&parsed.claims.group_ref)?
+        .group_of_token(&parsed)
+        .await?
         .ok_or_else(invalid)?;
     let tag = parsed.tag(state.keys.tag_key());
     let signals = signals(state, req, user)?;

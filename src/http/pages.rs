@@ -200,7 +200,7 @@ pub async fn invite_page(
     if state.keys.verifying_key(parsed.claims.kid).is_none() {
         return Ok(invalid());
     }
-    let Some(g) = state.groups.group_by_ref(&parsed.claims.group_ref)? else {
+    let Some(g) = state.groups.group_of_token(&parsed).await? else {
         return Ok(invalid());
     };
     let tag = parsed.tag(state.keys.tag_key());

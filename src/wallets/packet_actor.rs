@@ -296,12 +296,13 @@ impl PacketActor {
     }
 
     /// The hold is settled: record the packet closed, reveal its seed.
-    fn finish_close(&mut self, _: FinishClose) -> Step<()> {
+    /// True when this call closed it (false: it was closed already).
+    fn finish_close(&mut self, _: FinishClose) -> Step<bool> {
         let pid = self.id;
         let now = now();
         let mem = &mut self.mem;
         if mem.packet.closed.is_some() {
-            return done(());
+            return done(false);
         }
         let t = mem.tally;
         let refunded = mem.packet.held().saturating_sub(t.claimed + t.bonuses);
@@ -327,8 +328,7 @@ impl PacketActor {
         }
         mem.opens_stored = mem.opens;
         mem.packet = p;
-        metrics::PACKETS.with_label_values(&["closed"]).inc();
-        Ok(self.commit(w, ()))
+        Ok(self.commit(w, true))
     }
 
     /// Store the opens counter if it moved (from the tick; a count, not an
@@ -427,4 +427,4 @@ macro_rules! message {
 message!(ClaimShare -> Claimed { ask: ClaimAsk } => claim_share);
 message!(GetPacket -> PacketState { open: bool, claims_from: usize, claims_limit: usize, viewer: Option<UserId> } => get_packet);
 message!(BeginClose -> Option<Spec> {} => begin_close);
-message!(FinishClose -> () {} => finish_close);
+message!(FinishClose -> bool {} => finish_close);

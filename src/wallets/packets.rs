@@ -207,7 +207,11 @@ impl Wallets {
             return Ok(false);
         };
         self.execute(spec).await?;
-        self.packet_actors.call(id, FinishClose {}).await?;
+        // Counted once durable, where it was closed: an attempt refused
+        // (another writer closed it first) is not a close.
+        if self.packet_actors.call(id, FinishClose {}).await? {
+            crate::metrics::PACKETS.with_label_values(&["closed"]).inc();
+        }
         Ok(true)
     }
 

@@ -403,10 +403,43 @@ async fn a_forged_forward_is_refused() {
         (403, Some("forward_refused")),
         "{v}"
     );
-    // A forward is served once its owner applied what the sender had: one
-    // naming a position the log never reached waits, then answers 503.
-    let at = now_ms();
+    // A forward is served once its owner applied what the sender had. One
+    // naming a position the log never reached waits: a write is then
+    // refused (503), a read is served from what the owner applied (as
+    // every read is when the log has no quorum).
     let far = "999999999".to_string();
+    let body = json!({"description": "changed by a lagging forward"});
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let at = now_ms();
+    let headers: [(&str, &[u8]); 3] = [
+        ("authorization", auth.as_bytes()),
+        ("content-type", b"application/json"),
+        ("x-qrgate-forward-position", far.as_bytes()),
+    ];
+    let signature = sign_as_n2_req(SECRET, "PATCH", &target, &headers, &bytes, at);
+    let started = Instant::now();
+    let (s, v) = send_req(
+        &app,
+        "PATCH",
+        &target,
+        &owner,
+        signature,
+        at,
+        Some(&far),
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let at = now_ms();
     let headers: [(&str, &[u8]); 2] = [
         ("authorization", auth.as_bytes()),
         ("x-qrgate-forward-position", far.as_bytes()),
@@ -414,11 +447,8 @@ async fn a_forged_forward_is_refused() {
     let signature = sign_as_n2(SECRET, &target, &headers, at);
     let started = Instant::now();
     let (s, v) = send_at(&app, &target, &owner, signature, at, Some(&far)).await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (503, Some("storage_unavailable")),
-        "{v}"
-    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["description"], "", "the refused write left nothing: {v}");
     assert!(
         started.elapsed() >= Duration::from_secs(4),
         "{:?}",
@@ -438,15 +468,27 @@ async fn a_forged_forward_is_refused() {
 /// The signature node n2 would give a GET of `target` with `headers`,
 /// under the cluster secret `secret`.
 fn sign_as_n2(secret: &str, target: &str, headers: &[(&str, &[u8])], sent_ms: i64) -> String {
+    sign_as_n2_req(secret, "GET", target, headers, b"", sent_ms)
+}
+
+/// [`sign_as_n2`] for any method and body.
+fn sign_as_n2_req(
+    secret: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    sent_ms: i64,
+) -> String {
     use qrgate::domain::forward::{sign, Forward};
     let key = blake3::derive_key("qrgate 2026 cluster forward", secret.as_bytes());
     sign(
         &key,
         &Forward {
-            method: "GET",
+            method,
             target,
             headers,
-            body: b"",
+            body,
             from_node: "n2",
             sent_ms,
             hops: 1,
@@ -474,6 +516,24 @@ async fn send_at(
     sent_ms: i64,
     position: Option<&str>,
 ) -> (u16, Value) {
+    send_req(
+        app, "GET", target, token, signature, sent_ms, position, None,
+    )
+    .await
+}
+
+/// A forward from node n2 of any method and JSON body.
+#[allow(clippy::too_many_arguments)]
+async fn send_req(
+    app: &TestApp,
+    method: &str,
+    target: &str,
+    token: &str,
+    signature: String,
+    sent_ms: i64,
+    position: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut headers = vec![
         ("x-qrgate-forward-from", "n2".to_string()),
         ("x-qrgate-forward-at", sent_ms.to_string()),
@@ -483,7 +543,7 @@ async fn send_at(
     if let Some(p) = position {
         headers.push(("x-qrgate-forward-position", p.to_string()));
     }
-    app.call_with("GET", target, Some(token), None, &headers)
+    app.call_with(method, target, Some(token), body, &headers)
         .await
 }
 
@@ -1209,6 +1269,11 @@ async fn a_packet_claimed_through_every_node_refunds_its_sender_once() {
         n.push(TestApp::spawn_with(&format!("{}{fast}", node_config(&nats, id))).await);
     }
     all_live(&n).await;
+    let changes = "qrgate_cluster_placement_changes_total";
+    let mut placed = Vec::new();
+    for app in &n {
+        placed.push(app.metric(changes).await);
+    }
     let (sender, sender_tok) = n[0].user("sender").await;
     assert_eq!(n[1].earn("fund", &sender, 1000).await.0, 201);
     let (s, v) = n[2]
@@ -1267,6 +1332,9 @@ async fn a_packet_claimed_through_every_node_refunds_its_sender_once() {
     assert_eq!(v["available"], 2000, "every packet refunded: {v}");
     actix_web::rt::time::sleep(Duration::from_secs(2)).await;
     let ids: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+    let mut total = 0.0;
+    let mut stable = true;
+    let mut by_node = Vec::new();
     for (k, app) in n.iter().enumerate() {
         let owned = packets
             .iter()
@@ -1276,7 +1344,24 @@ async fn a_packet_claimed_through_every_node_refunds_its_sender_once() {
             })
             .count();
         let settled = app.metric("qrgate_packets_total{event=\"closed\"}").await;
-        assert_eq!(settled, owned as f64, "n{} settled what it owns", k + 1);
+        total += settled;
+        stable &= app.metric(changes).await == placed[k];
+        by_node.push((settled, owned as f64));
+    }
+    assert_eq!(
+        total,
+        packets.len() as f64,
+        "each packet settled once: {by_node:?}"
+    );
+    // Who settles follows placement; a node that missed a heartbeat under
+    // load moves packets to another owner for a moment, and the metric
+    // says so.
+    if stable {
+        for (k, (settled, owned)) in by_node.iter().enumerate() {
+            assert_eq!(settled, owned, "n{} settled what it owns", k + 1);
+        }
+    } else {
+        eprintln!("placement changed during the test: settled, owned per node {by_node:?}");
     }
     n[2].books_clean().await;
 }
