@@ -42,6 +42,7 @@ pub struct Config {
     pub packets: Packets,
     pub codes: Codes,
     pub cards: Cards,
+    pub events: Events,
     pub storage: StorageCfg,
     /// Cluster mode: absent (no `nats`), one node with its journal.
     pub cluster: ClusterCfg,
@@ -248,6 +249,24 @@ pub struct WebSocket {
     pub max_groups_per_connection: usize,
     /// Subscribe frames one connection may send per minute.
     pub subscribes_per_minute: u32,
+}
+
+/// The event feeds (`GET /v1/events`, a resumed WebSocket): each user's
+/// and each group's events are kept this long, and at most this many.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    pub retention_days: u32,
+    pub max_per_feed: u64,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            retention_days: 30,
+            max_per_feed: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -485,6 +504,7 @@ impl Default for Config {
             packets: Packets::default(),
             codes: Codes::default(),
             cards: Cards::default(),
+            events: Events::default(),
             storage: StorageCfg::default(),
             cluster: ClusterCfg::default(),
             risk: crate::domain::risk::Policy::default(),
@@ -714,6 +734,9 @@ impl Config {
         }
         if self.actors.mailbox < 16 || self.websocket.queue < 1 {
             return bad("actors.mailbox must be >= 16 and websocket.queue >= 1");
+        }
+        if self.events.retention_days == 0 || self.events.max_per_feed == 0 {
+            return bad("events.retention_days and events.max_per_feed must be at least 1");
         }
         let w = &self.websocket;
         if w.max_per_user < 1

@@ -135,6 +135,11 @@ pub enum ApiError {
     #[error("too many open WebSocket connections {0}; close one first")]
     TooManyConnections(&'static str),
 
+    #[error(
+        "the events after the given seq are no longer kept; the feed starts at seq {oldest_seq}"
+    )]
+    EventsExpired { oldest_seq: u64 },
+
     // ---- backups ----
     #[error("{0}")]
     BackupTargetNotEmpty(String),
@@ -212,6 +217,7 @@ impl ApiError {
             ApiError::CannotBlockOwner => "cannot_block_owner",
             ApiError::TooManyInvites | ApiError::TooManyStoredInvites => "too_many_invites",
             ApiError::TooManyConnections(_) => "too_many_connections",
+            ApiError::EventsExpired { .. } => "events_expired",
             ApiError::BackupTargetNotEmpty(_) => "backup_target_not_empty",
             ApiError::BackupRunning => "backup_running",
             ApiError::BackupNotSupported(_) => "backup_not_supported",
@@ -325,6 +331,7 @@ impl ApiError {
             }
             ApiError::ForwardRefused => StatusCode::FORBIDDEN,
             ApiError::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::EventsExpired { .. } => StatusCode::GONE,
             ApiError::BackupTargetNotEmpty(_)
             | ApiError::BackupRunning
             | ApiError::BackupNotSupported(_) => StatusCode::CONFLICT,
@@ -407,6 +414,9 @@ pub struct Problem {
     /// `ledger_inconsistent` only: the books check with its findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// `events_expired` only: the oldest `seq` the feed still holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_seq: Option<u64>,
 }
 
 impl ResponseError for ApiError {
@@ -428,6 +438,10 @@ impl ResponseError for ApiError {
             },
             report: match self {
                 ApiError::LedgerInconsistent { report, .. } => Some((**report).clone()),
+                _ => None,
+            },
+            oldest_seq: match self {
+                ApiError::EventsExpired { oldest_seq } => Some(*oldest_seq),
                 _ => None,
             },
         };

@@ -14,6 +14,7 @@ pub mod codes;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod feeds;
 pub mod groups;
 pub mod http;
 pub mod i18n;

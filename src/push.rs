@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::domain::events::{Event, EventKind};
+use crate::domain::feed::Feed;
 use crate::domain::ids::{GroupId, InviteId, UserId};
+use crate::feeds::{Appended, FeedStore};
 use crate::metrics;
 use crate::storage::{Counters, Storage, StorageError};
 
@@ -24,10 +26,19 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code sent when the connection's session ended (logout, revoked).
 pub const CLOSE_SESSION_ENDED: u16 = 4001;
 
+/// One event as one connection gets it: from which feed, its seq there,
+/// and the frame's text (rendered once per feed and shared).
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub feed: Feed,
+    pub seq: u64,
+    pub text: ByteString,
+}
+
 /// One connection's side of the hub.
 pub struct Subscription {
     pub id: u64,
-    pub rx: mpsc::Receiver<ByteString>,
+    pub rx: mpsc::Receiver<Frame>,
     /// Set when the hub dropped this connection for being too slow.
     pub slow: Arc<AtomicBool>,
     /// Set when the hub dropped it because its session ended.
@@ -40,7 +51,7 @@ struct Conn {
     ip: Option<IpAddr>,
     /// blake3 of the session token it was opened with.
     session: Option<[u8; 32]>,
-    tx: mpsc::Sender<ByteString>,
+    tx: mpsc::Sender<Frame>,
     slow: Arc<AtomicBool>,
     ended: Arc<AtomicBool>,
     groups: HashSet<GroupId>,
@@ -225,8 +236,11 @@ impl Hub {
         }
     }
 
-    /// Queue `e` for every recipient; a full queue drops that connection.
-    pub fn publish(&self, e: &Event) {
+    /// Queue `e` for every connection of each feed it went to (`a`: its
+    /// seq in each); a full queue drops that connection. A connection of
+    /// a listed user that also follows the group gets both frames, each
+    /// with its own feed and seq.
+    pub fn publish(&self, e: &Event, a: &Appended) {
         let Ok(mut h) = self.inner.lock() else {
             return;
         };
@@ -238,39 +252,35 @@ impl Hub {
             } => unsubscribe_user(&mut h, *group_id, *user_id),
             _ => {}
         }
-        let mut to: HashSet<u64> = HashSet::new();
-        if let Some(g) = e.group {
-            if let Some(s) = h.by_group.get(&g) {
-                to.extend(s);
-            }
-        }
-        for u in &e.users {
-            if let Some(s) = h.by_user.get(u) {
-                to.extend(s);
-            }
-        }
-        if to.is_empty() {
-            return; // nobody listens: do not even render it
-        }
-        let Ok(text) = render(e) else {
-            return;
-        };
-        // Rendered once; every connection gets a reference-counted clone of
-        // the same bytes, which the WebSocket session sends as they are.
-        let text = ByteString::from(text);
         let mut slow = Vec::new();
-        for id in to {
-            if let Some(c) = h.conns.get(&id) {
-                if c.tx.try_send(text.clone()).is_err() {
-                    slow.push(id);
+        for (feed, seq) in &a.seqs {
+            let conns = match feed {
+                Feed::Group(g) => h.by_group.get(g),
+                Feed::User(u) => h.by_user.get(u),
+            };
+            let Some(conns) = conns.filter(|c| !c.is_empty()) else {
+                continue; // nobody listens: do not even render it
+            };
+            // Rendered once per feed; every connection gets a reference-
+            // counted clone of the same bytes, sent as they are.
+            let frame = Frame {
+                feed: *feed,
+                seq: *seq,
+                text: ByteString::from(crate::feeds::frame(*feed, *seq, &a.stored)),
+            };
+            for id in conns {
+                if let Some(c) = h.conns.get(id) {
+                    if c.tx.try_send(frame.clone()).is_err() {
+                        slow.push(*id);
+                    }
                 }
             }
         }
         for id in slow {
             if let Some(c) = h.conns.get(&id) {
                 c.slow.store(true, Ordering::SeqCst);
+                metrics::WS_DROPPED.inc();
             }
-            metrics::WS_DROPPED.inc();
             remove(&mut h, id);
         }
     }
@@ -321,19 +331,6 @@ fn remove(h: &mut HubInner, conn: u64) {
             }
         }
     }
-}
-
-/// The JSON pushed to clients: the event's fields with `type`, `seq`, `at`.
-pub fn render(e: &Event) -> Result<String, serde_json::Error> {
-    let mut v = serde_json::to_value(&e.kind)?;
-    if let Some(o) = v.as_object_mut() {
-        o.insert("seq".into(), e.seq.into());
-        let at = chrono::DateTime::from_timestamp(e.at, 0)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default();
-        o.insert("at".into(), at.into());
-    }
-    serde_json::to_string(&v)
 }
 
 /// Per-group and per-invitation counters kept by the outbox consumer.
@@ -539,11 +536,48 @@ impl ConsumerHealth {
     }
 }
 
+/// How often the consumer drops events older than the retention time,
+/// and how many feeds it looks at per step (a step rides with a persist,
+/// or runs on its own when no event comes for [`IDLE_TICK`]).
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+const SWEEP_FEEDS_PER_STEP: usize = 1000;
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Where the retention sweep stands: due from `next_at`, going on after
+/// the feed `from` (a sweep in progress), or done until `next_at`.
+struct Sweep {
+    next_at: Instant,
+    from: Option<[u8; 17]>,
+}
+
+impl Sweep {
+    fn due(&self) -> bool {
+        Instant::now() >= self.next_at
+    }
+
+    /// One step; what it dropped waits for the next persist.
+    fn step(&mut self, feeds: &FeedStore, storage: &Storage) {
+        let cutoff = crate::clock::now() - feeds.retention_secs;
+        match feeds.sweep(storage, cutoff, self.from, SWEEP_FEEDS_PER_STEP) {
+            Ok(Some(next)) => self.from = Some(next),
+            Ok(None) => {
+                self.from = None;
+                self.next_at = Instant::now() + SWEEP_EVERY;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping old feed events failed; trying again later");
+                self.next_at = Instant::now() + IDLE_TICK * 60;
+            }
+        }
+    }
+}
+
 /// Run the outbox consumer until the storage's durable watch closes.
 pub async fn run_outbox(
     storage: Storage,
     hub: Hub,
     counters: CounterStore,
+    feeds: FeedStore,
     health: Arc<ConsumerHealth>,
 ) {
     let mut durable = storage.durable_seq();
@@ -560,6 +594,12 @@ pub async fn run_outbox(
     let mut quarantined: Vec<crate::storage::Quarantined> = Vec::new();
     let mut last_persist = Instant::now();
     let mut last_round = Instant::now();
+    // The first sweep at start: a server that was down for long drops
+    // what expired meanwhile.
+    let mut sweep = Sweep {
+        next_at: Instant::now(),
+        from: None,
+    };
     loop {
         if *durable.borrow() > seen {
             // Under load, gather a few milliseconds of commits per round
@@ -572,28 +612,35 @@ pub async fn run_outbox(
         }
         let upto = *durable.borrow_and_update();
         if upto > seen {
-            // One all-or-nothing count for the whole round, so a failed read
-            // (retried later) never leaves part of the round counted.
+            // One all-or-nothing count and numbering for the whole round, so
+            // a failed read (retried later) never leaves part of the round
+            // counted or numbered: both read what they need first.
             let round = storage.outbox_range(seen, upto).and_then(|round| {
                 let all: Vec<Event> = round
                     .records
                     .iter()
                     .flat_map(|(_, _, e)| e.iter().cloned())
                     .collect();
+                let prepared = feeds.prepare(&storage, &all)?;
                 counters.apply(&storage, &all)?;
-                Ok(round)
+                Ok((round, all, feeds.commit(prepared)))
             });
             match round {
-                Ok(round) => {
+                Ok((round, all, numbered)) => {
                     for q in &round.quarantined {
                         tracing::error!(seq = q.seq, error = %q.why, "an outbox event does not decode; quarantined (q/), the others go on");
                         metrics::EVENTS_QUARANTINED.inc();
                     }
                     quarantined.extend(round.quarantined);
-                    for (first, n, events) in round.records {
-                        for e in &events {
-                            hub.publish(e);
+                    // Numbered (and readable from the feeds) before any
+                    // connection hears it: a client resuming from a feed
+                    // misses nothing between what it read and what it hears.
+                    for (e, a) in all.iter().zip(&numbered) {
+                        if let Some(a) = a {
+                            hub.publish(e, a);
                         }
+                    }
+                    for (first, n, _) in round.records {
                         records.push(first);
                         seen = first + n.saturating_sub(1);
                     }
@@ -618,14 +665,25 @@ pub async fn run_outbox(
         } else {
             false
         };
-        if seen > cursor && (quiet || last_persist.elapsed() >= PERSIST_EVERY) {
+        let sweeping = sweep.due() && upto <= seen;
+        if (seen > cursor && (quiet || last_persist.elapsed() >= PERSIST_EVERY)) || sweeping {
+            if sweep.due() {
+                sweep.step(&feeds, &storage);
+            }
+            let batch = feeds.batch();
+            if seen == cursor && batch.is_empty() && quarantined.is_empty() {
+                // A sweep step that dropped nothing: nothing to write.
+                tokio::task::yield_now().await;
+                continue;
+            }
             let (g, i) = counters.snapshot();
             match storage
-                .consume_outbox(&records, seen, &g, &i, &quarantined)
+                .consume_outbox(&records, seen, &g, &i, &quarantined, &batch)
                 .await
             {
                 Ok(()) => {
                     counters.persisted();
+                    feeds.persisted(&batch);
                     records.clear();
                     quarantined.clear();
                     cursor = seen;
@@ -640,7 +698,9 @@ pub async fn run_outbox(
             }
             continue;
         }
-        if durable.changed().await.is_err() {
+        // Woken by the next durable round, or by the tick that lets a
+        // sweep go on while nothing happens.
+        if let Ok(Err(_)) = tokio::time::timeout(IDLE_TICK, durable.changed()).await {
             return;
         }
     }
@@ -653,6 +713,21 @@ mod tests {
 
     fn ev(g: GroupId, users: Vec<UserId>) -> Event {
         Event::for_group(g, users, 0, EventKind::GroupUnbanned { group_id: g })
+    }
+
+    /// `e` as numbered in its feeds (every seq 1: the hub only routes).
+    fn numbered(e: &Event) -> Appended {
+        Appended {
+            stored: crate::feeds::stored(e).unwrap(),
+            seqs: crate::domain::feed::feeds_of(e)
+                .into_iter()
+                .map(|f| (f, 1))
+                .collect(),
+        }
+    }
+
+    fn publish(hub: &Hub, e: Event) {
+        hub.publish(&e, &numbered(&e));
     }
 
     #[test]
@@ -681,10 +756,12 @@ mod tests {
             store.commit(w).await.unwrap();
             let health = Arc::new(ConsumerHealth::default());
             let hub = Hub::new(8, Caps::of(&crate::config::WebSocket::default()));
+            let feeds = FeedStore::new(&crate::config::Events::default());
             let consumer = tokio::spawn(run_outbox(
                 store.clone(),
                 hub,
                 CounterStore::default(),
+                feeds,
                 Arc::clone(&health),
             ));
             let mut done = false;
@@ -702,6 +779,20 @@ mod tests {
             assert_eq!(q[0].seq, 2);
             assert!(q[0].raw.contains("from_a_newer_release"), "{q:?}");
             assert!(health.stuck().is_none());
+            // The two that decode are in the group's feed, persisted with
+            // the cursor, numbered 1 and 2.
+            let feed = crate::domain::feed::Feed::Group(g);
+            assert_eq!(
+                store.feed_head(feed).unwrap(),
+                crate::domain::feed::Head { last: 2, oldest: 1 }
+            );
+            let seqs: Vec<u64> = store
+                .feed_entries(feed, 1, 10)
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            assert_eq!(seqs, vec![1, 2]);
         });
     }
 
@@ -753,14 +844,15 @@ mod tests {
         let mut a = hub.connect(alice, None, None).unwrap();
         let mut b = hub.connect(bob, None, None).unwrap();
         hub.subscribe(b.id, g).unwrap();
-        hub.publish(&ev(g, vec![]));
+        publish(&hub, ev(g, vec![]));
         assert!(a.rx.try_recv().is_err(), "alice is not subscribed to g");
         assert!(b
             .rx
             .try_recv()
             .unwrap()
+            .text
             .contains("\"type\":\"group_unbanned\""));
-        hub.publish(&ev(other, vec![alice]));
+        publish(&hub, ev(other, vec![alice]));
         assert!(
             a.rx.try_recv().is_ok(),
             "direct events reach the user unsubscribed"
@@ -768,7 +860,7 @@ mod tests {
         assert!(b.rx.try_recv().is_err());
         // bob stops reading: the third undelivered event overflows his queue of 2
         for _ in 0..3 {
-            hub.publish(&ev(g, vec![]));
+            publish(&hub, ev(g, vec![]));
         }
         assert!(b.slow.load(Ordering::SeqCst), "slow consumer flagged");
         assert!(b.rx.try_recv().is_ok() && b.rx.try_recv().is_ok());
@@ -776,11 +868,11 @@ mod tests {
             b.rx.try_recv().is_err(),
             "and disconnected: nothing more is queued"
         );
-        hub.publish(&ev(g, vec![bob]));
+        publish(&hub, ev(g, vec![bob]));
         assert!(b.rx.try_recv().is_err());
         assert!(!a.slow.load(Ordering::SeqCst));
         hub.disconnect(a.id);
-        hub.publish(&ev(other, vec![alice]));
+        publish(&hub, ev(other, vec![alice]));
         assert!(a.rx.try_recv().is_err());
     }
 }

@@ -177,10 +177,12 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         crate::push::Caps::of(&config.websocket),
     );
     let consumer = Arc::new(push::ConsumerHealth::default());
+    let feeds = crate::feeds::FeedStore::new(&config.events);
     actix_web::rt::spawn(push::run_outbox(
         storage.clone(),
         hub.clone(),
         directory.shared().counters.clone(),
+        feeds.clone(),
         Arc::clone(&consumer),
     ));
 
@@ -258,6 +260,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         ),
         notify_blocked: quick_cache::sync::Cache::new(10_000),
         hub,
+        feeds,
         base_url: base_url.clone(),
         config: config.clone(),
     });

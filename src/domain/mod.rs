@@ -3,6 +3,7 @@ pub mod books;
 pub mod challenge;
 pub mod code;
 pub mod events;
+pub mod feed;
 pub mod forgeries;
 pub mod forward;
 pub mod group;

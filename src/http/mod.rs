@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod challenges;
 pub mod codes;
+pub mod events;
 pub mod forward;
 pub mod groups;
 pub mod invites;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// Wakes the payout job (a payout was requested).
     pub payout_jobs: Arc<tokio::sync::Notify>,
     pub hub: Hub,
+    /// Each user's and group's events, for clients that were away.
+    pub feeds: crate::feeds::FeedStore,
     pub admin_hash: blake3::Hash,
     pub base_url: String,
     /// Rendered QR images of live invitations: (invite, kind, size) -> bytes.
@@ -225,6 +228,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(codes::get_code)
             .service(codes::revoke_code)
             .service(ws::ws)
+            .service(events::events)
             .service(challenges::answer_challenge)
             .service(abuse::joins)
             .service(abuse::invite_analytics)

@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
         super::groups::block, super::groups::ban, super::groups::unban,
         super::invites::create_invite, super::invites::get_invite, super::invites::revoke_invite,
         super::invites::qr_png, super::invites::qr_svg, super::invites::card_png,
-        super::joins::join, super::ws::ws, super::ws::ticket,
+        super::joins::join, super::ws::ws, super::ws::ticket, super::events::events,
         super::wallets::wallet, super::wallets::entries, super::wallets::earn,
         super::wallets::ledger_check,
         super::payouts::link, super::payouts::set_auto_payout, super::payouts::create_payout, super::payouts::list_payouts,

@@ -26,6 +26,8 @@
 //! | `cg/`  | group id             | [`Counters`] kept by the outbox consumer|
 //! | `ci/`  | invite id            | [`Counters`]                            |
 //! | `o/`   | first seq (u64 BE)   | JSON array of [`Event`]s: the outbox before the journal; read once, deleted when consumed |
+//! | `fe/`  | feed (17: `u`/`g`, id), seq (u64 BE) | one event of a user's or group's feed (`feeds.rs`: at, then its JSON) |
+//! | `fh/`  | feed (17)            | where the feed stands: last seq, oldest held (u64 BE each) |
 //! | `q/`   | event seq (u64 BE)   | [`QuarantineRecord`]: an outbox event the consumer could not decode |
 //! | `x/outbox_cursor` |           | last consumed seq (u64 BE)              |
 //! | `x/checkpoint` |              | journal position and last event seq sled holds (u64 BE each) |
@@ -61,6 +63,7 @@ mod checkpoint;
 pub mod cluster;
 mod codes;
 mod commit;
+pub mod feeds;
 mod groups;
 pub mod jetstream;
 pub mod journal;

@@ -91,9 +91,11 @@ impl Storage {
         groups: &[(GroupId, Counters)],
         invites: &[(InviteId, Counters)],
         quarantined: &[Quarantined],
+        feeds: &super::feeds::FeedBatch,
     ) -> Result<()> {
         let mut w = WriteSet::new();
         w.local();
+        feeds.write(&mut w);
         if let Ok(legacy) = self.inner.legacy_outbox.lock() {
             for seq in records.iter().filter(|s| legacy.contains(s)) {
                 w.del(key(b"o/", &[&seq.to_be_bytes()]));

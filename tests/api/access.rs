@@ -113,6 +113,7 @@ const MATRIX: &[Row] = &[
     ("POST",   "/v1/join",                                      [U, U, U, s(202), e(409, "already_member"), e(409, "already_member"), e(409, "already_member"), F]),
     ("GET",    "/v1/ws",                                        [U, U, U, s(101), s(101), s(101), s(101), F]),
     ("POST",   "/v1/ws/ticket",                                 [U, U, U, s(201), s(201), s(201), s(201), F]),
+    ("GET",    "/v1/events",                                    USERS),
     // Wallets and payouts: always the caller's own
     ("GET",    "/v1/wallet",                                    USERS),
     ("GET",    "/v1/wallet/entries",                            USERS),
@@ -438,6 +439,7 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         ("DELETE", "/v1/admin/api-keys/{id}") => req(format!("/v1/admin/api-keys/{}", fx.api_key)),
         ("DELETE", "/v1/sessions/current") => req(route),
         ("POST", "/v1/ws/ticket") => req(route),
+        ("GET", "/v1/events") => req(route),
         ("POST", "/v1/admin/users/{id}/kyc") => {
             let user = if who == Op {
                 &fx.spare

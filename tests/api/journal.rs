@@ -346,7 +346,7 @@ async fn event_seqs_have_no_gaps_and_unconsumed_events_survive_crashes() {
             firsts.push(*first);
             last = first + n - 1;
         }
-        s.consume_outbox(&firsts, last, &[], &[], &[])
+        s.consume_outbox(&firsts, last, &[], &[], &[], &Default::default())
             .await
             .expect("consumed");
         consumed = last;

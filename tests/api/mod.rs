@@ -9,6 +9,7 @@ mod cluster_nodes;
 mod codes;
 mod crash;
 mod errors;
+mod events;
 mod flow;
 mod fuzz;
 mod helpers;
