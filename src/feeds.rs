@@ -331,12 +331,12 @@ impl FeedStore {
         from: Option<[u8; 17]>,
         n: usize,
     ) -> Result<Option<[u8; 17]>, StorageError> {
-        let heads = storage.feed_heads(from, n)?;
-        let next = (heads.len() == n)
-            .then(|| heads.last().map(|(f, _)| f.key()))
+        let feeds = storage.feeds_after(from, n)?;
+        let next = (feeds.len() == n)
+            .then(|| feeds.last().map(|f| f.key()))
             .flatten();
-        for (f, disk) in heads {
-            let head = self.head_of(storage, f).unwrap_or(disk);
+        for f in feeds {
+            let head = self.head_of(storage, f)?;
             if head.oldest > head.last {
                 continue;
             }

@@ -222,8 +222,9 @@ impl GroupActor {
                 };
                 self.members.insert(member);
                 w.membership(gid, &self.members, user);
+                // For the group's feed: the joiner has the answer.
                 w.event(&self.event(
-                    vec![user],
+                    vec![],
                     EventKind::MemberJoined {
                         group_id: gid,
                         user_id: user,
@@ -249,10 +250,10 @@ impl GroupActor {
                     risk: risk.filter(JoinRisk::worth_keeping),
                 };
                 w.request(gid, &req);
-                let mut notify = vec![user];
-                notify.extend(self.moderators());
+                // For the moderators and the group's feed: the applicant
+                // has the answer.
                 w.event(&self.event(
-                    notify,
+                    self.moderators().collect(),
                     EventKind::JoinRequested {
                         group_id: gid,
                         request_id: req.id,

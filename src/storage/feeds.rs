@@ -1,6 +1,9 @@
-//! Event feeds on disk: `fe/` (feed, seq) holds one event, `fh/` (feed)
-//! where the feed stands. Written only by the outbox consumer, with its
-//! cursor (see `push.rs` and `feeds.rs`).
+//! Event feeds on disk. `fe/` (feed, first seq) holds a chunk of a
+//! feed's consecutive events (those one persist brought, at most
+//! [`CHUNK_EVENTS`] or [`CHUNK_BYTES`] each), so a busy feed costs a
+//! record per chunk, not per event; `fh/` (feed) where the feed stands.
+//! Written only by the outbox consumer, with its cursor (see `push.rs` and
+//! `feeds.rs`).
 
 use super::*;
 use crate::domain::feed::{Feed, Head};
@@ -33,7 +36,8 @@ impl Stored {
 }
 
 /// What the consumer writes with its cursor: new events, the heads that
-/// moved, and the seqs that dropped out of their feeds.
+/// moved (stored only for feeds left empty), and the seqs that dropped out
+/// of their feeds.
 #[derive(Default)]
 pub struct FeedBatch {
     pub entries: Vec<(Feed, u64, Stored)>,
@@ -45,27 +49,96 @@ impl FeedBatch {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.heads.is_empty() && self.drops.is_empty()
     }
-
-    pub(super) fn write(&self, w: &mut WriteSet) {
-        for (f, seq, s) in &self.entries {
-            w.put(entry_key(*f, *seq), s.encode());
-        }
-        for (f, range) in &self.drops {
-            for seq in range.clone() {
-                w.del(entry_key(*f, seq));
-            }
-        }
-        for (f, h) in &self.heads {
-            w.put(key(b"fh/", &[&f.key()]), h.to_bytes().to_vec());
-        }
-    }
 }
 
-fn entry_key(f: Feed, seq: u64) -> Vec<u8> {
-    key(b"fe/", &[&f.key(), &seq.to_be_bytes()])
+/// Most events in one chunk, and most bytes (well under sled's threshold
+/// for values kept apart).
+const CHUNK_EVENTS: usize = 64;
+const CHUNK_BYTES: usize = 8 * 1024;
+
+fn chunk_key(f: Feed, first: u64) -> Vec<u8> {
+    key(b"fe/", &[&f.key(), &first.to_be_bytes()])
+}
+
+fn first_of(k: &[u8]) -> Option<u64> {
+    k.get(20..28)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+}
+
+/// A chunk: (u64 BE seq, u32 BE length, the stored event) for each event.
+fn encode_chunk(events: &[(u64, &Stored)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (seq, s) in events {
+        let e = s.encode();
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&(e.len() as u32).to_be_bytes());
+        v.extend_from_slice(&e);
+    }
+    v
+}
+
+/// The events of a chunk; `None` if it does not decode.
+fn decode_chunk(mut b: &[u8]) -> Option<Vec<(u64, Stored)>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let seq = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+        let len = u32::from_be_bytes(b.get(8..12)?.try_into().ok()?) as usize;
+        let s = Stored::decode(b.get(12..12 + len)?)?;
+        out.push((seq, s));
+        b = b.get(12 + len..)?;
+    }
+    Some(out)
 }
 
 impl Storage {
+    /// Put `b` in `w`: the new events in chunks, the heads that moved, and
+    /// the chunks every event of which dropped out of its feed.
+    pub(super) fn write_feeds(&self, b: &FeedBatch, w: &mut WriteSet) -> Result<()> {
+        let mut i = 0;
+        while i < b.entries.len() {
+            let (feed, first, _) = &b.entries[i];
+            let mut chunk: Vec<(u64, &Stored)> = Vec::new();
+            let mut bytes = 0;
+            while let Some((f, seq, s)) = b.entries.get(i) {
+                let next = first + chunk.len() as u64;
+                if f != feed
+                    || *seq != next
+                    || chunk.len() == CHUNK_EVENTS
+                    || (bytes > 0 && bytes + s.body.len() > CHUNK_BYTES)
+                {
+                    break;
+                }
+                bytes += s.body.len();
+                chunk.push((*seq, s));
+                i += 1;
+            }
+            w.put(chunk_key(*feed, *first), encode_chunk(&chunk));
+        }
+        for (f, h) in &b.heads {
+            w.put(key(b"fh/", &[&f.key()]), h.to_bytes().to_vec());
+        }
+        for (f, range) in &b.drops {
+            // A chunk goes once all of it is below the range's end; one that
+            // straddles it stays (reads skip what is below the oldest).
+            let chunks: Vec<(u64, Vec<u8>)> = self
+                .inner
+                .tree
+                .range(chunk_key(*f, 0)..chunk_key(*f, range.end))
+                .map(|kv| kv.map(|(k, v)| (first_of(&k).unwrap_or(0), v.to_vec())))
+                .collect::<Result<_>>()?;
+            for (first, v) in chunks {
+                let last = decode_chunk(&v)
+                    .and_then(|e| e.last().map(|(s, _)| *s))
+                    .unwrap_or(first);
+                if last < range.end {
+                    w.del(chunk_key(*f, first));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Where `feed` stands on disk (a feed never written: empty, at 0).
     pub fn feed_head(&self, feed: Feed) -> Result<Head> {
         let k = key(b"fh/", &[&feed.key()]);
@@ -77,42 +150,59 @@ impl Storage {
         }
     }
 
-    /// Up to `limit` events of `feed` from seq `from` on, in order. An
-    /// event that does not decode is left out (logged): a reader skips it
+    /// Up to `limit` events of `feed` from seq `from` on, in order. A
+    /// chunk that does not decode is left out (logged): a reader skips it
     /// rather than stop at it.
     pub fn feed_entries(&self, feed: Feed, from: u64, limit: usize) -> Result<Vec<(u64, Stored)>> {
-        let lo = entry_key(feed, from);
-        let hi = entry_key(feed, u64::MAX);
+        // The chunk holding `from` starts at or before it.
+        let start = match self
+            .inner
+            .tree
+            .range(chunk_key(feed, 0)..=chunk_key(feed, from))
+            .next_back()
+            .transpose()?
+        {
+            Some((k, _)) => std::ops::Bound::Included(k.to_vec()),
+            None => std::ops::Bound::Included(chunk_key(feed, from)),
+        };
+        let hi = std::ops::Bound::Included(chunk_key(feed, u64::MAX));
         let mut out = Vec::new();
-        for kv in self.inner.tree.range(lo..=hi).take(limit) {
+        for kv in self.inner.tree.range((start, hi)) {
             let (k, v) = kv?;
-            let Some(seq) = k.get(20..28).and_then(|s| <[u8; 8]>::try_from(s).ok()) else {
-                continue;
-            };
-            let seq = u64::from_be_bytes(seq);
-            match Stored::decode(&v) {
-                Some(s) => out.push((seq, s)),
-                None => tracing::error!(%feed, seq, "a feed event does not decode; skipped"),
+            match decode_chunk(&v) {
+                Some(events) => out.extend(events.into_iter().filter(|(seq, _)| *seq >= from)),
+                None => {
+                    tracing::error!(%feed, first = ?first_of(&k), "a feed chunk does not decode; skipped")
+                }
+            }
+            if out.len() >= limit {
+                break;
             }
         }
+        out.truncate(limit);
         Ok(out)
     }
 
-    /// Up to `limit` feed heads after `after` (a feed's key), in key order:
-    /// for the sweep that drops events older than the retention time.
-    pub fn feed_heads(&self, after: Option<[u8; 17]>, limit: usize) -> Result<Vec<(Feed, Head)>> {
-        let lo = match after {
-            Some(k) => std::ops::Bound::Excluded(key(b"fh/", &[&k])),
-            None => std::ops::Bound::Included(b"fh/".to_vec()),
-        };
-        let hi = std::ops::Bound::Excluded(b"fh0".to_vec());
+    /// Up to `limit` feeds holding events, after the feed `after` (its
+    /// key), in key order: for the sweep that drops events older than the
+    /// retention time. One seek per feed.
+    pub fn feeds_after(&self, after: Option<[u8; 17]>, limit: usize) -> Result<Vec<Feed>> {
         let mut out = Vec::new();
-        for kv in self.inner.tree.range((lo, hi)).take(limit) {
-            let (k, v) = kv?;
-            if let (Some(f), Some(h)) = (k.get(3..).and_then(Feed::from_key), Head::from_bytes(&v))
-            {
-                out.push((f, h));
-            }
+        let mut from = match after {
+            Some(k) => std::ops::Bound::Excluded(key(b"fe/", &[&k, &u64::MAX.to_be_bytes()])),
+            None => std::ops::Bound::Included(b"fe/".to_vec()),
+        };
+        let hi = std::ops::Bound::Excluded(b"fe0".to_vec());
+        while out.len() < limit {
+            let Some(kv) = self.inner.tree.range((from, hi.clone())).next() else {
+                break;
+            };
+            let (k, _) = kv?;
+            let Some(f) = k.get(3..20).and_then(Feed::from_key) else {
+                break;
+            };
+            out.push(f);
+            from = std::ops::Bound::Excluded(chunk_key(f, u64::MAX));
         }
         Ok(out)
     }
@@ -121,6 +211,22 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_reads_back() {
+        let a = Stored {
+            at: 1,
+            body: Arc::from("{\"type\":\"a\"}"),
+        };
+        let b = Stored {
+            at: 2,
+            body: Arc::from("{}"),
+        };
+        let c = encode_chunk(&[(7, &a), (8, &b)]);
+        assert_eq!(decode_chunk(&c), Some(vec![(7, a), (8, b)]));
+        assert_eq!(decode_chunk(&c[..c.len() - 1]), None);
+        assert_eq!(decode_chunk(&[]), Some(vec![]));
+    }
 
     #[test]
     fn a_stored_event_reads_back() {

@@ -95,7 +95,7 @@ impl Storage {
     ) -> Result<()> {
         let mut w = WriteSet::new();
         w.local();
-        feeds.write(&mut w);
+        self.write_feeds(feeds, &mut w)?;
         if let Ok(legacy) = self.inner.legacy_outbox.lock() {
             for seq in records.iter().filter(|s| legacy.contains(s)) {
                 w.del(key(b"o/", &[&seq.to_be_bytes()]));

@@ -202,10 +202,9 @@ impl PacketActor {
             }
         }
         w.claim(pid, &claim);
-        let mut to = vec![user];
-        to.extend(sender.filter(|s| *s != user));
+        // For the sender's feed: the claimant has the answer.
         w.event(&event(
-            to,
+            sender.into_iter().collect(),
             now,
             EventKind::PacketClaimed {
                 packet_id: pid,

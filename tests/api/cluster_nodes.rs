@@ -1388,3 +1388,58 @@ async fn a_session_made_through_one_node_works_at_once_on_the_others() {
     let (s, v) = n[0].get("/v1/wallet", Some("qrs_not-a-session")).await;
     assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
 }
+
+/// Every node numbers every feed alike: a sender whose packet is claimed
+/// through all three nodes reads the same feed, the same seqs, from each,
+/// and resumes on one node where another left off.
+#[actix_web::test]
+async fn every_node_numbers_a_feed_alike() {
+    let Some(nats) = Nats::start() else { return };
+    let n = nodes(&nats).await;
+    all_live(&n).await;
+    let (sender, sender_tok) = n[0].user("sender").await;
+    assert_eq!(n[1].earn("fund", &sender, 3000).await.0, 201);
+    let (s, v) = n[2]
+        .create_packet(
+            &sender_tok,
+            "feed",
+            json!({"total": 1200, "count": 12, "mode": "fixed"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let packet = s_(&v["id"]);
+    for i in 0..12 {
+        let (_, tok) = n[i % 3].user(&format!("c{i}")).await;
+        let (s, v) = n[(i + 1) % 3].claim(&tok, &packet, json!({})).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    // 12 claims and the emptying.
+    let mut feeds = Vec::new();
+    for app in &n {
+        let (_, v) = eventually(app, "/v1/events?after=0&limit=1000", &sender_tok, |_, v| {
+            v["events"].as_array().is_some_and(|e| e.len() == 13)
+        })
+        .await;
+        feeds.push(v["events"].clone());
+    }
+    let seqs: Vec<u64> = feeds[0]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
+    assert_eq!(feeds[0], feeds[1], "n1 and n2 number the feed alike");
+    assert_eq!(feeds[0], feeds[2], "n1 and n3 number the feed alike");
+    // Read the first 5 on one node, the rest on another.
+    let (_, v) = n[0]
+        .get("/v1/events?after=0&limit=5", Some(&sender_tok))
+        .await;
+    let after = v["next_after"].as_u64().expect("next_after");
+    let (_, rest) = n[2]
+        .get(&format!("/v1/events?after={after}"), Some(&sender_tok))
+        .await;
+    let mut joined = v["events"].as_array().expect("events").clone();
+    joined.extend(rest["events"].as_array().expect("events").iter().cloned());
+    assert_eq!(Value::Array(joined), feeds[0]);
+}
