@@ -112,7 +112,8 @@ impl FeedStore {
         }
     }
 
-    fn head_of(&self, storage: &Storage, feed: Feed) -> Result<Head, StorageError> {
+    /// Where `feed` stands now: in memory if the consumer holds it, else on disk.
+    pub fn head(&self, storage: &Storage, feed: Feed) -> Result<Head, StorageError> {
         if let Some(h) = self
             .inner
             .lock()
@@ -297,11 +298,6 @@ impl FeedStore {
         Ok(Page { events, head })
     }
 
-    /// Where `feed` stands now.
-    pub fn head(&self, storage: &Storage, feed: Feed) -> Result<Head, StorageError> {
-        self.head_of(storage, feed)
-    }
-
     /// A handle that is notified when `feed` grows. Enable the
     /// `notified()` future before reading, then wait on it.
     pub fn waiter(&self, feed: Feed) -> Arc<Notify> {
@@ -336,7 +332,7 @@ impl FeedStore {
             .then(|| feeds.last().map(|f| f.key()))
             .flatten();
         for f in feeds {
-            let head = self.head_of(storage, f)?;
+            let head = self.head(storage, f)?;
             if head.oldest > head.last {
                 continue;
             }
