@@ -112,17 +112,77 @@ impl FeedStore {
         }
     }
 
-    /// Where `feed` stands now: in memory if the consumer holds it, else on disk.
+    /// Where `feed` stands for a reader: its last seq, and the oldest it
+    /// holds that is younger than the retention time (events the sweep has
+    /// not dropped yet are already past for readers).
     pub fn head(&self, storage: &Storage, feed: Feed) -> Result<Head, StorageError> {
-        if let Some(h) = self
-            .inner
-            .lock()
-            .ok()
-            .and_then(|i| i.heads.get(&feed).copied())
-        {
+        let mut head = self.stored_head(storage, feed)?;
+        head.oldest = self.first_unexpired(storage, feed, head)?;
+        Ok(head)
+    }
+
+    /// Where `feed` stands as numbered: in memory if the consumer holds
+    /// it, else on disk.
+    fn stored_head(&self, storage: &Storage, feed: Feed) -> Result<Head, StorageError> {
+        if let Some(h) = self.lock()?.heads.get(&feed).copied() {
             return Ok(h);
         }
         storage.feed_head(feed)
+    }
+
+    /// The first seq of `head` younger than the retention time (`last + 1`
+    /// when none is). A feed's events are in seq order, so in time order:
+    /// this reads one chunk unless the sweep is behind.
+    fn first_unexpired(
+        &self,
+        storage: &Storage,
+        feed: Feed,
+        head: Head,
+    ) -> Result<u64, StorageError> {
+        let cutoff = crate::clock::now() - self.retention_secs;
+        let mut from = head.oldest;
+        while from <= head.last {
+            let page = self.entries(storage, feed, from, head.last, MAX_LIMIT)?;
+            if page.is_empty() {
+                break;
+            }
+            for (seq, s) in &page {
+                if s.at >= cutoff {
+                    return Ok(*seq);
+                }
+                from = seq + 1;
+            }
+        }
+        Ok(head.last + 1)
+    }
+
+    /// Up to `limit` events of `feed` from `from` through `last`, pending
+    /// and persisted alike. Pending first, then the disk: an event
+    /// persisted in between is in both (merged by seq), never in neither.
+    fn entries(
+        &self,
+        storage: &Storage,
+        feed: Feed,
+        from: u64,
+        last: u64,
+        limit: usize,
+    ) -> Result<BTreeMap<u64, Stored>, StorageError> {
+        if from > last {
+            return Ok(BTreeMap::new());
+        }
+        let mut events: BTreeMap<u64, Stored> = self
+            .lock()?
+            .pending
+            .range((feed, from)..=(feed, last))
+            .take(limit)
+            .map(|((_, seq), s)| (*seq, s.clone()))
+            .collect();
+        for (seq, s) in storage.feed_entries(feed, from, limit)? {
+            if seq <= last {
+                events.entry(seq).or_insert(s);
+            }
+        }
+        Ok(events.into_iter().take(limit).collect())
     }
 
     /// Read what numbering `events` needs (the heads of their feeds not in
@@ -268,32 +328,11 @@ impl FeedStore {
         limit: usize,
     ) -> Result<Page, ReadError> {
         let limit = limit.clamp(1, MAX_LIMIT);
-        // Pending events first, then the disk: an event persisted in
-        // between is in both (merged by seq), never in neither.
-        let (cached, mut events) = {
-            let inner = self.lock()?;
-            let head = inner.heads.get(&feed).copied();
-            let from = head.map_or(0, |h| h.start(after).unwrap_or(0));
-            let pending: BTreeMap<u64, Stored> = inner
-                .pending
-                .range((feed, from)..=(feed, u64::MAX))
-                .take(limit)
-                .map(|((_, seq), s)| (*seq, s.clone()))
-                .collect();
-            (head, pending)
-        };
-        let head = match cached {
-            Some(h) => h,
-            None => storage.feed_head(feed)?,
-        };
+        let head = self.head(storage, feed)?;
         let start = head.start(after).map_err(ReadError::Expired)?;
-        for (seq, s) in storage.feed_entries(feed, start, limit)? {
-            events.entry(seq).or_insert(s);
-        }
-        let events = events
+        let events = self
+            .entries(storage, feed, start, head.last, limit)?
             .into_iter()
-            .filter(|(seq, _)| *seq >= start && *seq <= head.last)
-            .take(limit)
             .collect();
         Ok(Page { events, head })
     }
@@ -332,7 +371,7 @@ impl FeedStore {
             .then(|| feeds.last().map(|f| f.key()))
             .flatten();
         for f in feeds {
-            let head = self.head(storage, f)?;
+            let head = self.stored_head(storage, f)?;
             if head.oldest > head.last {
                 continue;
             }
