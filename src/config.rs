@@ -43,6 +43,11 @@ pub struct Config {
     pub codes: Codes,
     pub cards: Cards,
     pub events: Events,
+    /// The operator's backend: endpoints that receive events as signed
+    /// webhooks (`[[webhooks]]`; one from `QRGATE_WEBHOOK_URL` and
+    /// `QRGATE_WEBHOOK_SECRET`).
+    pub webhooks: Vec<Webhook>,
+    pub webhook_delivery: WebhookDelivery,
     pub storage: StorageCfg,
     /// Cluster mode: absent (no `nats`), one node with its journal.
     pub cluster: ClusterCfg,
@@ -265,6 +270,68 @@ impl Default for Events {
         Events {
             retention_days: 30,
             max_per_feed: 10_000,
+        }
+    }
+}
+
+/// One webhook endpoint.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// 1 to 32 of `a-z0-9_-`; names the endpoint in the admin routes.
+    pub id: String,
+    /// `https://...` (or `http://` for a receiver on this machine or network).
+    pub url: String,
+    /// `whsec_` and base64 of 24 to 64 random bytes (Standard Webhooks).
+    pub secret: String,
+    /// Event types it takes (`"*"`: every type).
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Secrets stay out of logs and debug output.
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookDelivery {
+    /// Undelivered deliveries kept on disk, in MiB, over every endpoint; at
+    /// the bound the oldest of the endpoint with the most are dropped
+    /// (counted, and logged as an error).
+    pub max_queue_mb: u64,
+    /// How long a delivery is tried again, in hours, before it fails.
+    pub retry_hours: u64,
+    /// Seconds to connect, and for a whole attempt.
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    /// Days a delivered, failed or dropped delivery stays listed.
+    pub keep_days: u64,
+    /// Attempts in flight at once, per endpoint.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookDelivery {
+    fn default() -> Self {
+        WebhookDelivery {
+            max_queue_mb: 1024,
+            retry_hours: 24,
+            connect_timeout_secs: 5,
+            timeout_secs: 15,
+            keep_days: 7,
+            concurrency: 8,
         }
     }
 }
@@ -505,6 +572,8 @@ impl Default for Config {
             codes: Codes::default(),
             cards: Cards::default(),
             events: Events::default(),
+            webhooks: Vec::new(),
+            webhook_delivery: WebhookDelivery::default(),
             storage: StorageCfg::default(),
             cluster: ClusterCfg::default(),
             risk: crate::domain::risk::Policy::default(),
@@ -574,7 +643,61 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The endpoint `QRGATE_WEBHOOK_URL` makes.
+pub const ENV_WEBHOOK: &str = "env";
+
 impl Config {
+    fn validate_webhooks(&self) -> Result<(), String> {
+        use crate::domain::webhook::{check_events, valid_endpoint_id};
+        let mut seen = std::collections::HashSet::new();
+        for w in &self.webhooks {
+            if !valid_endpoint_id(&w.id) || !seen.insert(w.id.as_str()) {
+                return Err(format!(
+                    "webhooks: id `{}` must be 1 to 32 of a-z, 0-9, '_' or '-', and unique",
+                    w.id
+                ));
+            }
+            let url = url::Url::parse(&w.url)
+                .map_err(|e| format!("webhooks.{}: url `{}`: {e}", w.id, w.url))?;
+            if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+                return Err(format!("webhooks.{}: url must be http(s)://host/...", w.id));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(format!("webhooks.{}: put no credentials in the url", w.id));
+            }
+            let key = w
+                .secret
+                .strip_prefix("whsec_")
+                .and_then(|b| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.decode(b).ok()
+                })
+                .ok_or(format!(
+                    "webhooks.{}: secret must be `whsec_` then base64 (e.g. `whsec_$(head -c 32 /dev/urandom | base64)`)",
+                    w.id
+                ))?;
+            if !(24..=64).contains(&key.len()) {
+                return Err(format!(
+                    "webhooks.{}: the secret must hold 24 to 64 bytes",
+                    w.id
+                ));
+            }
+            check_events(&w.events).map_err(|e| format!("webhooks.{}: events {e}", w.id))?;
+        }
+        let d = &self.webhook_delivery;
+        if d.max_queue_mb == 0
+            || !(1..=24 * 7).contains(&d.retry_hours)
+            || d.connect_timeout_secs == 0
+            || d.timeout_secs == 0
+            || d.timeout_secs > 120
+            || !(1..=64).contains(&d.concurrency)
+            || d.keep_days == 0
+        {
+            return Err("webhook_delivery: max_queue_mb, keep_days at least 1; retry_hours 1 to 168; timeouts 1 to 120 s; concurrency 1 to 64".into());
+        }
+        Ok(())
+    }
+
     /// Load `path` if given (it must exist), else `./config.toml` if present,
     /// else defaults; then apply environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -624,6 +747,22 @@ impl Config {
         if let Some(v) = get("QRGATE_CLUSTER_SECRET") {
             self.cluster.secret = v;
         }
+        if let (Some(url), Some(secret)) = (get("QRGATE_WEBHOOK_URL"), get("QRGATE_WEBHOOK_SECRET"))
+        {
+            let events = get("QRGATE_WEBHOOK_EVENTS").map_or_else(all_events, |v| {
+                v.split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            });
+            self.webhooks.retain(|w| w.id != ENV_WEBHOOK);
+            self.webhooks.push(Webhook {
+                id: ENV_WEBHOOK.into(),
+                url,
+                secret,
+                events,
+            });
+        }
         // Provider secrets belong in the environment rather than the file.
         if let Some(p) = self.provider.as_mut() {
             if let Some(v) = get("QRGATE_PROVIDER_API_V3_KEY") {
@@ -637,6 +776,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if let Err(e) = self.validate_webhooks() {
+            return bad(&e);
+        }
         if let Err(e) = crate::domain::network::parse_proxies(&self.trusted_proxies) {
             return bad(&e);
         }

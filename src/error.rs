@@ -38,6 +38,12 @@ pub enum ApiError {
     InsufficientScope(&'static str),
     #[error("API key not found")]
     ApiKeyNotFound,
+    #[error("no webhook endpoint with this id is configured")]
+    WebhookNotFound,
+    #[error(
+        "no webhook delivery with this id (done ones are listed for webhook_delivery.keep_days)"
+    )]
+    DeliveryNotFound,
     #[error("a payout is in progress: the payout account can be changed once it is over")]
     LinkChangeBlocked,
     #[error("payouts wait {retry_after_secs} s more after a change of payout account")]
@@ -188,6 +194,8 @@ impl ApiError {
             ApiError::AccountFrozen => "account_frozen",
             ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::ApiKeyNotFound => "api_key_not_found",
+            ApiError::WebhookNotFound => "webhook_not_found",
+            ApiError::DeliveryNotFound => "delivery_not_found",
             ApiError::LinkChangeBlocked => "link_change_blocked",
             ApiError::PayoutCoolingOff { .. } => "payout_cooling_off",
             ApiError::Join(r) => r.code(),
@@ -252,7 +260,9 @@ impl ApiError {
             | ApiError::InviteNotFound
             | ApiError::RequestNotFound
             | ApiError::UserNotFound
-            | ApiError::ApiKeyNotFound => StatusCode::NOT_FOUND,
+            | ApiError::ApiKeyNotFound
+            | ApiError::WebhookNotFound
+            | ApiError::DeliveryNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Join(r) => {
                 use crate::domain::join::Refusal::*;

@@ -28,3 +28,4 @@ pub mod seed;
 pub mod startup;
 pub mod storage;
 pub mod wallets;
+pub mod webhooks;

@@ -279,6 +279,61 @@ pub static EVENTS_QUARANTINED: LazyLock<IntCounter> = LazyLock::new(|| {
     .unwrap_or_else(|_| unreachable_metric()))
 });
 
+pub static WEBHOOKS_QUEUED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    reg(prometheus::IntGaugeVec::new(
+        Opts::new(
+            "qrgate_webhooks_queued",
+            "Webhook deliveries queued on this node, per endpoint",
+        ),
+        &["endpoint"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static WEBHOOK_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_webhook_attempts_total",
+            "Webhook delivery attempts per endpoint, by result (delivered, retry, gone)",
+        ),
+        &["endpoint", "result"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static WEBHOOKS_DONE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_webhooks_total",
+            "Webhook deliveries ended per endpoint: delivered, or failed for the whole retry window",
+        ),
+        &["endpoint", "state"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static WEBHOOKS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_webhooks_dropped_total",
+            "Undelivered webhook deliveries dropped at the queue's bound (webhook_delivery.max_queue_mb), per endpoint",
+        ),
+        &["endpoint"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
+pub static WEBHOOKS_DISABLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "qrgate_webhook_endpoints_disabled_total",
+            "Times a webhook endpoint was disabled because its receiver answered 410 Gone",
+        ),
+        &["endpoint"],
+    )
+    .unwrap_or_else(|_| unreachable_metric()))
+});
+
 pub static WS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(

@@ -578,6 +578,7 @@ pub async fn run_outbox(
     hub: Hub,
     counters: CounterStore,
     feeds: FeedStore,
+    webhooks: Arc<crate::webhooks::Webhooks>,
     health: Arc<ConsumerHealth>,
 ) {
     let mut durable = storage.durable_seq();
@@ -592,6 +593,7 @@ pub async fn run_outbox(
     let mut seen = cursor;
     let mut records: Vec<u64> = Vec::new();
     let mut quarantined: Vec<crate::storage::Quarantined> = Vec::new();
+    let mut hooks = crate::storage::webhooks::WebhookBatch::default();
     let mut last_persist = Instant::now();
     let mut last_round = Instant::now();
     // The first sweep at start: a server that was down for long drops
@@ -645,6 +647,7 @@ pub async fn run_outbox(
                         seen = first + n.saturating_sub(1);
                     }
                     seen = seen.max(upto);
+                    webhooks.prepare(&all, &mut hooks);
                     health.succeeded();
                 }
                 Err(e) => {
@@ -677,13 +680,25 @@ pub async fn run_outbox(
                 continue;
             }
             let (g, i) = counters.snapshot();
-            match storage
-                .consume_outbox(&records, seen, &g, &i, &quarantined, &batch)
-                .await
-            {
+            let (queue, written) = webhooks.bound(&hooks).await;
+            let persisted = storage
+                .consume_outbox(crate::storage::Consumed {
+                    records: &records,
+                    upto: seen,
+                    groups: &g,
+                    invites: &i,
+                    quarantined: &quarantined,
+                    feeds: &batch,
+                    webhooks: &written,
+                })
+                .await;
+            drop(queue);
+            match persisted {
                 Ok(()) => {
                     counters.persisted();
                     feeds.persisted(&batch);
+                    webhooks.persisted(&hooks, &written);
+                    hooks = Default::default();
                     records.clear();
                     quarantined.clear();
                     cursor = seen;
@@ -762,6 +777,13 @@ mod tests {
                 hub,
                 CounterStore::default(),
                 feeds,
+                crate::webhooks::Webhooks::new(
+                    &[],
+                    Default::default(),
+                    store.clone(),
+                    Default::default(),
+                )
+                .unwrap(),
                 Arc::clone(&health),
             ));
             let mut done = false;

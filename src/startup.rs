@@ -28,6 +28,8 @@ pub enum StartError {
     Cluster(String),
     #[error("[provider]: {0}")]
     Provider(qrgate_provider::client::ClientError),
+    #[error("{0}")]
+    Webhooks(String),
 }
 
 /// A server bound to its port, not yet awaited.
@@ -178,11 +180,20 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     );
     let consumer = Arc::new(push::ConsumerHealth::default());
     let feeds = crate::feeds::FeedStore::new(&config.events);
+    let webhooks = crate::webhooks::Webhooks::new(
+        &config.webhooks,
+        config.webhook_delivery.clone(),
+        storage.clone(),
+        duty.clone(),
+    )
+    .map_err(StartError::Webhooks)?;
+    webhooks.start();
     actix_web::rt::spawn(push::run_outbox(
         storage.clone(),
         hub.clone(),
         directory.shared().counters.clone(),
         feeds.clone(),
+        Arc::clone(&webhooks),
         Arc::clone(&consumer),
     ));
 
@@ -261,6 +272,8 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         notify_blocked: quick_cache::sync::Cache::new(10_000),
         hub,
         feeds,
+        webhooks,
+        forgery_event_at: Default::default(),
         base_url: base_url.clone(),
         config: config.clone(),
     });

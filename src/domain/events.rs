@@ -129,6 +129,21 @@ pub enum EventKind {
         packet_id: PacketId,
         retry_after_secs: u64,
     },
+    /// A transfer or a day's payouts at or above
+    /// `payouts.large_transaction_fen` (for the operator: webhooks only).
+    LargeTransaction {
+        user_id: UserId,
+        /// `single_transfer` or `daily_total`.
+        kind: String,
+        amount: u64,
+    },
+    /// A provider notification failed its signature or protocol check (for
+    /// the operator: webhooks only; at most one a minute, the rest counted
+    /// in `GET /v1/admin/alerts`).
+    NotificationForged {
+        peer: String,
+        reason: String,
+    },
 }
 
 /// An event and who receives it: the subscribers of its group topic and the

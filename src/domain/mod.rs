@@ -19,3 +19,4 @@ pub mod risk;
 pub mod roster;
 pub mod session;
 pub mod token;
+pub mod webhook;

@@ -250,6 +250,18 @@ pub const ROUTE_SCOPES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/admin/blacklist", "moderation"),
     ("PUT", "/v1/admin/blacklist/{user_id}", "moderation"),
     ("DELETE", "/v1/admin/blacklist/{user_id}", "moderation"),
+    ("GET", "/v1/admin/webhooks", "webhooks:admin"),
+    (
+        "GET",
+        "/v1/admin/webhooks/{id}/deliveries",
+        "webhooks:admin",
+    ),
+    (
+        "POST",
+        "/v1/admin/webhooks/deliveries/{id}/resend",
+        "webhooks:admin",
+    ),
+    ("POST", "/v1/admin/webhooks/{id}/enable", "webhooks:admin"),
 ];
 
 /// The scope `req`'s route needs from a key, if a key may call it at all.

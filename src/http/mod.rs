@@ -20,6 +20,7 @@ pub mod pages;
 pub mod payouts;
 pub mod users;
 pub mod wallets;
+pub mod webhooks;
 pub mod ws;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
@@ -60,6 +61,9 @@ pub struct AppState {
     pub hub: Hub,
     /// Each user's and group's events, for clients that were away.
     pub feeds: crate::feeds::FeedStore,
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// When the last forged-notification event was written (unix seconds).
+    pub forgery_event_at: std::sync::atomic::AtomicI64,
     pub admin_hash: blake3::Hash,
     pub base_url: String,
     /// Rendered QR images of live invitations: (invite, kind, size) -> bytes.
@@ -229,6 +233,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(codes::revoke_code)
             .service(ws::ws)
             .service(events::events)
+            .service(webhooks::list)
+            .service(webhooks::deliveries)
+            .service(webhooks::resend)
+            .service(webhooks::enable)
             .service(challenges::answer_challenge)
             .service(abuse::joins)
             .service(abuse::invite_analytics)

@@ -35,6 +35,8 @@ use utoipa::{Modify, OpenApi};
         super::challenges::answer_challenge, super::abuse::joins, super::abuse::invite_analytics,
         super::abuse::group_analytics, super::abuse::reset_invite, super::abuse::burn_branch,
         super::abuse::remove_member, super::abuse::flagged_groups, super::abuse::clear_flag,
+        super::webhooks::list, super::webhooks::deliveries, super::webhooks::resend,
+        super::webhooks::enable,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&Bearer, &Problems)

@@ -424,6 +424,33 @@ pub async fn provider_notify(
     }
 }
 
+/// Tell the operator's backend (webhooks) of a forged notification, at
+/// most once a minute: a flood is counted in the alerts, not sent on.
+fn forgery_event(state: &AppState, now: i64, peer: String, reason: String) {
+    use std::sync::atomic::Ordering;
+    let last = state.forgery_event_at.load(Ordering::Relaxed);
+    if now - last < 60
+        || state
+            .forgery_event_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let mut w = crate::storage::WriteSet::new();
+    w.event(&crate::domain::events::Event::for_users(
+        vec![],
+        now,
+        crate::domain::events::EventKind::NotificationForged { peer, reason },
+    ));
+    let written = state.storage.submit(w);
+    actix_web::rt::spawn(async move {
+        if let Err(e) = written.await {
+            tracing::warn!(error = %e, "the forged-notification event was not written");
+        }
+    });
+}
+
 async fn notify(
     state: &AppState,
     req: &HttpRequest,
@@ -460,19 +487,22 @@ async fn notify(
             ClientError::BadSignature(_) => "signature",
             _ => "protocol",
         };
+        let peer = req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let detail: String = e.to_string().chars().take(200).collect();
         if let Ok(mut g) = state.notifications.lock() {
             g.forgeries.record(
                 Rejection {
                     at: rfc3339(now),
-                    peer: req
-                        .peer_addr()
-                        .map(|a| a.ip().to_string())
-                        .unwrap_or_default(),
-                    reason: e.to_string().chars().take(200).collect(),
+                    peer: peer.clone(),
+                    reason: detail.clone(),
                 },
                 reason,
             );
         }
+        forgery_event(state, now, peer, detail);
         if let Some(n) = network {
             if let Err(nu) = state.notify_refusals.check_key(&n) {
                 let wait =

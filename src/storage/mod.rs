@@ -77,10 +77,11 @@ mod payouts;
 mod runs;
 mod sled_slot;
 mod snapshot;
+pub mod webhooks;
 mod writeset;
 
 pub use groups::{Counters, GroupSnapshot};
-pub use outbox::{OutboxRound, QuarantineRecord, Quarantined};
+pub use outbox::{Consumed, OutboxRound, QuarantineRecord, Quarantined};
 pub use writeset::{Fence, WriteSet};
 
 pub use abuse::{Scope, Suspect};

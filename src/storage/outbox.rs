@@ -32,6 +32,17 @@ pub struct QuarantineRecord {
     pub raw: String,
 }
 
+/// What one persist of the outbox consumer writes.
+pub struct Consumed<'a> {
+    pub records: &'a [u64],
+    pub upto: u64,
+    pub groups: &'a [(GroupId, Counters)],
+    pub invites: &'a [(InviteId, Counters)],
+    pub quarantined: &'a [Quarantined],
+    pub feeds: &'a super::feeds::FeedBatch,
+    pub webhooks: &'a super::webhooks::WebhookBatch,
+}
+
 impl Storage {
     /// Highest outbox seq known to be on disk; changes after every flush.
     pub fn durable_seq(&self) -> watch::Receiver<u64> {
@@ -81,21 +92,24 @@ impl Storage {
         self.scan(b"q/".to_vec())
     }
 
-    /// Record that the outbox records `records` (all events up to `upto`) were
-    /// consumed: store the counters they produced and the new cursor in one
-    /// durable write set, then let the records go.
-    pub async fn consume_outbox(
-        &self,
-        records: &[u64],
-        upto: u64,
-        groups: &[(GroupId, Counters)],
-        invites: &[(InviteId, Counters)],
-        quarantined: &[Quarantined],
-        feeds: &super::feeds::FeedBatch,
-    ) -> Result<()> {
+    /// Record that the outbox records `c.records` (all events up to
+    /// `c.upto`) were consumed: store what they produced (counters, feeds,
+    /// webhook deliveries) and the new cursor in one durable write set,
+    /// then let the records go.
+    pub async fn consume_outbox(&self, c: Consumed<'_>) -> Result<()> {
+        let Consumed {
+            records,
+            upto,
+            groups,
+            invites,
+            quarantined,
+            feeds,
+            webhooks,
+        } = c;
         let mut w = WriteSet::new();
         w.local();
         self.write_feeds(feeds, &mut w)?;
+        w.webhook_batch(webhooks);
         if let Ok(legacy) = self.inner.legacy_outbox.lock() {
             for seq in records.iter().filter(|s| legacy.contains(s)) {
                 w.del(key(b"o/", &[&seq.to_be_bytes()]));

@@ -164,11 +164,24 @@ impl WalletActor {
             reference: p.partner_trade_no.clone(),
             at: now,
         };
+        let mut reported = Vec::new();
         if m.amount >= large {
-            w.large_transaction(&report("single_transfer", m.amount));
+            reported.push(report("single_transfer", m.amount));
         }
         if usage.total < large && new_usage.total >= large {
-            w.large_transaction(&report("daily_total", new_usage.total));
+            reported.push(report("daily_total", new_usage.total));
+        }
+        for t in reported {
+            w.large_transaction(&t);
+            w.event(&Event::for_users(
+                vec![],
+                now,
+                EventKind::LargeTransaction {
+                    user_id: t.user_id,
+                    kind: t.kind,
+                    amount: t.amount,
+                },
+            ));
         }
         w.event(&updated_event(&p));
         let answer = self.commit(

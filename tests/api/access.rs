@@ -166,6 +166,12 @@ const MATRIX: &[Row] = &[
     ("DELETE", "/v1/groups/{id}/members/{user_id}",             [U, U, U, F,      F,      s(204), s(204), s(204)]),
     ("GET",    "/v1/admin/groups/flagged",                      op_only(200)),
     ("DELETE", "/v1/admin/groups/{id}/flag",                    op_only(204)),
+    // Webhooks (one endpoint `m`, whose receiver never answers)
+    ("GET",    "/v1/admin/webhooks",                            op_only(200)),
+    ("GET",    "/v1/admin/webhooks/{id}/deliveries",            op_only(200)),
+    // A delivery that does not exist: the operator gets as far as 404.
+    ("POST",   "/v1/admin/webhooks/deliveries/{id}/resend",     [U, U, U, F, F, F, F, e(404, "delivery_not_found")]),
+    ("POST",   "/v1/admin/webhooks/{id}/enable",                op_only(204)),
 ];
 
 /// Routes served but deliberately absent from `/openapi.json`: the HTML
@@ -521,6 +527,12 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         }
         ("GET", "/v1/admin/groups/flagged") => req(route),
         ("DELETE", "/v1/admin/groups/{id}/flag") => req(format!("/v1/admin/groups/{g}/flag")),
+        ("GET", "/v1/admin/webhooks") => req(route),
+        ("GET", "/v1/admin/webhooks/{id}/deliveries") => req("/v1/admin/webhooks/m/deliveries"),
+        ("POST", "/v1/admin/webhooks/deliveries/{id}/resend") => {
+            req("/v1/admin/webhooks/deliveries/m.999999999/resend")
+        }
+        ("POST", "/v1/admin/webhooks/{id}/enable") => req("/v1/admin/webhooks/m/enable"),
         _ => panic!("no request for {method} {route}: add one to `request`"),
     }
 }
@@ -703,8 +715,11 @@ async fn every_route_times_every_caller() {
     let sim = Sim::start();
     // Every cell's forged notification is refused with 401, not refused
     // unread for coming too often from one address.
-    let app =
-        TestApp::spawn_with(&sim.config("rejected_notifications_per_minute_per_ip = 100000")).await;
+    let app = TestApp::spawn_with(&format!(
+        "{}\n[[webhooks]]\nid = \"m\"\nurl = \"http://127.0.0.1:9/hooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        sim.config("rejected_notifications_per_minute_per_ip = 100000")
+    ))
+    .await;
     let fx = setup(&app, &sim).await;
 
     // The table covers the API: what the server documents, what the handlers
@@ -1639,6 +1654,11 @@ fn every_route_the_operator_calls_names_the_scope_a_key_needs() {
             ("POST".to_string(), "/v1/users".to_string()),
             // the matrix sends it JSON: the operator gets as far as 415
             ("PUT".to_string(), "/v1/groups/{id}/avatar".to_string()),
+            // a delivery that does not exist: as far as 404
+            (
+                "POST".to_string(),
+                "/v1/admin/webhooks/deliveries/{id}/resend".to_string(),
+            ),
         ]),
         "scoped routes that are not operator routes"
     );

@@ -346,9 +346,17 @@ async fn event_seqs_have_no_gaps_and_unconsumed_events_survive_crashes() {
             firsts.push(*first);
             last = first + n - 1;
         }
-        s.consume_outbox(&firsts, last, &[], &[], &[], &Default::default())
-            .await
-            .expect("consumed");
+        s.consume_outbox(qrgate::storage::Consumed {
+            records: &firsts,
+            upto: last,
+            groups: &[],
+            invites: &[],
+            quarantined: &[],
+            feeds: &Default::default(),
+            webhooks: &Default::default(),
+        })
+        .await
+        .expect("consumed");
         consumed = last;
         if round == 2 {
             s.checkpoint().expect("checkpoint after consuming");

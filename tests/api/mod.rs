@@ -25,4 +25,5 @@ mod recovery;
 mod sessions;
 mod upgrade;
 mod wallets;
+mod webhooks;
 mod ws;

@@ -1,0 +1,556 @@
+//! Webhooks to the operator's backend: the outbox consumer queues a
+//! delivery per endpoint for each durable event the endpoint takes (with
+//! its cursor, so none is lost or queued twice across a crash), and one
+//! task per endpoint delivers them: signed as Standard Webhooks, at least
+//! once, in order per entity, retried with backoff and jitter for
+//! `webhook_delivery.retry_hours`. Requests never wait for webhooks: a
+//! receiver that is down only grows its queue, which is bounded on disk.
+//!
+//! In a cluster every node queues alike; the node that owns
+//! `jobs/webhooks/<id>` delivers, and what it delivered leaves every
+//! node's queue through the log.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+
+use crate::config::{Webhook as EndpointCfg, WebhookDelivery};
+use crate::domain::events::Event;
+use crate::domain::webhook::{self as rules, Outcome, State};
+use crate::metrics;
+use crate::storage::webhooks::{Disabled, Done, Queued, WebhookBatch};
+use crate::storage::{Storage, StorageError, WriteSet};
+
+/// Most bytes of a receiver's answer read (the rest is not waited for).
+const MAX_ANSWER_BYTES: usize = 4096;
+/// Queued deliveries looked at per pass (the first of each entity's).
+const SCAN: usize = 1000;
+/// A node that does not deliver (or an endpoint disabled) looks again this often.
+const IDLE: Duration = Duration::from_secs(5);
+
+pub struct Endpoint {
+    pub id: Arc<str>,
+    pub url: String,
+    pub events: Vec<String>,
+    signer: standardwebhooks::Webhook,
+    wake: Notify,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Size {
+    count: u64,
+    bytes: u64,
+}
+
+pub struct Webhooks {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    cfg: WebhookDelivery,
+    storage: Storage,
+    duty: crate::node::Duty,
+    /// What each endpoint has queued on this node.
+    sizes: Mutex<HashMap<Arc<str>, Size>>,
+    /// Held while a queued record is rewritten, so the consumer's drops
+    /// and a delivery's attempt never write the same record at once.
+    queue: tokio::sync::Mutex<()>,
+}
+
+fn record_bytes(ep: &str, q: &Queued) -> u64 {
+    (3 + ep.len() + 9 + q.body.len() + q.ty.len() + q.entity.len() + 96) as u64
+}
+
+impl Webhooks {
+    pub fn new(
+        endpoints: &[EndpointCfg],
+        cfg: WebhookDelivery,
+        storage: Storage,
+        duty: crate::node::Duty,
+    ) -> Result<Arc<Webhooks>, String> {
+        let mut eps = Vec::with_capacity(endpoints.len());
+        let mut sizes = HashMap::new();
+        for e in endpoints {
+            let signer = standardwebhooks::Webhook::new(&e.secret)
+                .map_err(|err| format!("webhooks.{}: secret: {err}", e.id))?;
+            let id: Arc<str> = Arc::from(e.id.as_str());
+            let (count, bytes, _) = storage
+                .webhook_queue_size(&id)
+                .map_err(|err| format!("webhooks.{}: reading its queue: {err}", e.id))?;
+            sizes.insert(id.clone(), Size { count, bytes });
+            eps.push(Arc::new(Endpoint {
+                id,
+                url: e.url.clone(),
+                events: e.events.clone(),
+                signer,
+                wake: Notify::new(),
+            }));
+        }
+        let hooks = Arc::new(Webhooks {
+            endpoints: eps,
+            cfg,
+            storage,
+            duty,
+            sizes: Mutex::new(sizes),
+            queue: tokio::sync::Mutex::new(()),
+        });
+        hooks.publish_sizes();
+        Ok(hooks)
+    }
+
+    pub fn endpoint(&self, id: &str) -> Option<&Arc<Endpoint>> {
+        self.endpoints.iter().find(|e| &*e.id == id)
+    }
+
+    /// The deliveries a consumer round's events make (nothing when no
+    /// endpoint is configured).
+    pub fn prepare(&self, events: &[Event], into: &mut WebhookBatch) {
+        if self.endpoints.is_empty() {
+            return;
+        }
+        let now = crate::clock::now();
+        for e in events {
+            let (ty, body) = match rules::payload(e) {
+                Ok(p) => p,
+                Err(err) => {
+                    tracing::error!(seq = e.seq, error = %err, "an event does not render as a webhook; not sent");
+                    continue;
+                }
+            };
+            for ep in &self.endpoints {
+                if !rules::wants(&ep.events, &ty) {
+                    continue;
+                }
+                // In a cluster the delivering node may be ahead of this one.
+                if self.storage.is_cluster()
+                    && self.storage.webhook_is_done(&ep.id, e.seq).unwrap_or(false)
+                {
+                    continue;
+                }
+                into.queued.push((
+                    ep.id.clone(),
+                    e.seq,
+                    Queued {
+                        ty: ty.clone(),
+                        entity: rules::entity_of(e),
+                        created: now,
+                        body: body.clone(),
+                        attempts: 0,
+                        next_at: now,
+                        last_status: None,
+                        last_error: None,
+                    },
+                ));
+            }
+        }
+    }
+
+    /// What the consumer persists for `b`: past the queue's bound, the
+    /// oldest deliveries of the endpoint with the most queued are dropped
+    /// (in the same write). Holds the queue until the write is done.
+    pub async fn bound(&self, b: &WebhookBatch) -> (tokio::sync::MutexGuard<'_, ()>, WebhookBatch) {
+        let guard = self.queue.lock().await;
+        let mut out = b.clone();
+        if b.queued.is_empty() {
+            return (guard, out);
+        }
+        let max = self.cfg.max_queue_mb << 20;
+        let mut sizes = match self.sizes.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => return (guard, out),
+        };
+        for (ep, _, q) in &b.queued {
+            let s = sizes.entry(ep.clone()).or_default();
+            s.count += 1;
+            s.bytes += record_bytes(ep, q);
+        }
+        let mut over = sizes
+            .values()
+            .map(|v| v.bytes)
+            .sum::<u64>()
+            .saturating_sub(max);
+        if over == 0 {
+            return (guard, out);
+        }
+        let Some(victim) = sizes
+            .iter()
+            .max_by_key(|(_, s)| s.bytes)
+            .map(|(id, _)| id.clone())
+        else {
+            return (guard, out);
+        };
+        let now = crate::clock::now();
+        // Oldest first: what is on disk, then what this round queues.
+        if let Ok(old) = self.storage.webhook_queue(&victim, None, 100_000) {
+            for (seq, q) in old {
+                if over == 0 {
+                    break;
+                }
+                over = over.saturating_sub(record_bytes(&victim, &q));
+                out.dropped
+                    .push((victim.clone(), seq, Done::of(q, State::Dropped, now)));
+            }
+        }
+        if over > 0 {
+            let mut keep = Vec::with_capacity(out.queued.len());
+            for (ep, seq, q) in std::mem::take(&mut out.queued) {
+                if over > 0 && ep == victim {
+                    over = over.saturating_sub(record_bytes(&ep, &q));
+                    out.dropped
+                        .push((ep, seq, Done::of(q, State::Dropped, now)));
+                } else {
+                    keep.push((ep, seq, q));
+                }
+            }
+            out.queued = keep;
+        }
+        let n = out.dropped.len();
+        metrics::WEBHOOKS_DROPPED
+            .with_label_values(&[&victim])
+            .inc_by(n as u64);
+        tracing::error!(endpoint = %victim, dropped = n, max_queue_mb = self.cfg.max_queue_mb, "the webhook queue is full: its oldest undelivered deliveries were dropped");
+        (guard, out)
+    }
+
+    /// `written` (what [`bound`](Self::bound) made of `round`) is on
+    /// disk: count it and wake the endpoints it queued for.
+    pub fn persisted(&self, round: &WebhookBatch, written: &WebhookBatch) {
+        if written.is_empty() {
+            return;
+        }
+        let fresh: HashSet<(&str, u64)> = round
+            .queued
+            .iter()
+            .map(|(ep, seq, _)| (&**ep, *seq))
+            .collect();
+        if let Ok(mut sizes) = self.sizes.lock() {
+            for (ep, _, q) in &written.queued {
+                let s = sizes.entry(ep.clone()).or_default();
+                s.count += 1;
+                s.bytes += record_bytes(ep, q);
+            }
+            // Those dropped from the disk leave it; those of this round
+            // were never counted.
+            for (ep, _, d) in written
+                .dropped
+                .iter()
+                .filter(|(ep, seq, _)| !fresh.contains(&(&**ep, *seq)))
+            {
+                let s = sizes.entry(ep.clone()).or_default();
+                s.count = s.count.saturating_sub(1);
+                s.bytes = s.bytes.saturating_sub(record_bytes(ep, &queued_of(d)));
+            }
+        }
+        self.publish_sizes();
+        for ep in &self.endpoints {
+            if written.queued.iter().any(|(id, _, _)| *id == ep.id) {
+                ep.wake.notify_one();
+            }
+        }
+    }
+
+    fn left_queue(&self, ep: &Arc<str>, q: &Queued) {
+        if let Ok(mut sizes) = self.sizes.lock() {
+            let s = sizes.entry(ep.clone()).or_default();
+            s.count = s.count.saturating_sub(1);
+            s.bytes = s.bytes.saturating_sub(record_bytes(ep, q));
+        }
+        self.publish_sizes();
+    }
+
+    fn publish_sizes(&self) {
+        if let Ok(sizes) = self.sizes.lock() {
+            for (ep, s) in sizes.iter() {
+                metrics::WEBHOOKS_QUEUED
+                    .with_label_values(&[ep])
+                    .set(s.count as i64);
+            }
+        }
+    }
+
+    /// What `ep` has queued on this node: deliveries and bytes.
+    pub fn queued(&self, ep: &str) -> (u64, u64) {
+        self.sizes
+            .lock()
+            .ok()
+            .and_then(|s| s.get(ep).map(|s| (s.count, s.bytes)))
+            .unwrap_or_default()
+    }
+
+    /// Start delivering (one task per endpoint).
+    pub fn start(self: &Arc<Self>) {
+        for ep in &self.endpoints {
+            actix_web::rt::spawn(Arc::clone(self).deliver(Arc::clone(ep)));
+        }
+    }
+
+    /// An operator sends a delivery again (queued at once, with a new
+    /// retry window and the same `webhook-id`).
+    pub async fn resend(&self, ep: &Arc<Endpoint>, seq: u64) -> Result<bool, StorageError> {
+        let _g = self.queue.lock().await;
+        let Some((queued, done)) = self.storage.webhook_delivery(&ep.id, seq)? else {
+            return Ok(false);
+        };
+        let now = crate::clock::now();
+        let mut q = match (&queued, done) {
+            (Some(q), _) => q.clone(),
+            (None, Some(d)) => queued_of(&d),
+            (None, None) => return Ok(false),
+        };
+        let was_queued = queued.is_some();
+        q.created = now;
+        q.next_at = now;
+        q.attempts = 0;
+        let mut w = WriteSet::new();
+        w.webhook_requeued(&ep.id, seq, &q);
+        self.storage.commit(w).await?;
+        if !was_queued {
+            if let Ok(mut sizes) = self.sizes.lock() {
+                let s = sizes.entry(ep.id.clone()).or_default();
+                s.count += 1;
+                s.bytes += record_bytes(&ep.id, &q);
+            }
+        }
+        ep.wake.notify_one();
+        Ok(true)
+    }
+
+    pub async fn enable(&self, ep: &Arc<Endpoint>) -> Result<(), StorageError> {
+        let mut w = WriteSet::new();
+        w.webhook_enabled(&ep.id);
+        self.storage.commit(w).await?;
+        tracing::info!(endpoint = %ep.id, "webhook endpoint enabled");
+        ep.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn disabled(&self, ep: &str) -> Result<Option<Disabled>, StorageError> {
+        self.storage.webhook_disabled(ep)
+    }
+
+    async fn deliver(self: Arc<Self>, ep: Arc<Endpoint>) {
+        let client = awc::Client::builder()
+            .connector(
+                awc::Connector::new()
+                    .timeout(Duration::from_secs(self.cfg.connect_timeout_secs))
+                    .limit(self.cfg.concurrency),
+            )
+            .timeout(Duration::from_secs(self.cfg.timeout_secs))
+            .disable_redirects()
+            .finish();
+        let entity = format!("jobs/webhooks/{}", ep.id);
+        let mut last_prune = 0i64;
+        loop {
+            let wait = match self.pass(&client, &ep, &entity, &mut last_prune).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep.id, error = %e, "webhook delivery pass failed; trying again");
+                    IDLE
+                }
+            };
+            if !wait.is_zero() {
+                let _ = tokio::time::timeout(wait, ep.wake.notified()).await;
+            }
+        }
+    }
+
+    /// One pass over `ep`'s queue: attempt what is due (the first queued
+    /// delivery of each entity), record the outcomes; how long to wait
+    /// before the next pass (zero: at once).
+    async fn pass(
+        &self,
+        client: &awc::Client,
+        ep: &Arc<Endpoint>,
+        entity: &str,
+        last_prune: &mut i64,
+    ) -> Result<Duration, StorageError> {
+        if !self.duty.mine(entity) || self.storage.webhook_disabled(&ep.id)?.is_some() {
+            return Ok(IDLE);
+        }
+        let now = crate::clock::now();
+        if now - *last_prune >= 3600 {
+            *last_prune = now;
+            self.prune(ep, now).await?;
+        }
+        let mut seen = HashSet::new();
+        let mut due = Vec::new();
+        let mut next = now + IDLE.as_secs() as i64 * 6;
+        for (seq, q) in self.storage.webhook_queue(&ep.id, None, SCAN)? {
+            if !seen.insert(q.entity.clone()) {
+                continue;
+            }
+            if q.next_at <= now {
+                due.push((seq, q));
+                if due.len() >= self.cfg.concurrency {
+                    break;
+                }
+            } else {
+                next = next.min(q.next_at);
+            }
+        }
+        if due.is_empty() {
+            return Ok(Duration::from_secs((next - now).clamp(1, 30) as u64));
+        }
+        let attempts = due.iter().map(|(seq, q)| attempt(client, ep, *seq, q));
+        let answers = futures_util::future::join_all(attempts).await;
+        let now = crate::clock::now();
+        let _g = self.queue.lock().await;
+        let mut done = WriteSet::new();
+        let mut left = Vec::new();
+        let mut gone = None;
+        for ((seq, mut q), (status, error)) in due.into_iter().zip(answers) {
+            // Dropped at the bound meanwhile: nothing to record.
+            if self
+                .storage
+                .webhook_delivery(&ep.id, seq)?
+                .and_then(|(q, _)| q)
+                .is_none()
+            {
+                continue;
+            }
+            q.attempts += 1;
+            q.last_status = status;
+            q.last_error = error;
+            let result = rules::outcome(status);
+            metrics::WEBHOOK_ATTEMPTS
+                .with_label_values(&[&ep.id, attempt_label(result)])
+                .inc();
+            match result {
+                Outcome::Delivered => {
+                    metrics::WEBHOOKS_DONE
+                        .with_label_values(&[&ep.id, "delivered"])
+                        .inc();
+                    done.webhook_done(&ep.id, seq, &Done::of(q.clone(), State::Delivered, now));
+                    left.push(q);
+                }
+                Outcome::Gone => {
+                    gone = Some(status.unwrap_or(410));
+                    q.next_at = now;
+                    self.storage.webhook_attempted(&ep.id, seq, &q).await?;
+                }
+                Outcome::Retry => {
+                    let window = self.cfg.retry_hours as i64 * 3600;
+                    let jitter = rand::rng().random::<f64>();
+                    match rules::next_attempt(q.created, q.attempts, now, window, jitter) {
+                        Some(at) => {
+                            q.next_at = at;
+                            self.storage.webhook_attempted(&ep.id, seq, &q).await?;
+                        }
+                        None => {
+                            metrics::WEBHOOKS_DONE
+                                .with_label_values(&[&ep.id, "failed"])
+                                .inc();
+                            tracing::error!(endpoint = %ep.id, delivery = %rules::delivery_id(&ep.id, seq), attempts = q.attempts, last_status = ?q.last_status, "a webhook delivery failed for its whole retry window; resend it from the admin routes");
+                            done.webhook_done(
+                                &ep.id,
+                                seq,
+                                &Done::of(q.clone(), State::Failed, now),
+                            );
+                            left.push(q);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(status) = gone {
+            tracing::error!(endpoint = %ep.id, status, "the webhook receiver answered 410 Gone: endpoint disabled until POST /v1/admin/webhooks/{}/enable", ep.id);
+            metrics::WEBHOOKS_DISABLED
+                .with_label_values(&[&ep.id])
+                .inc();
+            done.webhook_disabled(
+                &ep.id,
+                &Disabled {
+                    at: now,
+                    reason: format!("the receiver answered {status} Gone"),
+                },
+            );
+        }
+        if !done.is_empty() {
+            self.storage.commit(done).await?;
+        }
+        for q in &left {
+            self.left_queue(&ep.id, q);
+        }
+        Ok(Duration::ZERO)
+    }
+
+    /// Forget done deliveries older than `keep_days`.
+    async fn prune(&self, ep: &Endpoint, now: i64) -> Result<(), StorageError> {
+        let cutoff = now - self.cfg.keep_days as i64 * 86_400;
+        let mut after = None;
+        loop {
+            let page = self.storage.webhook_done_list(&ep.id, after, 1000)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(*last);
+            let mut w = WriteSet::new();
+            for (seq, d) in &page {
+                if d.at < cutoff {
+                    w.webhook_forgotten(&ep.id, *seq);
+                }
+            }
+            if !w.is_empty() {
+                self.storage.commit(w).await?;
+            }
+        }
+    }
+}
+
+fn attempt_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Delivered => "delivered",
+        Outcome::Gone => "gone",
+        Outcome::Retry => "retry",
+    }
+}
+
+fn queued_of(d: &Done) -> Queued {
+    Queued {
+        ty: d.ty.clone(),
+        entity: d.entity.clone(),
+        created: d.created,
+        body: d.body.clone(),
+        attempts: d.attempts,
+        next_at: d.at,
+        last_status: d.last_status,
+        last_error: d.last_error.clone(),
+    }
+}
+
+/// One attempt: the receiver's status, or why there was none.
+async fn attempt(
+    client: &awc::Client,
+    ep: &Endpoint,
+    seq: u64,
+    q: &Queued,
+) -> (Option<u16>, Option<String>) {
+    let id = rules::message_id(seq);
+    let ts = crate::clock::now();
+    let signature = match ep.signer.sign(&id, ts, q.body.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => return (None, Some(format!("signing: {e}"))),
+    };
+    let sent = client
+        .post(&ep.url)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("user-agent", concat!("qrgate/", env!("CARGO_PKG_VERSION"))))
+        .insert_header(("webhook-id", id))
+        .insert_header(("webhook-timestamp", ts.to_string()))
+        .insert_header(("webhook-signature", signature))
+        .send_body(q.body.clone())
+        .await;
+    match sent {
+        Ok(mut res) => {
+            let status = res.status().as_u16();
+            // Read a little of the answer so the connection can be reused;
+            // a longer or slow one is not waited for.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), res.body().limit(MAX_ANSWER_BYTES))
+                    .await;
+            let error = (!(200..300).contains(&status)).then(|| format!("answered {status}"));
+            (Some(status), error)
+        }
+        Err(e) => (None, Some(e.to_string().chars().take(200).collect())),
+    }
+}

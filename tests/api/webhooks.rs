@@ -1,0 +1,448 @@
+//! Webhooks to the operator's backend, against a real receiver in the
+//! test: signed as Standard Webhooks (checked with the reference library,
+//! and with its Python one when `QRGATE_WEBHOOK_VERIFIER` names a Python
+//! that has it), at least once with a stable id, in order per entity,
+//! retried while the receiver is down, disabled by 410 until enabled, and
+//! sent again after a kill -9.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::helpers::*;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[derive(Clone, Debug)]
+struct Received {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+/// A receiver answering `status` (0: never answers) to every POST, keeping
+/// what it got.
+struct Receiver {
+    url: String,
+    status: Arc<AtomicU16>,
+    got: Arc<Mutex<Vec<Received>>>,
+    _server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    async fn start(status: u16) -> Receiver {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let answer = Arc::new(AtomicU16::new(status));
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let (a, g) = (answer.clone(), got.clone());
+        let server = HttpServer::new(move || {
+            let (a, g) = (a.clone(), g.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let (a, g) = (a.clone(), g.clone());
+                async move {
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    g.lock().expect("lock").push(Received {
+                        id: h("webhook-id"),
+                        timestamp: h("webhook-timestamp"),
+                        signature: h("webhook-signature"),
+                        body: String::from_utf8_lossy(&body).to_string(),
+                    });
+                    match a.load(Ordering::SeqCst) {
+                        0 => {
+                            actix_web::rt::time::sleep(Duration::from_secs(120)).await;
+                            HttpResponse::Ok().finish()
+                        }
+                        s => HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(s).expect("status"),
+                        )
+                        .body("ok"),
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Receiver {
+            url: format!("http://{addr}/hooks"),
+            status: answer,
+            got,
+            _server: handle,
+        }
+    }
+
+    fn set(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    /// Wait until `pred` holds of what it received.
+    async fn until(
+        &self,
+        what: &str,
+        secs: u64,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        for _ in 0..secs * 10 {
+            let got = self.got();
+            if pred(&got) {
+                return got;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what}: the receiver got {:#?}", self.got());
+    }
+}
+
+fn config(endpoints: &[(&str, &str, &str)]) -> String {
+    let mut c = String::new();
+    for (id, url, events) in endpoints {
+        c.push_str(&format!(
+            "[[webhooks]]\nid = \"{id}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nevents = {events}\n"
+        ));
+    }
+    c
+}
+
+/// The delivery verifies with the Standard Webhooks reference library.
+fn verify(r: &Received) -> Value {
+    let wh = standardwebhooks::Webhook::new(SECRET).expect("secret");
+    let mut h = http::HeaderMap::new();
+    for (n, v) in [
+        ("webhook-id", &r.id),
+        ("webhook-timestamp", &r.timestamp),
+        ("webhook-signature", &r.signature),
+    ] {
+        h.insert(n, v.parse().expect("header"));
+    }
+    wh.verify(r.body.as_bytes(), &h)
+        .unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    let bad =
+        standardwebhooks::Webhook::new("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").expect("secret");
+    assert!(
+        bad.verify(r.body.as_bytes(), &h).is_err(),
+        "another secret refuses it"
+    );
+    serde_json::from_str(&r.body).expect("json body")
+}
+
+/// And with the Python one, when CI provides it.
+fn verify_in_python(r: &Received) {
+    let Ok(python) = std::env::var("QRGATE_WEBHOOK_VERIFIER") else {
+        println!("SKIPPED: the Python Standard Webhooks verifier (set QRGATE_WEBHOOK_VERIFIER to a python with `standardwebhooks`)");
+        return;
+    };
+    let script = "import sys\nfrom standardwebhooks.webhooks import Webhook\nWebhook(sys.argv[1]).verify(sys.argv[5], {'webhook-id': sys.argv[2], 'webhook-timestamp': sys.argv[3], 'webhook-signature': sys.argv[4]})\nprint('verified')\n";
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            script,
+            SECRET,
+            &r.id,
+            &r.timestamp,
+            &r.signature,
+            &r.body,
+        ])
+        .output()
+        .expect("run the python verifier");
+    assert!(
+        out.status.success(),
+        "python refused it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn seq(r: &Received) -> u64 {
+    r.id.strip_prefix("msg_")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("webhook-id {}", r.id))
+}
+
+#[actix_web::test]
+async fn events_reach_the_operators_backend_signed_in_order_with_stable_ids() {
+    let rx = Receiver::start(200).await;
+    let app = TestApp::spawn_with(&config(&[
+        ("crm", &rx.url, "[\"*\"]"),
+        (
+            "payouts",
+            &rx.url.replace("/hooks", "/payouts"),
+            "[\"payout_updated\"]",
+        ),
+    ]))
+    .await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Hooked"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (id, t) = app.user(&format!("m{i}")).await;
+        assert_eq!(app.join(&t, &tok).await.0, 200);
+        ids.push(id);
+    }
+    // The owner's member_joined at creation, then four.
+    let got = rx
+        .until("five member_joined", 20, |g| {
+            g.iter()
+                .filter(|r| r.body.contains("\"member_joined\""))
+                .count()
+                >= 5
+        })
+        .await;
+    let joins: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.body.contains("\"member_joined\""))
+        .collect();
+    for r in &joins {
+        let v = verify(r);
+        assert_eq!(v["type"], "member_joined");
+        assert_eq!(v["data"]["group_id"], g.as_str());
+        assert!(
+            v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{v}"
+        );
+    }
+    verify_in_python(joins[0]);
+    // One group's events in the order they happened, each once.
+    let seqs: Vec<u64> = joins.iter().map(|r| seq(r)).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let members: Vec<String> = joins[1..]
+        .iter()
+        .map(|r| s_(&verify(r)["data"]["user_id"]))
+        .collect();
+    assert_eq!(members, ids);
+    // The other endpoint takes payouts only: it got nothing.
+    assert!(got.iter().all(|r| !r.body.contains("payout_updated")));
+
+    // The operator's view: no secret, counts, and the deliveries.
+    let (s, v) = app.get("/v1/admin/webhooks", Some(ADMIN)).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!v.to_string().contains("whsec_"), "{v}");
+    let crm = v["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["id"] == "crm")
+        .cloned()
+        .expect("crm listed");
+    assert_eq!(
+        (crm["enabled"].clone(), crm["url"].clone()),
+        (json!(true), json!(rx.url))
+    );
+    let (s, v) = app
+        .get(
+            "/v1/admin/webhooks/crm/deliveries?state=delivered",
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let listed = v["deliveries"].as_array().expect("deliveries");
+    assert!(listed.len() >= 5, "{v}");
+    assert!(
+        listed
+            .iter()
+            .all(|d| d["state"] == "delivered" && d["attempts"] == 1),
+        "{v}"
+    );
+    let (s, v) = app
+        .get("/v1/admin/webhooks/payouts/deliveries", Some(ADMIN))
+        .await;
+    assert_eq!((s, v["deliveries"].clone()), (200, json!([])));
+    assert_eq!(
+        app.get("/v1/admin/webhooks/crm/deliveries?state=lost", Some(ADMIN))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        code(
+            &app.get("/v1/admin/webhooks/nope/deliveries", Some(ADMIN))
+                .await
+                .1
+        ),
+        "webhook_not_found"
+    );
+
+    // A resend goes out again with the same webhook-id.
+    let first = &listed[0];
+    let before = rx.got().len();
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/webhooks/deliveries/{}/resend", s_(&first["id"])),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let again = rx
+        .until("the resent delivery", 10, |g| g.len() > before)
+        .await;
+    assert_eq!(again[before].id, s_(&first["webhook_id"]));
+    let (s, v) = app
+        .post(
+            "/v1/admin/webhooks/deliveries/crm.999999/resend",
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (404, "delivery_not_found"));
+
+    // Only the operator (or a key with webhooks:admin).
+    for (token, status) in [(Some(owner.as_str()), 403), (None, 401)] {
+        assert_eq!(app.get("/v1/admin/webhooks", token).await.0, status);
+        assert_eq!(
+            app.get("/v1/admin/webhooks/crm/deliveries", token).await.0,
+            status
+        );
+        assert_eq!(
+            app.post("/v1/admin/webhooks/crm/enable", token, json!({}))
+                .await
+                .0,
+            status
+        );
+        let path = format!("/v1/admin/webhooks/deliveries/{}/resend", s_(&first["id"]));
+        assert_eq!(app.post(&path, token, json!({})).await.0, status);
+    }
+    assert!(
+        !app.log().contains("MfKQ9r8GKYqr"),
+        "the secret is never logged"
+    );
+}
+
+#[actix_web::test]
+async fn a_receiver_that_is_down_gets_everything_later_and_410_disables_it_until_enabled() {
+    let rx = Receiver::start(503).await;
+    let app = TestApp::spawn_with(&config(&[("crm", &rx.url, "[\"*\"]")])).await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Down"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    for i in 0..3 {
+        let (_, t) = app.user(&format!("d{i}")).await;
+        assert_eq!(
+            app.join(&t, &tok).await.0,
+            200,
+            "requests never wait for webhooks"
+        );
+    }
+    // Refused: the first of the group's deliveries is tried, the others
+    // of the same group wait behind it.
+    rx.until("a refused attempt", 10, |g| !g.is_empty()).await;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let tried: std::collections::HashSet<String> = rx.got().into_iter().map(|r| r.id).collect();
+    assert_eq!(tried.len(), 1, "one entity, one at a time: {tried:?}");
+    let (_, v) = app
+        .get(
+            "/v1/admin/webhooks/crm/deliveries?state=pending",
+            Some(ADMIN),
+        )
+        .await;
+    let pending = v["deliveries"].as_array().expect("deliveries").clone();
+    assert_eq!(pending.len(), 4, "{v}");
+    assert_eq!(pending[0]["last_status"], 503, "{v}");
+    assert!(
+        app.metric("qrgate_webhook_attempts_total{endpoint=\"crm\",result=\"retry\"}")
+            .await
+            >= 1.0
+    );
+
+    // Back up: everything arrives, in order, after the backoff.
+    rx.set(200);
+    let got = rx
+        .until("the four after the retry", 30, |g| {
+            g.iter()
+                .map(|r| r.id.clone())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= 4
+        })
+        .await;
+    let mut order: Vec<u64> = Vec::new();
+    for r in &got {
+        let s = seq(r);
+        if order.last() != Some(&s) {
+            order.push(s);
+        }
+    }
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {order:?}");
+
+    // 410: disabled, its deliveries wait; enabled, they go out.
+    rx.set(410);
+    let (_, t) = app.user("late").await;
+    assert_eq!(app.join(&t, &tok).await.0, 200);
+    let n = got.len();
+    rx.until("the 410", 10, |g| g.len() > n).await;
+    let mut v = json!(null);
+    for _ in 0..50 {
+        v = app.get("/v1/admin/webhooks", Some(ADMIN)).await.1;
+        if v["endpoints"][0]["enabled"] == false {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(v["endpoints"][0]["enabled"], false, "{v}");
+    assert!(
+        s_(&v["endpoints"][0]["disabled_reason"]).contains("410"),
+        "{v}"
+    );
+    rx.set(200);
+    actix_web::rt::time::sleep(Duration::from_secs(6)).await;
+    let quiet = rx.got().len();
+    assert_eq!(quiet, n + 1, "a disabled endpoint is not called");
+    assert_eq!(
+        app.post("/v1/admin/webhooks/crm/enable", Some(ADMIN), json!({}))
+            .await
+            .0,
+        204
+    );
+    let after = rx.until("the held delivery", 10, |g| g.len() > quiet).await;
+    let r = after.last().expect("one");
+    assert_eq!(verify(r)["type"], "member_joined");
+    let (_, v) = app.get("/v1/admin/webhooks", Some(ADMIN)).await;
+    assert_eq!(v["endpoints"][0]["enabled"], true, "{v}");
+}
+
+#[actix_web::test]
+async fn a_kill_9_before_the_receiver_answers_sends_it_again_with_the_same_id() {
+    // The receiver takes the request and never answers.
+    let rx = Receiver::start(0).await;
+    let mut app = TestApp::spawn_with(&config(&[("crm", &rx.url, "[\"group_banned\"]")])).await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Killed"})).await;
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/groups/{g}/ban"),
+            Some(ADMIN),
+            json!({"reason": "spam"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let first = rx.until("the first attempt", 10, |g| !g.is_empty()).await;
+    app.kill9();
+    rx.set(200);
+    app.restart().await;
+    let got = rx
+        .until("the attempt after the restart", 20, |g| g.len() >= 2)
+        .await;
+    assert_eq!(got[1].id, first[0].id, "the same webhook-id");
+    assert_eq!(got[1].body, first[0].body);
+    let v = verify(&got[1]);
+    assert_eq!(
+        (v["type"].clone(), v["data"]["reason"].clone()),
+        (json!("group_banned"), json!("spam"))
+    );
+}
