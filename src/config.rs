@@ -308,10 +308,10 @@ impl std::fmt::Debug for Webhook {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookDelivery {
-    /// Undelivered deliveries kept on disk, in MiB, over every endpoint; at
-    /// the bound the oldest of the endpoint with the most are dropped
-    /// (counted, and logged as an error).
-    pub max_queue_mb: u64,
+    /// Bytes of undelivered deliveries kept on disk, over every endpoint
+    /// (default 1 GiB); at the bound the oldest of the endpoint with the
+    /// most are dropped (counted, and logged as an error).
+    pub max_queue_bytes: u64,
     /// How long a delivery is tried again, in hours, before it fails.
     pub retry_hours: u64,
     /// Seconds to connect, and for a whole attempt.
@@ -326,7 +326,7 @@ pub struct WebhookDelivery {
 impl Default for WebhookDelivery {
     fn default() -> Self {
         WebhookDelivery {
-            max_queue_mb: 1024,
+            max_queue_bytes: 1 << 30,
             retry_hours: 24,
             connect_timeout_secs: 5,
             timeout_secs: 15,
@@ -685,7 +685,7 @@ impl Config {
             check_events(&w.events).map_err(|e| format!("webhooks.{}: events {e}", w.id))?;
         }
         let d = &self.webhook_delivery;
-        if d.max_queue_mb == 0
+        if d.max_queue_bytes < 4096
             || !(1..=24 * 7).contains(&d.retry_hours)
             || d.connect_timeout_secs == 0
             || d.timeout_secs == 0
@@ -693,7 +693,7 @@ impl Config {
             || !(1..=64).contains(&d.concurrency)
             || d.keep_days == 0
         {
-            return Err("webhook_delivery: max_queue_mb, keep_days at least 1; retry_hours 1 to 168; timeouts 1 to 120 s; concurrency 1 to 64".into());
+            return Err("webhook_delivery: max_queue_bytes at least 4096, keep_days at least 1; retry_hours 1 to 168; timeouts 1 to 120 s; concurrency 1 to 64".into());
         }
         Ok(())
     }
@@ -1057,6 +1057,45 @@ mod tests {
         c.apply_env(|k| (k == "QRGATE_BIND").then(|| "127.0.0.1:9".to_string()));
         assert_eq!(c.bind, "127.0.0.1:9");
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_or_the_environment_and_are_checked() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let file = format!(
+            "[[webhooks]]\nid = \"crm\"\nurl = \"https://crm.example/hooks\"\nsecret = \"{secret}\"\nevents = [\"join_approved\"]\n"
+        );
+        let mut c: Config = toml::from_str(&file).unwrap();
+        assert!(c.validate().is_ok());
+        c.apply_env(|k| match k {
+            "QRGATE_WEBHOOK_URL" => Some("https://ops.example/in".into()),
+            "QRGATE_WEBHOOK_SECRET" => Some(secret.into()),
+            _ => None,
+        });
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(
+            (c.webhooks[1].id.as_str(), c.webhooks[1].events.clone()),
+            (ENV_WEBHOOK, vec!["*".to_string()])
+        );
+        assert!(c.validate().is_ok());
+        assert!(
+            !format!("{c:?}").contains("MfKQ9r8"),
+            "secrets stay out of debug output"
+        );
+        let bad = |f: &dyn Fn(&mut Webhook)| {
+            let mut c: Config = toml::from_str(&file).unwrap();
+            f(&mut c.webhooks[0]);
+            c.validate().is_err()
+        };
+        assert!(bad(
+            &|w| w.secret = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()
+        ));
+        assert!(bad(&|w| w.secret = "whsec_c2hvcnQ=".into()));
+        assert!(bad(&|w| w.url = "ftp://crm.example/".into()));
+        assert!(bad(&|w| w.url = "https://user:pw@crm.example/".into()));
+        assert!(bad(&|w| w.id = "CRM".into()));
+        assert!(bad(&|w| w.events = vec!["joined".into()]));
+        assert!(bad(&|w| w.events = vec![]));
     }
 
     #[test]

@@ -316,7 +316,7 @@ pub static WEBHOOKS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
         Opts::new(
             "qrgate_webhooks_dropped_total",
-            "Undelivered webhook deliveries dropped at the queue's bound (webhook_delivery.max_queue_mb), per endpoint",
+            "Undelivered webhook deliveries dropped at the queue's bound (webhook_delivery.max_queue_bytes), per endpoint",
         ),
         &["endpoint"],
     )

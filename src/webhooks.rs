@@ -154,7 +154,7 @@ impl Webhooks {
         if b.queued.is_empty() {
             return (guard, out);
         }
-        let max = self.cfg.max_queue_mb << 20;
+        let max = self.cfg.max_queue_bytes;
         let mut sizes = match self.sizes.lock() {
             Ok(s) => s.clone(),
             Err(_) => return (guard, out),
@@ -208,7 +208,7 @@ impl Webhooks {
         metrics::WEBHOOKS_DROPPED
             .with_label_values(&[&victim])
             .inc_by(n as u64);
-        tracing::error!(endpoint = %victim, dropped = n, max_queue_mb = self.cfg.max_queue_mb, "the webhook queue is full: its oldest undelivered deliveries were dropped");
+        tracing::error!(endpoint = %victim, dropped = n, max_queue_bytes = self.cfg.max_queue_bytes, "the webhook queue is full: its oldest undelivered deliveries were dropped");
         (guard, out)
     }
 

@@ -446,3 +446,94 @@ async fn a_kill_9_before_the_receiver_answers_sends_it_again_with_the_same_id() 
         (json!("group_banned"), json!("spam"))
     );
 }
+
+#[actix_web::test]
+async fn the_queue_is_bounded_on_disk_and_drops_the_oldest_of_the_failing_endpoint() {
+    let rx = Receiver::start(503).await;
+    let app = TestApp::spawn_with(&format!(
+        "{}[webhook_delivery]\nmax_queue_bytes = 6000\n",
+        config(&[("crm", &rx.url, "[\"*\"]")])
+    ))
+    .await;
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Flood"})).await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    for i in 0..24 {
+        let (_, t) = app.user(&format!("f{i}")).await;
+        assert_eq!(
+            app.join(&t, &tok).await.0,
+            200,
+            "requests never wait for webhooks"
+        );
+    }
+    let mut dropped = 0.0;
+    for _ in 0..100 {
+        dropped = app
+            .metric("qrgate_webhooks_dropped_total{endpoint=\"crm\"}")
+            .await;
+        if dropped > 0.0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped > 0.0, "deliveries past the bound are dropped");
+    let (_, v) = app.get("/v1/admin/webhooks", Some(ADMIN)).await;
+    let queued_bytes = v["endpoints"][0]["queued_bytes"].as_u64().expect("bytes");
+    assert!(queued_bytes <= 6000, "{v}");
+    let (_, d) = app
+        .get(
+            "/v1/admin/webhooks/crm/deliveries?state=dropped&limit=1000",
+            Some(ADMIN),
+        )
+        .await;
+    let gone: Vec<u64> = d["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|x| {
+            s_(&x["webhook_id"])
+                .trim_start_matches("msg_")
+                .parse()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(gone.len() as f64, dropped, "{d}");
+    let (_, p) = app
+        .get(
+            "/v1/admin/webhooks/crm/deliveries?state=pending&limit=1000",
+            Some(ADMIN),
+        )
+        .await;
+    let left: Vec<u64> = p["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|x| {
+            s_(&x["webhook_id"])
+                .trim_start_matches("msg_")
+                .parse()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(
+        left.len() + gone.len(),
+        25,
+        "every event is pending or dropped"
+    );
+    assert!(
+        gone.iter().max() < left.iter().min(),
+        "the oldest were dropped: {gone:?} {left:?}"
+    );
+    assert!(app.log().contains("webhook queue is full"));
+    // Up again: what was kept arrives, what was dropped does not.
+    let before = rx.got().len();
+    rx.set(200);
+    let got = rx
+        .until("the kept deliveries", 30, |g| {
+            let ids: std::collections::HashSet<u64> = g.iter().map(seq).collect();
+            left.iter().all(|s| ids.contains(s))
+        })
+        .await;
+    let late: Vec<u64> = got[before..].iter().map(seq).collect();
+    assert!(late.iter().all(|s| !gone.contains(s)), "{late:?} {gone:?}");
+}
