@@ -692,12 +692,12 @@ pub async fn run_outbox(
                     webhooks: &written,
                 })
                 .await;
-            drop(queue);
             match persisted {
                 Ok(()) => {
                     counters.persisted();
                     feeds.persisted(&batch);
                     webhooks.persisted(&hooks, &written);
+                    drop(queue);
                     hooks = Default::default();
                     records.clear();
                     quarantined.clear();

@@ -284,6 +284,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         if let Some(state) = weak.upgrade() {
             state.accounts.refresh(k);
             state.codes.refresh(k);
+            state.webhooks.remote_change(k);
         }
     });
 

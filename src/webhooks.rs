@@ -55,6 +55,9 @@ pub struct Webhooks {
     /// Held while a queued record is rewritten, so the consumer's drops
     /// and a delivery's attempt never write the same record at once.
     queue: tokio::sync::Mutex<()>,
+    /// Endpoints whose queue another node changed (cluster mode): their
+    /// size is counted again from the disk.
+    recount: Mutex<HashSet<Arc<str>>>,
 }
 
 fn record_bytes(ep: &str, q: &Queued) -> u64 {
@@ -93,6 +96,7 @@ impl Webhooks {
             duty,
             sizes: Mutex::new(sizes),
             queue: tokio::sync::Mutex::new(()),
+            recount: Mutex::default(),
         });
         hooks.publish_sizes();
         Ok(hooks)
@@ -249,6 +253,43 @@ impl Webhooks {
         }
     }
 
+    /// Another node changed `key` (cluster mode): a delivery it ended left
+    /// this node's queue too, so that endpoint's size is counted again.
+    pub fn remote_change(&self, key: &[u8]) {
+        let Some(rest) = key
+            .strip_prefix(b"wq/")
+            .or_else(|| key.strip_prefix(b"wo/"))
+        else {
+            return;
+        };
+        let Some(ep) = rest.split(|b| *b == 0).next() else {
+            return;
+        };
+        if let Some(e) = self.endpoints.iter().find(|e| e.id.as_bytes() == ep) {
+            if let Ok(mut r) = self.recount.lock() {
+                r.insert(e.id.clone());
+            }
+        }
+    }
+
+    async fn recount(&self, ep: &Arc<str>) -> Result<(), StorageError> {
+        let due = self
+            .recount
+            .lock()
+            .map(|mut r| r.remove(ep))
+            .unwrap_or(false);
+        if !due {
+            return Ok(());
+        }
+        let _g = self.queue.lock().await;
+        let (count, bytes, _) = self.storage.webhook_queue_size(ep)?;
+        if let Ok(mut sizes) = self.sizes.lock() {
+            sizes.insert(ep.clone(), Size { count, bytes });
+        }
+        self.publish_sizes();
+        Ok(())
+    }
+
     fn left_queue(&self, ep: &Arc<str>, q: &Queued) {
         if let Ok(mut sizes) = self.sizes.lock() {
             let s = sizes.entry(ep.clone()).or_default();
@@ -364,6 +405,7 @@ impl Webhooks {
         entity: &str,
         last_prune: &mut i64,
     ) -> Result<Duration, StorageError> {
+        self.recount(&ep.id).await?;
         if !self.duty.mine(entity) || self.storage.webhook_disabled(&ep.id)?.is_some() {
             return Ok(IDLE);
         }

@@ -26,8 +26,11 @@
 //! | `cg/`  | group id             | [`Counters`] kept by the outbox consumer|
 //! | `ci/`  | invite id            | [`Counters`]                            |
 //! | `o/`   | first seq (u64 BE)   | JSON array of [`Event`]s: the outbox before the journal; read once, deleted when consumed |
-//! | `fe/`  | feed (17: `u`/`g`, id), seq (u64 BE) | one event of a user's or group's feed (`feeds.rs`: at, then its JSON) |
+//! | `fe/`  | feed (17: `u`/`g`, id), first seq (u64 BE) | a chunk of a user's or group's feed (`feeds.rs`) |
 //! | `fh/`  | feed (17)            | where the feed stands: last seq, oldest held (u64 BE each) |
+//! | `wq/`  | endpoint, `\0`, event seq (u64 BE) | a webhook delivery waiting (`webhooks.rs`: body, attempts, next attempt) |
+//! | `wo/`  | endpoint, `\0`, event seq (u64 BE) | a webhook delivery done: delivered, failed or dropped |
+//! | `we/`  | endpoint             | the endpoint is disabled (its receiver answered 410) |
 //! | `q/`   | event seq (u64 BE)   | [`QuarantineRecord`]: an outbox event the consumer could not decode |
 //! | `x/outbox_cursor` |           | last consumed seq (u64 BE)              |
 //! | `x/checkpoint` |              | journal position and last event seq sled holds (u64 BE each) |

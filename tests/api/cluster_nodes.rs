@@ -1443,3 +1443,64 @@ async fn every_node_numbers_a_feed_alike() {
     joined.extend(rest["events"].as_array().expect("events").iter().cloned());
     assert_eq!(Value::Array(joined), feeds[0]);
 }
+
+async fn placement_changes(n: &[TestApp]) -> f64 {
+    let mut m = 0.0;
+    for app in n {
+        m += app.metric("qrgate_cluster_placement_changes_total").await;
+    }
+    m
+}
+
+/// Webhooks in a cluster: every node queues each delivery, one node sends
+/// it, and what it sent leaves every node's queue.
+#[actix_web::test]
+async fn each_webhook_goes_out_from_one_node_and_leaves_every_queue() {
+    use super::webhooks::{config, Receiver};
+    let Some(nats) = Nats::start() else { return };
+    let rx = Receiver::start(200).await;
+    let hooks = config(&[("crm", &rx.url, "[\"member_joined\"]")]);
+    let mut n = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        n.push(TestApp::spawn_with(&format!("{}{hooks}", node_config(&nats, id))).await);
+    }
+    all_live(&n).await;
+    let settled = placement_changes(&n).await;
+    let (_, owner) = n[0].user("owner").await;
+    let g = n[0].group(&owner, json!({"name": "Hooks"})).await;
+    let (_, tok, _) = n[0].invite(&owner, &g, json!({})).await;
+    for i in 0..9 {
+        let (_, t) = n[i % 3].user(&format!("w{i}")).await;
+        assert_eq!(try_join(&n[(i + 1) % 3], &t, &tok).await, 200);
+    }
+    let got = rx
+        .until("ten member_joined", 30, |g| {
+            g.iter().map(|r| r.id.clone()).collect::<HashSet<_>>().len() >= 10
+        })
+        .await;
+    // Every node's queue empties: the sender's deliveries left them all.
+    for app in &n {
+        let mut v = json!(null);
+        for _ in 0..100 {
+            v = app.get("/v1/admin/webhooks", Some(ADMIN)).await.1;
+            if v["endpoints"][0]["queued"] == 0 {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(v["endpoints"][0]["queued"], 0, "{v}");
+    }
+    let moved = placement_changes(&n).await - settled;
+    let distinct = got
+        .iter()
+        .map(|r| r.id.clone())
+        .collect::<HashSet<_>>()
+        .len();
+    println!(
+        "webhooks: {} received, {distinct} distinct, placement changes {moved}",
+        got.len()
+    );
+    if moved == 0.0 {
+        assert_eq!(got.len(), distinct, "sent by one node, once each");
+    }
+}

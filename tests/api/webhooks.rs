@@ -13,27 +13,27 @@ use serde_json::{json, Value};
 
 use super::helpers::*;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(super) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[derive(Clone, Debug)]
-struct Received {
-    id: String,
+pub(super) struct Received {
+    pub id: String,
     timestamp: String,
     signature: String,
-    body: String,
+    pub body: String,
 }
 
 /// A receiver answering `status` (0: never answers) to every POST, keeping
 /// what it got.
-struct Receiver {
-    url: String,
+pub(super) struct Receiver {
+    pub url: String,
     status: Arc<AtomicU16>,
     got: Arc<Mutex<Vec<Received>>>,
     _server: actix_web::dev::ServerHandle,
 }
 
 impl Receiver {
-    async fn start(status: u16) -> Receiver {
+    pub async fn start(status: u16) -> Receiver {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
         let answer = Arc::new(AtomicU16::new(status));
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -88,12 +88,12 @@ impl Receiver {
         self.status.store(status, Ordering::SeqCst);
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub fn got(&self) -> Vec<Received> {
         self.got.lock().expect("lock").clone()
     }
 
     /// Wait until `pred` holds of what it received.
-    async fn until(
+    pub async fn until(
         &self,
         what: &str,
         secs: u64,
@@ -110,7 +110,7 @@ impl Receiver {
     }
 }
 
-fn config(endpoints: &[(&str, &str, &str)]) -> String {
+pub(super) fn config(endpoints: &[(&str, &str, &str)]) -> String {
     let mut c = String::new();
     for (id, url, events) in endpoints {
         c.push_str(&format!(
