@@ -28,6 +28,16 @@ use crate::storage::{Storage, StorageError, WriteSet};
 const MAX_ANSWER_BYTES: usize = 4096;
 /// Queued deliveries looked at per pass (the first of each entity's).
 const SCAN: usize = 1000;
+/// Most attempts per pass (`webhook_delivery.concurrency` of them at once).
+const PASS: usize = 64;
+
+/// What a pass did.
+enum Pass {
+    /// Nothing was due (or this node does not deliver): wait this long.
+    Idle(Duration),
+    /// Attempts were made; whether any was answered.
+    Sent { delivered: bool },
+}
 /// A node that does not deliver (or an endpoint disabled) looks again this often.
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -36,7 +46,11 @@ pub struct Endpoint {
     pub url: String,
     pub events: Vec<String>,
     signer: standardwebhooks::Webhook,
+    /// New deliveries were queued.
     wake: Notify,
+    /// An operator resent a delivery or enabled the endpoint: try at once,
+    /// even while the endpoint is backed off.
+    kick: Notify,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -87,6 +101,7 @@ impl Webhooks {
                 events: e.events.clone(),
                 signer,
                 wake: Notify::new(),
+                kick: Notify::new(),
             }));
         }
         let hooks = Arc::new(Webhooks {
@@ -352,7 +367,7 @@ impl Webhooks {
                 s.bytes += record_bytes(&ep.id, &q);
             }
         }
-        ep.wake.notify_one();
+        ep.kick.notify_one();
         Ok(true)
     }
 
@@ -361,7 +376,7 @@ impl Webhooks {
         w.webhook_enabled(&ep.id);
         self.storage.commit(w).await?;
         tracing::info!(endpoint = %ep.id, "webhook endpoint enabled");
-        ep.wake.notify_one();
+        ep.kick.notify_one();
         Ok(())
     }
 
@@ -381,33 +396,58 @@ impl Webhooks {
             .finish();
         let entity = format!("jobs/webhooks/{}", ep.id);
         let mut last_prune = 0i64;
+        // Passes in a row in which every attempt failed: the endpoint as a
+        // whole backs off (5 s, doubling to 5 min), so a receiver that is
+        // down costs one attempt per backoff, not one per queued entity.
+        let mut failing = 0u32;
         loop {
             let wait = match self.pass(&client, &ep, &entity, &mut last_prune).await {
-                Ok(w) => w,
+                Ok(Pass::Idle(w)) => w,
+                Ok(Pass::Sent { delivered: true }) => {
+                    failing = 0;
+                    Duration::ZERO
+                }
+                Ok(Pass::Sent { delivered: false }) => {
+                    failing = failing.saturating_add(1);
+                    let secs = (rules::FIRST_BACKOFF_SECS as u64) << (failing - 1).min(6);
+                    Duration::from_secs(secs.min(300))
+                }
                 Err(e) => {
                     tracing::warn!(endpoint = %ep.id, error = %e, "webhook delivery pass failed; trying again");
                     IDLE
                 }
             };
-            if !wait.is_zero() {
-                let _ = tokio::time::timeout(wait, ep.wake.notified()).await;
+            if wait.is_zero() {
+                continue;
+            }
+            if failing > 0 {
+                // Backed off: only an operator's resend or enable cuts it short.
+                if tokio::time::timeout(wait, ep.kick.notified()).await.is_ok() {
+                    failing = 0;
+                }
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ep.wake.notified() => {}
+                    _ = ep.kick.notified() => {}
+                }
             }
         }
     }
 
     /// One pass over `ep`'s queue: attempt what is due (the first queued
-    /// delivery of each entity), record the outcomes; how long to wait
-    /// before the next pass (zero: at once).
+    /// delivery of each entity, up to [`PASS`]), record the outcomes in
+    /// one write for the attempts and one for what ended.
     async fn pass(
         &self,
         client: &awc::Client,
         ep: &Arc<Endpoint>,
         entity: &str,
         last_prune: &mut i64,
-    ) -> Result<Duration, StorageError> {
+    ) -> Result<Pass, StorageError> {
         self.recount(&ep.id).await?;
         if !self.duty.mine(entity) || self.storage.webhook_disabled(&ep.id)?.is_some() {
-            return Ok(IDLE);
+            return Ok(Pass::Idle(IDLE));
         }
         let now = crate::clock::now();
         if now - *last_prune >= 3600 {
@@ -423,7 +463,7 @@ impl Webhooks {
             }
             if q.next_at <= now {
                 due.push((seq, q));
-                if due.len() >= self.cfg.concurrency {
+                if due.len() >= PASS {
                     break;
                 }
             } else {
@@ -431,15 +471,23 @@ impl Webhooks {
             }
         }
         if due.is_empty() {
-            return Ok(Duration::from_secs((next - now).clamp(1, 30) as u64));
+            return Ok(Pass::Idle(Duration::from_secs(
+                (next - now).clamp(1, 30) as u64,
+            )));
         }
-        let attempts = due.iter().map(|(seq, q)| attempt(client, ep, *seq, q));
-        let answers = futures_util::future::join_all(attempts).await;
+        use futures_util::StreamExt;
+        let answers: Vec<_> = futures_util::stream::iter(&due)
+            .map(|(seq, q)| attempt(client, ep, *seq, q))
+            .buffered(self.cfg.concurrency)
+            .collect()
+            .await;
         let now = crate::clock::now();
         let _g = self.queue.lock().await;
         let mut done = WriteSet::new();
+        let mut tried = Vec::new();
         let mut left = Vec::new();
         let mut gone = None;
+        let mut delivered = false;
         for ((seq, mut q), (status, error)) in due.into_iter().zip(answers) {
             // Dropped at the bound meanwhile: nothing to record.
             if self
@@ -459,6 +507,7 @@ impl Webhooks {
                 .inc();
             match result {
                 Outcome::Delivered => {
+                    delivered = true;
                     metrics::WEBHOOKS_DONE
                         .with_label_values(&[&ep.id, "delivered"])
                         .inc();
@@ -468,7 +517,7 @@ impl Webhooks {
                 Outcome::Gone => {
                     gone = Some(status.unwrap_or(410));
                     q.next_at = now;
-                    self.storage.webhook_attempted(&ep.id, seq, &q).await?;
+                    tried.push((seq, q));
                 }
                 Outcome::Retry => {
                     let window = self.cfg.retry_hours as i64 * 3600;
@@ -476,7 +525,7 @@ impl Webhooks {
                     match rules::next_attempt(q.created, q.attempts, now, window, jitter) {
                         Some(at) => {
                             q.next_at = at;
-                            self.storage.webhook_attempted(&ep.id, seq, &q).await?;
+                            tried.push((seq, q));
                         }
                         None => {
                             metrics::WEBHOOKS_DONE
@@ -507,13 +556,18 @@ impl Webhooks {
                 },
             );
         }
+        if !tried.is_empty() {
+            self.storage.webhook_attempted(&ep.id, &tried).await?;
+        }
         if !done.is_empty() {
             self.storage.commit(done).await?;
         }
         for q in &left {
             self.left_queue(&ep.id, q);
         }
-        Ok(Duration::ZERO)
+        Ok(Pass::Sent {
+            delivered: delivered || gone.is_some(),
+        })
     }
 
     /// Forget done deliveries older than `keep_days`.

@@ -147,12 +147,14 @@ impl WriteSet {
 }
 
 impl Storage {
-    /// Record an attempt of a queued delivery on this node only (the node
+    /// Record attempts of queued deliveries on this node only (the node
     /// that delivers; another that takes over starts its count again).
-    pub async fn webhook_attempted(&self, endpoint: &str, seq: u64, q: &Queued) -> Result<()> {
+    pub async fn webhook_attempted(&self, endpoint: &str, tried: &[(u64, Queued)]) -> Result<()> {
         let mut w = WriteSet::new();
         w.local();
-        w.webhook_queued(endpoint, seq, q);
+        for (seq, q) in tried {
+            w.webhook_queued(endpoint, *seq, q);
+        }
         self.submit(w).await
     }
 
