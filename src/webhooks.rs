@@ -472,7 +472,7 @@ impl Webhooks {
         }
         if due.is_empty() {
             return Ok(Pass::Idle(Duration::from_secs(
-                (next - now).clamp(1, 30) as u64,
+                (next - now).clamp(1, 30) as u64
             )));
         }
         use futures_util::StreamExt;

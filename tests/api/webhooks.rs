@@ -416,8 +416,11 @@ async fn a_receiver_that_is_down_gets_everything_later_and_410_disables_it_until
     assert_eq!(v["endpoints"][0]["enabled"], true, "{v}");
 }
 
+/// A kill -9 right after a change is acknowledged (before the consumer
+/// queued its delivery), then another while the receiver has the request
+/// and has not answered: it is delivered, with the same `webhook-id`.
 #[actix_web::test]
-async fn a_kill_9_before_the_receiver_answers_sends_it_again_with_the_same_id() {
+async fn a_kill_9_before_the_delivery_or_before_the_answer_sends_it_again_with_the_same_id() {
     // The receiver takes the request and never answers.
     let rx = Receiver::start(0).await;
     let mut app = TestApp::spawn_with(&config(&[("crm", &rx.url, "[\"group_banned\"]")])).await;
@@ -431,6 +434,13 @@ async fn a_kill_9_before_the_receiver_answers_sends_it_again_with_the_same_id() 
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    app.kill9();
+    assert!(
+        rx.got().is_empty(),
+        "killed before the consumer's round: {:?}",
+        rx.got()
+    );
+    app.restart().await;
     let first = rx.until("the first attempt", 10, |g| !g.is_empty()).await;
     app.kill9();
     rx.set(200);
