@@ -137,6 +137,14 @@ pub enum EventKind {
         kind: String,
         amount: u64,
     },
+    /// A payout has not ended `payouts.stuck_after_seconds` after it was
+    /// made (for the operator: webhooks only; once per payout and start).
+    PayoutStuck {
+        payout_id: PayoutId,
+        user_id: UserId,
+        amount: u64,
+        status: PayoutState,
+    },
     /// A provider notification failed its signature or protocol check (for
     /// the operator: webhooks only; at most one a minute, the rest counted
     /// in `GET /v1/admin/alerts`).

@@ -33,6 +33,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "packet_refunded",
     "packet_paused",
     "large_transaction",
+    "payout_stuck",
     "notification_forged",
 ];
 

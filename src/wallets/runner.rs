@@ -77,6 +77,7 @@ impl Runner {
     /// Run forever: every 200 ms, or at once when woken (a new payout).
     pub async fn run(self) {
         let mut last_stuck_check = 0i64;
+        let mut reported = std::collections::HashSet::new();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -98,25 +99,58 @@ impl Runner {
             let now = now_ms / 1000;
             if now - last_stuck_check >= 5 {
                 last_stuck_check = now;
-                self.count_stuck(now);
+                self.count_stuck(now, &mut reported).await;
             }
         }
     }
 
-    fn count_stuck(&self, now: i64) {
+    /// Count the payouts that have not ended in time, and tell the
+    /// operator's backend of each once (`payout_stuck`, from the node that
+    /// runs the job).
+    async fn count_stuck(&self, now: i64, reported: &mut std::collections::HashSet<PayoutId>) {
         let after = self.wallets.shared().config.payouts.stuck_after_seconds;
-        match self.wallets.storage().open_payouts() {
-            Ok(open) => {
-                let stuck = open.iter().filter(|p| is_stuck(p, now, after)).count();
-                metrics::PAYOUTS_STUCK.set(stuck as i64);
-                if stuck > 0 {
-                    tracing::warn!(
-                        stuck,
-                        "payouts processing longer than payouts.stuck_after_seconds"
-                    );
-                }
+        let open = match self.wallets.storage().open_payouts() {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::error!(error = %e, "open payouts unreadable");
+                return;
             }
-            Err(e) => tracing::error!(error = %e, "open payouts unreadable"),
+        };
+        let stuck: Vec<_> = open.iter().filter(|p| is_stuck(p, now, after)).collect();
+        metrics::PAYOUTS_STUCK.set(stuck.len() as i64);
+        if stuck.is_empty() {
+            reported.clear();
+            return;
+        }
+        tracing::warn!(
+            stuck = stuck.len(),
+            "payouts processing longer than payouts.stuck_after_seconds"
+        );
+        reported.retain(|id| stuck.iter().any(|p| p.id == *id));
+        if !self.wallets.shared().duty.mine("jobs/payouts-stuck") {
+            return;
+        }
+        let mut w = crate::storage::WriteSet::new();
+        let mut new = Vec::new();
+        for p in stuck.iter().filter(|p| !reported.contains(&p.id)) {
+            w.event(&crate::domain::events::Event::for_users(
+                vec![],
+                now,
+                crate::domain::events::EventKind::PayoutStuck {
+                    payout_id: p.id,
+                    user_id: p.user,
+                    amount: p.amount,
+                    status: p.state,
+                },
+            ));
+            new.push(p.id);
+        }
+        if new.is_empty() {
+            return;
+        }
+        match self.wallets.storage().commit(w).await {
+            Ok(()) => reported.extend(new),
+            Err(e) => tracing::warn!(error = %e, "stuck payouts not reported; trying again"),
         }
     }
 

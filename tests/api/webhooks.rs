@@ -547,3 +547,87 @@ async fn the_queue_is_bounded_on_disk_and_drops_the_oldest_of_the_failing_endpoi
     let late: Vec<u64> = got[before..].iter().map(seq).collect();
     assert!(late.iter().all(|s| !gone.contains(s)), "{late:?} {gone:?}");
 }
+
+/// The operator's events go out the same way: a large transaction, a
+/// payout stuck at the provider, a forged provider notification.
+#[actix_web::test]
+async fn the_operators_events_go_out_too() {
+    let sim = super::payouts::Sim::start();
+    let rx = Receiver::start(200).await;
+    let app = TestApp::spawn_with(&format!(
+        "{}{}",
+        sim.config("large_transaction_fen = 3000\nstuck_after_seconds = 1\n"),
+        config(&[(
+            "ops",
+            &rx.url,
+            "[\"large_transaction\", \"payout_stuck\", \"notification_forged\"]"
+        )])
+    ))
+    .await;
+    let (uid, tok) = app.payee(&sim, "hal", 5000, "o-hal").await;
+    let (s, v) = sim
+        .post("/sim/faults", json!({"auto_complete": false}))
+        .await;
+    assert!(s < 300, "{v}");
+    let (s, v) = app.payout(&tok, "big", 3000).await;
+    assert_eq!(s, 202, "{v}");
+    let payout = s_(&v["id"]);
+    let (s, _) = app
+        .call_with(
+            "POST",
+            "/v1/provider/notify",
+            None,
+            Some(json!({"id": "forged", "event_type": "MCHTRANSFER.BILL.FINISHED"})),
+            &[
+                (
+                    "Wechatpay-Timestamp",
+                    chrono::Utc::now().timestamp().to_string(),
+                ),
+                ("Wechatpay-Nonce", "forged".into()),
+                ("Wechatpay-Signature", "Zm9yZ2Vk".into()),
+                ("Wechatpay-Serial", "SIM-PLATFORM-SERIAL".into()),
+            ],
+        )
+        .await;
+    assert_eq!(s, 401);
+    let got = rx
+        .until("the three operator events", 20, |g| {
+            ["large_transaction", "payout_stuck", "notification_forged"]
+                .iter()
+                .all(|t| {
+                    g.iter()
+                        .any(|r| r.body.contains(&format!("\"type\":\"{t}\"")))
+                })
+        })
+        .await;
+    let of = |t: &str| {
+        let r = got
+            .iter()
+            .find(|r| r.body.contains(&format!("\"type\":\"{t}\"")))
+            .expect("received");
+        verify(r)["data"].clone()
+    };
+    let large = of("large_transaction");
+    assert_eq!(
+        (
+            large["user_id"].clone(),
+            large["kind"].clone(),
+            large["amount"].clone()
+        ),
+        (json!(uid), json!("single_transfer"), json!(3000))
+    );
+    let stuck = of("payout_stuck");
+    assert_eq!(
+        (stuck["payout_id"].clone(), stuck["amount"].clone()),
+        (json!(payout), json!(3000))
+    );
+    assert!(!s_(&of("notification_forged")["reason"]).is_empty());
+    // Each stuck payout is told once.
+    actix_web::rt::time::sleep(Duration::from_secs(6)).await;
+    let told = rx
+        .got()
+        .iter()
+        .filter(|r| r.body.contains("\"payout_stuck\""))
+        .count();
+    assert_eq!(told, 1);
+}
