@@ -142,6 +142,10 @@ pub struct ProviderConfig {
     /// `spbill_create_ip` sent with transfers.
     #[serde(default = "default_server_ip")]
     pub server_ip: String,
+    /// A PEM file of CA certificates trusted for the provider's TLS, on top
+    /// of the system's (for a provider behind a private CA, or a test).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -159,6 +163,7 @@ impl fmt::Debug for ProviderConfig {
             .field("api_v3_key", &"<redacted>")
             .field("timeout_ms", &self.timeout_ms)
             .field("server_ip", &self.server_ip)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -185,6 +190,8 @@ struct Inner {
     api_v3_key: [u8; 32],
     timeout: Duration,
     server_ip: String,
+    /// For an `https` base URL.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The provider client. Cheap to clone; `Send + Sync`.
@@ -251,6 +258,16 @@ impl ProviderClient {
             return Err(ClientError::Config("base_url must not have a query".into()));
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
+        let tls = if scheme == "https" {
+            Some(crate::tls::client_config(cfg.ca_file.as_deref()).map_err(ClientError::Config)?)
+        } else if crate::tls::is_loopback(authority.host()) {
+            None
+        } else {
+            return Err(ClientError::Config(format!(
+                "base_url {:?}: plain http only to this machine (the simulator); use https",
+                cfg.base_url
+            )));
+        };
         for (value, name) in [
             (&cfg.mchid, "mchid"),
             (&cfg.appid, "appid"),
@@ -297,6 +314,7 @@ impl ProviderClient {
                 api_v3_key,
                 timeout: Duration::from_millis(cfg.timeout_ms),
                 server_ip: server_ip.to_string(),
+                tls,
             }),
         })
     }
@@ -574,11 +592,14 @@ impl ProviderClient {
     ) -> Result<RawReply, ClientError> {
         // Slightly longer than the overall deadline: the outer timeout is the
         // one that fires and is reported.
+        let mut connector =
+            awc::Connector::new().timeout(self.inner.timeout + Duration::from_millis(100));
+        if let Some(tls) = &self.inner.tls {
+            connector = connector.rustls_0_23(Arc::clone(tls));
+        }
         let client = awc::Client::builder()
             .timeout(self.inner.timeout + Duration::from_millis(100))
-            .connector(
-                awc::Connector::new().timeout(self.inner.timeout + Duration::from_millis(100)),
-            )
+            .connector(connector)
             .disable_redirects()
             .finish();
         let full_url = format!("{}{url}", self.inner.origin);
@@ -622,9 +643,9 @@ fn map_send_error(e: awc::error::SendRequestError) -> ClientError {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
             ClientError::Timeout
         }
-        SendRequestError::Connect(ConnectError::SslIsNotSupported) => ClientError::Config(
-            "https base_url needs a TLS-enabled awc build (feature rustls or openssl)".into(),
-        ),
+        SendRequestError::Connect(ConnectError::SslIsNotSupported) => {
+            ClientError::Config("https base_url: TLS is not set up".into())
+        }
         SendRequestError::Url(e) => ClientError::Config(format!("invalid URL: {e}")),
         other => ClientError::Unavailable(other.to_string()),
     }
@@ -665,6 +686,7 @@ mod tests {
                 api_v3_key: "0123456789abcdefghijklmnopqrstuv".into(),
                 timeout_ms: 5000,
                 server_ip: "127.0.0.1".into(),
+                ca_file: None,
             };
             Fixture {
                 _dir: dir,

@@ -28,6 +28,7 @@ pub mod money;
 pub mod notify;
 mod reply;
 pub mod sign;
+pub mod tls;
 pub mod wire;
 
 use thiserror::Error;
