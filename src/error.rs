@@ -38,6 +38,8 @@ pub enum ApiError {
     InsufficientScope(&'static str),
     #[error("API key not found")]
     ApiKeyNotFound,
+    #[error("this link request is unknown, used or expired: start the link again")]
+    LinkStateInvalid,
     #[error("no webhook endpoint with this id is configured")]
     WebhookNotFound,
     #[error(
@@ -195,6 +197,7 @@ impl ApiError {
             ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::ApiKeyNotFound => "api_key_not_found",
             ApiError::WebhookNotFound => "webhook_not_found",
+            ApiError::LinkStateInvalid => "link_state_invalid",
             ApiError::DeliveryNotFound => "delivery_not_found",
             ApiError::LinkChangeBlocked => "link_change_blocked",
             ApiError::PayoutCoolingOff { .. } => "payout_cooling_off",
@@ -325,9 +328,9 @@ impl ApiError {
             ApiError::CodeExpired | ApiError::CodeRevoked => StatusCode::GONE,
             ApiError::CodeQuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::IdempotencyKeyRequired | ApiError::LinkCodeRejected(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::IdempotencyKeyRequired
+            | ApiError::LinkCodeRejected(_)
+            | ApiError::LinkStateInvalid => StatusCode::BAD_REQUEST,
             ApiError::ProviderNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ProviderUnavailable | ApiError::CaptchaUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::LedgerInconsistent { .. }

@@ -97,3 +97,14 @@ err-packet_expired = This red packet has expired.
 err-outside_geofence = This red packet can only be opened near where it was handed out. Allow your location and try again.
 err-account_frozen = This account cannot do that.
 err-challenge_failed = The verification did not pass. Please try again.
+
+## The payment account link (the browser flow)
+
+link-done-title = Your payment account is linked
+link-done-detail = Payouts now go to this WeChat account. You can close this page.
+link-state-invalid-title = This link request has expired
+link-state-invalid-detail = It was used already or is older than 10 minutes. Start linking again in the app.
+link-refused-title = The link was not approved
+link-refused-detail = WeChat did not confirm the account. Start linking again in the app.
+link-failed-title = The account could not be linked now
+link-failed-detail = Try again in a few minutes.

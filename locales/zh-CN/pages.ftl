@@ -91,3 +91,14 @@ err-packet_expired = 红包已过期。
 err-outside_geofence = 这个红包只能在发放地点附近领取，请允许获取位置后重试。
 err-account_frozen = 该账号无法进行此操作。
 err-challenge_failed = 验证未通过，请重试。
+
+## 收款账户绑定（浏览器流程）
+
+link-done-title = 收款账户已绑定
+link-done-detail = 之后的提现将转入这个微信账户。可以关闭此页面。
+link-state-invalid-title = 这个绑定请求已失效
+link-state-invalid-detail = 它已被使用过，或已超过10分钟。请在应用中重新开始绑定。
+link-refused-title = 绑定未获确认
+link-refused-detail = 微信没有确认这个账户。请在应用中重新开始绑定。
+link-failed-title = 暂时无法绑定账户
+link-failed-detail = 请几分钟后再试。

@@ -196,7 +196,7 @@ pub async fn revoke_code(
     Ok(HttpResponse::NoContent().finish())
 }
 
-fn wants_json(req: &HttpRequest) -> bool {
+pub(super) fn wants_json(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

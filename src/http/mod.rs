@@ -206,6 +206,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(wallets::entries)
             .service(wallets::earn)
             .service(wallets::ledger_check)
+            .service(payouts::link_start)
+            .service(payouts::link_callback)
             .service(payouts::link)
             .service(payouts::link_status)
             .service(payouts::reconciliation)

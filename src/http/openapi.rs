@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
         super::joins::join, super::ws::ws, super::ws::ticket, super::events::events,
         super::wallets::wallet, super::wallets::entries, super::wallets::earn,
         super::wallets::ledger_check,
-        super::payouts::link, super::payouts::set_auto_payout, super::payouts::create_payout, super::payouts::list_payouts,
+        super::payouts::link, super::payouts::link_start, super::payouts::link_callback, super::payouts::set_auto_payout, super::payouts::create_payout, super::payouts::list_payouts,
         super::payouts::get_payout, super::payouts::provider_notify, super::payouts::admin_payouts,
         super::payouts::large_transactions, super::payouts::set_kyc, super::payouts::reconcile, super::payouts::alerts,
         super::payouts::link_status, super::payouts::reconciliation,

@@ -336,7 +336,13 @@ pub async fn link(
     user: User,
     body: web::Json<LinkBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let code = body.code.trim();
+    let view = link_user(&state, user.0, &body.code).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Exchange `code` and keep `user`'s link (both link routes).
+async fn link_user(state: &AppState, user: UserId, code: &str) -> Result<LinkView, ApiError> {
+    let code = code.trim();
     if code.is_empty() || code.len() > 256 || !code.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::validation(
             "code must be 1 to 256 printable ASCII characters",
@@ -348,27 +354,156 @@ pub async fn link(
         .ok_or(ApiError::ProviderNotConfigured)?;
     let tokens = client.exchange_code(code).await.map_err(provider_error)?;
     let now = crate::clock::now();
-    let link = Link {
+    let record = Link {
         openid: tokens.openid.clone(),
         access_token: state
             .keys
-            .seal(&tokens.access_token, user.0, "access_token")
+            .seal(&tokens.access_token, user, "access_token")
             .map_err(seal_error)?,
         refresh_token: state
             .keys
-            .seal(&tokens.refresh_token, user.0, "refresh_token")
+            .seal(&tokens.refresh_token, user, "refresh_token")
             .map_err(seal_error)?,
         expires_at: now.saturating_add(tokens.expires_in),
         linked_at: now,
         refreshed_at: now,
         relinked_at: None,
     };
-    state.wallets.set_link(user.0, link).await?;
-    Ok(HttpResponse::Ok().json(LinkView {
+    state.wallets.set_link(user, record).await?;
+    Ok(LinkView {
         linked: true,
         openid: tokens.openid,
         linked_at: rfc3339(now),
+    })
+}
+
+/// How long a browser link flow's `state` may come back.
+const LINK_STATE_SECS: i64 = 600;
+
+#[derive(Serialize, ToSchema)]
+pub struct LinkStart {
+    /// Send the user's browser here (inside WeChat): the provider asks the
+    /// user, then sends the browser to `/v1/wallet/link/callback`.
+    authorize_url: String,
+    /// Single use, for 10 minutes; it names the caller, so keep it to them.
+    state: String,
+}
+
+/// Start linking the caller's payment account in their browser (the
+/// OAuth authorize page): the answer's `authorize_url` leads back to
+/// `GET /v1/wallet/link/callback`, which links the account.
+#[utoipa::path(
+    responses(
+        (status = 200, body = LinkStart), (status = 401, body = Problem),
+        (status = 503, body = Problem, description = "provider_not_configured")
+    ),
+    security(("bearer" = [])), tag = "payouts"
+)]
+#[post("/v1/wallet/link/start")]
+pub async fn link_start(state: web::Data<AppState>, user: User) -> Result<HttpResponse, ApiError> {
+    let client = state
+        .provider
+        .as_ref()
+        .ok_or(ApiError::ProviderNotConfigured)?;
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw).map_err(|_| ApiError::Internal)?;
+    let link_state = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    };
+    let mut w = crate::storage::WriteSet::new();
+    w.link_state(
+        blake3::hash(link_state.as_bytes()).as_bytes(),
+        &crate::storage::LinkState {
+            user: user.0,
+            expires_at: crate::clock::now() + LINK_STATE_SECS,
+        },
+    );
+    state.storage.commit(w).await?;
+    let callback = format!("{}/v1/wallet/link/callback", state.base_url);
+    Ok(HttpResponse::Ok().json(LinkStart {
+        authorize_url: client.authorize_url(&callback, &link_state),
+        state: link_state,
     }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// Where the provider sends the browser back: links the payment account
+/// of the user the `state` was issued to, and says so in a page (JSON for
+/// a client that asks for it). A state that is unknown, used or older
+/// than 10 minutes: 400 `link_state_invalid`.
+#[utoipa::path(
+    params(CallbackQuery),
+    responses(
+        (status = 200, description = "linked (an HTML page, or the link as JSON)", body = LinkView),
+        (status = 400, body = Problem, description = "link_state_invalid, link_code_invalid (an HTML page for browsers)"),
+        (status = 502, body = Problem), (status = 503, body = Problem)
+    ),
+    tag = "payouts"
+)]
+#[get("/v1/wallet/link/callback")]
+pub async fn link_callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<CallbackQuery>,
+) -> HttpResponse {
+    let json = super::codes::wants_json(&req);
+    let lang = crate::i18n::Lang::of(&req);
+    let result = callback(&state, &q).await;
+    match result {
+        Ok(view) if json => HttpResponse::Ok().json(view),
+        Ok(_) => super::pages::html(
+            actix_web::http::StatusCode::OK,
+            super::pages::render_missing_page(lang, "link-done"),
+        ),
+        Err(e) if json => actix_web::ResponseError::error_response(&e),
+        Err(e) => {
+            let key = match &e {
+                ApiError::LinkStateInvalid => "link-state-invalid",
+                ApiError::LinkCodeRejected(_) | ApiError::Validation(_) => "link-refused",
+                _ => "link-failed",
+            };
+            super::pages::html(
+                actix_web::ResponseError::status_code(&e),
+                super::pages::render_missing_page(lang, key),
+            )
+        }
+    }
+}
+
+async fn callback(state: &AppState, q: &CallbackQuery) -> Result<LinkView, ApiError> {
+    let link_state = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.len() <= 64)
+        .ok_or(ApiError::LinkStateInvalid)?;
+    let hash = *blake3::hash(link_state.as_bytes()).as_bytes();
+    let mut found = state.storage.link_state(&hash)?;
+    if found.is_none() && state.storage.is_cluster() {
+        // Started through another node a moment ago.
+        state.storage.sync_all().await?;
+        found = state.storage.link_state(&hash)?;
+    }
+    let s = found.ok_or(ApiError::LinkStateInvalid)?;
+    let now = crate::clock::now();
+    if now > s.expires_at {
+        return Err(ApiError::LinkStateInvalid);
+    }
+    // Used once: a second use (a reload, or someone else's copy) is refused.
+    let mut w = crate::storage::WriteSet::new();
+    w.link_state_used(&hash, now);
+    match state.storage.commit(w).await {
+        Ok(()) => {}
+        Err(crate::storage::StorageError::Exists(_)) => return Err(ApiError::LinkStateInvalid),
+        Err(e) => return Err(e.into()),
+    }
+    link_user(state, s.user, q.code.as_deref().unwrap_or_default()).await
 }
 
 fn seal_error(e: crate::keys::KeyError) -> ApiError {

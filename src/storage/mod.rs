@@ -31,6 +31,8 @@
 //! | `wq/`  | endpoint, `\0`, event seq (u64 BE) | a webhook delivery waiting (`webhooks.rs`: body, attempts, next attempt) |
 //! | `wo/`  | endpoint, `\0`, event seq (u64 BE) | a webhook delivery done: delivered, failed or dropped |
 //! | `we/`  | endpoint             | the endpoint is disabled (its receiver answered 410) |
+//! | `lk/`  | blake3(link state)   | [`LinkState`]: a browser link flow under way (user, expiry) |
+//! | `lku/` | blake3(link state)   | the state came back once (unix seconds)  |
 //! | `q/`   | event seq (u64 BE)   | [`QuarantineRecord`]: an outbox event the consumer could not decode |
 //! | `x/outbox_cursor` |           | last consumed seq (u64 BE)              |
 //! | `x/checkpoint` |              | journal position and last event seq sled holds (u64 BE each) |
@@ -94,7 +96,7 @@ use journal::{Journal, JournalFs};
 use kv::Kv;
 pub use ledger::{DayAnchor, InboxItem, LedgerBooks};
 pub use packets::{BlacklistEntry, KeyRecord, PacketRecords};
-pub use payouts::{LargeTransaction, Link};
+pub use payouts::{LargeTransaction, Link, LinkState};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {

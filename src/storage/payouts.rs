@@ -53,7 +53,26 @@ fn job_key(at_ms: i64, id: PayoutId) -> Vec<u8> {
     key(b"pj/", &[&at_ms.max(0).to_be_bytes(), id.as_bytes()])
 }
 
+/// A browser link flow under way: the user it was started by, until when
+/// its `state` may come back (`lk/` blake3(state)); `lku/` marks it used.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkState {
+    pub user: UserId,
+    pub expires_at: i64,
+}
+
 impl WriteSet {
+    pub fn link_state(&mut self, hash: &[u8; 32], s: &LinkState) {
+        self.create_json(key(b"lk/", &[hash]), s);
+    }
+
+    /// The state came back: used once (a second use is refused as the
+    /// `lku/` record exists), then forgotten.
+    pub fn link_state_used(&mut self, hash: &[u8; 32], at: i64) {
+        self.create_json(key(b"lku/", &[hash]), &at);
+        self.del(key(b"lk/", &[hash]));
+    }
+
     /// A payout's record; moves its job to `next_attempt_at` (or drops it
     /// once final). `previous` is the record as stored before, if any.
     pub fn payout(&mut self, p: &Payout, previous: Option<&Payout>) {
@@ -191,6 +210,10 @@ impl Storage {
 
     pub fn auto_payout(&self, user: UserId) -> Result<Option<u64>> {
         self.get(key(b"wa/", &[user.as_bytes()]))
+    }
+
+    pub fn link_state(&self, hash: &[u8; 32]) -> Result<Option<LinkState>> {
+        self.get(key(b"lk/", &[hash]))
     }
 
     pub fn link(&self, user: UserId) -> Result<Option<Link>> {

@@ -119,6 +119,9 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/wallet/entries",                            USERS),
     ("POST",   "/v1/wallet/link",                               USERS),
     ("GET",    "/v1/wallet/link",                               USERS),
+    ("POST",   "/v1/wallet/link/start",                         USERS),
+    // A state nobody was issued: refused alike, whoever calls.
+    ("GET",    "/v1/wallet/link/callback",                      [e(400, "link_state_invalid"); 8]),
     ("PUT",    "/v1/wallet/auto-payout",                        USERS),
     ("POST",   "/v1/payouts",                                   [U, U, U, e(409, "insufficient_funds"), e(409, "insufficient_funds"), e(409, "insufficient_funds"), s(200), F]),
     ("GET",    "/v1/payouts",                                   USERS),
@@ -376,6 +379,11 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         ("POST", "/v1/wallet/link") => {
             req(route).body(json!({"code": format!("matrix-link-{name}")}))
         }
+        ("POST", "/v1/wallet/link/start") => req(route),
+        ("GET", "/v1/wallet/link/callback") => {
+            req(format!("{route}?code=matrix-{name}&state=forged-{name}"))
+                .header("Accept", "application/json")
+        }
         ("PUT", "/v1/wallet/auto-payout") => req(route).body(json!({"threshold": null})),
         // Everyone replays the owner's request with the owner's key: only the
         // owner gets the owner's payout back.
@@ -631,8 +639,9 @@ fn scope_expects(method: &str, route: &str, row: &[Exp; 8], scope: &str) -> Opti
     if row.iter().all(|c| *c == U) || route == "/v1/ws" {
         return Some(e(401, "")); // signed by the provider; WebSockets take users only
     }
-    if route.starts_with("/v1/internal/") {
-        return Some(row[0]); // signed by a node of the cluster; no token looked at
+    if route.starts_with("/v1/internal/") || route == "/v1/wallet/link/callback" {
+        // signed by a node of the cluster; the link state names the user: no token looked at
+        return Some(row[0]);
     }
     let named = qrgate::http::auth::ROUTE_SCOPES
         .iter()

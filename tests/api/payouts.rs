@@ -38,11 +38,12 @@ impl Sim {
         let dir = self.keys.path().join("keys");
         let key = std::fs::read_to_string(dir.join("api_v3_key")).expect("api v3 key");
         format!(
-            "[provider]\nbase_url = \"{}\"\nmchid = \"1900000001\"\nappid = \"wx-qrgate-sim\"\napp_secret = \"sim-app-secret\"\nmerchant_key_file = \"{}\"\nmerchant_serial = \"SIM-MERCHANT-SERIAL\"\nplatform_public_key_file = \"{}\"\nplatform_serial = \"SIM-PLATFORM-SERIAL\"\napi_v3_key = \"{}\"\ntimeout_ms = 500\n\n[payouts]\nretry_factor = 0.01\nkyc_above_fen = 5000\n{extra_payouts}\n",
+            "[provider]\nbase_url = \"{}\"\nmchid = \"1900000001\"\nappid = \"wx-qrgate-sim\"\napp_secret = \"sim-app-secret\"\nmerchant_key_file = \"{}\"\nmerchant_serial = \"SIM-MERCHANT-SERIAL\"\nplatform_public_key_file = \"{}\"\nplatform_serial = \"SIM-PLATFORM-SERIAL\"\napi_v3_key = \"{}\"\ntimeout_ms = 500\nauthorize_url = \"{}/connect/oauth2/authorize\"\n\n[payouts]\nretry_factor = 0.01\nkyc_above_fen = 5000\n{extra_payouts}\n",
             self.base,
             dir.join("merchant_private.pem").display(),
             dir.join("platform_public.pem").display(),
-            key.trim()
+            key.trim(),
+            self.base
         )
     }
 
@@ -1111,4 +1112,105 @@ async fn a_verified_real_name_is_kept_sealed() {
         )
         .await;
     assert_eq!(s, 204);
+}
+
+/// Follow a provider redirect by hand: (status, Location, body).
+async fn browse(app: &TestApp, url: &str, accept: &str) -> (u16, String, String) {
+    let mut r = app
+        .client
+        .get(url)
+        .insert_header(("Accept", accept))
+        .send()
+        .await
+        .expect("request");
+    let location = header(r.headers(), "location");
+    let body = r.body().await.expect("body");
+    (
+        r.status().as_u16(),
+        location,
+        String::from_utf8_lossy(&body).to_string(),
+    )
+}
+
+/// The account link as a browser flow: start (a session), the provider's
+/// authorize page, the callback that links the user the state was issued
+/// to; a state used twice, forged, or older than 10 minutes is refused.
+#[actix_web::test]
+async fn the_browser_link_flow_links_the_user_its_state_was_issued_to_once() {
+    let sim = Sim::start();
+    let mut app = server(&sim, "").await;
+    let (_, alice) = app.user("alice").await;
+    let (_, mallory) = app.user("mallory").await;
+    assert_eq!(
+        app.post("/v1/wallet/link/start", None, json!({})).await.0,
+        401
+    );
+    let (s, v) = app
+        .post("/v1/wallet/link/start", Some(&alice), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let authorize = s_(&v["authorize_url"]);
+    let state = s_(&v["state"]);
+    assert!(
+        authorize.starts_with(&format!(
+            "{}/connect/oauth2/authorize?appid=wx-qrgate-sim&redirect_uri=",
+            sim.base
+        )),
+        "{authorize}"
+    );
+    assert!(authorize.ends_with("#wechat_redirect"), "{authorize}");
+    // The simulator approves at once (as the user `o-browser`).
+    let page = authorize.trim_end_matches("#wechat_redirect").to_string() + "&openid=o-browser";
+    let (s, callback, _) = browse(&app, &page, "text/html").await;
+    assert_eq!(s, 302);
+    assert!(
+        callback.starts_with(&format!("{}/v1/wallet/link/callback?code=", app.base)),
+        "{callback}"
+    );
+    assert!(callback.contains(&format!("state={state}")), "{callback}");
+    let (s, _, html) = browse(&app, &callback, "text/html").await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("linked"), "{html}");
+    let (_, v) = app.get("/v1/wallet/link", Some(&alice)).await;
+    assert_eq!(v["openid"], "o-browser", "{v}");
+    let (_, v) = app.get("/v1/wallet/link", Some(&mallory)).await;
+    assert_ne!(
+        v["openid"], "o-browser",
+        "only the user the state was issued to: {v}"
+    );
+
+    // Used once: a reload is refused, as a page and as a problem.
+    let (s, _, html) = browse(&app, &callback, "text/html").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("expired"), "{html}");
+    let (s, _, body) = browse(&app, &callback, "application/json").await;
+    let v: Value = serde_json::from_str(&body).expect("problem");
+    assert_eq!((s, code(&v)), (400, "link_state_invalid"), "{v}");
+    // A state nobody was issued.
+    let (s, _, body) = browse(
+        &app,
+        &format!("{}/v1/wallet/link/callback?code=x&state=forged", app.base),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+
+    // Older than 10 minutes.
+    let (_, v) = app
+        .post("/v1/wallet/link/start", Some(&mallory), json!({}))
+        .await;
+    let page = s_(&v["authorize_url"])
+        .trim_end_matches("#wechat_redirect")
+        .to_string();
+    let old_base = app.base.clone();
+    app.env
+        .push(("QRGATE_CLOCK_OFFSET_SECS".into(), "660".into()));
+    app.restart().await;
+    let (_, callback, _) = browse(&app, &page, "text/html").await;
+    let callback = callback.replace(&old_base, &app.base);
+    let (s, _, body) = browse(&app, &callback, "application/json").await;
+    let v: Value = serde_json::from_str(&body).expect("problem");
+    assert_eq!((s, code(&v)), (400, "link_state_invalid"), "{v}");
+    let (_, v) = app.get("/v1/wallet/link", Some(&mallory)).await;
+    assert_eq!(v["linked"], false, "{v}");
 }

@@ -299,6 +299,10 @@ pub fn merchant_config(base_url: &str, keys_dir: &Path) -> Result<ProviderConfig
         api_v3_key: read_api_v3_key(&keys_dir.join(API_V3_KEY_FILE))?,
         timeout_ms: 5000,
         server_ip: "127.0.0.1".into(),
+        authorize_url: Some(format!(
+            "{}/connect/oauth2/authorize",
+            base_url.trim_end_matches('/')
+        )),
         ca_file: None,
     })
 }

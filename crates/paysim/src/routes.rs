@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     actix_web::error::InternalError::from_response(err, response).into()
                 }),
         )
+        .route("/connect/oauth2/authorize", web::get().to(authorize))
         .route("/sns/oauth2/access_token", web::get().to(access_token))
         .route("/sns/oauth2/refresh_token", web::get().to(refresh_token))
         .route("/v3/transfers", web::post().to(create_transfer))
@@ -90,6 +91,47 @@ fn issue_tokens(sim: &Sim, openid: String, refresh: Option<String>) -> HttpRespo
         "openid": openid,
         "scope": "snsapi_base",
     }))
+}
+
+/// The OAuth authorize page, approved at once: a new simulated WeChat
+/// user (or the `openid` the caller names, for tests) gets a single-use
+/// code, and the browser is sent to `redirect_uri?code=...&state=...`.
+async fn authorize(sim: Data, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let get = |k: &str| query.get(k).map(String::as_str);
+    if get("appid") != Some(APPID) {
+        return oauth_error(40013, "invalid appid");
+    }
+    if get("response_type") != Some("code") {
+        return oauth_error(40002, "response_type must be code");
+    }
+    if !matches!(get("scope"), Some("snsapi_base" | "snsapi_userinfo")) {
+        return oauth_error(10005, "invalid scope");
+    }
+    let Some(redirect) = get("redirect_uri")
+        .filter(|u| (u.starts_with("http://") || u.starts_with("https://")) && !u.contains('#'))
+    else {
+        return oauth_error(10003, "redirect_uri is not an http(s) URL");
+    };
+    let (code, openid) = match (sign::random_alphanumeric(32), sign::random_alphanumeric(22)) {
+        (Ok(c), Ok(o)) => (c, get("openid").map_or(format!("o-sim-{o}"), str::to_owned)),
+        _ => return oauth_error(-1, "system error"),
+    };
+    if !qrgate_provider::client::valid_openid(&openid) {
+        return oauth_error(40003, "invalid openid");
+    }
+    sim.lock()
+        .codes
+        .insert(code.clone(), state::CodeGrant { openid });
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let mut to = format!("{redirect}{sep}code={code}");
+    if let Some(st) = get("state") {
+        to.push_str("&state=");
+        to.push_str(&qrgate_provider::client::percent_encode(st));
+    }
+    HttpResponse::Found()
+        .insert_header(("Location", to))
+        .insert_header(("Cache-Control", "no-store"))
+        .finish()
 }
 
 async fn access_token(sim: Data, query: web::Query<HashMap<String, String>>) -> HttpResponse {

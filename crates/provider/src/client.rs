@@ -142,6 +142,10 @@ pub struct ProviderConfig {
     /// `spbill_create_ip` sent with transfers.
     #[serde(default = "default_server_ip")]
     pub server_ip: String,
+    /// The OAuth authorize page the browser link flow sends users to;
+    /// default WeChat's, `https://open.weixin.qq.com/connect/oauth2/authorize`.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
     /// A PEM file of CA certificates trusted for the provider's TLS, on top
     /// of the system's (for a provider behind a private CA, or a test).
     #[serde(default)]
@@ -163,6 +167,7 @@ impl fmt::Debug for ProviderConfig {
             .field("api_v3_key", &"<redacted>")
             .field("timeout_ms", &self.timeout_ms)
             .field("server_ip", &self.server_ip)
+            .field("authorize_url", &self.authorize_url)
             .field("ca_file", &self.ca_file)
             .finish()
     }
@@ -192,6 +197,7 @@ struct Inner {
     server_ip: String,
     /// For an `https` base URL.
     tls: Option<Arc<rustls::ClientConfig>>,
+    authorize_url: String,
 }
 
 /// The provider client. Cheap to clone; `Send + Sync`.
@@ -210,6 +216,14 @@ impl fmt::Debug for ProviderClient {
             .field("mchid", &self.inner.mchid)
             .finish_non_exhaustive()
     }
+}
+
+/// WeChat's OAuth authorize page.
+pub const DEFAULT_AUTHORIZE_URL: &str = "https://open.weixin.qq.com/connect/oauth2/authorize";
+
+/// `s` percent-encoded for a query value.
+pub fn percent_encode(s: &str) -> String {
+    super::reply::encode_query_value(s)
 }
 
 fn check_config_field(value: &str, name: &str) -> Result<(), ClientError> {
@@ -258,6 +272,22 @@ impl ProviderClient {
             return Err(ClientError::Config("base_url must not have a query".into()));
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
+        let authorize_url = cfg
+            .authorize_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_AUTHORIZE_URL.to_owned());
+        if !(authorize_url.starts_with("https://")
+            || authorize_url
+                .strip_prefix("http://")
+                .and_then(|r| r.split(['/', '?']).next())
+                .and_then(|a| a.rsplit_once(':').map(|(h, _)| h).or(Some(a)))
+                .is_some_and(crate::tls::is_loopback))
+            || authorize_url.contains(['?', '#'])
+        {
+            return Err(ClientError::Config(format!(
+                "authorize_url {authorize_url:?}: an https URL without a query (http only to this machine)"
+            )));
+        }
         let tls = if scheme == "https" {
             Some(crate::tls::client_config(cfg.ca_file.as_deref()).map_err(ClientError::Config)?)
         } else if crate::tls::is_loopback(authority.host()) {
@@ -315,8 +345,22 @@ impl ProviderClient {
                 timeout: Duration::from_millis(cfg.timeout_ms),
                 server_ip: server_ip.to_string(),
                 tls,
+                authorize_url,
             }),
         })
+    }
+
+    /// Where to send a user's browser to authorize the link: the provider
+    /// approves, then sends it to `redirect_uri?code=...&state=...`.
+    pub fn authorize_url(&self, redirect_uri: &str, state: &str) -> String {
+        let query = query_string(&[
+            ("appid", &self.inner.appid),
+            ("redirect_uri", redirect_uri),
+            ("response_type", "code"),
+            ("scope", "snsapi_base"),
+            ("state", state),
+        ]);
+        format!("{}?{query}#wechat_redirect", self.inner.authorize_url)
     }
 
     /// Exchanges a single-use OAuth code for tokens and the user's openid.
@@ -686,6 +730,7 @@ mod tests {
                 api_v3_key: "0123456789abcdefghijklmnopqrstuv".into(),
                 timeout_ms: 5000,
                 server_ip: "127.0.0.1".into(),
+                authorize_url: None,
                 ca_file: None,
             };
             Fixture {

@@ -92,6 +92,7 @@ fn config(
         api_v3_key: "0123456789abcdefghijklmnopqrstuv".into(),
         timeout_ms: 5000,
         server_ip: "127.0.0.1".into(),
+        authorize_url: None,
         ca_file,
     }
 }
