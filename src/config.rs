@@ -53,9 +53,62 @@ pub struct Config {
     pub cluster: ClusterCfg,
     /// Anti-abuse on joins: risk scoring, step-up, challenges (see `domain::risk`).
     pub risk: crate::domain::risk::Policy,
-    /// The payment provider; absent: payouts and account links answer 503
-    /// `provider_not_configured`.
-    pub provider: Option<qrgate_provider::client::ProviderConfig>,
+    /// The payment provider (`[provider] kind`): the embedded simulator
+    /// by default, WeChat Pay, or none (payouts and account links answer
+    /// 503 `provider_not_configured`).
+    #[serde(deserialize_with = "provider_choice")]
+    pub provider: Provider,
+}
+
+/// Which payment provider payouts and account links use.
+#[derive(Debug, Clone, Default)]
+pub enum Provider {
+    /// No `[provider]` kind: the embedded simulator on a loopback bind
+    /// (one node); a server reachable from elsewhere refuses to start
+    /// until a kind is chosen; in a cluster, none.
+    #[default]
+    Default,
+    /// `kind = "embedded_simulator"`: the simulator in this process, set
+    /// explicitly (also on a bind others can reach).
+    Embedded,
+    /// `kind = "wechatpay"` (the default when `base_url` is given): the
+    /// provider at `base_url`, or `qrgate paysim` run apart.
+    External(Box<qrgate_provider::client::ProviderConfig>),
+    /// `kind = "none"`: no payouts and no account links.
+    None,
+}
+
+/// What `[provider]` comes to on this server.
+pub enum ProviderUse<'a> {
+    Embedded,
+    External(&'a qrgate_provider::client::ProviderConfig),
+    None,
+}
+
+fn provider_choice<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Provider, D::Error> {
+    use serde::de::Error;
+    let mut table = toml::Table::deserialize(d)?;
+    let kind = match table.remove("kind") {
+        None => None,
+        Some(toml::Value::String(k)) => Some(k),
+        Some(_) => return Err(D::Error::custom("provider.kind must be a string")),
+    };
+    match kind.as_deref() {
+        None if table.is_empty() => Ok(Provider::Default),
+        Some("embedded_simulator" | "none") if !table.is_empty() => Err(D::Error::custom(
+            "provider: with kind = \"embedded_simulator\" or \"none\", set nothing else",
+        )),
+        Some("embedded_simulator") => Ok(Provider::Embedded),
+        Some("none") => Ok(Provider::None),
+        None | Some("wechatpay") => {
+            qrgate_provider::client::ProviderConfig::deserialize(toml::Value::Table(table))
+                .map(|p| Provider::External(Box::new(p)))
+                .map_err(|e| D::Error::custom(format!("provider: {e}")))
+        }
+        Some(other) => Err(D::Error::custom(format!(
+            "provider.kind `{other}`: use \"embedded_simulator\", \"wechatpay\" or \"none\""
+        ))),
+    }
 }
 
 /// The invitation cards.
@@ -577,7 +630,7 @@ impl Default for Config {
             storage: StorageCfg::default(),
             cluster: ClusterCfg::default(),
             risk: crate::domain::risk::Policy::default(),
-            provider: None,
+            provider: Provider::Default,
         }
     }
 }
@@ -647,6 +700,30 @@ pub enum ConfigError {
 pub const ENV_WEBHOOK: &str = "env";
 
 impl Config {
+    /// What `[provider]` comes to on this server (see [`Provider`]).
+    pub fn provider_use(&self) -> ProviderUse<'_> {
+        match &self.provider {
+            Provider::Default if self.cluster.nats.is_empty() => ProviderUse::Embedded,
+            Provider::Default | Provider::None => ProviderUse::None,
+            Provider::Embedded => ProviderUse::Embedded,
+            Provider::External(p) => ProviderUse::External(p),
+        }
+    }
+
+    fn validate_provider(&self) -> Result<(), String> {
+        let clustered = !self.cluster.nats.is_empty();
+        match &self.provider {
+            Provider::Default if !clustered && !loopback(&self.bind) => Err(format!(
+                "bind {} is reachable from other machines, and no payment provider is chosen: set [provider] kind = \"wechatpay\" (with the merchant's settings), \"none\" (no payouts), or \"embedded_simulator\" (a simulator: no real money moves)",
+                self.bind
+            )),
+            Provider::Embedded if clustered => Err(
+                "[provider] kind = \"embedded_simulator\" runs on one node only: in a cluster use \"wechatpay\" or \"none\"".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     fn validate_webhooks(&self) -> Result<(), String> {
         use crate::domain::webhook::{check_events, valid_endpoint_id};
         let mut seen = std::collections::HashSet::new();
@@ -764,7 +841,7 @@ impl Config {
             });
         }
         // Provider secrets belong in the environment rather than the file.
-        if let Some(p) = self.provider.as_mut() {
+        if let Provider::External(p) = &mut self.provider {
             if let Some(v) = get("QRGATE_PROVIDER_API_V3_KEY") {
                 p.api_v3_key = v;
             }
@@ -776,7 +853,10 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if let Err(e) = self.validate_webhooks() {
+        if let Err(e) = self
+            .validate_webhooks()
+            .and_then(|()| self.validate_provider())
+        {
             return bad(&e);
         }
         if let Err(e) = crate::domain::network::parse_proxies(&self.trusted_proxies) {
@@ -1099,6 +1179,44 @@ mod tests {
     }
 
     #[test]
+    fn the_provider_is_the_embedded_simulator_only_where_nobody_else_can_reach_it() {
+        let parse = |text: &str| toml::from_str::<Config>(text).unwrap();
+        let c = parse("bind = \"127.0.0.1:8080\"");
+        assert!(matches!(c.provider_use(), ProviderUse::Embedded));
+        assert!(c.validate().is_ok());
+        // Reachable from elsewhere: a kind must be chosen.
+        let c = parse(
+            "bind = \"0.0.0.0:8080\"\nadmin_token = \"a-long-enough-operator-token-0123456789\"",
+        );
+        assert!(c.validate().is_err());
+        for kind in ["none", "embedded_simulator"] {
+            let c = parse(&format!(
+                "bind = \"0.0.0.0:8080\"\nadmin_token = \"a-long-enough-operator-token-0123456789\"\n[provider]\nkind = \"{kind}\""
+            ));
+            assert!(c.validate().is_ok(), "{kind}");
+        }
+        assert!(matches!(
+            parse("[provider]\nkind = \"none\"").provider_use(),
+            ProviderUse::None
+        ));
+        // Without a kind, the settings of a provider mean WeChat Pay's.
+        assert!(
+            toml::from_str::<Config>("[provider]\nbase_url = \"https://x\"").is_err(),
+            "the rest is required"
+        );
+        assert!(toml::from_str::<Config>("[provider]\nkind = \"paypal\"").is_err());
+        assert!(
+            toml::from_str::<Config>("[provider]\nkind = \"none\"\nbase_url = \"https://x\"")
+                .is_err()
+        );
+        // A cluster: no simulator per node.
+        let c = parse("[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nnode_id = \"n1\"\nsecret = \"cluster-secret-for-tests-0123456789abcdef\"");
+        assert!(matches!(c.provider_use(), ProviderUse::None));
+        let c = parse("[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nnode_id = \"n1\"\nsecret = \"cluster-secret-for-tests-0123456789abcdef\"\n[provider]\nkind = \"embedded_simulator\"");
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<Config>("bnid = \"x\"").is_err());
         let c = Config {
@@ -1113,6 +1231,7 @@ mod tests {
         let with = |bind: &str, token: &str| Config {
             bind: bind.into(),
             admin_token: token.into(),
+            provider: Provider::None,
             ..Config::default()
         };
         let long = "k".repeat(40);

@@ -30,6 +30,8 @@ pub enum StartError {
     Provider(qrgate_provider::client::ClientError),
     #[error("{0}")]
     Webhooks(String),
+    #[error("the embedded payment simulator: {0}")]
+    Embedded(String),
 }
 
 /// A server bound to its port, not yet awaited.
@@ -41,13 +43,41 @@ pub struct Application {
     pub codes: Arc<crate::codes::Codes>,
 }
 
+/// With the embedded simulator, start it (on loopback, its keys in
+/// `{data_dir}/paysim`) and point `config` at it; its address, to say so.
+fn embedded_provider(config: &mut Config) -> Result<Option<SocketAddr>, StartError> {
+    if !matches!(config.provider_use(), crate::config::ProviderUse::Embedded) {
+        return Ok(None);
+    }
+    let keys = config.data_dir.join("paysim");
+    let started = qrgate_paysim::start(&qrgate_paysim::PaysimArgs {
+        bind: "127.0.0.1:0".into(),
+        keys: keys.clone(),
+        time_factor: 1.0,
+        amount_limit: qrgate_paysim::DEFAULT_AMOUNT_LIMIT,
+        balance: qrgate_paysim::DEFAULT_BALANCE,
+        workers: 1,
+    })
+    .map_err(|e| StartError::Embedded(e.to_string()))?;
+    let base = format!("http://{}", started.addr);
+    let merchant = qrgate_paysim::merchant_config(&base, &keys)
+        .map_err(|e| StartError::Embedded(e.to_string()))?;
+    actix_web::rt::spawn(started.server);
+    tracing::warn!(
+        at = %base,
+        "payouts and account links use the EMBEDDED PAYMENT SIMULATOR: no real money moves (set [provider] kind = \"wechatpay\" for a merchant account)"
+    );
+    config.provider = crate::config::Provider::External(Box::new(merchant));
+    Ok(Some(started.addr))
+}
+
 fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
 }
 
 /// Open storage and keys, start the actor directory and the outbox consumer,
 /// and bind the HTTP server. Must run inside an actix system.
-pub fn build(config: Config) -> Result<Application, StartError> {
+pub fn build(mut config: Config) -> Result<Application, StartError> {
     metrics::init();
     let listener =
         TcpListener::bind(&config.bind).map_err(|e| StartError::Bind(config.bind.clone(), e))?;
@@ -136,6 +166,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         .trim_end_matches('/')
         .to_string();
 
+    let embedded = embedded_provider(&mut config)?;
     let duty = crate::node::Duty::of(node.clone());
     // One clock for every limiter, so a refusal's Retry-After is computed on
     // the same time base the limiter used.
@@ -162,11 +193,11 @@ pub fn build(config: Config) -> Result<Application, StartError> {
     }
     let worker_arbiters = arbiters.clone();
     let directory = Directory::new(shared, arbiters.clone());
-    let provider = match &config.provider {
-        Some(p) => {
+    let provider = match config.provider_use() {
+        crate::config::ProviderUse::External(p) => {
             Some(qrgate_provider::client::ProviderClient::new(p).map_err(StartError::Provider)?)
         }
-        None => None,
+        _ => None,
     };
     let wallets = crate::wallets::Wallets::new(
         Arc::new(
@@ -274,6 +305,7 @@ pub fn build(config: Config) -> Result<Application, StartError> {
         feeds,
         webhooks,
         forgery_event_at: Default::default(),
+        embedded_provider: embedded,
         base_url: base_url.clone(),
         config: config.clone(),
     });

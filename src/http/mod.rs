@@ -62,6 +62,8 @@ pub struct AppState {
     /// Each user's and group's events, for clients that were away.
     pub feeds: crate::feeds::FeedStore,
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Where the embedded payment simulator listens, when it is the provider.
+    pub embedded_provider: Option<std::net::SocketAddr>,
     /// When the last forged-notification event was written (unix seconds).
     pub forgery_event_at: std::sync::atomic::AtomicI64,
     pub admin_hash: blake3::Hash,

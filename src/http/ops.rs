@@ -29,6 +29,11 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     match refusal {
         None => {
             let mut body = String::from("ok");
+            if let Some(addr) = state.embedded_provider {
+                body.push_str(&format!(
+                    "\nprovider embedded_simulator at http://{addr} (no real money moves)"
+                ));
+            }
             if let Some(node) = &state.node {
                 body.push_str(&format!(
                     "\nnode {}\napplied {}\nlive {}",

@@ -126,7 +126,10 @@ impl WalletActor {
         // The balance is checked here (staging changes no memory).
         let staged = self.ledger.stage(&hold, &mut w)?;
         // A valid request that needs the provider, and there is none.
-        if self.env.config.provider.is_none() {
+        if matches!(
+            self.env.config.provider_use(),
+            crate::config::ProviderUse::None
+        ) {
             return Err(ApiError::ProviderNotConfigured.into());
         }
         let p = Payout {

@@ -36,6 +36,12 @@ fn start(dir: &Path, extra_config: &str, env: &[(String, String)]) -> (Child, St
     } else {
         "[risk]\nmode = \"observe\"\n"
     };
+    // No embedded payment simulator unless a test asks for a provider.
+    let provider = if extra_config.contains("[provider]") {
+        ""
+    } else {
+        "[provider]\nkind = \"none\"\n"
+    };
     // A test that sets its own (or no) admin token says so at the top of
     // its extra config.
     let admin = if extra_config.contains("admin_token") {
@@ -46,7 +52,7 @@ fn start(dir: &Path, extra_config: &str, env: &[(String, String)]) -> (Child, St
     std::fs::write(
         &cfg,
         format!(
-            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{admin}workers = 2\n{extra_config}\n{codes}{risk}",
+            "bind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{admin}workers = 2\n{extra_config}\n{codes}{risk}{provider}",
             data.display()
         ),
     )

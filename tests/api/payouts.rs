@@ -1214,3 +1214,48 @@ async fn the_browser_link_flow_links_the_user_its_state_was_issued_to_once() {
     let (_, v) = app.get("/v1/wallet/link", Some(&mallory)).await;
     assert_eq!(v["linked"], false, "{v}");
 }
+
+/// The shipped default: the payment simulator runs in the server's own
+/// process, so a newcomer can link an account in a browser and pay out
+/// with nothing else running; it says so at start and on /healthz.
+#[actix_web::test]
+async fn the_embedded_simulator_links_and_pays_out_with_nothing_else_running() {
+    let app = TestApp::spawn_with("[provider]\nkind = \"embedded_simulator\"\n").await;
+    let mut r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("healthz");
+    let health = String::from_utf8_lossy(&r.body().await.expect("body")).to_string();
+    assert!(health.contains("provider embedded_simulator"), "{health}");
+    assert!(app.log().contains("EMBEDDED PAYMENT SIMULATOR"));
+    let (uid, tok) = app.user("newcomer").await;
+    let (s, v) = app
+        .post(
+            "/v1/earnings",
+            Some(ADMIN),
+            json!({"event_id": "first", "user_id": uid, "kind": "task_completed", "amount": 500}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = app
+        .post("/v1/wallet/link/start", Some(&tok), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let authorize = s_(&v["authorize_url"]);
+    let (s, callback, _) = browse(
+        &app,
+        authorize.trim_end_matches("#wechat_redirect"),
+        "text/html",
+    )
+    .await;
+    assert_eq!(s, 302);
+    let (s, _, html) = browse(&app, &callback, "text/html").await;
+    assert_eq!(s, 200, "{html}");
+    let (s, v) = app.payout(&tok, "first-payout", 300).await;
+    assert_eq!(s, 202, "{v}");
+    let done = app.settled(&tok, &s_(&v["id"])).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(app.balance(&tok).await, 200);
+}

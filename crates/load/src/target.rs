@@ -74,6 +74,12 @@ impl ServerDir {
         let (data, config) = (dir.0.join("data"), dir.0.join("config.toml"));
         let admin = format!("load-admin-{:032x}", rand::random::<u128>());
         let q = |s: &str| serde_json::to_string(s).unwrap_or_default(); // a valid TOML string
+                                                                        // No embedded payment simulator unless a scenario brings its own.
+        let provider = if extra.contains("[provider]") {
+            ""
+        } else {
+            "\n[provider]\nkind = \"none\"\n"
+        };
         let text = format!(
             "bind = \"127.0.0.1:0\"\ndata_dir = {}\nadmin_token = {}\n\n[limits]\n\
              group_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n\
@@ -82,7 +88,7 @@ impl ServerDir {
              invites_per_member_per_hour = 1000000\n\n\
              [packets]\nmax_shares = 1000000\nmax_total_fen = 100000000\n\
              breaker_claims_per_second = 0\nclaims_per_minute_per_user = 1000000\n\n\
-             [websocket]\nmax_per_ip = 1000000\nmax_connections = 1000000\n{extra}",
+             [websocket]\nmax_per_ip = 1000000\nmax_connections = 1000000\n{extra}{provider}",
             q(&data.to_string_lossy()),
             q(&admin)
         );
