@@ -768,9 +768,9 @@ impl Config {
             || d.timeout_secs == 0
             || d.timeout_secs > 120
             || !(1..=64).contains(&d.concurrency)
-            || d.keep_days == 0
+            || !(1..=3650).contains(&d.keep_days)
         {
-            return Err("webhook_delivery: max_queue_bytes at least 4096, keep_days at least 1; retry_hours 1 to 168; timeouts 1 to 120 s; concurrency 1 to 64".into());
+            return Err("webhook_delivery: max_queue_bytes at least 4096, keep_days 1 to 3650; retry_hours 1 to 168; timeouts 1 to 120 s; concurrency 1 to 64".into());
         }
         Ok(())
     }
@@ -853,10 +853,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if let Err(e) = self
-            .validate_webhooks()
-            .and_then(|()| self.validate_provider())
-        {
+        if let Err(e) = self.validate_webhooks() {
             return bad(&e);
         }
         if let Err(e) = crate::domain::network::parse_proxies(&self.trusted_proxies) {
@@ -875,6 +872,9 @@ impl Config {
                      use the one generated into the data dir's admin.token)",
                 );
             }
+        }
+        if let Err(e) = self.validate_provider() {
+            return bad(&e);
         }
         if !(1..=3650).contains(&self.sessions.lifetime_days) {
             return bad("sessions.lifetime_days must be between 1 and 3650");

@@ -30,6 +30,8 @@ const MAX_ANSWER_BYTES: usize = 4096;
 const SCAN: usize = 1000;
 /// Most attempts per pass (`webhook_delivery.concurrency` of them at once).
 const PASS: usize = 64;
+/// Pages of [`SCAN`] a pass reads at most, looking for due deliveries.
+const SCAN_PAGES: usize = 20;
 
 /// What a pass did.
 enum Pass {
@@ -74,8 +76,34 @@ pub struct Webhooks {
     recount: Mutex<HashSet<Arc<str>>>,
 }
 
+/// What a queued delivery counts toward the bound: one measure everywhere
+/// (its key and fields, not the encoded record's exact length, so that
+/// what is added and what is taken away always agree).
 fn record_bytes(ep: &str, q: &Queued) -> u64 {
     (3 + ep.len() + 9 + q.body.len() + q.ty.len() + q.entity.len() + 96) as u64
+}
+
+/// The queue of `ep` on disk, counted.
+fn measure(storage: &Storage, ep: &str) -> Result<Size, StorageError> {
+    let mut size = Size::default();
+    storage.webhook_queue_each(ep, |_, q| size.add(ep, q))?;
+    Ok(size)
+}
+
+impl Size {
+    fn add(&mut self, ep: &str, q: &Queued) {
+        self.count += 1;
+        self.bytes += record_bytes(ep, q);
+    }
+
+    fn remove(&mut self, ep: &str, q: &Queued) {
+        self.count = self.count.saturating_sub(1);
+        self.bytes = if self.count == 0 {
+            0
+        } else {
+            self.bytes.saturating_sub(record_bytes(ep, q))
+        };
+    }
 }
 
 impl Webhooks {
@@ -91,10 +119,9 @@ impl Webhooks {
             let signer = standardwebhooks::Webhook::new(&e.secret)
                 .map_err(|err| format!("webhooks.{}: secret: {err}", e.id))?;
             let id: Arc<str> = Arc::from(e.id.as_str());
-            let (count, bytes, _) = storage
-                .webhook_queue_size(&id)
+            let size = measure(&storage, &id)
                 .map_err(|err| format!("webhooks.{}: reading its queue: {err}", e.id))?;
-            sizes.insert(id.clone(), Size { count, bytes });
+            sizes.insert(id.clone(), size);
             eps.push(Arc::new(Endpoint {
                 id,
                 url: e.url.clone(),
@@ -200,8 +227,18 @@ impl Webhooks {
         };
         let now = crate::clock::now();
         // Oldest first: what is on disk, then what this round queues.
-        if let Ok(old) = self.storage.webhook_queue(&victim, None, 100_000) {
-            for (seq, q) in old {
+        let mut after = None;
+        while over > 0 {
+            let page = match self.storage.webhook_queue(&victim, after, SCAN) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(endpoint = %victim, error = %e, "reading the webhook queue to bound it failed");
+                    break;
+                }
+            };
+            let Some((last, _)) = page.last() else { break };
+            after = Some(*last);
+            for (seq, q) in page {
                 if over == 0 {
                     break;
                 }
@@ -244,9 +281,7 @@ impl Webhooks {
             .collect();
         if let Ok(mut sizes) = self.sizes.lock() {
             for (ep, _, q) in &written.queued {
-                let s = sizes.entry(ep.clone()).or_default();
-                s.count += 1;
-                s.bytes += record_bytes(ep, q);
+                sizes.entry(ep.clone()).or_default().add(ep, q);
             }
             // Those dropped from the disk leave it; those of this round
             // were never counted.
@@ -255,9 +290,10 @@ impl Webhooks {
                 .iter()
                 .filter(|(ep, seq, _)| !fresh.contains(&(&**ep, *seq)))
             {
-                let s = sizes.entry(ep.clone()).or_default();
-                s.count = s.count.saturating_sub(1);
-                s.bytes = s.bytes.saturating_sub(record_bytes(ep, &queued_of(d)));
+                sizes
+                    .entry(ep.clone())
+                    .or_default()
+                    .remove(ep, &queued_of(d));
             }
         }
         self.publish_sizes();
@@ -266,6 +302,39 @@ impl Webhooks {
                 ep.wake.notify_one();
             }
         }
+    }
+
+    /// Cluster mode, after `written` is on disk: a delivery the delivering
+    /// node ended (through the log) before this node queued it would stay
+    /// queued here; it is forgotten. Either the log's removal came after
+    /// the queueing and removed it, or this look sees it ended.
+    pub async fn forget_ended(&self, written: &WebhookBatch) {
+        if !self.storage.is_cluster() || written.queued.is_empty() {
+            return;
+        }
+        let mut ended: HashMap<Arc<str>, Vec<(u64, &Queued)>> = HashMap::new();
+        for (ep, seq, q) in &written.queued {
+            if self.storage.webhook_is_done(ep, *seq).unwrap_or(false) {
+                ended.entry(ep.clone()).or_default().push((*seq, q));
+            }
+        }
+        for (ep, list) in ended {
+            let seqs: Vec<u64> = list.iter().map(|(s, _)| *s).collect();
+            match self.storage.webhook_forget_queued(&ep, &seqs).await {
+                Ok(()) => {
+                    if let Ok(mut sizes) = self.sizes.lock() {
+                        let size = sizes.entry(ep.clone()).or_default();
+                        for (_, q) in list {
+                            size.remove(&ep, q);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep, error = %e, "forgetting ended webhook deliveries failed")
+                }
+            }
+        }
+        self.publish_sizes();
     }
 
     /// Another node changed `key` (cluster mode): a delivery it ended left
@@ -296,10 +365,11 @@ impl Webhooks {
         if !due {
             return Ok(());
         }
-        let _g = self.queue.lock().await;
-        let (count, bytes, _) = self.storage.webhook_queue_size(ep)?;
+        // Counted without holding the queue: the consumer does not wait
+        // for a scan, and a count a round behind is corrected next time.
+        let size = measure(&self.storage, ep)?;
         if let Ok(mut sizes) = self.sizes.lock() {
-            sizes.insert(ep.clone(), Size { count, bytes });
+            sizes.insert(ep.clone(), size);
         }
         self.publish_sizes();
         Ok(())
@@ -307,9 +377,7 @@ impl Webhooks {
 
     fn left_queue(&self, ep: &Arc<str>, q: &Queued) {
         if let Ok(mut sizes) = self.sizes.lock() {
-            let s = sizes.entry(ep.clone()).or_default();
-            s.count = s.count.saturating_sub(1);
-            s.bytes = s.bytes.saturating_sub(record_bytes(ep, q));
+            sizes.entry(ep.clone()).or_default().remove(ep, q);
         }
         self.publish_sizes();
     }
@@ -362,9 +430,7 @@ impl Webhooks {
         self.storage.commit(w).await?;
         if !was_queued {
             if let Ok(mut sizes) = self.sizes.lock() {
-                let s = sizes.entry(ep.id.clone()).or_default();
-                s.count += 1;
-                s.bytes += record_bytes(&ep.id, &q);
+                sizes.entry(ep.id.clone()).or_default().add(&ep.id, &q);
             }
         }
         ep.kick.notify_one();
@@ -457,17 +523,28 @@ impl Webhooks {
         let mut seen = HashSet::new();
         let mut due = Vec::new();
         let mut next = now + IDLE.as_secs() as i64 * 6;
-        for (seq, q) in self.storage.webhook_queue(&ep.id, None, SCAN)? {
-            if !seen.insert(q.entity.clone()) {
-                continue;
-            }
-            if q.next_at <= now {
-                due.push((seq, q));
-                if due.len() >= PASS {
-                    break;
+        // Page on past entities that wait (one entity's long backlog must
+        // not hide the others), up to a bound per pass.
+        let mut after = None;
+        'pages: for _ in 0..SCAN_PAGES {
+            let page = self.storage.webhook_queue(&ep.id, after, SCAN)?;
+            let full = page.len() == SCAN;
+            for (seq, q) in page {
+                after = Some(seq);
+                if !seen.insert(q.entity.clone()) {
+                    continue;
                 }
-            } else {
-                next = next.min(q.next_at);
+                if q.next_at <= now {
+                    due.push((seq, q));
+                    if due.len() >= PASS {
+                        break 'pages;
+                    }
+                } else {
+                    next = next.min(q.next_at);
+                }
+            }
+            if !full {
+                break;
             }
         }
         if due.is_empty() {
@@ -488,16 +565,18 @@ impl Webhooks {
         let mut left = Vec::new();
         let mut gone = None;
         let mut delivered = false;
+        let mut recorded = 0usize;
         for ((seq, mut q), (status, error)) in due.into_iter().zip(answers) {
-            // Dropped at the bound meanwhile: nothing to record.
-            if self
+            // Dropped at the bound, or resent by an operator, meanwhile:
+            // what is on disk now stands.
+            let now_queued = self
                 .storage
                 .webhook_delivery(&ep.id, seq)?
-                .and_then(|(q, _)| q)
-                .is_none()
-            {
+                .and_then(|(q, _)| q);
+            if now_queued.is_none_or(|c| c.created != q.created || c.attempts != q.attempts) {
                 continue;
             }
+            recorded += 1;
             q.attempts += 1;
             q.last_status = status;
             q.last_error = error;
@@ -566,7 +645,9 @@ impl Webhooks {
             self.left_queue(&ep.id, q);
         }
         Ok(Pass::Sent {
-            delivered: delivered || gone.is_some(),
+            // Nothing recorded (all dropped or resent meanwhile): no reason
+            // to back off.
+            delivered: delivered || gone.is_some() || recorded == 0,
         })
     }
 

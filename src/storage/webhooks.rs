@@ -197,7 +197,14 @@ impl Storage {
             }
             let (k, v) = kv?;
             let Some(seq) = seq_of(&k) else { continue };
-            out.push((seq, dec(&k, &v)?));
+            match dec(&k, &v) {
+                Ok(d) => out.push((seq, d)),
+                // Written by a newer release, or damaged: left where it is
+                // (and listed nowhere) rather than stall the endpoint.
+                Err(e) => {
+                    tracing::error!(endpoint, seq, error = %e, "a webhook delivery record does not decode; skipped")
+                }
+            }
         }
         Ok(out)
     }
@@ -237,23 +244,35 @@ impl Storage {
         }
     }
 
-    /// How many deliveries of `endpoint` are queued and their bytes, and
-    /// the oldest's seq (a scan: at start, and for the admin view).
-    pub fn webhook_queue_size(&self, endpoint: &str) -> Result<(u64, u64, Option<u64>)> {
-        let (mut n, mut bytes, mut first) = (0u64, 0u64, None);
+    /// Every queued delivery of `endpoint` that decodes, oldest first (a
+    /// scan: at start, and to count the queue again).
+    pub fn webhook_queue_each(
+        &self,
+        endpoint: &str,
+        mut f: impl FnMut(u64, &Queued),
+    ) -> Result<()> {
         for kv in self
             .inner
             .tree
             .scan_prefix(endpoint_prefix(b"wq/", endpoint))
         {
             let (k, v) = kv?;
-            n += 1;
-            bytes += (k.len() + v.len()) as u64;
-            if first.is_none() {
-                first = seq_of(&k);
+            if let (Some(seq), Ok(q)) = (seq_of(&k), dec::<Queued>(&k, &v)) {
+                f(seq, &q);
             }
         }
-        Ok((n, bytes, first))
+        Ok(())
+    }
+
+    /// Forget queued deliveries on this node only: in a cluster, those the
+    /// delivering node ended before this node queued them.
+    pub async fn webhook_forget_queued(&self, endpoint: &str, seqs: &[u64]) -> Result<()> {
+        let mut w = WriteSet::new();
+        w.local();
+        for seq in seqs {
+            w.del(delivery_key(b"wq/", endpoint, *seq));
+        }
+        self.submit(w).await
     }
 }
 

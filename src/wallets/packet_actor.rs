@@ -242,8 +242,12 @@ impl PacketActor {
         if emptied.is_some() {
             mem.close_at = now;
         }
-        metrics::PACKETS.with_label_values(&["claimed"]).inc();
-        Ok(answer)
+        // Counted once durable: a claim whose write fails is not one.
+        Ok(Box::pin(async move {
+            let claimed = answer.await?;
+            metrics::PACKETS.with_label_values(&["claimed"]).inc();
+            Ok(claimed)
+        }))
     }
 
     fn get_packet(&mut self, m: GetPacket) -> Step<PacketState> {
