@@ -697,7 +697,7 @@ pub async fn run_outbox(
                     counters.persisted();
                     feeds.persisted(&batch);
                     webhooks.persisted(&hooks, &written);
-                    webhooks.forget_ended(&written).await;
+                    webhooks.after_persist(&written).await;
                     drop(queue);
                     hooks = Default::default();
                     records.clear();

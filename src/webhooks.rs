@@ -225,6 +225,14 @@ impl Webhooks {
         else {
             return (guard, out);
         };
+        // In a cluster the node that delivers for the endpoint drops, for
+        // every node (the others follow through the log).
+        if self.storage.is_cluster() {
+            if !self.duty.mine(&format!("jobs/webhooks/{victim}")) {
+                return (guard, out);
+            }
+            out.drops_through_log = true;
+        }
         let now = crate::clock::now();
         // Oldest first: what is on disk, then what this round queues.
         let mut after = None;
@@ -304,11 +312,21 @@ impl Webhooks {
         }
     }
 
-    /// Cluster mode, after `written` is on disk: a delivery the delivering
-    /// node ended (through the log) before this node queued it would stay
-    /// queued here; it is forgotten. Either the log's removal came after
-    /// the queueing and removed it, or this look sees it ended.
-    pub async fn forget_ended(&self, written: &WebhookBatch) {
+    /// After `written` is on disk. Cluster mode: its drops go through the
+    /// log (every node drops the same); and a delivery the delivering node
+    /// ended (through the log) before this node queued it would stay queued
+    /// here, so it is forgotten: either the log's removal came after the
+    /// queueing and removed it, or this look sees it ended.
+    pub async fn after_persist(&self, written: &WebhookBatch) {
+        if written.drops_through_log && !written.dropped.is_empty() {
+            let mut w = WriteSet::new();
+            for (ep, seq, d) in &written.dropped {
+                w.webhook_done(ep, *seq, d);
+            }
+            if let Err(e) = self.storage.commit(w).await {
+                tracing::error!(error = %e, "dropping webhook deliveries at the bound failed; they stay queued");
+            }
+        }
         if !self.storage.is_cluster() || written.queued.is_empty() {
             return;
         }

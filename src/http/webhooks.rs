@@ -48,7 +48,7 @@ pub async fn list(state: web::Data<AppState>, _: Admin) -> Result<HttpResponse, 
         let (queued, queued_bytes) = hooks.queued(&ep.id);
         endpoints.push(EndpointView {
             id: ep.id.to_string(),
-            url: ep.url.clone(),
+            url: shown_url(&ep.url),
             events: ep.events.clone(),
             enabled: disabled.is_none(),
             disabled_reason: disabled.as_ref().map(|d| d.reason.clone()),
@@ -98,6 +98,14 @@ pub struct DeliveryList {
     /// Pass as `after` for the next page (absent: this was the last).
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<u64>,
+}
+
+/// An endpoint's URL without its query (which may carry a token).
+fn shown_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    }
 }
 
 fn queued_view(ep: &str, seq: u64, q: Queued) -> DeliveryView {

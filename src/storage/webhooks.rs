@@ -97,6 +97,9 @@ fn seq_of(k: &[u8]) -> Option<u64> {
 pub struct WebhookBatch {
     pub queued: Vec<(Arc<str>, u64, Queued)>,
     pub dropped: Vec<(Arc<str>, u64, Done)>,
+    /// Cluster mode: the drops go through the log after this node's write
+    /// (so every node drops the same), not in it.
+    pub drops_through_log: bool,
 }
 
 impl WebhookBatch {
@@ -110,8 +113,10 @@ impl WriteSet {
         for (ep, seq, q) in &b.queued {
             self.webhook_queued(ep, *seq, q);
         }
-        for (ep, seq, d) in &b.dropped {
-            self.webhook_done(ep, *seq, d);
+        if !b.drops_through_log {
+            for (ep, seq, d) in &b.dropped {
+                self.webhook_done(ep, *seq, d);
+            }
         }
     }
 
