@@ -168,6 +168,28 @@ fn verify_in_python(r: &Received) {
     );
 }
 
+/// The event seqs of an endpoint's deliveries in `state`, as listed.
+async fn listed(app: &TestApp, endpoint: &str, state: &str) -> Vec<u64> {
+    let (s, v) = app
+        .get(
+            &format!("/v1/admin/webhooks/{endpoint}/deliveries?state={state}&limit=1000"),
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|x| {
+            s_(&x["webhook_id"])
+                .trim_start_matches("msg_")
+                .parse()
+                .expect("seq")
+        })
+        .collect()
+}
+
 fn seq(r: &Received) -> u64 {
     r.id.strip_prefix("msg_")
         .and_then(|s| s.parse().ok())
@@ -490,41 +512,9 @@ async fn the_queue_is_bounded_on_disk_and_drops_the_oldest_of_the_failing_endpoi
     let (_, v) = app.get("/v1/admin/webhooks", Some(ADMIN)).await;
     let queued_bytes = v["endpoints"][0]["queued_bytes"].as_u64().expect("bytes");
     assert!(queued_bytes <= 6000, "{v}");
-    let (_, d) = app
-        .get(
-            "/v1/admin/webhooks/crm/deliveries?state=dropped&limit=1000",
-            Some(ADMIN),
-        )
-        .await;
-    let gone: Vec<u64> = d["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .iter()
-        .map(|x| {
-            s_(&x["webhook_id"])
-                .trim_start_matches("msg_")
-                .parse()
-                .expect("seq")
-        })
-        .collect();
-    assert_eq!(gone.len() as f64, dropped, "{d}");
-    let (_, p) = app
-        .get(
-            "/v1/admin/webhooks/crm/deliveries?state=pending&limit=1000",
-            Some(ADMIN),
-        )
-        .await;
-    let left: Vec<u64> = p["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .iter()
-        .map(|x| {
-            s_(&x["webhook_id"])
-                .trim_start_matches("msg_")
-                .parse()
-                .expect("seq")
-        })
-        .collect();
+    let gone = listed(&app, "crm", "dropped").await;
+    assert_eq!(gone.len() as f64, dropped, "{gone:?}");
+    let left = listed(&app, "crm", "pending").await;
     assert_eq!(
         left.len() + gone.len(),
         25,
