@@ -374,6 +374,9 @@ pub struct WebhookDelivery {
     pub keep_days: u64,
     /// Attempts in flight at once, per endpoint.
     pub concurrency: usize,
+    /// A PEM file of CA certificates trusted for `https` endpoints, on top
+    /// of the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhookDelivery {
@@ -385,6 +388,7 @@ impl Default for WebhookDelivery {
             timeout_secs: 15,
             keep_days: 7,
             concurrency: 8,
+            ca_file: None,
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct Webhooks {
     /// Endpoints whose queue another node changed (cluster mode): their
     /// size is counted again from the disk.
     recount: Mutex<HashSet<Arc<str>>>,
+    /// For `https` endpoints: the system's roots and `ca_file`.
+    tls: Option<Arc<qrgate_provider::tls::ClientConfig>>,
 }
 
 /// What a queued delivery counts toward the bound: one measure everywhere
@@ -131,6 +133,14 @@ impl Webhooks {
                 kick: Notify::new(),
             }));
         }
+        let tls = if endpoints.iter().any(|e| e.url.starts_with("https://")) {
+            Some(
+                qrgate_provider::tls::client_config(cfg.ca_file.as_deref())
+                    .map_err(|e| format!("webhooks over https: {e}"))?,
+            )
+        } else {
+            None
+        };
         let hooks = Arc::new(Webhooks {
             endpoints: eps,
             cfg,
@@ -139,6 +149,7 @@ impl Webhooks {
             sizes: Mutex::new(sizes),
             queue: tokio::sync::Mutex::new(()),
             recount: Mutex::default(),
+            tls,
         });
         hooks.publish_sizes();
         Ok(hooks)
@@ -469,12 +480,14 @@ impl Webhooks {
     }
 
     async fn deliver(self: Arc<Self>, ep: Arc<Endpoint>) {
+        let mut connector = awc::Connector::new()
+            .timeout(Duration::from_secs(self.cfg.connect_timeout_secs))
+            .limit(self.cfg.concurrency);
+        if let Some(tls) = &self.tls {
+            connector = connector.rustls_0_23(Arc::clone(tls));
+        }
         let client = awc::Client::builder()
-            .connector(
-                awc::Connector::new()
-                    .timeout(Duration::from_secs(self.cfg.connect_timeout_secs))
-                    .limit(self.cfg.concurrency),
-            )
+            .connector(connector)
             .timeout(Duration::from_secs(self.cfg.timeout_secs))
             .disable_redirects()
             .finish();

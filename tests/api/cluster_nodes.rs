@@ -1022,10 +1022,13 @@ struct Joiner {
 
 impl Joiner {
     /// Join until `streak` joins in a row succeed; how long that took from
-    /// `since`. Fails past `limit`.
+    /// `since`. Fails past `limit`. A node whose log went back (NATS 2.9
+    /// servers stopped together can come back without an entry the node
+    /// had applied, one never acknowledged) refuses writes until it is
+    /// restarted, as `/healthz` says: it is restarted, as an operator would.
     async fn until_streak(
         &mut self,
-        n: &[TestApp],
+        n: &mut [TestApp],
         nats: &Nats,
         streak: usize,
         since: Instant,
@@ -1052,7 +1055,7 @@ impl Joiner {
                 panic!("no {streak} joins in a row within {limit:?}; answers {answers:?}");
             }
             let (uid, tok) = self.users[self.next].clone();
-            let app = &n[self.next % n.len()];
+            let app = &mut n[self.next % n.len()];
             self.next += 1;
             let s = try_join(app, &tok, &self.invite).await;
             answers.push(s);
@@ -1061,6 +1064,11 @@ impl Joiner {
                 run += 1;
             } else {
                 run = 0;
+                let (hs, why) = healthz(app).await;
+                if hs == 503 && why.contains("went back") {
+                    eprintln!("{}: {why}; restarted", app.base);
+                    app.restart().await;
+                }
                 actix_web::rt::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -1076,7 +1084,7 @@ impl Joiner {
 #[actix_web::test]
 async fn writes_ride_out_the_loss_of_a_nats_server_and_of_the_quorum() {
     let Some(nats) = Nats::start() else { return };
-    let n = nodes(&nats).await;
+    let mut n = nodes(&nats).await;
     all_live(&n).await;
     let (_, owner) = n[0].user("owner").await;
     let g = n[0]
@@ -1097,7 +1105,7 @@ async fn writes_ride_out_the_loss_of_a_nats_server_and_of_the_quorum() {
         next: 0,
         acked: Vec::new(),
     };
-    j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(10))
+    j.until_streak(&mut n, &nats, 5, Instant::now(), Duration::from_secs(10))
         .await;
 
     // The stream's leader killed. (Alone on the machine the joins resume
@@ -1106,24 +1114,24 @@ async fn writes_ride_out_the_loss_of_a_nats_server_and_of_the_quorum() {
     let leader = nats.log_leader();
     nats.kill(leader);
     let t = j
-        .until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
+        .until_streak(&mut n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
     eprintln!("NATS server n{leader} killed: 5 joins in a row after {t:?}");
     nats.restart(leader);
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
-    j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
+    j.until_streak(&mut n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
 
     // The stream's leader stopped (it holds its connections, answers nothing).
     let leader = nats.log_leader();
     nats.signal(leader, "-STOP");
     let t = j
-        .until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
+        .until_streak(&mut n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
     eprintln!("NATS server n{leader} stopped: 5 joins in a row after {t:?}");
     nats.signal(leader, "-CONT");
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
-    j.until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(45))
+    j.until_streak(&mut n, &nats, 5, Instant::now(), Duration::from_secs(45))
         .await;
 
     // Two of three servers stopped: no quorum. (Two killed is another
@@ -1171,7 +1179,7 @@ async fn writes_ride_out_the_loss_of_a_nats_server_and_of_the_quorum() {
     nats.signal(leader, "-CONT");
     nats.signal(other, "-CONT");
     let t = j
-        .until_streak(&n, &nats, 5, Instant::now(), Duration::from_secs(60))
+        .until_streak(&mut n, &nats, 5, Instant::now(), Duration::from_secs(60))
         .await;
     eprintln!("quorum back: 5 joins in a row after {t:?}");
 

@@ -146,14 +146,24 @@ impl TestApp {
 
     /// Start on `dir`, whose `data/` may hold a data dir already.
     pub async fn spawn_in(dir: tempfile::TempDir, extra_config: &str) -> TestApp {
-        let (child, base) = start(dir.path(), extra_config, &[]);
+        Self::spawn_in_env(dir, extra_config, Vec::new()).await
+    }
+
+    /// [`spawn_in`](Self::spawn_in) with `env` for the server process, from
+    /// its first start on.
+    pub async fn spawn_in_env(
+        dir: tempfile::TempDir,
+        extra_config: &str,
+        env: Vec<(String, String)>,
+    ) -> TestApp {
+        let (child, base) = start(dir.path(), extra_config, &env);
         let app = TestApp {
             base,
             dir,
             child: Some(child),
             extra_config: extra_config.to_string(),
             client: client(),
-            env: Vec::new(),
+            env,
         };
         app.wait_healthy().await;
         app

@@ -124,7 +124,18 @@ async fn a_data_dir_written_before_the_journal_opens_and_carries_on() {
     let store = open_storage(&dir.path().join("data"), [0; 32], Default::default());
     assert!(store.count_prefix(b"o/") > 0, "unconsumed outbox records");
     store.abandon();
-    let mut app = TestApp::spawn_in(dir, "").await;
+    // The server's clock is set to a few minutes after the fixture was
+    // made (2026-12-06 09:20 UTC), so what it holds with an expiry (the red
+    // packet for a day, sessions, the invitation for a week) is as it was
+    // then, whenever this runs.
+    const MADE_AT: i64 = 1_796_549_100;
+    let offset = MADE_AT + 600 - chrono::Utc::now().timestamp();
+    let mut app = TestApp::spawn_in_env(
+        dir,
+        "",
+        vec![("QRGATE_CLOCK_OFFSET_SECS".into(), offset.to_string())],
+    )
+    .await;
     assert!(
         app.data_dir().join("journal").is_dir(),
         "the journal is created"

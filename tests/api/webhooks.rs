@@ -34,6 +34,11 @@ pub(super) struct Receiver {
 
 impl Receiver {
     pub async fn start(status: u16) -> Receiver {
+        Self::start_with(status, None).await
+    }
+
+    /// Over TLS when `tls` is given (its URL then names `localhost`).
+    async fn start_with(status: u16, tls: Option<rustls::ServerConfig>) -> Receiver {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
         let answer = Arc::new(AtomicU16::new(status));
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -69,15 +74,23 @@ impl Receiver {
                 }
             }))
         })
-        .workers(1)
-        .bind("127.0.0.1:0")
+        .workers(1);
+        let secure = tls.is_some();
+        let server = match tls {
+            Some(t) => server.bind_rustls_0_23("127.0.0.1:0", t),
+            None => server.bind("127.0.0.1:0"),
+        }
         .expect("bind");
         let addr = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
         Receiver {
-            url: format!("http://{addr}/hooks"),
+            url: if secure {
+                format!("https://localhost:{}/hooks", addr.port())
+            } else {
+                format!("http://{addr}/hooks")
+            },
             status: answer,
             got,
             _server: handle,
@@ -620,4 +633,97 @@ async fn the_operators_events_go_out_too() {
         .filter(|r| r.body.contains("\"payout_stuck\""))
         .count();
     assert_eq!(told, 1);
+}
+
+/// A test CA (PEM) and a server config whose certificate it signed for
+/// `localhost` and 127.0.0.1.
+fn test_pki() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "qrgate test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca_cert, &ca_key)
+        .expect("cert");
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    (ca_cert.pem(), config)
+}
+
+/// An operator bans a new group (one `group_banned` event).
+async fn ban_a_group(app: &TestApp) {
+    let (_, owner) = app.user("owner").await;
+    let g = app.group(&owner, json!({"name": "Banned"})).await;
+    let (s, v) = app
+        .post(
+            &format!("/v1/admin/groups/{g}/ban"),
+            Some(ADMIN),
+            json!({"reason": "spam"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// An `https` receiver is reached over TLS when its CA is trusted
+/// (`webhook_delivery.ca_file`), and not otherwise.
+#[actix_web::test]
+async fn an_https_receiver_is_reached_over_tls_only_with_a_trusted_certificate() {
+    let (ca, tls) = test_pki();
+    let rx = Receiver::start_with(200, Some(tls)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).expect("write ca");
+    let hooks = config(&[("crm", &rx.url, "[\"group_banned\"]")]);
+
+    let trusting = TestApp::spawn_with(&format!(
+        "{hooks}[webhook_delivery]\nca_file = \"{}\"\n",
+        ca_file.display()
+    ))
+    .await;
+    ban_a_group(&trusting).await;
+    let got = rx
+        .until("the delivery over TLS", 10, |g| !g.is_empty())
+        .await;
+    assert_eq!(verify(&got[0])["type"], "group_banned");
+    drop(trusting);
+
+    // The system's roots alone do not know the test CA. (A machine with
+    // no roots at all refuses to start with an https endpoint.)
+    if qrgate_provider::tls::client_config(None).is_err() {
+        println!("SKIPPED: the part without the CA (this machine has no root certificates)");
+        return;
+    }
+    let strict = TestApp::spawn_with(&hooks).await;
+    let before = rx.got().len();
+    ban_a_group(&strict).await;
+    let mut last_error = String::new();
+    for _ in 0..50 {
+        let (_, v) = strict
+            .get(
+                "/v1/admin/webhooks/crm/deliveries?state=pending",
+                Some(ADMIN),
+            )
+            .await;
+        if let Some(e) = v["deliveries"][0]["last_error"].as_str() {
+            last_error = e.to_string();
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!last_error.is_empty(), "the attempt failed without the CA");
+    assert_eq!(rx.got().len(), before, "no request reached the receiver");
 }

@@ -1,6 +1,7 @@
-//! TLS to the provider: rustls (no OpenSSL), trusting the system's root
-//! certificates and, if configured, the certificates of a CA file. Plain
-//! `http` is only for a provider on this machine (the simulator).
+//! TLS for the server's outgoing calls (the provider, webhooks): rustls (no
+//! OpenSSL), trusting the system's root certificates and, if configured,
+//! the certificates of a CA file. Plain `http` to the provider is only for
+//! one on this machine (the simulator).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -8,7 +9,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+pub use rustls::ClientConfig;
+use rustls::RootCertStore;
 
 /// Whether `host` (from a URL's authority) names this machine.
 pub fn is_loopback(host: &str) -> bool {
