@@ -440,10 +440,17 @@ pub struct CallbackQuery {
 /// than 10 minutes: 400 `link_state_invalid`.
 #[utoipa::path(
     params(CallbackQuery),
-    responses(
-        (status = 200, description = "linked (an HTML page, or the link as JSON)", body = LinkView),
-        (status = 400, body = Problem, description = "link_state_invalid, link_code_invalid (an HTML page for browsers)"),
-        (status = 502, body = Problem), (status = 503, body = Problem)
+        responses(
+        (status = 200, description = "linked: a page, or the link with `Accept: application/json`",
+            content((LinkView = "application/json"), (String = "text/html"))),
+        (status = 400, description = "link_state_invalid, link_code_invalid (problem+json, or a page for browsers)",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
+                (status = 409, description = "link_change_blocked: a payout is open (problem+json, or a page for browsers)",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 502, description = "the provider is unreachable (problem+json, or a page for browsers)",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 503, description = "provider_not_configured, storage unavailable (problem+json, or a page for browsers)",
+            content((Problem = "application/problem+json"), (String = "text/html")))
     ),
     tag = "payouts"
 )]
