@@ -10,6 +10,7 @@
 //! `jobs/webhooks/<id>` delivers, and what it delivered leaves every
 //! node's queue through the log.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +34,9 @@ const PASS: usize = 64;
 /// Pages of [`SCAN`] a pass reads at most, looking for due deliveries.
 const SCAN_PAGES: usize = 20;
 
+/// A node that does not deliver (or an endpoint disabled) looks again this often.
+const IDLE: Duration = Duration::from_secs(5);
+
 /// What a pass did.
 enum Pass {
     /// Nothing was due (or this node does not deliver): wait this long.
@@ -40,8 +44,6 @@ enum Pass {
     /// Attempts were made; whether any was answered.
     Sent { delivered: bool },
 }
-/// A node that does not deliver (or an endpoint disabled) looks again this often.
-const IDLE: Duration = Duration::from_secs(5);
 
 pub struct Endpoint {
     pub id: Arc<str>,
@@ -202,48 +204,47 @@ impl Webhooks {
         }
     }
 
-    /// What the consumer persists for `b`: past the queue's bound, the
-    /// oldest deliveries of the endpoint with the most queued are dropped
-    /// (in the same write). Holds the queue until the write is done.
-    pub async fn bound(&self, b: &WebhookBatch) -> (tokio::sync::MutexGuard<'_, ()>, WebhookBatch) {
+    /// What the consumer persists for `b`: `b` itself, or past the
+    /// queue's bound a copy in which the oldest deliveries of the endpoint
+    /// with the most queued are dropped (in the same write). Holds the
+    /// queue until the write is done.
+    pub async fn bound<'b>(
+        &self,
+        b: &'b WebhookBatch,
+    ) -> (tokio::sync::MutexGuard<'_, ()>, Cow<'b, WebhookBatch>) {
         let guard = self.queue.lock().await;
-        let mut out = b.clone();
         if b.queued.is_empty() {
-            return (guard, out);
+            return (guard, Cow::Borrowed(b));
         }
         let max = self.cfg.max_queue_bytes;
         let mut sizes = match self.sizes.lock() {
             Ok(s) => s.clone(),
-            Err(_) => return (guard, out),
+            Err(_) => return (guard, Cow::Borrowed(b)),
         };
         for (ep, _, q) in &b.queued {
-            let s = sizes.entry(ep.clone()).or_default();
-            s.count += 1;
-            s.bytes += record_bytes(ep, q);
+            sizes.entry(ep.clone()).or_default().add(ep, q);
         }
         let mut over = sizes
             .values()
             .map(|v| v.bytes)
             .sum::<u64>()
             .saturating_sub(max);
-        if over == 0 {
-            return (guard, out);
-        }
         let Some(victim) = sizes
             .iter()
             .max_by_key(|(_, s)| s.bytes)
             .map(|(id, _)| id.clone())
+            .filter(|_| over > 0)
         else {
-            return (guard, out);
+            return (guard, Cow::Borrowed(b));
         };
         // In a cluster the node that delivers for the endpoint drops, for
         // every node (the others follow through the log).
-        if self.storage.is_cluster() {
-            if !self.duty.mine(&format!("jobs/webhooks/{victim}")) {
-                return (guard, out);
-            }
-            out.drops_through_log = true;
+        let clustered = self.storage.is_cluster();
+        if clustered && !self.duty.mine(&format!("jobs/webhooks/{victim}")) {
+            return (guard, Cow::Borrowed(b));
         }
+        let mut out = b.clone();
+        out.drops_through_log = clustered;
         let now = crate::clock::now();
         // Oldest first: what is on disk, then what this round queues.
         let mut after = None;
@@ -284,7 +285,7 @@ impl Webhooks {
             .with_label_values(&[&victim])
             .inc_by(n as u64);
         tracing::error!(endpoint = %victim, dropped = n, max_queue_bytes = self.cfg.max_queue_bytes, "the webhook queue is full: its oldest undelivered deliveries were dropped");
-        (guard, out)
+        (guard, Cow::Owned(out))
     }
 
     /// `written` (what [`bound`](Self::bound) made of `round`) is on
@@ -441,9 +442,7 @@ impl Webhooks {
     /// retry window and the same `webhook-id`).
     pub async fn resend(&self, ep: &Arc<Endpoint>, seq: u64) -> Result<bool, StorageError> {
         let _g = self.queue.lock().await;
-        let Some((queued, done)) = self.storage.webhook_delivery(&ep.id, seq)? else {
-            return Ok(false);
-        };
+        let (queued, done) = self.storage.webhook_delivery(&ep.id, seq)?;
         let now = crate::clock::now();
         let mut q = match (&queued, done) {
             (Some(q), _) => q.clone(),
@@ -600,10 +599,7 @@ impl Webhooks {
         for ((seq, mut q), (status, error)) in due.into_iter().zip(answers) {
             // Dropped at the bound, or resent by an operator, meanwhile:
             // what is on disk now stands.
-            let now_queued = self
-                .storage
-                .webhook_delivery(&ep.id, seq)?
-                .and_then(|(q, _)| q);
+            let (now_queued, _) = self.storage.webhook_delivery(&ep.id, seq)?;
             if now_queued.is_none_or(|c| c.created != q.created || c.attempts != q.attempts) {
                 continue;
             }
@@ -734,7 +730,9 @@ async fn attempt(
     q: &Queued,
 ) -> (Option<u16>, Option<String>) {
     let id = rules::message_id(seq);
-    let ts = crate::clock::now();
+    // The receiver checks the timestamp against its own clock: the
+    // system's, never the server's (moved in tests).
+    let ts = chrono::Utc::now().timestamp();
     let signature = match ep.signer.sign(&id, ts, q.body.as_bytes()) {
         Ok(s) => s,
         Err(e) => return (None, Some(format!("signing: {e}"))),
@@ -756,7 +754,8 @@ async fn attempt(
             let _ =
                 tokio::time::timeout(Duration::from_secs(2), res.body().limit(MAX_ANSWER_BYTES))
                     .await;
-            let error = (!(200..300).contains(&status)).then(|| format!("answered {status}"));
+            let error = (rules::outcome(Some(status)) != Outcome::Delivered)
+                .then(|| format!("answered {status}"));
             (Some(status), error)
         }
         Err(e) => (None, Some(e.to_string().chars().take(200).collect())),

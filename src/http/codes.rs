@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::auth::Authed;
-use super::pages::{render_landing_page, render_missing_page};
+use super::pages::{render_landing_page, render_message_page};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::codes::Codes;
@@ -283,7 +283,7 @@ pub async fn resolve(
                     tracing::warn!(code = %b.code, "a scan code's page names a host not in codes.redirect_hosts");
                     super::pages::html(
                         actix_web::http::StatusCode::FORBIDDEN,
-                        render_missing_page(Lang::of(&req), "code-not-allowed"),
+                        render_message_page(Lang::of(&req), "code-not-allowed"),
                     )
                 }
             }
@@ -298,7 +298,7 @@ pub async fn resolve(
             };
             return Ok(super::pages::html(
                 e.status(),
-                render_missing_page(Lang::of(&req), key),
+                render_message_page(Lang::of(&req), key),
             ));
         }
     };

@@ -50,9 +50,9 @@ pub fn render_landing_page(
     .render()
 }
 
-/// A page that says why a link leads nowhere, from its catalogue messages
-/// `{key}-title` and `{key}-detail`.
-pub fn render_missing_page(l: Lang, key: &str) -> Result<String, askama::Error> {
+/// A page of one message, from its catalogue messages `{key}-title` and
+/// `{key}-detail`: why a link leads nowhere, or what a link did.
+pub fn render_message_page(l: Lang, key: &str) -> Result<String, askama::Error> {
     let (title, detail) = (l.t(&format!("{key}-title")), l.t(&format!("{key}-detail")));
     MessagePage {
         l,
@@ -163,7 +163,7 @@ pub fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResp
 }
 
 fn message(status: StatusCode, l: Lang, key: &str) -> HttpResponse {
-    html(status, render_missing_page(l, key))
+    html(status, render_message_page(l, key))
 }
 
 /// Texts every page's script may show: the session and challenge steps,
@@ -399,7 +399,7 @@ mod tests {
         assert!(html.contains("&#34;a&#34;"), "{html}");
         assert!(html.contains("<h1>/landing</h1>"));
         assert!(!html.contains("http"), "no external assets");
-        let missing = render_missing_page(Lang::ZhCn, "code-missing").unwrap();
+        let missing = render_message_page(Lang::ZhCn, "code-missing").unwrap();
         assert!(missing.contains("<html lang=\"zh-CN\">"), "{missing}");
         assert!(missing.contains("没有这个二维码"), "{missing}");
     }

@@ -405,15 +405,14 @@ pub async fn link_start(state: web::Data<AppState>, user: User) -> Result<HttpRe
         .provider
         .as_ref()
         .ok_or(ApiError::ProviderNotConfigured)?;
-    let mut raw = [0u8; 24];
-    getrandom::fill(&mut raw).map_err(|_| ApiError::Internal)?;
     let link_state = {
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(crate::domain::ids::random_bytes::<24>())
     };
     let mut w = crate::storage::WriteSet::new();
     w.link_state(
-        blake3::hash(link_state.as_bytes()).as_bytes(),
+        &crate::accounts::token_hash(&link_state),
         &crate::storage::LinkState {
             user: user.0,
             expires_at: crate::clock::now() + LINK_STATE_SECS,
@@ -439,13 +438,13 @@ pub struct CallbackQuery {
 /// a client that asks for it). A state that is unknown, used or older
 /// than 10 minutes: 400 `link_state_invalid`.
 #[utoipa::path(
-    params(CallbackQuery),
-        responses(
+        params(CallbackQuery),
+    responses(
         (status = 200, description = "linked: a page, or the link with `Accept: application/json`",
             content((LinkView = "application/json"), (String = "text/html"))),
         (status = 400, description = "link_state_invalid, link_code_invalid (problem+json, or a page for browsers)",
             content((Problem = "application/problem+json"), (String = "text/html"))),
-                (status = 409, description = "link_change_blocked: a payout is open (problem+json, or a page for browsers)",
+                        (status = 409, description = "link_change_blocked: a payout is open (problem+json, or a page for browsers)",
             content((Problem = "application/problem+json"), (String = "text/html"))),
         (status = 502, description = "the provider is unreachable (problem+json, or a page for browsers)",
             content((Problem = "application/problem+json"), (String = "text/html"))),
@@ -467,7 +466,7 @@ pub async fn link_callback(
         Ok(view) if json => HttpResponse::Ok().json(view),
         Ok(_) => super::pages::html(
             actix_web::http::StatusCode::OK,
-            super::pages::render_missing_page(lang, "link-done"),
+            super::pages::render_message_page(lang, "link-done"),
         ),
         Err(e) if json => actix_web::ResponseError::error_response(&e),
         Err(e) => {
@@ -478,7 +477,7 @@ pub async fn link_callback(
             };
             super::pages::html(
                 actix_web::ResponseError::status_code(&e),
-                super::pages::render_missing_page(lang, key),
+                super::pages::render_message_page(lang, key),
             )
         }
     }
@@ -490,7 +489,7 @@ async fn callback(state: &AppState, q: &CallbackQuery) -> Result<LinkView, ApiEr
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 64)
         .ok_or(ApiError::LinkStateInvalid)?;
-    let hash = *blake3::hash(link_state.as_bytes()).as_bytes();
+    let hash = crate::accounts::token_hash(link_state);
     let mut found = state.storage.link_state(&hash)?;
     if found.is_none() && state.storage.is_cluster() {
         // Started through another node a moment ago.

@@ -219,16 +219,24 @@ impl Storage {
         &self,
         endpoint: &str,
         seq: u64,
-    ) -> Result<Option<(Option<Queued>, Option<Done>)>> {
-        let q = self.inner.tree.get(delivery_key(b"wq/", endpoint, seq))?;
-        let d = self.inner.tree.get(delivery_key(b"wo/", endpoint, seq))?;
-        if q.is_none() && d.is_none() {
-            return Ok(None);
-        }
-        let k = delivery_key(b"wq/", endpoint, seq);
-        let q = q.map(|v| dec::<Queued>(&k, &v)).transpose()?;
-        let d = d.map(|v| dec::<Done>(&k, &v)).transpose()?;
-        Ok(Some((q, d)))
+    ) -> Result<(Option<Queued>, Option<Done>)> {
+        let (qk, dk) = (
+            delivery_key(b"wq/", endpoint, seq),
+            delivery_key(b"wo/", endpoint, seq),
+        );
+        let q = self
+            .inner
+            .tree
+            .get(&qk)?
+            .map(|v| dec(&qk, &v))
+            .transpose()?;
+        let d = self
+            .inner
+            .tree
+            .get(&dk)?
+            .map(|v| dec(&dk, &v))
+            .transpose()?;
+        Ok((q, d))
     }
 
     /// Whether a delivery is done already (the consumer does not queue it

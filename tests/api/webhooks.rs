@@ -459,16 +459,7 @@ async fn a_kill_9_before_the_delivery_or_before_the_answer_sends_it_again_with_t
     // The receiver takes the request and never answers.
     let rx = Receiver::start(0).await;
     let mut app = TestApp::spawn_with(&config(&[("crm", &rx.url, "[\"group_banned\"]")])).await;
-    let (_, owner) = app.user("owner").await;
-    let g = app.group(&owner, json!({"name": "Killed"})).await;
-    let (s, v) = app
-        .post(
-            &format!("/v1/admin/groups/{g}/ban"),
-            Some(ADMIN),
-            json!({"reason": "spam"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    ban_a_group(&app).await;
     app.kill9();
     assert!(
         rx.got().is_empty(),
