@@ -18,7 +18,9 @@
 //! - [`StreamLog::announce`] and [`StreamLog::live_nodes`]: each node's
 //!   heartbeat in a key-value bucket whose entries expire after `node_ttl`
 //!   (2.9 has no per-key expiry, so the bucket's `max_age` does it); the
-//!   live nodes are those whose last heartbeat has not expired.
+//!   live nodes are those whose last heartbeat has not expired. Both are
+//!   read from the bucket's stream leader, so a read sees every
+//!   acknowledged heartbeat.
 //!
 //! The client runs on a runtime of its own (one thread), so the store's
 //! threads can use it without an async context of theirs; the blocking
@@ -315,8 +317,8 @@ impl StreamLog {
     /// The shared value `key` (`None`: never set). Blocking.
     pub fn shared(&self, key: &str) -> Result<Option<Bytes>, AppendError> {
         self.rt
-            .block_on(self.buckets.keys.get(key))
-            .map_err(|e| AppendError::Unavailable(e.to_string()))
+            .block_on(read_key(&self.buckets.keys, key))
+            .map_err(AppendError::Unavailable)
     }
 
     /// Set the shared value `key` unless it is set: `false` when another
@@ -414,25 +416,27 @@ impl StreamLog {
 
     /// The nodes whose last heartbeat has not expired, by id.
     pub fn live_nodes(&self) -> Result<Vec<Node>, AppendError> {
-        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
-        self.rt.block_on(async {
-            let mut keys = self
-                .buckets
-                .nodes
-                .keys()
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let mut out = Vec::new();
-            while let Some(id) = keys.next().await {
-                let id = id.map_err(|e| unavailable(&e))?;
-                // Expired between the listing and now: not live.
-                if let Some(v) = self
-                    .buckets
-                    .nodes
-                    .get(&id)
+        let nodes = &self.buckets.nodes;
+        self.rt
+            .block_on(async {
+                let mut subjects = nodes
+                    .stream
+                    .info_with_subjects(format!("{}>", nodes.prefix))
                     .await
-                    .map_err(|e| unavailable(&e))?
-                {
+                    .map_err(|e| e.to_string())?;
+                let mut ids = Vec::new();
+                while let Some(got) = subjects.next().await {
+                    let (subject, _) = got.map_err(|e| e.to_string())?;
+                    if let Some(id) = subject.strip_prefix(&nodes.prefix) {
+                        ids.push(id.to_string());
+                    }
+                }
+                let mut out = Vec::new();
+                for id in ids {
+                    // Expired between the listing and now: not live.
+                    let Some(v) = read_key(nodes, &id).await? else {
+                        continue;
+                    };
                     let v = String::from_utf8_lossy(&v).into_owned();
                     let (url, checkpoint) = v.split_once(' ').unwrap_or((v.as_str(), "0"));
                     out.push(Node {
@@ -441,10 +445,10 @@ impl StreamLog {
                         checkpoint: checkpoint.parse().unwrap_or(0),
                     });
                 }
-            }
-            out.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(out)
-        })
+                out.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(out)
+            })
+            .map_err(AppendError::Unavailable)
     }
 
     /// Every entry from position `from` on (1: the start), in stream order,
@@ -480,6 +484,23 @@ struct Buckets {
     nodes: kv::Store,
     keys: kv::Store,
     snapshots: object_store::ObjectStore,
+}
+
+/// A bucket's value for `key` as the bucket's stream leader holds it, so
+/// a read sees every put acknowledged before it. (The bucket's own `get`
+/// asks any replica, and a follower that has not yet applied the last put
+/// answers without it; listing keys through a consumer has the same hole.)
+async fn read_key(bucket: &kv::Store, key: &str) -> Result<Option<Bytes>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    match bucket
+        .stream
+        .get_last_raw_message_by_subject(&format!("{}{key}", bucket.prefix))
+        .await
+    {
+        Ok(m) => Ok(Some(m.payload)),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A key-value bucket's own stream: async-nats 0.52 cannot create a bucket
