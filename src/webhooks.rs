@@ -324,11 +324,11 @@ impl Webhooks {
         }
     }
 
-    /// After `written` is on disk. Cluster mode: its drops go through the
-    /// log (every node drops the same); and a delivery the delivering node
-    /// ended (through the log) before this node queued it would stay queued
-    /// here, so it is forgotten: either the log's removal came after the
-    /// queueing and removed it, or this look sees it ended.
+    /// After `written` is on disk (the queue still held). Cluster mode:
+    /// its drops go through the log (every node drops the same); and a
+    /// delivery the delivering node ended before this node queued it is
+    /// done already, so it leaves the count. What was dropped or done
+    /// leaves its chunks.
     pub async fn after_persist(&self, written: &WebhookBatch) {
         if written.drops_through_log && !written.dropped.is_empty() {
             let mut w = WriteSet::new();
@@ -339,32 +339,42 @@ impl Webhooks {
                 tracing::error!(error = %e, "dropping webhook deliveries at the bound failed; they stay queued");
             }
         }
-        if !self.storage.is_cluster() || written.queued.is_empty() {
-            return;
-        }
         let mut ended: HashMap<Arc<str>, Vec<(u64, &Queued)>> = HashMap::new();
-        for (ep, seq, q) in &written.queued {
-            if self.storage.webhook_is_done(ep, *seq).unwrap_or(false) {
-                ended.entry(ep.clone()).or_default().push((*seq, q));
+        if self.storage.is_cluster() {
+            for (ep, seq, q) in &written.queued {
+                if self.storage.webhook_is_done(ep, *seq).unwrap_or(false) {
+                    ended.entry(ep.clone()).or_default().push((*seq, q));
+                }
             }
         }
-        for (ep, list) in ended {
-            let seqs: Vec<u64> = list.iter().map(|(s, _)| *s).collect();
-            match self.storage.webhook_forget_queued(&ep, &seqs).await {
-                Ok(()) => {
-                    if let Ok(mut sizes) = self.sizes.lock() {
-                        let size = sizes.entry(ep.clone()).or_default();
-                        for (_, q) in list {
-                            size.remove(&ep, q);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(endpoint = %ep, error = %e, "forgetting ended webhook deliveries failed")
+        if let Ok(mut sizes) = self.sizes.lock() {
+            for (ep, list) in &ended {
+                let size = sizes.entry(ep.clone()).or_default();
+                for (_, q) in list {
+                    size.remove(ep, q);
                 }
             }
+        }
+        let mut left: HashMap<&Arc<str>, Vec<u64>> = HashMap::new();
+        for (ep, seq, _) in &written.dropped {
+            left.entry(ep).or_default().push(*seq);
+        }
+        for (ep, list) in &ended {
+            left.entry(ep)
+                .or_default()
+                .extend(list.iter().map(|(s, _)| *s));
+        }
+        for (ep, seqs) in left {
+            self.compact(ep, Some(&seqs)).await;
         }
         self.publish_sizes();
+    }
+
+    /// Leave what is done out of `ep`'s chunks holding `seqs` (all: `None`).
+    async fn compact(&self, ep: &str, seqs: Option<&[u64]>) {
+        if let Err(e) = self.storage.webhook_compact(ep, seqs).await {
+            tracing::warn!(endpoint = %ep, error = %e, "compacting the webhook queue failed; done deliveries stay in its chunks (skipped) until the next try");
+        }
     }
 
     /// Another node changed `key` (cluster mode): a delivery it ended left
@@ -394,6 +404,11 @@ impl Webhooks {
             .unwrap_or(false);
         if !due {
             return Ok(());
+        }
+        // What the delivering node ended leaves this node's chunks.
+        {
+            let _g = self.queue.lock().await;
+            self.compact(ep, None).await;
         }
         // Counted without holding the queue: the consumer does not wait
         // for a scan, and a count a round behind is corrected next time.
@@ -492,6 +507,11 @@ impl Webhooks {
             .finish();
         let entity = format!("jobs/webhooks/{}", ep.id);
         let mut last_prune = 0i64;
+        // What ended before a stop may still sit in chunks.
+        {
+            let _g = self.queue.lock().await;
+            self.compact(&ep.id, None).await;
+        }
         // Passes in a row in which every attempt failed: the endpoint as a
         // whole backs off (5 s, doubling to 5 min), so a receiver that is
         // down costs one attempt per backoff, not one per queued entity.
@@ -593,6 +613,7 @@ impl Webhooks {
         let mut done = WriteSet::new();
         let mut tried = Vec::new();
         let mut left = Vec::new();
+        let mut ended = Vec::new();
         let mut gone = None;
         let mut delivered = false;
         let mut recorded = 0usize;
@@ -618,6 +639,7 @@ impl Webhooks {
                         .with_label_values(&[&ep.id, "delivered"])
                         .inc();
                     done.webhook_done(&ep.id, seq, &Done::of(q.clone(), State::Delivered, now));
+                    ended.push(seq);
                     left.push(q);
                 }
                 Outcome::Gone => {
@@ -643,6 +665,7 @@ impl Webhooks {
                                 seq,
                                 &Done::of(q.clone(), State::Failed, now),
                             );
+                            ended.push(seq);
                             left.push(q);
                         }
                     }
@@ -667,6 +690,7 @@ impl Webhooks {
         }
         if !done.is_empty() {
             self.storage.commit(done).await?;
+            self.compact(&ep.id, Some(&ended)).await;
         }
         for q in &left {
             self.left_queue(&ep.id, q);

@@ -28,7 +28,8 @@
 //! | `o/`   | first seq (u64 BE)   | JSON array of [`Event`]s: the outbox before the journal; read once, deleted when consumed |
 //! | `fe/`  | feed (17: `u`/`g`, id), first seq (u64 BE) | a chunk of a user's or group's feed (`feeds.rs`) |
 //! | `fh/`  | feed (17)            | where the feed stands: last seq, oldest held (u64 BE each) |
-//! | `wq/`  | endpoint, `\0`, event seq (u64 BE) | a webhook delivery waiting (`webhooks.rs`: body, attempts, next attempt) |
+//! | `wq/`  | endpoint, `\0`, first event seq (u64 BE) | a chunk of webhook deliveries waiting (`webhooks.rs`: type, entity, body), or with `r` after the seq one delivery sent again |
+//! | `wt/`  | endpoint, `\0`, event seq (u64 BE) | a waiting delivery's attempts (the delivering node's only) |
 //! | `wo/`  | endpoint, `\0`, event seq (u64 BE) | a webhook delivery done: delivered, failed or dropped |
 //! | `we/`  | endpoint             | the endpoint is disabled (its receiver answered 410) |
 //! | `lk/`  | blake3(link state)   | [`LinkState`]: a browser link flow under way (user, expiry) |

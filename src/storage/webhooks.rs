@@ -1,18 +1,30 @@
 //! Webhook deliveries on disk.
 //!
-//! - `wq/` endpoint `\0` seq: a delivery not yet done ([`Queued`]). The
-//!   outbox consumer writes it with its cursor (on every node alike, as it
-//!   numbers feeds); the node that delivers for the endpoint records its
-//!   attempts there (on that node only).
-//! - `wo/` endpoint `\0` seq: a delivery done ([`Done`]: delivered, failed,
-//!   dropped), written with the removal of its `wq/` record through the
-//!   journal (the log, in a cluster: every node then forgets it), listed
-//!   for `webhook_delivery.keep_days`.
+//! - `wq/` endpoint `\0` first seq: a chunk of deliveries one outbox
+//!   consumer round queued for the endpoint (a JSON array, LZ4-compressed,
+//!   of at most [`CHUNK_ITEMS`] deliveries or [`CHUNK_BYTES`] of bodies),
+//!   so a busy endpoint costs a record per chunk, not per event, and a
+//!   fraction of its bodies' bytes. Written with the
+//!   consumer's cursor, on every node alike; never rewritten but to leave
+//!   out deliveries done (compaction, on each node by itself). A chunk
+//!   holds seqs from its first up to the next chunk's first.
+//! - `wq/` endpoint `\0` seq `r`: one delivery an operator sent again
+//!   ([`Queued`], JSON), apart from the chunks so that every node writes
+//!   the same key; it stands for that seq over any chunk's.
+//! - `wt/` endpoint `\0` seq: the attempts of a queued delivery
+//!   ([`Tries`]), kept by the node that delivers (on that node only;
+//!   another that takes over starts its count again).
+//! - `wo/` endpoint `\0` seq: a delivery done ([`Done`]: delivered,
+//!   failed, dropped), listed for `webhook_delivery.keep_days`. Written
+//!   through the journal (the log, in a cluster), with the removal of its
+//!   `r` and `wt/` records: a queued delivery with a `wo/` record is done,
+//!   whichever chunk still holds it.
 //! - `we/` endpoint: the endpoint is disabled ([`Disabled`]: its receiver
 //!   answered 410) until an operator enables it.
 //!
-//! Records stay small (a body is one event), well under sled's threshold
-//! for values kept apart.
+//! Records stay small, well under sled's threshold for values kept apart.
+
+use serde_json::value::RawValue;
 
 use super::*;
 use crate::domain::webhook::State;
@@ -70,6 +82,31 @@ impl Done {
     }
 }
 
+/// Where a queued delivery's attempts stand.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tries {
+    pub attempts: u32,
+    pub next_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A delivery as a chunk keeps it: what a first attempt needs.
+#[derive(Serialize, Deserialize)]
+struct Item<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    entity: std::borrow::Cow<'a, str>,
+    created: i64,
+    /// The body as JSON in the chunk's JSON, not a string in it.
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
 /// Why an endpoint is disabled, and since when.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Disabled {
@@ -77,18 +114,122 @@ pub struct Disabled {
     pub reason: String,
 }
 
+/// Most deliveries in one chunk, and most bytes of their bodies.
+const CHUNK_ITEMS: usize = 64;
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The first byte of a compressed chunk (LZ4 of the JSON array; a JSON
+/// record starts with `[` or `{`).
+const COMPRESSED: u8 = b'Z';
+
+/// Most bytes a chunk's JSON may unpack to (its bodies are at most
+/// [`CHUNK_BYTES`] but for one, which is an event's).
+const MAX_CHUNK_JSON: usize = 1 << 20;
+
+/// The suffix of a delivery sent again after its seq (see the module).
+const RESENT: u8 = b'r';
+
 fn delivery_key(prefix: &[u8], endpoint: &str, seq: u64) -> Vec<u8> {
     key(prefix, &[endpoint.as_bytes(), b"\0", &seq.to_be_bytes()])
+}
+
+fn resent_key(endpoint: &str, seq: u64) -> Vec<u8> {
+    let mut k = delivery_key(b"wq/", endpoint, seq);
+    k.push(RESENT);
+    k
 }
 
 fn endpoint_prefix(prefix: &[u8], endpoint: &str) -> Vec<u8> {
     key(prefix, &[endpoint.as_bytes(), b"\0"])
 }
 
-/// The seq a delivery key ends with.
-fn seq_of(k: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
+/// The seq a key of `endpoint`'s ends with, and whether it is a resent
+/// delivery's.
+fn seq_of(prefix: &[u8], endpoint: &str, k: &[u8]) -> Option<(u64, bool)> {
+    let tail = k.get(prefix.len() + endpoint.len() + 1..)?;
+    let seq = u64::from_be_bytes(tail.get(..8)?.try_into().ok()?);
+    match tail.get(8..)? {
+        [] => Some((seq, false)),
+        [RESENT] => Some((seq, true)),
+        _ => None,
+    }
+}
+
+/// A chunk's deliveries, encoded.
+fn encode_chunk(items: &[(u64, &Queued)]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(items.iter().map(|(_, q)| q.body.len() + 64).sum());
+    out.push(b'[');
+    for (i, (seq, q)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let body = RawValue::from_string(q.body.clone())
+            .map_err(|e| StorageError::Io(format!("a webhook body is not JSON: {e}")))?;
+        serde_json::to_writer(
+            &mut out,
+            &Item {
+                seq: *seq,
+                ty: q.ty.as_str().into(),
+                entity: q.entity.as_str().into(),
+                created: q.created,
+                body: &body,
+            },
+        )
+        .map_err(|e| StorageError::Io(format!("encode: {e}")))?;
+    }
+    out.push(b']');
+    // Bodies of one round repeat their names and most of their ids:
+    // compressed, a chunk is a fraction of the JSON.
+    let mut v = vec![COMPRESSED];
+    v.extend_from_slice(&lz4_flex::compress_prepend_size(&out));
+    Ok(v)
+}
+
+/// The deliveries a `wq/` record holds: a chunk's, a resent one's, or
+/// (written by an earlier release) one delivery's record, which is read
+/// as a chunk of one.
+fn decode_queued(k: &[u8], seq: u64, v: &[u8]) -> Result<Vec<(u64, Queued)>> {
+    if v.first() == Some(&b'{') {
+        return Ok(vec![(seq, dec(k, v)?)]);
+    }
+    let corrupt = |e: String| StorageError::Corrupt(commit::printable_key(k), e);
+    let json = match v.split_first() {
+        Some((&COMPRESSED, packed)) => {
+            // The length it unpacks to, checked before anything is made
+            // that large.
+            let len = packed
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(|b| u32::from_le_bytes(b) as usize)
+                .filter(|n| *n <= MAX_CHUNK_JSON)
+                .ok_or_else(|| {
+                    corrupt("a compressed chunk's length is missing or too large".into())
+                })?;
+            let json =
+                lz4_flex::decompress(&packed[4..], len).map_err(|e| corrupt(e.to_string()))?;
+            std::borrow::Cow::Owned(json)
+        }
+        _ => std::borrow::Cow::Borrowed(v),
+    };
+    let items: Vec<Item> = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
+    Ok(items
+        .into_iter()
+        .map(|i| {
+            (
+                i.seq,
+                Queued {
+                    ty: i.ty.into_owned(),
+                    entity: i.entity.into_owned(),
+                    created: i.created,
+                    body: i.body.get().to_string(),
+                    attempts: 0,
+                    next_at: i.created,
+                    last_status: None,
+                    last_error: None,
+                },
+            )
+        })
+        .collect())
 }
 
 /// What the outbox consumer writes about webhooks with its cursor: the
@@ -109,9 +250,28 @@ impl WebhookBatch {
 }
 
 impl WriteSet {
+    /// The round's deliveries in chunks (consecutive ones of an endpoint),
+    /// and its drops.
     pub(super) fn webhook_batch(&mut self, b: &WebhookBatch) {
-        for (ep, seq, q) in &b.queued {
-            self.webhook_queued(ep, *seq, q);
+        let mut i = 0;
+        while let Some((ep, first, _)) = b.queued.get(i) {
+            let mut chunk: Vec<(u64, &Queued)> = Vec::new();
+            let mut bytes = 0;
+            while let Some((e, seq, q)) = b.queued.get(i) {
+                if e != ep
+                    || chunk.len() == CHUNK_ITEMS
+                    || (bytes > 0 && bytes + q.body.len() > CHUNK_BYTES)
+                {
+                    break;
+                }
+                bytes += q.body.len();
+                chunk.push((*seq, q));
+                i += 1;
+            }
+            match encode_chunk(&chunk) {
+                Ok(v) => self.put(delivery_key(b"wq/", ep, *first), v),
+                Err(e) => self.error = Some(e),
+            }
         }
         if !b.drops_through_log {
             for (ep, seq, d) in &b.dropped {
@@ -120,21 +280,18 @@ impl WriteSet {
         }
     }
 
-    /// Queue a delivery (the outbox consumer, with its cursor).
-    pub fn webhook_queued(&mut self, endpoint: &str, seq: u64, q: &Queued) {
-        self.put_json(delivery_key(b"wq/", endpoint, seq), q);
-    }
-
     /// A delivery is done: it leaves the queue and is listed as `d`.
     pub fn webhook_done(&mut self, endpoint: &str, seq: u64, d: &Done) {
-        self.del(delivery_key(b"wq/", endpoint, seq));
+        self.del(resent_key(endpoint, seq));
+        self.del(delivery_key(b"wt/", endpoint, seq));
         self.put_json(delivery_key(b"wo/", endpoint, seq), d);
     }
 
-    /// A done delivery sent again: back in the queue.
+    /// A delivery sent again (done or still queued): queued as `q`.
     pub fn webhook_requeued(&mut self, endpoint: &str, seq: u64, q: &Queued) {
         self.del(delivery_key(b"wo/", endpoint, seq));
-        self.put_json(delivery_key(b"wq/", endpoint, seq), q);
+        self.del(delivery_key(b"wt/", endpoint, seq));
+        self.put_json(resent_key(endpoint, seq), q);
     }
 
     /// A done delivery past `keep_days`.
@@ -153,12 +310,20 @@ impl WriteSet {
 
 impl Storage {
     /// Record attempts of queued deliveries on this node only (the node
-    /// that delivers; another that takes over starts its count again).
+    /// that delivers).
     pub async fn webhook_attempted(&self, endpoint: &str, tried: &[(u64, Queued)]) -> Result<()> {
         let mut w = WriteSet::new();
         w.local();
         for (seq, q) in tried {
-            w.webhook_queued(endpoint, *seq, q);
+            w.put_json(
+                delivery_key(b"wt/", endpoint, *seq),
+                &Tries {
+                    attempts: q.attempts,
+                    next_at: q.next_at,
+                    last_status: q.last_status,
+                    last_error: q.last_error.clone(),
+                },
+            );
         }
         self.submit(w).await
     }
@@ -170,7 +335,76 @@ impl Storage {
         after: Option<u64>,
         n: usize,
     ) -> Result<Vec<(u64, Queued)>> {
-        self.webhook_range(b"wq/", endpoint, after, n)
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let mut found: BTreeMap<u64, Queued> = BTreeMap::new();
+        for kv in self.webhook_records(endpoint, from)? {
+            let (k, v) = kv?;
+            let Some((first, resent)) = seq_of(b"wq/", endpoint, &k) else {
+                continue;
+            };
+            // Past the n-th found, nothing later comes before it.
+            if found.len() >= n && found.keys().nth(n - 1).is_some_and(|last| first > *last) {
+                break;
+            }
+            let items = match decode_queued(&k, first, &v) {
+                Ok(items) => items,
+                // Written by a newer release, or damaged: left where it
+                // is (and listed nowhere) rather than stall the endpoint.
+                Err(e) => {
+                    tracing::error!(endpoint, first, error = %e, "a webhook delivery record does not decode; skipped");
+                    continue;
+                }
+            };
+            for (seq, q) in items {
+                // A resent delivery stands over its chunk's, which is
+                // done or stale.
+                if seq >= from && (resent || !self.webhook_is_done(endpoint, seq)?) {
+                    found.insert(seq, q);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(n.min(found.len()));
+        for (seq, mut q) in found.into_iter().take(n) {
+            self.with_tries(endpoint, seq, &mut q)?;
+            out.push((seq, q));
+        }
+        Ok(out)
+    }
+
+    /// `endpoint`'s `wq/` records from the chunk that holds `from` on.
+    fn webhook_records(&self, endpoint: &str, from: u64) -> Result<kv::Merged> {
+        let covering = self.webhook_chunk_of(endpoint, from)?;
+        let lo = delivery_key(b"wq/", endpoint, covering.unwrap_or(from));
+        Ok(self.inner.tree.range(lo..resent_key(endpoint, u64::MAX)))
+    }
+
+    /// The first seq of the chunk of `endpoint` that would hold `seq`.
+    fn webhook_chunk_of(&self, endpoint: &str, seq: u64) -> Result<Option<u64>> {
+        self.inner
+            .tree
+            .range(delivery_key(b"wq/", endpoint, 0)..=delivery_key(b"wq/", endpoint, seq))
+            .rev()
+            .find_map(|kv| match kv {
+                Ok((k, _)) => match seq_of(b"wq/", endpoint, &k) {
+                    Some((first, false)) => Some(Ok(first)),
+                    _ => None,
+                },
+                Err(e) => Some(Err(e)),
+            })
+            .transpose()
+    }
+
+    /// `q` with the attempts this node recorded.
+    fn with_tries(&self, endpoint: &str, seq: u64, q: &mut Queued) -> Result<()> {
+        let k = delivery_key(b"wt/", endpoint, seq);
+        if let Some(v) = self.inner.tree.get(&k)? {
+            let t: Tries = dec(&k, &v)?;
+            q.attempts = t.attempts;
+            q.next_at = t.next_at;
+            q.last_status = t.last_status;
+            q.last_error = t.last_error;
+        }
+        Ok(())
     }
 
     /// Up to `n` done deliveries of `endpoint` after `after`, oldest first.
@@ -180,34 +414,24 @@ impl Storage {
         after: Option<u64>,
         n: usize,
     ) -> Result<Vec<(u64, Done)>> {
-        self.webhook_range(b"wo/", endpoint, after, n)
-    }
-
-    fn webhook_range<T: DeserializeOwned>(
-        &self,
-        prefix: &[u8],
-        endpoint: &str,
-        after: Option<u64>,
-        n: usize,
-    ) -> Result<Vec<(u64, T)>> {
         let lo = match after {
-            Some(a) => delivery_key(prefix, endpoint, a.saturating_add(1)),
-            None => endpoint_prefix(prefix, endpoint),
+            Some(a) => delivery_key(b"wo/", endpoint, a.saturating_add(1)),
+            None => endpoint_prefix(b"wo/", endpoint),
         };
-        let hi = delivery_key(prefix, endpoint, u64::MAX);
+        let hi = delivery_key(b"wo/", endpoint, u64::MAX);
         let mut out = Vec::new();
         for kv in self.inner.tree.range(lo..=hi) {
             if out.len() >= n {
                 break;
             }
             let (k, v) = kv?;
-            let Some(seq) = seq_of(&k) else { continue };
+            let Some((seq, _)) = seq_of(b"wo/", endpoint, &k) else {
+                continue;
+            };
             match dec(&k, &v) {
                 Ok(d) => out.push((seq, d)),
-                // Written by a newer release, or damaged: left where it is
-                // (and listed nowhere) rather than stall the endpoint.
                 Err(e) => {
-                    tracing::error!(endpoint, seq, error = %e, "a webhook delivery record does not decode; skipped")
+                    tracing::error!(endpoint, seq, error = %e, "a done webhook delivery record does not decode; skipped")
                 }
             }
         }
@@ -220,33 +444,30 @@ impl Storage {
         endpoint: &str,
         seq: u64,
     ) -> Result<(Option<Queued>, Option<Done>)> {
-        let (qk, dk) = (
-            delivery_key(b"wq/", endpoint, seq),
-            delivery_key(b"wo/", endpoint, seq),
-        );
-        let q = self
-            .inner
-            .tree
-            .get(&qk)?
-            .map(|v| dec(&qk, &v))
-            .transpose()?;
-        let d = self
+        let dk = delivery_key(b"wo/", endpoint, seq);
+        let done: Option<Done> = self
             .inner
             .tree
             .get(&dk)?
             .map(|v| dec(&dk, &v))
             .transpose()?;
-        Ok((q, d))
+        let queued = match &done {
+            Some(_) => None,
+            None => self
+                .webhook_queue(endpoint, seq.checked_sub(1), 1)?
+                .pop()
+                .filter(|(s, _)| *s == seq)
+                .map(|(_, q)| q),
+        };
+        Ok((queued, done))
     }
 
-    /// Whether a delivery is done already (the consumer does not queue it
-    /// again: in a cluster, the delivering node may be ahead of this one).
+    /// Whether a delivery is done (in a cluster the delivering node may be
+    /// ahead of this one: the consumer does not queue it again).
     pub fn webhook_is_done(&self, endpoint: &str, seq: u64) -> Result<bool> {
-        Ok(self
-            .inner
+        self.inner
             .tree
-            .get(delivery_key(b"wo/", endpoint, seq))?
-            .is_some())
+            .contains_key(delivery_key(b"wo/", endpoint, seq))
     }
 
     pub fn webhook_disabled(&self, endpoint: &str) -> Result<Option<Disabled>> {
@@ -257,35 +478,88 @@ impl Storage {
         }
     }
 
-    /// Every queued delivery of `endpoint` that decodes, oldest first (a
-    /// scan: at start, and to count the queue again).
+    /// Every queued delivery of `endpoint`, oldest first (a scan: at
+    /// start, and to count the queue again).
     pub fn webhook_queue_each(
         &self,
         endpoint: &str,
         mut f: impl FnMut(u64, &Queued),
     ) -> Result<()> {
-        for kv in self
-            .inner
-            .tree
-            .scan_prefix(endpoint_prefix(b"wq/", endpoint))
-        {
-            let (k, v) = kv?;
-            if let (Some(seq), Ok(q)) = (seq_of(&k), dec::<Queued>(&k, &v)) {
-                f(seq, &q);
+        let mut after = None;
+        loop {
+            let page = self.webhook_queue(endpoint, after, 1000)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(*last);
+            for (seq, q) in &page {
+                f(*seq, q);
             }
         }
-        Ok(())
     }
 
-    /// Forget queued deliveries on this node only: in a cluster, those the
-    /// delivering node ended before this node queued them.
-    pub async fn webhook_forget_queued(&self, endpoint: &str, seqs: &[u64]) -> Result<()> {
+    /// Leave done deliveries out of the chunks of `endpoint` that hold
+    /// `seqs` (all its chunks: `None`), on this node only; a chunk they
+    /// all left is deleted. Answers how many chunks changed.
+    pub async fn webhook_compact(&self, endpoint: &str, seqs: Option<&[u64]>) -> Result<usize> {
         let mut w = WriteSet::new();
         w.local();
-        for seq in seqs {
-            w.del(delivery_key(b"wq/", endpoint, *seq));
+        let mut changed = 0;
+        let mut compact = |k: &[u8], v: &[u8]| -> Result<()> {
+            let Some((first, false)) = seq_of(b"wq/", endpoint, k) else {
+                return Ok(());
+            };
+            let Ok(items) = decode_queued(k, first, v) else {
+                return Ok(());
+            };
+            let mut keep = Vec::with_capacity(items.len());
+            for (seq, q) in &items {
+                if !self.webhook_is_done(endpoint, *seq)? {
+                    keep.push((*seq, q));
+                }
+            }
+            if keep.len() < items.len() {
+                changed += 1;
+                if keep.is_empty() {
+                    w.del(k.to_vec());
+                } else {
+                    w.put(k.to_vec(), encode_chunk(&keep)?);
+                }
+            }
+            Ok(())
+        };
+        match seqs {
+            None => {
+                for kv in self
+                    .inner
+                    .tree
+                    .scan_prefix(endpoint_prefix(b"wq/", endpoint))
+                {
+                    let (k, v) = kv?;
+                    compact(&k, &v)?;
+                }
+            }
+            Some(seqs) => {
+                let mut chunks = Vec::new();
+                for seq in seqs {
+                    if let Some(first) = self.webhook_chunk_of(endpoint, *seq)? {
+                        chunks.push(first);
+                    }
+                }
+                chunks.sort_unstable();
+                chunks.dedup();
+                for first in chunks {
+                    let k = delivery_key(b"wq/", endpoint, first);
+                    if let Some(v) = self.inner.tree.get(&k)? {
+                        compact(&k, &v)?;
+                    }
+                }
+            }
         }
-        self.submit(w).await
+        if changed > 0 {
+            self.submit(w).await?;
+        }
+        Ok(changed)
     }
 }
 
@@ -294,13 +568,160 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_order_by_endpoint_then_seq() {
+    fn keys_order_by_endpoint_then_seq_and_a_resent_one_after_its_chunk() {
         let a = delivery_key(b"wq/", "crm", 2);
+        let r = resent_key("crm", 2);
         let b = delivery_key(b"wq/", "crm", 256);
         let c = delivery_key(b"wq/", "crm-2", 1);
-        assert!(a < b && b < c);
-        assert_eq!(seq_of(&b), Some(256));
+        assert!(a < r && r < b && b < c);
+        assert_eq!(seq_of(b"wq/", "crm", &b), Some((256, false)));
+        assert_eq!(seq_of(b"wq/", "crm", &r), Some((2, true)));
         assert!(b.starts_with(&endpoint_prefix(b"wq/", "crm")));
         assert!(!c.starts_with(&endpoint_prefix(b"wq/", "crm")));
+    }
+
+    fn queued(body: &str) -> Queued {
+        Queued {
+            ty: "member_joined".into(),
+            entity: "group/g".into(),
+            created: 7,
+            body: body.into(),
+            attempts: 0,
+            next_at: 7,
+            last_status: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_chunk_keeps_bodies_as_they_were_and_an_old_record_reads_as_one() {
+        let (a, b) = (queued(r#"{"type":"x","data":{"n":"é\"q"}}"#), queued("{}"));
+        let v = encode_chunk(&[(3, &a), (9, &b)]).expect("encode");
+        let k = delivery_key(b"wq/", "crm", 3);
+        assert_eq!(
+            decode_queued(&k, 3, &v).expect("decode"),
+            vec![(3, a.clone()), (9, b)]
+        );
+        let old = serde_json::to_vec(&a).expect("json");
+        assert_eq!(decode_queued(&k, 3, &old).expect("decode"), vec![(3, a)]);
+        assert!(encode_chunk(&[(1, &queued("not json"))]).is_err());
+        // A damaged chunk is refused, never unpacked to what it claims.
+        let mut huge = vec![COMPRESSED];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&v[5..]);
+        assert!(decode_queued(&k, 3, &huge).is_err());
+        assert!(decode_queued(&k, 3, &v[..v.len() - 3]).is_err());
+    }
+
+    fn seqs(q: &[(u64, Queued)]) -> Vec<u64> {
+        q.iter().map(|(s, _)| *s).collect()
+    }
+
+    /// The queue read through chunks, a resent delivery, attempts and
+    /// done records, paged, and compacted.
+    #[test]
+    fn the_queue_reads_through_chunks_resends_and_what_is_done() {
+        let (_dir, rt, store) = test_store();
+        let ep: Arc<str> = Arc::from("crm");
+        let q = |s: u64| (ep.clone(), s, queued(&format!("{{\"n\":{s}}}")));
+        // Two consumer rounds: 1..=100 (chunks of 64 and 36), then 150..=159.
+        for round in [(1..=100).collect::<Vec<u64>>(), (150..=159).collect()] {
+            let mut w = WriteSet::new();
+            w.webhook_batch(&WebhookBatch {
+                queued: round.into_iter().map(q).collect(),
+                ..Default::default()
+            });
+            rt.block_on(store.submit(w)).expect("queue");
+        }
+        let all = store.webhook_queue("crm", None, 1000).expect("read");
+        let want: Vec<u64> = (1..=100).chain(150..=159).collect();
+        assert_eq!(seqs(&all), want);
+        assert_eq!(all[69].1.body, "{\"n\":70}");
+        // Pages meet exactly, inside a chunk and across chunks.
+        let mut paged = Vec::new();
+        let mut after = None;
+        while let Some(last) = {
+            let page = store.webhook_queue("crm", after, 7).expect("page");
+            paged.extend(seqs(&page));
+            page.last().map(|(s, _)| *s)
+        } {
+            after = Some(last);
+        }
+        assert_eq!(paged, want);
+
+        // 2 and 70 delivered, 5 tried once, 80 sent again with a new window.
+        let mut w = WriteSet::new();
+        for s in [2, 70] {
+            w.webhook_done("crm", s, &Done::of(queued("{}"), State::Delivered, 9));
+        }
+        let mut again = queued("{\"again\":80}");
+        again.created = 50;
+        w.webhook_requeued("crm", 80, &again);
+        rt.block_on(store.commit(w)).expect("done");
+        let mut tried = queued("{}");
+        tried.attempts = 1;
+        tried.next_at = 99;
+        tried.last_status = Some(503);
+        rt.block_on(store.webhook_attempted("crm", &[(5, tried)]))
+            .expect("tried");
+        let all = store.webhook_queue("crm", None, 1000).expect("read");
+        let want: Vec<u64> = want.into_iter().filter(|s| ![2, 70].contains(s)).collect();
+        assert_eq!(seqs(&all), want);
+        let five = &all.iter().find(|(s, _)| *s == 5).expect("5").1;
+        assert_eq!(
+            (five.attempts, five.next_at, five.last_status),
+            (1, 99, Some(503))
+        );
+        let (queued80, done80) = store.webhook_delivery("crm", 80).expect("80");
+        assert_eq!((queued80.map(|q| q.created), done80), (Some(50), None));
+        let (queued2, done2) = store.webhook_delivery("crm", 2).expect("2");
+        assert!(queued2.is_none() && done2.is_some());
+        assert_eq!(
+            store.webhook_queue("crm", Some(79), 1).expect("page")[0].0,
+            80
+        );
+
+        // 80 delivered after its resend; compaction leaves the chunks
+        // without what is done, and the queue reads the same.
+        let mut w = WriteSet::new();
+        w.webhook_done("crm", 80, &Done::of(again, State::Delivered, 9));
+        rt.block_on(store.commit(w)).expect("done");
+        let before = seqs(&store.webhook_queue("crm", None, 1000).expect("read"));
+        assert!(!before.contains(&80));
+        assert_eq!(
+            rt.block_on(store.webhook_compact("crm", None))
+                .expect("compact"),
+            2
+        );
+        assert_eq!(
+            rt.block_on(store.webhook_compact("crm", None))
+                .expect("compact"),
+            0
+        );
+        assert_eq!(
+            seqs(&store.webhook_queue("crm", None, 1000).expect("read")),
+            before
+        );
+        // A chunk all of whose deliveries are done goes.
+        let mut w = WriteSet::new();
+        for s in 150..=159 {
+            w.webhook_done("crm", s, &Done::of(queued("{}"), State::Dropped, 9));
+        }
+        rt.block_on(store.commit(w)).expect("done");
+        assert_eq!(
+            rt.block_on(store.webhook_compact("crm", Some(&[150, 155])))
+                .expect("compact"),
+            1
+        );
+        assert!(store
+            .inner
+            .tree
+            .get(delivery_key(b"wq/", "crm", 150))
+            .expect("get")
+            .is_none());
+        assert_eq!(
+            store.webhook_queue("crm", Some(100), 10).expect("read"),
+            vec![]
+        );
     }
 }
