@@ -22,7 +22,7 @@ use crate::config::{Webhook as EndpointCfg, WebhookDelivery};
 use crate::domain::events::Event;
 use crate::domain::webhook::{self as rules, Outcome, State};
 use crate::metrics;
-use crate::storage::webhooks::{Disabled, Done, Queued, WebhookBatch};
+use crate::storage::webhooks::{Disabled, Done, Queued, Tries, WebhookBatch};
 use crate::storage::{Storage, StorageError, WriteSet};
 
 /// Most bytes of a receiver's answer read (the rest is not waited for).
@@ -189,16 +189,7 @@ impl Webhooks {
                 into.queued.push((
                     ep.id.clone(),
                     e.seq,
-                    Queued {
-                        ty: ty.clone(),
-                        entity: rules::entity_of(e),
-                        created: now,
-                        body: body.clone(),
-                        attempts: 0,
-                        next_at: now,
-                        last_status: None,
-                        last_error: None,
-                    },
+                    Queued::new(ty.clone(), rules::entity_of(e), now, body.clone()),
                 ));
             }
         }
@@ -466,8 +457,8 @@ impl Webhooks {
         };
         let was_queued = queued.is_some();
         q.created = now;
-        q.next_at = now;
-        q.attempts = 0;
+        q.tries.next_at = now;
+        q.tries.attempts = 0;
         let mut w = WriteSet::new();
         w.webhook_requeued(&ep.id, seq, &q);
         self.storage.commit(w).await?;
@@ -584,13 +575,13 @@ impl Webhooks {
                 if !seen.insert(q.entity.clone()) {
                     continue;
                 }
-                if q.next_at <= now {
+                if q.tries.next_at <= now {
                     due.push((seq, q));
                     if due.len() >= PASS {
                         break 'pages;
                     }
                 } else {
-                    next = next.min(q.next_at);
+                    next = next.min(q.tries.next_at);
                 }
             }
             if !full {
@@ -621,13 +612,15 @@ impl Webhooks {
             // Dropped at the bound, or resent by an operator, meanwhile:
             // what is on disk now stands.
             let (now_queued, _) = self.storage.webhook_delivery(&ep.id, seq)?;
-            if now_queued.is_none_or(|c| c.created != q.created || c.attempts != q.attempts) {
+            if now_queued
+                .is_none_or(|c| c.created != q.created || c.tries.attempts != q.tries.attempts)
+            {
                 continue;
             }
             recorded += 1;
-            q.attempts += 1;
-            q.last_status = status;
-            q.last_error = error;
+            q.tries.attempts += 1;
+            q.tries.last_status = status;
+            q.tries.last_error = error;
             let result = rules::outcome(status);
             metrics::WEBHOOK_ATTEMPTS
                 .with_label_values(&[&ep.id, attempt_label(result)])
@@ -644,22 +637,22 @@ impl Webhooks {
                 }
                 Outcome::Gone => {
                     gone = Some(status.unwrap_or(410));
-                    q.next_at = now;
+                    q.tries.next_at = now;
                     tried.push((seq, q));
                 }
                 Outcome::Retry => {
                     let window = self.cfg.retry_hours as i64 * 3600;
                     let jitter = rand::rng().random::<f64>();
-                    match rules::next_attempt(q.created, q.attempts, now, window, jitter) {
+                    match rules::next_attempt(q.created, q.tries.attempts, now, window, jitter) {
                         Some(at) => {
-                            q.next_at = at;
+                            q.tries.next_at = at;
                             tried.push((seq, q));
                         }
                         None => {
                             metrics::WEBHOOKS_DONE
                                 .with_label_values(&[&ep.id, "failed"])
                                 .inc();
-                            tracing::error!(endpoint = %ep.id, delivery = %rules::delivery_id(&ep.id, seq), attempts = q.attempts, last_status = ?q.last_status, "a webhook delivery failed for its whole retry window; resend it from the admin routes");
+                            tracing::error!(endpoint = %ep.id, delivery = %rules::delivery_id(&ep.id, seq), attempts = q.tries.attempts, last_status = ?q.tries.last_status, "a webhook delivery failed for its whole retry window; resend it from the admin routes");
                             done.webhook_done(
                                 &ep.id,
                                 seq,
@@ -739,10 +732,12 @@ fn queued_of(d: &Done) -> Queued {
         entity: d.entity.clone(),
         created: d.created,
         body: d.body.clone(),
-        attempts: d.attempts,
-        next_at: d.at,
-        last_status: d.last_status,
-        last_error: d.last_error.clone(),
+        tries: Tries {
+            attempts: d.attempts,
+            next_at: d.at,
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+        },
     }
 }
 

@@ -114,12 +114,12 @@ fn queued_view(ep: &str, seq: u64, q: Queued) -> DeliveryView {
         webhook_id: rules::message_id(seq),
         ty: q.ty,
         state: State::Pending,
-        attempts: q.attempts,
+        attempts: q.tries.attempts,
         created_at: rfc3339(q.created),
-        next_attempt_at: Some(rfc3339(q.next_at)),
+        next_attempt_at: Some(rfc3339(q.tries.next_at)),
         ended_at: None,
-        last_status: q.last_status,
-        last_error: q.last_error,
+        last_status: q.tries.last_status,
+        last_error: q.tries.last_error,
     }
 }
 

@@ -40,13 +40,26 @@ pub struct Queued {
     pub created: i64,
     /// The JSON body it sends.
     pub body: String,
-    pub attempts: u32,
-    /// When the next attempt is due (unix seconds).
-    pub next_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_status: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    #[serde(flatten)]
+    pub tries: Tries,
+}
+
+impl Queued {
+    /// A delivery queued at `created`, due at once.
+    pub fn new(ty: String, entity: String, created: i64, body: String) -> Queued {
+        Queued {
+            ty,
+            entity,
+            created,
+            body,
+            tries: Tries {
+                attempts: 0,
+                next_at: created,
+                last_status: None,
+                last_error: None,
+            },
+        }
+    }
 }
 
 /// A delivery done.
@@ -74,10 +87,10 @@ impl Done {
             entity: q.entity,
             created: q.created,
             body: q.body,
-            attempts: q.attempts,
+            attempts: q.tries.attempts,
             at,
-            last_status: q.last_status,
-            last_error: q.last_error,
+            last_status: q.tries.last_status,
+            last_error: q.tries.last_error,
         }
     }
 }
@@ -86,6 +99,7 @@ impl Done {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Tries {
     pub attempts: u32,
+    /// When the next attempt is due (unix seconds).
     pub next_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<u16>,
@@ -217,16 +231,12 @@ fn decode_queued(k: &[u8], seq: u64, v: &[u8]) -> Result<Vec<(u64, Queued)>> {
         .map(|i| {
             (
                 i.seq,
-                Queued {
-                    ty: i.ty.into_owned(),
-                    entity: i.entity.into_owned(),
-                    created: i.created,
-                    body: i.body.get().to_string(),
-                    attempts: 0,
-                    next_at: i.created,
-                    last_status: None,
-                    last_error: None,
-                },
+                Queued::new(
+                    i.ty.into_owned(),
+                    i.entity.into_owned(),
+                    i.created,
+                    i.body.get().to_string(),
+                ),
             )
         })
         .collect())
@@ -315,15 +325,7 @@ impl Storage {
         let mut w = WriteSet::new();
         w.local();
         for (seq, q) in tried {
-            w.put_json(
-                delivery_key(b"wt/", endpoint, *seq),
-                &Tries {
-                    attempts: q.attempts,
-                    next_at: q.next_at,
-                    last_status: q.last_status,
-                    last_error: q.last_error.clone(),
-                },
-            );
+            w.put_json(delivery_key(b"wt/", endpoint, *seq), &q.tries);
         }
         self.submit(w).await
     }
@@ -398,11 +400,7 @@ impl Storage {
     fn with_tries(&self, endpoint: &str, seq: u64, q: &mut Queued) -> Result<()> {
         let k = delivery_key(b"wt/", endpoint, seq);
         if let Some(v) = self.inner.tree.get(&k)? {
-            let t: Tries = dec(&k, &v)?;
-            q.attempts = t.attempts;
-            q.next_at = t.next_at;
-            q.last_status = t.last_status;
-            q.last_error = t.last_error;
+            q.tries = dec(&k, &v)?;
         }
         Ok(())
     }
@@ -581,16 +579,7 @@ mod tests {
     }
 
     fn queued(body: &str) -> Queued {
-        Queued {
-            ty: "member_joined".into(),
-            entity: "group/g".into(),
-            created: 7,
-            body: body.into(),
-            attempts: 0,
-            next_at: 7,
-            last_status: None,
-            last_error: None,
-        }
+        Queued::new("member_joined".into(), "group/g".into(), 7, body.into())
     }
 
     #[test]
@@ -659,9 +648,9 @@ mod tests {
         w.webhook_requeued("crm", 80, &again);
         rt.block_on(store.commit(w)).expect("done");
         let mut tried = queued("{}");
-        tried.attempts = 1;
-        tried.next_at = 99;
-        tried.last_status = Some(503);
+        tried.tries.attempts = 1;
+        tried.tries.next_at = 99;
+        tried.tries.last_status = Some(503);
         rt.block_on(store.webhook_attempted("crm", &[(5, tried)]))
             .expect("tried");
         let all = store.webhook_queue("crm", None, 1000).expect("read");
@@ -669,7 +658,11 @@ mod tests {
         assert_eq!(seqs(&all), want);
         let five = &all.iter().find(|(s, _)| *s == 5).expect("5").1;
         assert_eq!(
-            (five.attempts, five.next_at, five.last_status),
+            (
+                five.tries.attempts,
+                five.tries.next_at,
+                five.tries.last_status
+            ),
             (1, 99, Some(503))
         );
         let (queued80, done80) = store.webhook_delivery("crm", 80).expect("80");
