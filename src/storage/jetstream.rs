@@ -314,22 +314,46 @@ impl StreamLog {
         }
     }
 
-    /// The shared value `key` (`None`: never set). Blocking.
+    /// The shared value `key` (`None`: never set), retried through a
+    /// leader election for `retry_for`. Blocking.
     pub fn shared(&self, key: &str) -> Result<Option<Bytes>, AppendError> {
-        self.rt
-            .block_on(read_key(&self.buckets.keys, key))
-            .map_err(AppendError::Unavailable)
+        self.retrying(|| read_key(&self.buckets.keys, key))
     }
 
     /// Set the shared value `key` unless it is set: `false` when another
-    /// node set it first. Blocking.
+    /// node set it first (or an earlier try of this one whose answer was
+    /// lost). Retried through a leader election for `retry_for`. Blocking.
     pub fn share(&self, key: &str, value: Bytes) -> Result<bool, AppendError> {
         use async_nats::jetstream::kv::CreateErrorKind;
-        match self.rt.block_on(self.buckets.keys.create(key, value)) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(AppendError::Unavailable(e.to_string())),
-        }
+        self.retrying(|| async {
+            match self.buckets.keys.create(key, value.clone()).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    /// `f` until it succeeds or `retry_for` runs out.
+    fn retrying<T, F: Future<Output = Result<T, String>>>(
+        &self,
+        f: impl Fn() -> F,
+    ) -> Result<T, AppendError> {
+        let deadline = Instant::now() + self.opts.retry_for;
+        self.rt.block_on(async {
+            let mut attempt = 0u32;
+            loop {
+                match f().await {
+                    Ok(v) => return Ok(v),
+                    Err(e) if Instant::now() >= deadline => return Err(AppendError::Unavailable(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the cluster's shared bucket did not answer; trying again");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        })
     }
 
     /// The stream's first position (0: empty): what a trim left.

@@ -85,7 +85,14 @@ fn start(dir: &Path, extra_config: &str, env: &[(String, String)]) -> (Child, St
     let base = line
         .trim()
         .strip_prefix("qrgate listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "unexpected first line: {line:?}; the server's log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
         .to_string();
     (child, base)
 }
@@ -333,13 +340,23 @@ impl TestApp {
     }
 
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
-        let mut r = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .insert_header(("Authorization", format!("Bearer {ADMIN}")))
-            .send()
-            .await
-            .expect("metrics");
+        let get = || {
+            self.client
+                .get(format!("{}/metrics", self.base))
+                .insert_header(("Authorization", format!("Bearer {ADMIN}")))
+                .send()
+        };
+        // Once more on a new connection if a pooled one failed: a server
+        // that is down fails both.
+        let mut r = match get().await {
+            Ok(r) => r,
+            Err(first) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                get()
+                    .await
+                    .unwrap_or_else(|e| panic!("metrics: {first}, then {e}"))
+            }
+        };
         let text =
             String::from_utf8_lossy(&r.body().limit(8 << 20).await.expect("body")).to_string();
         text.lines()
