@@ -321,6 +321,9 @@ impl Webhooks {
     /// done already, so it leaves the count. What was dropped or done
     /// leaves its chunks.
     pub async fn after_persist(&self, written: &WebhookBatch) {
+        if written.is_empty() {
+            return;
+        }
         if written.drops_through_log && !written.dropped.is_empty() {
             let mut w = WriteSet::new();
             for (ep, seq, d) in &written.dropped {
@@ -611,10 +614,7 @@ impl Webhooks {
         for ((seq, mut q), (status, error)) in due.into_iter().zip(answers) {
             // Dropped at the bound, or resent by an operator, meanwhile:
             // what is on disk now stands.
-            let (now_queued, _) = self.storage.webhook_delivery(&ep.id, seq)?;
-            if now_queued
-                .is_none_or(|c| c.created != q.created || c.tries.attempts != q.tries.attempts)
-            {
+            if !self.storage.webhook_unchanged(&ep.id, seq, &q)? {
                 continue;
             }
             recorded += 1;

@@ -460,6 +460,22 @@ impl Storage {
         Ok((queued, done))
     }
 
+    /// Whether queued delivery `seq` still stands as `q` was read: not
+    /// done, not sent again, no attempt recorded since. (Reads the records
+    /// that change, not the chunk, which does not.)
+    pub fn webhook_unchanged(&self, endpoint: &str, seq: u64, q: &Queued) -> Result<bool> {
+        if self.webhook_is_done(endpoint, seq)? {
+            return Ok(false);
+        }
+        let rk = resent_key(endpoint, seq);
+        let mut now = match self.inner.tree.get(&rk)? {
+            Some(v) => dec::<Queued>(&rk, &v)?,
+            None => Queued::new(String::new(), String::new(), q.created, String::new()),
+        };
+        self.with_tries(endpoint, seq, &mut now)?;
+        Ok(now.created == q.created && now.tries.attempts == q.tries.attempts)
+    }
+
     /// Whether a delivery is done (in a cluster the delivering node may be
     /// ahead of this one: the consumer does not queue it again).
     pub fn webhook_is_done(&self, endpoint: &str, seq: u64) -> Result<bool> {
@@ -638,6 +654,7 @@ mod tests {
         }
         assert_eq!(paged, want);
 
+        let before_all = store.webhook_queue("crm", None, 1000).expect("read");
         // 2 and 70 delivered, 5 tried once, 80 sent again with a new window.
         let mut w = WriteSet::new();
         for s in [2, 70] {
@@ -665,6 +682,16 @@ mod tests {
             ),
             (1, 99, Some(503))
         );
+        let stale = |s: u64| {
+            let (_, q) = before_all
+                .iter()
+                .find(|(x, _)| *x == s)
+                .expect("read before");
+            !store.webhook_unchanged("crm", s, q).expect("unchanged")
+        };
+        // Done, tried, resent: each is no longer as read; the rest is.
+        assert!(stale(2) && stale(5) && stale(80) && !stale(6));
+        assert!(store.webhook_unchanged("crm", 5, five).expect("unchanged"));
         let (queued80, done80) = store.webhook_delivery("crm", 80).expect("80");
         assert_eq!((queued80.map(|q| q.created), done80), (Some(50), None));
         let (queued2, done2) = store.webhook_delivery("crm", 2).expect("2");

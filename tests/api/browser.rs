@@ -402,13 +402,7 @@ async fn landing_pages_say_what_state_a_link_is_in() {
     assert!(s == 410 && html.contains("has expired"), "{s} {html}");
     // Banned.
     let (_, _, url3) = app.invite(&owner, &g, json!({})).await;
-    let (s, _) = app
-        .post(
-            &format!("/v1/admin/groups/{g}/ban"),
-            Some(ADMIN),
-            json!({"reason": "spam"}),
-        )
-        .await;
+    let (s, _) = app.ban_group(&g, "spam").await;
     assert_eq!(s, 200);
     let (s, html) = page(&app, &url3).await;
     assert!(s == 403 && html.contains("not available"), "{s} {html}");

@@ -118,13 +118,7 @@ async fn invitation_flow_and_every_refusal() {
     assert_eq!((s, code(&v)), (409, "cannot_block_owner"));
 
     // ban burns every invitation; unban does not bring them back
-    let (s, v) = app
-        .post(
-            &format!("/v1/admin/groups/{g}/ban"),
-            Some(ADMIN),
-            json!({"reason": "spam"}),
-        )
-        .await;
+    let (s, v) = app.ban_group(&g, "spam").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "banned");
     let (s, v) = app.join(&dave, &tok4).await;

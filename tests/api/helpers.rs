@@ -339,6 +339,16 @@ impl TestApp {
             .await
     }
 
+    /// An operator bans group `g` (the admin token).
+    pub async fn ban_group(&self, g: &str, reason: &str) -> (u16, Value) {
+        self.post(
+            &format!("/v1/admin/groups/{g}/ban"),
+            Some(ADMIN),
+            json!({ "reason": reason }),
+        )
+        .await
+    }
+
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
         let get = || {
             self.client

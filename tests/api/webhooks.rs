@@ -659,13 +659,7 @@ fn test_pki() -> (String, rustls::ServerConfig) {
 async fn ban_a_group(app: &TestApp) {
     let (_, owner) = app.user("owner").await;
     let g = app.group(&owner, json!({"name": "Banned"})).await;
-    let (s, v) = app
-        .post(
-            &format!("/v1/admin/groups/{g}/ban"),
-            Some(ADMIN),
-            json!({"reason": "spam"}),
-        )
-        .await;
+    let (s, v) = app.ban_group(&g, "spam").await;
     assert_eq!(s, 200, "{v}");
 }
 

@@ -159,16 +159,7 @@ async fn joiner_hears_the_decision_and_members_hear_the_group() {
         next_of(&mut owner_ws, "invite_revoked").await["invite_id"],
         iid.as_str()
     );
-    assert_eq!(
-        app.post(
-            &format!("/v1/admin/groups/{g}/ban"),
-            Some(ADMIN),
-            json!({"reason": "test"})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(app.ban_group(&g, "test").await.0, 200);
     assert_eq!(
         next_of(&mut owner_ws, "group_banned").await["reason"],
         "test"
