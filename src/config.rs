@@ -427,6 +427,10 @@ pub struct Payouts {
     pub day_offset_hours: i32,
     /// Multiplies retry delays (tests shorten them).
     pub retry_factor: f64,
+    /// A transfer the user has not confirmed in WeChat this long after the
+    /// provider asked is cancelled and its money returned to the wallet.
+    /// Under 24 hours (WeChat closes an unconfirmed transfer itself then).
+    pub confirm_timeout_seconds: i64,
     /// Where the provider sends notifications. Default:
     /// `{public_base_url}/v1/provider/notify`.
     pub notify_url: Option<String>,
@@ -571,6 +575,7 @@ impl Default for Payouts {
             large_transaction_fen: 5_000_000,
             day_offset_hours: 8,
             retry_factor: 1.0,
+            confirm_timeout_seconds: 12 * 3600,
             notify_url: None,
             refresh_before_seconds: 600,
             relink_cooling_hours: 24,
@@ -711,6 +716,15 @@ impl Config {
             Provider::Default | Provider::None => ProviderUse::None,
             Provider::Embedded => ProviderUse::Embedded,
             Provider::External(p) => ProviderUse::External(p),
+        }
+    }
+
+    /// The merchant and app ids payouts are made under (empty without a
+    /// configured provider; the embedded simulator's once it started).
+    pub fn merchant_ids(&self) -> (&str, &str) {
+        match &self.provider {
+            Provider::External(p) => (&p.mchid, &p.appid),
+            _ => ("", ""),
         }
     }
 
@@ -1002,6 +1016,11 @@ impl Config {
         }
         if !(p.retry_factor > 0.0 && p.retry_factor <= 100.0) || p.stuck_after_seconds < 1 {
             return bad("payouts.retry_factor must be in (0, 100] and stuck_after_seconds >= 1");
+        }
+        if !(1..24 * 3600).contains(&p.confirm_timeout_seconds) {
+            return bad(
+                "payouts.confirm_timeout_seconds must be between 1 and 86399 (under 24 hours)",
+            );
         }
         let k = &self.packets;
         if k.min_share_fen == 0

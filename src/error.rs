@@ -307,7 +307,7 @@ impl ApiError {
                     NotLinked | DailyAmount { .. } => StatusCode::CONFLICT,
                     BelowMinimum(_) | AboveMaximum(_) => StatusCode::UNPROCESSABLE_ENTITY,
                     DailyCount(_) => StatusCode::TOO_MANY_REQUESTS,
-                    KycRequired(_) => StatusCode::FORBIDDEN,
+                    KycRequired(_) | RealNameRequired(_) => StatusCode::FORBIDDEN,
                 }
             }
             ApiError::Packet(r) => {

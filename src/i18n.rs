@@ -180,6 +180,19 @@ impl Lang {
         )
     }
 
+    /// A day and time in the business time zone: "13 Dec 2026 18:05",
+    /// "2026年12月13日 18:05".
+    pub fn date_time(self, ts: i64, offset_hours: i32) -> String {
+        local(
+            ts,
+            offset_hours,
+            match self {
+                Lang::En => "%-d %b %Y %H:%M",
+                Lang::ZhCn => "%Y年%-m月%-d日 %H:%M",
+            },
+        )
+    }
+
     /// A day without its year: "13 Dec", "12月13日".
     pub fn short_date(self, ts: i64, offset_hours: i32) -> String {
         local(

@@ -3,6 +3,7 @@
 use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use governor::{Quota, RateLimiter};
+use qrgate_provider::client::ClientError;
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -195,7 +196,9 @@ pub fn build(mut config: Config) -> Result<Application, StartError> {
     let directory = Directory::new(shared, arbiters.clone());
     let provider = match config.provider_use() {
         crate::config::ProviderUse::External(p) => {
-            Some(qrgate_provider::client::ProviderClient::new(p).map_err(StartError::Provider)?)
+            let client =
+                qrgate_provider::client::ProviderClient::new(p).map_err(StartError::Provider)?;
+            Some(Arc::new(client) as Arc<dyn qrgate_provider::adapter::PayoutProvider>)
         }
         _ => None,
     };
@@ -235,12 +238,23 @@ pub fn build(mut config: Config) -> Result<Application, StartError> {
             .notify_url
             .clone()
             .unwrap_or_else(|| format!("{base_url}/v1/provider/notify"));
+        let loopback = notify_url
+            .parse::<actix_web::http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(qrgate_provider::tls::is_loopback))
+            .unwrap_or(false);
+        if !qrgate_provider::wire::valid_notify_url(&notify_url, loopback) {
+            return Err(StartError::Provider(ClientError::Config(format!(
+                "the provider's notification URL {notify_url:?} must be https without a query (http only to this machine): set public_base_url or payouts.notify_url"
+            ))));
+        }
         actix_web::rt::spawn(
             crate::wallets::runner::Runner {
                 wallets: wallets.clone(),
                 client: client.clone(),
                 notify_url,
                 wake: Arc::clone(&payout_jobs),
+                keys: Arc::clone(&keys),
             }
             .run(),
         );

@@ -108,3 +108,21 @@ link-refused-title = The link was not approved
 link-refused-detail = WeChat did not confirm the account. Start linking again in the app.
 link-failed-title = The account could not be linked now
 link-failed-detail = Try again in a few minutes.
+
+## Payout confirmation page
+
+confirm-title = Confirm your payout
+confirm-button = Confirm receipt in WeChat
+confirm-until = Confirm by { $date }; after that the money goes back to your wallet.
+confirm-status-pending = Your payout is being prepared.
+confirm-status-processing = Your payout is on its way.
+confirm-status-awaiting = Confirm in WeChat to receive it.
+confirm-status-succeeded = Paid: the money is in your WeChat balance.
+confirm-status-failed = This payout failed; the money is back in your wallet.
+confirm-status-cancelled = This payout was not confirmed in time; the money is back in your wallet.
+confirm-done = Confirmed. The money arrives in a moment.
+confirm-later = Not confirmed yet. You can confirm later.
+confirm-failed = WeChat could not show the confirmation. Please try again.
+confirm-needs-wechat = Open this page in WeChat to confirm.
+payout-missing-title = This payout does not exist
+payout-missing-detail = Open the link from the app again.

@@ -102,3 +102,21 @@ link-refused-title = 绑定未获确认
 link-refused-detail = 微信没有确认这个账户。请在应用中重新开始绑定。
 link-failed-title = 暂时无法绑定账户
 link-failed-detail = 请几分钟后再试。
+
+## 提现确认页
+
+confirm-title = 确认收款
+confirm-button = 在微信中确认收款
+confirm-until = 请在 { $date } 前确认；逾期款项将退回钱包。
+confirm-status-pending = 提现正在准备中。
+confirm-status-processing = 提现正在转账中。
+confirm-status-awaiting = 请在微信中确认收款。
+confirm-status-succeeded = 已到账：款项已转入微信零钱。
+confirm-status-failed = 提现失败，款项已退回钱包。
+confirm-status-cancelled = 未在时限内确认，款项已退回钱包。
+confirm-done = 已确认，款项即将到账。
+confirm-later = 尚未确认，可稍后再确认。
+confirm-failed = 微信未能打开确认页，请重试。
+confirm-needs-wechat = 请在微信中打开此页面进行确认。
+payout-missing-title = 没有这笔提现
+payout-missing-detail = 请从应用中重新打开链接。

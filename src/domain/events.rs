@@ -100,6 +100,9 @@ pub enum EventKind {
         amount: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fail_reason: Option<String>,
+        /// While `awaiting_confirmation`: what the app hands to WeChat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirm: Option<crate::domain::payout::Confirm>,
     },
     /// A share was claimed (sent to the claimant and the sender).
     PacketClaimed {

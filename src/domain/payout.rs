@@ -2,10 +2,18 @@
 //! payout follows as the provider answers, and retry timing.
 //!
 //! ```text
-//! pending ──(provider accepted)──> processing ──(SUCCESS)──> succeeded
-//!    │                                  │
-//!    └──────────(FAIL, or the provider never had it and refused it)──> failed
+//! pending ──(ACCEPTED)──> processing ──(WAIT_USER_CONFIRM)──> awaiting_confirmation
+//!    │                        │  ▲                                 │      │
+//!    │                        │  └──(the user confirmed: TRANSFERING)─┘      │
+//!    │                        ├──(SUCCESS)──> succeeded                      │
+//!    │                        └──(FAIL)─────> failed                         │
+//!    │                                  (CANCELLED: cancelled) <─────────────┘
+//!    └──(FAIL, or the provider never had it and refused it)──> failed
 //! ```
+//! The user confirms a transfer in WeChat with the `package_info` of the
+//! create answer. One not confirmed in time is cancelled: the provider
+//! answers `CANCELING`, during which the user may still confirm (and be
+//! paid), so only `CANCELLED` voids the hold.
 //! A timeout, a 5xx, or an answer whose signature does not verify is never a
 //! failure: the job asks again with the same `partner_trade_no` (the
 //! provider is idempotent on it) and queries the transfer. Only a terminal
@@ -24,13 +32,21 @@ pub enum PayoutState {
     Pending,
     /// The provider accepted it and has not finished it.
     Processing,
+    /// The provider waits for the user to confirm receipt in WeChat (see
+    /// the payout's `confirm`).
+    AwaitingConfirmation,
     Succeeded,
     Failed,
+    /// Not confirmed in time (or declined): cancelled, the hold released.
+    Cancelled,
 }
 
 impl PayoutState {
     pub fn is_final(self) -> bool {
-        matches!(self, PayoutState::Succeeded | PayoutState::Failed)
+        matches!(
+            self,
+            PayoutState::Succeeded | PayoutState::Failed | PayoutState::Cancelled
+        )
     }
 }
 
@@ -60,6 +76,41 @@ pub struct Payout {
     pub transfer_bill_no: Option<String>,
     pub fail_reason: Option<String>,
     pub last_error: Option<String>,
+    /// What the app passes to WeChat for the user to confirm the transfer,
+    /// once the provider asked for confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_info: Option<String>,
+    /// When an unconfirmed transfer is cancelled (unix seconds), set when
+    /// the provider first asks for confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_by: Option<i64>,
+    /// The provider accepted our cancel (it answered `CANCELING` or
+    /// `CANCELLED`): the job only queries from then on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
+}
+
+/// What the app hands to WeChat for the user to confirm a transfer
+/// (`wx.requestMerchantTransfer({mchId, appId, package})` in a mini
+/// program, `WeixinJSBridge.invoke('requestMerchantTransfer', ...)` in a
+/// page).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Confirm {
+    pub mch_id: String,
+    pub app_id: String,
+    pub package_info: String,
+}
+
+/// The confirmation a payout waits for, given the merchant's ids.
+pub fn confirm_of(p: &Payout, mch_id: &str, app_id: &str) -> Option<Confirm> {
+    if p.state != PayoutState::AwaitingConfirmation {
+        return None;
+    }
+    Some(Confirm {
+        mch_id: mch_id.to_owned(),
+        app_id: app_id.to_owned(),
+        package_info: p.package_info.clone()?,
+    })
 }
 
 /// Limits of the risk checks, from config.
@@ -96,6 +147,8 @@ pub enum Refusal {
     DailyCount(u32),
     #[error("payouts above {0} fen need a verified identity (KYC)")]
     KycRequired(u64),
+    #[error("payouts of {0} fen or more need a verified identity with a real name (KYC)")]
+    RealNameRequired(u64),
 }
 
 impl Refusal {
@@ -106,21 +159,34 @@ impl Refusal {
             Refusal::AboveMaximum(_) => "payout_above_maximum",
             Refusal::DailyAmount { .. } => "daily_payout_limit",
             Refusal::DailyCount(_) => "payout_velocity_exceeded",
-            Refusal::KycRequired(_) => "kyc_required",
+            Refusal::KycRequired(_) | Refusal::RealNameRequired(_) => "kyc_required",
         }
     }
 }
 
-/// The risk checks, in this order: linked account, per-payout bounds, KYC,
-/// velocity (count per day), daily total. Balance is checked by the ledger
-/// when the amount is held.
+/// Transfers of at least this many fen (2,000 yuan) must name the payee:
+/// the provider checks the real name.
+pub const REAL_NAME_FROM_FEN: u64 = qrgate_provider::wire::USER_NAME_REQUIRED_FROM_FEN;
+
+/// What the operator verified about a user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kyc {
+    pub verified: bool,
+    /// A real name was recorded with the verification.
+    pub real_name: bool,
+}
+
+/// The risk checks, in this order: linked account, per-payout bounds, KYC
+/// (and a real name from 2,000 yuan), velocity (count per day), daily
+/// total. Balance is checked by the ledger when the amount is held.
 pub fn check(
     amount: u64,
     linked: bool,
-    kyc_verified: bool,
+    kyc: Kyc,
     today: DayUsage,
     l: &Limits,
 ) -> Result<(), Refusal> {
+    let kyc_verified = kyc.verified;
     if !linked {
         return Err(Refusal::NotLinked);
     }
@@ -132,6 +198,9 @@ pub fn check(
     }
     if amount > l.kyc_above_fen && !kyc_verified {
         return Err(Refusal::KycRequired(l.kyc_above_fen));
+    }
+    if amount >= REAL_NAME_FROM_FEN && !(kyc_verified && kyc.real_name) {
+        return Err(Refusal::RealNameRequired(REAL_NAME_FROM_FEN));
     }
     if today.count >= l.daily_max_count {
         return Err(Refusal::DailyCount(l.daily_max_count));
@@ -164,9 +233,23 @@ pub fn partner_trade_no(user: UserId, key: &str) -> String {
 /// What the provider said about a transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// Accepted or still processing.
+    /// Accepted or still processing; `confirmed` once the user confirmed
+    /// (`TRANSFERING`).
     Accepted {
         bill_no: String,
+        confirmed: bool,
+    },
+    /// Waiting for the user to confirm; the create answer carries the
+    /// package the app needs, a query does not.
+    AwaitingConfirmation {
+        bill_no: String,
+        package_info: Option<String>,
+    },
+    /// A cancel is under way (`CANCELING`): the user may still confirm.
+    Cancelling,
+    /// Cancelled (`CANCELLED`): nothing was paid.
+    Cancelled {
+        reason: String,
     },
     Succeeded {
         bill_no: String,
@@ -188,6 +271,12 @@ pub enum Step {
     Keep,
     /// Now processing at the provider.
     Processing { bill_no: String },
+    /// Now waiting for the user's confirmation (`package_info`: the one to
+    /// keep, if the answer brought one).
+    Awaiting {
+        bill_no: String,
+        package_info: Option<String>,
+    },
     /// Final: post the hold (succeeded) or void it (failed).
     Finish {
         state: PayoutState,
@@ -201,18 +290,64 @@ pub enum Step {
 
 pub fn advance(p: &Payout, a: &Answer) -> Step {
     use PayoutState::*;
+    let open = !p.state.is_final();
     match (p.state, a) {
-        (Pending, Answer::Accepted { bill_no }) => Step::Processing {
+        (Pending, Answer::Accepted { bill_no, .. }) => Step::Processing {
             bill_no: bill_no.clone(),
         },
-        (Processing, Answer::Accepted { .. }) => Step::Keep,
-        (Pending | Processing, Answer::Succeeded { bill_no }) => Step::Finish {
+        // The user confirmed: the money is moving.
+        (
+            AwaitingConfirmation,
+            Answer::Accepted {
+                bill_no,
+                confirmed: true,
+            },
+        ) => Step::Processing {
+            bill_no: bill_no.clone(),
+        },
+        (Processing | AwaitingConfirmation, Answer::Accepted { .. }) => Step::Keep,
+        // Confirmation is asked before the money moves: a processing payout
+        // that was never asked to confirm may be; one past it is not again.
+        (
+            Pending,
+            Answer::AwaitingConfirmation {
+                bill_no,
+                package_info,
+            },
+        )
+        | (
+            Processing,
+            Answer::AwaitingConfirmation {
+                bill_no,
+                package_info,
+            },
+        ) if p.package_info.is_none() => Step::Awaiting {
+            bill_no: bill_no.clone(),
+            package_info: package_info.clone(),
+        },
+        (
+            AwaitingConfirmation,
+            Answer::AwaitingConfirmation {
+                bill_no,
+                package_info,
+            },
+        ) if p.package_info.is_none() && package_info.is_some() => Step::Awaiting {
+            bill_no: bill_no.clone(),
+            package_info: package_info.clone(),
+        },
+        (_, Answer::AwaitingConfirmation { .. } | Answer::Cancelling) => Step::Keep,
+        (_, Answer::Succeeded { bill_no }) if open => Step::Finish {
             state: Succeeded,
             bill_no: Some(bill_no.clone()),
             reason: None,
         },
-        (Pending | Processing, Answer::Failed { reason }) => Step::Finish {
+        (_, Answer::Failed { reason }) if open => Step::Finish {
             state: Failed,
+            bill_no: p.transfer_bill_no.clone(),
+            reason: Some(reason.clone()),
+        },
+        (_, Answer::Cancelled { reason }) if open => Step::Finish {
+            state: Cancelled,
             bill_no: p.transfer_bill_no.clone(),
             reason: Some(reason.clone()),
         },
@@ -222,23 +357,46 @@ pub fn advance(p: &Payout, a: &Answer) -> Step {
             bill_no: None,
             reason: Some(reason.clone()),
         },
-        (Pending | Processing, Answer::Refused { .. }) => Step::Keep,
-        (Succeeded, Answer::Succeeded { .. }) | (Failed, Answer::Failed { .. }) => Step::Keep,
-        (Succeeded | Failed, Answer::Accepted { .. } | Answer::Refused { .. }) => Step::Keep,
-        (Succeeded, Answer::Failed { reason }) => Step::Contradiction(format!(
-            "provider reports FAIL ({reason}) for a payout recorded as succeeded"
+        (_, Answer::Refused { .. }) if open => Step::Keep,
+        (Succeeded, Answer::Succeeded { .. })
+        | (Failed | Cancelled, Answer::Failed { .. } | Answer::Cancelled { .. }) => Step::Keep,
+        (_, Answer::Accepted { .. } | Answer::Refused { .. }) => Step::Keep,
+        (Succeeded, Answer::Failed { reason } | Answer::Cancelled { reason }) => {
+            Step::Contradiction(format!(
+                "provider reports {reason} for a payout recorded as succeeded"
+            ))
+        }
+        (_, Answer::Succeeded { .. }) => Step::Contradiction(format!(
+            "provider reports SUCCESS for a payout recorded as {} (its hold was released)",
+            if p.state == Cancelled {
+                "cancelled"
+            } else {
+                "failed"
+            }
         )),
-        (Failed, Answer::Succeeded { .. }) => Step::Contradiction(
-            "provider reports SUCCESS for a payout recorded as failed (its hold was released)"
-                .into(),
-        ),
+        // Every open state was handled above.
+        (Pending | Processing | AwaitingConfirmation, _) => Step::Keep,
     }
+}
+
+/// Whether the job should ask the provider to cancel `p` at `now`: still
+/// unconfirmed past its deadline, and not asked already.
+pub fn should_cancel(p: &Payout, now: i64) -> bool {
+    p.state == PayoutState::AwaitingConfirmation
+        && !p.cancel_requested
+        && p.confirm_by.is_some_and(|t| now >= t)
 }
 
 /// Not final longer than `stuck_after` seconds after it was requested (the
 /// provider's guidance is 30 minutes).
+/// Waiting for the user's confirmation is not being stuck: such a payout
+/// counts from its confirmation deadline.
 pub fn is_stuck(p: &Payout, now: i64, stuck_after: i64) -> bool {
-    !p.state.is_final() && now - p.created_at >= stuck_after
+    let since = match (p.state, p.confirm_by) {
+        (PayoutState::AwaitingConfirmation, Some(by)) => by,
+        _ => p.created_at,
+    };
+    !p.state.is_final() && now - since >= stuck_after
 }
 
 /// Seconds before the next attempt after `attempts` calls: 1, 2, 4, ... up to
@@ -270,36 +428,65 @@ mod tests {
         }
     }
 
+    fn k(verified: bool) -> Kyc {
+        Kyc {
+            verified,
+            real_name: false,
+        }
+    }
+
+    #[test]
+    fn from_2000_yuan_a_real_name_is_needed() {
+        let mut l = limits();
+        l.max_fen = 1_000_000;
+        l.daily_max_fen = 1_000_000;
+        let none = DayUsage::default();
+        let named = Kyc {
+            verified: true,
+            real_name: true,
+        };
+        assert_eq!(check(199_999, true, k(true), none, &l), Ok(()));
+        assert_eq!(
+            check(200_000, true, k(true), none, &l),
+            Err(Refusal::RealNameRequired(200_000))
+        );
+        assert_eq!(Refusal::RealNameRequired(200_000).code(), "kyc_required");
+        assert_eq!(check(200_000, true, named, none, &l), Ok(()));
+    }
+
     #[test]
     fn risk_checks_in_order() {
         let l = limits();
         let none = DayUsage::default();
-        assert_eq!(check(500, false, true, none, &l), Err(Refusal::NotLinked));
         assert_eq!(
-            check(99, true, true, none, &l),
+            check(500, false, k(true), none, &l),
+            Err(Refusal::NotLinked)
+        );
+        assert_eq!(
+            check(99, true, k(true), none, &l),
             Err(Refusal::BelowMinimum(100))
         );
-        assert_eq!(check(100, true, false, none, &l), Ok(()));
+        assert_eq!(check(100, true, k(false), none, &l), Ok(()));
         assert_eq!(
-            check(20_001, true, true, none, &l),
+            check(20_001, true, k(true), none, &l),
             Err(Refusal::AboveMaximum(20_000))
         );
         assert_eq!(
-            check(10_000, true, false, none, &l),
+            check(10_000, true, k(false), none, &l),
             Ok(()),
             "at the KYC threshold: fine"
         );
         assert_eq!(
-            check(10_001, true, false, none, &l),
+            check(10_001, true, k(false), none, &l),
             Err(Refusal::KycRequired(10_000))
         );
-        assert_eq!(check(10_001, true, true, none, &l), Ok(()));
+        assert_eq!(check(10_001, true, k(true), none, &l), Ok(()));
         let busy = DayUsage {
             count: 3,
             total: 300,
         };
         assert_eq!(
-            check(100, true, true, busy, &l),
+            check(100, true, k(true), busy, &l),
             Err(Refusal::DailyCount(3))
         );
         let spent = DayUsage {
@@ -307,12 +494,12 @@ mod tests {
             total: 45_000,
         };
         assert_eq!(
-            check(5_000, true, true, spent, &l),
+            check(5_000, true, k(true), spent, &l),
             Ok(()),
             "exactly the daily total"
         );
         assert_eq!(
-            check(5_001, true, true, spent, &l),
+            check(5_001, true, k(true), spent, &l),
             Err(Refusal::DailyAmount {
                 limit: 50_000,
                 used: 45_000
@@ -350,6 +537,9 @@ mod tests {
             transfer_bill_no: None,
             fail_reason: None,
             last_error: None,
+            package_info: None,
+            confirm_by: None,
+            cancel_requested: false,
         }
     }
 
@@ -358,6 +548,7 @@ mod tests {
         use PayoutState::*;
         let acc = Answer::Accepted {
             bill_no: "B".into(),
+            confirmed: false,
         };
         let ok = Answer::Succeeded {
             bill_no: "B".into(),
@@ -401,6 +592,104 @@ mod tests {
             advance(&payout(Failed, true), &ok),
             Step::Contradiction(_)
         ));
+    }
+
+    #[test]
+    fn confirmation_and_cancellation() {
+        use PayoutState::*;
+        let wait = |package: Option<&str>| Answer::AwaitingConfirmation {
+            bill_no: "B".into(),
+            package_info: package.map(str::to_owned),
+        };
+        let confirmed = Answer::Accepted {
+            bill_no: "B".into(),
+            confirmed: true,
+        };
+        let unconfirmed = Answer::Accepted {
+            bill_no: "B".into(),
+            confirmed: false,
+        };
+        let cancelled = Answer::Cancelled {
+            reason: "CANCELLED".into(),
+        };
+        let ok = Answer::Succeeded {
+            bill_no: "B".into(),
+        };
+        // Asked to confirm, from the create answer (with the package) or a
+        // query (without).
+        for from in [Pending, Processing] {
+            assert_eq!(
+                advance(&payout(from, true), &wait(Some("P"))),
+                Step::Awaiting {
+                    bill_no: "B".into(),
+                    package_info: Some("P".into())
+                }
+            );
+        }
+        let mut waiting = payout(AwaitingConfirmation, true);
+        assert_eq!(
+            advance(&waiting, &wait(Some("P"))),
+            Step::Awaiting {
+                bill_no: "B".into(),
+                package_info: Some("P".into())
+            },
+            "a package learnt later is kept"
+        );
+        waiting.package_info = Some("P".into());
+        assert_eq!(advance(&waiting, &wait(Some("P"))), Step::Keep);
+        assert_eq!(advance(&waiting, &wait(None)), Step::Keep);
+        // A processing payout past its confirmation is not asked again.
+        let mut past = payout(Processing, true);
+        past.package_info = Some("P".into());
+        assert_eq!(advance(&past, &wait(None)), Step::Keep);
+        // The user confirms: processing; an unconfirmed answer changes nothing.
+        assert_eq!(
+            advance(&waiting, &confirmed),
+            Step::Processing {
+                bill_no: "B".into()
+            }
+        );
+        assert_eq!(advance(&waiting, &unconfirmed), Step::Keep);
+        // CANCELING changes nothing: the user may still confirm and be paid.
+        assert_eq!(advance(&waiting, &Answer::Cancelling), Step::Keep);
+        assert!(matches!(
+            advance(&waiting, &ok),
+            Step::Finish {
+                state: Succeeded,
+                ..
+            }
+        ));
+        // Only CANCELLED ends it, voided.
+        assert!(matches!(
+            advance(&waiting, &cancelled),
+            Step::Finish {
+                state: Cancelled,
+                ..
+            }
+        ));
+        assert_eq!(advance(&payout(Cancelled, true), &cancelled), Step::Keep);
+        assert!(matches!(
+            advance(&payout(Cancelled, true), &ok),
+            Step::Contradiction(_)
+        ));
+        assert!(matches!(
+            advance(&payout(Succeeded, true), &cancelled),
+            Step::Contradiction(_)
+        ));
+    }
+
+    #[test]
+    fn an_unconfirmed_payout_is_cancelled_once_after_its_deadline() {
+        let mut p = payout(PayoutState::AwaitingConfirmation, true);
+        assert!(!should_cancel(&p, 100), "no deadline yet");
+        p.confirm_by = Some(100);
+        assert!(!should_cancel(&p, 99));
+        assert!(should_cancel(&p, 100));
+        p.cancel_requested = true;
+        assert!(!should_cancel(&p, 200), "asked once");
+        let mut q = payout(PayoutState::Processing, true);
+        q.confirm_by = Some(0);
+        assert!(!should_cancel(&q, 200), "confirmed already");
     }
 
     #[test]

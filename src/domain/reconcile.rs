@@ -93,7 +93,9 @@ fn theirs(r: &BillLine) -> Side {
 fn status_agrees(p: &Payout, r: &BillLine) -> bool {
     match r.outcome {
         Outcome::Succeeded => p.state == PayoutState::Succeeded,
-        Outcome::Failed => p.state == PayoutState::Failed,
+        // The bill's failed rows are the transfers that paid nothing:
+        // failed or cancelled.
+        Outcome::Failed => matches!(p.state, PayoutState::Failed | PayoutState::Cancelled),
         // Not final at the provider: we must not be final either way... except
         // a failure we recorded from a definitive refusal cannot be in the bill.
         Outcome::Open => !p.state.is_final(),
@@ -235,6 +237,9 @@ mod tests {
             transfer_bill_no: None,
             fail_reason: None,
             last_error: None,
+            package_info: None,
+            confirm_by: None,
+            cancel_requested: false,
         }
     }
 

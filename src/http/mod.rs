@@ -45,7 +45,7 @@ pub struct AppState {
     pub groups: Directory,
     pub wallets: crate::wallets::Wallets,
     /// The payment provider, when configured.
-    pub provider: Option<qrgate_provider::client::ProviderClient>,
+    pub provider: Option<std::sync::Arc<dyn qrgate_provider::adapter::PayoutProvider>>,
     /// `trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Whether the outbox consumer keeps up (`/healthz`).
@@ -232,6 +232,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(packets::blacklist_list)
             .service(pages::invite_page)
             .service(pages::packet_page)
+            .service(pages::payout_confirm_page)
             .service(codes::create_code)
             .service(codes::get_code)
             .service(codes::revoke_code)

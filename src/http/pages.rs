@@ -354,6 +354,78 @@ pub async fn packet_page(
     Ok(html(StatusCode::OK, page.render()))
 }
 
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    l: Lang,
+    amount: String,
+    /// What became of the payout.
+    status: String,
+    /// "Confirm by 13 Dec 2026 18:05".
+    until: String,
+    confirm: Option<crate::domain::payout::Confirm>,
+    /// The texts its script shows (JSON).
+    messages: String,
+}
+
+/// The page where a user confirms receipt of a payout in WeChat: opened in
+/// WeChat's browser, its button hands the transfer's package to
+/// `WeixinJSBridge.invoke('requestMerchantTransfer', ...)`. The payout id
+/// (random, known to its user only) is what opens it; the page shows the
+/// amount and status and nothing of the user. Only the payee's own WeChat
+/// account can confirm the transfer.
+#[get("/payouts/{id}/confirm")]
+pub async fn payout_confirm_page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::domain::payout::PayoutState;
+    let l = Lang::of(&req);
+    let not_found = || message(StatusCode::NOT_FOUND, l, "payout-missing");
+    let Ok(pid) = id(crate::domain::ids::PayoutId::parse, &path) else {
+        return Ok(not_found());
+    };
+    let Some(p) = state.wallets.payout(pid)? else {
+        return Ok(not_found());
+    };
+    let (mch_id, app_id) = state.config.merchant_ids();
+    let confirm = crate::domain::payout::confirm_of(&p, mch_id, app_id);
+    let status = l.t(match p.state {
+        PayoutState::Pending => "confirm-status-pending",
+        PayoutState::Processing => "confirm-status-processing",
+        PayoutState::AwaitingConfirmation if confirm.is_some() => "confirm-status-awaiting",
+        PayoutState::AwaitingConfirmation => "confirm-status-pending",
+        PayoutState::Succeeded => "confirm-status-succeeded",
+        PayoutState::Failed => "confirm-status-failed",
+        PayoutState::Cancelled => "confirm-status-cancelled",
+    });
+    let offset = state.config.payouts.day_offset_hours;
+    let until = p.confirm_by.map_or(String::new(), |t| {
+        l.fmt(
+            "confirm-until",
+            &[("date", Arg::Str(&l.date_time(t, offset)))],
+        )
+    });
+    let page = ConfirmPage {
+        l,
+        amount: l.amount(p.amount),
+        status,
+        until,
+        confirm,
+        messages: l.script_messages(
+            &[
+                "confirm-done",
+                "confirm-later",
+                "confirm-failed",
+                "confirm-needs-wechat",
+            ],
+            &[],
+        ),
+    };
+    Ok(html(StatusCode::OK, page.render()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

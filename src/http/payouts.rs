@@ -9,7 +9,7 @@ use super::{id, AppState};
 use crate::clock::{rfc3339, Day};
 use crate::domain::forgeries::Rejection;
 use crate::domain::ids::{PayoutId, UserId};
-use crate::domain::payout::{Payout, PayoutState};
+use crate::domain::payout::{Confirm, Payout, PayoutState};
 use crate::error::{ApiError, Problem};
 use crate::metrics;
 use crate::storage::{LargeTransaction, Link};
@@ -36,10 +36,20 @@ pub struct PayoutView {
     automatic: bool,
     created_at: String,
     updated_at: String,
+    /// While `awaiting_confirmation`: what the app hands to WeChat for the
+    /// user to confirm (`wx.requestMerchantTransfer({mchId, appId,
+    /// package})`), or open `/payouts/{id}/confirm` in WeChat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirm: Option<Confirm>,
+    /// Until when the user may confirm; later the transfer is cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirm_by: Option<String>,
 }
 
-impl From<&Payout> for PayoutView {
-    fn from(p: &Payout) -> Self {
+impl PayoutView {
+    pub fn new(p: &Payout, config: &crate::config::Config) -> Self {
+        let (mch_id, app_id) = config.merchant_ids();
+        let confirm = crate::domain::payout::confirm_of(p, mch_id, app_id);
         PayoutView {
             id: p.id,
             status: p.state,
@@ -50,6 +60,8 @@ impl From<&Payout> for PayoutView {
             automatic: p.automatic,
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
+            confirm_by: confirm.as_ref().and(p.confirm_by).map(rfc3339),
+            confirm,
         }
     }
 }
@@ -102,7 +114,7 @@ pub async fn create_payout(
         .request_payout(user.0, key, request_hash, body.amount)
         .await?;
     state.payout_jobs.notify_one();
-    let view = PayoutView::from(&r.payout);
+    let view = PayoutView::new(&r.payout, &state.config);
     Ok(if r.fresh {
         HttpResponse::Accepted().json(view)
     } else {
@@ -124,7 +136,9 @@ pub async fn get_payout(
 ) -> Result<HttpResponse, ApiError> {
     let pid = id(PayoutId::parse, &path)?;
     match state.wallets.payout(pid)? {
-        Some(p) if p.user == user.0 => Ok(HttpResponse::Ok().json(PayoutView::from(&p))),
+        Some(p) if p.user == user.0 => {
+            Ok(HttpResponse::Ok().json(PayoutView::new(&p, &state.config)))
+        }
         _ => Err(ApiError::PayoutNotFound),
     }
 }
@@ -146,7 +160,10 @@ pub async fn list_payouts(
 ) -> Result<HttpResponse, ApiError> {
     let payouts = state.storage.user_payouts(user.0, 100)?;
     Ok(HttpResponse::Ok().json(PayoutList {
-        payouts: payouts.iter().map(PayoutView::from).collect(),
+        payouts: payouts
+            .iter()
+            .map(|p| PayoutView::new(p, &state.config))
+            .collect(),
     }))
 }
 
@@ -207,7 +224,10 @@ pub async fn admin_payouts(
         _ => return Err(ApiError::validation("filter must be failed, stuck or open")),
     };
     Ok(HttpResponse::Ok().json(AdminPayoutList {
-        payouts: selected.iter().map(admin_view).collect(),
+        payouts: selected
+            .iter()
+            .map(|p| admin_view(p, &state.config))
+            .collect(),
     }))
 }
 
@@ -622,6 +642,12 @@ async fn notify(
     let h = NotifyHeaders::from_headers(req.headers()).unwrap_or_default();
     let now = crate::clock::now();
     let result = client.verify_notification(&h, body, now).map_err(|e| {
+        // The provider probing whether we verify signatures: refused, as it
+        // expects, but no forgery.
+        if matches!(e, ClientError::SignatureProbe) {
+            tracing::info!("a provider signature probe (WECHATPAY/SIGNTEST) refused");
+            return ("probe", ApiError::Unauthorized);
+        }
         // The body is not logged: it is what a forger controls.
         tracing::warn!(error = %e, serial = %h.serial, "provider notification rejected");
         let reason = match e {
@@ -673,12 +699,12 @@ async fn notify(
         return Ok("replayed");
     }
     let unknown = || {
-        tracing::error!(partner_trade_no = %result.partner_trade_no, "notification for an unknown payout");
+        tracing::error!(out_bill_no = %result.out_bill_no, "notification for an unknown payout");
         ("unknown_payout", ApiError::PayoutNotFound)
     };
     let id = state
         .storage
-        .payout_by_trade_no(&result.partner_trade_no)
+        .payout_by_trade_no(&result.out_bill_no)
         .map_err(|e| ("error", e.into()))?
         .ok_or_else(unknown)?;
     let p = state
@@ -687,7 +713,7 @@ async fn notify(
         .map_err(|e| ("error", e))?
         .ok_or_else(unknown)?;
     let amount = u64::try_from(result.amount).unwrap_or(0);
-    if let Err(why) = runner::same_transfer(&p, amount, &result.openid) {
+    if let Err(why) = runner::same_transfer(&p, Some(amount), Some(&result.openid)) {
         tracing::error!(why = %why, "notification does not match its payout");
         return Err((
             "mismatch",
@@ -695,12 +721,13 @@ async fn notify(
         ));
     }
     let answer = runner::answer_of(&TransferStatus {
-        partner_trade_no: result.partner_trade_no.clone(),
+        out_bill_no: result.out_bill_no.clone(),
         transfer_bill_no: result.transfer_bill_no.clone(),
         state: result.state,
-        amount,
-        openid: result.openid.clone(),
+        amount: Some(amount),
+        openid: Some(result.openid.clone()),
         fail_reason: result.fail_reason.clone(),
+        package_info: None,
         update_time: result.update_time.clone(),
     });
     let before = p.state;
@@ -858,16 +885,16 @@ pub async fn alerts(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRes
         .unwrap_or_default();
     Ok(HttpResponse::Ok().json(Alerts {
         failed_payouts: failed,
-        stuck_payouts: stuck.iter().map(admin_view).collect(),
+        stuck_payouts: stuck.iter().map(|p| admin_view(p, &state.config)).collect(),
         rejected_notifications: rejected,
         forgeries,
         quarantined_events: quarantined,
     }))
 }
 
-fn admin_view(p: &Payout) -> AdminPayout {
+fn admin_view(p: &Payout, config: &crate::config::Config) -> AdminPayout {
     AdminPayout {
-        payout: PayoutView::from(p),
+        payout: PayoutView::new(p, config),
         user_id: p.user,
         attempts: p.attempts,
         last_error: p.last_error.clone(),

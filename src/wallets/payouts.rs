@@ -96,7 +96,15 @@ impl WalletActor {
         let now = now();
         let cfg = self.env.config.payouts.clone();
         let link = self.env.storage.link(user)?;
-        let kyc = self.env.storage.user(user)?.is_some_and(|u| u.kyc_verified);
+        let kyc = self
+            .env
+            .storage
+            .user(user)?
+            .map(|u| payout::Kyc {
+                verified: u.kyc_verified,
+                real_name: u.kyc_verified && u.real_name.is_some(),
+            })
+            .unwrap_or_default();
         let day = cfg.day_of(now);
         let usage = self.usage(user, &day)?;
         payout::check(m.amount, link.is_some(), kyc, usage, &cfg.limits())
@@ -150,6 +158,9 @@ impl WalletActor {
             transfer_bill_no: None,
             fail_reason: None,
             last_error: None,
+            package_info: None,
+            confirm_by: None,
+            cancel_requested: false,
         };
         w.payout(&p, None);
         w.payout_indexes(&p, &key_hash);
@@ -186,7 +197,7 @@ impl WalletActor {
                 },
             ));
         }
-        w.event(&updated_event(&p));
+        w.event(&updated_event(&p, &self.env.config));
         let answer = self.commit(
             w,
             Requested {
@@ -222,11 +233,27 @@ impl WalletActor {
             if !matches!(a, Answer::Refused { .. }) {
                 q.accepted = true;
             }
+            if matches!(a, Answer::Cancelling | Answer::Cancelled { .. }) {
+                q.cancel_requested = true;
+            }
             match payout::advance(&p, a) {
                 Next::Keep => {}
                 Next::Processing { bill_no } => {
                     q.state = PayoutState::Processing;
                     q.transfer_bill_no = Some(bill_no);
+                }
+                Next::Awaiting {
+                    bill_no,
+                    package_info,
+                } => {
+                    q.state = PayoutState::AwaitingConfirmation;
+                    q.transfer_bill_no = Some(bill_no);
+                    q.package_info = package_info.or(q.package_info);
+                    let wait = self.env.config.payouts.confirm_timeout_seconds;
+                    q.confirm_by = q.confirm_by.or(Some(now.saturating_add(wait)));
+                    metrics::PAYOUTS
+                        .with_label_values(&["awaiting_confirmation"])
+                        .inc();
                 }
                 Next::Finish {
                     state,
@@ -255,10 +282,10 @@ impl WalletActor {
                     q.transfer_bill_no = bill_no.or(q.transfer_bill_no);
                     q.fail_reason = reason;
                     metrics::PAYOUTS
-                        .with_label_values(&[if state == PayoutState::Succeeded {
-                            "succeeded"
-                        } else {
-                            "failed"
+                        .with_label_values(&[match state {
+                            PayoutState::Succeeded => "succeeded",
+                            PayoutState::Cancelled => "cancelled",
+                            _ => "failed",
                         }])
                         .inc();
                 }
@@ -269,18 +296,22 @@ impl WalletActor {
                 }
             }
         }
-        q.next_attempt_at = (!q.state.is_final()).then_some(retry_at);
-        if q.state.is_final() {
-            q.next_attempt_at = None;
-        }
+        // An unconfirmed transfer is looked at again by its deadline, when
+        // the job cancels it.
+        let deadline = q
+            .confirm_by
+            .filter(|_| q.state == PayoutState::AwaitingConfirmation && !q.cancel_requested)
+            .map(|t| t.saturating_mul(1000));
+        q.next_attempt_at = (!q.state.is_final())
+            .then_some(deadline.map_or(retry_at, |d| retry_at.min(d.max(now_ms()))));
         q.updated_at = now;
-        let moved = q.state != p.state;
+        let moved = q.state != p.state || q.package_info != p.package_info;
         if q == p {
             return Ok(self.commit(WriteSet::new(), p));
         }
         w.payout(&q, Some(&p));
         if moved {
-            w.event(&updated_event(&q));
+            w.event(&updated_event(&q, &self.env.config));
         }
         let answer = self.commit(w, q.clone());
         // Money returned by a failed payout does not trigger an automatic
@@ -400,7 +431,8 @@ fn hint(openid: &str) -> String {
     )
 }
 
-fn updated_event(p: &Payout) -> Event {
+fn updated_event(p: &Payout, config: &crate::config::Config) -> Event {
+    let (mch_id, app_id) = config.merchant_ids();
     Event::for_users(
         vec![p.user],
         p.updated_at,
@@ -409,6 +441,7 @@ fn updated_event(p: &Payout) -> Event {
             status: p.state,
             amount: p.amount,
             fail_reason: p.fail_reason.clone(),
+            confirm: payout::confirm_of(p, mch_id, app_id),
         },
     )
 }

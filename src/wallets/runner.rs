@@ -3,11 +3,13 @@
 //!
 //! The queue is durable (`pj/` in storage, written with the payout), so a
 //! restart resumes every unfinished payout. For a payout the provider has not
-//! accepted yet, the job (re)sends the transfer with the same
-//! `partner_trade_no` (the provider is idempotent on it); after a timeout or
-//! an error it queries the transfer to learn whether it exists. For an
-//! accepted payout it polls the transfer's status (notifications usually
-//! arrive first). Only a final state from the provider settles the hold.
+//! accepted yet, the job (re)sends the transfer with the same number
+//! (`out_bill_no` = `partner_trade_no`) and the same fields (the provider is
+//! idempotent on it); after a timeout, an error or an unknown error code it
+//! queries the transfer first to learn whether it exists. For an accepted
+//! payout it polls the transfer's status (notifications usually arrive
+//! first); one the user has not confirmed by its deadline it cancels. Only a
+//! final state from the provider settles the hold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +17,10 @@ use std::time::Duration;
 use super::Wallets;
 use crate::domain::ids::PayoutId;
 use crate::domain::payout::{is_stuck, Answer, Payout, PayoutState};
+use crate::domain::payout::{should_cancel, REAL_NAME_FROM_FEN};
 use crate::metrics;
-use qrgate_provider::client::{
-    CheckName, ClientError, ProviderClient, TransferRequest, TransferStatus,
-};
+use qrgate_provider::adapter::PayoutProvider;
+use qrgate_provider::client::{ClientError, TransferRequest, TransferStatus};
 use qrgate_provider::notify::TransferState;
 
 /// Payouts handled at once.
@@ -26,28 +28,49 @@ const CONCURRENCY: usize = 16;
 
 /// What a provider status means for a payout.
 pub fn answer_of(s: &TransferStatus) -> Answer {
+    let bill_no = s.transfer_bill_no.clone();
     match s.state {
-        TransferState::Success => Answer::Succeeded {
-            bill_no: s.transfer_bill_no.clone(),
-        },
-        TransferState::Fail | TransferState::Cancelled => Answer::Failed {
+        TransferState::Success => Answer::Succeeded { bill_no },
+        TransferState::Fail => Answer::Failed {
             reason: s
                 .fail_reason
                 .clone()
                 .unwrap_or_else(|| s.state.as_str().to_string()),
         },
-        _ => Answer::Accepted {
-            bill_no: s.transfer_bill_no.clone(),
+        TransferState::Cancelled => Answer::Cancelled {
+            reason: s
+                .fail_reason
+                .clone()
+                .unwrap_or_else(|| s.state.as_str().to_string()),
         },
+        TransferState::WaitUserConfirm => Answer::AwaitingConfirmation {
+            bill_no,
+            package_info: s.package_info.clone(),
+        },
+        TransferState::Canceling => Answer::Cancelling,
+        TransferState::Transfering => Answer::Accepted {
+            bill_no,
+            confirmed: true,
+        },
+        TransferState::Accepted | TransferState::Processing | TransferState::Unknown => {
+            Answer::Accepted {
+                bill_no,
+                confirmed: false,
+            }
+        }
     }
 }
 
-/// The provider's view must be of the same transfer: amount and payee.
-pub fn same_transfer(p: &Payout, amount: u64, openid: &str) -> Result<(), String> {
-    if amount != p.amount || openid != p.openid {
+/// The provider's view must be of the same transfer: amount and payee
+/// (when it says them: a create or cancel answer does not).
+pub fn same_transfer(p: &Payout, amount: Option<u64>, openid: Option<&str>) -> Result<(), String> {
+    if amount.is_some_and(|a| a != p.amount) || openid.is_some_and(|o| o != p.openid) {
         return Err(format!(
-            "provider reports {amount} fen to {openid} for payout {} ({} fen)",
-            p.id, p.amount
+            "provider reports {} fen to {} for payout {} ({} fen)",
+            amount.map_or("?".into(), |a| a.to_string()),
+            openid.unwrap_or("?"),
+            p.id,
+            p.amount
         ));
     }
     Ok(())
@@ -60,6 +83,7 @@ fn result_label(r: &Result<impl Sized, ClientError>) -> &'static str {
         Err(ClientError::Unavailable(_)) => "unavailable",
         Err(ClientError::Rejected { .. }) => "rejected",
         Err(ClientError::BadSignature(_)) => "bad_signature",
+        Err(ClientError::SignatureProbe) => "signature_probe",
         Err(ClientError::Protocol(_)) => "protocol",
         Err(ClientError::Config(_)) => "config",
     }
@@ -68,9 +92,10 @@ fn result_label(r: &Result<impl Sized, ClientError>) -> &'static str {
 #[derive(Clone)]
 pub struct Runner {
     pub wallets: Wallets,
-    pub client: ProviderClient,
+    pub client: Arc<dyn PayoutProvider>,
     pub notify_url: String,
     pub wake: Arc<tokio::sync::Notify>,
+    pub keys: Arc<crate::keys::KeyRing>,
 }
 
 impl Runner {
@@ -190,25 +215,61 @@ impl Runner {
         }
     }
 
+    /// The transfer as the provider is asked for it: the same fields on
+    /// every try (the real name only where the provider requires it).
+    fn request(&self, p: &Payout) -> Result<TransferRequest, String> {
+        let user_name = if p.amount >= REAL_NAME_FROM_FEN {
+            let sealed = self
+                .wallets
+                .storage()
+                .user(p.user)
+                .map_err(|e| format!("user unreadable: {e}"))?
+                .and_then(|u| u.real_name)
+                .ok_or("the user's verified real name is gone")?;
+            Some(
+                self.keys
+                    .open(&sealed, p.user, "real_name")
+                    .map_err(|e| format!("cannot unseal the real name: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(TransferRequest {
+            out_bill_no: p.partner_trade_no.clone(),
+            openid: p.openid.clone(),
+            amount: p.amount,
+            remark: self.client.remark().to_owned(),
+            user_name,
+            notify_url: self.notify_url.clone(),
+        })
+    }
+
+    async fn create(&self, p: &Payout) -> Result<TransferStatus, ClientError> {
+        let request = self.request(p).map_err(ClientError::Config)?;
+        let r = self.client.create_transfer(&request).await;
+        metrics::PROVIDER_CALLS
+            .with_label_values(&["create_transfer", result_label(&r)])
+            .inc();
+        r
+    }
+
     /// One round of talking to the provider about `p`.
     async fn ask(&self, p: &Payout) -> (Option<Answer>, Option<String>) {
+        let now = crate::clock::now();
         let sent = if p.state == PayoutState::Pending && !p.accepted {
-            let r = self
-                .client
-                .create_transfer(&TransferRequest {
-                    partner_trade_no: p.partner_trade_no.clone(),
-                    openid: p.openid.clone(),
-                    amount: p.amount,
-                    description: "qrgate payout".into(),
-                    check_name: CheckName::NoCheck,
-                    notify_url: self.notify_url.clone(),
-                })
-                .await;
+            match self.create(p).await {
+                Ok(s) => return self.judge(p, &s, None),
+                Err(e) => Some(e),
+            }
+        } else if should_cancel(p, now) {
+            let r = self.client.cancel_transfer(&p.partner_trade_no).await;
             metrics::PROVIDER_CALLS
-                .with_label_values(&["create_transfer", result_label(&r)])
+                .with_label_values(&["cancel_transfer", result_label(&r)])
                 .inc();
             match r {
                 Ok(s) => return self.judge(p, &s, None),
+                // Refused (the user confirmed meanwhile) or unknown: the
+                // query below tells.
                 Err(e) => Some(e),
             }
         } else {
@@ -220,10 +281,27 @@ impl Runner {
             .with_label_values(&["query_transfer", result_label(&q)])
             .inc();
         match (q, sent) {
+            // Waiting for the user, and we never learnt the package the app
+            // needs (the create answer was lost): the same create again
+            // answers it.
+            (Ok(Some(s)), sent)
+                if s.state == TransferState::WaitUserConfirm && p.package_info.is_none() =>
+            {
+                match self.create(p).await {
+                    Ok(created) if created.package_info.is_some() => {
+                        self.judge(p, &created, sent.map(|e| e.to_string()))
+                    }
+                    Ok(_) => self.judge(p, &s, sent.map(|e| e.to_string())),
+                    Err(e) => {
+                        let (answer, _) = self.judge(p, &s, None);
+                        (answer, Some(e.to_string()))
+                    }
+                }
+            }
             (Ok(Some(s)), sent) => self.judge(p, &s, sent.map(|e| e.to_string())),
-            // The provider refused the transfer and has no record of it:
-            // nothing was or will be paid.
-            (Ok(None), Some(e @ ClientError::Rejected { .. })) if !p.accepted => (
+            // The provider refused the transfer for good and has no record
+            // of it: nothing was or will be paid.
+            (Ok(None), Some(e)) if e.is_refusal() && !p.accepted => (
                 Some(Answer::Refused {
                     reason: e.to_string(),
                 }),
@@ -245,7 +323,7 @@ impl Runner {
         s: &TransferStatus,
         error: Option<String>,
     ) -> (Option<Answer>, Option<String>) {
-        match same_transfer(p, s.amount, &s.openid) {
+        match same_transfer(p, s.amount, s.openid.as_deref()) {
             Ok(()) => (Some(answer_of(s)), error),
             Err(why) => {
                 tracing::error!(payout = %p.id, why = %why, "provider reports a different transfer");
@@ -260,7 +338,7 @@ impl Runner {
 /// expiring within `payouts.refresh_before_seconds`.
 pub async fn refresh_links(
     wallets: Wallets,
-    client: ProviderClient,
+    client: Arc<dyn PayoutProvider>,
     keys: Arc<crate::keys::KeyRing>,
 ) {
     let mut every = tokio::time::interval(Duration::from_secs(60));

@@ -86,6 +86,8 @@ const MATRIX: &[Row] = &[
     ("GET",    "/s/{code}",                                     [s(302); 8]),
     ("GET",    "/j/{token}",                                    PUBLIC),
     ("GET",    "/p/{id}",                                       PUBLIC),
+    // The payout's random id is what opens its confirmation page.
+    ("GET",    "/payouts/{id}/confirm",                         PUBLIC),
     // Groups
     ("POST",   "/v1/groups",                                    [U, U, U, s(201), s(201), s(201), s(201), F]),
     ("GET",    "/v1/groups/{id}",                               [U, U, U, s(200), s(200), s(200), s(200), s(200)]),
@@ -182,6 +184,7 @@ const MATRIX: &[Row] = &[
 const UNDOCUMENTED: &[(&str, &str)] = &[
     ("GET", "/j/{token}"),
     ("GET", "/p/{id}"),
+    ("GET", "/payouts/{id}/confirm"),
     ("POST", "/v1/internal/limits/{kind}/{key}"),
 ];
 
@@ -302,6 +305,7 @@ fn request(fx: &Fx, method: &str, route: &str, who: Who) -> Req {
         ("GET", "/s/{code}") => req(format!("/s/{}", fx.code)),
         ("GET", "/j/{token}") => req(format!("/j/{}", fx.invite_token)),
         ("GET", "/p/{id}") => req(format!("/p/{}", fx.packet)),
+        ("GET", "/payouts/{id}/confirm") => req(format!("/payouts/{}/confirm", fx.payout)),
 
         ("POST", "/v1/groups") => req(route).body(json!({"name": format!("matrix {name}")})),
         ("GET", "/v1/groups/{id}") => req(format!("/v1/groups/{g}")),

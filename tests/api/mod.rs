@@ -23,6 +23,7 @@ mod paysim;
 mod qr;
 mod recovery;
 mod sessions;
+mod transfers;
 mod upgrade;
 mod wallets;
 mod webhooks;

@@ -76,6 +76,30 @@ impl Sim {
         }
     }
 
+    /// Wait until the payout's status is `status`; its view.
+    pub async fn status_of(&self, app: &TestApp, tok: &str, id: &str, status: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            let (s, v) = app.get(&format!("/v1/payouts/{id}"), Some(tok)).await;
+            assert_eq!(s, 200, "{v}");
+            if v["status"] == status {
+                return v;
+            }
+            last = v;
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("payout {id} never became {status}: {last}");
+    }
+
+    /// The simulator's view of one transfer.
+    pub async fn transfer(&self, out_bill_no: &str) -> Value {
+        self.transfers()
+            .await
+            .into_iter()
+            .find(|t| t["out_bill_no"] == out_bill_no)
+            .unwrap_or(Value::Null)
+    }
+
     /// Wait until the payout job has sent `partner_trade_no` (it sends
     /// after the 202, in the background).
     pub async fn wait_for(&self, partner_trade_no: &str) {
@@ -155,7 +179,7 @@ impl TestApp {
         for _ in 0..200 {
             let (s, v) = self.get(&format!("/v1/payouts/{id}"), Some(tok)).await;
             assert_eq!(s, 200, "{v}");
-            if v["status"] == "succeeded" || v["status"] == "failed" {
+            if ["succeeded", "failed", "cancelled"].contains(&v["status"].as_str().unwrap_or("")) {
                 return v;
             }
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
@@ -164,7 +188,7 @@ impl TestApp {
     }
 }
 
-async fn server(sim: &Sim, extra: &str) -> TestApp {
+pub async fn server(sim: &Sim, extra: &str) -> TestApp {
     TestApp::spawn_with(&sim.config(extra)).await
 }
 
@@ -211,7 +235,9 @@ async fn earn_link_payout_notify_and_retry_with_the_same_key() {
     assert_eq!(s, 202, "{v}");
     let id = s_(&v["id"]);
     let mut last = Value::Null;
-    for _ in 0..3 {
+    // pending, awaiting_confirmation (the simulator's user confirms at
+    // once), processing, succeeded.
+    for _ in 0..4 {
         let e = super::ws::next_of(&mut ws, "payout_updated").await;
         assert_eq!(e["payout_id"], json!(id), "{e}");
         last = e;
@@ -554,7 +580,8 @@ async fn sigkill_during_payouts_pays_each_once() {
         let (_, v) = app.get("/v1/payouts", Some(tok)).await;
         for p in v["payouts"].as_array().cloned().unwrap_or_default() {
             assert!(
-                p["status"] == "pending" || p["status"] == "processing",
+                ["pending", "processing", "awaiting_confirmation"]
+                    .contains(&p["status"].as_str().unwrap_or("")),
                 "{p}"
             );
             ours.push((tok.clone(), s_(&p["id"])));
@@ -1115,7 +1142,7 @@ async fn a_verified_real_name_is_kept_sealed() {
 }
 
 /// Follow a provider redirect by hand: (status, Location, body).
-async fn browse(app: &TestApp, url: &str, accept: &str) -> (u16, String, String) {
+pub async fn browse(app: &TestApp, url: &str, accept: &str) -> (u16, String, String) {
     let mut r = app
         .client
         .get(url)

@@ -1,7 +1,10 @@
 //! `qrgate paysim`: a payment-provider simulator speaking the protocol of
-//! [`qrgate_provider::client`] (WeChat Pay style OAuth, transfers to a
-//! user's balance, queries, daily bills and signed, encrypted
-//! notifications), with a control API to inject faults. State is in memory.
+//! [`qrgate_provider::client`]: WeChat Pay style OAuth, WeChat Pay's
+//! merchant transfer API (商家转账, `/v3/fund-app/mch-transfer/transfer-bills`:
+//! create, query by either number, cancel, the user's confirmation), daily
+//! bills and signed, encrypted `MCHTRANSFER.BILL.FINISHED` notifications,
+//! with a control API to inject faults and play the user. State is in
+//! memory.
 //!
 //! ```text
 //! qrgate paysim --bind 127.0.0.1:0 --keys DIR [--time-factor F]
@@ -24,63 +27,117 @@
 //! | `merchant_serial` | [`MERCHANT_SERIAL`] = `SIM-MERCHANT-SERIAL` |
 //! | `platform_serial` | [`PLATFORM_SERIAL`] = `SIM-PLATFORM-SERIAL` |
 //! | `merchant_key_file` | `DIR/merchant_private.pem` |
-//! | `platform_public_key_file` | `DIR/platform_public.pem` |
+//! | `platform_public_key_file` | `DIR/platform_public.pem` (also encrypts `user_name`) |
 //! | `api_v3_key` | contents of `DIR/api_v3_key` |
+//! | `transfer_scene` | any valid scene; scene `1000` needs `活动名称` and `奖励说明` |
 //!
 //! # Behaviour
 //!
 //! - `/v3/*` requests must carry a valid merchant `Authorization` (merchant
 //!   public key, 5-minute skew, mchid and serial as above), else
 //!   `401 {"code":"SIGN_ERROR"}`. Every `/v3` answer is signed with the
-//!   platform key (`Wechatpay-Serial: SIM-PLATFORM-SERIAL`).
-//! - A transfer is `ACCEPTED` at once and completes after
-//!   `100 ms × time-factor`: `FAIL` with `PAYEE_ACCOUNT_ABNORMAL` when the
-//!   openid starts with `fail-`, `FAIL` with `TRANSFER_QUOTA_EXCEED` above
-//!   the amount limit (default 20000 fen), `FAIL` with `NAME_NOT_CORRECT`
-//!   for a `FORCE_CHECK` name that differs from the `real_name` registered
-//!   with the user's code, `SUCCESS` otherwise. A create above the merchant
-//!   balance is `403 NOT_ENOUGH` (failed transfers are refunded); an openid
-//!   starting with `mismatch-` is `400 OPENID_MISMATCH`; a wrong `appid` is
-//!   `400 APPID_MCHID_NOT_MATCH`; malformed fields are `400 PARAM_ERROR`.
-//! - Each completion POSTs a `MCHTRANSFER.BILL.FINISHED` notification to
-//!   the transfer's `notify_url`, redelivered until a 200/204 after 15 s,
-//!   15 s, 30 s, 3 m, 10 m, 20 m, 30 m, 30 m, 30 m, 60 m, 3 h, 3 h, 3 h, 6 h
-//!   and 6 h, each times the time factor.
+//!   platform key (`Wechatpay-Serial: SIM-PLATFORM-SERIAL`). Errors are
+//!   `{"code","message"}`: `PARAM_ERROR`, `INVALID_REQUEST`,
+//!   `APPID_MCHID_NOT_MATCH`, `OPENID_MISMATCH` (400), `NO_AUTH`,
+//!   `NOT_ENOUGH` (403), `NOT_FOUND` (404), `FREQUENCY_LIMITED` (429),
+//!   `SYSTEM_ERROR` (500).
+//! - `POST /v3/fund-app/mch-transfer/transfer-bills` takes a
+//!   [`TransferBillBody`](qrgate_provider::wire::TransferBillBody) and answers
+//!   a [`CreateReply`](qrgate_provider::wire::CreateReply). `400
+//!   PARAM_ERROR` for: an `out_bill_no` that is not 1 to 32 letters and
+//!   digits, a bad openid, `transfer_amount` 0, a remark not 1 to 32
+//!   characters, a missing scene id, report entries out of their limits,
+//!   repeated, or (scene `1000`) without `活动名称` and `奖励说明`, a
+//!   `notify_url` not https (http only to a loopback host) or with a query,
+//!   a `user_name` that is not RSA-OAEP(SHA-1) under the platform key or
+//!   comes without `Wechatpay-Serial: SIM-PLATFORM-SERIAL`, no `user_name`
+//!   from 200000 fen (2,000 yuan), a `user_name` below 30 fen. A wrong
+//!   `appid` is `400 APPID_MCHID_NOT_MATCH`, an openid starting with
+//!   `mismatch-` `400 OPENID_MISMATCH`, an amount above the merchant
+//!   balance `403 NOT_ENOUGH` (the amount is taken at creation; `FAIL` and
+//!   `CANCELLED` give it back).
+//! - Creation is idempotent on `out_bill_no`: the same fields (`notify_url`
+//!   aside, `user_name` compared decrypted) answer the existing bill,
+//!   other fields are `400 INVALID_REQUEST`.
+//! - A new bill is `ACCEPTED` and at once `WAIT_USER_CONFIRM`, answered with
+//!   a random `package_info` (stable per bill; only answered in that state).
+//!   What the user does follows the `confirmation` fault as it was when the
+//!   bill was made: `auto` — confirms after `100 ms × time-factor`
+//!   (`TRANSFERING`); `hold` — waits for `POST /sim/confirm`; `refuse` —
+//!   declines after `100 ms × time-factor` (`CANCELLED`, no `fail_reason`);
+//!   `expire` — nobody confirms, `CANCELLED` with `OVERDUE_CLOSE` after
+//!   `expire_after_ms` (default `24 h × time-factor`).
+//! - A confirmed bill (`TRANSFERING`) completes `100 ms × time-factor`
+//!   later: `FAIL` with `PAYEE_ACCOUNT_ABNORMAL` when the openid starts
+//!   with `fail-`, `FAIL` with `TRANSFER_QUOTA_EXCEED` above the amount
+//!   limit (default 20000 fen), `FAIL` with `NAME_NOT_CORRECT` for a
+//!   `user_name` that differs from the `real_name` registered with the
+//!   user's code, `SUCCESS` otherwise.
+//! - `GET .../transfer-bills/out-bill-no/{out_bill_no}` and
+//!   `GET .../transfer-bills/transfer-bill-no/{transfer_bill_no}` answer a
+//!   [`QueryReply`](qrgate_provider::wire::QueryReply) (`user_name` as the
+//!   first create sent it), `404 NOT_FOUND` when unknown.
+//! - `POST .../transfer-bills/out-bill-no/{out_bill_no}/cancel` (no body,
+//!   or `{}`) answers a [`CancelReply`](qrgate_provider::wire::CancelReply):
+//!   `ACCEPTED`, `PROCESSING` and `WAIT_USER_CONFIRM` become `CANCELING`,
+//!   then `CANCELLED` with `MCH_CANCEL` after `100 ms × time-factor` (unless
+//!   `hold_cancels`; a user who confirms meanwhile is paid); `CANCELING` and
+//!   `CANCELLED` answer as they are; after the user confirmed
+//!   (`TRANSFERING`, `SUCCESS`, `FAIL`) it is `400 INVALID_REQUEST`.
+//! - Each final state (`SUCCESS`, `FAIL`, `CANCELLED`) POSTs a
+//!   `MCHTRANSFER.BILL.FINISHED` notification to the bill's `notify_url`
+//!   (none without one), redelivered until a 200/204 after 15 s, 15 s,
+//!   30 s, 3 m, 10 m, 20 m, 30 m, 30 m, 30 m, 60 m, 3 h, 3 h, 3 h, 6 h and
+//!   6 h, each times the time factor.
 //! - OAuth: codes registered with `POST /sim/codes` map to an openid and are
 //!   single use (`40029 invalid code` when unknown, `40163 code been used`
 //!   the second time); a wrong appid is `40013`, a wrong secret `40125`, a
 //!   wrong grant type `40002`. Refresh tokens stay valid until
 //!   `POST /sim/revoke` (`40030 invalid refresh_token` after).
-//! - Bills (`GET /v3/bills?date=YYYY-MM-DD`, Beijing date): the final
-//!   transfers created that day plus extra rows, adjusted by the overrides;
-//!   a future date is `400 NO_STATEMENT_EXIST`, today's bill is partial.
+//! - Bills (`GET /v3/bills?date=YYYY-MM-DD`, Beijing date; this project's
+//!   own format, its `partner_trade_no` column holding `out_bill_no`): the
+//!   final transfers created that day plus extra rows, adjusted by the
+//!   overrides; a future date is `400 NO_STATEMENT_EXIST`, today's bill is
+//!   partial.
 //!
 //! # Control API (loopback, no auth, JSON)
+//!
+//! `partner_trade_no` is accepted wherever `out_bill_no` is asked for.
 //!
 //! | route | body | effect |
 //! |---|---|---|
 //! | `POST /sim/codes` | `{"code","openid","real_name"?}` | registers an OAuth code (409 if known) |
 //! | `POST /sim/revoke` | `{"refresh_token"}` | revokes a refresh token |
-//! | `GET/POST /sim/faults` | any of `delay_ms`, `timeout_next`, `fail_5xx_next`, `lost_reply_next`, `duplicate_notifications`, `replay_notifications`, `out_of_order`, `forge_signatures`, `hold_notifications`, `auto_complete`, `batch_window_ms`, `amount_limit`, `balance` | patches the faults, answers them all |
+//! | `GET/POST /sim/faults` | any of `delay_ms`, `timeout_next`, `fail_5xx_next`, `lost_reply_next`, `frequency_limited_next`, `no_auth_next`, `duplicate_notifications`, `replay_notifications`, `out_of_order`, `forge_signatures`, `probe_signatures`, `hold_notifications`, `auto_complete`, `confirmation`, `expire_after_ms`, `hold_cancels`, `batch_window_ms`, `amount_limit`, `balance` | patches the faults, answers them all |
 //! | `POST /sim/release` | | sends held notifications: `{"released":N}` |
-//! | `POST /sim/bill_override` | `{"partner_trade_no","amount"?,"status"?:"SUCCESS"\|"FAIL","omit"?}` | the bill reports that transfer differently, or not at all |
-//! | `POST /sim/bill_extra` | `{"partner_trade_no","openid","amount","status"?,"transfer_bill_no"?,"description"?,"fail_reason"?,"transfer_time"?,"mchid"?,"appid"?}` | a bill row for a transfer that does not exist |
-//! | `GET /sim/transfers` | | every transfer: state, `create_requests`, `notifications`, `deliveries`, `acks`, ... |
-//! | `POST /sim/complete` | `{"partner_trade_no","state":"SUCCESS"\|"FAIL","fail_reason"?}` | completes now and notifies (409 if final in the other state; same state: notifies again) |
+//! | `POST /sim/confirm` | `{"out_bill_no","action":"confirm"\|"refuse"}` | the user confirms (`WAIT_USER_CONFIRM` or `CANCELING` → `TRANSFERING`, then the outcome above) or declines (`WAIT_USER_CONFIRM` → `CANCELLED`, notified); 409 in other states |
+//! | `POST /sim/complete` | `{"out_bill_no","state":"SUCCESS"\|"FAIL"\|"CANCELLED","fail_reason"?}` | completes now from any state and notifies (409 if final in another state; same state: notifies again) |
+//! | `POST /sim/bill_override` | `{"out_bill_no","amount"?,"status"?:"SUCCESS"\|"FAIL"\|"CANCELLED","omit"?}` | the bill reports that transfer differently, or not at all |
+//! | `POST /sim/bill_extra` | `{"out_bill_no","openid","amount","status"?,"transfer_bill_no"?,"description"?,"fail_reason"?,"transfer_time"?,"mchid"?,"appid"?}` | a bill row for a transfer that does not exist |
+//! | `GET /sim/transfers` | | every bill: `out_bill_no` (and `partner_trade_no`), `state`, `package_info`, `confirmation`, `confirmed`, `user_name` (decrypted), `create_requests`, `cancel_requests`, `notifications`, `deliveries`, `acks`, ... |
 //!
 //! Faults: `delay_ms` delays every `/v3` answer; `timeout_next: N` — the
 //! next N creates are processed but answered after 30 s; `fail_5xx_next: N`
-//! — answered 500 without processing; `lost_reply_next: N` — processed,
-//! then answered 500; `duplicate_notifications` — every POST twice;
+//! — answered `500 SYSTEM_ERROR` without processing; `lost_reply_next: N`
+//! — processed, then answered `500 SYSTEM_ERROR`; `frequency_limited_next:
+//! N` — answered `429 FREQUENCY_LIMITED` without processing;
+//! `no_auth_next: N` — answered `403 NO_AUTH` without processing (these
+//! count creates that passed validation);
+//! `duplicate_notifications` — every POST twice;
 //! `replay_notifications` — every POST twice, the second a byte-for-byte
 //! copy of the first (signature, timestamp and nonce included);
 //! `out_of_order` — first deliveries collect for `batch_window_ms` (default
 //! `15 s × time-factor`) and go out newest first; `forge_signatures` —
 //! answers and notifications are signed with the merchant's key instead of
-//! the platform's; `hold_notifications` — first deliveries wait for
-//! `POST /sim/release` or for the flag to be turned off (redeliveries
-//! already scheduled are not held); `auto_complete: false` — transfers stay
-//! `ACCEPTED` until `POST /sim/complete`.
+//! the platform's; `probe_signatures` — answers and notifications carry a
+//! `WECHATPAY/SIGNTEST/` probe signature instead; `hold_notifications` —
+//! first deliveries wait for `POST /sim/release` or for the flag to be
+//! turned off (redeliveries already scheduled are not held);
+//! `auto_complete: false` — confirmed bills stay `TRANSFERING` until
+//! `POST /sim/complete`; `confirmation` — `auto` (default), `hold`,
+//! `refuse` or `expire`, see above; `hold_cancels` — cancelled bills stay
+//! `CANCELING` until `/sim/confirm`, `/sim/complete`, or the flag is turned
+//! off (they are then `CANCELLED` at once).
 
 mod notifier;
 mod routes;
@@ -95,6 +152,7 @@ use std::time::Duration;
 use qrgate_provider::client::ProviderConfig;
 use qrgate_provider::notify;
 use qrgate_provider::sign::{self, ResponseHeaders, RsaPrivateKey, RsaPublicKey, SignError};
+use qrgate_provider::wire::TransferScene;
 
 /// Merchant id.
 pub const MCHID: &str = "1900000001";
@@ -118,6 +176,9 @@ pub const MERCHANT_PUBLIC_FILE: &str = "merchant_public.pem";
 pub const API_V3_KEY_FILE: &str = "api_v3_key";
 /// Base delay before a transfer completes (times the time factor).
 pub const COMPLETE_AFTER: Duration = Duration::from_millis(100);
+/// How long a bill waits for the user's confirmation in `expire` mode
+/// (times the time factor, unless `expire_after_ms` is set).
+pub const EXPIRE_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How long a `timeout_next` answer is held back.
 pub const TIMEOUT_HOLD: Duration = Duration::from_secs(30);
 /// Notification redelivery intervals in seconds (times the time factor).
@@ -298,7 +359,9 @@ pub fn merchant_config(base_url: &str, keys_dir: &Path) -> Result<ProviderConfig
         platform_serial: PLATFORM_SERIAL.into(),
         api_v3_key: read_api_v3_key(&keys_dir.join(API_V3_KEY_FILE))?,
         timeout_ms: 5000,
-        server_ip: "127.0.0.1".into(),
+        platform_certificates: Vec::new(),
+        transfer_scene: TransferScene::default(),
+        transfer_remark: "奖励提现".into(),
         authorize_url: Some(format!(
             "{}/connect/oauth2/authorize",
             base_url.trim_end_matches('/')
@@ -330,15 +393,33 @@ impl Sim {
     }
 
     /// Signs an answer or notification body (with the wrong key while
-    /// `forge_signatures` is on).
+    /// `forge_signatures` is on; a `WECHATPAY/SIGNTEST/` probe while
+    /// `probe_signatures` is).
     fn sign(&self, body: &[u8]) -> Result<ResponseHeaders, SignError> {
-        let forge = self.lock().faults.forge_signatures;
+        let (forge, probe) = {
+            let st = self.lock();
+            (st.faults.forge_signatures, st.faults.probe_signatures)
+        };
         let key = if forge {
             &self.keys.forge_private
         } else {
             &self.keys.platform_private
         };
-        sign::sign_response_headers(key, PLATFORM_SERIAL, chrono::Utc::now().timestamp(), body)
+        let mut headers = sign::sign_response_headers(
+            key,
+            PLATFORM_SERIAL,
+            chrono::Utc::now().timestamp(),
+            body,
+        )?;
+        if probe {
+            // Random base64 the length of a real signature: never verifies.
+            headers.signature = format!(
+                "{}{}",
+                sign::PROBE_SIGNATURE_PREFIX,
+                sign::random_alphanumeric(344)?
+            );
+        }
+        Ok(headers)
     }
 }
 

@@ -93,7 +93,7 @@ async fn retry(sim: &Arc<Sim>, notice: &Notice) {
     }
     tracing::warn!(
         id = %notice.id,
-        partner_trade_no = %notice.partner_trade_no,
+        out_bill_no = %notice.out_bill_no,
         "notification never acknowledged; giving up"
     );
 }
@@ -127,7 +127,7 @@ async fn attempt(sim: &Arc<Sim>, notice: &Notice) -> bool {
             signed = Some(headers.clone());
         }
         let ok = post(notice, &headers).await;
-        sim.lock().record_delivery(&notice.partner_trade_no, ok);
+        sim.lock().record_delivery(&notice.out_bill_no, ok);
         acked |= ok;
     }
     acked

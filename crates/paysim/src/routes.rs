@@ -11,14 +11,22 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::notifier;
-use super::state::{self, BillExtra, BillOverride, CreateFault, FaultsPatch, Notice, Refusal};
-use super::{Sim, APPID, APP_SECRET, COMPLETE_AFTER, MCHID, MERCHANT_SERIAL, TIMEOUT_HOLD};
+use super::state::{
+    self, BillExtra, BillOverride, Confirmation, CreateFault, FaultsPatch, Notice, Refusal,
+    Transfer,
+};
+use super::{
+    Sim, APPID, APP_SECRET, COMPLETE_AFTER, EXPIRE_AFTER, MCHID, MERCHANT_SERIAL, TIMEOUT_HOLD,
+};
 use qrgate_provider::bill;
-use qrgate_provider::client::{ErrorReply, TransferBody};
 use qrgate_provider::notify::{self, TransferState};
 use qrgate_provider::sign;
+use qrgate_provider::wire::{self, ErrorReply, TransferBillBody};
 
 type Data = web::Data<Sim>;
+
+/// The transfer bills resource.
+pub const BILLS: &str = "/v3/fund-app/mch-transfer/transfer-bills";
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -37,10 +45,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/connect/oauth2/authorize", web::get().to(authorize))
         .route("/sns/oauth2/access_token", web::get().to(access_token))
         .route("/sns/oauth2/refresh_token", web::get().to(refresh_token))
-        .route("/v3/transfers", web::post().to(create_transfer))
+        .route(BILLS, web::post().to(create_transfer))
         .route(
-            "/v3/transfers/{partner_trade_no}",
-            web::get().to(query_transfer),
+            &format!("{BILLS}/out-bill-no/{{out_bill_no}}"),
+            web::get().to(query_by_out_bill_no),
+        )
+        .route(
+            &format!("{BILLS}/out-bill-no/{{out_bill_no}}/cancel"),
+            web::post().to(cancel_transfer),
+        )
+        .route(
+            &format!("{BILLS}/transfer-bill-no/{{transfer_bill_no}}"),
+            web::get().to(query_by_transfer_bill_no),
         )
         .route("/v3/bills", web::get().to(bill))
         .service(
@@ -53,6 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/bill_override", web::post().to(bill_override))
                 .route("/bill_extra", web::post().to(bill_extra))
                 .route("/transfers", web::get().to(transfers))
+                .route("/confirm", web::post().to(confirm))
                 .route("/complete", web::post().to(complete)),
         );
 }
@@ -283,88 +300,184 @@ fn authenticate(sim: &Sim, req: &HttpRequest, body: &[u8]) -> Result<String, Ref
     Ok(auth.mchid)
 }
 
-/// Completes `partner_trade_no` in its natural outcome after the scaled
-/// delay, if `auto_complete` is still on then.
-fn schedule_completion(sim: Arc<Sim>, partner_trade_no: String) {
+// ---------------------------------------------------------------------------
+// Transfer bills: what happens after an answer
+// ---------------------------------------------------------------------------
+
+/// Runs `step` on the state after `delay`; a bill it returns (one that
+/// reached a final state) is notified.
+fn after(
+    sim: &Arc<Sim>,
+    delay: Duration,
+    step: impl FnOnce(&Arc<Sim>) -> Option<Transfer> + 'static,
+) {
+    let sim = Arc::clone(sim);
     actix_web::rt::spawn(async move {
-        actix_web::rt::time::sleep(sim.scaled(COMPLETE_AFTER)).await;
-        let outcome = {
-            let st = sim.lock();
-            if !st.faults.auto_complete {
-                return;
+        actix_web::rt::time::sleep(delay).await;
+        if let Some(t) = step(&sim) {
+            if t.state.is_final() {
+                notify_final(&sim, &t);
             }
-            match st.transfers.get(&partner_trade_no) {
-                Some(t) if !t.state.is_final() => st.natural_outcome(t),
-                _ => return,
-            }
-        };
-        if let Err(e) = complete_and_notify(&sim, &partner_trade_no, outcome.0, outcome.1) {
-            tracing::warn!(partner_trade_no, error = ?e, "automatic completion failed");
         }
     });
 }
 
-/// Completes a transfer and dispatches its notification.
-fn complete_and_notify(
-    sim: &Arc<Sim>,
-    partner_trade_no: &str,
-    state: TransferState,
-    fail_reason: Option<String>,
-) -> Result<state::Transfer, Refusal> {
+/// What the simulated user does with a new bill, per its confirmation
+/// mode.
+fn schedule_user(sim: &Arc<Sim>, out_bill_no: String, mode: Confirmation) {
+    match mode {
+        Confirmation::Hold => {}
+        Confirmation::Auto | Confirmation::Refuse => {
+            after(sim, sim.scaled(COMPLETE_AFTER), move |sim| {
+                let t = sim.lock().user_acts(&out_bill_no, state::now())?;
+                if t.state == TransferState::Transfering {
+                    schedule_settle(sim, out_bill_no);
+                }
+                Some(t)
+            });
+        }
+        Confirmation::Expire => {
+            let delay = match sim.lock().faults.expire_after_ms {
+                Some(ms) => Duration::from_millis(ms),
+                None => sim.scaled(EXPIRE_AFTER),
+            };
+            after(sim, delay, move |sim| {
+                sim.lock().expire(&out_bill_no, state::now())
+            });
+        }
+    }
+}
+
+/// A confirmed bill reaches its natural outcome after the scaled delay, if
+/// `auto_complete` is on then.
+fn schedule_settle(sim: &Arc<Sim>, out_bill_no: String) {
+    after(sim, sim.scaled(COMPLETE_AFTER), move |sim| {
+        sim.lock().settle(&out_bill_no, state::now())
+    });
+}
+
+/// A cancel goes through after the scaled delay, unless `hold_cancels` is
+/// on then or the user confirmed meanwhile.
+fn schedule_cancel(sim: &Arc<Sim>, out_bill_no: String) {
+    after(sim, sim.scaled(COMPLETE_AFTER), move |sim| {
+        sim.lock().finish_cancel(&out_bill_no, state::now())
+    });
+}
+
+/// Builds and dispatches the notification of a bill in a final state (to
+/// nowhere when it has no `notify_url`).
+fn notify_final(sim: &Arc<Sim>, transfer: &Transfer) {
     let now = state::now();
-    let (transfer, seq) = {
-        let mut st = sim.lock();
-        let t = st.complete(partner_trade_no, state, fail_reason, now)?;
-        (t, st.next_seq())
-    };
+    let seq = sim.lock().next_seq();
     let id = format!("EV-{}-{seq}", transfer.transfer_bill_no);
-    let body = notify::build_notification(
+    let body = match notify::build_notification(
         &sim.keys.api_v3_key,
         &id,
         &state::rfc3339(&now),
         "商家转账单据终态通知",
         &transfer.result(),
-    )
-    .map_err(|e| (500, "SYSTEM_ERROR", e.to_string()))?;
+    ) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(out_bill_no = transfer.out_bill_no(), error = %e, "cannot build a notification");
+            return;
+        }
+    };
+    let Some(notify_url) = transfer.request.notify_url.clone() else {
+        tracing::debug!(
+            out_bill_no = transfer.out_bill_no(),
+            "no notify_url: nothing sent"
+        );
+        return;
+    };
     notifier::dispatch(
         sim,
         Notice {
             id,
-            partner_trade_no: partner_trade_no.to_owned(),
-            notify_url: transfer.request.notify_url.clone(),
+            out_bill_no: transfer.out_bill_no().to_owned(),
+            notify_url,
             body,
         },
     );
+}
+
+/// Completes a bill and dispatches its notification.
+fn complete_and_notify(
+    sim: &Arc<Sim>,
+    out_bill_no: &str,
+    state: TransferState,
+    fail_reason: Option<String>,
+) -> Result<Transfer, Refusal> {
+    let transfer = sim
+        .lock()
+        .complete(out_bill_no, state, fail_reason, state::now())?;
+    notify_final(sim, &transfer);
     Ok(transfer)
 }
 
+// ---------------------------------------------------------------------------
+// Transfer bills: the routes
+// ---------------------------------------------------------------------------
+
 async fn create_transfer(sim: Data, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let mchid = match authenticate(&sim, &req, &body) {
-        Ok(mchid) => mchid,
-        Err(refusal) => return signed_error(&sim, refusal, Duration::ZERO).await,
-    };
-    let request: TransferBody = match serde_json::from_slice(&body) {
+    if let Err(refusal) = authenticate(&sim, &req, &body) {
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    let request: TransferBillBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return signed_error(&sim, (400, "PARAM_ERROR", e.to_string()), Duration::ZERO).await
         }
     };
-    if let Err(refusal) = state::validate_create(&request, &mchid) {
+    let serial = req
+        .headers()
+        .get(sign::HEADER_SERIAL)
+        .and_then(|v| v.to_str().ok());
+    let user_name = state::decrypt_user_name(&request, serial, |c| {
+        sign::decrypt_sensitive(&sim.keys.platform_private, c).ok()
+    })
+    .and_then(|name| state::validate_create(&request, name.as_deref()).map(|()| name));
+    let user_name = match user_name {
+        Ok(name) => name,
+        Err(refusal) => return signed_error(&sim, refusal, Duration::ZERO).await,
+    };
+    let fault = sim.lock().take_create_fault();
+    let unprocessed = match fault {
+        CreateFault::FrequencyLimited => Some((
+            429,
+            "FREQUENCY_LIMITED",
+            "simulated rate limit, not processed".to_owned(),
+        )),
+        CreateFault::NoAuth => Some((
+            403,
+            "NO_AUTH",
+            "simulated missing permission, not processed".to_owned(),
+        )),
+        CreateFault::Fail5xx => Some((
+            500,
+            "SYSTEM_ERROR",
+            "simulated fault, not processed".to_owned(),
+        )),
+        _ => None,
+    };
+    if let Some(refusal) = unprocessed {
         return signed_error(&sim, refusal, Duration::ZERO).await;
     }
-    let fault = sim.lock().take_create_fault();
-    if fault == CreateFault::Fail5xx {
-        return signed_error(
-            &sim,
-            (500, "SYSTEM_ERROR", "simulated fault, not processed".into()),
-            Duration::ZERO,
-        )
-        .await;
-    }
-    let partner_trade_no = request.partner_trade_no.clone();
-    let outcome = sim.lock().create(request, state::now());
-    if let Ok((_, true)) = &outcome {
-        schedule_completion(arc(&sim), partner_trade_no);
+    let package_info = match sign::random_alphanumeric(64) {
+        Ok(p) => p,
+        Err(e) => {
+            return signed_error(&sim, (500, "SYSTEM_ERROR", e.to_string()), Duration::ZERO).await
+        }
+    };
+    let out_bill_no = request.out_bill_no.clone();
+    let (outcome, mode) = {
+        let mut st = sim.lock();
+        let outcome = st.create(request, user_name, package_info, state::now());
+        let mode = st.transfers.get(&out_bill_no).map(|t| t.confirmation);
+        (outcome, mode)
+    };
+    if let (Ok((_, true)), Some(mode)) = (&outcome, mode) {
+        schedule_user(&arc(&sim), out_bill_no, mode);
     }
     match (fault, outcome) {
         (CreateFault::LostReply, _) => {
@@ -386,21 +499,74 @@ async fn create_transfer(sim: Data, req: HttpRequest, body: web::Bytes) -> HttpR
     }
 }
 
-async fn query_transfer(sim: Data, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+fn not_found() -> Refusal {
+    (404, "NOT_FOUND", "no such transfer bill".into())
+}
+
+async fn query_by_out_bill_no(
+    sim: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
     if let Err(refusal) = authenticate(&sim, &req, b"") {
         return signed_error(&sim, refusal, Duration::ZERO).await;
     }
-    let reply = sim.lock().transfers.get(path.as_str()).map(|t| t.reply());
+    if !wire::valid_out_bill_no(&path) {
+        let refusal = (400, "PARAM_ERROR", "invalid out_bill_no".into());
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    let reply = sim
+        .lock()
+        .transfers
+        .get(path.as_str())
+        .map(Transfer::query_reply);
     match reply {
         Some(reply) => signed_json(&sim, &reply, Duration::ZERO).await,
-        None => {
-            signed_error(
-                &sim,
-                (404, "NOT_FOUND", "no such transfer".into()),
-                Duration::ZERO,
-            )
-            .await
+        None => signed_error(&sim, not_found(), Duration::ZERO).await,
+    }
+}
+
+async fn query_by_transfer_bill_no(
+    sim: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Err(refusal) = authenticate(&sim, &req, b"") {
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    let reply = sim.lock().by_bill_no(&path).map(Transfer::query_reply);
+    match reply {
+        Some(reply) => signed_json(&sim, &reply, Duration::ZERO).await,
+        None => signed_error(&sim, not_found(), Duration::ZERO).await,
+    }
+}
+
+async fn cancel_transfer(
+    sim: Data,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(refusal) = authenticate(&sim, &req, &body) {
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    // No body, or an empty JSON object.
+    let body_ok = body.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            .is_ok_and(|m| m.is_empty());
+    if !body_ok {
+        let refusal = (400, "PARAM_ERROR", "a cancel has no body".into());
+        return signed_error(&sim, refusal, Duration::ZERO).await;
+    }
+    let outcome = sim.lock().cancel(&path, state::now());
+    match outcome {
+        Ok((reply, fresh)) => {
+            if fresh {
+                schedule_cancel(&arc(&sim), path.into_inner());
+            }
+            signed_json(&sim, &reply, Duration::ZERO).await
         }
+        Err(refusal) => signed_error(&sim, refusal, Duration::ZERO).await,
     }
 }
 
@@ -520,15 +686,22 @@ async fn get_faults(sim: Data) -> HttpResponse {
 }
 
 async fn set_faults(sim: Data, body: web::Json<FaultsPatch>) -> HttpResponse {
-    let (faults, release_held, flush) = {
+    let (faults, release_held, flush, cancels) = {
         let mut st = sim.lock();
         let was_holding = st.faults.hold_notifications;
         let was_ooo = st.faults.out_of_order;
+        let was_holding_cancels = st.faults.hold_cancels;
         st.faults.apply(&body);
+        let cancels = if was_holding_cancels && !st.faults.hold_cancels {
+            st.canceling()
+        } else {
+            Vec::new()
+        };
         (
             st.faults.clone(),
             was_holding && !st.faults.hold_notifications,
             was_ooo && !st.faults.out_of_order,
+            cancels,
         )
     };
     let sim = arc(&sim);
@@ -537,6 +710,13 @@ async fn set_faults(sim: Data, body: web::Json<FaultsPatch>) -> HttpResponse {
     }
     if release_held {
         notifier::release(&sim);
+    }
+    // Held cancels go through now.
+    for out_bill_no in cancels {
+        let t = sim.lock().finish_cancel(&out_bill_no, state::now());
+        if let Some(t) = t {
+            notify_final(&sim, &t);
+        }
     }
     HttpResponse::Ok().json(faults)
 }
@@ -548,7 +728,8 @@ async fn release(sim: Data) -> HttpResponse {
 
 async fn bill_override(sim: Data, body: web::Json<BillOverride>) -> HttpResponse {
     let o = body.into_inner();
-    let view = json!(o);
+    let mut view = json!(o);
+    view["partner_trade_no"] = json!(o.out_bill_no);
     match sim.lock().set_override(o) {
         Ok(()) => HttpResponse::Ok().json(view),
         Err(refusal) => refused(refusal),
@@ -559,6 +740,7 @@ async fn bill_extra(sim: Data, body: web::Json<BillExtra>) -> HttpResponse {
     let row = sim.lock().add_extra(body.into_inner(), state::now());
     match row {
         Ok(row) => HttpResponse::Created().json(json!({
+            "out_bill_no": row.partner_trade_no,
             "partner_trade_no": row.partner_trade_no,
             "transfer_bill_no": row.transfer_bill_no,
             "transfer_time": row.transfer_time.format(bill::TIME_FORMAT).to_string(),
@@ -574,8 +756,51 @@ async fn transfers(sim: Data) -> HttpResponse {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Confirm {
+    #[serde(alias = "partner_trade_no")]
+    out_bill_no: String,
+    action: String,
+}
+
+/// The user confirms (`TRANSFERING`, then the natural outcome) or declines
+/// (`CANCELLED`, notified) a bill waiting for them.
+async fn confirm(sim: Data, body: web::Json<Confirm>) -> HttpResponse {
+    let sim = arc(&sim);
+    let now = state::now();
+    let outcome = match body.action.as_str() {
+        "confirm" => {
+            let t = sim.lock().confirm(&body.out_bill_no, now);
+            if t.is_ok() {
+                schedule_settle(&sim, body.out_bill_no.clone());
+            }
+            t
+        }
+        "refuse" => {
+            let t = sim.lock().decline(&body.out_bill_no, now);
+            if let Ok(t) = &t {
+                notify_final(&sim, t);
+            }
+            t
+        }
+        _ => {
+            return refused((
+                400,
+                "PARAM_ERROR",
+                "action must be confirm or refuse".into(),
+            ))
+        }
+    };
+    match outcome {
+        Ok(t) => HttpResponse::Ok().json(t.view()),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Complete {
-    partner_trade_no: String,
+    #[serde(alias = "partner_trade_no")]
+    out_bill_no: String,
     state: String,
     #[serde(default)]
     fail_reason: Option<String>,
@@ -585,7 +810,14 @@ async fn complete(sim: Data, body: web::Json<Complete>) -> HttpResponse {
     let state = match body.state.as_str() {
         "SUCCESS" => TransferState::Success,
         "FAIL" => TransferState::Fail,
-        _ => return refused((400, "PARAM_ERROR", "state must be SUCCESS or FAIL".into())),
+        "CANCELLED" => TransferState::Cancelled,
+        _ => {
+            return refused((
+                400,
+                "PARAM_ERROR",
+                "state must be SUCCESS, FAIL or CANCELLED".into(),
+            ))
+        }
     };
     if body
         .fail_reason
@@ -596,7 +828,7 @@ async fn complete(sim: Data, body: web::Json<Complete>) -> HttpResponse {
     }
     match complete_and_notify(
         &arc(&sim),
-        &body.partner_trade_no,
+        &body.out_bill_no,
         state,
         body.fail_reason.clone(),
     ) {

@@ -27,41 +27,57 @@
 //! An `errcode` answer is [`ClientError::Rejected`] with `status: 200` and
 //! `code` = the errcode in decimal.
 //!
-//! ## Transfers, queries and bills (signed both ways)
+//! ## Transfer bills, queries, cancels and bills (signed both ways)
 //!
 //! Every request carries
 //! `Authorization: WECHATPAY2-SHA256-RSA2048 mchid="..",nonce_str="..",signature="..",timestamp="..",serial_no=".."`
 //! signed with the merchant key over `METHOD\nPATH?QUERY\nTIMESTAMP\nNONCE\nBODY\n`.
 //! Every answer below 500 carries `Wechatpay-Timestamp`, `Wechatpay-Nonce`,
 //! `Wechatpay-Signature` and `Wechatpay-Serial` over
-//! `TIMESTAMP\nNONCE\nBODY\n`; the client checks the serial equals
-//! `platform_serial`, the timestamp is within 5 minutes and the signature
-//! verifies with the platform public key *before* it looks at the body or
-//! trusts the status. An answer that fails this is
-//! [`ClientError::BadSignature`], whatever its status.
+//! `TIMESTAMP\nNONCE\nBODY\n`; the client looks the serial up among the
+//! configured verification keys (the WeChat Pay public key, `PUB_KEY_ID_…`,
+//! and any platform certificates), checks the timestamp is within 5 minutes
+//! and the signature verifies *before* it looks at the body or trusts the
+//! status. An answer that fails this is [`ClientError::BadSignature`]
+//! ([`ClientError::SignatureProbe`] for the provider's
+//! `WECHATPAY/SIGNTEST/` probes), whatever its status.
 //!
 //! ```text
-//! POST /v3/transfers
-//!   {"mchid":"1900000001","appid":"wx..","partner_trade_no":"T1","openid":"o..",
-//!    "check_name":"NO_CHECK"|"FORCE_CHECK","re_user_name":"..(FORCE_CHECK only)",
-//!    "amount":100,"desc":"..","spbill_create_ip":"127.0.0.1","notify_url":"http://.."}
-//! 200 {"partner_trade_no":"T1","transfer_bill_no":"1330..","state":"ACCEPTED",
-//!      "amount":100,"openid":"o..","create_time":"RFC 3339","update_time":"RFC 3339",
-//!      "fail_reason":"..(FAIL only)"}
-//! GET /v3/transfers/{partner_trade_no}
-//! 200 (same shape)  |  404 {"code":"NOT_FOUND","message":".."}
+//! POST /v3/fund-app/mch-transfer/transfer-bills
+//!   [Wechatpay-Serial: the key user_name is encrypted under]
+//!   {"appid":"wx..","out_bill_no":"QG..","transfer_scene_id":"1000","openid":"o..",
+//!    "user_name":"<RSA-OAEP base64, from 2,000 yuan>","transfer_amount":100,
+//!    "transfer_remark":"..","notify_url":"https://..","user_recv_perception":"现金奖励",
+//!    "transfer_scene_report_infos":[{"info_type":"活动名称","info_content":".."},..]}
+//! 200 {"out_bill_no":"QG..","transfer_bill_no":"1330..","create_time":"RFC 3339",
+//!      "state":"ACCEPTED"|"WAIT_USER_CONFIRM"|..,"fail_reason":"..","package_info":".."}
+//! GET /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}
+//! GET /v3/fund-app/mch-transfer/transfer-bills/transfer-bill-no/{transfer_bill_no}
+//! 200 {"mch_id":"..","out_bill_no":"..","transfer_bill_no":"..","appid":"..","state":"..",
+//!      "transfer_amount":100,"transfer_remark":"..","fail_reason":"..","openid":"..",
+//!      "user_name":"..","create_time":"..","update_time":".."}
+//!   | 404 {"code":"NOT_FOUND","message":".."}
+//! POST /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel
+//! 200 {"out_bill_no":"..","transfer_bill_no":"..","state":"CANCELING","update_time":".."}
 //! GET /v3/bills?date=YYYY-MM-DD
 //! 200 text/plain, the bill of super::bill (signature over the bill bytes)
-//! 4xx {"code":"PARAM_ERROR"|"INVALID_REQUEST"|"NOT_ENOUGH"|"OPENID_MISMATCH"|"SIGN_ERROR"|..,"message":".."}
-//! 5xx on faults (content not trusted)
+//! 4xx {"code":"PARAM_ERROR"|"INVALID_REQUEST"|"NO_AUTH"|"NOT_ENOUGH"|..,"message":".."}
+//! 5xx {"code":"SYSTEM_ERROR",..} and 429 FREQUENCY_LIMITED (content not trusted)
 //! ```
 //!
-//! `amount` is integer fen. `state` is one of the v3 transfer states
-//! (`ACCEPTED`, `PROCESSING`, `SUCCESS`, `FAIL`, ...). Creation is idempotent
-//! on `partner_trade_no`: the same number with the same `openid`, `amount`,
-//! `desc`, `check_name` and `re_user_name` answers the existing transfer;
-//! with different ones it is `400 INVALID_REQUEST` (the number is taken:
-//! query it). `partner_trade_no` is 1 to 32 of `[A-Za-z0-9_-]`.
+//! `transfer_amount` is integer fen. The states are `ACCEPTED`,
+//! `PROCESSING`, `WAIT_USER_CONFIRM` (the user must confirm receipt in
+//! WeChat with the `package_info` of the create answer), `TRANSFERING`,
+//! `SUCCESS`, `FAIL`, `CANCELING` and `CANCELLED`; the last three of
+//! `SUCCESS`, `FAIL`, `CANCELLED` are final. A cancel is possible before
+//! the user confirmed, and is asynchronous: a user who confirms during
+//! `CANCELING` is paid. Creation is idempotent on `out_bill_no`: the same
+//! number with the same fields answers the existing bill; with different
+//! ones it is `400 INVALID_REQUEST` (the number is taken: query it).
+//! `out_bill_no` is 1 to 32 letters and digits.
+//!
+//! The bill route is this project's own (the provider's bills are
+//! downloaded through a separate flow this adapter does not implement).
 //!
 //! ## Notifications (provider -> merchant)
 //!
@@ -72,20 +88,23 @@
 //! WeChat schedule: 15 s, 15 s, 30 s, 3 m, 10 m, 20 m, 30 m, 30 m, 30 m,
 //! 60 m, 3 h, 3 h, 3 h, 6 h, 6 h). Check it with
 //! [`ProviderClient::verify_notification`]; deliveries may repeat and arrive
-//! out of order, so apply them idempotently by `partner_trade_no`.
+//! out of order, so apply them idempotently by `out_bill_no`.
 //!
 //! # Errors and retries
 //!
 //! [`ClientError::is_transient`] tells whether the outcome is unknown: a
-//! transfer create that timed out, got a 5xx, or a reply that failed its
-//! signature check may or may not have been processed. Retry it with the
-//! *same* `partner_trade_no` (creation is idempotent) or query it; never
-//! create a new number for the same payout. [`ClientError::Rejected`] is a
-//! definitive answer that the request changed nothing (`status: 0` means it
-//! was refused locally, before anything was sent).
+//! transfer create that timed out, got a 5xx, a 429, or a reply that failed
+//! its signature check may or may not have been processed. Query it first,
+//! then resend with the *same* `out_bill_no` and the same fields (creation
+//! is idempotent); never create a new number for the same payout unless a
+//! query shows `FAIL`. [`ClientError::is_refusal`] tells a definitive
+//! refusal (`PARAM_ERROR`, `INVALID_REQUEST`, `NO_AUTH`, ...: the request
+//! changed nothing and resending it unchanged cannot help) from a `4xx`
+//! whose code this client does not know, which is retried like a transient
+//! error (`status: 0` means it was refused locally, before anything was
+//! sent).
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,8 +128,19 @@ fn default_timeout_ms() -> u64 {
     5000
 }
 
-fn default_server_ip() -> String {
-    "127.0.0.1".into()
+fn default_remark() -> String {
+    "奖励提现".into()
+}
+
+/// Another key that verifies the provider's signatures: a platform
+/// certificate (or public key) and its serial.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyKey {
+    /// The `Wechatpay-Serial` it signs with.
+    pub serial: String,
+    /// PEM file: a `CERTIFICATE` or a `PUBLIC KEY`.
+    pub file: PathBuf,
 }
 
 /// Provider connection settings and merchant credentials.
@@ -130,18 +160,30 @@ pub struct ProviderConfig {
     pub merchant_key_file: PathBuf,
     /// Serial number of the merchant certificate.
     pub merchant_serial: String,
-    /// Provider public key (PEM) that verifies responses and notifications.
+    /// The WeChat Pay public key (PEM; or a platform certificate) that
+    /// verifies answers and notifications signed with `platform_serial`,
+    /// and encrypts the real names sent to the provider.
     pub platform_public_key_file: PathBuf,
-    /// Expected `Wechatpay-Serial`.
+    /// Its `Wechatpay-Serial`: the public key id (`PUB_KEY_ID_…`) or the
+    /// platform certificate's serial.
     pub platform_serial: String,
+    /// Platform certificates also trusted to sign (a merchant moving from
+    /// certificates to the public key receives both for a while).
+    #[serde(default)]
+    pub platform_certificates: Vec<VerifyKey>,
     /// The 32-character APIv3 key that decrypts notifications.
     pub api_v3_key: String,
     /// Per-request deadline, connect to last body byte.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// `spbill_create_ip` sent with transfers.
-    #[serde(default = "default_server_ip")]
-    pub server_ip: String,
+    /// The transfer scene and its report entries, sent with every transfer
+    /// (default: scene 1000, cash marketing, with its two entries).
+    #[serde(default)]
+    pub transfer_scene: TransferScene,
+    /// `transfer_remark`, shown to the user (at most 32 characters); see
+    /// [`ProviderClient::remark`].
+    #[serde(default = "default_remark")]
+    pub transfer_remark: String,
     /// The OAuth authorize page the browser link flow sends users to;
     /// default WeChat's, `https://open.weixin.qq.com/connect/oauth2/authorize`.
     #[serde(default)]
@@ -166,7 +208,9 @@ impl fmt::Debug for ProviderConfig {
             .field("platform_serial", &self.platform_serial)
             .field("api_v3_key", &"<redacted>")
             .field("timeout_ms", &self.timeout_ms)
-            .field("server_ip", &self.server_ip)
+            .field("platform_certificates", &self.platform_certificates)
+            .field("transfer_scene", &self.transfer_scene)
+            .field("transfer_remark", &self.transfer_remark)
             .field("authorize_url", &self.authorize_url)
             .field("ca_file", &self.ca_file)
             .finish()
@@ -190,11 +234,15 @@ struct Inner {
     app_secret: String,
     merchant_key: RsaPrivateKey,
     merchant_serial: String,
+    /// Encrypts sensitive fields; also the first verification key.
     platform_key: RsaPublicKey,
     platform_serial: String,
+    remark: String,
+    /// Every key that verifies the provider's signatures, by serial.
+    verify_keys: Vec<(String, RsaPublicKey)>,
+    scene: TransferScene,
     api_v3_key: [u8; 32],
     timeout: Duration,
-    server_ip: String,
     /// For an `https` base URL.
     tls: Option<Arc<rustls::ClientConfig>>,
     authorize_url: String,
@@ -312,12 +360,14 @@ impl ProviderClient {
         if cfg.timeout_ms == 0 {
             return Err(ClientError::Config("timeout_ms must be positive".into()));
         }
-        let server_ip: IpAddr = cfg.server_ip.parse().map_err(|_| {
-            ClientError::Config(format!(
-                "server_ip {:?} is not an IP address",
-                cfg.server_ip
-            ))
-        })?;
+        cfg.transfer_scene
+            .check()
+            .map_err(|e| ClientError::Config(format!("transfer_scene: {e}")))?;
+        if !valid_remark(&cfg.transfer_remark) {
+            return Err(ClientError::Config(format!(
+                "transfer_remark: 1 to {MAX_REMARK_CHARS} characters"
+            )));
+        }
         let merchant_key = sign::load_private_key(&cfg.merchant_key_file).map_err(|e| {
             ClientError::Config(format!(
                 "merchant key {}: {e}",
@@ -330,6 +380,20 @@ impl ProviderClient {
                 cfg.platform_public_key_file.display()
             ))
         })?;
+        let mut verify_keys = vec![(cfg.platform_serial.clone(), platform_key.clone())];
+        for k in &cfg.platform_certificates {
+            check_config_field(&k.serial, "platform_certificates.serial")?;
+            if verify_keys.iter().any(|(s, _)| *s == k.serial) {
+                return Err(ClientError::Config(format!(
+                    "serial {:?} is configured twice",
+                    k.serial
+                )));
+            }
+            let key = sign::load_public_key(&k.file).map_err(|e| {
+                ClientError::Config(format!("platform certificate {}: {e}", k.file.display()))
+            })?;
+            verify_keys.push((k.serial.clone(), key));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 origin: format!("{scheme}://{authority}"),
@@ -341,13 +405,25 @@ impl ProviderClient {
                 merchant_serial: cfg.merchant_serial.clone(),
                 platform_key,
                 platform_serial: cfg.platform_serial.clone(),
+                verify_keys,
+                scene: cfg.transfer_scene.clone(),
+                remark: cfg.transfer_remark.clone(),
                 api_v3_key,
                 timeout: Duration::from_millis(cfg.timeout_ms),
-                server_ip: server_ip.to_string(),
                 tls,
                 authorize_url,
             }),
         })
+    }
+
+    /// The merchant and app ids.
+    pub fn merchant_ids(&self) -> (&str, &str) {
+        (&self.inner.mchid, &self.inner.appid)
+    }
+
+    /// The configured `transfer_remark`.
+    pub fn remark(&self) -> &str {
+        &self.inner.remark
     }
 
     /// Where to send a user's browser to authorize the link: the provider
@@ -376,7 +452,14 @@ impl ProviderClient {
         ]);
         let url = format!("{}/sns/oauth2/access_token?{query}", self.inner.prefix);
         let reply = self
-            .send(Method::GET, &url, None, false, MAX_JSON_BODY)
+            .send(Request {
+                method: Method::GET,
+                url: &url,
+                body: None,
+                signed: false,
+                serial: None,
+                limit: MAX_JSON_BODY,
+            })
             .await?;
         oauth_tokens(reply.status, &reply.body)
     }
@@ -393,18 +476,25 @@ impl ProviderClient {
         ]);
         let url = format!("{}/sns/oauth2/refresh_token?{query}", self.inner.prefix);
         let reply = self
-            .send(Method::GET, &url, None, false, MAX_JSON_BODY)
+            .send(Request {
+                method: Method::GET,
+                url: &url,
+                body: None,
+                signed: false,
+                serial: None,
+                limit: MAX_JSON_BODY,
+            })
             .await?;
         oauth_tokens(reply.status, &reply.body)
     }
 
-    /// The JSON body of a transfer create; refuses (locally) an invalid
-    /// request.
-    pub fn transfer_body(&self, t: &TransferRequest) -> Result<TransferBody, ClientError> {
-        if !valid_trade_no(&t.partner_trade_no) {
+    /// The JSON body of a transfer create, with the real name encrypted;
+    /// refuses (locally) an invalid request.
+    pub fn transfer_body(&self, t: &TransferRequest) -> Result<TransferBillBody, ClientError> {
+        if !valid_out_bill_no(&t.out_bill_no) {
             return Err(ClientError::local(
                 "PARAM_ERROR",
-                "partner_trade_no must be 1 to 32 of [A-Za-z0-9_-]",
+                "out_bill_no must be 1 to 32 letters and digits",
             ));
         }
         if !valid_openid(&t.openid) {
@@ -413,97 +503,225 @@ impl ProviderClient {
         if t.amount == 0 || i64::try_from(t.amount).is_err() {
             return Err(ClientError::local("PARAM_ERROR", "amount out of range"));
         }
-        if !valid_description(&t.description) {
+        if !valid_remark(&t.remark) {
             return Err(ClientError::local(
                 "PARAM_ERROR",
-                "description must be 1 to 32 characters",
+                "transfer_remark must be 1 to 32 characters",
             ));
         }
-        if !valid_notify_url(&t.notify_url) {
-            return Err(ClientError::local("PARAM_ERROR", "invalid notify_url"));
+        let local_receiver = t
+            .notify_url
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| u.host().map(crate::tls::is_loopback))
+            .unwrap_or(false);
+        if !valid_notify_url(&t.notify_url, local_receiver) {
+            return Err(ClientError::local(
+                "PARAM_ERROR",
+                "notify_url must be an https URL without a query",
+            ));
         }
-        let (check_name, re_user_name) = match &t.check_name {
-            CheckName::NoCheck => ("NO_CHECK", None),
-            CheckName::ForceCheck { real_name } => {
-                if !valid_real_name(real_name) {
-                    return Err(ClientError::local("PARAM_ERROR", "invalid real name"));
-                }
-                ("FORCE_CHECK", Some(real_name.clone()))
+        let user_name = match &t.user_name {
+            Some(name) if !valid_real_name(name) => {
+                return Err(ClientError::local("PARAM_ERROR", "invalid real name"))
             }
+            Some(_) if t.amount < USER_NAME_ALLOWED_FROM_FEN => {
+                return Err(ClientError::local(
+                    "PARAM_ERROR",
+                    "a transfer below 0.3 yuan must not carry a real name",
+                ))
+            }
+            Some(name) => Some(
+                sign::encrypt_sensitive(&self.inner.platform_key, name)
+                    .map_err(|e| ClientError::Config(format!("cannot encrypt user_name: {e}")))?,
+            ),
+            None if t.amount >= USER_NAME_REQUIRED_FROM_FEN => {
+                return Err(ClientError::local(
+                    "PARAM_ERROR",
+                    "a transfer of 2,000 yuan or more needs the payee's real name",
+                ))
+            }
+            None => None,
         };
-        Ok(TransferBody {
-            mchid: self.inner.mchid.clone(),
+        Ok(TransferBillBody {
             appid: self.inner.appid.clone(),
-            partner_trade_no: t.partner_trade_no.clone(),
+            out_bill_no: t.out_bill_no.clone(),
+            transfer_scene_id: self.inner.scene.id.clone(),
             openid: t.openid.clone(),
-            check_name: check_name.to_owned(),
-            re_user_name,
-            amount: t.amount,
-            desc: t.description.clone(),
-            spbill_create_ip: self.inner.server_ip.clone(),
-            notify_url: t.notify_url.clone(),
+            user_name,
+            transfer_amount: t.amount,
+            transfer_remark: t.remark.clone(),
+            notify_url: Some(t.notify_url.clone()),
+            user_recv_perception: self.inner.scene.user_recv_perception.clone(),
+            transfer_scene_report_infos: self.inner.scene.report_infos.clone(),
         })
     }
 
-    /// Creates (or, with the same `partner_trade_no` and fields, finds) a
-    /// transfer. A transient error leaves the outcome unknown: retry with the
-    /// same request or [`Self::query_transfer`].
+    fn bills_path(&self) -> String {
+        format!(
+            "{}/v3/fund-app/mch-transfer/transfer-bills",
+            self.inner.prefix
+        )
+    }
+
+    /// Creates (or, with the same `out_bill_no` and fields, finds) a
+    /// transfer bill. A transient error leaves the outcome unknown: query
+    /// it, then resend the same request.
     pub async fn create_transfer(
         &self,
         t: &TransferRequest,
     ) -> Result<TransferStatus, ClientError> {
-        let body = serde_json::to_vec(&self.transfer_body(t)?)
+        let body = self.transfer_body(t)?;
+        let encrypted = body.user_name.is_some();
+        let body = serde_json::to_vec(&body)
             .map_err(|e| ClientError::Protocol(format!("cannot serialise the request: {e}")))?;
-        let url = format!("{}/v3/transfers", self.inner.prefix);
         let reply = self
-            .send(Method::POST, &url, Some(body), true, MAX_JSON_BODY)
+            .send(Request {
+                method: Method::POST,
+                url: &self.bills_path(),
+                body: Some(body),
+                signed: true,
+                // Names the key the encrypted field is under.
+                serial: encrypted.then_some(self.inner.platform_serial.as_str()),
+                limit: MAX_JSON_BODY,
+            })
             .await?;
-        let status = self.parse_transfer(classify(&reply)?)?;
-        if status.partner_trade_no != t.partner_trade_no {
+        let reply: CreateReply = serde_json::from_slice(classify(&reply)?)
+            .map_err(|e| ClientError::Protocol(format!("unreadable transfer: {e}")))?;
+        if reply.out_bill_no != t.out_bill_no {
             return Err(ClientError::Protocol(format!(
                 "answer is for transfer {:?}, not {:?}",
-                status.partner_trade_no, t.partner_trade_no
+                reply.out_bill_no, t.out_bill_no
             )));
         }
-        if status.amount != t.amount || status.openid != t.openid {
-            return Err(ClientError::Protocol(
-                "answer's amount or openid differs from the request".into(),
+        created_status(reply)
+    }
+
+    /// The provider's view of a transfer by our number; `None` when it has
+    /// no such transfer.
+    pub async fn query_transfer(
+        &self,
+        out_bill_no: &str,
+    ) -> Result<Option<TransferStatus>, ClientError> {
+        if !valid_out_bill_no(out_bill_no) {
+            return Err(ClientError::local(
+                "PARAM_ERROR",
+                "out_bill_no must be 1 to 32 letters and digits",
             ));
+        }
+        let url = format!("{}/out-bill-no/{out_bill_no}", self.bills_path());
+        let status = self.query(&url).await?;
+        if let Some(s) = &status {
+            if s.out_bill_no != out_bill_no {
+                return Err(ClientError::Protocol(format!(
+                    "answer is for transfer {:?}, not {out_bill_no:?}",
+                    s.out_bill_no
+                )));
+            }
         }
         Ok(status)
     }
 
-    /// The provider's view of a transfer; `None` when it has no such
-    /// transfer.
-    pub async fn query_transfer(
+    /// The provider's view of a transfer by its number; `None` when it has
+    /// no such transfer.
+    pub async fn query_transfer_by_bill_no(
         &self,
-        partner_trade_no: &str,
+        transfer_bill_no: &str,
     ) -> Result<Option<TransferStatus>, ClientError> {
-        if !valid_trade_no(partner_trade_no) {
+        if transfer_bill_no.is_empty()
+            || transfer_bill_no.len() > 64
+            || !transfer_bill_no.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
             return Err(ClientError::local(
                 "PARAM_ERROR",
-                "partner_trade_no must be 1 to 32 of [A-Za-z0-9_-]",
+                "transfer_bill_no must be 1 to 64 letters and digits",
             ));
         }
-        let url = format!("{}/v3/transfers/{partner_trade_no}", self.inner.prefix);
+        let url = format!("{}/transfer-bill-no/{transfer_bill_no}", self.bills_path());
+        let status = self.query(&url).await?;
+        if let Some(s) = &status {
+            if s.transfer_bill_no != transfer_bill_no {
+                return Err(ClientError::Protocol(format!(
+                    "answer is for bill {:?}, not {transfer_bill_no:?}",
+                    s.transfer_bill_no
+                )));
+            }
+        }
+        Ok(status)
+    }
+
+    async fn query(&self, url: &str) -> Result<Option<TransferStatus>, ClientError> {
         let reply = self
-            .send(Method::GET, &url, None, true, MAX_JSON_BODY)
+            .send(Request {
+                method: Method::GET,
+                url,
+                body: None,
+                signed: true,
+                serial: None,
+                limit: MAX_JSON_BODY,
+            })
             .await?;
         let body = match classify(&reply) {
             Ok(body) => body,
             Err(ClientError::Rejected {
                 status: 404, code, ..
-            }) if code == "NOT_FOUND" => return Ok(None),
+            }) if code == "NOT_FOUND" || code == "ORDER_NOT_EXIST" => return Ok(None),
             Err(e) => return Err(e),
         };
-        let status = self.parse_transfer(body)?;
-        if status.partner_trade_no != partner_trade_no {
+        let reply: QueryReply = serde_json::from_slice(body)
+            .map_err(|e| ClientError::Protocol(format!("unreadable transfer: {e}")))?;
+        if reply.mch_id != self.inner.mchid || reply.appid != self.inner.appid {
             return Err(ClientError::Protocol(format!(
-                "answer is for transfer {:?}, not {partner_trade_no:?}",
-                status.partner_trade_no
+                "answer is for merchant {:?} app {:?}",
+                reply.mch_id, reply.appid
             )));
         }
-        Ok(Some(status))
+        queried_status(reply).map(Some)
+    }
+
+    /// Asks the provider to cancel a transfer the user has not confirmed
+    /// yet. The answer is `CANCELING` (or already `CANCELLED`); the final
+    /// state arrives as a notification or a query. A bill past
+    /// confirmation answers a refusal (`INVALID_REQUEST`).
+    pub async fn cancel_transfer(&self, out_bill_no: &str) -> Result<TransferStatus, ClientError> {
+        if !valid_out_bill_no(out_bill_no) {
+            return Err(ClientError::local(
+                "PARAM_ERROR",
+                "out_bill_no must be 1 to 32 letters and digits",
+            ));
+        }
+        let url = format!("{}/out-bill-no/{out_bill_no}/cancel", self.bills_path());
+        let reply = self
+            .send(Request {
+                method: Method::POST,
+                url: &url,
+                body: Some(Vec::new()),
+                signed: true,
+                serial: None,
+                limit: MAX_JSON_BODY,
+            })
+            .await?;
+        let reply: CancelReply = serde_json::from_slice(classify(&reply)?)
+            .map_err(|e| ClientError::Protocol(format!("unreadable cancel answer: {e}")))?;
+        if reply.out_bill_no != out_bill_no {
+            return Err(ClientError::Protocol(format!(
+                "answer is for transfer {:?}, not {out_bill_no:?}",
+                reply.out_bill_no
+            )));
+        }
+        if reply.transfer_bill_no.is_empty() {
+            return Err(ClientError::Protocol("empty transfer_bill_no".into()));
+        }
+        Ok(TransferStatus {
+            out_bill_no: reply.out_bill_no,
+            transfer_bill_no: reply.transfer_bill_no,
+            state: reply.state,
+            amount: None,
+            openid: None,
+            fail_reason: None,
+            package_info: None,
+            update_time: reply.update_time,
+        })
     }
 
     /// Downloads the daily bill of `date` (provider local date), verified;
@@ -515,7 +733,14 @@ impl ProviderClient {
             date.format("%Y-%m-%d")
         );
         let reply = self
-            .send(Method::GET, &url, None, true, MAX_BILL_BODY)
+            .send(Request {
+                method: Method::GET,
+                url: &url,
+                body: None,
+                signed: true,
+                serial: None,
+                limit: MAX_BILL_BODY,
+            })
             .await?;
         let body = classify(&reply)?;
         String::from_utf8(body.to_vec())
@@ -534,25 +759,32 @@ impl ProviderClient {
         self.verify_signed(h, body, now)?;
         let (_, result) = notify::parse_and_decrypt(&self.inner.api_v3_key, body)
             .map_err(|e| ClientError::Protocol(format!("notification: {e}")))?;
-        if result.mchid != self.inner.mchid {
+        if result.mch_id != self.inner.mchid {
             return Err(ClientError::Protocol(format!(
                 "notification for merchant {:?}",
-                result.mchid
+                result.mch_id
             )));
         }
         Ok(result)
     }
 
+    /// Checks the `Wechatpay-*` headers over `body`: a probe signature is
+    /// [`ClientError::SignatureProbe`], an unknown serial, a timestamp 5
+    /// minutes or more away, or a signature that does not verify
+    /// [`ClientError::BadSignature`].
     fn verify_signed(&self, h: &NotifyHeaders, body: &[u8], now: i64) -> Result<(), ClientError> {
-        if h.serial != self.inner.platform_serial {
+        if sign::is_probe_signature(&h.signature) {
+            return Err(ClientError::SignatureProbe);
+        }
+        let Some((_, key)) = self.inner.verify_keys.iter().find(|(s, _)| *s == h.serial) else {
             return Err(ClientError::BadSignature(format!(
                 "unknown {} {:?}",
                 sign::HEADER_SERIAL,
                 h.serial
             )));
-        }
+        };
         sign::verify_response(
-            &self.inner.platform_key,
+            key,
             &h.timestamp,
             &h.nonce,
             body,
@@ -561,12 +793,6 @@ impl ProviderClient {
             sign::DEFAULT_MAX_SKEW_SECS,
         )
         .map_err(|e| ClientError::BadSignature(e.to_string()))
-    }
-
-    fn parse_transfer(&self, body: &[u8]) -> Result<TransferStatus, ClientError> {
-        let reply: TransferReply = serde_json::from_slice(body)
-            .map_err(|e| ClientError::Protocol(format!("unreadable transfer: {e}")))?;
-        transfer_status(reply)
     }
 
     /// The `Authorization` header value for a request.
@@ -596,21 +822,10 @@ impl ProviderClient {
     /// also what is signed) and reads the answer, all within the timeout.
     /// With `signed`, the request carries an `Authorization` header and an
     /// answer that needs one must have a valid provider signature.
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        signed: bool,
-        limit: usize,
-    ) -> Result<RawReply, ClientError> {
+    async fn send(&self, r: Request<'_>) -> Result<RawReply, ClientError> {
         let deadline = self.inner.timeout;
-        let reply = match actix_web::rt::time::timeout(
-            deadline,
-            self.send_inner(method, url, body, signed, limit),
-        )
-        .await
-        {
+        let signed = r.signed;
+        let reply = match actix_web::rt::time::timeout(deadline, self.send_inner(r)).await {
             Ok(result) => result?,
             Err(_elapsed) => return Err(ClientError::Timeout),
         };
@@ -626,14 +841,7 @@ impl ProviderClient {
         Ok(reply)
     }
 
-    async fn send_inner(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        signed: bool,
-        limit: usize,
-    ) -> Result<RawReply, ClientError> {
+    async fn send_inner(&self, r: Request<'_>) -> Result<RawReply, ClientError> {
         // Slightly longer than the overall deadline: the outer timeout is the
         // one that fires and is reported.
         let mut connector =
@@ -646,17 +854,20 @@ impl ProviderClient {
             .connector(connector)
             .disable_redirects()
             .finish();
-        let full_url = format!("{}{url}", self.inner.origin);
-        let body = body.unwrap_or_default();
+        let full_url = format!("{}{}", self.inner.origin, r.url);
+        let body = r.body.unwrap_or_default();
         let mut request = client
-            .request(method.clone(), full_url)
+            .request(r.method.clone(), full_url)
             .insert_header(("Accept", "application/json"))
             .insert_header(("User-Agent", concat!("qrgate/", env!("CARGO_PKG_VERSION"))));
-        if signed {
-            let auth = self.authorization(&method, url, now(), &body)?;
+        if r.signed {
+            let auth = self.authorization(&r.method, r.url, now(), &body)?;
             request = request.insert_header(("Authorization", auth));
         }
-        let sent = if method == Method::POST {
+        if let Some(serial) = r.serial {
+            request = request.insert_header((sign::HEADER_SERIAL, serial));
+        }
+        let sent = if r.method == Method::POST {
             request
                 .insert_header(("Content-Type", "application/json"))
                 .send_body(body)
@@ -667,6 +878,7 @@ impl ProviderClient {
         let mut response = sent.map_err(map_send_error)?;
         let status = response.status();
         let headers = NotifyHeaders::from_headers(response.headers());
+        let limit = r.limit;
         let body = response.body().limit(limit).await.map_err(|e| match e {
             awc::error::PayloadError::Overflow => {
                 ClientError::Protocol(format!("answer larger than {limit} bytes"))
@@ -679,6 +891,20 @@ impl ProviderClient {
             body,
         })
     }
+}
+
+/// One request to the provider.
+struct Request<'a> {
+    method: Method,
+    /// Path and query (what is signed).
+    url: &'a str,
+    body: Option<Vec<u8>>,
+    /// Carries an `Authorization`, and its answer must be signed.
+    signed: bool,
+    /// `Wechatpay-Serial` to send: the key an encrypted field is under.
+    serial: Option<&'a str>,
+    /// Largest answer read.
+    limit: usize,
 }
 
 fn map_send_error(e: awc::error::SendRequestError) -> ClientError {
@@ -729,7 +955,9 @@ mod tests {
                 platform_serial: "P-SERIAL".into(),
                 api_v3_key: "0123456789abcdefghijklmnopqrstuv".into(),
                 timeout_ms: 5000,
-                server_ip: "127.0.0.1".into(),
+                platform_certificates: Vec::new(),
+                transfer_scene: TransferScene::default(),
+                transfer_remark: "奖励提现".into(),
                 authorize_url: None,
                 ca_file: None,
             };
@@ -748,11 +976,11 @@ mod tests {
 
     fn request() -> TransferRequest {
         TransferRequest {
-            partner_trade_no: "T-1_a".into(),
+            out_bill_no: "T1a".into(),
             openid: "o-user".into(),
             amount: 123,
-            description: "提现".into(),
-            check_name: CheckName::NoCheck,
+            remark: "提现".into(),
+            user_name: None,
             notify_url: "http://127.0.0.1:1/notify".into(),
         }
     }
@@ -784,7 +1012,8 @@ mod tests {
         );
         let cfg: ProviderConfig = toml::from_str(&text).expect("parse");
         assert_eq!(cfg.timeout_ms, 5000);
-        assert_eq!(cfg.server_ip, "127.0.0.1");
+        assert_eq!(cfg.transfer_scene, TransferScene::default());
+        assert_eq!(cfg.transfer_remark, "奖励提现");
         let debug = format!("{cfg:?}");
         assert!(!debug.contains("very-secret"), "{debug}");
         assert!(!debug.contains("0123456789abcdef"), "{debug}");
@@ -815,7 +1044,15 @@ mod tests {
         bad(&|c| c.mchid = String::new());
         bad(&|c| c.merchant_serial = "a\"b".into());
         bad(&|c| c.timeout_ms = 0);
-        bad(&|c| c.server_ip = "localhost".into());
+        bad(&|c| c.transfer_remark = "字".repeat(33));
+        bad(&|c| c.transfer_scene.report_infos.truncate(1));
+        bad(&|c| c.transfer_scene.id = "10-00".into());
+        bad(&|c| {
+            c.platform_certificates.push(VerifyKey {
+                serial: c.platform_serial.clone(),
+                file: c.platform_public_key_file.clone(),
+            })
+        });
         bad(&|c| c.merchant_key_file = c.platform_public_key_file.clone());
         bad(&|c| c.platform_public_key_file = c.merchant_key_file.clone());
         bad(&|c| c.merchant_key_file = "/nonexistent/key.pem".into());
@@ -835,53 +1072,184 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "mchid": "1900000001",
                 "appid": "wx-test",
-                "partner_trade_no": "T-1_a",
+                "out_bill_no": "T1a",
+                "transfer_scene_id": "1000",
                 "openid": "o-user",
-                "check_name": "NO_CHECK",
-                "amount": 123,
-                "desc": "提现",
-                "spbill_create_ip": "127.0.0.1",
+                "transfer_amount": 123,
+                "transfer_remark": "提现",
                 "notify_url": "http://127.0.0.1:1/notify",
+                "user_recv_perception": "现金奖励",
+                "transfer_scene_report_infos": [
+                    {"info_type": "活动名称", "info_content": "社区奖励提现"},
+                    {"info_type": "奖励说明", "info_content": "社区活动奖励"},
+                ],
             })
         );
-        let mut forced = request();
-        forced.check_name = CheckName::ForceCheck {
-            real_name: "张三".into(),
-        };
-        let json = serde_json::to_value(c.transfer_body(&forced).expect("body")).expect("json");
-        assert_eq!(json["check_name"], "FORCE_CHECK");
-        assert_eq!(json["re_user_name"], "张三");
+        // The real name travels encrypted under the provider's key.
+        let mut named = request();
+        named.user_name = Some("张三".into());
+        let body = c.transfer_body(&named).expect("body");
+        let cipher = body.user_name.clone().expect("encrypted name");
+        assert_ne!(cipher, "张三");
+        assert_eq!(
+            sign::decrypt_sensitive(&fixture().platform_private, &cipher).expect("decrypt"),
+            "张三"
+        );
+        assert_ne!(
+            c.transfer_body(&named).expect("body").user_name,
+            Some(cipher),
+            "OAEP is randomised"
+        );
 
         let refused = |edit: &dyn Fn(&mut TransferRequest)| {
             let mut t = request();
             edit(&mut t);
             match c.transfer_body(&t) {
-                Err(e @ ClientError::Rejected { status: 0, .. }) => assert!(!e.is_transient()),
+                Err(e @ ClientError::Rejected { status: 0, .. }) => {
+                    assert!(!e.is_transient());
+                    assert!(e.is_refusal());
+                }
                 other => panic!("expected a local refusal, got {other:?}"),
             }
         };
-        refused(&|t| t.partner_trade_no = String::new());
-        refused(&|t| t.partner_trade_no = "a/b".into());
-        refused(&|t| t.partner_trade_no = "x".repeat(33));
+        refused(&|t| t.out_bill_no = String::new());
+        refused(&|t| t.out_bill_no = "T-1".into());
+        refused(&|t| t.out_bill_no = "T_1".into());
+        refused(&|t| t.out_bill_no = "x".repeat(33));
         refused(&|t| t.amount = 0);
         refused(&|t| t.amount = u64::MAX);
         refused(&|t| t.openid = "o user".into());
-        refused(&|t| t.description = String::new());
-        refused(&|t| t.description = "字".repeat(33));
-        refused(&|t| t.description = "a\nb".into());
+        refused(&|t| t.remark = String::new());
+        refused(&|t| t.remark = "字".repeat(33));
+        refused(&|t| t.remark = "a\nb".into());
         refused(&|t| t.notify_url = "/relative".into());
         refused(&|t| t.notify_url = "ftp://x/y".into());
+        refused(&|t| t.notify_url = "http://example.com/notify".into());
+        refused(&|t| t.notify_url = "https://example.com/notify?x=1".into());
+        refused(&|t| t.user_name = Some(String::new()));
         refused(&|t| {
-            t.check_name = CheckName::ForceCheck {
-                real_name: String::new(),
-            }
+            t.amount = USER_NAME_ALLOWED_FROM_FEN - 1;
+            t.user_name = Some("张三".into());
         });
-        // 32 characters (not bytes) are fine.
+        // From 2,000 yuan the name is required.
+        refused(&|t| t.amount = USER_NAME_REQUIRED_FROM_FEN);
         let mut t = request();
-        t.description = "字".repeat(32);
+        t.amount = USER_NAME_REQUIRED_FROM_FEN;
+        t.user_name = Some("张三".into());
+        c.transfer_body(&t).expect("named");
+        // 32 characters (not bytes) are fine; https anywhere is.
+        let mut t = request();
+        t.remark = "字".repeat(32);
+        t.notify_url = "https://example.com/v1/provider/notify".into();
         c.transfer_body(&t).expect("32 characters");
+    }
+
+    #[test]
+    fn scene_1000_needs_its_two_report_entries() {
+        let mut scene = TransferScene::default();
+        assert_eq!(scene.check(), Ok(()));
+        scene.report_infos.retain(|i| i.info_type != "奖励说明");
+        scene.report_infos.push(SceneReportInfo {
+            info_type: "其他".into(),
+            info_content: "x".into(),
+        });
+        assert!(scene.check().is_err());
+        scene.id = "1002".into();
+        assert_eq!(
+            scene.check(),
+            Ok(()),
+            "other scenes are the operator's to fill"
+        );
+        scene.report_infos[0].info_content = "字".repeat(33);
+        assert!(scene.check().is_err());
+    }
+
+    #[test]
+    fn refusals_are_told_from_unknown_codes() {
+        let rejected = |code: &str| ClientError::Rejected {
+            status: 400,
+            code: code.into(),
+            message: String::new(),
+        };
+        for code in ["PARAM_ERROR", "INVALID_REQUEST", "NO_AUTH"] {
+            assert!(rejected(code).is_refusal(), "{code}");
+        }
+        assert!(!rejected("SOMETHING_NEW").is_refusal());
+        assert!(!ClientError::Timeout.is_refusal());
+        assert!(ClientError::SignatureProbe.is_transient());
+    }
+
+    #[test]
+    fn answers_signed_by_a_platform_certificate_or_a_probe() {
+        let f = fixture();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A platform certificate (X.509 PEM) with its own key.
+        let cert_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256);
+        let (cert_private, cert_pem) = match cert_key {
+            Ok(k) => {
+                let cert = rcgen::CertificateParams::new(vec!["wechatpay".into()])
+                    .expect("params")
+                    .self_signed(&k)
+                    .expect("cert");
+                (
+                    sign::private_key_from_pem(&k.serialize_pem()).expect("key"),
+                    cert.pem(),
+                )
+            }
+            // rcgen with ring cannot generate RSA keys: sign one ourselves.
+            Err(_) => {
+                let (private, _) = sign::generate_keypair().expect("keys");
+                let pem = sign::private_key_to_pem(&private).expect("pem");
+                let k = rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
+                    .expect("rcgen key");
+                let cert = rcgen::CertificateParams::new(vec!["wechatpay".into()])
+                    .expect("params")
+                    .self_signed(&k)
+                    .expect("cert");
+                (private, cert.pem())
+            }
+        };
+        let cert_file = dir.path().join("platform_cert.pem");
+        std::fs::write(&cert_file, cert_pem).expect("write");
+        let mut cfg = f.cfg.clone();
+        cfg.platform_certificates.push(VerifyKey {
+            serial: "CERT-SERIAL".into(),
+            file: cert_file,
+        });
+        let c = ProviderClient::new(&cfg).expect("client");
+        let body = br#"{"ok":true}"#;
+        let now = 1_700_000_000;
+        let by = |key: &RsaPrivateKey, serial: &str| {
+            let h = sign::sign_response_headers(key, serial, now, body).expect("headers");
+            NotifyHeaders {
+                timestamp: h.timestamp,
+                nonce: h.nonce,
+                signature: h.signature,
+                serial: h.serial,
+            }
+        };
+        c.verify_signed(&by(&cert_private, "CERT-SERIAL"), body, now)
+            .expect("the certificate's serial");
+        c.verify_signed(&by(&f.platform_private, "P-SERIAL"), body, now)
+            .expect("the public key's serial");
+        assert!(matches!(
+            c.verify_signed(&by(&cert_private, "P-SERIAL"), body, now),
+            Err(ClientError::BadSignature(_))
+        ));
+        let mut probe = by(&f.platform_private, "P-SERIAL");
+        probe.signature = format!("{}abc", sign::PROBE_SIGNATURE_PREFIX);
+        assert!(matches!(
+            c.verify_signed(&probe, body, now),
+            Err(ClientError::SignatureProbe)
+        ));
+        // Five minutes of skew or more is refused.
+        let h = by(&f.platform_private, "P-SERIAL");
+        assert!(c.verify_signed(&h, body, now + 299).is_ok());
+        assert!(matches!(
+            c.verify_signed(&h, body, now + 300),
+            Err(ClientError::BadSignature(_))
+        ));
     }
 
     #[test]
@@ -1017,8 +1385,8 @@ mod tests {
         let f = fixture();
         let key = notify::api_v3_key_from_str(&f.cfg.api_v3_key).expect("key");
         let result = TransferResult {
-            mchid: "1900000001".into(),
-            partner_trade_no: "T1".into(),
+            mch_id: "1900000001".into(),
+            out_bill_no: "T1".into(),
             transfer_bill_no: "B1".into(),
             state: TransferState::Success,
             amount: 100,
@@ -1066,7 +1434,7 @@ mod tests {
         ));
         // Another merchant's notification, validly signed.
         let foreign = TransferResult {
-            mchid: "1900000002".into(),
+            mch_id: "1900000002".into(),
             ..result
         };
         let body =

@@ -1,6 +1,8 @@
-//! Payment-provider integration modelled on WeChat Pay API v3 "transfer to
-//! user balance" (商家转账到零钱, `/v3/fund-app/mch-transfer/transfer-bills`).
+//! Payment-provider integration: WeChat Pay API v3 merchant transfers
+//! (商家转账, `/v3/fund-app/mch-transfer/transfer-bills`).
 //!
+//! - [`adapter`]: the [`adapter::PayoutProvider`] trait the server uses,
+//!   implemented by the client.
 //! - [`money`]: exact yuan string <-> integer fen conversion.
 //! - [`sign`]: SHA256-with-RSA request (`Authorization`) and response /
 //!   notification (`Wechatpay-*` headers) signatures, RSA key helpers, nonces.
@@ -20,8 +22,9 @@
 //!    headers and the provider's public key (chosen by `Wechatpay-Serial`);
 //! 2. [`notify::parse_and_decrypt`] with the APIv3 key;
 //! 3. apply the final [`notify::TransferState`] idempotently, keyed by
-//!    `partner_trade_no`.
+//!    `out_bill_no`.
 
+pub mod adapter;
 pub mod bill;
 pub mod client;
 pub mod money;
@@ -72,8 +75,8 @@ mod tests {
         let (private, public) = sign::tests::test_keys();
         let api_v3_key = notify::api_v3_key_from_str("0123456789abcdefghijklmnopqrstuv")?;
         let result = TransferResult {
-            mchid: "1900000001".into(),
-            partner_trade_no: "T1".into(),
+            mch_id: "1900000001".into(),
+            out_bill_no: "T1".into(),
             transfer_bill_no: "P1".into(),
             state: TransferState::Success,
             amount: parse_yuan("0.10")?,

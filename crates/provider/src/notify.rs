@@ -33,7 +33,7 @@
 //!
 //! ```json
 //! {
-//!   "mchid": "1900001109",
+//!   "mch_id": "1900001109",
 //!   "out_bill_no": "plfk2020042013",
 //!   "transfer_bill_no": "1330000071100999991182020050700019480001",
 //!   "state": "SUCCESS",
@@ -45,9 +45,9 @@
 //! }
 //! ```
 //!
-//! `out_bill_no` is our id (the struct field is `partner_trade_no`, the v2
-//! name), `transfer_bill_no` the provider's, `transfer_amount` is integer fen
-//! (struct field `amount`).
+//! `out_bill_no` is our number, `transfer_bill_no` the provider's,
+//! `transfer_amount` is integer fen (struct field `amount`). Some SDKs spell
+//! the merchant id `mchid`: both are read.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -224,11 +224,11 @@ impl TransferState {
 /// The decrypted transfer result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferResult {
-    /// Merchant id.
-    pub mchid: String,
-    /// Our transfer id (wire name `out_bill_no`).
-    #[serde(rename = "out_bill_no")]
-    pub partner_trade_no: String,
+    /// Merchant id (`mch_id`; `mchid` accepted too).
+    #[serde(alias = "mchid")]
+    pub mch_id: String,
+    /// Our transfer number.
+    pub out_bill_no: String,
     /// The provider's transfer id.
     pub transfer_bill_no: String,
     /// Transfer state.
@@ -345,10 +345,10 @@ fn is_rfc3339(value: &str) -> bool {
 }
 
 fn validate_result(result: &TransferResult) -> Result<(), NotifyError> {
-    if result.mchid.is_empty() {
-        return Err(NotifyError::InvalidField("mchid"));
+    if result.mch_id.is_empty() {
+        return Err(NotifyError::InvalidField("mch_id"));
     }
-    if result.partner_trade_no.is_empty() {
+    if result.out_bill_no.is_empty() {
         return Err(NotifyError::InvalidField("out_bill_no"));
     }
     if result.transfer_bill_no.is_empty() {
@@ -384,9 +384,9 @@ fn validate_result(result: &TransferResult) -> Result<(), NotifyError> {
 /// RFC 3339 times, and a final `state` (`SUCCESS`, `FAIL`, `CANCELLED`).
 ///
 /// It does not check the signature headers (use
-/// [`super::sign::verify_response`] on the raw body first), nor that `mchid`
+/// [`super::sign::verify_response`] on the raw body first), nor that `mch_id`
 /// is ours, nor deduplicate redeliveries (use `Envelope::id` or
-/// `partner_trade_no`).
+/// `out_bill_no`).
 pub fn parse_and_decrypt(
     api_v3_key: &[u8; 32],
     body: &[u8],
@@ -481,8 +481,8 @@ mod tests {
 
     fn result(state: TransferState) -> TransferResult {
         TransferResult {
-            mchid: "1900001109".into(),
-            partner_trade_no: "plfk2020042013".into(),
+            mch_id: "1900001109".into(),
+            out_bill_no: "plfk2020042013".into(),
             transfer_bill_no: "1330000071100999991182020050700019480001".into(),
             state,
             amount: 400_000,
@@ -688,7 +688,7 @@ mod tests {
         let resource = encrypt_resource(KEY, plaintext, "mch_payment").expect("encrypt");
         let body = notification_json(&resource, EVENT_TRANSFER_FINISHED, "encrypt-resource");
         let (_, r) = parse_and_decrypt(KEY, body.as_bytes()).expect("parse");
-        assert_eq!(r.partner_trade_no, "plfk2020042013");
+        assert_eq!(r.out_bill_no, "plfk2020042013");
         assert_eq!(r.amount, 400_000);
         assert_eq!(r.state, TransferState::Success);
         assert_eq!(r.fail_reason, None);
@@ -763,7 +763,7 @@ mod tests {
             Err(NotifyError::InvalidField("transfer_amount"))
         ));
         let mut r = result(TransferState::Success);
-        r.partner_trade_no.clear();
+        r.out_bill_no.clear();
         assert!(matches!(
             check(&r),
             Err(NotifyError::InvalidField("out_bill_no"))

@@ -31,6 +31,11 @@ pub enum ClientError {
     /// invalid: its content must not be trusted.
     #[error("bad provider signature: {0}")]
     BadSignature(String),
+    /// The provider's probe of whether we verify signatures (a
+    /// `WECHATPAY/SIGNTEST/` signature): refused like a bad signature, but
+    /// not an attack.
+    #[error("provider signature probe (WECHATPAY/SIGNTEST), refused")]
+    SignatureProbe,
     /// A malformed answer.
     #[error("provider protocol error: {0}")]
     Protocol(String),
@@ -41,14 +46,29 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether the outcome of the call is unknown and it may be retried (with
-    /// the same `partner_trade_no`) or queried: `Timeout`, `Unavailable`,
+    /// the same `out_bill_no`) or queried: `Timeout`, `Unavailable`,
     /// `BadSignature` and `Protocol`. `Rejected` and `Config` are definitive.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Timeout | Self::Unavailable(_) | Self::BadSignature(_) | Self::Protocol(_) => {
-                true
-            }
+            Self::Timeout
+            | Self::Unavailable(_)
+            | Self::BadSignature(_)
+            | Self::SignatureProbe
+            | Self::Protocol(_) => true,
             Self::Rejected { .. } | Self::Config(_) => false,
+        }
+    }
+
+    /// Whether the provider refused the request for good: it changed
+    /// nothing, and sending it again unchanged cannot succeed
+    /// (`PARAM_ERROR`, `INVALID_REQUEST`, `NO_AUTH`, ... or a local
+    /// refusal). A `4xx` with a code not known here is not: its outcome is
+    /// treated as unknown (query, then resend the same request).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Rejected { status: 0, .. } => true,
+            Self::Rejected { code, .. } => REFUSALS.contains(&code.as_str()),
+            _ => false,
         }
     }
 
@@ -60,6 +80,20 @@ impl ClientError {
         }
     }
 }
+
+/// Error codes that refuse a transfer request for good. `SYSTEM_ERROR`
+/// (5xx) and `FREQUENCY_LIMITED` (429) are transient; `NOT_FOUND` answers
+/// a query; `NOT_ENOUGH` (the merchant's funds are short) is not a refusal:
+/// the provider's advice is to top up and send the same number again.
+pub const REFUSALS: &[&str] = &[
+    "PARAM_ERROR",
+    "INVALID_REQUEST",
+    "NO_AUTH",
+    "APPID_MCHID_NOT_MATCH",
+    "OPENID_MISMATCH",
+    "ACCOUNT_ERROR",
+    "QUOTA_EXCEED",
+];
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 pub(crate) fn encode_query_value(value: &str) -> String {
@@ -136,17 +170,34 @@ pub(crate) fn needs_signature(status: u16) -> bool {
     status < 500 && status != 408 && status != 429
 }
 
-pub(crate) fn transfer_status(reply: TransferReply) -> Result<TransferStatus, ClientError> {
+pub(crate) fn created_status(reply: CreateReply) -> Result<TransferStatus, ClientError> {
     if reply.transfer_bill_no.is_empty() {
         return Err(ClientError::Protocol("empty transfer_bill_no".into()));
     }
     Ok(TransferStatus {
-        partner_trade_no: reply.partner_trade_no,
+        out_bill_no: reply.out_bill_no,
         transfer_bill_no: reply.transfer_bill_no,
         state: reply.state,
-        amount: reply.amount,
-        openid: reply.openid,
+        amount: None,
+        openid: None,
         fail_reason: reply.fail_reason.filter(|r| !r.is_empty()),
+        package_info: reply.package_info.filter(|p| !p.is_empty()),
+        update_time: reply.create_time,
+    })
+}
+
+pub(crate) fn queried_status(reply: QueryReply) -> Result<TransferStatus, ClientError> {
+    if reply.transfer_bill_no.is_empty() {
+        return Err(ClientError::Protocol("empty transfer_bill_no".into()));
+    }
+    Ok(TransferStatus {
+        out_bill_no: reply.out_bill_no,
+        transfer_bill_no: reply.transfer_bill_no,
+        state: reply.state,
+        amount: Some(reply.transfer_amount),
+        openid: Some(reply.openid),
+        fail_reason: reply.fail_reason.filter(|r| !r.is_empty()),
+        package_info: None,
         update_time: reply.update_time,
     })
 }

@@ -68,6 +68,15 @@ pub const DEFAULT_MAX_SKEW_SECS: u64 = 300;
 pub const NONCE_LEN: usize = 32;
 /// Key size used by [`generate_keypair`].
 pub const KEY_BITS: usize = 2048;
+/// How a signature the provider sends on purpose to probe whether the
+/// merchant verifies signatures begins. It never verifies; it is a test of
+/// the merchant, not a forgery.
+pub const PROBE_SIGNATURE_PREFIX: &str = "WECHATPAY/SIGNTEST/";
+
+/// Whether `signature` is one of the provider's probe signatures.
+pub fn is_probe_signature(signature: &str) -> bool {
+    signature.starts_with(PROBE_SIGNATURE_PREFIX)
+}
 
 const MIN_KEY_BITS: usize = 2048;
 const MAX_KEY_BITS: usize = 4096;
@@ -261,9 +270,55 @@ pub fn load_private_key(path: &Path) -> Result<RsaPrivateKey, SignError> {
     private_key_from_pem(&std::fs::read_to_string(path)?)
 }
 
-/// Reads a public key PEM file (see [`public_key_from_pem`]).
+/// The RSA public key of a `PUBLIC KEY` PEM (the WeChat Pay public key) or
+/// of a `CERTIFICATE` PEM (a platform certificate).
+pub fn public_key_or_certificate_from_pem(pem: &str) -> Result<RsaPublicKey, SignError> {
+    let pem = pem.trim();
+    if !pem.starts_with("-----BEGIN CERTIFICATE-----") {
+        return public_key_from_pem(pem);
+    }
+    use x509_cert::der::{DecodePem, Encode};
+    let cert = x509_cert::Certificate::from_pem(pem)
+        .map_err(|e| SignError::KeyDecode(format!("certificate: {e}")))?;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| SignError::KeyDecode(format!("certificate key: {e}")))?;
+    let key = RsaPublicKey::from_public_key_der(&spki)
+        .map_err(|e| SignError::KeyDecode(format!("certificate key: {e}")))?;
+    check_key_size(key.n().bits())?;
+    Ok(key)
+}
+
+/// Reads a public key or certificate PEM file (see
+/// [`public_key_or_certificate_from_pem`]).
 pub fn load_public_key(path: &Path) -> Result<RsaPublicKey, SignError> {
-    public_key_from_pem(&std::fs::read_to_string(path)?)
+    public_key_or_certificate_from_pem(&std::fs::read_to_string(path)?)
+}
+
+/// Encrypts a sensitive field (a real name) for the provider: RSA-OAEP with
+/// SHA-1 and MGF1-SHA-1 under the provider's public key, base64.
+pub fn encrypt_sensitive(key: &RsaPublicKey, plaintext: &str) -> Result<String, SignError> {
+    let ciphertext = key
+        .encrypt(
+            &mut OsRng,
+            rsa::Oaep::new::<sha1::Sha1>(),
+            plaintext.as_bytes(),
+        )
+        .map_err(|e| SignError::Crypto(e.to_string()))?;
+    Ok(B64.encode(ciphertext))
+}
+
+/// Decrypts what [`encrypt_sensitive`] made, with the provider's private key.
+pub fn decrypt_sensitive(key: &RsaPrivateKey, ciphertext_b64: &str) -> Result<String, SignError> {
+    let ciphertext = B64
+        .decode(ciphertext_b64)
+        .map_err(|_| SignError::BadBase64)?;
+    let plain = key
+        .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &ciphertext)
+        .map_err(|e| SignError::Crypto(e.to_string()))?;
+    String::from_utf8(plain).map_err(|_| SignError::Crypto("not UTF-8".into()))
 }
 
 /// Writes a private key as PKCS#8 PEM. On Unix a newly created file gets mode
@@ -356,13 +411,13 @@ fn parse_timestamp(value: &str) -> Result<i64, SignError> {
 
 fn check_skew(timestamp: i64, now: i64, max_skew: u64) -> Result<(), SignError> {
     let diff = i128::from(now) - i128::from(timestamp);
-    if diff > i128::from(max_skew) {
+    if diff >= i128::from(max_skew) {
         Err(SignError::TimestampExpired {
             timestamp,
             now,
             max_skew,
         })
-    } else if -diff > i128::from(max_skew) {
+    } else if -diff >= i128::from(max_skew) {
         Err(SignError::TimestampInFuture {
             timestamp,
             now,
@@ -820,15 +875,16 @@ pub(crate) mod tests {
     fn request_skew() {
         let (_, public) = test_keys();
         let auth = parse_authorization(&signed_header()).expect("parse");
-        // Exactly at the limit is accepted on both sides.
-        verify_request(public, &auth, "POST", URL, BODY, NOW + 300, 300).expect("edge old");
-        verify_request(public, &auth, "POST", URL, BODY, NOW - 300, 300).expect("edge future");
+        // Just inside the limit is accepted on both sides; at it (five
+        // minutes or more) refused.
+        verify_request(public, &auth, "POST", URL, BODY, NOW + 299, 300).expect("edge old");
+        verify_request(public, &auth, "POST", URL, BODY, NOW - 299, 300).expect("edge future");
         assert!(matches!(
-            verify_request(public, &auth, "POST", URL, BODY, NOW + 301, 300),
+            verify_request(public, &auth, "POST", URL, BODY, NOW + 300, 300),
             Err(SignError::TimestampExpired { .. })
         ));
         assert!(matches!(
-            verify_request(public, &auth, "POST", URL, BODY, NOW - 301, 300),
+            verify_request(public, &auth, "POST", URL, BODY, NOW - 300, 300),
             Err(SignError::TimestampInFuture { .. })
         ));
         assert!(matches!(

@@ -91,7 +91,9 @@ fn config(
         platform_serial: "P".into(),
         api_v3_key: "0123456789abcdefghijklmnopqrstuv".into(),
         timeout_ms: 5000,
-        server_ip: "127.0.0.1".into(),
+        platform_certificates: Vec::new(),
+        transfer_scene: Default::default(),
+        transfer_remark: "奖励提现".into(),
         authorize_url: None,
         ca_file,
     }
