@@ -728,6 +728,14 @@ impl Config {
         }
     }
 
+    /// The remark transfers carry (the configured provider's).
+    pub fn transfer_remark(&self) -> Option<&str> {
+        match &self.provider {
+            Provider::External(p) => Some(&p.transfer_remark),
+            _ => None,
+        }
+    }
+
     fn validate_provider(&self) -> Result<(), String> {
         let clustered = !self.cluster.nats.is_empty();
         match &self.provider {

@@ -33,7 +33,7 @@ pub struct ForgeriesView {
     /// The first refused notification since the server started.
     pub first: Option<Rejection>,
     /// Refused notifications since the start, and by reason (`signature`,
-    /// `protocol`, `rate_limited`, `replay`).
+    /// `unreadable`, `rate_limited`, `replay`).
     pub total: u64,
     pub by_reason: BTreeMap<String, u64>,
 }

@@ -88,6 +88,13 @@ pub struct Payout {
     /// `CANCELLED`): the job only queries from then on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// When the user confirmed (the provider went on to `TRANSFERING`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<i64>,
+    /// The remark sent with the transfer, fixed when the payout was made so
+    /// that every retry sends the same fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
 }
 
 /// What the app hands to WeChat for the user to confirm a transfer
@@ -101,9 +108,16 @@ pub struct Confirm {
     pub package_info: String,
 }
 
-/// The confirmation a payout waits for, given the merchant's ids.
+/// The confirmation a payout waits for, given the merchant's ids: while it
+/// awaits it, and while it is processing after one (WeChat lets the user
+/// open the confirmation again while the transfer is under way).
 pub fn confirm_of(p: &Payout, mch_id: &str, app_id: &str) -> Option<Confirm> {
-    if p.state != PayoutState::AwaitingConfirmation {
+    let open = match p.state {
+        PayoutState::AwaitingConfirmation => true,
+        PayoutState::Processing => p.confirmed_at.is_some(),
+        _ => false,
+    };
+    if !open {
         return None;
     }
     Some(Confirm {
@@ -379,6 +393,22 @@ pub fn advance(p: &Payout, a: &Answer) -> Step {
     }
 }
 
+/// When the job next talks to the provider about `p` (ms), given the
+/// backoff's `retry_at`: never once final; by its confirmation deadline
+/// while one is ahead (the job then cancels it); past it (a cancel that
+/// failed) the backoff holds, so a failing cancel is not hammered.
+pub fn next_attempt(p: &Payout, retry_at: i64, now_ms: i64) -> Option<i64> {
+    if p.state.is_final() {
+        return None;
+    }
+    let deadline = p
+        .confirm_by
+        .filter(|_| p.state == PayoutState::AwaitingConfirmation && !p.cancel_requested)
+        .map(|t| t.saturating_mul(1000))
+        .filter(|d| *d > now_ms);
+    Some(deadline.map_or(retry_at, |d| retry_at.min(d)))
+}
+
 /// Whether the job should ask the provider to cancel `p` at `now`: still
 /// unconfirmed past its deadline, and not asked already.
 pub fn should_cancel(p: &Payout, now: i64) -> bool {
@@ -392,8 +422,9 @@ pub fn should_cancel(p: &Payout, now: i64) -> bool {
 /// Waiting for the user's confirmation is not being stuck: such a payout
 /// counts from its confirmation deadline.
 pub fn is_stuck(p: &Payout, now: i64, stuck_after: i64) -> bool {
-    let since = match (p.state, p.confirm_by) {
-        (PayoutState::AwaitingConfirmation, Some(by)) => by,
+    let since = match p.state {
+        PayoutState::AwaitingConfirmation => p.confirm_by.unwrap_or(p.created_at),
+        PayoutState::Processing => p.confirmed_at.unwrap_or(p.created_at),
         _ => p.created_at,
     };
     !p.state.is_final() && now - since >= stuck_after
@@ -540,6 +571,8 @@ mod tests {
             package_info: None,
             confirm_by: None,
             cancel_requested: false,
+            confirmed_at: None,
+            remark: None,
         }
     }
 
@@ -676,6 +709,49 @@ mod tests {
             advance(&payout(Succeeded, true), &cancelled),
             Step::Contradiction(_)
         ));
+    }
+
+    #[test]
+    fn the_job_wakes_by_the_deadline_and_backs_off_after_it() {
+        let mut p = payout(PayoutState::AwaitingConfirmation, true);
+        p.confirm_by = Some(100);
+        assert_eq!(
+            next_attempt(&p, 300_000, 50_000),
+            Some(100_000),
+            "by the deadline"
+        );
+        assert_eq!(
+            next_attempt(&p, 60_000, 50_000),
+            Some(60_000),
+            "backoff first"
+        );
+        assert_eq!(
+            next_attempt(&p, 300_000, 100_001),
+            Some(300_000),
+            "past it: the backoff, not now"
+        );
+        p.cancel_requested = true;
+        assert_eq!(next_attempt(&p, 300_000, 50_000), Some(300_000));
+        p.state = PayoutState::Cancelled;
+        assert_eq!(next_attempt(&p, 300_000, 50_000), None);
+    }
+
+    #[test]
+    fn waiting_for_the_user_is_not_being_stuck() {
+        let mut p = payout(PayoutState::AwaitingConfirmation, true);
+        p.created_at = 0;
+        p.confirm_by = Some(10_000);
+        assert!(!is_stuck(&p, 5_000, 1_800));
+        assert!(is_stuck(&p, 11_800, 1_800));
+        p.state = PayoutState::Processing;
+        p.confirmed_at = Some(9_000);
+        assert!(
+            !is_stuck(&p, 10_000, 1_800),
+            "counted from the confirmation"
+        );
+        assert!(is_stuck(&p, 10_800, 1_800));
+        p.confirmed_at = None;
+        assert!(is_stuck(&p, 5_000, 1_800), "never asked: from its creation");
     }
 
     #[test]

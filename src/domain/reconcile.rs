@@ -240,6 +240,8 @@ mod tests {
             package_info: None,
             confirm_by: None,
             cancel_requested: false,
+            confirmed_at: None,
+            remark: None,
         }
     }
 

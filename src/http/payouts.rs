@@ -641,35 +641,9 @@ async fn notify(
     // Missing headers verify as empty ones: refused like a bad signature.
     let h = NotifyHeaders::from_headers(req.headers()).unwrap_or_default();
     let now = crate::clock::now();
-    let result = client.verify_notification(&h, body, now).map_err(|e| {
-        // The provider probing whether we verify signatures: refused, as it
-        // expects, but no forgery.
-        if matches!(e, ClientError::SignatureProbe) {
-            tracing::info!("a provider signature probe (WECHATPAY/SIGNTEST) refused");
-            return ("probe", ApiError::Unauthorized);
-        }
-        // The body is not logged: it is what a forger controls.
-        tracing::warn!(error = %e, serial = %h.serial, "provider notification rejected");
-        let reason = match e {
-            ClientError::BadSignature(_) => "signature",
-            _ => "protocol",
-        };
-        let peer = req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        let detail: String = e.to_string().chars().take(200).collect();
-        if let Ok(mut g) = state.notifications.lock() {
-            g.forgeries.record(
-                Rejection {
-                    at: rfc3339(now),
-                    peer: peer.clone(),
-                    reason: detail.clone(),
-                },
-                reason,
-            );
-        }
-        forgery_event(state, now, peer, detail);
+    // Refusals count against the sender's network (a flood is then refused
+    // unread).
+    let count_refusal = || {
         if let Some(n) = network {
             if let Err(nu) = state.notify_refusals.check_key(&n) {
                 let wait =
@@ -679,8 +653,57 @@ async fn notify(
                     .insert(n, std::time::Instant::now() + wait);
             }
         }
-        ("rejected", ApiError::Unauthorized)
-    })?;
+    };
+    let peer = || {
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
+    };
+    let result = match client.verify_notification(&h, body, now) {
+        Ok(r) => r,
+        // The provider probing whether we verify signatures: refused, as it
+        // expects, but no forgery.
+        Err(ClientError::SignatureProbe) => {
+            tracing::debug!("a provider signature probe (WECHATPAY/SIGNTEST) refused");
+            count_refusal();
+            return Err(("probe", ApiError::Unauthorized));
+        }
+        Err(e @ ClientError::BadSignature(_)) => {
+            // The body is not logged: it is what a forger controls.
+            tracing::warn!(error = %e, serial = %h.serial, "provider notification rejected");
+            let detail: String = e.to_string().chars().take(200).collect();
+            if let Ok(mut g) = state.notifications.lock() {
+                g.forgeries.record(
+                    Rejection {
+                        at: rfc3339(now),
+                        peer: peer(),
+                        reason: detail.clone(),
+                    },
+                    "signature",
+                );
+            }
+            forgery_event(state, now, peer(), detail);
+            count_refusal();
+            return Err(("rejected", ApiError::Unauthorized));
+        }
+        // Signed by the provider, yet not readable (or for another
+        // merchant): no forgery, but the operator must look. Refused, so
+        // the provider delivers it again.
+        Err(e) => {
+            tracing::error!(error = %e, "a signed provider notification that cannot be applied");
+            if let Ok(mut g) = state.notifications.lock() {
+                g.forgeries.record(
+                    Rejection {
+                        at: rfc3339(now),
+                        peer: peer(),
+                        reason: e.to_string().chars().take(200).collect(),
+                    },
+                    "unreadable",
+                );
+            }
+            return Err(("unreadable", ApiError::Unauthorized));
+        }
+    };
     // Signed, in time: a nonce seen already is a captured request sent
     // again. Acknowledged (the provider may not retry it) and not applied.
     let fresh = state

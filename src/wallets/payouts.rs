@@ -161,6 +161,8 @@ impl WalletActor {
             package_info: None,
             confirm_by: None,
             cancel_requested: false,
+            confirmed_at: None,
+            remark: self.env.config.transfer_remark().map(str::to_owned),
         };
         w.payout(&p, None);
         w.payout_indexes(&p, &key_hash);
@@ -239,6 +241,9 @@ impl WalletActor {
             match payout::advance(&p, a) {
                 Next::Keep => {}
                 Next::Processing { bill_no } => {
+                    if p.state == PayoutState::AwaitingConfirmation {
+                        q.confirmed_at = Some(now);
+                    }
                     q.state = PayoutState::Processing;
                     q.transfer_bill_no = Some(bill_no);
                 }
@@ -296,14 +301,7 @@ impl WalletActor {
                 }
             }
         }
-        // An unconfirmed transfer is looked at again by its deadline, when
-        // the job cancels it.
-        let deadline = q
-            .confirm_by
-            .filter(|_| q.state == PayoutState::AwaitingConfirmation && !q.cancel_requested)
-            .map(|t| t.saturating_mul(1000));
-        q.next_attempt_at = (!q.state.is_final())
-            .then_some(deadline.map_or(retry_at, |d| retry_at.min(d.max(now_ms()))));
+        q.next_attempt_at = payout::next_attempt(&q, retry_at, now_ms());
         q.updated_at = now;
         let moved = q.state != p.state || q.package_info != p.package_info;
         if q == p {

@@ -238,7 +238,10 @@ impl Runner {
             out_bill_no: p.partner_trade_no.clone(),
             openid: p.openid.clone(),
             amount: p.amount,
-            remark: self.client.remark().to_owned(),
+            remark: p
+                .remark
+                .clone()
+                .unwrap_or_else(|| self.client.remark().to_owned()),
             user_name,
             notify_url: self.notify_url.clone(),
         })
@@ -288,10 +291,8 @@ impl Runner {
                 if s.state == TransferState::WaitUserConfirm && p.package_info.is_none() =>
             {
                 match self.create(p).await {
-                    Ok(created) if created.package_info.is_some() => {
-                        self.judge(p, &created, sent.map(|e| e.to_string()))
-                    }
-                    Ok(_) => self.judge(p, &s, sent.map(|e| e.to_string())),
+                    // The create answers the bill as it stands now.
+                    Ok(created) => self.judge(p, &created, sent.map(|e| e.to_string())),
                     Err(e) => {
                         let (answer, _) = self.judge(p, &s, None);
                         (answer, Some(e.to_string()))

@@ -377,7 +377,7 @@ async fn transfer_waits_for_the_user_then_is_notified_idempotent_and_queryable()
     assert_eq!(n.state, TransferState::Success);
     assert_eq!(n.amount, 150);
     assert_eq!(n.openid, "o-alice");
-    assert_eq!(n.mch_id, paysim::MCHID);
+    assert_eq!(n.merchant(), Some(paysim::MCHID));
     let view = sim.transfer("T1").await;
     assert_eq!(view["package_info"], package_info.as_str());
     assert_eq!(view["confirmation"], "auto");

@@ -362,6 +362,7 @@ pub fn merchant_config(base_url: &str, keys_dir: &Path) -> Result<ProviderConfig
         platform_certificates: Vec::new(),
         transfer_scene: TransferScene::default(),
         transfer_remark: "奖励提现".into(),
+        oauth_base_url: None,
         authorize_url: Some(format!(
             "{}/connect/oauth2/authorize",
             base_url.trim_end_matches('/')

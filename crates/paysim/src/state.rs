@@ -368,7 +368,7 @@ impl Transfer {
             transfer_amount: r.transfer_amount,
             transfer_remark: r.transfer_remark.clone(),
             fail_reason: self.fail_reason.clone(),
-            openid: r.openid.clone(),
+            openid: Some(r.openid.clone()),
             user_name: r.user_name.clone(),
             create_time: rfc3339(&self.create_time),
             update_time: rfc3339(&self.update_time),
@@ -388,7 +388,8 @@ impl Transfer {
     /// The decrypted notification content.
     pub fn result(&self) -> TransferResult {
         TransferResult {
-            mch_id: MCHID.to_owned(),
+            mch_id: Some(MCHID.to_owned()),
+            mchid: None,
             out_bill_no: self.request.out_bill_no.clone(),
             transfer_bill_no: self.transfer_bill_no.clone(),
             state: self.state,
@@ -1594,7 +1595,7 @@ mod tests {
         assert_eq!(q.user_name, None);
         let r = t.result();
         assert_eq!(r.out_bill_no, "V1");
-        assert_eq!(r.mch_id, MCHID);
+        assert_eq!(r.merchant(), Some(MCHID));
         assert_eq!(r.amount, 100);
         assert_eq!(reply.create_time, rfc3339(&t.create_time));
     }

@@ -119,6 +119,11 @@ use super::reply::*;
 use super::sign::{self, RsaPrivateKey, RsaPublicKey};
 pub use super::wire::*;
 
+/// The codes a query for a bill the provider does not have may carry (the
+/// documentation names `NOT_FOUND`; the others are WeChat Pay's generic
+/// spellings of it).
+const NOT_FOUND_CODES: [&str; 3] = ["NOT_FOUND", "ORDER_NOT_EXIST", "RESOURCE_NOT_EXISTS"];
+
 /// Largest JSON answer read.
 const MAX_JSON_BODY: usize = 1 << 20;
 /// Largest bill read.
@@ -184,6 +189,11 @@ pub struct ProviderConfig {
     /// [`ProviderClient::remark`].
     #[serde(default = "default_remark")]
     pub transfer_remark: String,
+    /// Where the OAuth token endpoints are (`/sns/oauth2/...`): default
+    /// `https://api.weixin.qq.com`, or `base_url` when that is plain http
+    /// to this machine (the simulator serves both).
+    #[serde(default)]
+    pub oauth_base_url: Option<String>,
     /// The OAuth authorize page the browser link flow sends users to;
     /// default WeChat's, `https://open.weixin.qq.com/connect/oauth2/authorize`.
     #[serde(default)]
@@ -211,6 +221,7 @@ impl fmt::Debug for ProviderConfig {
             .field("platform_certificates", &self.platform_certificates)
             .field("transfer_scene", &self.transfer_scene)
             .field("transfer_remark", &self.transfer_remark)
+            .field("oauth_base_url", &self.oauth_base_url)
             .field("authorize_url", &self.authorize_url)
             .field("ca_file", &self.ca_file)
             .finish()
@@ -227,6 +238,9 @@ fn now() -> i64 {
 struct Inner {
     /// `scheme://authority` without a trailing slash.
     origin: String,
+    /// The same for the OAuth endpoints.
+    oauth_origin: String,
+    oauth_prefix: String,
     /// Path prefix of the base URL, without a trailing slash (often empty).
     prefix: String,
     mchid: String,
@@ -266,6 +280,49 @@ impl fmt::Debug for ProviderClient {
     }
 }
 
+/// Where WeChat serves the OAuth token endpoints.
+pub const DEFAULT_OAUTH_BASE_URL: &str = "https://api.weixin.qq.com";
+
+/// `(scheme://authority, path prefix, https)` of a base URL: http or https
+/// with a host, no credentials, no query; plain http only to this machine.
+fn parse_base(url: &str, name: &str) -> Result<(String, String, bool), ClientError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| ClientError::Config(format!("{name} {url:?}: {e}")))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            return Err(ClientError::Config(format!(
+                "{name} {url:?} must be an http or https URL"
+            )))
+        }
+    };
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(|| ClientError::Config(format!("{name} {url:?} has no host")))?;
+    if authority.as_str().contains('@') {
+        return Err(ClientError::Config(format!(
+            "{name} must not carry credentials"
+        )));
+    }
+    if uri.query().is_some() {
+        return Err(ClientError::Config(format!("{name} must not have a query")));
+    }
+    if !https && !crate::tls::is_loopback(authority.host()) {
+        return Err(ClientError::Config(format!(
+            "{name} {url:?}: plain http only to this machine (the simulator); use https"
+        )));
+    }
+    let scheme = if https { "https" } else { "http" };
+    Ok((
+        format!("{scheme}://{authority}"),
+        uri.path().trim_end_matches('/').to_owned(),
+        https,
+    ))
+}
+
 /// WeChat's OAuth authorize page.
 pub const DEFAULT_AUTHORIZE_URL: &str = "https://open.weixin.qq.com/connect/oauth2/authorize";
 
@@ -292,34 +349,15 @@ fn check_config_field(value: &str, name: &str) -> Result<(), ClientError> {
 impl ProviderClient {
     /// Loads and checks the keys and settings.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, ClientError> {
-        let uri: Uri = cfg
-            .base_url
-            .parse()
-            .map_err(|e| ClientError::Config(format!("base_url {:?}: {e}", cfg.base_url)))?;
-        let scheme = match uri.scheme_str() {
-            Some(s @ ("http" | "https")) => s,
-            _ => {
-                return Err(ClientError::Config(format!(
-                    "base_url {:?} must be an http or https URL",
-                    cfg.base_url
-                )))
-            }
+        let (origin, prefix, https) = parse_base(&cfg.base_url, "base_url")?;
+        // WeChat serves OAuth from another host than payments; the
+        // simulator (on this machine) serves both.
+        let oauth_base = match &cfg.oauth_base_url {
+            Some(u) => u.clone(),
+            None if !https => cfg.base_url.clone(),
+            None => DEFAULT_OAUTH_BASE_URL.to_owned(),
         };
-        let authority = uri
-            .authority()
-            .filter(|a| !a.host().is_empty())
-            .ok_or_else(|| {
-                ClientError::Config(format!("base_url {:?} has no host", cfg.base_url))
-            })?;
-        if authority.as_str().contains('@') {
-            return Err(ClientError::Config(
-                "base_url must not carry credentials".into(),
-            ));
-        }
-        if uri.query().is_some() {
-            return Err(ClientError::Config("base_url must not have a query".into()));
-        }
-        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let (oauth_origin, oauth_prefix, oauth_https) = parse_base(&oauth_base, "oauth_base_url")?;
         let authorize_url = cfg
             .authorize_url
             .clone()
@@ -336,15 +374,10 @@ impl ProviderClient {
                 "authorize_url {authorize_url:?}: an https URL without a query (http only to this machine)"
             )));
         }
-        let tls = if scheme == "https" {
+        let tls = if https || oauth_https {
             Some(crate::tls::client_config(cfg.ca_file.as_deref()).map_err(ClientError::Config)?)
-        } else if crate::tls::is_loopback(authority.host()) {
-            None
         } else {
-            return Err(ClientError::Config(format!(
-                "base_url {:?}: plain http only to this machine (the simulator); use https",
-                cfg.base_url
-            )));
+            None
         };
         for (value, name) in [
             (&cfg.mchid, "mchid"),
@@ -396,8 +429,10 @@ impl ProviderClient {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                origin: format!("{scheme}://{authority}"),
+                origin,
                 prefix,
+                oauth_origin,
+                oauth_prefix,
                 mchid: cfg.mchid.clone(),
                 appid: cfg.appid.clone(),
                 app_secret: cfg.app_secret.clone(),
@@ -450,7 +485,10 @@ impl ProviderClient {
             ("code", code),
             ("grant_type", "authorization_code"),
         ]);
-        let url = format!("{}/sns/oauth2/access_token?{query}", self.inner.prefix);
+        let url = format!(
+            "{}/sns/oauth2/access_token?{query}",
+            self.inner.oauth_prefix
+        );
         let reply = self
             .send(Request {
                 method: Method::GET,
@@ -474,7 +512,10 @@ impl ProviderClient {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ]);
-        let url = format!("{}/sns/oauth2/refresh_token?{query}", self.inner.prefix);
+        let url = format!(
+            "{}/sns/oauth2/refresh_token?{query}",
+            self.inner.oauth_prefix
+        );
         let reply = self
             .send(Request {
                 method: Method::GET,
@@ -665,7 +706,7 @@ impl ProviderClient {
             Ok(body) => body,
             Err(ClientError::Rejected {
                 status: 404, code, ..
-            }) if code == "NOT_FOUND" || code == "ORDER_NOT_EXIST" => return Ok(None),
+            }) if NOT_FOUND_CODES.contains(&code.as_str()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let reply: QueryReply = serde_json::from_slice(body)
@@ -759,10 +800,9 @@ impl ProviderClient {
         self.verify_signed(h, body, now)?;
         let (_, result) = notify::parse_and_decrypt(&self.inner.api_v3_key, body)
             .map_err(|e| ClientError::Protocol(format!("notification: {e}")))?;
-        if result.mch_id != self.inner.mchid {
+        if let Some(m) = result.merchant().filter(|m| *m != self.inner.mchid) {
             return Err(ClientError::Protocol(format!(
-                "notification for merchant {:?}",
-                result.mch_id
+                "notification for merchant {m:?}"
             )));
         }
         Ok(result)
@@ -776,7 +816,13 @@ impl ProviderClient {
         if sign::is_probe_signature(&h.signature) {
             return Err(ClientError::SignatureProbe);
         }
-        let Some((_, key)) = self.inner.verify_keys.iter().find(|(s, _)| *s == h.serial) else {
+        // Certificate serials are hex, in either case.
+        let Some((_, key)) = self
+            .inner
+            .verify_keys
+            .iter()
+            .find(|(s, _)| s.eq_ignore_ascii_case(&h.serial))
+        else {
             return Err(ClientError::BadSignature(format!(
                 "unknown {} {:?}",
                 sign::HEADER_SERIAL,
@@ -854,7 +900,13 @@ impl ProviderClient {
             .connector(connector)
             .disable_redirects()
             .finish();
-        let full_url = format!("{}{}", self.inner.origin, r.url);
+        // Unsigned requests are the OAuth ones.
+        let origin = if r.signed {
+            &self.inner.origin
+        } else {
+            &self.inner.oauth_origin
+        };
+        let full_url = format!("{origin}{}", r.url);
         let body = r.body.unwrap_or_default();
         let mut request = client
             .request(r.method.clone(), full_url)
@@ -958,6 +1010,7 @@ mod tests {
                 platform_certificates: Vec::new(),
                 transfer_scene: TransferScene::default(),
                 transfer_remark: "奖励提现".into(),
+                oauth_base_url: None,
                 authorize_url: None,
                 ca_file: None,
             };
@@ -1062,6 +1115,21 @@ mod tests {
         let client = ProviderClient::new(&cfg).expect("https with a prefix");
         assert_eq!(client.inner.origin, "https://api.example.com");
         assert_eq!(client.inner.prefix, "/prefix");
+        // WeChat serves OAuth from its own host; the simulator serves both.
+        assert_eq!(client.inner.oauth_origin, "https://api.weixin.qq.com");
+        assert_eq!(client.inner.oauth_prefix, "");
+        let local = ProviderClient::new(base).expect("the simulator");
+        assert_eq!(local.inner.oauth_origin, local.inner.origin);
+        cfg.oauth_base_url = Some("https://oauth.example.com/o/".into());
+        let client = ProviderClient::new(&cfg).expect("an OAuth base");
+        assert_eq!(
+            (
+                client.inner.oauth_origin.as_str(),
+                client.inner.oauth_prefix.as_str()
+            ),
+            ("https://oauth.example.com", "/o")
+        );
+        bad(&|c| c.oauth_base_url = Some("http://example.com".into()));
     }
 
     #[test]
@@ -1385,7 +1453,8 @@ mod tests {
         let f = fixture();
         let key = notify::api_v3_key_from_str(&f.cfg.api_v3_key).expect("key");
         let result = TransferResult {
-            mch_id: "1900000001".into(),
+            mch_id: Some("1900000001".into()),
+            mchid: None,
             out_bill_no: "T1".into(),
             transfer_bill_no: "B1".into(),
             state: TransferState::Success,
@@ -1434,7 +1503,8 @@ mod tests {
         ));
         // Another merchant's notification, validly signed.
         let foreign = TransferResult {
-            mch_id: "1900000002".into(),
+            mch_id: None,
+            mchid: Some("1900000002".into()),
             ..result
         };
         let body =

@@ -75,7 +75,8 @@ mod tests {
         let (private, public) = sign::tests::test_keys();
         let api_v3_key = notify::api_v3_key_from_str("0123456789abcdefghijklmnopqrstuv")?;
         let result = TransferResult {
-            mch_id: "1900000001".into(),
+            mch_id: Some("1900000001".into()),
+            mchid: None,
             out_bill_no: "T1".into(),
             transfer_bill_no: "P1".into(),
             state: TransferState::Success,

@@ -224,9 +224,14 @@ impl TransferState {
 /// The decrypted transfer result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferResult {
-    /// Merchant id (`mch_id`; `mchid` accepted too).
-    #[serde(alias = "mchid")]
-    pub mch_id: String,
+    /// Merchant id. The documentation says `mch_id`, some SDKs `mchid`;
+    /// both are read, and neither is required (the resource is encrypted
+    /// under our APIv3 key already). See [`TransferResult::merchant`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mch_id: Option<String>,
+    /// See `mch_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mchid: Option<String>,
     /// Our transfer number.
     pub out_bill_no: String,
     /// The provider's transfer id.
@@ -249,6 +254,11 @@ pub struct TransferResult {
 }
 
 impl TransferResult {
+    /// The merchant id it names, under either spelling.
+    pub fn merchant(&self) -> Option<&str> {
+        self.mch_id.as_deref().or(self.mchid.as_deref())
+    }
+
     /// `update_time` as a timestamp.
     pub fn update_time_parsed(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
         chrono::DateTime::parse_from_rfc3339(&self.update_time).ok()
@@ -345,7 +355,7 @@ fn is_rfc3339(value: &str) -> bool {
 }
 
 fn validate_result(result: &TransferResult) -> Result<(), NotifyError> {
-    if result.mch_id.is_empty() {
+    if result.merchant().is_some_and(str::is_empty) {
         return Err(NotifyError::InvalidField("mch_id"));
     }
     if result.out_bill_no.is_empty() {
@@ -481,7 +491,8 @@ mod tests {
 
     fn result(state: TransferState) -> TransferResult {
         TransferResult {
-            mch_id: "1900001109".into(),
+            mch_id: Some("1900001109".into()),
+            mchid: None,
             out_bill_no: "plfk2020042013".into(),
             transfer_bill_no: "1330000071100999991182020050700019480001".into(),
             state,
@@ -689,6 +700,7 @@ mod tests {
         let body = notification_json(&resource, EVENT_TRANSFER_FINISHED, "encrypt-resource");
         let (_, r) = parse_and_decrypt(KEY, body.as_bytes()).expect("parse");
         assert_eq!(r.out_bill_no, "plfk2020042013");
+        assert_eq!(r.merchant(), Some("1900001109"), "the mchid spelling");
         assert_eq!(r.amount, 400_000);
         assert_eq!(r.state, TransferState::Success);
         assert_eq!(r.fail_reason, None);

@@ -195,7 +195,7 @@ pub(crate) fn queried_status(reply: QueryReply) -> Result<TransferStatus, Client
         transfer_bill_no: reply.transfer_bill_no,
         state: reply.state,
         amount: Some(reply.transfer_amount),
-        openid: Some(reply.openid),
+        openid: reply.openid,
         fail_reason: reply.fail_reason.filter(|r| !r.is_empty()),
         package_info: None,
         update_time: reply.update_time,

@@ -148,7 +148,7 @@ impl TransferScene {
 }
 
 /// A transfer to a user's balance, as the payout job asks for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TransferRequest {
     /// Our number: 1 to 32 letters and digits, unique per payout, reused on
     /// every retry.
@@ -165,6 +165,20 @@ pub struct TransferRequest {
     /// Where the provider sends the final-state notification (https, no
     /// query; http to this machine for the simulator).
     pub notify_url: String,
+}
+
+impl std::fmt::Debug for TransferRequest {
+    /// The real name is not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferRequest")
+            .field("out_bill_no", &self.out_bill_no)
+            .field("openid", &self.openid)
+            .field("amount", &self.amount)
+            .field("remark", &self.remark)
+            .field("user_name", &self.user_name.as_ref().map(|_| "<redacted>"))
+            .field("notify_url", &self.notify_url)
+            .finish()
+    }
 }
 
 /// A transfer as the provider reports it.
@@ -257,8 +271,9 @@ pub struct QueryReply {
     /// Failure code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_reason: Option<String>,
-    /// Payee.
-    pub openid: String,
+    /// Payee (not promised in every answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openid: Option<String>,
     /// The encrypted real name, when one was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,

@@ -94,6 +94,8 @@ fn config(
         platform_certificates: Vec::new(),
         transfer_scene: Default::default(),
         transfer_remark: "奖励提现".into(),
+        // The test's TLS server plays WeChat's OAuth host too.
+        oauth_base_url: Some(base_url.into()),
         authorize_url: None,
         ca_file,
     }
