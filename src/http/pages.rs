@@ -131,14 +131,18 @@ fn script_sources(html: &str) -> String {
     out
 }
 
-/// The Content-Security-Policy of a page: its own scripts by hash, inline
-/// styles, requests to this server only, and never inside a frame.
+/// The Content-Security-Policy of a page: its own scripts by hash (and
+/// WeChat's JS-SDK where the page loads it), inline styles, requests to
+/// this server only, and never inside a frame.
 fn content_security_policy(html: &str) -> String {
+    let mut scripts = script_sources(html);
+    if html.contains(&format!("<script src=\"{JSSDK_URL}\"")) {
+        scripts = format!("{} {JSSDK_URL}", scripts.replace(" 'none'", ""));
+    }
     format!(
-        "default-src 'none'; script-src{}; style-src 'unsafe-inline'; \
+        "default-src 'none'; script-src{scripts}; style-src 'unsafe-inline'; \
          connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
-         frame-ancestors 'none'",
-        script_sources(html)
+         frame-ancestors 'none'"
     )
 }
 
@@ -364,12 +368,20 @@ struct ConfirmPage {
     /// "Confirm by 13 Dec 2026 18:05".
     until: String,
     confirm: Option<crate::domain::payout::Confirm>,
+    /// `wx.config`'s arguments (JSON), when the provider gave a ticket.
+    jsapi: Option<String>,
     /// The texts its script shows (JSON).
     messages: String,
 }
 
+/// WeChat's JS-SDK, which a page must load and configure before it may
+/// ask for the user's confirmation.
+pub const JSSDK_URL: &str = "https://res.wx.qq.com/open/js/jweixin-1.6.0.js";
+
 /// The page where a user confirms receipt of a payout in WeChat: opened in
-/// WeChat's browser, its button hands the transfer's package to
+/// WeChat's browser, it loads and configures the JS-SDK (`wx.config` signed
+/// with the official account's `jsapi_ticket` over this page's URL), and its
+/// button hands the transfer's package to
 /// `WeixinJSBridge.invoke('requestMerchantTransfer', ...)`. The payout id
 /// (random, known to its user only) is what opens it; the page shows the
 /// amount and status and nothing of the user. Only the payee's own WeChat
@@ -407,12 +419,27 @@ pub async fn payout_confirm_page(
             &[("date", Arg::Str(&l.date_time(t, offset)))],
         )
     });
+    // The JS-SDK signs the page's URL as the browser has it.
+    let jsapi = match (&confirm, &state.provider) {
+        (Some(_), Some(provider)) => {
+            let url = format!("{}{}", state.base_url, req.uri());
+            match provider.jsapi_config(&url).await {
+                Ok(c) => serde_json::to_string(&c).ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no JS-SDK ticket for the confirmation page");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let page = ConfirmPage {
         l,
         amount: l.amount(p.amount),
         status,
         until,
         confirm,
+        jsapi,
         messages: l.script_messages(
             &[
                 "confirm-done",
@@ -450,6 +477,11 @@ mod tests {
         assert!(!csp.contains("script-src 'unsafe-inline'"), "{csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(content_security_policy("<p>no scripts</p>").contains("script-src 'none';"));
+        // WeChat's JS-SDK, where a page (from its template) loads it.
+        let sdk = format!("<script src=\"{JSSDK_URL}\"></script><script>go()</script>");
+        let csp = content_security_policy(&sdk);
+        assert!(csp.contains(&format!("' {JSSDK_URL};")), "{csp}");
+        assert!(!content_security_policy("<p>x</p>").contains("res.wx.qq.com"));
     }
 
     #[test]

@@ -8,6 +8,19 @@ use super::payouts::{browse, server, Sim};
 use serde_json::{json, Value};
 use std::time::Duration;
 
+async fn sim_get(sim: &Sim, path: &str) -> (u16, Value) {
+    let mut r = client()
+        .get(format!("{}{path}", sim.base))
+        .send()
+        .await
+        .expect("sim request");
+    let b = r.body().await.expect("body");
+    (
+        r.status().as_u16(),
+        serde_json::from_slice(&b).unwrap_or(Value::Null),
+    )
+}
+
 async fn faults(sim: &Sim, f: Value) {
     let (s, v) = sim.post("/sim/faults", f).await;
     assert!(s < 300, "{s} {v}");
@@ -73,6 +86,33 @@ async fn a_payout_waits_for_the_users_confirmation_then_pays() {
     assert!(page.contains("requestMerchantTransfer"), "{page}");
     assert!(page.contains("data-app-id=\"wx-qrgate-sim\""), "{page}");
     assert!(page.contains("¥3.00"), "{page}");
+    // It loads WeChat's JS-SDK and configures it for its own URL, signed
+    // with the official account's jsapi_ticket.
+    assert!(
+        page.contains("res.wx.qq.com/open/js/jweixin-1.6.0.js"),
+        "{page}"
+    );
+    let attr = page
+        .split("data-jsapi=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("data-jsapi");
+    let jsapi: Value = serde_json::from_str(&attr.replace("&quot;", "\"").replace("&#34;", "\""))
+        .expect("wx.config arguments");
+    assert_eq!(jsapi["appId"], "wx-qrgate-sim", "{jsapi}");
+    let (s, t) = sim_get(&sim, "/sim/jsapi_ticket").await;
+    assert_eq!(s, 200);
+    let ticket = s_(&t["ticket"]);
+    assert_eq!(
+        jsapi["signature"],
+        json!(qrgate_provider::jsapi::signature(
+            &ticket,
+            jsapi["nonceStr"].as_str().unwrap_or(""),
+            jsapi["timestamp"].as_i64().unwrap_or(0),
+            &url
+        )),
+        "{jsapi}"
+    );
     let (s, _, _) = browse(
         &app,
         &format!(

@@ -89,6 +89,10 @@
 //!   (none without one), redelivered until a 200/204 after 15 s, 15 s,
 //!   30 s, 3 m, 10 m, 20 m, 30 m, 30 m, 30 m, 60 m, 3 h, 3 h, 3 h, 6 h and
 //!   6 h, each times the time factor.
+//! - The official account's API: `POST /cgi-bin/stable_token`
+//!   (`client_credential` with the app id and secret) answers an access
+//!   token, `GET /cgi-bin/ticket/getticket?access_token&type=jsapi` the
+//!   JS-SDK `jsapi_ticket` (one per simulator).
 //! - OAuth: codes registered with `POST /sim/codes` map to an openid and are
 //!   single use (`40029 invalid code` when unknown, `40163 code been used`
 //!   the second time); a wrong appid is `40013`, a wrong secret `40125`, a
@@ -114,6 +118,7 @@
 //! | `POST /sim/complete` | `{"out_bill_no","state":"SUCCESS"\|"FAIL"\|"CANCELLED","fail_reason"?}` | completes now from any state and notifies (409 if final in another state; same state: notifies again) |
 //! | `POST /sim/bill_override` | `{"out_bill_no","amount"?,"status"?:"SUCCESS"\|"FAIL"\|"CANCELLED","omit"?}` | the bill reports that transfer differently, or not at all |
 //! | `POST /sim/bill_extra` | `{"out_bill_no","openid","amount","status"?,"transfer_bill_no"?,"description"?,"fail_reason"?,"transfer_time"?,"mchid"?,"appid"?}` | a bill row for a transfer that does not exist |
+//! | `GET /sim/jsapi_ticket` | | `{"ticket"}`: the official account's JS-SDK ticket handed out (`null` before the first) |
 //! | `GET /sim/transfers` | | every bill: `out_bill_no` (and `partner_trade_no`), `state`, `package_info`, `confirmation`, `confirmed`, `user_name` (decrypted), `create_requests`, `cancel_requests`, `notifications`, `deliveries`, `acks`, ... |
 //!
 //! Faults: `delay_ms` delays every `/v3` answer; `timeout_next: N` — the

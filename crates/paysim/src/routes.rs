@@ -58,6 +58,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             &format!("{BILLS}/transfer-bill-no/{{transfer_bill_no}}"),
             web::get().to(query_by_transfer_bill_no),
         )
+        .route("/cgi-bin/stable_token", web::post().to(stable_token))
+        .route("/cgi-bin/ticket/getticket", web::get().to(get_ticket))
         .route("/v3/bills", web::get().to(bill))
         .service(
             web::scope("/sim")
@@ -69,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/bill_override", web::post().to(bill_override))
                 .route("/bill_extra", web::post().to(bill_extra))
                 .route("/transfers", web::get().to(transfers))
+                .route("/jsapi_ticket", web::get().to(jsapi_ticket))
                 .route("/confirm", web::post().to(confirm))
                 .route("/complete", web::post().to(complete)),
         );
@@ -180,6 +183,72 @@ async fn access_token(sim: Data, query: web::Query<HashMap<String, String>>) -> 
         Ok(grant) => issue_tokens(&sim, grant.openid, None),
         Err((errcode, errmsg)) => oauth_error(errcode, errmsg),
     }
+}
+
+// ---------------------------------------------------------------------------
+// The official account's API: the JS-SDK ticket
+// ---------------------------------------------------------------------------
+
+#[derive(serde::Deserialize)]
+struct StableToken {
+    grant_type: String,
+    appid: String,
+    secret: String,
+}
+
+/// `POST /cgi-bin/stable_token`: an access token for the app's credentials.
+async fn stable_token(sim: Data, body: web::Bytes) -> HttpResponse {
+    let Ok(req) = serde_json::from_slice::<StableToken>(&body) else {
+        return oauth_error(47001, "data format error");
+    };
+    if req.grant_type != "client_credential" {
+        return oauth_error(40002, "invalid grant_type");
+    }
+    if req.appid != APPID {
+        return oauth_error(40013, "invalid appid");
+    }
+    if req.secret != APP_SECRET {
+        return oauth_error(40125, "invalid appsecret");
+    }
+    let Ok(token) = sign::random_alphanumeric(64) else {
+        return oauth_error(-1, "system error");
+    };
+    sim.lock().mp_tokens.insert(token.clone());
+    HttpResponse::Ok().json(json!({ "access_token": token, "expires_in": 7200 }))
+}
+
+/// `GET /cgi-bin/ticket/getticket?access_token=..&type=jsapi`.
+async fn get_ticket(sim: Data, query: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let get = |k: &str| query.get(k).map(String::as_str);
+    if get("type") != Some("jsapi") {
+        return oauth_error(40097, "invalid args");
+    }
+    let mut st = sim.lock();
+    if !get("access_token").is_some_and(|t| st.mp_tokens.contains(t)) {
+        return oauth_error(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        );
+    }
+    let ticket = match st.jsapi_ticket.clone() {
+        Some(t) => t,
+        None => match sign::random_alphanumeric(86) {
+            Ok(t) => {
+                st.jsapi_ticket = Some(t.clone());
+                t
+            }
+            Err(_) => return oauth_error(-1, "system error"),
+        },
+    };
+    HttpResponse::Ok()
+        .json(json!({ "errcode": 0, "errmsg": "ok", "ticket": ticket, "expires_in": 7200 }))
+}
+
+/// `GET /sim/jsapi_ticket`: the ticket the simulator hands out (for tests
+/// that check a page's JS-SDK signature); `null` before the first.
+async fn jsapi_ticket(sim: Data) -> HttpResponse {
+    let ticket = sim.lock().jsapi_ticket.clone();
+    HttpResponse::Ok().json(json!({ "ticket": ticket }))
 }
 
 async fn refresh_token(sim: Data, query: web::Query<HashMap<String, String>>) -> HttpResponse {

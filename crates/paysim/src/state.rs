@@ -589,6 +589,10 @@ pub struct State {
     pub used_codes: HashSet<String>,
     /// Refresh token -> openid.
     pub refresh_tokens: HashMap<String, String>,
+    /// The official account's access tokens (`/cgi-bin/stable_token`).
+    pub mp_tokens: HashSet<String>,
+    /// The official account's `jsapi_ticket` (made on first request).
+    pub jsapi_ticket: Option<String>,
     /// openid -> real name (from `POST /sim/codes`).
     pub real_names: HashMap<String, String>,
     /// Injected faults and limits.
@@ -615,6 +619,8 @@ impl State {
             codes: HashMap::new(),
             used_codes: HashSet::new(),
             refresh_tokens: HashMap::new(),
+            mp_tokens: HashSet::new(),
+            jsapi_ticket: None,
             real_names: HashMap::new(),
             faults: Faults {
                 delay_ms: 0,

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use crate::client::{
     ClientError, NotifyHeaders, OAuthTokens, ProviderClient, TransferRequest, TransferStatus,
 };
+use crate::jsapi::JsapiConfig;
 use crate::notify::TransferResult;
 
 /// A call to the provider (not `Send`: await it on the actix runtime).
@@ -48,6 +49,9 @@ pub trait PayoutProvider: Send + Sync {
     fn refresh<'a>(&'a self, refresh_token: &'a str) -> Call<'a, OAuthTokens>;
     /// The daily bill of `date`, as text.
     fn download_bill(&self, date: chrono::NaiveDate) -> Call<'_, String>;
+    /// The JS-SDK configuration for a page at `url` that lets the user
+    /// confirm a transfer in WeChat's browser.
+    fn jsapi_config<'a>(&'a self, url: &'a str) -> Call<'a, JsapiConfig>;
 }
 
 impl PayoutProvider for ProviderClient {
@@ -88,5 +92,8 @@ impl PayoutProvider for ProviderClient {
     }
     fn download_bill(&self, date: chrono::NaiveDate) -> Call<'_, String> {
         Box::pin(ProviderClient::download_bill(self, date))
+    }
+    fn jsapi_config<'a>(&'a self, url: &'a str) -> Call<'a, JsapiConfig> {
+        Box::pin(ProviderClient::jsapi_config(self, url))
     }
 }

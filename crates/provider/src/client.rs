@@ -259,6 +259,8 @@ struct Inner {
     timeout: Duration,
     /// For an `https` base URL.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The official account's `jsapi_ticket` and until when it serves.
+    jsapi_ticket: std::sync::Mutex<Option<(String, i64)>>,
     authorize_url: String,
 }
 
@@ -446,6 +448,7 @@ impl ProviderClient {
                 api_v3_key,
                 timeout: Duration::from_millis(cfg.timeout_ms),
                 tls,
+                jsapi_ticket: std::sync::Mutex::new(None),
                 authorize_url,
             }),
         })
@@ -500,6 +503,85 @@ impl ProviderClient {
             })
             .await?;
         oauth_tokens(reply.status, &reply.body)
+    }
+
+    /// The JS-SDK configuration for the page at `url` (its full URL as
+    /// the browser has it). The `jsapi_ticket` is fetched once and kept
+    /// until shortly before it expires.
+    pub async fn jsapi_config(&self, url: &str) -> Result<crate::jsapi::JsapiConfig, ClientError> {
+        let now = now();
+        let cached = self
+            .inner
+            .jsapi_ticket
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .filter(|(_, until)| *until > now);
+        let ticket = match cached {
+            Some((t, _)) => t,
+            None => {
+                let (t, expires_in) = self.fetch_jsapi_ticket().await?;
+                if let Ok(mut g) = self.inner.jsapi_ticket.lock() {
+                    *g = Some((t.clone(), now + (expires_in - 300).max(60)));
+                }
+                t
+            }
+        };
+        let nonce_str = sign::random_alphanumeric(16)
+            .map_err(|e| ClientError::Config(format!("cannot make a nonce: {e}")))?;
+        Ok(crate::jsapi::JsapiConfig {
+            app_id: self.inner.appid.clone(),
+            timestamp: now,
+            signature: crate::jsapi::signature(&ticket, &nonce_str, now, url),
+            nonce_str,
+        })
+    }
+
+    async fn fetch_jsapi_ticket(&self) -> Result<(String, i64), ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": self.inner.appid,
+            "secret": self.inner.app_secret,
+        }))
+        .map_err(|e| ClientError::Protocol(format!("cannot serialise the request: {e}")))?;
+        let url = format!("{}/cgi-bin/stable_token", self.inner.oauth_prefix);
+        let reply = self
+            .send(Request {
+                method: Method::POST,
+                url: &url,
+                body: Some(body),
+                signed: false,
+                serial: None,
+                limit: MAX_JSON_BODY,
+            })
+            .await?;
+        let token = mp_reply(&reply)?
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ClientError::Protocol("stable_token answer without access_token".into())
+            })?;
+        let url = format!(
+            "{}/cgi-bin/ticket/getticket?{}",
+            self.inner.oauth_prefix,
+            query_string(&[("access_token", &token), ("type", "jsapi")])
+        );
+        let reply = self
+            .send(Request {
+                method: Method::GET,
+                url: &url,
+                body: None,
+                signed: false,
+                serial: None,
+                limit: MAX_JSON_BODY,
+            })
+            .await?;
+        let r = mp_reply(&reply)?;
+        let ticket = r
+            .ticket
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ClientError::Protocol("getticket answer without ticket".into()))?;
+        Ok((ticket, r.expires_in.unwrap_or(7200)))
     }
 
     /// Gets a new access token with a refresh token.
@@ -957,6 +1039,28 @@ struct Request<'a> {
     serial: Option<&'a str>,
     /// Largest answer read.
     limit: usize,
+}
+
+/// An official-account API answer: 200 with `errcode` 0 (or none), else an
+/// error.
+fn mp_reply(reply: &RawReply) -> Result<crate::jsapi::MpReply, ClientError> {
+    match reply.status {
+        200 => {}
+        408 | 429 | 500..=599 => {
+            return Err(ClientError::Unavailable(format!("HTTP {}", reply.status)))
+        }
+        s => return Err(ClientError::Protocol(format!("unexpected HTTP status {s}"))),
+    }
+    let r: crate::jsapi::MpReply = serde_json::from_slice(&reply.body)
+        .map_err(|e| ClientError::Protocol(format!("unreadable answer: {e}")))?;
+    match r.errcode {
+        Some(code) if code != 0 => Err(ClientError::Rejected {
+            status: 200,
+            code: code.to_string(),
+            message: r.errmsg.unwrap_or_default(),
+        }),
+        _ => Ok(r),
+    }
 }
 
 fn map_send_error(e: awc::error::SendRequestError) -> ClientError {

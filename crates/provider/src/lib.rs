@@ -27,6 +27,7 @@
 pub mod adapter;
 pub mod bill;
 pub mod client;
+pub mod jsapi;
 pub mod money;
 pub mod notify;
 mod reply;
