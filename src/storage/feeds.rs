@@ -1,7 +1,10 @@
 //! Event feeds on disk. `fe/` (feed, first seq) holds a chunk of a
 //! feed's consecutive events (those one persist brought, at most
 //! [`CHUNK_EVENTS`] or [`CHUNK_BYTES`] each), so a busy feed costs a
-//! record per chunk, not per event; `fh/` (feed) where the feed stands.
+//! record per chunk, not per event. `fh/` (feed) holds where the feed
+//! stands, written only when its oldest event moves (events dropped): its
+//! last seq is the greater of the stored one and the last chunk's, so an
+//! event costs no head write.
 //! Written only by the outbox consumer, with its cursor (see `push.rs` and
 //! `feeds.rs`).
 
@@ -36,8 +39,8 @@ impl Stored {
 }
 
 /// What the consumer writes with its cursor: new events, the heads that
-/// moved (stored only for feeds left empty), and the seqs that dropped out
-/// of their feeds.
+/// moved (stored only where events dropped out), and the seqs that dropped
+/// out of their feeds.
 #[derive(Default)]
 pub struct FeedBatch {
     pub entries: Vec<(Feed, u64, Stored)>,
@@ -115,8 +118,12 @@ impl Storage {
             }
             w.put(chunk_key(*feed, *first), encode_chunk(&chunk));
         }
+        // A head is stored where its oldest moved; its last seq is the last
+        // chunk's otherwise.
         for (f, h) in &b.heads {
-            w.put(key(b"fh/", &[&f.key()]), h.to_bytes().to_vec());
+            if b.drops.iter().any(|(d, _)| d == f) {
+                w.put(key(b"fh/", &[&f.key()]), h.to_bytes().to_vec());
+            }
         }
         for (f, range) in &b.drops {
             // A chunk goes once all of it is below the range's end; one that
@@ -142,12 +149,33 @@ impl Storage {
     /// Where `feed` stands on disk (a feed never written: empty, at 0).
     pub fn feed_head(&self, feed: Feed) -> Result<Head> {
         let k = key(b"fh/", &[&feed.key()]);
-        match self.inner.tree.get(&k)? {
-            None => Ok(Head::default()),
+        let mut head = match self.inner.tree.get(&k)? {
+            None => Head::default(),
             Some(v) => Head::from_bytes(&v).ok_or_else(|| {
                 StorageError::Corrupt(String::from_utf8_lossy(&k).into(), "bad feed head".into())
-            }),
+            })?,
+        };
+        // The last chunk ends where the feed stands, unless it was all
+        // dropped (then the stored head says).
+        if let Some((ck, v)) = self
+            .inner
+            .tree
+            .range(chunk_key(feed, 0)..=chunk_key(feed, u64::MAX))
+            .next_back()
+            .transpose()?
+        {
+            let last = match decode_chunk(&v).and_then(|e| e.last().map(|(s, _)| *s)) {
+                Some(last) => last,
+                // A chunk that does not decode (readers skip it): past the
+                // most it can hold, so no seq is given twice.
+                None => {
+                    tracing::error!(key = %String::from_utf8_lossy(&ck), "a feed chunk does not decode");
+                    first_of(&ck).unwrap_or(0) + CHUNK_EVENTS as u64 - 1
+                }
+            };
+            head.last = head.last.max(last);
         }
+        Ok(head)
     }
 
     /// Up to `limit` events of `feed` from seq `from` on, in order. A
@@ -211,6 +239,7 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::test_store;
 
     #[test]
     fn a_chunk_reads_back() {
@@ -226,6 +255,69 @@ mod tests {
         assert_eq!(decode_chunk(&c), Some(vec![(7, a), (8, b)]));
         assert_eq!(decode_chunk(&c[..c.len() - 1]), None);
         assert_eq!(decode_chunk(&[]), Some(vec![]));
+    }
+
+    /// Heads are stored only where events dropped out; elsewhere the last
+    /// chunk says where the feed stands.
+    #[test]
+    fn a_head_is_the_last_chunk_unless_events_dropped() {
+        let (_dir, rt, store) = test_store();
+        let f = Feed::Group(crate::domain::ids::GroupId([7; 16]));
+        let ev = |n: u64| Stored {
+            at: n as i64,
+            body: Arc::from(format!("{{\"n\":{n}}}")),
+        };
+        let write = |b: &FeedBatch| {
+            let mut w = WriteSet::new();
+            store.write_feeds(b, &mut w).expect("feeds");
+            rt.block_on(store.submit(w)).expect("write");
+        };
+        assert_eq!(store.feed_head(f).expect("head"), Head::default());
+        // Two rounds, 1..=3 then 4..=5: no head record, the chunks tell.
+        for round in [1..=3u64, 4..=5] {
+            write(&FeedBatch {
+                entries: round.clone().map(|n| (f, n, ev(n))).collect(),
+                heads: vec![(
+                    f,
+                    Head {
+                        last: *round.end(),
+                        oldest: 1,
+                    },
+                )],
+                drops: vec![],
+            });
+        }
+        assert!(store
+            .inner
+            .tree
+            .get(key(b"fh/", &[&f.key()]))
+            .expect("get")
+            .is_none());
+        assert_eq!(
+            store.feed_head(f).expect("head"),
+            Head { last: 5, oldest: 1 }
+        );
+        // Everything up to 5 drops out: the head is stored, the chunks go,
+        // and the seqs go on from it.
+        write(&FeedBatch {
+            entries: vec![],
+            heads: vec![(f, Head { last: 5, oldest: 6 })],
+            drops: vec![(f, 1..6)],
+        });
+        assert_eq!(store.feed_entries(f, 1, 10).expect("entries"), vec![]);
+        assert_eq!(
+            store.feed_head(f).expect("head"),
+            Head { last: 5, oldest: 6 }
+        );
+        write(&FeedBatch {
+            entries: vec![(f, 6, ev(6))],
+            heads: vec![(f, Head { last: 6, oldest: 6 })],
+            drops: vec![],
+        });
+        assert_eq!(
+            store.feed_head(f).expect("head"),
+            Head { last: 6, oldest: 6 }
+        );
     }
 
     #[test]
