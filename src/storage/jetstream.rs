@@ -600,6 +600,9 @@ async fn open_streams(js: &Context, opts: &LogOptions) -> Result<Buckets, String
 /// After this long without an entry, the follower checks that the stream
 /// holds nothing it has not delivered.
 const STALL_CHECK: Duration = Duration::from_secs(2);
+/// How long a stream that seems to have gone back behind what this node
+/// applied must keep seeming so before the node believes it.
+const WENT_BACK_CONFIRM: Duration = Duration::from_secs(10);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((25u64 << attempt.min(5)).min(500))
@@ -742,12 +745,32 @@ enum Stop {
 }
 
 impl Follower {
-    /// Ends when the receiver is gone or the stream went back.
+    /// Ends when the receiver is gone or the stream went back. A stream
+    /// that seems to have gone back is asked again for [`WENT_BACK_CONFIRM`]
+    /// first: right after an election a server that was leader (stopped,
+    /// say, and resumed) can still answer with the state it had, behind
+    /// what the new leader holds.
     async fn run(mut self, tx: &tokio::sync::mpsc::Sender<Entry>) {
         let mut attempt = 0u32;
+        let mut seemed_back: Option<std::time::Instant> = None;
         loop {
             match self.once(tx).await {
                 Stop::Done => return,
+                Stop::WentBack(w)
+                    if seemed_back.is_none_or(|t| t.elapsed() < WENT_BACK_CONFIRM) =>
+                {
+                    let since = *seemed_back.get_or_insert_with(std::time::Instant::now);
+                    tracing::warn!(
+                        delivered = w.delivered,
+                        stream_last = w.stream_last,
+                        for_ms = since.elapsed().as_millis() as u64,
+                        "the log seems to have gone back; asking again"
+                    );
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
                 Stop::WentBack(w) => {
                     tracing::error!(
                         delivered = w.delivered,
@@ -763,6 +786,8 @@ impl Follower {
                     if tx.is_closed() {
                         return;
                     }
+                    // The stream held what was delivered, after all.
+                    seemed_back = None;
                     tracing::warn!(error = %e, next = self.next, "following the log failed; starting again");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
