@@ -430,10 +430,20 @@ impl Storage {
             .log
             .first()
             .map_err(|e| StorageError::Io(format!("cannot read the log: {e}")))?;
-        let last = cluster
+        let mut last = cluster
             .log
             .stream_last()
             .map_err(|e| StorageError::Io(format!("cannot read the log: {e}")))?;
+        // Behind the checkpoint: ask again for a while before believing it
+        // (right after an election a server a few entries behind can answer).
+        let asked = std::time::Instant::now();
+        while last < pos && asked.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(500));
+            last = cluster
+                .log
+                .stream_last()
+                .map_err(|e| StorageError::Io(format!("cannot read the log: {e}")))?;
+        }
         if last < pos {
             // The log lost entries this node's checkpoint holds: rebuild
             // this node from the log (from the start, or from a snapshot
