@@ -48,17 +48,40 @@ impl Sim {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let mut r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .send_json(&body)
-            .await
-            .expect("sim request");
+        let req = self.client.post(format!("{}{path}", self.base));
+        self.send(req, Some(&body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let req = self.client.get(format!("{}{path}", self.base));
+        self.send(req, None).await
+    }
+
+    /// Its status and JSON (null when not JSON).
+    async fn send(&self, req: awc::ClientRequest, body: Option<&Value>) -> (u16, Value) {
+        let sent = match body {
+            Some(b) => req.send_json(b).await,
+            None => req.send().await,
+        };
+        let mut r = sent.expect("sim request");
         let b = r.body().await.expect("body");
         (
             r.status().as_u16(),
             serde_json::from_slice(&b).unwrap_or(Value::Null),
         )
+    }
+
+    /// Wait until the simulator's bill `out_bill_no` is in `state`; its view.
+    pub async fn transfer_in(&self, out_bill_no: &str, state: &str) -> Value {
+        let mut t = Value::Null;
+        for _ in 0..100 {
+            t = self.transfer(out_bill_no).await;
+            if t["state"] == state {
+                return t;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("bill {out_bill_no} never became {state}: {t}");
     }
 
     /// Every transfer the simulator knows, by partner_trade_no.

@@ -589,9 +589,14 @@ async fn query_by_out_bill_no(
         .transfers
         .get(path.as_str())
         .map(Transfer::query_reply);
+    query_answer(&sim, reply).await
+}
+
+/// A query's answer: the bill, or `404 NOT_FOUND`.
+async fn query_answer(sim: &Sim, reply: Option<qrgate_provider::wire::QueryReply>) -> HttpResponse {
     match reply {
-        Some(reply) => signed_json(&sim, &reply, Duration::ZERO).await,
-        None => signed_error(&sim, not_found(), Duration::ZERO).await,
+        Some(reply) => signed_json(sim, &reply, Duration::ZERO).await,
+        None => signed_error(sim, not_found(), Duration::ZERO).await,
     }
 }
 
@@ -604,10 +609,7 @@ async fn query_by_transfer_bill_no(
         return signed_error(&sim, refusal, Duration::ZERO).await;
     }
     let reply = sim.lock().by_bill_no(&path).map(Transfer::query_reply);
-    match reply {
-        Some(reply) => signed_json(&sim, &reply, Duration::ZERO).await,
-        None => signed_error(&sim, not_found(), Duration::ZERO).await,
-    }
+    query_answer(&sim, reply).await
 }
 
 async fn cancel_transfer(

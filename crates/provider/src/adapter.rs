@@ -22,10 +22,6 @@ pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, ClientError>> + 'a>
 
 /// A payment provider as the server uses it.
 pub trait PayoutProvider: Send + Sync {
-    /// Which API this adapter speaks, for logs and `/healthz`.
-    fn api(&self) -> &'static str;
-    /// The merchant and app ids transfers are made under.
-    fn merchant_ids(&self) -> (&str, &str);
     /// The remark the user sees on a transfer.
     fn remark(&self) -> &str;
     /// Creates (or finds, with the same number and fields) a transfer.
@@ -55,12 +51,6 @@ pub trait PayoutProvider: Send + Sync {
 }
 
 impl PayoutProvider for ProviderClient {
-    fn api(&self) -> &'static str {
-        "wechatpay-v3-transfer-bills"
-    }
-    fn merchant_ids(&self) -> (&str, &str) {
-        ProviderClient::merchant_ids(self)
-    }
     fn remark(&self) -> &str {
         ProviderClient::remark(self)
     }

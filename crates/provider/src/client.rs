@@ -454,11 +454,6 @@ impl ProviderClient {
         })
     }
 
-    /// The merchant and app ids.
-    pub fn merchant_ids(&self) -> (&str, &str) {
-        (&self.inner.mchid, &self.inner.appid)
-    }
-
     /// The configured `transfer_remark`.
     pub fn remark(&self) -> &str {
         &self.inner.remark
@@ -555,12 +550,10 @@ impl ProviderClient {
                 limit: MAX_JSON_BODY,
             })
             .await?;
-        let token = mp_reply(&reply)?
-            .access_token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ClientError::Protocol("stable_token answer without access_token".into())
-            })?;
+        let token = wx_field(
+            wx_reply(reply.status, &reply.body)?.access_token,
+            "access_token",
+        )?;
         let url = format!(
             "{}/cgi-bin/ticket/getticket?{}",
             self.inner.oauth_prefix,
@@ -576,12 +569,9 @@ impl ProviderClient {
                 limit: MAX_JSON_BODY,
             })
             .await?;
-        let r = mp_reply(&reply)?;
-        let ticket = r
-            .ticket
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ClientError::Protocol("getticket answer without ticket".into()))?;
-        Ok((ticket, r.expires_in.unwrap_or(7200)))
+        let r = wx_reply(reply.status, &reply.body)?;
+        let expires_in = r.expires_in.unwrap_or(7200);
+        Ok((wx_field(r.ticket, "ticket")?, expires_in))
     }
 
     /// Gets a new access token with a refresh token.
@@ -711,13 +701,7 @@ impl ProviderClient {
             .await?;
         let reply: CreateReply = serde_json::from_slice(classify(&reply)?)
             .map_err(|e| ClientError::Protocol(format!("unreadable transfer: {e}")))?;
-        if reply.out_bill_no != t.out_bill_no {
-            return Err(ClientError::Protocol(format!(
-                "answer is for transfer {:?}, not {:?}",
-                reply.out_bill_no, t.out_bill_no
-            )));
-        }
-        created_status(reply)
+        for_bill(created_status(reply)?, &t.out_bill_no)
     }
 
     /// The provider's view of a transfer by our number; `None` when it has
@@ -733,16 +717,10 @@ impl ProviderClient {
             ));
         }
         let url = format!("{}/out-bill-no/{out_bill_no}", self.bills_path());
-        let status = self.query(&url).await?;
-        if let Some(s) = &status {
-            if s.out_bill_no != out_bill_no {
-                return Err(ClientError::Protocol(format!(
-                    "answer is for transfer {:?}, not {out_bill_no:?}",
-                    s.out_bill_no
-                )));
-            }
-        }
-        Ok(status)
+        self.query(&url)
+            .await?
+            .map(|s| for_bill(s, out_bill_no))
+            .transpose()
     }
 
     /// The provider's view of a transfer by its number; `None` when it has
@@ -826,25 +804,7 @@ impl ProviderClient {
             .await?;
         let reply: CancelReply = serde_json::from_slice(classify(&reply)?)
             .map_err(|e| ClientError::Protocol(format!("unreadable cancel answer: {e}")))?;
-        if reply.out_bill_no != out_bill_no {
-            return Err(ClientError::Protocol(format!(
-                "answer is for transfer {:?}, not {out_bill_no:?}",
-                reply.out_bill_no
-            )));
-        }
-        if reply.transfer_bill_no.is_empty() {
-            return Err(ClientError::Protocol("empty transfer_bill_no".into()));
-        }
-        Ok(TransferStatus {
-            out_bill_no: reply.out_bill_no,
-            transfer_bill_no: reply.transfer_bill_no,
-            state: reply.state,
-            amount: None,
-            openid: None,
-            fail_reason: None,
-            package_info: None,
-            update_time: reply.update_time,
-        })
+        for_bill(cancelled_status(reply)?, out_bill_no)
     }
 
     /// Downloads the daily bill of `date` (provider local date), verified;
@@ -1039,28 +999,6 @@ struct Request<'a> {
     serial: Option<&'a str>,
     /// Largest answer read.
     limit: usize,
-}
-
-/// An official-account API answer: 200 with `errcode` 0 (or none), else an
-/// error.
-fn mp_reply(reply: &RawReply) -> Result<crate::jsapi::MpReply, ClientError> {
-    match reply.status {
-        200 => {}
-        408 | 429 | 500..=599 => {
-            return Err(ClientError::Unavailable(format!("HTTP {}", reply.status)))
-        }
-        s => return Err(ClientError::Protocol(format!("unexpected HTTP status {s}"))),
-    }
-    let r: crate::jsapi::MpReply = serde_json::from_slice(&reply.body)
-        .map_err(|e| ClientError::Protocol(format!("unreadable answer: {e}")))?;
-    match r.errcode {
-        Some(code) if code != 0 => Err(ClientError::Rejected {
-            status: 200,
-            code: code.to_string(),
-            message: r.errmsg.unwrap_or_default(),
-        }),
-        _ => Ok(r),
-    }
 }
 
 fn map_send_error(e: awc::error::SendRequestError) -> ClientError {

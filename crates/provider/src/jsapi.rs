@@ -15,7 +15,7 @@
 //! account. The page then calls
 //! `wx.config({appId, timestamp, nonceStr, signature, jsApiList: ["requestMerchantTransfer"]})`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha1::{Digest, Sha1};
 
 /// What `wx.config` takes (besides `jsApiList`).
@@ -40,21 +40,6 @@ pub fn signature(ticket: &str, nonce_str: &str, timestamp: i64, url: &str) -> St
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// An answer of the official-account API: a value, or `errcode`/`errmsg`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct MpReply {
-    #[serde(default)]
-    pub errcode: Option<i64>,
-    #[serde(default)]
-    pub errmsg: Option<String>,
-    #[serde(default)]
-    pub access_token: Option<String>,
-    #[serde(default)]
-    pub ticket: Option<String>,
-    #[serde(default)]
-    pub expires_in: Option<i64>,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::notify::NotifyHeaders;
+use super::notify::{NotifyHeaders, TransferState};
 use super::wire::*;
 use thiserror::Error;
 
@@ -170,57 +170,88 @@ pub(crate) fn needs_signature(status: u16) -> bool {
     status < 500 && status != 408 && status != 429
 }
 
-pub(crate) fn created_status(reply: CreateReply) -> Result<TransferStatus, ClientError> {
-    if reply.transfer_bill_no.is_empty() {
+/// A transfer status with what every answer carries; the rest unknown.
+fn bill(
+    out_bill_no: String,
+    transfer_bill_no: String,
+    state: TransferState,
+    update_time: String,
+) -> Result<TransferStatus, ClientError> {
+    if transfer_bill_no.is_empty() {
         return Err(ClientError::Protocol("empty transfer_bill_no".into()));
     }
     Ok(TransferStatus {
-        out_bill_no: reply.out_bill_no,
-        transfer_bill_no: reply.transfer_bill_no,
-        state: reply.state,
+        out_bill_no,
+        transfer_bill_no,
+        state,
         amount: None,
         openid: None,
-        fail_reason: reply.fail_reason.filter(|r| !r.is_empty()),
-        package_info: reply.package_info.filter(|p| !p.is_empty()),
-        update_time: reply.create_time,
-    })
-}
-
-pub(crate) fn queried_status(reply: QueryReply) -> Result<TransferStatus, ClientError> {
-    if reply.transfer_bill_no.is_empty() {
-        return Err(ClientError::Protocol("empty transfer_bill_no".into()));
-    }
-    Ok(TransferStatus {
-        out_bill_no: reply.out_bill_no,
-        transfer_bill_no: reply.transfer_bill_no,
-        state: reply.state,
-        amount: Some(reply.transfer_amount),
-        openid: reply.openid,
-        fail_reason: reply.fail_reason.filter(|r| !r.is_empty()),
+        fail_reason: None,
         package_info: None,
-        update_time: reply.update_time,
+        update_time,
     })
 }
 
+/// `s`, refused unless it is the transfer `out_bill_no`.
+pub(crate) fn for_bill(
+    s: TransferStatus,
+    out_bill_no: &str,
+) -> Result<TransferStatus, ClientError> {
+    if s.out_bill_no != out_bill_no {
+        return Err(ClientError::Protocol(format!(
+            "answer is for transfer {:?}, not {out_bill_no:?}",
+            s.out_bill_no
+        )));
+    }
+    Ok(s)
+}
+
+pub(crate) fn created_status(r: CreateReply) -> Result<TransferStatus, ClientError> {
+    Ok(TransferStatus {
+        fail_reason: r.fail_reason.filter(|x| !x.is_empty()),
+        package_info: r.package_info.filter(|x| !x.is_empty()),
+        ..bill(r.out_bill_no, r.transfer_bill_no, r.state, r.create_time)?
+    })
+}
+
+pub(crate) fn queried_status(r: QueryReply) -> Result<TransferStatus, ClientError> {
+    Ok(TransferStatus {
+        amount: Some(r.transfer_amount),
+        openid: r.openid,
+        fail_reason: r.fail_reason.filter(|x| !x.is_empty()),
+        ..bill(r.out_bill_no, r.transfer_bill_no, r.state, r.update_time)?
+    })
+}
+
+pub(crate) fn cancelled_status(r: CancelReply) -> Result<TransferStatus, ClientError> {
+    bill(r.out_bill_no, r.transfer_bill_no, r.state, r.update_time)
+}
+
+/// An answer of WeChat's own (not WeChat Pay's) API: OAuth, the official
+/// account's tokens and tickets. Errors come as 200 with an `errcode`.
 #[derive(Deserialize)]
-struct OAuthReply {
+pub(crate) struct WxReply {
     #[serde(default)]
     errcode: Option<i64>,
     #[serde(default)]
     errmsg: Option<String>,
     #[serde(default)]
-    access_token: Option<String>,
+    pub(crate) access_token: Option<String>,
     #[serde(default)]
-    refresh_token: Option<String>,
+    pub(crate) refresh_token: Option<String>,
     #[serde(default)]
-    openid: Option<String>,
+    pub(crate) openid: Option<String>,
     #[serde(default)]
-    expires_in: Option<i64>,
+    pub(crate) expires_in: Option<i64>,
     #[serde(default)]
-    scope: Option<String>,
+    pub(crate) scope: Option<String>,
+    #[serde(default)]
+    pub(crate) ticket: Option<String>,
 }
 
-pub(crate) fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, ClientError> {
+/// Reads a [`WxReply`]: a 5xx, 408 or 429 is unavailable, another 4xx a
+/// refusal, a non-zero `errcode` a refusal with that code.
+pub(crate) fn wx_reply(status: u16, body: &[u8]) -> Result<WxReply, ClientError> {
     match status {
         200 => {}
         408 | 429 | 500..=599 => {
@@ -242,8 +273,8 @@ pub(crate) fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, Clie
             )))
         }
     }
-    let reply: OAuthReply = serde_json::from_slice(body)
-        .map_err(|e| ClientError::Protocol(format!("unreadable OAuth answer: {e}")))?;
+    let reply: WxReply = serde_json::from_slice(body)
+        .map_err(|e| ClientError::Protocol(format!("unreadable answer: {e}")))?;
     if let Some(errcode) = reply.errcode.filter(|c| *c != 0) {
         return Err(ClientError::Rejected {
             status,
@@ -251,15 +282,22 @@ pub(crate) fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, Clie
             message: reply.errmsg.unwrap_or_default(),
         });
     }
-    let field = |value: Option<String>, name: &str| {
-        value
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ClientError::Protocol(format!("OAuth answer without {name}")))
-    };
+    Ok(reply)
+}
+
+/// A non-empty `value`, or a protocol error naming the field.
+pub(crate) fn wx_field(value: Option<String>, name: &str) -> Result<String, ClientError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ClientError::Protocol(format!("answer without {name}")))
+}
+
+pub(crate) fn oauth_tokens(status: u16, body: &[u8]) -> Result<OAuthTokens, ClientError> {
+    let reply = wx_reply(status, body)?;
     Ok(OAuthTokens {
-        access_token: field(reply.access_token, "access_token")?,
-        refresh_token: field(reply.refresh_token, "refresh_token")?,
-        openid: field(reply.openid, "openid")?,
+        access_token: wx_field(reply.access_token, "access_token")?,
+        refresh_token: wx_field(reply.refresh_token, "refresh_token")?,
+        openid: wx_field(reply.openid, "openid")?,
         expires_in: reply
             .expires_in
             .ok_or_else(|| ClientError::Protocol("OAuth answer without expires_in".into()))?,
