@@ -9,7 +9,7 @@
 //! In cluster mode every node applies the same log in the same order, so
 //! each node numbers every feed alike and a client may resume on any node.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -35,12 +35,51 @@ pub struct FeedStore {
     pub retention_secs: i64,
 }
 
+type Fast = foldhash::fast::RandomState;
+
 #[derive(Default)]
 struct Inner {
-    heads: HashMap<Feed, Head>,
-    dirty: HashSet<Feed>,
-    pending: BTreeMap<(Feed, u64), Stored>,
+    feeds: HashMap<Feed, Held, Fast>,
+    /// The feeds with something to persist, each once.
+    dirty: Vec<Feed>,
     drops: Vec<(Feed, std::ops::Range<u64>)>,
+}
+
+/// A feed as the consumer holds it: where it stands, and its events not
+/// persisted yet, in seq order.
+struct Held {
+    head: Head,
+    pending: VecDeque<(u64, Stored)>,
+    dirty: bool,
+}
+
+impl Held {
+    fn new(head: Head) -> Held {
+        Held {
+            head,
+            pending: VecDeque::new(),
+            dirty: false,
+        }
+    }
+
+    /// Forget the pending events below `seq`.
+    fn forget_below(&mut self, seq: u64) {
+        while self.pending.front().is_some_and(|(s, _)| *s < seq) {
+            self.pending.pop_front();
+        }
+    }
+}
+
+impl Inner {
+    /// Mark `f` (held) as having something to persist.
+    fn touch(&mut self, f: Feed) {
+        if let Some(h) = self.feeds.get_mut(&f) {
+            if !h.dirty {
+                h.dirty = true;
+                self.dirty.push(f);
+            }
+        }
+    }
 }
 
 /// A round's events, rendered, with the feed heads they need.
@@ -124,7 +163,7 @@ impl FeedStore {
     /// Where `feed` stands as numbered: in memory if the consumer holds
     /// it, else on disk.
     fn stored_head(&self, storage: &Storage, feed: Feed) -> Result<Head, StorageError> {
-        if let Some(h) = self.lock()?.heads.get(&feed).copied() {
+        if let Some(h) = self.lock()?.feeds.get(&feed).map(|h| h.head) {
             return Ok(h);
         }
         storage.feed_head(feed)
@@ -170,13 +209,17 @@ impl FeedStore {
         if from > last {
             return Ok(BTreeMap::new());
         }
-        let mut events: BTreeMap<u64, Stored> = self
-            .lock()?
-            .pending
-            .range((feed, from)..=(feed, last))
-            .take(limit)
-            .map(|((_, seq), s)| (*seq, s.clone()))
-            .collect();
+        let mut events: BTreeMap<u64, Stored> = BTreeMap::new();
+        if let Some(h) = self.lock()?.feeds.get(&feed) {
+            let start = h.pending.partition_point(|(seq, _)| *seq < from);
+            events.extend(
+                h.pending
+                    .range(start..)
+                    .take_while(|(seq, _)| *seq <= last)
+                    .take(limit)
+                    .map(|(seq, s)| (*seq, s.clone())),
+            );
+        }
         for (seq, s) in storage.feed_entries(feed, from, limit)? {
             if seq <= last {
                 events.entry(seq).or_insert(s);
@@ -191,12 +234,13 @@ impl FeedStore {
     pub fn prepare(&self, storage: &Storage, events: &[Event]) -> Result<Prepared, StorageError> {
         let mut rendered = Vec::with_capacity(events.len());
         let mut missing: Vec<Feed> = Vec::new();
+        let mut seen: HashSet<Feed, Fast> = HashSet::default();
         {
             let inner = self.lock()?;
             for e in events {
                 let feeds = feeds_of(e);
                 for f in &feeds {
-                    if !inner.heads.contains_key(f) && !missing.contains(f) {
+                    if !inner.feeds.contains_key(f) && seen.insert(*f) {
                         missing.push(*f);
                     }
                 }
@@ -215,12 +259,11 @@ impl FeedStore {
     /// does not render, and goes nowhere, logged).
     pub fn commit(&self, p: Prepared) -> Vec<Option<Appended>> {
         let mut out = Vec::with_capacity(p.rendered.len());
-        let mut touched = HashSet::new();
         let Ok(mut inner) = self.inner.lock() else {
             return out;
         };
         for (f, h) in p.loaded {
-            inner.heads.entry(f).or_insert(h);
+            inner.feeds.entry(f).or_insert_with(|| Held::new(h));
         }
         for (feeds, s) in p.rendered {
             let s = match s {
@@ -233,25 +276,28 @@ impl FeedStore {
             };
             let mut seqs = Vec::with_capacity(feeds.len());
             for f in feeds {
-                let Some(head) = inner.heads.get_mut(&f) else {
+                let Some(held) = inner.feeds.get_mut(&f) else {
                     continue;
                 };
-                let (seq, dropped) = head.push(self.max_events);
-                inner.dirty.insert(f);
+                let (seq, dropped) = held.head.push(self.max_events);
+                held.forget_below(dropped.end);
+                held.pending.push_back((seq, s.clone()));
                 if !dropped.is_empty() {
-                    for d in dropped.clone() {
-                        inner.pending.remove(&(f, d));
-                    }
                     inner.drops.push((f, dropped));
                 }
-                inner.pending.insert((f, seq), s.clone());
-                touched.insert(f);
+                inner.touch(f);
                 seqs.push((f, seq));
             }
             out.push(Some(Appended { stored: s, seqs }));
         }
         drop(inner);
-        self.wake(&touched);
+        // After the events are in: a long-poller that registers later
+        // reads them.
+        self.wake(
+            out.iter()
+                .flatten()
+                .flat_map(|a| a.seqs.iter().map(|(f, _)| f)),
+        );
         out
     }
 
@@ -261,7 +307,7 @@ impl FeedStore {
             .map_err(|_| StorageError::Io("feed state lock poisoned".into()))
     }
 
-    fn wake(&self, touched: &HashSet<Feed>) {
+    fn wake<'a>(&self, touched: impl Iterator<Item = &'a Feed>) {
         let Ok(w) = self.waiters.lock() else {
             return;
         };
@@ -281,19 +327,19 @@ impl FeedStore {
         let Ok(inner) = self.inner.lock() else {
             return FeedBatch::default();
         };
-        FeedBatch {
-            entries: inner
-                .pending
-                .iter()
-                .map(|((f, seq), s)| (*f, *seq, s.clone()))
-                .collect(),
-            heads: inner
-                .dirty
-                .iter()
-                .filter_map(|f| inner.heads.get(f).map(|h| (*f, *h)))
-                .collect(),
+        let mut b = FeedBatch {
+            entries: Vec::new(),
+            heads: Vec::with_capacity(inner.dirty.len()),
             drops: inner.drops.clone(),
+        };
+        for f in &inner.dirty {
+            if let Some(h) = inner.feeds.get(f) {
+                b.entries
+                    .extend(h.pending.iter().map(|(seq, s)| (*f, *seq, s.clone())));
+                b.heads.push((*f, h.head));
+            }
         }
+        b
     }
 
     /// `b` is on disk: forget what it held (the consumer appends nothing
@@ -302,19 +348,24 @@ impl FeedStore {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        for (f, seq, _) in &b.entries {
-            inner.pending.remove(&(*f, *seq));
-        }
+        let inner = &mut *inner;
         for (f, h) in &b.heads {
-            if inner.heads.get(f) == Some(h) {
-                inner.dirty.remove(f);
+            if let Some(held) = inner.feeds.get_mut(f) {
+                // Every event of `f` up to `h.last` was in the batch.
+                held.forget_below(h.last + 1);
+                if held.head == *h {
+                    held.dirty = false;
+                }
             }
         }
+        let feeds = &inner.feeds;
+        inner
+            .dirty
+            .retain(|f| feeds.get(f).is_some_and(|h| h.dirty));
         let n = b.drops.len().min(inner.drops.len());
         inner.drops.drain(..n);
-        if inner.heads.len() > CACHED_HEADS {
-            let Inner { heads, dirty, .. } = &mut *inner;
-            heads.retain(|f, _| dirty.contains(f));
+        if inner.feeds.len() > CACHED_HEADS {
+            inner.feeds.retain(|_, h| h.dirty);
         }
     }
 
@@ -387,14 +438,12 @@ impl FeedStore {
                 continue;
             };
             let mut inner = self.lock()?;
-            let h = inner.heads.entry(f).or_insert(head);
-            let dropped = h.drop_through(seq);
+            let h = inner.feeds.entry(f).or_insert_with(|| Held::new(head));
+            let dropped = h.head.drop_through(seq);
             if !dropped.is_empty() {
-                for d in dropped.clone() {
-                    inner.pending.remove(&(f, d));
-                }
-                inner.dirty.insert(f);
+                h.forget_below(dropped.end);
                 inner.drops.push((f, dropped));
+                inner.touch(f);
             }
         }
         Ok(next)

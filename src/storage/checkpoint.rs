@@ -1,7 +1,8 @@
 //! The checkpoint: what the overlay holds goes into sled, coalesced (one
 //! record per key however often it was written since the last checkpoint;
 //! a record created and deleted in between never reaches sled; ledger
-//! entries and chain records gathered into pages, `pages.rs`), then sled
+//! entries and chain records gathered into pages, `pages.rs`; feed events
+//! appended to their feed's last chunk, `feeds.rs`), then sled
 //! is made durable, and only then are the journal segments it covers (and
 //! whose events the outbox has consumed) deleted.
 //!
@@ -15,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::feeds::ChunkMerge;
 use super::kv::Map;
 use super::{pages, runs, Inner, Result, StorageError};
 use crate::metrics;
@@ -158,7 +160,12 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         }
         Ok(())
     };
+    // Feed chunks go into each feed's last chunk (`feeds.rs`).
+    let mut chunks = ChunkMerge::default();
     for (k, v) in frozen.iter() {
+        if chunks.take(k, v.as_ref()) {
+            continue;
+        }
         if let (Some(v), Some((page, seq))) = (v, pages::page_of(k)) {
             paged.entry(page).or_default().insert(seq, v.to_vec());
             continue;
@@ -174,6 +181,7 @@ pub(super) fn run(inner: &Inner) -> Result<u64> {
         }
         put(&mut batch, k, v.clone())?;
     }
+    chunks.finish(&sled.tree, &mut |k, v| put(&mut batch, k, v))?;
     for (page, items) in paged {
         let old = sled.tree.get(&page)?;
         let value = pages::merge(&page, old.as_deref(), items)?;

@@ -392,3 +392,80 @@ async fn asking_for_more_than_retention_kept_is_refused_with_the_oldest_seq() {
     assert_eq!((s, v["oldest_seq"].as_u64()), (410, Some(7)), "{v}");
     assert_eq!(app.get("/v1/events?after=6", Some(&m)).await.0, 200);
 }
+
+/// A busy group feed over several checkpoints (its events merged into
+/// chunks on disk, the chunks that fell past its bound deleted) and a
+/// `kill -9`: it replays exactly its last `max_per_feed` events, each
+/// once, in order, one per acknowledged join.
+#[actix_web::test]
+async fn a_feed_merged_over_checkpoints_and_a_kill_replays_each_event_once() {
+    let mut app = TestApp::spawn_with(
+        "[storage]\ncheckpoint_secs = 1\n[events]\nmax_per_feed = 100\n[limits]\ngroup_joins_per_minute = 60000\ngroup_joins_per_minute_max = 60000\n",
+    )
+    .await;
+    let (owner_id, owner) = app.user("owner").await;
+    let g = app
+        .group(&owner, json!({"name": "Busy", "member_limit": 200}))
+        .await;
+    let (_, tok, _) = app.invite(&owner, &g, json!({})).await;
+    // The owner's member_joined, then one per join, in join order.
+    let mut joined = vec![owner_id];
+    for wave in 0..3 {
+        for i in 0..60 {
+            let (id, t) = app.user(&format!("w{wave}u{i}")).await;
+            let (s, v) = app.join(&t, &tok).await;
+            assert_eq!(s, 200, "{v}");
+            joined.push(id);
+        }
+        if wave == 1 {
+            app.kill9();
+            app.restart().await;
+        }
+        // A checkpoint or two after each wave.
+        actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let last = joined.len() as u64;
+    let after = last - 100;
+    let mut conn = connect(&app, &owner).await;
+    let _hello = frame_within(&mut conn, Duration::from_secs(5)).await;
+    let mut replay = Vec::new();
+    for _ in 0..50 {
+        let sub = format!("{{\"subscribe\":\"group:{g}\",\"after\":{after}}}");
+        conn.send(ws::Message::Text(sub.into()))
+            .await
+            .expect("send");
+        let first = frame_within(&mut conn, Duration::from_secs(5))
+            .await
+            .expect("answer");
+        assert_eq!(first["type"], "subscribed", "{first}");
+        replay = frames_of(&mut conn, &format!("group:{g}"), Duration::from_millis(500)).await;
+        if replay.len() == 100 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seqs(&replay), (after + 1..=last).collect::<Vec<_>>());
+    let users: Vec<&str> = replay
+        .iter()
+        .map(|f| f["user_id"].as_str().unwrap_or_default())
+        .collect();
+    let want: Vec<&str> = joined[after as usize..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(users, want);
+    assert!(replay.iter().all(|f| f["type"] == "member_joined"));
+    // What fell past the bound is gone for readers.
+    let sub = format!("{{\"subscribe\":\"group:{g}\",\"after\":{}}}", after - 1);
+    conn.send(ws::Message::Text(sub.into()))
+        .await
+        .expect("send");
+    let refused = frame_within(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(
+        (refused["code"].as_str(), refused["oldest_seq"].as_u64()),
+        (Some("events_expired"), Some(after + 1)),
+        "{refused}"
+    );
+}
