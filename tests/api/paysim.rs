@@ -1201,13 +1201,13 @@ async fn notifications_are_retried_duplicated_held_and_reordered() {
     // Held, then released newest first.
     sim.faults(json!({ "hold_notifications": true, "out_of_order": true }))
         .await;
+    // One after the other: each is held when it succeeds, so the held
+    // order is this one only if each succeeds before the next is made.
     for no in ["N3", "N4", "N5"] {
         client
             .create_transfer(&transfer(no, "o-c", 100, &rx.url))
             .await
             .expect("create");
-    }
-    for no in ["N3", "N4", "N5"] {
         wait_state(&sim, no, "SUCCESS").await;
     }
     actix_web::rt::time::sleep(Duration::from_millis(100)).await;
