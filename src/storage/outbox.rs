@@ -108,7 +108,7 @@ impl Storage {
         } = c;
         let mut w = WriteSet::new();
         w.local();
-        self.write_feeds(feeds, &mut w)?;
+        Self::write_feeds(feeds, &mut w);
         w.webhook_batch(webhooks);
         if let Ok(legacy) = self.inner.legacy_outbox.lock() {
             for seq in records.iter().filter(|s| legacy.contains(s)) {

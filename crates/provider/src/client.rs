@@ -487,16 +487,7 @@ impl ProviderClient {
             "{}/sns/oauth2/access_token?{query}",
             self.inner.oauth_prefix
         );
-        let reply = self
-            .send(Request {
-                method: Method::GET,
-                url: &url,
-                body: None,
-                signed: false,
-                serial: None,
-                limit: MAX_JSON_BODY,
-            })
-            .await?;
+        let reply = self.send_unsigned(Method::GET, &url, None).await?;
         oauth_tokens(reply.status, &reply.body)
     }
 
@@ -540,16 +531,7 @@ impl ProviderClient {
         }))
         .map_err(|e| ClientError::Protocol(format!("cannot serialise the request: {e}")))?;
         let url = format!("{}/cgi-bin/stable_token", self.inner.oauth_prefix);
-        let reply = self
-            .send(Request {
-                method: Method::POST,
-                url: &url,
-                body: Some(body),
-                signed: false,
-                serial: None,
-                limit: MAX_JSON_BODY,
-            })
-            .await?;
+        let reply = self.send_unsigned(Method::POST, &url, Some(body)).await?;
         let token = wx_field(
             wx_reply(reply.status, &reply.body)?.access_token,
             "access_token",
@@ -559,16 +541,7 @@ impl ProviderClient {
             self.inner.oauth_prefix,
             query_string(&[("access_token", &token), ("type", "jsapi")])
         );
-        let reply = self
-            .send(Request {
-                method: Method::GET,
-                url: &url,
-                body: None,
-                signed: false,
-                serial: None,
-                limit: MAX_JSON_BODY,
-            })
-            .await?;
+        let reply = self.send_unsigned(Method::GET, &url, None).await?;
         let r = wx_reply(reply.status, &reply.body)?;
         let expires_in = r.expires_in.unwrap_or(7200);
         Ok((wx_field(r.ticket, "ticket")?, expires_in))
@@ -588,16 +561,7 @@ impl ProviderClient {
             "{}/sns/oauth2/refresh_token?{query}",
             self.inner.oauth_prefix
         );
-        let reply = self
-            .send(Request {
-                method: Method::GET,
-                url: &url,
-                body: None,
-                signed: false,
-                serial: None,
-                limit: MAX_JSON_BODY,
-            })
-            .await?;
+        let reply = self.send_unsigned(Method::GET, &url, None).await?;
         oauth_tokens(reply.status, &reply.body)
     }
 
@@ -910,6 +874,25 @@ impl ProviderClient {
     /// also what is signed) and reads the answer, all within the timeout.
     /// With `signed`, the request carries an `Authorization` header and an
     /// answer that needs one must have a valid provider signature.
+    /// A request to WeChat's official-account API (OAuth, JS-SDK ticket):
+    /// unsigned, answered with a small JSON body.
+    async fn send_unsigned(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<RawReply, ClientError> {
+        self.send(Request {
+            method,
+            url,
+            body,
+            signed: false,
+            serial: None,
+            limit: MAX_JSON_BODY,
+        })
+        .await
+    }
+
     async fn send(&self, r: Request<'_>) -> Result<RawReply, ClientError> {
         let deadline = self.inner.timeout;
         let signed = r.signed;
